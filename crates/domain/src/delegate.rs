@@ -1,0 +1,257 @@
+//! Delegates: named groups in a scope, their running instances, and the tokens they
+//! register with.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ident::{Ident, Scope};
+use crate::ids::{GroupId, InstanceId, TokenId};
+use crate::selector::{Selector, Selectors};
+use crate::task::TaskType;
+
+/// The default number of tasks an instance runs in parallel.
+pub const DEFAULT_CAPACITY: u32 = 10;
+
+/// A delegate: a named group in a scope. Replicas register with the same name to join it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegateGroup {
+    pub id: GroupId,
+    #[serde(flatten)]
+    pub scope: Scope,
+    pub name: Ident,
+    pub tags: Selectors,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which image a delegate runs: `full` ships client tools (kubectl, helm...), `minimal` not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageFlavour {
+    Full,
+    Minimal,
+}
+
+impl ImageFlavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageFlavour::Full => "full",
+            ImageFlavour::Minimal => "minimal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "full" => Some(ImageFlavour::Full),
+            "minimal" => Some(ImageFlavour::Minimal),
+            _ => None,
+        }
+    }
+}
+
+/// Capacity of an instance: how many tasks it runs at once. Never zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Capacity(u32);
+
+impl Capacity {
+    pub const MAX: u32 = 10_000;
+
+    pub fn new(n: u32) -> Result<Self, String> {
+        if n == 0 || n > Self::MAX {
+            return Err(format!("capacity must be between 1 and {}, got {n}", Self::MAX));
+        }
+        Ok(Self(n))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self(DEFAULT_CAPACITY)
+    }
+}
+
+impl TryFrom<u32> for Capacity {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, Self::Error> {
+        Capacity::new(n)
+    }
+}
+
+impl From<Capacity> for u32 {
+    fn from(c: Capacity) -> u32 {
+        c.0
+    }
+}
+
+/// One running process of a delegate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegateInstance {
+    pub id: InstanceId,
+    pub group_id: GroupId,
+    /// The token it registered with: revoking the token disconnects it.
+    pub token_id: TokenId,
+    pub hostname: String,
+    pub version: String,
+    pub flavour: ImageFlavour,
+    /// The instance's own tags, on top of its group's.
+    pub tags: Selectors,
+    pub task_types: Vec<TaskType>,
+    pub capacity: Capacity,
+    /// Tasks assigned to or running on it. Kept by the store in the same transaction as
+    /// every assignment and release, so it is exact, not an estimate.
+    pub active_tasks: u32,
+    pub registered_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// Whether a manager holds an open socket for it right now.
+    pub connected: bool,
+}
+
+/// Liveness as PRODUCT.md defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Socket open and heartbeat fresh.
+    Connected,
+    /// Heartbeat older than the heartbeat timeout.
+    Stale,
+    /// No socket.
+    Disconnected,
+}
+
+impl DelegateInstance {
+    /// The instance's full selector set: group tags, own tags, and the implicit selectors
+    /// (group name, hostname, instance id). Selectors that do not parse (a hostname is
+    /// free text) are left out rather than failing the whole set.
+    pub fn selector_set(&self, group: &DelegateGroup) -> Selectors {
+        let mut set = group.tags.clone();
+        set.extend(self.tags.iter().cloned());
+        let implicit = [group.name.to_string(), self.hostname.clone(), self.id.to_string()];
+        set.extend(implicit.iter().filter_map(|s| Selector::parse(s).ok()));
+        set
+    }
+
+    pub fn liveness(&self, now: DateTime<Utc>, heartbeat_timeout: Duration) -> Liveness {
+        if !self.connected {
+            Liveness::Disconnected
+        } else if now - self.last_heartbeat_at > heartbeat_timeout {
+            Liveness::Stale
+        } else {
+            Liveness::Connected
+        }
+    }
+
+    pub fn has_free_slot(&self) -> bool {
+        self.active_tasks < self.capacity.get()
+    }
+}
+
+/// Whether a delegate token still admits registrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Active,
+    Revoked,
+}
+
+impl TokenStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Active => "active",
+            TokenStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(TokenStatus::Active),
+            "revoked" => Some(TokenStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// A delegate token, as stored: the secret itself is only ever held as a hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelegateToken {
+    pub id: TokenId,
+    /// Unique in its account.
+    pub name: Ident,
+    #[serde(flatten)]
+    pub scope: Scope,
+    pub status: TokenStatus,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{GroupId, InstanceId, TokenId};
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).expect("valid")
+    }
+
+    fn fixture() -> (DelegateGroup, DelegateInstance) {
+        let now = Utc::now();
+        let group = DelegateGroup {
+            id: GroupId::new(),
+            scope: Scope::parse_path("acme").expect("valid"),
+            name: Ident::parse("K8s-Prod").expect("valid"),
+            tags: [sel("linux")].into(),
+            disabled: false,
+            created_at: now,
+        };
+        let instance = DelegateInstance {
+            id: InstanceId::new(),
+            group_id: group.id,
+            token_id: TokenId::new(),
+            hostname: "Node-1.internal".into(),
+            version: "1.0.0".into(),
+            flavour: ImageFlavour::Full,
+            tags: [sel("gpu")].into(),
+            task_types: vec![],
+            capacity: Capacity::default(),
+            active_tasks: 0,
+            registered_at: now,
+            last_heartbeat_at: now,
+            connected: true,
+        };
+        (group, instance)
+    }
+
+    #[test]
+    fn selector_set_holds_tags_and_implicit_selectors() {
+        let (group, instance) = fixture();
+        let set = instance.selector_set(&group);
+        for s in ["linux", "gpu", "k8s-prod", "node-1.internal", &instance.id.to_string()] {
+            assert!(set.contains(&sel(s)), "missing {s} in {set:?}");
+        }
+    }
+
+    #[test]
+    fn liveness_depends_on_socket_and_heartbeat_age() {
+        let (_, mut i) = fixture();
+        let timeout = Duration::minutes(5);
+        let now = i.last_heartbeat_at + Duration::minutes(1);
+        assert_eq!(i.liveness(now, timeout), Liveness::Connected);
+        assert_eq!(
+            i.liveness(i.last_heartbeat_at + Duration::minutes(6), timeout),
+            Liveness::Stale
+        );
+        i.connected = false;
+        assert_eq!(i.liveness(now, timeout), Liveness::Disconnected);
+    }
+
+    #[test]
+    fn capacity_is_never_zero() {
+        assert!(Capacity::new(0).is_err());
+        assert!(serde_json::from_str::<Capacity>("0").is_err());
+        assert_eq!(Capacity::default().get(), 10);
+    }
+}

@@ -1,0 +1,432 @@
+//! Tasks and their lifecycle.
+//!
+//! The lifecycle is one pure function, [`transition`]: every state change anywhere in
+//! Switchboard (the stores included) goes through it, so an invalid change is refused in
+//! one place. Every change after assignment is also *fenced* by the task's [`Attempt`]:
+//! a report that names an attempt which is no longer current changes nothing.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::capability::Capability;
+use crate::ident::{Ident, Scope};
+use crate::ids::{ConnectorId, InstanceId, TaskId};
+use crate::selector::Selectors;
+
+/// The largest payload accepted, in bytes of JSON.
+pub const PAYLOAD_MAX_BYTES: usize = 1024 * 1024;
+
+/// What kind of work a task is (`http_check`, `echo`, `shell`...); instances list the
+/// types they support.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskType(pub Ident);
+
+impl TaskType {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Display for TaskType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl fmt::Debug for TaskType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0.as_str(), f)
+    }
+}
+
+/// The fencing number of a task: 1 for its first assignment, one more for each later one.
+/// 0 means never assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Attempt(pub u32);
+
+impl Attempt {
+    pub const NONE: Attempt = Attempt(0);
+
+    pub fn next(self) -> Attempt {
+        Attempt(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for an instance.
+    Queued,
+    /// Pushed to one instance, which has not acquired it yet.
+    Assigned,
+    /// Acquired by its instance and running.
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Not assigned within its assign timeout.
+    Expired,
+    /// Ran past its execution timeout.
+    TimedOut,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Queued,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+        TaskState::Expired,
+        TaskState::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Assigned => "assigned",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Expired => "expired",
+            TaskState::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Queued | TaskState::Assigned | TaskState::Running)
+    }
+
+    /// Whether a task in this state occupies a slot of its instance.
+    pub fn holds_instance(self) -> bool {
+        matches!(self, TaskState::Assigned | TaskState::Running)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happens to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEvent {
+    /// Claimed for an instance and pushed to it.
+    Assign,
+    /// The instance fetched it and started.
+    Acquire,
+    /// The assignment was lost before the task started (acknowledge timeout, the instance
+    /// disappeared, refused, or failed validation): back to the queue.
+    Release,
+    /// A running task's instance was lost and attempts remain: back to the queue.
+    Requeue,
+    Succeed,
+    Fail,
+    Cancel,
+    Expire,
+    TimeOut,
+}
+
+impl TaskEvent {
+    pub const ALL: [TaskEvent; 9] = [
+        TaskEvent::Assign,
+        TaskEvent::Acquire,
+        TaskEvent::Release,
+        TaskEvent::Requeue,
+        TaskEvent::Succeed,
+        TaskEvent::Fail,
+        TaskEvent::Cancel,
+        TaskEvent::Expire,
+        TaskEvent::TimeOut,
+    ];
+
+    /// The states this event may be applied in, derived from [`transition`] so that SQL
+    /// predicates built from it can never disagree with the state machine.
+    pub fn sources(self) -> Vec<TaskState> {
+        TaskState::ALL
+            .into_iter()
+            .filter(|s| transition(*s, self).is_ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a task that is {from} cannot {event:?}")]
+pub struct InvalidTransition {
+    pub from: TaskState,
+    pub event: TaskEvent,
+}
+
+/// The task state machine. Returns the state after `event`, or refuses it.
+pub fn transition(from: TaskState, event: TaskEvent) -> Result<TaskState, InvalidTransition> {
+    use TaskEvent as E;
+    use TaskState as S;
+    let to = match (from, event) {
+        (S::Queued, E::Assign) => S::Assigned,
+        (S::Assigned, E::Acquire) => S::Running,
+        (S::Assigned, E::Release) => S::Queued,
+        (S::Running, E::Requeue) => S::Queued,
+        (S::Running, E::Succeed) => S::Succeeded,
+        // A queued task fails when no delegate could ever take it or every candidate failed
+        // validation; an assigned one when its instance is lost and no attempts remain.
+        (S::Queued | S::Assigned | S::Running, E::Fail) => S::Failed,
+        (S::Queued | S::Assigned | S::Running, E::Cancel) => S::Cancelled,
+        (S::Queued, E::Expire) => S::Expired,
+        (S::Running, E::TimeOut) => S::TimedOut,
+        _ => return Err(InvalidTransition { from, event }),
+    };
+    Ok(to)
+}
+
+/// Why a task failed, as a stable machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// No registered delegate could ever take it (scope, selectors, task type).
+    NoEligibleDelegate,
+    /// Every eligible instance answered that it cannot reach a capability.
+    ValidationFailed,
+    /// Its instance disappeared and no attempts remained.
+    DelegateLost,
+    /// The delegate ran it and reported failure.
+    TaskError,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::NoEligibleDelegate => "no_eligible_delegate",
+            FailureReason::ValidationFailed => "validation_failed",
+            FailureReason::DelegateLost => "delegate_lost",
+            FailureReason::TaskError => "task_error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::NoEligibleDelegate,
+            Self::ValidationFailed,
+            Self::DelegateLost,
+            Self::TaskError,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A failure: its code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: FailureReason,
+    pub detail: String,
+}
+
+/// Limits of a task's settings; the defaults apply when a submission leaves them out.
+pub mod limits {
+    use std::time::Duration;
+
+    pub const DEFAULT_ASSIGN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    pub const MAX_ASSIGN_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+    pub const DEFAULT_EXECUTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+    pub const MAX_EXECUTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 1;
+    pub const MAX_MAX_ATTEMPTS: u32 = 10;
+    pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+    pub const MAX_SELECTORS: usize = 32;
+    pub const MAX_CAPABILITIES: usize = 16;
+}
+
+/// A validated submission: everything a task is made of before it has a state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTask {
+    pub id: TaskId,
+    #[serde(flatten)]
+    pub scope: Scope,
+    pub task_type: TaskType,
+    pub payload: serde_json::Value,
+    pub selectors: Selectors,
+    pub connector_id: Option<ConnectorId>,
+    pub capabilities: Vec<Capability>,
+    pub priority: i32,
+    #[serde(with = "duration_ms")]
+    pub assign_timeout: Duration,
+    #[serde(with = "duration_ms")]
+    pub execution_timeout: Duration,
+    pub max_attempts: u32,
+    pub wait_for_delegate: bool,
+    /// The submitter's `Idempotency-Key`, with the fingerprint of the body it came with.
+    pub idempotency: Option<Idempotency>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An `Idempotency-Key` and the fingerprint (a hash) of the request it was first used with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    #[serde(flatten)]
+    pub spec: NewTask,
+    pub state: TaskState,
+    /// The current attempt: every report must name it.
+    pub attempt: Attempt,
+    /// How many times it has started running (acquired); `max_attempts` bounds this.
+    pub runs: u32,
+    /// The instance it is assigned to or running on.
+    pub instance_id: Option<InstanceId>,
+    pub failure: Option<Failure>,
+    pub result: Option<serde_json::Value>,
+    pub progress: Option<serde_json::Value>,
+    pub updated_at: DateTime<Utc>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Task {
+    pub fn id(&self) -> TaskId {
+        self.spec.id
+    }
+
+    /// Whether a running task that lost its instance may run again.
+    pub fn attempts_remain(&self) -> bool {
+        self.runs < self.spec.max_attempts
+    }
+}
+
+/// One assignment of a task to an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAttempt {
+    pub task_id: TaskId,
+    pub attempt: Attempt,
+    pub instance_id: InstanceId,
+    pub assigned_at: DateTime<Utc>,
+    pub acquired_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The state the task left this attempt in (`queued` for a release), once it ended.
+    pub outcome: Option<TaskState>,
+}
+
+/// Serializes a [`Duration`] as whole milliseconds.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_happy_path_is_allowed() {
+        let mut s = TaskState::Queued;
+        for e in [TaskEvent::Assign, TaskEvent::Acquire, TaskEvent::Succeed] {
+            s = transition(s, e).expect("allowed");
+        }
+        assert_eq!(s, TaskState::Succeeded);
+    }
+
+    #[test]
+    fn releases_and_requeues_return_to_the_queue() {
+        assert_eq!(
+            transition(TaskState::Assigned, TaskEvent::Release),
+            Ok(TaskState::Queued)
+        );
+        assert_eq!(
+            transition(TaskState::Running, TaskEvent::Requeue),
+            Ok(TaskState::Queued)
+        );
+        assert!(transition(TaskState::Running, TaskEvent::Release).is_err());
+        assert!(
+            transition(TaskState::Assigned, TaskEvent::Succeed).is_err(),
+            "must acquire first"
+        );
+    }
+
+    #[test]
+    fn only_queued_tasks_expire_and_only_running_ones_time_out() {
+        assert_eq!(TaskEvent::Expire.sources(), vec![TaskState::Queued]);
+        assert_eq!(TaskEvent::TimeOut.sources(), vec![TaskState::Running]);
+        assert_eq!(TaskEvent::Assign.sources(), vec![TaskState::Queued]);
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in TaskState::ALL {
+            assert_eq!(TaskState::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).expect("serializes"), s.as_str());
+        }
+    }
+
+    fn any_state() -> impl Strategy<Value = TaskState> {
+        proptest::sample::select(TaskState::ALL.to_vec())
+    }
+
+    fn any_event() -> impl Strategy<Value = TaskEvent> {
+        proptest::sample::select(TaskEvent::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn terminal_states_never_change(s in any_state(), e in any_event()) {
+            if s.is_terminal() {
+                prop_assert!(transition(s, e).is_err());
+            }
+        }
+
+        #[test]
+        fn every_event_has_one_target(e in any_event()) {
+            let targets: std::collections::BTreeSet<_> =
+                e.sources().into_iter().filter_map(|s| transition(s, e).ok()).collect();
+            prop_assert_eq!(targets.len(), 1);
+        }
+
+        #[test]
+        fn a_task_runs_only_after_an_assignment(events in proptest::collection::vec(any_event(), 0..30)) {
+            // Whatever happens, every start was preceded by its own assignment: a task
+            // cannot be acquired twice on one attempt, nor without being assigned.
+            let (mut s, mut assigns, mut acquires) = (TaskState::Queued, 0, 0);
+            for e in events {
+                if let Ok(next) = transition(s, e) {
+                    assigns += usize::from(e == TaskEvent::Assign);
+                    acquires += usize::from(e == TaskEvent::Acquire);
+                    prop_assert!(acquires <= assigns);
+                    s = next;
+                }
+            }
+        }
+    }
+}
