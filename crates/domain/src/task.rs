@@ -311,6 +311,44 @@ impl Task {
         self.spec.id
     }
 
+    /// Applies `event` to this task as of `at`: the pure half of every stored transition
+    /// except [`TaskEvent::Assign`] (which needs the store's claim, to respect capacity).
+    /// Returns the instance whose slot this frees, if any. On refusal nothing changes.
+    pub fn apply(
+        &mut self,
+        event: TaskEvent,
+        at: DateTime<Utc>,
+        failure: Option<Failure>,
+        result: Option<serde_json::Value>,
+    ) -> Result<Option<InstanceId>, InvalidTransition> {
+        if event == TaskEvent::Assign {
+            return Err(InvalidTransition {
+                from: self.state,
+                event,
+            });
+        }
+        let to = transition(self.state, event)?;
+        let from = std::mem::replace(&mut self.state, to);
+        self.updated_at = at;
+        if event == TaskEvent::Acquire {
+            self.runs += 1;
+            self.started_at = Some(at);
+        }
+        if failure.is_some() {
+            self.failure = failure;
+        }
+        if result.is_some() {
+            self.result = result;
+        }
+        if to.is_terminal() {
+            self.finished_at = Some(at);
+        }
+        if from.holds_instance() && !to.holds_instance() {
+            return Ok(self.instance_id.take());
+        }
+        Ok(None)
+    }
+
     /// Whether a running task that lost its instance may run again.
     pub fn attempts_remain(&self) -> bool {
         self.runs < self.spec.max_attempts
@@ -389,6 +427,59 @@ mod tests {
             assert_eq!(TaskState::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).expect("serializes"), s.as_str());
         }
+    }
+
+    #[test]
+    fn applying_an_event_frees_the_slot_only_when_leaving_a_held_state() {
+        let now = Utc::now();
+        let instance = InstanceId::new();
+        let mut task = Task {
+            spec: NewTask {
+                id: TaskId::new(),
+                scope: crate::Scope::parse_path("a").expect("valid"),
+                task_type: TaskType(Ident::parse("echo").expect("valid")),
+                payload: serde_json::json!({}),
+                selectors: Selectors::new(),
+                connector_id: None,
+                capabilities: vec![],
+                priority: 0,
+                assign_timeout: limits::DEFAULT_ASSIGN_TIMEOUT,
+                execution_timeout: limits::DEFAULT_EXECUTION_TIMEOUT,
+                max_attempts: 1,
+                wait_for_delegate: false,
+                idempotency: None,
+                created_at: now,
+            },
+            state: TaskState::Assigned,
+            attempt: Attempt(1),
+            runs: 0,
+            instance_id: Some(instance),
+            failure: None,
+            result: None,
+            progress: None,
+            updated_at: now,
+            assigned_at: Some(now),
+            started_at: None,
+            finished_at: None,
+        };
+        assert_eq!(task.apply(TaskEvent::Acquire, now, None, None), Ok(None));
+        assert_eq!(
+            (task.state, task.runs, task.started_at),
+            (TaskState::Running, 1, Some(now))
+        );
+        assert!(!task.attempts_remain());
+        let before = task.clone();
+        assert!(task.apply(TaskEvent::Expire, now, None, None).is_err());
+        assert_eq!(task, before, "a refused event changes nothing");
+        let out = serde_json::json!({"ok": true});
+        assert_eq!(
+            task.apply(TaskEvent::Succeed, now, None, Some(out.clone())),
+            Ok(Some(instance))
+        );
+        assert_eq!(
+            (task.state, task.instance_id, task.result, task.finished_at),
+            (TaskState::Succeeded, None, Some(out), Some(now))
+        );
     }
 
     fn any_state() -> impl Strategy<Value = TaskState> {

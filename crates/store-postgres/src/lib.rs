@@ -1,1 +1,305 @@
-//! placeholder
+//! The PostgreSQL store: production storage, shared by any number of manager replicas.
+//!
+//! Concurrency is left to the database. A claim is one transaction that updates the task
+//! only while it is queued and the instance only while it is under capacity; a fenced
+//! transition locks the task row (`FOR UPDATE`), checks the attempt and the state machine,
+//! and writes. Every transaction that touches both a task and an instance locks the task
+//! first, so two of them can never wait on each other in a cycle.
+
+#![forbid(unsafe_code)]
+
+mod delegates;
+mod error;
+mod keys;
+mod rows;
+mod tasks;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use switchboard_domain::{
+    ApiKey, ApiKeyId, Attempt, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
+    Task, TaskAttempt, TaskId, TokenId,
+};
+use switchboard_store::{Backend, Claim, Inserted, Page, Store, StoreError, StoreResult, TaskQuery, Transition};
+
+pub use error::map_err;
+
+/// The migrations of this backend, compiled into the binary.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/postgres/0001_initial.sql"),
+)];
+
+/// Settings of the connection pool.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub max_connections: u32,
+    /// How long a call waits for a free connection (and a new connection for the server)
+    /// before failing with [`StoreError::Unavailable`].
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A store on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects, then applies any migration not yet applied (under the migrator's advisory
+    /// lock, so replicas starting together do not race).
+    pub async fn connect(url: &str, options: &PgOptions) -> StoreResult<Self> {
+        let connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {e}")))?;
+        Self::connect_with(connect, options).await
+    }
+
+    /// Like [`PgStore::connect`], with options already built (tests use it to set a
+    /// per-test `search_path`).
+    pub async fn connect_with(connect: PgConnectOptions, options: &PgOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(map_err)?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let migrator = migrator().await?;
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn migrator() -> StoreResult<Migrator> {
+    Migrator::new(Embedded(MIGRATIONS))
+        .await
+        .map_err(|e| StoreError::Internal(format!("bad embedded migrations: {e}")))
+}
+
+/// A migration source over SQL compiled into the binary, so the binary needs no files at
+/// run time and the build needs no database or proc-macro.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> futures_core::future::BoxFuture<'s, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    sqlx::migrate::Migration::new(
+                        *version,
+                        (*description).into(),
+                        sqlx::migrate::MigrationType::Simple,
+                        (*sql).into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// The readiness check shared by the trait impl: the database answers and every embedded
+/// migration is applied.
+async fn check_ready(pool: &PgPool) -> StoreResult<()> {
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    let applied = conn
+        .list_applied_migrations()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let missing: Vec<i64> = MIGRATIONS
+        .iter()
+        .map(|m| m.0)
+        .filter(|v| !applied.iter().any(|a| a.version == *v))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!("migrations not applied: {missing:?}")))
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn check_ready(&self) -> StoreResult<()> {
+        check_ready(&self.pool).await
+    }
+
+    async fn create_token(&self, token: &DelegateToken, secret: &SecretHash) -> StoreResult<()> {
+        delegates::create_token(&self.pool, token, secret).await
+    }
+    async fn get_token(&self, id: TokenId) -> StoreResult<DelegateToken> {
+        delegates::get_token(&self.pool, id).await
+    }
+    async fn token_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<DelegateToken>> {
+        delegates::token_by_secret(&self.pool, secret).await
+    }
+    async fn list_tokens(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateToken>> {
+        delegates::list_tokens(&self.pool, within).await
+    }
+    async fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<DelegateToken> {
+        delegates::revoke_token(&self.pool, id, at).await
+    }
+
+    async fn upsert_group(
+        &self,
+        scope: &Scope,
+        name: &Ident,
+        tags: &Selectors,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DelegateGroup> {
+        delegates::upsert_group(&self.pool, scope, name, tags, at).await
+    }
+    async fn get_group(&self, id: GroupId) -> StoreResult<DelegateGroup> {
+        delegates::get_group(&self.pool, id).await
+    }
+    async fn list_groups(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateGroup>> {
+        delegates::list_groups(&self.pool, within).await
+    }
+    async fn set_group_tags(&self, id: GroupId, tags: &Selectors) -> StoreResult<DelegateGroup> {
+        delegates::set_group_tags(&self.pool, id, tags).await
+    }
+    async fn set_group_disabled(&self, id: GroupId, disabled: bool) -> StoreResult<DelegateGroup> {
+        delegates::set_group_disabled(&self.pool, id, disabled).await
+    }
+    async fn delete_group(&self, id: GroupId) -> StoreResult<()> {
+        delegates::delete_group(&self.pool, id).await
+    }
+
+    async fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
+        delegates::register_instance(&self.pool, instance, session).await
+    }
+    async fn get_instance(&self, id: InstanceId) -> StoreResult<DelegateInstance> {
+        delegates::get_instance(&self.pool, id).await
+    }
+    async fn instance_by_session(&self, session: &SecretHash) -> StoreResult<Option<DelegateInstance>> {
+        delegates::instance_by_session(&self.pool, session).await
+    }
+    async fn list_instances(&self, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>> {
+        delegates::list_instances(&self.pool, group).await
+    }
+    async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
+        delegates::record_heartbeats(&self.pool, beats).await
+    }
+    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()> {
+        delegates::set_instance_connected(&self.pool, id, connected).await
+    }
+
+    async fn create_connector(&self, connector: &Connector) -> StoreResult<()> {
+        delegates::create_connector(&self.pool, connector).await
+    }
+    async fn get_connector(&self, id: ConnectorId) -> StoreResult<Connector> {
+        delegates::get_connector(&self.pool, id).await
+    }
+    async fn list_connectors(&self, within: Option<&Scope>) -> StoreResult<Vec<Connector>> {
+        delegates::list_connectors(&self.pool, within).await
+    }
+    async fn update_connector(&self, connector: &Connector) -> StoreResult<()> {
+        delegates::update_connector(&self.pool, connector).await
+    }
+    async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()> {
+        delegates::delete_connector(&self.pool, id).await
+    }
+    async fn record_last_success(&self, success: &LastSuccess) -> StoreResult<()> {
+        delegates::record_last_success(&self.pool, success).await
+    }
+    async fn last_success(&self, connector: ConnectorId) -> StoreResult<Option<LastSuccess>> {
+        delegates::last_success(&self.pool, connector).await
+    }
+
+    async fn insert_task(&self, task: &NewTask) -> StoreResult<Inserted> {
+        tasks::insert_task(&self.pool, task).await
+    }
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        tasks::get_task(&self.pool, id).await
+    }
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Page<Task>> {
+        tasks::list_tasks(&self.pool, query).await
+    }
+    async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
+        tasks::queued_tasks(&self.pool, account, limit).await
+    }
+    async fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim> {
+        tasks::claim_task(&self.pool, task, instance, at).await
+    }
+    async fn transition_task(&self, transition: &Transition) -> StoreResult<Task> {
+        tasks::transition_task(&self.pool, transition).await
+    }
+    async fn record_progress(
+        &self,
+        task: TaskId,
+        attempt: Attempt,
+        progress: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        tasks::record_progress(&self.pool, task, attempt, progress, at).await
+    }
+    async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
+        tasks::task_attempts(&self.pool, task).await
+    }
+
+    async fn record_capability_result(&self, result: &CapabilityResult) -> StoreResult<()> {
+        tasks::record_capability_result(&self.pool, result).await
+    }
+    async fn capability_results(&self, instances: &[InstanceId]) -> StoreResult<Vec<CapabilityResult>> {
+        tasks::capability_results(&self.pool, instances).await
+    }
+
+    async fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> StoreResult<()> {
+        tasks::append_selection_log(&self.pool, entries).await
+    }
+    async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>> {
+        tasks::selection_log(&self.pool, task).await
+    }
+    async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        tasks::prune_selection_log(&self.pool, before).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey, secret: &SecretHash) -> StoreResult<()> {
+        keys::create_api_key(&self.pool, key, secret).await
+    }
+    async fn api_key_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        keys::api_key_by_secret(&self.pool, secret).await
+    }
+    async fn list_api_keys(&self, within: Option<&Scope>) -> StoreResult<Vec<ApiKey>> {
+        keys::list_api_keys(&self.pool, within).await
+    }
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<ApiKey> {
+        keys::revoke_api_key(&self.pool, id, at).await
+    }
+}

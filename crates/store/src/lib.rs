@@ -1,1 +1,229 @@
-//! placeholder
+//! The storage contract of Switchboard.
+//!
+//! One trait, [`Store`], implemented by `switchboard-store-postgres` (production, shared
+//! by any number of manager replicas) and `switchboard-store-sqlite` (embedded, one
+//! manager). The server holds an `Arc<dyn Store>` and never sees SQL.
+//!
+//! Two invariants live here rather than in the engine, because only the database can keep
+//! them under concurrency:
+//!
+//! * [`Store::claim_task`] assigns a task to an instance exactly once, and only while the
+//!   instance is under capacity. No in-process lock is involved: two managers racing for
+//!   the same task or the same last slot are arbitrated by the database.
+//! * [`Store::transition_task`] and [`Store::record_progress`] are *fenced*: they name the
+//!   attempt they belong to and change nothing when it is no longer current.
+//!
+//! The [`conformance`] module (feature `conformance`) holds the cases every backend must
+//! pass; each backend's test binary runs all of them against a real database.
+
+#![forbid(unsafe_code)]
+
+mod error;
+pub mod query;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use switchboard_domain::{
+    ApiKey, ApiKeyId, Attempt, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
+    DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry,
+    Selectors, Task, TaskAttempt, TaskEvent, TaskId, TokenId,
+};
+
+pub use error::{Conflict, StoreError, StoreResult};
+pub use query::{Page, TaskQuery};
+
+/// The outcome of [`Store::insert_task`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// A new task was stored.
+    Created(Task),
+    /// The idempotency key was seen before with the same request: the original task.
+    Existing(Task),
+}
+
+impl Inserted {
+    pub fn task(&self) -> &Task {
+        match self {
+            Inserted::Created(t) | Inserted::Existing(t) => t,
+        }
+    }
+}
+
+/// The outcome of [`Store::claim_task`]. Only `Claimed` changed anything.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The task is now assigned to the instance, with a new attempt number.
+    Claimed(Box<Task>),
+    /// Somebody else got there first, or the task ended.
+    TaskNotQueued,
+    /// The instance has no free slot.
+    InstanceFull,
+    /// No such instance (it was removed).
+    InstanceGone,
+}
+
+/// A fenced change of a task's state (every event but [`TaskEvent::Assign`], which is
+/// [`Store::claim_task`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub task_id: TaskId,
+    /// The attempt the caller believes current. `None` for operator and system actions
+    /// that apply whatever the attempt (cancel, expire, the fail-fast of placement).
+    pub fence: Option<Attempt>,
+    pub event: TaskEvent,
+    pub at: DateTime<Utc>,
+    /// With `Fail`, `TimeOut` and `Release`/`Requeue`: why.
+    pub failure: Option<Failure>,
+    /// With `Succeed` and `Fail`: what the delegate reported.
+    pub result: Option<serde_json::Value>,
+}
+
+impl Transition {
+    pub fn new(task_id: TaskId, fence: Option<Attempt>, event: TaskEvent, at: DateTime<Utc>) -> Self {
+        Self {
+            task_id,
+            fence,
+            event,
+            at,
+            failure: None,
+            result: None,
+        }
+    }
+}
+
+/// Which backend a store is, for logs, `/readyz` and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Everything Switchboard keeps. Implementations are cheap to share (`Arc<dyn Store>`)
+/// and safe to call from many tasks at once.
+///
+/// Lists filtered by scope take `within`: `None` for everything, `Some(scope)` for the
+/// resources at that scope or below it (see [`Scope::contains`]).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    fn backend(&self) -> Backend;
+
+    /// Ready to serve: the database answers and every migration this build knows is
+    /// applied.
+    async fn check_ready(&self) -> StoreResult<()>;
+
+    // --- delegate tokens -------------------------------------------------------------
+
+    /// Stores a new token. [`Conflict::Duplicate`] when its name is taken in its account.
+    async fn create_token(&self, token: &DelegateToken, secret: &SecretHash) -> StoreResult<()>;
+    async fn get_token(&self, id: TokenId) -> StoreResult<DelegateToken>;
+    async fn token_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<DelegateToken>>;
+    async fn list_tokens(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateToken>>;
+    /// Marks it revoked (again revoking is a no-op) and returns it.
+    async fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<DelegateToken>;
+
+    // --- delegate groups and instances -----------------------------------------------
+
+    /// Returns the group of that name in that scope, creating it with `tags` if absent.
+    /// Safe under concurrency: two replicas registering at once join one group.
+    async fn upsert_group(
+        &self,
+        scope: &Scope,
+        name: &Ident,
+        tags: &Selectors,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DelegateGroup>;
+    async fn get_group(&self, id: GroupId) -> StoreResult<DelegateGroup>;
+    async fn list_groups(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateGroup>>;
+    async fn set_group_tags(&self, id: GroupId, tags: &Selectors) -> StoreResult<DelegateGroup>;
+    async fn set_group_disabled(&self, id: GroupId, disabled: bool) -> StoreResult<DelegateGroup>;
+    /// Deletes the group and its instances.
+    async fn delete_group(&self, id: GroupId) -> StoreResult<()>;
+
+    /// Stores a new instance with the hash of its session credential.
+    async fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> StoreResult<()>;
+    async fn get_instance(&self, id: InstanceId) -> StoreResult<DelegateInstance>;
+    async fn instance_by_session(&self, session: &SecretHash) -> StoreResult<Option<DelegateInstance>>;
+    /// The instances of one group, or of every group.
+    async fn list_instances(&self, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>>;
+    /// Writes many heartbeats in one statement; a heartbeat never moves time backwards.
+    /// Returns how many instances were updated.
+    async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64>;
+    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()>;
+
+    // --- connectors --------------------------------------------------------------------
+
+    /// [`Conflict::Duplicate`] when its name is taken in its scope.
+    async fn create_connector(&self, connector: &Connector) -> StoreResult<()>;
+    async fn get_connector(&self, id: ConnectorId) -> StoreResult<Connector>;
+    async fn list_connectors(&self, within: Option<&Scope>) -> StoreResult<Vec<Connector>>;
+    /// Replaces its name and selectors.
+    async fn update_connector(&self, connector: &Connector) -> StoreResult<()>;
+    async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()>;
+    async fn record_last_success(&self, success: &LastSuccess) -> StoreResult<()>;
+    async fn last_success(&self, connector: ConnectorId) -> StoreResult<Option<LastSuccess>>;
+
+    // --- tasks -----------------------------------------------------------------------
+
+    /// Stores a queued task, or returns the one stored under the same idempotency key in
+    /// the same account ([`Conflict::IdempotencyMismatch`] when the request differs).
+    async fn insert_task(&self, task: &NewTask) -> StoreResult<Inserted>;
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task>;
+    /// Newest first, filtered and paginated.
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Page<Task>>;
+    /// Queued tasks, highest priority first, then oldest first.
+    async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>>;
+
+    /// Assigns a queued task to an instance with a free slot, atomically: the task moves
+    /// to `assigned` with the next attempt number and the instance's active count goes up
+    /// by one, or nothing changes. Exactly once under any concurrency.
+    async fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim>;
+
+    /// Applies a fenced state change (see [`Transition`]), keeping the instance's active
+    /// count and the attempt record in step. [`Conflict::StaleAttempt`] or
+    /// [`Conflict::Transition`] when refused; nothing changes then.
+    async fn transition_task(&self, transition: &Transition) -> StoreResult<Task>;
+
+    /// Records progress of a running task, fenced by its attempt.
+    async fn record_progress(
+        &self,
+        task: TaskId,
+        attempt: Attempt,
+        progress: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Task>;
+
+    async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>>;
+
+    // --- capability results ------------------------------------------------------------
+
+    /// Stores a check result, replacing the previous one for that instance and basis.
+    async fn record_capability_result(&self, result: &CapabilityResult) -> StoreResult<()>;
+    async fn capability_results(&self, instances: &[InstanceId]) -> StoreResult<Vec<CapabilityResult>>;
+
+    // --- selection log -----------------------------------------------------------------
+
+    async fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> StoreResult<()>;
+    /// Oldest first.
+    async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>>;
+    /// Deletes entries older than `before`; returns how many.
+    async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // --- API keys ----------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &ApiKey, secret: &SecretHash) -> StoreResult<()>;
+    async fn api_key_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<ApiKey>>;
+    async fn list_api_keys(&self, within: Option<&Scope>) -> StoreResult<Vec<ApiKey>>;
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<ApiKey>;
+}

@@ -1,0 +1,410 @@
+//! Delegate tokens, groups, instances, connectors and connector memory.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use sqlx::types::Json;
+use switchboard_domain::{
+    Connector, ConnectorId, DelegateGroup, DelegateInstance, DelegateToken, GroupId, Ident, InstanceId, LastSuccess,
+    Scope, SecretHash, Selectors, TokenId, TokenStatus,
+};
+use switchboard_store::{Conflict, StoreError, StoreResult};
+use uuid::Uuid;
+
+use crate::error::is_unique_violation;
+use crate::map_err;
+use crate::rows::{self, scope_values, within, within_sql};
+
+fn not_found(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match e {
+        sqlx::Error::RowNotFound => StoreError::NotFound(what),
+        e => map_err(e),
+    }
+}
+
+fn duplicate(what: &'static str, name: &Ident) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let name = name.to_string();
+    move |e| {
+        if is_unique_violation(&e) {
+            Conflict::Duplicate { what, name }.into()
+        } else {
+            map_err(e)
+        }
+    }
+}
+
+// --- tokens ------------------------------------------------------------------------------
+
+pub(crate) async fn create_token(pool: &PgPool, t: &DelegateToken, secret: &SecretHash) -> StoreResult<()> {
+    let (account, org, project, path) = scope_values(&t.scope);
+    sqlx::query(
+        "INSERT INTO delegate_tokens (id, account, org, project, scope_path, name, secret_hash, status, created_at, revoked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(t.id.0)
+    .bind(account)
+    .bind(org)
+    .bind(project)
+    .bind(path)
+    .bind(t.name.as_str())
+    .bind(secret.as_bytes())
+    .bind(t.status.as_str())
+    .bind(t.created_at)
+    .bind(t.revoked_at)
+    .execute(pool)
+    .await
+    .map_err(duplicate("delegate token", &t.name))?;
+    Ok(())
+}
+
+pub(crate) async fn get_token(pool: &PgPool, id: TokenId) -> StoreResult<DelegateToken> {
+    let row = sqlx::query("SELECT * FROM delegate_tokens WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(pool)
+        .await
+        .map_err(not_found("delegate token"))?;
+    rows::token(&row)
+}
+
+pub(crate) async fn token_by_secret(pool: &PgPool, secret: &SecretHash) -> StoreResult<Option<DelegateToken>> {
+    let row = sqlx::query("SELECT * FROM delegate_tokens WHERE secret_hash = $1")
+        .bind(secret.as_bytes())
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    row.as_ref().map(rows::token).transpose()
+}
+
+pub(crate) async fn list_tokens(pool: &PgPool, scope: Option<&Scope>) -> StoreResult<Vec<DelegateToken>> {
+    let (a, o, p) = within(scope);
+    let sql = format!(
+        "SELECT * FROM delegate_tokens WHERE {} ORDER BY account, name",
+        within_sql(1)
+    );
+    let rows = sqlx::query(&sql)
+        .bind(a)
+        .bind(o)
+        .bind(p)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    rows.iter().map(rows::token).collect()
+}
+
+pub(crate) async fn revoke_token(pool: &PgPool, id: TokenId, at: DateTime<Utc>) -> StoreResult<DelegateToken> {
+    let row = sqlx::query(
+        "UPDATE delegate_tokens SET status = $2, revoked_at = COALESCE(revoked_at, $3) WHERE id = $1 RETURNING *",
+    )
+    .bind(id.0)
+    .bind(TokenStatus::Revoked.as_str())
+    .bind(at)
+    .fetch_one(pool)
+    .await
+    .map_err(not_found("delegate token"))?;
+    rows::token(&row)
+}
+
+// --- groups ------------------------------------------------------------------------------
+
+pub(crate) async fn upsert_group(
+    pool: &PgPool,
+    scope: &Scope,
+    name: &Ident,
+    tags: &Selectors,
+    at: DateTime<Utc>,
+) -> StoreResult<DelegateGroup> {
+    let (account, org, project, path) = scope_values(scope);
+    // DO NOTHING + re-read rather than DO UPDATE: joining a group never changes its tags,
+    // and two replicas registering at once must both land in the one group.
+    sqlx::query(
+        "INSERT INTO delegate_groups (id, account, org, project, scope_path, name, tags, disabled, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8)
+         ON CONFLICT (scope_path, name) DO NOTHING",
+    )
+    .bind(GroupId::new().0)
+    .bind(account)
+    .bind(org)
+    .bind(project)
+    .bind(&path)
+    .bind(name.as_str())
+    .bind(Json(tags))
+    .bind(at)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    let row = sqlx::query("SELECT * FROM delegate_groups WHERE scope_path = $1 AND name = $2")
+        .bind(&path)
+        .bind(name.as_str())
+        .fetch_one(pool)
+        .await
+        .map_err(map_err)?;
+    rows::group(&row)
+}
+
+pub(crate) async fn get_group(pool: &PgPool, id: GroupId) -> StoreResult<DelegateGroup> {
+    let row = sqlx::query("SELECT * FROM delegate_groups WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(pool)
+        .await
+        .map_err(not_found("delegate group"))?;
+    rows::group(&row)
+}
+
+pub(crate) async fn list_groups(pool: &PgPool, scope: Option<&Scope>) -> StoreResult<Vec<DelegateGroup>> {
+    let (a, o, p) = within(scope);
+    let sql = format!(
+        "SELECT * FROM delegate_groups WHERE {} ORDER BY scope_path, name",
+        within_sql(1)
+    );
+    let rows = sqlx::query(&sql)
+        .bind(a)
+        .bind(o)
+        .bind(p)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    rows.iter().map(rows::group).collect()
+}
+
+pub(crate) async fn set_group_tags(pool: &PgPool, id: GroupId, tags: &Selectors) -> StoreResult<DelegateGroup> {
+    let row = sqlx::query("UPDATE delegate_groups SET tags = $2 WHERE id = $1 RETURNING *")
+        .bind(id.0)
+        .bind(Json(tags))
+        .fetch_one(pool)
+        .await
+        .map_err(not_found("delegate group"))?;
+    rows::group(&row)
+}
+
+pub(crate) async fn set_group_disabled(pool: &PgPool, id: GroupId, disabled: bool) -> StoreResult<DelegateGroup> {
+    let row = sqlx::query("UPDATE delegate_groups SET disabled = $2 WHERE id = $1 RETURNING *")
+        .bind(id.0)
+        .bind(disabled)
+        .fetch_one(pool)
+        .await
+        .map_err(not_found("delegate group"))?;
+    rows::group(&row)
+}
+
+pub(crate) async fn delete_group(pool: &PgPool, id: GroupId) -> StoreResult<()> {
+    let done = sqlx::query("DELETE FROM delegate_groups WHERE id = $1")
+        .bind(id.0)
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("delegate group"));
+    }
+    Ok(())
+}
+
+// --- instances ---------------------------------------------------------------------------
+
+pub(crate) async fn register_instance(pool: &PgPool, i: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags,
+             task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(i.id.0)
+    .bind(i.group_id.0)
+    .bind(i.token_id.0)
+    .bind(session.as_bytes())
+    .bind(&i.hostname)
+    .bind(&i.version)
+    .bind(i.flavour.as_str())
+    .bind(Json(&i.tags))
+    .bind(Json(&i.task_types))
+    .bind(i.capacity.get() as i32)
+    .bind(i.active_tasks as i32)
+    .bind(i.registered_at)
+    .bind(i.last_heartbeat_at)
+    .bind(i.connected)
+    .execute(pool)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23503") => {
+            // A foreign key: the group or the token is gone.
+            StoreError::NotFound("delegate group or token")
+        }
+        e => map_err(e),
+    })?;
+    Ok(())
+}
+
+pub(crate) async fn get_instance(pool: &PgPool, id: InstanceId) -> StoreResult<DelegateInstance> {
+    let row = sqlx::query("SELECT * FROM delegate_instances WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(pool)
+        .await
+        .map_err(not_found("delegate instance"))?;
+    rows::instance(&row)
+}
+
+pub(crate) async fn instance_by_session(pool: &PgPool, session: &SecretHash) -> StoreResult<Option<DelegateInstance>> {
+    let row = sqlx::query("SELECT * FROM delegate_instances WHERE session_hash = $1")
+        .bind(session.as_bytes())
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    row.as_ref().map(rows::instance).transpose()
+}
+
+pub(crate) async fn list_instances(pool: &PgPool, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>> {
+    let rows = sqlx::query(
+        "SELECT * FROM delegate_instances WHERE ($1::uuid IS NULL OR group_id = $1) ORDER BY group_id, registered_at",
+    )
+    .bind(group.map(|g| g.0))
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows.iter().map(rows::instance).collect()
+}
+
+pub(crate) async fn record_heartbeats(pool: &PgPool, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
+    if beats.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = beats.iter().map(|b| b.0.0).collect();
+    let ats: Vec<DateTime<Utc>> = beats.iter().map(|b| b.1).collect();
+    // One statement per batch, whatever its size. GREATEST keeps a late-arriving older
+    // beat from moving the clock back; DISTINCT ON keeps one row per instance.
+    let done = sqlx::query(
+        "UPDATE delegate_instances i SET last_heartbeat_at = GREATEST(i.last_heartbeat_at, b.at)
+         FROM (SELECT DISTINCT ON (id) id, at FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)
+               ORDER BY id, at DESC) b
+         WHERE i.id = b.id",
+    )
+    .bind(&ids)
+    .bind(&ats)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn set_instance_connected(pool: &PgPool, id: InstanceId, connected: bool) -> StoreResult<()> {
+    let done = sqlx::query("UPDATE delegate_instances SET connected = $2 WHERE id = $1")
+        .bind(id.0)
+        .bind(connected)
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("delegate instance"));
+    }
+    Ok(())
+}
+
+// --- connectors --------------------------------------------------------------------------
+
+pub(crate) async fn create_connector(pool: &PgPool, c: &Connector) -> StoreResult<()> {
+    let (account, org, project, path) = scope_values(&c.scope);
+    sqlx::query(
+        "INSERT INTO connectors (id, account, org, project, scope_path, name, selectors, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(c.id.0)
+    .bind(account)
+    .bind(org)
+    .bind(project)
+    .bind(path)
+    .bind(c.name.as_str())
+    .bind(Json(&c.selectors))
+    .bind(c.created_at)
+    .bind(c.updated_at)
+    .execute(pool)
+    .await
+    .map_err(duplicate("connector", &c.name))?;
+    Ok(())
+}
+
+pub(crate) async fn get_connector(pool: &PgPool, id: ConnectorId) -> StoreResult<Connector> {
+    let row = sqlx::query("SELECT * FROM connectors WHERE id = $1")
+        .bind(id.0)
+        .fetch_one(pool)
+        .await
+        .map_err(not_found("connector"))?;
+    rows::connector(&row)
+}
+
+pub(crate) async fn list_connectors(pool: &PgPool, scope: Option<&Scope>) -> StoreResult<Vec<Connector>> {
+    let (a, o, p) = within(scope);
+    let sql = format!(
+        "SELECT * FROM connectors WHERE {} ORDER BY scope_path, name",
+        within_sql(1)
+    );
+    let rows = sqlx::query(&sql)
+        .bind(a)
+        .bind(o)
+        .bind(p)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    rows.iter().map(rows::connector).collect()
+}
+
+pub(crate) async fn update_connector(pool: &PgPool, c: &Connector) -> StoreResult<()> {
+    let done = sqlx::query("UPDATE connectors SET name = $2, selectors = $3, updated_at = $4 WHERE id = $1")
+        .bind(c.id.0)
+        .bind(c.name.as_str())
+        .bind(Json(&c.selectors))
+        .bind(c.updated_at)
+        .execute(pool)
+        .await
+        .map_err(duplicate("connector", &c.name))?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("connector"));
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete_connector(pool: &PgPool, id: ConnectorId) -> StoreResult<()> {
+    let done = sqlx::query("DELETE FROM connectors WHERE id = $1")
+        .bind(id.0)
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("connector"));
+    }
+    Ok(())
+}
+
+pub(crate) async fn record_last_success(pool: &PgPool, s: &LastSuccess) -> StoreResult<()> {
+    // Only a newer success replaces the memory: reports can arrive out of order.
+    sqlx::query(
+        "INSERT INTO connector_last_success (connector_id, instance_id, group_id, succeeded_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (connector_id) DO UPDATE
+           SET instance_id = EXCLUDED.instance_id, group_id = EXCLUDED.group_id, succeeded_at = EXCLUDED.succeeded_at
+           WHERE connector_last_success.succeeded_at <= EXCLUDED.succeeded_at",
+    )
+    .bind(s.connector_id.0)
+    .bind(s.instance_id.0)
+    .bind(s.group_id.0)
+    .bind(s.at)
+    .execute(pool)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23503") => StoreError::NotFound("connector"),
+        e => map_err(e),
+    })?;
+    Ok(())
+}
+
+pub(crate) async fn last_success(pool: &PgPool, connector: ConnectorId) -> StoreResult<Option<LastSuccess>> {
+    let row = sqlx::query("SELECT * FROM connector_last_success WHERE connector_id = $1")
+        .bind(connector.0)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    row.map(|r| {
+        Ok(LastSuccess {
+            connector_id: ConnectorId(rows::get(&r, "connector_id")?),
+            instance_id: InstanceId(rows::get(&r, "instance_id")?),
+            group_id: GroupId(rows::get(&r, "group_id")?),
+            at: rows::get(&r, "succeeded_at")?,
+        })
+    })
+    .transpose()
+}

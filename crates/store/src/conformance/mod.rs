@@ -1,0 +1,58 @@
+//! The conformance suite: the cases every [`Store`] backend must pass, run by each
+//! backend's test binary against a real database.
+//!
+//! A backend invokes [`conformance_tests!`](crate::conformance_tests) with an async
+//! function returning a fresh, empty, migrated store (or `None` when its database is not
+//! available and skipping is allowed); the macro expands to one `#[tokio::test]` per case,
+//! so a failure names the case and the backend.
+
+// Test code: a failed unwrap is a failed case, which is what it should be.
+#![allow(clippy::unwrap_used)]
+
+pub mod fixtures;
+pub mod registry;
+pub mod tasks;
+
+/// Expands to one test per conformance case. `$fresh` is an `async fn() ->
+/// Option<Arc<dyn Store>>`; `None` skips the case (the backend says why, once).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        $crate::conformance_tests!(@cases $fresh;
+            registry::ready_after_migrations,
+            registry::token_names_are_unique_per_account_and_tokens_are_found_by_secret,
+            registry::revoking_a_token_is_recorded_once,
+            registry::groups_are_joined_by_name_within_a_scope,
+            registry::concurrent_registrations_join_one_group,
+            registry::scope_filters_return_what_lies_at_or_below,
+            registry::instances_round_trip_and_are_found_by_session,
+            registry::heartbeats_are_written_in_one_batch_and_never_go_back,
+            registry::group_changes_and_deletion_cascade_to_instances,
+            registry::connectors_have_unique_names_per_scope,
+            registry::last_success_keeps_the_newest,
+            registry::api_keys_round_trip_and_revoke,
+            tasks::tasks_round_trip_every_field,
+            tasks::idempotent_insert_returns_the_first_task_and_refuses_another_body,
+            tasks::queued_tasks_come_highest_priority_first_then_oldest,
+            tasks::a_claim_assigns_once_and_respects_capacity,
+            tasks::claims_are_exact_under_concurrency,
+            tasks::transitions_are_fenced_by_attempt,
+            tasks::transitions_follow_the_state_machine_and_free_slots,
+            tasks::a_lost_running_task_requeues_and_runs_again_on_another_instance,
+            tasks::progress_is_fenced_and_only_for_running_tasks,
+            tasks::task_lists_filter_and_paginate_newest_first,
+            tasks::capability_results_replace_older_ones,
+            tasks::the_selection_log_keeps_order_and_is_pruned_by_age,
+        );
+    };
+    (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                if let Some(store) = $fresh().await {
+                    $crate::conformance::$module::$case(store).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,370 @@
+//! Conformance cases for tokens, delegate groups and instances, connectors and API keys.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use switchboard_domain::{ApiKey, ApiKeyId, Connector, ConnectorId, LastSuccess, Permission, SecretKind, TokenStatus};
+
+use super::fixtures::{fleet, ident, instance, now, scope, secret, selectors, token};
+use crate::{Conflict, Store, StoreError};
+
+pub async fn ready_after_migrations(store: Arc<dyn Store>) {
+    store.check_ready().await.expect("a freshly migrated store is ready");
+}
+
+pub async fn token_names_are_unique_per_account_and_tokens_are_found_by_secret(store: Arc<dyn Store>) {
+    let t = token("acme", "prod");
+    let s = secret(SecretKind::DelegateToken);
+    store.create_token(&t, &s.hash()).await.expect("stored");
+
+    let found = store
+        .token_by_secret(&s.hash())
+        .await
+        .expect("lookup")
+        .expect("found by its secret");
+    assert_eq!(found, t);
+    assert_eq!(store.get_token(t.id).await.expect("by id"), t);
+    let other = secret(SecretKind::DelegateToken);
+    assert_eq!(store.token_by_secret(&other.hash()).await.expect("lookup"), None);
+
+    // The same name in the same account is refused, even at another level of the account.
+    let dup = token("acme/eng", "prod");
+    let err = store
+        .create_token(&dup, &secret(SecretKind::DelegateToken).hash())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::Duplicate { .. })),
+        "{err:?}"
+    );
+    // The same name in another account is fine.
+    store
+        .create_token(&token("globex", "prod"), &secret(SecretKind::DelegateToken).hash())
+        .await
+        .expect("stored");
+    assert!(matches!(
+        store.get_token(switchboard_domain::TokenId::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn revoking_a_token_is_recorded_once(store: Arc<dyn Store>) {
+    let t = token("acme", "ci");
+    store
+        .create_token(&t, &secret(SecretKind::DelegateToken).hash())
+        .await
+        .expect("stored");
+    let at = now();
+    let revoked = store.revoke_token(t.id, at).await.expect("revoked");
+    assert_eq!((revoked.status, revoked.revoked_at), (TokenStatus::Revoked, Some(at)));
+    let again = store
+        .revoke_token(t.id, at + TimeDelta::seconds(5))
+        .await
+        .expect("revoking again is harmless");
+    assert_eq!(again.revoked_at, Some(at), "the first revocation time is kept");
+    assert_eq!(store.list_tokens(None).await.expect("list"), vec![again]);
+}
+
+pub async fn groups_are_joined_by_name_within_a_scope(store: Arc<dyn Store>) {
+    let at = now();
+    let first = store
+        .upsert_group(&scope("acme/eng"), &ident("k8s"), &selectors(&["a"]), at)
+        .await
+        .expect("created");
+    let joined = store
+        .upsert_group(&scope("acme/eng"), &ident("k8s"), &selectors(&["b"]), at)
+        .await
+        .expect("joined");
+    assert_eq!(first, joined, "joining keeps the group and its tags");
+    assert_eq!(first.tags, selectors(&["a"]));
+    let elsewhere = store
+        .upsert_group(&scope("acme"), &ident("k8s"), &selectors(&[]), at)
+        .await
+        .expect("created");
+    assert_ne!(
+        elsewhere.id, first.id,
+        "the same name in another scope is another group"
+    );
+    assert_eq!(store.get_group(first.id).await.expect("by id"), first);
+}
+
+pub async fn concurrent_registrations_join_one_group(store: Arc<dyn Store>) {
+    let at = now();
+    let joins = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .upsert_group(&scope("acme"), &ident("edge"), &selectors(&[]), at)
+                .await
+        })
+    });
+    let groups: Vec<_> = futures::future::join_all(joins)
+        .await
+        .into_iter()
+        .map(|r| r.expect("no panic").expect("upsert"))
+        .collect();
+    assert!(
+        groups.iter().all(|g| g.id == groups[0].id),
+        "every replica joined the one group"
+    );
+    assert_eq!(store.list_groups(None).await.expect("list").len(), 1);
+}
+
+pub async fn scope_filters_return_what_lies_at_or_below(store: Arc<dyn Store>) {
+    let at = now();
+    for (path, name) in [
+        ("acme", "a"),
+        ("acme/eng", "b"),
+        ("acme/eng/web", "c"),
+        ("acme/ops", "d"),
+        ("globex", "e"),
+    ] {
+        store
+            .upsert_group(&scope(path), &ident(name), &selectors(&[]), at)
+            .await
+            .expect("created");
+    }
+    let names = |groups: Vec<switchboard_domain::DelegateGroup>| {
+        let mut n: Vec<String> = groups.into_iter().map(|g| g.name.to_string()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(store.list_groups(None).await.expect("list")),
+        ["a", "b", "c", "d", "e"]
+    );
+    assert_eq!(
+        names(store.list_groups(Some(&scope("acme"))).await.expect("list")),
+        ["a", "b", "c", "d"]
+    );
+    assert_eq!(
+        names(store.list_groups(Some(&scope("acme/eng"))).await.expect("list")),
+        ["b", "c"]
+    );
+    assert_eq!(
+        names(store.list_groups(Some(&scope("acme/eng/web"))).await.expect("list")),
+        ["c"]
+    );
+    assert!(
+        store
+            .list_groups(Some(&scope("initech")))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+pub async fn instances_round_trip_and_are_found_by_session(store: Arc<dyn Store>) {
+    let (group, instances) = fleet(&store, "acme", "k8s", 2, 5).await;
+    let session = secret(SecretKind::Session);
+    let t = token("acme", "extra");
+    store
+        .create_token(&t, &secret(SecretKind::DelegateToken).hash())
+        .await
+        .expect("token");
+    let mine = instance(group.id, t.id, "Node-9", 7);
+    store
+        .register_instance(&mine, &session.hash())
+        .await
+        .expect("registered");
+
+    assert_eq!(store.get_instance(mine.id).await.expect("by id"), mine);
+    assert_eq!(
+        store.instance_by_session(&session.hash()).await.expect("lookup"),
+        Some(mine.clone())
+    );
+    let listed = store.list_instances(Some(group.id)).await.expect("list");
+    assert_eq!(listed.len(), 3);
+    assert!(listed.contains(&instances[0]) && listed.contains(&mine));
+
+    store
+        .set_instance_connected(mine.id, false)
+        .await
+        .expect("disconnected");
+    assert!(!store.get_instance(mine.id).await.expect("by id").connected);
+    let unknown = store
+        .set_instance_connected(switchboard_domain::InstanceId::new(), true)
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound(_))), "{unknown:?}");
+    // An instance of a group that does not exist is refused by the schema.
+    let orphan = instance(switchboard_domain::GroupId::new(), t.id, "x", 1);
+    assert!(
+        store
+            .register_instance(&orphan, &secret(SecretKind::Session).hash())
+            .await
+            .is_err()
+    );
+}
+
+pub async fn heartbeats_are_written_in_one_batch_and_never_go_back(store: Arc<dyn Store>) {
+    let (_, instances) = fleet(&store, "acme", "k8s", 3, 5).await;
+    let base = instances[0].last_heartbeat_at;
+    let later = base + TimeDelta::seconds(30);
+    let latest = base + TimeDelta::seconds(60);
+    let beats = vec![
+        (instances[0].id, later),
+        (instances[1].id, latest),
+        (instances[0].id, latest), // two beats of one instance in a batch: the newest wins
+        (instances[2].id, instances[2].last_heartbeat_at - TimeDelta::seconds(60)), // an old beat: ignored
+        (switchboard_domain::InstanceId::new(), later), // unknown: ignored
+    ];
+    let updated = store.record_heartbeats(&beats).await.expect("batch written");
+    assert!(updated >= 2, "the known instances were updated, got {updated}");
+    let at = |i: usize| {
+        let store = store.clone();
+        let id = instances[i].id;
+        async move { store.get_instance(id).await.expect("by id").last_heartbeat_at }
+    };
+    assert_eq!(at(0).await, latest);
+    assert_eq!(at(1).await, latest);
+    assert_eq!(
+        at(2).await,
+        instances[2].last_heartbeat_at,
+        "an older heartbeat never moves time backwards"
+    );
+    assert_eq!(store.record_heartbeats(&[]).await.expect("empty batch"), 0);
+}
+
+pub async fn group_changes_and_deletion_cascade_to_instances(store: Arc<dyn Store>) {
+    let (group, instances) = fleet(&store, "acme", "k8s", 2, 5).await;
+    let tagged = store
+        .set_group_tags(group.id, &selectors(&["x", "y"]))
+        .await
+        .expect("tags set");
+    assert_eq!(tagged.tags, selectors(&["x", "y"]));
+    let disabled = store.set_group_disabled(group.id, true).await.expect("disabled");
+    assert!(disabled.disabled);
+    assert_eq!(store.get_group(group.id).await.expect("by id"), disabled);
+
+    store.delete_group(group.id).await.expect("deleted");
+    assert!(matches!(store.get_group(group.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.get_instance(instances[0].id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_group(group.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn connectors_have_unique_names_per_scope(store: Arc<dyn Store>) {
+    let at = now();
+    let mut c = Connector {
+        id: ConnectorId::new(),
+        scope: scope("acme/eng"),
+        name: ident("prod-cluster"),
+        selectors: selectors(&["k8s"]),
+        created_at: at,
+        updated_at: at,
+    };
+    store.create_connector(&c).await.expect("created");
+    assert_eq!(store.get_connector(c.id).await.expect("by id"), c);
+    let dup = Connector {
+        id: ConnectorId::new(),
+        ..c.clone()
+    };
+    let err = store.create_connector(&dup).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(Conflict::Duplicate { .. })),
+        "{err:?}"
+    );
+    let other_scope = Connector {
+        id: ConnectorId::new(),
+        scope: scope("acme"),
+        ..c.clone()
+    };
+    store
+        .create_connector(&other_scope)
+        .await
+        .expect("same name in another scope");
+
+    c.selectors = selectors(&["k8s", "eu"]);
+    c.updated_at = at + TimeDelta::seconds(1);
+    store.update_connector(&c).await.expect("updated");
+    assert_eq!(store.get_connector(c.id).await.expect("by id"), c);
+    assert_eq!(
+        store.list_connectors(Some(&scope("acme/eng"))).await.expect("list"),
+        vec![c.clone()]
+    );
+    assert_eq!(
+        store.list_connectors(Some(&scope("acme"))).await.expect("list").len(),
+        2
+    );
+
+    store.delete_connector(c.id).await.expect("deleted");
+    assert!(matches!(store.get_connector(c.id).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.update_connector(&c).await, Err(StoreError::NotFound(_))));
+}
+
+pub async fn last_success_keeps_the_newest(store: Arc<dyn Store>) {
+    let (group, instances) = fleet(&store, "acme", "k8s", 2, 5).await;
+    let at = now();
+    let c = Connector {
+        id: ConnectorId::new(),
+        scope: scope("acme"),
+        name: ident("cluster"),
+        selectors: selectors(&[]),
+        created_at: at,
+        updated_at: at,
+    };
+    store.create_connector(&c).await.expect("created");
+    assert_eq!(store.last_success(c.id).await.expect("lookup"), None);
+    let newer = LastSuccess {
+        connector_id: c.id,
+        instance_id: instances[1].id,
+        group_id: group.id,
+        at,
+    };
+    let older = LastSuccess {
+        instance_id: instances[0].id,
+        at: at - TimeDelta::seconds(10),
+        ..newer
+    };
+    store.record_last_success(&newer).await.expect("recorded");
+    store
+        .record_last_success(&older)
+        .await
+        .expect("an older report is accepted but changes nothing");
+    assert_eq!(store.last_success(c.id).await.expect("lookup"), Some(newer));
+}
+
+pub async fn api_keys_round_trip_and_revoke(store: Arc<dyn Store>) {
+    let key = ApiKey {
+        id: ApiKeyId::new(),
+        name: ident("pipeline"),
+        scope: scope("acme/eng"),
+        permissions: [Permission::PipelinesExecute].into_iter().collect(),
+        created_at: now(),
+        revoked_at: None,
+    };
+    let s = secret(SecretKind::ApiKey);
+    store.create_api_key(&key, &s.hash()).await.expect("stored");
+    let found = store
+        .api_key_by_secret(&s.hash())
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found, key);
+    assert!(found.permissions.contains(Permission::DelegatesView));
+    assert_eq!(
+        store.list_api_keys(Some(&scope("acme"))).await.expect("list"),
+        vec![key.clone()]
+    );
+    assert!(
+        store
+            .list_api_keys(Some(&scope("acme/ops")))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let at = now();
+    assert_eq!(
+        store.revoke_api_key(key.id, at).await.expect("revoked").revoked_at,
+        Some(at)
+    );
+    assert!(matches!(
+        store.revoke_api_key(ApiKeyId::new(), at).await,
+        Err(StoreError::NotFound(_))
+    ));
+}

@@ -1,0 +1,44 @@
+//! The one error type of every store.
+
+use switchboard_domain::{Attempt, InvalidTransition, TaskState};
+
+/// Why a store call failed. Backends map their driver errors into this in one place
+/// (`From<sqlx::Error>`), so the server never inspects driver errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist (or is outside what the caller may see).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with what is stored; nothing was changed.
+    #[error(transparent)]
+    Conflict(#[from] Conflict),
+    /// The database cannot be reached or refused the connection; retrying later may work.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug, a corrupt row, a failed migration. Logged, never shown.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// The ways a write can conflict with stored state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// A unique name is already taken (a token name in its account, a connector name in
+    /// its scope...).
+    #[error("{what} {name:?} already exists")]
+    Duplicate { what: &'static str, name: String },
+    /// A report named an attempt that is no longer current (fencing).
+    #[error("attempt {presented} is not the current attempt ({current}) of this task")]
+    StaleAttempt { presented: Attempt, current: Attempt },
+    /// The state machine refuses the change.
+    #[error(transparent)]
+    Transition(#[from] InvalidTransition),
+    /// An `Idempotency-Key` reused with a different request body.
+    #[error("idempotency key {0:?} was used before with a different request")]
+    IdempotencyMismatch(String),
+    /// The task is not in a state this operation applies to.
+    #[error("the task is {0}")]
+    TaskState(TaskState),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
