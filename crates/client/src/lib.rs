@@ -1,1 +1,98 @@
-//! placeholder
+//! A typed client for Switchboard's HTTP API.
+//!
+//! The CLI, the reference delegate, the benchmark tool and the end-to-end tests all talk
+//! to a manager through this crate, so the wire format is written down once. Errors
+//! carry the manager's problem+json answer when there is one, so a caller can show the
+//! operator the manager's own explanation.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// A problem+json answer (RFC 9457) from the manager.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The manager answered with an error.
+    #[error("{} ({}): {}", .0.title, .0.status, .0.detail.as_deref().unwrap_or(""))]
+    Api(Problem),
+    /// The manager answered with something that is not what the API promises.
+    #[error("unexpected answer from the manager (HTTP {status}): {body}")]
+    Unexpected { status: u16, body: String },
+    /// The manager could not be reached.
+    #[error("cannot reach the manager: {0}")]
+    Transport(#[from] reqwest::Error),
+}
+
+/// What `GET /api/v1/status` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub store: String,
+}
+
+/// A client for one manager.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// `base` is the manager's URL, e.g. `http://127.0.0.1:8080`.
+    pub fn new(base: impl Into<String>, api_key: Option<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(Self { http, base: base.into().trim_end_matches('/').to_owned(), api_key })
+    }
+
+    /// Whether the process is up (`/healthz`).
+    pub async fn healthy(&self) -> Result<bool, ClientError> {
+        Ok(self.http.get(format!("{}/healthz", self.base)).send().await?.status().is_success())
+    }
+
+    /// Whether the manager is ready to serve (`/readyz`): the store answers and its
+    /// migrations are applied.
+    pub async fn ready(&self) -> Result<bool, ClientError> {
+        Ok(self.http.get(format!("{}/readyz", self.base)).send().await?.status().is_success())
+    }
+
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.get("/api/v1/status").await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let mut req = self.http.get(format!("{}{}", self.base, path));
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        decode(req.send().await?).await
+    }
+}
+
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await?;
+    if (200..300).contains(&status) {
+        return serde_json::from_slice(&body)
+            .map_err(|_| ClientError::Unexpected { status, body: String::from_utf8_lossy(&body).into_owned() });
+    }
+    match serde_json::from_slice::<Problem>(&body) {
+        Ok(problem) => Err(ClientError::Api(problem)),
+        Err(_) => Err(ClientError::Unexpected { status, body: String::from_utf8_lossy(&body).into_owned() }),
+    }
+}
