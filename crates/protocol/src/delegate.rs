@@ -1,0 +1,51 @@
+//! The delegate's HTTPS API: registration.
+
+use serde::{Deserialize, Serialize};
+use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, TaskType};
+
+/// `POST /delegate/v1/register`, with the delegate token as bearer credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The delegate (group) to create or join.
+    pub name: Ident,
+    pub hostname: String,
+    pub version: String,
+    #[serde(default = "default_flavour")]
+    pub flavour: ImageFlavour,
+    /// The instance's own tags (raw; the server normalizes them).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub task_types: Vec<TaskType>,
+    /// Parallel tasks; 10 when absent.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// A narrower scope than the token's, never a wider one. The account is always the
+    /// token's.
+    #[serde(default)]
+    pub org: Option<Ident>,
+    #[serde(default)]
+    pub project: Option<Ident>,
+}
+
+fn default_flavour() -> ImageFlavour {
+    ImageFlavour::Full
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub instance_id: InstanceId,
+    pub group_id: GroupId,
+    pub account: Ident,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<Ident>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Ident>,
+    /// The instance's own credential for the socket and the task endpoints. Shown once.
+    pub session_token: String,
+    pub heartbeat_interval_ms: u64,
+    /// Where to open the socket, e.g. `ws://manager:8080/delegate/v1/stream`.
+    pub stream_url: String,
+}

@@ -1,0 +1,62 @@
+//! Delegate token management: `/api/v1/delegate-tokens`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use switchboard_domain::{DelegateToken, Ident, TokenId, TokenStatus};
+
+/// `POST /api/v1/delegate-tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: Ident,
+    pub account: Ident,
+    #[serde(default)]
+    pub org: Option<Ident>,
+    #[serde(default)]
+    pub project: Option<Ident>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: TokenId,
+    pub name: Ident,
+    pub account: Ident,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<Ident>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Ident>,
+    pub status: TokenStatus,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&DelegateToken> for TokenView {
+    fn from(t: &DelegateToken) -> Self {
+        Self {
+            id: t.id,
+            name: t.name.clone(),
+            account: t.scope.account_id().clone(),
+            org: t.scope.org().cloned(),
+            project: t.scope.project().cloned(),
+            status: t.status,
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// The answer to a creation: the token, and its secret, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub view: TokenView,
+    pub token: String,
+}
+
+/// A list answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenList {
+    pub items: Vec<TokenView>,
+}
