@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod delegate;
+
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -33,6 +35,9 @@ pub enum ClientError {
     /// The manager answered with something that is not what the API promises.
     #[error("unexpected answer from the manager (HTTP {status}): {body}")]
     Unexpected { status: u16, body: String },
+    /// The session has ended; nothing more can be sent on it.
+    #[error("the session has ended")]
+    Closed,
     /// The manager could not be reached.
     #[error("cannot reach the manager: {0}")]
     Transport(#[from] reqwest::Error),
@@ -57,18 +62,34 @@ impl Client {
     /// `base` is the manager's URL, e.g. `http://127.0.0.1:8080`.
     pub fn new(base: impl Into<String>, api_key: Option<String>) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        Ok(Self { http, base: base.into().trim_end_matches('/').to_owned(), api_key })
+        Ok(Self {
+            http,
+            base: base.into().trim_end_matches('/').to_owned(),
+            api_key,
+        })
     }
 
     /// Whether the process is up (`/healthz`).
     pub async fn healthy(&self) -> Result<bool, ClientError> {
-        Ok(self.http.get(format!("{}/healthz", self.base)).send().await?.status().is_success())
+        Ok(self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await?
+            .status()
+            .is_success())
     }
 
     /// Whether the manager is ready to serve (`/readyz`): the store answers and its
     /// migrations are applied.
     pub async fn ready(&self) -> Result<bool, ClientError> {
-        Ok(self.http.get(format!("{}/readyz", self.base)).send().await?.status().is_success())
+        Ok(self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await?
+            .status()
+            .is_success())
     }
 
     pub async fn status(&self) -> Result<Status, ClientError> {
@@ -84,15 +105,20 @@ impl Client {
     }
 }
 
-async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+pub(crate) async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
     let status = resp.status().as_u16();
     let body = resp.bytes().await?;
     if (200..300).contains(&status) {
-        return serde_json::from_slice(&body)
-            .map_err(|_| ClientError::Unexpected { status, body: String::from_utf8_lossy(&body).into_owned() });
+        return serde_json::from_slice(&body).map_err(|_| ClientError::Unexpected {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
     }
     match serde_json::from_slice::<Problem>(&body) {
         Ok(problem) => Err(ClientError::Api(problem)),
-        Err(_) => Err(ClientError::Unexpected { status, body: String::from_utf8_lossy(&body).into_owned() }),
+        Err(_) => Err(ClientError::Unexpected {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }),
     }
 }

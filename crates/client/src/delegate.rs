@@ -1,0 +1,281 @@
+//! The delegate side: register with a token, keep a socket to the manager open, send
+//! heartbeats, and hand the manager's messages to the delegate.
+//!
+//! [`register`] performs the HTTPS registration. [`Session::start`] then runs a
+//! background task that owns the socket: it connects, reads the manager's `hello`, sends a
+//! heartbeat every interval (listing what the delegate says it runs), forwards every
+//! manager message as an [`Event`], and when the socket drops it reconnects with
+//! exponential backoff and full jitter, so a fleet that lost its manager does not come
+//! back in one thundering wave. A revoked token or a removed instance ends the session:
+//! reconnecting cannot help then.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use switchboard_protocol::delegate::{RegisterRequest, Registered};
+use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, RunningTask, ServerMessage, close};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::{ClientError, decode};
+
+/// Registers an instance with `token` at the manager `base` URL.
+pub async fn register(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    request: &RegisterRequest,
+) -> Result<Registered, ClientError> {
+    let url = format!("{}/delegate/v1/register", base.trim_end_matches('/'));
+    decode(http.post(url).bearer_auth(token).json(request).send().await?).await
+}
+
+/// How reconnects back off.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before reconnect number `n` (0-based): uniformly random between zero and
+    /// `initial * 2^n`, capped at `max` ("full jitter").
+    pub fn delay(&self, n: u32) -> Duration {
+        let ceiling = self
+            .initial
+            .saturating_mul(1u32.checked_shl(n.min(20)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(0..=ms))
+    }
+}
+
+/// What the session reports to the delegate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The socket is open and the manager said hello.
+    Connected,
+    /// A message from the manager.
+    Message(ServerMessage),
+    /// The socket dropped; the session will reconnect by itself.
+    Disconnected { reason: String },
+    /// The session ended for good (token revoked, instance removed, or stopped).
+    Ended { reason: String },
+}
+
+/// A running connection to the manager. Dropping it (or [`Session::stop`]) closes the
+/// socket.
+#[derive(Debug)]
+pub struct Session {
+    /// Events, in order. The channel is bounded so a delegate that stops reading slows
+    /// the socket down instead of growing memory.
+    pub events: mpsc::Receiver<Event>,
+    outgoing: mpsc::Sender<DelegateMessage>,
+    running: Arc<watch::Sender<Vec<RunningTask>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Session {
+    /// Starts the background connection for a registered instance.
+    pub fn start(registered: Registered, backoff: Backoff) -> Session {
+        let (events_tx, events) = mpsc::channel(1024);
+        let (outgoing, outgoing_rx) = mpsc::channel(256);
+        let (running, running_rx) = watch::channel(Vec::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let worker = Worker {
+            registered,
+            backoff,
+            events: events_tx,
+            outgoing: outgoing_rx,
+            running: running_rx,
+            stop: stop_rx,
+        };
+        tokio::spawn(worker.run());
+        Session {
+            events,
+            outgoing,
+            running: Arc::new(running),
+            stop,
+        }
+    }
+
+    /// Sets the tasks the next heartbeats report as running.
+    pub fn set_running(&self, tasks: Vec<RunningTask>) {
+        self.running.send_replace(tasks);
+    }
+
+    /// Sends a message on the socket (a validation result, say). Fails when the session
+    /// has ended.
+    pub async fn send(&self, message: DelegateMessage) -> Result<(), ClientError> {
+        self.outgoing.send(message).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Closes the socket and ends the session.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+struct Worker {
+    registered: Registered,
+    backoff: Backoff,
+    events: mpsc::Sender<Event>,
+    outgoing: mpsc::Receiver<DelegateMessage>,
+    running: watch::Receiver<Vec<RunningTask>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Why one socket ended.
+enum Ended {
+    /// Reconnect after a backoff.
+    Retry(String),
+    /// Do not reconnect.
+    Final(String),
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            let outcome = self.connect_once(&mut failures).await;
+            let (reason, last) = match outcome {
+                Ended::Retry(r) => (r, false),
+                Ended::Final(r) => (r, true),
+            };
+            if last || *self.stop.borrow() {
+                let _ = self.events.send(Event::Ended { reason }).await;
+                return;
+            }
+            let _ = self.events.send(Event::Disconnected { reason }).await;
+            let delay = self.backoff.delay(failures);
+            failures = failures.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+    }
+
+    async fn connect_once(&mut self, failures: &mut u32) -> Ended {
+        let mut request = match self.registered.stream_url.as_str().into_client_request() {
+            Ok(r) => r,
+            Err(e) => return Ended::Final(format!("bad stream URL {:?}: {e}", self.registered.stream_url)),
+        };
+        let bearer = format!("Bearer {}", self.registered.session_token);
+        match bearer.parse() {
+            Ok(v) => request.headers_mut().insert("authorization", v),
+            Err(_) => return Ended::Final("the session token is not a valid header value".into()),
+        };
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let (socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
+            Ok(s) => s,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) if resp.status().as_u16() == 401 => {
+                return Ended::Final("the manager no longer knows this instance's session: register again".into());
+            }
+            Err(e) => return Ended::Retry(format!("cannot connect: {e}")),
+        };
+        let (mut sink, mut stream) = socket.split();
+        let mut interval = Duration::from_millis(self.registered.heartbeat_interval_ms.max(100));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                frame = stream.next() => match frame {
+                    None => return Ended::Retry("the manager closed the connection".into()),
+                    Some(Err(e)) => return Ended::Retry(format!("socket error: {e}")),
+                    Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerMessage>(&text) {
+                        Ok(ServerMessage::Hello { heartbeat_interval_ms, .. }) => {
+                            *failures = 0;
+                            let wanted = Duration::from_millis(heartbeat_interval_ms.max(100));
+                            if wanted != interval {
+                                interval = wanted;
+                                ticker = tokio::time::interval(interval);
+                                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            }
+                            let _ = self.events.send(Event::Connected).await;
+                        }
+                        Ok(message) => {
+                            let _ = self.events.send(Event::Message(message)).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ignoring a message this client does not understand"),
+                    },
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame
+                            .map(|f| (u16::from(f.code), f.reason.to_string()))
+                            .unwrap_or((u16::from(CloseCode::Normal), String::new()));
+                        let reason = format!("closed by the manager ({code}): {reason}");
+                        return match code {
+                            close::TOKEN_REVOKED | close::REMOVED => Ended::Final(reason),
+                            _ => Ended::Retry(reason),
+                        };
+                    }
+                    // Pings are answered by tungstenite itself; other frames carry nothing for us.
+                    Some(Ok(_)) => {}
+                },
+                _ = ticker.tick() => {
+                    let beat = DelegateMessage::Heartbeat { running: self.running.borrow().clone() };
+                    if let Err(e) = send(&mut sink, &beat).await {
+                        return Ended::Retry(format!("cannot send a heartbeat: {e}"));
+                    }
+                }
+                Some(message) = self.outgoing.recv() => {
+                    if let Err(e) = send(&mut sink, &message).await {
+                        return Ended::Retry(format!("cannot send: {e}"));
+                    }
+                }
+                _ = self.stop.changed() => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return Ended::Final("stopped".into());
+                }
+            }
+        }
+    }
+}
+
+async fn send<S>(sink: &mut S, message: &DelegateMessage) -> Result<(), String>
+where
+    S: futures::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    let text = serde_json::to_string(message).map_err(|e| e.to_string())?;
+    sink.send(Message::text(text)).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for n in 0..40 {
+            let ceiling = Duration::from_millis(100 * (1u64 << n.min(20))).min(b.max);
+            assert!(b.delay(n) <= ceiling, "attempt {n}");
+        }
+    }
+}
