@@ -1,1 +1,414 @@
-//! placeholder
+//! The SQLite store: embedded storage for one manager (evaluation and single-node
+//! installs), kept in one file.
+//!
+//! # Concurrency
+//!
+//! SQLite allows one writer at a time per database file. Left to itself, a pool of
+//! connections that all write would collide: two transactions that each read and then try
+//! to write cannot both upgrade their locks, and one fails with `SQLITE_BUSY` at once,
+//! whatever the busy timeout (waiting could never help it). So the store keeps **two
+//! pools**:
+//!
+//! * the **writer**, exactly one connection: every write, and every transaction that reads
+//!   and then writes (claims, fenced transitions), goes through it. Writers queue for that
+//!   connection in-process instead of racing for the file lock, so a claim's
+//!   "only while queued / only while under capacity" checks and its writes see no
+//!   interleaving. Transactions start with `BEGIN IMMEDIATE`, taking the write lock up
+//!   front, so even another process on the same file makes them wait (busy timeout)
+//!   rather than fail half-way.
+//! * the **readers**, a few connections for plain reads. In WAL mode readers never block
+//!   the writer nor wait for it; each read sees the last committed state.
+//!
+//! # Durability
+//!
+//! `journal_mode=WAL` with `synchronous=FULL`: a commit returns only once the WAL is
+//! synced, so an acknowledged write survives a crash or power loss (PRODUCT.md: "committed
+//! before it is acknowledged"). `foreign_keys=ON` on every connection, since SQLite
+//! leaves them off by default.
+//!
+//! # Types
+//!
+//! Ids are 16-byte blobs, timestamps Unix milliseconds, JSON text: see `rows.rs` and the
+//! schema in `migrations/sqlite/`.
+
+#![forbid(unsafe_code)]
+
+mod delegates;
+mod error;
+mod keys;
+mod rows;
+mod tasks;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use switchboard_domain::{
+    ApiKey, ApiKeyId, Attempt, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
+    Task, TaskAttempt, TaskId, TokenId,
+};
+use switchboard_store::{Backend, Claim, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition};
+
+pub use error::map_err;
+
+/// The migrations of this backend, compiled into the binary.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../../migrations/sqlite/0001_initial.sql"),
+)];
+
+/// How many connections serve plain reads.
+const READERS: u32 = 4;
+
+/// How long a statement waits for a lock held by another connection (another process on
+/// the same file, or a reader during a checkpoint) before failing as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+/// The two pools (see the module documentation). Handed to the per-area modules.
+#[derive(Debug, Clone)]
+pub(crate) struct Db {
+    /// One connection: all writes and read-then-write transactions.
+    pub(crate) writer: SqlitePool,
+    /// Plain reads.
+    pub(crate) reader: SqlitePool,
+}
+
+impl Db {
+    /// Starts a write transaction on the writer, holding the database's write lock from
+    /// the start (see the module documentation).
+    pub(crate) async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+    }
+}
+
+/// Whether the row with primary key `id` exists in `table`, for telling "absent" from
+/// "refused" inside a transaction.
+pub(crate) async fn exists(
+    conn: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    id: uuid::Uuid,
+) -> StoreResult<bool> {
+    let row = sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(row.is_some())
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file if it is missing, and applies any
+    /// migration not yet applied.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT);
+        // The writer connects first: it creates the file and switches it to WAL (a
+        // persistent setting of the file), so the readers find it in WAL mode.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                options
+                    .clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .map_err(map_err)?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        tracing::info!(path = %path.display(), "SQLite store open, migrations applied");
+        Ok(Self {
+            db: Db { writer, reader },
+        })
+    }
+
+    /// Closes both pools, waiting for connections in use to be returned. Dropping the store
+    /// also closes them, without waiting.
+    pub async fn close(&self) {
+        self.db.reader.close().await;
+        self.db.writer.close().await;
+    }
+}
+
+/// Applies every embedded migration not yet applied, each in its own transaction.
+async fn migrate(writer: &SqlitePool) -> StoreResult<()> {
+    let migrator = migrator().await?;
+    migrator
+        .run(writer)
+        .await
+        .map_err(|e| StoreError::Internal(format!("migration failed: {e}")))
+}
+
+async fn migrator() -> StoreResult<Migrator> {
+    Migrator::new(Embedded(MIGRATIONS))
+        .await
+        .map_err(|e| StoreError::Internal(format!("bad embedded migrations: {e}")))
+}
+
+/// A migration source over SQL compiled into the binary, so the binary needs no files at
+/// run time and the build needs no database or proc-macro.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> futures_core::future::BoxFuture<'s, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    sqlx::migrate::Migration::new(
+                        *version,
+                        (*description).into(),
+                        sqlx::migrate::MigrationType::Simple,
+                        (*sql).into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Ready: the database answers and every embedded migration is applied.
+async fn check_ready(db: &Db) -> StoreResult<()> {
+    let mut conn = db.reader.acquire().await.map_err(map_err)?;
+    let applied = conn
+        .list_applied_migrations()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let missing: Vec<i64> = MIGRATIONS
+        .iter()
+        .map(|m| m.0)
+        .filter(|v| !applied.iter().any(|a| a.version == *v))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!("migrations not applied: {missing:?}")))
+    }
+}
+
+#[async_trait]
+impl switchboard_store::Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn check_ready(&self) -> StoreResult<()> {
+        check_ready(&self.db).await
+    }
+
+    // --- delegate tokens -------------------------------------------------------------
+
+    async fn create_token(&self, token: &DelegateToken, secret: &SecretHash) -> StoreResult<()> {
+        delegates::create_token(&self.db, token, secret).await
+    }
+
+    async fn get_token(&self, id: TokenId) -> StoreResult<DelegateToken> {
+        delegates::get_token(&self.db, id).await
+    }
+
+    async fn token_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<DelegateToken>> {
+        delegates::token_by_secret(&self.db, secret).await
+    }
+
+    async fn list_tokens(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateToken>> {
+        delegates::list_tokens(&self.db, within).await
+    }
+
+    async fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<DelegateToken> {
+        delegates::revoke_token(&self.db, id, at).await
+    }
+
+    // --- delegate groups and instances -----------------------------------------------
+
+    async fn upsert_group(
+        &self,
+        scope: &Scope,
+        name: &Ident,
+        tags: &Selectors,
+        at: DateTime<Utc>,
+    ) -> StoreResult<DelegateGroup> {
+        delegates::upsert_group(&self.db, scope, name, tags, at).await
+    }
+
+    async fn get_group(&self, id: GroupId) -> StoreResult<DelegateGroup> {
+        delegates::get_group(&self.db, id).await
+    }
+
+    async fn list_groups(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateGroup>> {
+        delegates::list_groups(&self.db, within).await
+    }
+
+    async fn set_group_tags(&self, id: GroupId, tags: &Selectors) -> StoreResult<DelegateGroup> {
+        delegates::set_group_tags(&self.db, id, tags).await
+    }
+
+    async fn set_group_disabled(&self, id: GroupId, disabled: bool) -> StoreResult<DelegateGroup> {
+        delegates::set_group_disabled(&self.db, id, disabled).await
+    }
+
+    async fn delete_group(&self, id: GroupId) -> StoreResult<()> {
+        delegates::delete_group(&self.db, id).await
+    }
+
+    async fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
+        delegates::register_instance(&self.db, instance, session).await
+    }
+
+    async fn get_instance(&self, id: InstanceId) -> StoreResult<DelegateInstance> {
+        delegates::get_instance(&self.db, id).await
+    }
+
+    async fn instance_by_session(&self, session: &SecretHash) -> StoreResult<Option<DelegateInstance>> {
+        delegates::instance_by_session(&self.db, session).await
+    }
+
+    async fn list_instances(&self, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>> {
+        delegates::list_instances(&self.db, group).await
+    }
+
+    async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
+        delegates::record_heartbeats(&self.db, beats).await
+    }
+
+    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()> {
+        delegates::set_instance_connected(&self.db, id, connected).await
+    }
+
+    // --- connectors --------------------------------------------------------------------
+
+    async fn create_connector(&self, connector: &Connector) -> StoreResult<()> {
+        delegates::create_connector(&self.db, connector).await
+    }
+
+    async fn get_connector(&self, id: ConnectorId) -> StoreResult<Connector> {
+        delegates::get_connector(&self.db, id).await
+    }
+
+    async fn list_connectors(&self, within: Option<&Scope>) -> StoreResult<Vec<Connector>> {
+        delegates::list_connectors(&self.db, within).await
+    }
+
+    async fn update_connector(&self, connector: &Connector) -> StoreResult<()> {
+        delegates::update_connector(&self.db, connector).await
+    }
+
+    async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()> {
+        delegates::delete_connector(&self.db, id).await
+    }
+
+    async fn record_last_success(&self, success: &LastSuccess) -> StoreResult<()> {
+        delegates::record_last_success(&self.db, success).await
+    }
+
+    async fn last_success(&self, connector: ConnectorId) -> StoreResult<Option<LastSuccess>> {
+        delegates::last_success(&self.db, connector).await
+    }
+
+    // --- tasks -----------------------------------------------------------------------
+
+    async fn insert_task(&self, task: &NewTask) -> StoreResult<Inserted> {
+        tasks::insert_task(&self.db, task).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
+        tasks::get_task(&self.db, id).await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Page<Task>> {
+        tasks::list_tasks(&self.db, query).await
+    }
+
+    async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
+        tasks::queued_tasks(&self.db, account, limit).await
+    }
+
+    async fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim> {
+        tasks::claim_task(&self.db, task, instance, at).await
+    }
+
+    async fn transition_task(&self, transition: &Transition) -> StoreResult<Task> {
+        tasks::transition_task(&self.db, transition).await
+    }
+
+    async fn record_progress(
+        &self,
+        task: TaskId,
+        attempt: Attempt,
+        progress: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Task> {
+        tasks::record_progress(&self.db, task, attempt, progress, at).await
+    }
+
+    async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
+        tasks::task_attempts(&self.db, task).await
+    }
+
+    // --- capability results ------------------------------------------------------------
+
+    async fn record_capability_result(&self, result: &CapabilityResult) -> StoreResult<()> {
+        tasks::record_capability_result(&self.db, result).await
+    }
+
+    async fn capability_results(&self, instances: &[InstanceId]) -> StoreResult<Vec<CapabilityResult>> {
+        tasks::capability_results(&self.db, instances).await
+    }
+
+    // --- selection log -----------------------------------------------------------------
+
+    async fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> StoreResult<()> {
+        tasks::append_selection_log(&self.db, entries).await
+    }
+
+    async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>> {
+        tasks::selection_log(&self.db, task).await
+    }
+
+    async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        tasks::prune_selection_log(&self.db, before).await
+    }
+
+    // --- API keys ----------------------------------------------------------------------
+
+    async fn create_api_key(&self, key: &ApiKey, secret: &SecretHash) -> StoreResult<()> {
+        keys::create_api_key(&self.db, key, secret).await
+    }
+
+    async fn api_key_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        keys::api_key_by_secret(&self.db, secret).await
+    }
+
+    async fn list_api_keys(&self, within: Option<&Scope>) -> StoreResult<Vec<ApiKey>> {
+        keys::list_api_keys(&self.db, within).await
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<ApiKey> {
+        keys::revoke_api_key(&self.db, id, at).await
+    }
+}

@@ -1,0 +1,69 @@
+//! What only the embedded store has to get right, beyond the shared conformance suite:
+//! the file survives a restart, and two stores on one file (two processes, in effect:
+//! each has its own writer connection) still claim exactly once.
+
+use std::sync::Arc;
+
+use switchboard_domain::{InstanceId, TaskId, TaskState};
+use switchboard_store::conformance::fixtures::{fleet, now, queued, task};
+use switchboard_store::{Claim, Store};
+use switchboard_store_sqlite::SqliteStore;
+
+#[tokio::test]
+async fn data_survives_reopening_and_migrations_run_once() {
+    let path = crate::common::database_path();
+    let first: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.expect("opens"));
+    let t = queued(&first, task("acme")).await;
+    drop(first);
+
+    let again = SqliteStore::open(&path)
+        .await
+        .expect("reopens: applied migrations are skipped");
+    again.check_ready().await.expect("ready");
+    assert_eq!(again.get_task(t.id()).await.expect("still there"), t);
+    assert!(
+        path.with_file_name("switchboard.db-wal").exists(),
+        "the database is in WAL mode"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_claim_each_task_once() {
+    const TASKS: usize = 40;
+    let path = crate::common::database_path();
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.expect("opens"));
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.expect("opens a second time"));
+    let (_, instances) = fleet(&a, "acme", "k8s", 2, 15).await;
+    let mut tasks = Vec::with_capacity(TASKS);
+    for _ in 0..TASKS {
+        tasks.push(queued(&a, task("acme")).await.id());
+    }
+    let tasks = Arc::new(tasks);
+
+    // Both stores race over every task; their writers contend for the file's write lock.
+    let race = |store: Arc<dyn Store>, instance: InstanceId| {
+        let tasks = tasks.clone();
+        tokio::spawn(async move {
+            let mut won: Vec<TaskId> = Vec::new();
+            for t in tasks.iter() {
+                if let Claim::Claimed(c) = store.claim_task(*t, instance, now()).await.expect("claim") {
+                    won.push(c.id());
+                }
+            }
+            won
+        })
+    };
+    let (wa, wb) = tokio::join!(race(a.clone(), instances[0].id), race(b.clone(), instances[1].id));
+    let (wa, wb) = (wa.expect("no panic"), wb.expect("no panic"));
+
+    assert_eq!(wa.len() + wb.len(), 30, "exactly the 30 slots were filled");
+    assert!(wa.iter().all(|t| !wb.contains(t)), "no task was claimed twice");
+    for (i, won) in [(&instances[0], &wa), (&instances[1], &wb)] {
+        let stored = b.get_instance(i.id).await.expect("instance");
+        assert_eq!(stored.active_tasks as usize, won.len());
+        for t in won {
+            let t = a.get_task(*t).await.expect("task");
+            assert_eq!((t.state, t.instance_id), (TaskState::Assigned, Some(i.id)));
+        }
+    }
+}
