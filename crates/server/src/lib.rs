@@ -1,1 +1,242 @@
-//! placeholder
+//! The Switchboard manager's server: configuration, the HTTP API, and how it runs.
+//!
+//! [`app`] builds the router from an [`AppState`] (a store and the settings); [`run`] serves
+//! it on a bound listener until a shutdown future completes, so tests bind port 0 and stop
+//! the server cleanly. The `switchboard` binary only loads [`Settings`], sets up
+//! [`telemetry`], opens the store ([`open_store`]) and calls [`run`].
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub use config::{ConfigError, Settings};
+pub use error::{ApiError, Problem};
+pub use extract::ApiJson;
+pub use state::AppState;
+pub use storage::open_store;
+
+use crate::config::format_duration;
+use crate::middleware::BodyLimit;
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    // Every /api/v1 route sits behind the admin key until scoped API keys exist.
+    let api = Router::new()
+        .route("/status", get(routes::status))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_admin_key,
+        ));
+
+    let router = Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .nest("/api/v1", api)
+        .fallback(routes::not_found);
+    with_middleware(router, state.settings()).with_state(state)
+}
+
+/// Wraps `router` in the layers every route gets. Separate from [`app`] so that tests can
+/// put a router of their own in exactly the production stack.
+///
+/// Outermost first: a request id (so the span can carry it), the span, problem+json for
+/// bare errors, the timeout, then the body limit. Axum's own default limit is disabled so
+/// that the `body_limit` setting is the only limit, whichever way a body is read.
+pub fn with_middleware<S>(router: Router<S>, settings: &Settings) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(telemetry::request_trace())
+            .layer(axum::middleware::from_fn_with_state(
+                BodyLimit(settings.body_limit),
+                middleware::problem_for_bare_errors,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                settings.request_timeout,
+                middleware::timeout,
+            ))
+            .layer(DefaultBodyLimit::disable())
+            .layer(RequestBodyLimitLayer::new(settings.body_limit)),
+    )
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes, then stops accepting, lets
+/// requests in flight finish for up to `shutdown_grace`, and returns.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.settings().shutdown_grace;
+    let (began_tx, mut began_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(grace = %format_duration(grace), "shutting down");
+        // The receiver lives until `run` returns; a failed send means nobody waits.
+        let _ = began_tx.send(true);
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
+    let grace_expired = async move {
+        // An error means the signal future was dropped: the server already finished.
+        if began_rx.wait_for(|began| *began).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result,
+        () = grace_expired => {
+            tracing::warn!(grace = %format_duration(grace), "requests still in flight after the grace period; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The production middleware stack around a router of test routes, driven with
+    //! `oneshot`: no production route takes a body yet, and none is slow on purpose.
+
+    use std::time::Duration;
+
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode, header};
+    use axum::response::Response;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn test_app() -> Router {
+        let settings = Settings {
+            body_limit: 1024,
+            request_timeout: Duration::from_millis(50),
+            ..Settings::default()
+        };
+        let router = Router::new()
+            .route("/echo", post(|ApiJson(body): ApiJson<Value>| async move { Json(body) }))
+            .route(
+                "/slow",
+                get(|| async { tokio::time::sleep(Duration::from_secs(10)).await }),
+            );
+        with_middleware(router, &settings)
+    }
+
+    async fn send(request: Request<Body>) -> (Response, Value) {
+        let response = test_app().oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let bytes = to_bytes(body, 1 << 20).await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (Response::from_parts(parts, Body::empty()), json)
+    }
+
+    fn post_json(body: Vec<u8>, content_length: bool) -> Request<Body> {
+        let mut request = Request::post("/echo").header(header::CONTENT_TYPE, "application/json");
+        if content_length {
+            request = request.header(header::CONTENT_LENGTH, body.len());
+        }
+        request.body(Body::from(body)).expect("request")
+    }
+
+    fn oversized() -> Vec<u8> {
+        format!("\"{}\"", "x".repeat(4096)).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_accepted() {
+        let (response, json) = send(post_json(b"{\"a\":1}".to_vec(), true)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(json["a"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_declared_oversized_body_is_a_413_problem() {
+        let (response, json) = send(post_json(oversized(), true)).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(json["type"], "https://switchboard.dev/problems/payload-too-large");
+        assert!(
+            json["detail"].as_str().expect("detail").contains("1024 bytes"),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undeclared_oversized_body_is_a_413_problem() {
+        let (response, json) = send(post_json(oversized(), false)).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["type"], "https://switchboard.dev/problems/payload-too-large");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_json_is_a_400_or_415_problem() {
+        let (response, json) = send(post_json(b"{not json".to_vec(), true)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(json["type"], "https://switchboard.dev/problems/bad-request");
+
+        let request = Request::post("/echo")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("{}"));
+        let (response, _) = send(request.expect("request")).await;
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[tokio::test]
+    async fn a_slow_request_is_cut_off_with_a_timeout_problem() {
+        let (response, json) = send(Request::get("/slow").body(Body::empty()).expect("request")).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(json["type"], "https://switchboard.dev/problems/timeout");
+        assert!(json["detail"].as_str().expect("detail").contains("50ms"), "{json}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_method_is_a_405_problem_that_keeps_allow() {
+        let (response, json) = send(Request::get("/echo").body(Body::empty()).expect("request")).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert!(
+            response.headers()[header::ALLOW]
+                .to_str()
+                .expect("ascii")
+                .contains("POST")
+        );
+        assert_eq!(json["type"], "https://switchboard.dev/problems/method-not-allowed");
+        assert!(
+            json["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("/echo does not accept GET"),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_a_request_id() {
+        let (response, _) = send(post_json(b"{}".to_vec(), true)).await;
+        assert!(response.headers().contains_key("x-request-id"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The request middlewares of our own: admin-key authentication, the request timeout,
+//! and the safety net that turns any bare error response into problem+json.
+
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use switchboard_domain::Secret;
+
+use crate::config::format_duration;
+use crate::error::{ApiError, Problem, is_problem};
+use crate::state::AppState;
+
+/// Admits a request only with `Authorization: Bearer <admin key>`. Until scoped API keys
+/// exist, this guards every `/api/v1` route.
+///
+/// The presented key is hashed and compared with the configured key's hash in constant
+/// time, so neither its length nor its matching prefix shows in the response time.
+pub async fn require_admin_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.admin_key() else {
+        return ApiError::unauthorized(
+            "no admin key is configured, so every /api/v1 request is refused: set SWITCHBOARD_ADMIN_KEY \
+             (or admin_key in the config file) and restart the manager",
+        )
+        .into_response();
+    };
+    let Some(presented) = bearer_token(request.headers()) else {
+        return ApiError::unauthorized("this route needs the admin key, sent as Authorization: Bearer <key>")
+            .into_response();
+    };
+    if !expected.verify(&Secret::presented(presented)) {
+        return ApiError::unauthorized("the key in the Authorization header is not valid").into_response();
+    }
+    next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Answers 503 (`timeout` problem) when a request takes longer than `request_timeout`.
+/// The handler's future is dropped, so it stops at its next await point.
+pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout = %format_duration(limit), "request timed out");
+            ApiError::new(
+                Problem::Timeout,
+                format!(
+                    "the request took longer than the server's limit of {}",
+                    format_duration(limit)
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// The `body_limit` setting, as the state of [`problem_for_bare_errors`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Turns error responses produced outside handlers (the router's 405, the body limit's
+/// 413) into problem+json, keeping their status and headers (a 405's `Allow`). Responses
+/// that already are problems pass unchanged.
+pub async fn problem_for_bare_errors(State(body_limit): State<BodyLimit>, request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+        return response;
+    }
+    let detail = match status {
+        StatusCode::METHOD_NOT_ALLOWED => format!(
+            "{} does not accept {method}; the Allow header lists the methods it does",
+            route.as_deref().unwrap_or("this route")
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request body is larger than the limit of {} bytes", body_limit.0)
+        }
+        other => other.canonical_reason().unwrap_or("the request failed").to_owned(),
+    };
+    let (mut parts, _) = response.into_parts();
+    let problem = ApiError::for_status(status, detail).into_response();
+    // Keep the original headers (Allow, ...) but take the problem's content type and length.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in problem.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, problem.into_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn auth(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_header() {
+        assert_eq!(bearer_token(&auth("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&auth("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&auth("Basic abc")), None);
+        assert_eq!(bearer_token(&auth("Bearer ")), None);
+        assert_eq!(bearer_token(&auth("Bearer")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+}

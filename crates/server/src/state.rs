@@ -1,0 +1,50 @@
+//! [`AppState`]: what every handler can reach. Cheap to clone (one `Arc`), so axum can
+//! hand a copy to each request.
+
+use std::sync::Arc;
+
+use switchboard_domain::SecretHash;
+use switchboard_store::Store;
+
+use crate::config::Settings;
+
+/// The store and the settings, shared by every request.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    settings: Settings,
+    /// The hash of the admin key, computed once: requests compare hashes in constant time
+    /// and never hold the configured key in clear.
+    admin_key: Option<SecretHash>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+        let admin_key = settings.admin_key.as_ref().map(|key| key.hash());
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                admin_key,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// `None` when no admin key is configured, and then `/api/v1` refuses everything.
+    pub fn admin_key(&self) -> Option<&SecretHash> {
+        self.inner.admin_key.as_ref()
+    }
+}

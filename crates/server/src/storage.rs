@@ -1,0 +1,24 @@
+//! Opening the store the settings name: the one place that knows both backends, so the
+//! rest of the server only ever sees `Arc<dyn Store>`.
+
+use std::sync::Arc;
+
+use switchboard_store::{Store, StoreResult};
+use switchboard_store_postgres::{PgOptions, PgStore};
+use switchboard_store_sqlite::SqliteStore;
+
+use crate::config::{Database, Settings};
+
+/// Connects to (or creates) the database and applies any pending migration.
+pub async fn open_store(settings: &Settings) -> StoreResult<Arc<dyn Store>> {
+    match &settings.database_url {
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
+        Database::Postgres(url) => {
+            let options = PgOptions {
+                max_connections: settings.db_max_connections,
+                ..PgOptions::default()
+            };
+            Ok(Arc::new(PgStore::connect(url, &options).await?))
+        }
+    }
+}

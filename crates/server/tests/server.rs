@@ -1,0 +1,12 @@
+//! End-to-end tests of the manager: the app served by `run` on port 0 against a fresh
+//! SQLite store, and the real `switchboard` binary started in a temporary directory.
+//!
+//! One test binary (this file) with its cases in `server/`, so the crate is linked once.
+
+#![allow(clippy::unwrap_used)]
+
+mod server {
+    mod api;
+    mod binary;
+    mod support;
+}

@@ -1,0 +1,139 @@
+//! The HTTP API served by `run`: probes, admin-key authentication, problem+json errors.
+
+use reqwest::StatusCode;
+use reqwest::header::WWW_AUTHENTICATE;
+use serde_json::Value;
+
+use super::support::{ADMIN_KEY, problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn healthz_answers_ok_while_the_process_is_up() {
+    let app = spawn_app().await;
+    let response = app.get("/healthz", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn readyz_answers_ready_on_a_fresh_sqlite_store() {
+    let app = spawn_app().await;
+    let response = app.get("/readyz", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["store"], "sqlite");
+}
+
+#[tokio::test]
+async fn api_routes_refuse_a_request_without_a_key() {
+    let app = spawn_app().await;
+    let response = app.get("/api/v1/status", None).await;
+    assert!(
+        response.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let body = problem(response, 401, "unauthorized").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("Authorization: Bearer"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn api_routes_refuse_a_wrong_key() {
+    let app = spawn_app().await;
+    let response = app.get("/api/v1/status", Some("test-admin-key-0123456789abcdeX")).await;
+    assert!(
+        response.headers()[WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    problem(response, 401, "unauthorized").await;
+
+    let response = app
+        .client
+        .get(app.url("/api/v1/status"))
+        .basic_auth("admin", Some(ADMIN_KEY))
+        .send()
+        .await;
+    problem(response.unwrap(), 401, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn status_reports_version_and_store_to_the_admin_key() {
+    let app = spawn_app().await;
+    let response = app.get("/api/v1/status", Some(ADMIN_KEY)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "store": "sqlite"})
+    );
+}
+
+#[tokio::test]
+async fn without_an_admin_key_api_requests_are_told_how_to_configure_one() {
+    let app = spawn_app_with(|_| {}).await;
+    let body = problem(app.get("/api/v1/status", Some(ADMIN_KEY)).await, 401, "unauthorized").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("SWITCHBOARD_ADMIN_KEY") && detail.contains("admin_key"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn probes_need_no_key() {
+    let app = spawn_app_with(|_| {}).await;
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_404_problem() {
+    let app = spawn_app().await;
+    let body = problem(app.get("/no/such/thing", None).await, 404, "not-found").await;
+    assert!(body["detail"].as_str().unwrap().contains("/no/such/thing"), "{body}");
+    problem(app.get("/api/v1/nothing-here", Some(ADMIN_KEY)).await, 404, "not-found").await;
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_405_problem() {
+    let app = spawn_app().await;
+    let response = app.client.delete(app.url("/healthz")).send().await.unwrap();
+    assert!(response.headers().contains_key(reqwest::header::ALLOW));
+    problem(response, 405, "method-not-allowed").await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_problem() {
+    let app = spawn_app_with(|settings| settings.body_limit = 1024).await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/status"))
+        .bearer_auth(ADMIN_KEY)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(vec![b' '; 2048])
+        .send()
+        .await
+        .unwrap();
+    problem(response, 413, "payload-too-large").await;
+}
+
+#[tokio::test]
+async fn responses_carry_a_request_id() {
+    let app = spawn_app().await;
+    assert!(app.get("/healthz", None).await.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn run_returns_once_the_shutdown_future_completes() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    app.stop().await.expect("run ends cleanly");
+}

@@ -1,0 +1,224 @@
+//! Helpers: [`spawn_app`] starts the app in-process; [`Binary`] runs the real executable.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use switchboard_domain::Secret;
+use switchboard_server::config::Database;
+use switchboard_server::{AppState, Settings, open_store, run};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The admin key [`spawn_app`] configures.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
+
+/// How long anything in these tests may take before it counts as hung.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The app, served by [`run`] on 127.0.0.1:0, with its own SQLite file.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    /// Kept so the database lives as long as the app.
+    _dir: TempDir,
+}
+
+/// Starts the app with the admin key [`ADMIN_KEY`].
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|settings| settings.admin_key = Some(Secret::presented(ADMIN_KEY))).await
+}
+
+/// Starts the app with settings adjusted by `configure` (the defaults otherwise, with the
+/// SQLite file in a fresh temporary directory).
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut settings = Settings {
+        database_url: Database::Sqlite(dir.path().join("switchboard.db")),
+        ..Settings::default()
+    };
+    configure(&mut settings);
+    let store = open_store(&settings).await.expect("the SQLite store opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let address = listener.local_addr().expect("bound address");
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let server = tokio::spawn(run(listener, AppState::new(store, settings), async {
+        let _ = stop.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        shutdown: Some(shutdown),
+        server,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Completes the shutdown future and waits for `run` to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        tokio::time::timeout(PATIENCE, &mut self.server)
+            .await
+            .expect("run returns")
+            .expect("run did not panic")
+    }
+}
+
+/// Checks that `response` is a problem of type `slug` with `status`; returns its body.
+pub async fn problem(response: reqwest::Response, status: u16, slug: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    assert_eq!(
+        body["type"],
+        format!("https://switchboard.dev/problems/{slug}"),
+        "{body}"
+    );
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+/// The real `switchboard serve`, running in a directory, with a clean environment.
+pub struct Binary {
+    child: Child,
+    /// The address from the "listening on" line.
+    pub address: String,
+    /// The whole "listening on" line.
+    pub banner: String,
+}
+
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .arg("serve")
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.iter().copied());
+    command
+}
+
+impl Binary {
+    /// Starts it and waits for its "listening on" line.
+    pub fn start(dir: &Path, args: &[&str]) -> Binary {
+        let mut child = command(dir, args, &[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining, so a later write to stdout never meets a closed pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let banner = match rx.recv_timeout(PATIENCE) {
+            Ok(line) => line.trim_end().to_owned(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no \"listening on\" line within {PATIENCE:?}");
+            }
+        };
+        let address = banner
+            .strip_prefix("switchboard listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {banner:?}"))
+            .to_owned();
+        Binary { child, address, banner }
+    }
+
+    /// Sends SIGTERM and waits (boundedly) for the exit status.
+    pub fn terminate(self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(killed.success(), "kill -TERM {pid} failed");
+        let (status, _, _) = wait(self.child);
+        status
+    }
+}
+
+/// Runs `switchboard serve` expecting it to stop by itself; returns its status and stderr.
+pub fn run_to_exit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let child = command(dir, args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let (status, _stdout, stderr) = wait(child);
+    (status, stderr)
+}
+
+/// Waits for `child` to exit (reading whatever pipes it still has), killing it if it
+/// takes longer than [`PATIENCE`].
+fn wait(child: Child) -> (ExitStatus, String, String) {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(output) => {
+            let output = output.expect("wait succeeds");
+            let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+            (output.status, text(output.stdout), text(output.stderr))
+        }
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            panic!("process {pid} did not exit within {PATIENCE:?}");
+        }
+    }
+}
+
+/// A blocking `GET` over a plain socket: the binary tests need no async runtime.
+/// Returns the status code and the body.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
