@@ -7,12 +7,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod routes;
+pub mod secrets;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
@@ -39,12 +41,10 @@ use crate::middleware::BodyLimit;
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     // Every /api/v1 route sits behind the admin key until scoped API keys exist.
-    let api = Router::new()
-        .route("/status", get(routes::status))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::require_admin_key,
-        ));
+    let api = api::router().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::require_admin_key,
+    ));
 
     let router = Router::new()
         .route("/healthz", get(routes::healthz))

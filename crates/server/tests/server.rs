@@ -9,4 +9,5 @@ mod server {
     mod api;
     mod binary;
     mod support;
+    mod tokens;
 }

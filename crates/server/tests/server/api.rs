@@ -137,3 +137,22 @@ async fn run_returns_once_the_shutdown_future_completes() {
     assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
     app.stop().await.expect("run ends cleanly");
 }
+
+#[tokio::test]
+async fn readyz_is_503_when_a_migration_is_missing() {
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+    // Someone rolled the schema back under the running manager.
+    let url = format!("sqlite://{}", app.database.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let response = app.get("/readyz", None).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = problem(response, 503, "unavailable").await;
+    assert!(body["detail"].as_str().unwrap().contains("not ready"), "{body}");
+}

@@ -1,7 +1,7 @@
 //! The real `switchboard` binary: starts with nothing configured, stops on SIGTERM, and
 //! refuses bad settings with one line naming the problem.
 
-use super::support::{Binary, http_get, run_to_exit};
+use super::support::{ADMIN_KEY, Binary, http, http_get, run_to_exit};
 
 fn last_line(stderr: &str) -> &str {
     stderr.lines().last().unwrap_or_default()
@@ -26,10 +26,29 @@ fn with_nothing_configured_it_serves_from_sqlite_and_stops_on_sigterm() {
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit: {status}");
 
-    // A restart in the same directory finds the same file.
-    let server = Binary::start(dir.path(), &["--listen", "127.0.0.1:0"]);
-    assert!(dir.path().join("switchboard.db").is_file());
+    // A restart in the same directory finds the same file, and what was stored in it.
+    let env = [("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY)];
+    let server = Binary::start_with_env(dir.path(), &["--listen", "127.0.0.1:0"], &env);
+    let token = r#"{"name": "kept", "account": "acme"}"#;
+    let (status, body) = http(
+        &server.address,
+        "POST",
+        "/api/v1/delegate-tokens",
+        Some(ADMIN_KEY),
+        Some(token),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(server.terminate().code(), Some(0));
+
+    let server = Binary::start_with_env(dir.path(), &["--listen", "127.0.0.1:0"], &env);
     assert_eq!(http_get(&server.address, "/readyz").0, 200);
+    let (status, body) = http(&server.address, "GET", "/api/v1/delegate-tokens", Some(ADMIN_KEY), None);
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed["items"][0]["name"], "kept",
+        "the token survived two restarts: {listed}"
+    );
     assert_eq!(server.terminate().code(), Some(0));
 }
 

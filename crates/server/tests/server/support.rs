@@ -26,7 +26,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
-    /// Kept so the database lives as long as the app.
+    /// The app's SQLite file (its directory lives as long as the app).
+    pub database: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -56,6 +57,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::new(),
         shutdown: Some(shutdown),
         server,
+        database: dir.path().join("switchboard.db"),
         _dir: dir,
     }
 }
@@ -67,6 +69,14 @@ impl TestApp {
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
         let mut request = self.client.get(self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &serde_json::Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).json(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -127,7 +137,12 @@ fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
 impl Binary {
     /// Starts it and waits for its "listening on" line.
     pub fn start(dir: &Path, args: &[&str]) -> Binary {
-        let mut child = command(dir, args, &[])
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// Like [`Binary::start`], with environment variables.
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let mut child = command(dir, args, env)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -202,13 +217,26 @@ fn wait(child: Child) -> (ExitStatus, String, String) {
 /// A blocking `GET` over a plain socket: the binary tests need no async runtime.
 /// Returns the status code and the body.
 pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    http(address, "GET", path, None, None)
+}
+
+/// A blocking HTTP/1.1 request over a plain socket, with an optional bearer key and JSON
+/// body. Returns the status code and the body.
+pub fn http(address: &str, method: &str, path: &str, key: Option<&str>, json: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(address).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).expect("read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if let Some(key) = key {
+        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    let body = json.unwrap_or_default();
+    if json.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(stream, "{head}\r\n{body}").expect("send request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read response");
     let status = response

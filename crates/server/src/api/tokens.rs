@@ -1,0 +1,67 @@
+//! Delegate tokens: create (the secret is answered once, as `token`), list, get, revoke.
+//!
+//! A token is stored only as the SHA-256 of its secret. Revoking one refuses new
+//! registrations with it; closing the sockets of its instances is the hub's job.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use switchboard_domain::{DelegateToken, Scope, SecretKind, TokenId, TokenStatus};
+use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::secrets;
+use crate::state::AppState;
+
+/// `POST /api/v1/delegate-tokens`.
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    let scope =
+        Scope::new(body.account, body.org, body.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
+    let token = DelegateToken {
+        id: TokenId::new(),
+        name: body.name,
+        scope,
+        status: TokenStatus::Active,
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    let secret = secrets::generate(SecretKind::DelegateToken);
+    state.store().create_token(&token, &secret.hash()).await?;
+    tracing::info!(token.id = %token.id, token.name = %token.name, scope = %token.scope, "delegate token created");
+    let created = TokenCreated {
+        view: TokenView::from(&token),
+        token: secret.expose().to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /api/v1/delegate-tokens`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
+    let tokens = state.store().list_tokens(None).await?;
+    Ok(Json(TokenList {
+        items: tokens.iter().map(TokenView::from).collect(),
+    }))
+}
+
+/// `GET /api/v1/delegate-tokens/{id}`.
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenView>, ApiError> {
+    let token = state.store().get_token(parse_id(&id)?).await?;
+    Ok(Json(TokenView::from(&token)))
+}
+
+/// `POST /api/v1/delegate-tokens/{id}/revoke`. Revoking again is harmless.
+pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenView>, ApiError> {
+    let token = state.store().revoke_token(parse_id(&id)?, Utc::now()).await?;
+    tracing::info!(token.id = %token.id, token.name = %token.name, "delegate token revoked");
+    Ok(Json(TokenView::from(&token)))
+}
+
+fn parse_id(raw: &str) -> Result<TokenId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("there is no delegate token {raw:?} (ids are UUIDs)")))
+}
