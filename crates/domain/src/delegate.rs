@@ -111,6 +111,29 @@ pub struct DelegateInstance {
     pub connected: bool,
 }
 
+/// A delegate version, compared by its dotted numeric parts (`1.10.0` > `1.9.3`); a
+/// pre-release or build suffix after `-` or `+` is ignored. Missing parts count as zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(Vec<u64>);
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Self> {
+        let core = s.trim().trim_start_matches('v').split(['-', '+']).next()?;
+        let parts = core
+            .split('.')
+            .map(|p| p.parse::<u64>().ok())
+            .collect::<Option<Vec<_>>>()?;
+        (!parts.is_empty() && parts.len() <= 8).then_some(Self(parts))
+    }
+
+    /// Whether this version is at least `minimum`.
+    pub fn at_least(&self, minimum: &Version) -> bool {
+        let n = self.0.len().max(minimum.0.len());
+        let part = |v: &Version, i: usize| v.0.get(i).copied().unwrap_or(0);
+        (0..n).map(|i| part(self, i).cmp(&part(minimum, i))).find(|o| o.is_ne()) != Some(std::cmp::Ordering::Less)
+    }
+}
+
 /// Liveness as PRODUCT.md defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -246,6 +269,18 @@ mod tests {
         );
         i.connected = false;
         assert_eq!(i.liveness(now, timeout), Liveness::Disconnected);
+    }
+
+    #[test]
+    fn versions_compare_by_numeric_parts() {
+        let v = |s: &str| Version::parse(s).expect("valid version");
+        assert!(v("1.10.0").at_least(&v("1.9.3")));
+        assert!(!v("1.9.3").at_least(&v("1.10")));
+        assert!(v("2").at_least(&v("2.0.0")) && v("2.0.0").at_least(&v("2")));
+        assert!(v("24.03.82600-rc1").at_least(&v("24.03.82600")));
+        assert!(v("v1.2").at_least(&v("1.2")));
+        assert_eq!(Version::parse("latest"), None);
+        assert_eq!(Version::parse("1..2"), None);
     }
 
     #[test]

@@ -115,6 +115,47 @@ settings! {
     /// How long shutdown waits for requests in flight before closing anyway (30s).
     flag(long, value_name = "DURATION")
     shutdown_grace: Duration = Duration::from_secs(30), parse = values::parse_duration;
+
+    /// The URL delegates reach this manager at, used to build the socket URL handed out at
+    /// registration (default: from the registration request's Host header).
+    flag(long, value_name = "URL")
+    public_url: Option<String> = None, parse = values::parse_public_url;
+
+    /// How often delegates send heartbeats (60s).
+    flag(long, value_name = "DURATION")
+    heartbeat_interval: Duration = Duration::from_secs(60), parse = values::parse_positive_duration;
+
+    /// A delegate whose last heartbeat is older than this is stale and gets no tasks (5m).
+    flag(long, value_name = "DURATION")
+    heartbeat_timeout: Duration = Duration::from_secs(300), parse = values::parse_positive_duration;
+
+    /// How often heartbeats held in memory are written to the store, in one batch (1s).
+    flag(long, value_name = "DURATION")
+    heartbeat_flush_interval: Duration = Duration::from_secs(1), parse = values::parse_positive_duration;
+
+    /// How often the manager pings each delegate socket (15s).
+    flag(long, value_name = "DURATION")
+    socket_ping_interval: Duration = Duration::from_secs(15), parse = values::parse_positive_duration;
+
+    /// A socket from which nothing (no frame, no pong) arrives for this long is closed (45s).
+    flag(long, value_name = "DURATION")
+    socket_silence_timeout: Duration = Duration::from_secs(45), parse = values::parse_positive_duration;
+
+    /// Delegates older than this version are refused at registration (none).
+    flag(long, value_name = "VERSION")
+    min_delegate_version: Option<String> = None, parse = values::parse_min_version;
+
+    /// Instances without a heartbeat for this long are removed (6h).
+    flag(long, value_name = "DURATION")
+    instance_retention: Duration = Duration::from_secs(6 * 3600), parse = values::parse_positive_duration;
+
+    /// Delegate groups without instances for this long are removed (7d).
+    flag(long, value_name = "DURATION")
+    group_retention: Duration = Duration::from_secs(7 * 24 * 3600), parse = values::parse_positive_duration;
+
+    /// How often the removal sweep runs (1m).
+    flag(long, value_name = "DURATION")
+    sweep_interval: Duration = Duration::from_secs(60), parse = values::parse_positive_duration;
 }
 
 /// The settings never echoed in error messages.

@@ -22,6 +22,12 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum Problem {
     BadRequest,
     Unauthorized,
+    /// Authenticated, but not allowed (a scope wider than the token's).
+    Forbidden,
+    /// The delegate token was revoked.
+    TokenRevoked,
+    /// The delegate is older than the manager's minimum version.
+    DelegateTooOld,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -41,6 +47,9 @@ impl Problem {
         match self {
             Problem::BadRequest => ("bad-request", "Bad request", StatusCode::BAD_REQUEST),
             Problem::Unauthorized => ("unauthorized", "Unauthorized", StatusCode::UNAUTHORIZED),
+            Problem::Forbidden => ("forbidden", "Forbidden", StatusCode::FORBIDDEN),
+            Problem::TokenRevoked => ("token-revoked", "Delegate token revoked", StatusCode::UNAUTHORIZED),
+            Problem::DelegateTooOld => ("delegate-too-old", "Delegate version too old", StatusCode::FORBIDDEN),
             Problem::NotFound => ("not-found", "Not found", StatusCode::NOT_FOUND),
             Problem::MethodNotAllowed => (
                 "method-not-allowed",
@@ -338,6 +347,9 @@ mod tests {
         let all = [
             Problem::BadRequest,
             Problem::Unauthorized,
+            Problem::Forbidden,
+            Problem::TokenRevoked,
+            Problem::DelegateTooOld,
             Problem::NotFound,
             Problem::MethodNotAllowed,
             Problem::Conflict,

@@ -116,8 +116,9 @@ pub(crate) async fn upsert_group(
     // DO NOTHING + re-read rather than DO UPDATE: joining a group never changes its tags,
     // and two replicas registering at once must both land in the one group.
     sqlx::query(
-        "INSERT INTO delegate_groups (id, account, org, project, scope_path, name, tags, disabled, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8)
+        "INSERT INTO delegate_groups (id, account, org, project, scope_path, name, tags, disabled, created_at,
+             last_instance_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, false, $8, $8)
          ON CONFLICT (scope_path, name) DO NOTHING",
     )
     .bind(GroupId::new().0)
@@ -200,6 +201,7 @@ pub(crate) async fn delete_group(pool: &PgPool, id: GroupId) -> StoreResult<()> 
 // --- instances ---------------------------------------------------------------------------
 
 pub(crate) async fn register_instance(pool: &PgPool, i: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(map_err)?;
     sqlx::query(
         "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags,
              task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected)
@@ -219,7 +221,7 @@ pub(crate) async fn register_instance(pool: &PgPool, i: &DelegateInstance, sessi
     .bind(i.registered_at)
     .bind(i.last_heartbeat_at)
     .bind(i.connected)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(|e| match e {
         sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23503") => {
@@ -228,7 +230,52 @@ pub(crate) async fn register_instance(pool: &PgPool, i: &DelegateInstance, sessi
         }
         e => map_err(e),
     })?;
-    Ok(())
+    sqlx::query("UPDATE delegate_groups SET last_instance_at = GREATEST(last_instance_at, $2) WHERE id = $1")
+        .bind(i.group_id.0)
+        .bind(i.registered_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)
+}
+
+pub(crate) async fn remove_silent_instances(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<InstanceId>> {
+    // One statement: the deletion and the groups' memory of it commit together. An
+    // instance with a socket or a task is left alone: losing those is handled elsewhere
+    // first, and removing it here would orphan them.
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "WITH gone AS (
+             DELETE FROM delegate_instances
+             WHERE last_heartbeat_at < $1 AND NOT connected AND active_tasks = 0
+             RETURNING id, group_id),
+         touched AS (
+             UPDATE delegate_groups SET last_instance_at = GREATEST(last_instance_at, $2)
+             WHERE id IN (SELECT group_id FROM gone))
+         SELECT id FROM gone",
+    )
+    .bind(before)
+    .bind(at)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(rows.into_iter().map(|(id,)| InstanceId(id)).collect())
+}
+
+pub(crate) async fn remove_empty_groups(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "DELETE FROM delegate_groups g
+         WHERE last_instance_at < $1 AND NOT EXISTS (SELECT 1 FROM delegate_instances i WHERE i.group_id = g.id)
+         RETURNING id",
+    )
+    .bind(before)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(rows.into_iter().map(|(id,)| GroupId(id)).collect())
 }
 
 pub(crate) async fn get_instance(pool: &PgPool, id: InstanceId) -> StoreResult<DelegateInstance> {

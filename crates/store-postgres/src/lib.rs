@@ -30,11 +30,10 @@ use switchboard_store::{Backend, Claim, Inserted, Page, Store, StoreError, Store
 pub use error::map_err;
 
 /// The migrations of this backend, compiled into the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
+    (2, "sweeps", include_str!("../../../migrations/postgres/0002_sweeps.sql")),
+];
 
 /// Settings of the connection pool.
 #[derive(Debug, Clone)]
@@ -218,6 +217,13 @@ impl Store for PgStore {
     }
     async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()> {
         delegates::set_instance_connected(&self.pool, id, connected).await
+    }
+
+    async fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>> {
+        delegates::remove_silent_instances(&self.pool, before, at).await
+    }
+    async fn remove_empty_groups(&self, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>> {
+        delegates::remove_empty_groups(&self.pool, before).await
     }
 
     async fn create_connector(&self, connector: &Connector) -> StoreResult<()> {

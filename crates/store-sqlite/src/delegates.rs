@@ -109,8 +109,8 @@ pub(crate) async fn upsert_group(
     // Insert-if-absent then read, rather than read-then-insert: correct even if another
     // process on the same file registers the same group at the same moment.
     sqlx::query(
-        "INSERT INTO delegate_groups (id, account, org, project, scope_path, name, tags, disabled, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT (scope_path, name) DO NOTHING",
+        "INSERT INTO delegate_groups (id, account, org, project, scope_path, name, tags, disabled, created_at, \
+         last_instance_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (scope_path, name) DO NOTHING",
     )
     .bind(GroupId::new().0)
     .bind(account)
@@ -119,6 +119,7 @@ pub(crate) async fn upsert_group(
     .bind(&path)
     .bind(name.as_str())
     .bind(to_json(tags)?)
+    .bind(ms(at))
     .bind(ms(at))
     .execute(&mut *tx)
     .await
@@ -221,7 +222,14 @@ pub(crate) async fn register_instance(db: &Db, instance: &DelegateInstance, sess
     .execute(&mut *tx)
     .await;
     match inserted {
-        Ok(_) => {}
+        Ok(_) => {
+            sqlx::query("UPDATE delegate_groups SET last_instance_at = max(last_instance_at, ?) WHERE id = ?")
+                .bind(ms(instance.registered_at))
+                .bind(instance.group_id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
         Err(e) if is_foreign_key_violation(&e) => {
             // SQLite does not say which reference failed; ask, in the same transaction.
             let group = exists(&mut tx, "delegate_groups", instance.group_id.0).await?;
@@ -234,6 +242,51 @@ pub(crate) async fn register_instance(db: &Db, instance: &DelegateInstance, sess
         Err(e) => return Err(map_err(e)),
     }
     tx.commit().await.map_err(map_err)
+}
+
+pub(crate) async fn remove_silent_instances(
+    db: &Db,
+    before: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<InstanceId>> {
+    // An instance with a socket or a task is left alone: losing those is handled
+    // elsewhere first, and removing it here would orphan them.
+    let mut tx = db.write().await?;
+    let gone: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "DELETE FROM delegate_instances WHERE last_heartbeat_at < ? AND connected = 0 AND active_tasks = 0 \
+         RETURNING id, group_id",
+    )
+    .bind(ms(before))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let mut groups: Vec<uuid::Uuid> = gone.iter().map(|(_, g)| *g).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        sqlx::query("UPDATE delegate_groups SET last_instance_at = max(last_instance_at, ?) WHERE id = ?")
+            .bind(ms(at))
+            .bind(group)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    }
+    tx.commit().await.map_err(map_err)?;
+    Ok(gone.into_iter().map(|(id, _)| InstanceId(id)).collect())
+}
+
+pub(crate) async fn remove_empty_groups(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>> {
+    let mut tx = db.write().await?;
+    let gone: Vec<(uuid::Uuid,)> = sqlx::query_as(
+        "DELETE FROM delegate_groups WHERE last_instance_at < ? \
+         AND NOT EXISTS (SELECT 1 FROM delegate_instances i WHERE i.group_id = delegate_groups.id) RETURNING id",
+    )
+    .bind(ms(before))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(gone.into_iter().map(|(id,)| GroupId(id)).collect())
 }
 
 pub(crate) async fn get_instance(db: &Db, id: InstanceId) -> StoreResult<DelegateInstance> {

@@ -56,11 +56,14 @@ use switchboard_store::{Backend, Claim, Inserted, Page, StoreError, StoreResult,
 pub use error::map_err;
 
 /// The migrations of this backend, compiled into the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (2, "sweeps", include_str!("../../../migrations/sqlite/0002_sweeps.sql")),
+];
 
 /// How many connections serve plain reads.
 const READERS: u32 = 4;
@@ -301,6 +304,14 @@ impl switchboard_store::Store for SqliteStore {
     }
 
     // --- connectors --------------------------------------------------------------------
+
+    async fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>> {
+        delegates::remove_silent_instances(&self.db, before, at).await
+    }
+
+    async fn remove_empty_groups(&self, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>> {
+        delegates::remove_empty_groups(&self.db, before).await
+    }
 
     async fn create_connector(&self, connector: &Connector) -> StoreResult<()> {
         delegates::create_connector(&self.db, connector).await

@@ -162,6 +162,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64>;
     async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()>;
 
+    /// Removes the instances whose last heartbeat is older than `before`, that have no
+    /// open socket and hold no task; their groups remember `at` as the last time they had
+    /// an instance. Returns the removed instances.
+    async fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>>;
+    /// Removes the groups that have had no instance since before `before`. Returns them.
+    async fn remove_empty_groups(&self, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>>;
+
     // --- connectors --------------------------------------------------------------------
 
     /// [`Conflict::Duplicate`] when its name is taken in its scope.

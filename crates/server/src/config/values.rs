@@ -83,6 +83,27 @@ pub fn parse_byte_size(raw: &str) -> Result<usize, String> {
     }
 }
 
+/// An http:// or https:// base URL, kept without its trailing slash.
+pub fn parse_public_url(raw: &str) -> Result<Option<String>, String> {
+    let url = raw.trim().trim_end_matches('/');
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host) if !host.is_empty() && !url.contains(char::is_whitespace) => Ok(Some(url.to_owned())),
+        _ => Err(format!("{raw:?} is not an http:// or https:// URL")),
+    }
+}
+
+/// A dotted numeric version such as `1.4` or `24.03.82600`.
+pub fn parse_min_version(raw: &str) -> Result<Option<String>, String> {
+    let raw = raw.trim();
+    match switchboard_domain::delegate::Version::parse(raw) {
+        Some(_) => Ok(Some(raw.to_owned())),
+        None => Err(format!(
+            "{raw:?} is not a version like 1.4.0 (numbers separated by dots)"
+        )),
+    }
+}
+
 pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
     raw.trim()
         .parse()

@@ -28,6 +28,7 @@ macro_rules! conformance_tests {
             registry::instances_round_trip_and_are_found_by_session,
             registry::heartbeats_are_written_in_one_batch_and_never_go_back,
             registry::group_changes_and_deletion_cascade_to_instances,
+            registry::silent_instances_and_long_empty_groups_are_removed,
             registry::connectors_have_unique_names_per_scope,
             registry::last_success_keeps_the_newest,
             registry::api_keys_round_trip_and_revoke,

@@ -248,6 +248,61 @@ pub async fn group_changes_and_deletion_cascade_to_instances(store: Arc<dyn Stor
     ));
 }
 
+pub async fn silent_instances_and_long_empty_groups_are_removed(store: Arc<dyn Store>) {
+    let (group, instances) = fleet(&store, "acme", "k8s", 4, 5).await;
+    let (other_group, others) = fleet(&store, "acme", "edge", 1, 5).await;
+    let registered = instances[0].last_heartbeat_at;
+    let cutoff = registered + TimeDelta::hours(6);
+    // instances[0]: silent and disconnected: removed. [1]: beat recently: kept.
+    // [2]: silent but still connected: kept. [3]: silent but holds a task: kept.
+    store
+        .set_instance_connected(instances[0].id, false)
+        .await
+        .expect("disconnected");
+    store
+        .record_heartbeats(&[(instances[1].id, cutoff + TimeDelta::minutes(1))])
+        .await
+        .expect("beat");
+    store
+        .set_instance_connected(instances[3].id, false)
+        .await
+        .expect("disconnected");
+    let t = super::fixtures::queued(&store, super::fixtures::task("acme")).await;
+    store.claim_task(t.id(), instances[3].id, now()).await.expect("claimed");
+    store
+        .set_instance_connected(others[0].id, false)
+        .await
+        .expect("disconnected");
+
+    let swept_at = cutoff + TimeDelta::minutes(2);
+    let mut removed = store.remove_silent_instances(cutoff, swept_at).await.expect("swept");
+    removed.sort();
+    let mut expected = vec![instances[0].id, others[0].id];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert_eq!(store.list_instances(Some(group.id)).await.expect("list").len(), 3);
+
+    // The sweep passes `now - retention` as the cutoff: a group emptied after the cutoff
+    // is kept, one emptied before it goes.
+    assert!(
+        store
+            .remove_empty_groups(swept_at - TimeDelta::minutes(1))
+            .await
+            .expect("swept")
+            .is_empty()
+    );
+    let gone = store
+        .remove_empty_groups(swept_at + TimeDelta::minutes(1))
+        .await
+        .expect("swept");
+    assert_eq!(gone, vec![other_group.id], "only the group without instances goes");
+    assert!(store.get_group(group.id).await.is_ok());
+    assert!(matches!(
+        store.get_group(other_group.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 pub async fn connectors_have_unique_names_per_scope(store: Arc<dyn Store>) {
     let at = now();
     let mut c = Connector {
