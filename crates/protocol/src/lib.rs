@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod delegate;
+pub mod fleet;
 pub mod socket;
 pub mod tokens;

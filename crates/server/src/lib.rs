@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod delegates;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .nest("/api/v1", api)
+        .nest("/delegate/v1", delegates::router())
         .fallback(routes::not_found);
     with_middleware(router, state.settings()).with_state(state)
 }
@@ -90,14 +92,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.settings().shutdown_grace;
+    let background = delegates::Background::start(&state);
     let (began_tx, mut began_rx) = tokio::sync::watch::channel(false);
+    let closing = state.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!(grace = %format_duration(grace), "shutting down");
+        // Sockets are upgraded connections the server no longer tracks: tell them to go
+        // (delegates reconnect, to another replica if there is one).
+        closing.hub().close_all(
+            switchboard_protocol::socket::close::GOING_AWAY,
+            "the manager is shutting down",
+        );
         // The receiver lives until `run` returns; a failed send means nobody waits.
         let _ = began_tx.send(true);
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
     let grace_expired = async move {
         // An error means the signal future was dropped: the server already finished.
         if began_rx.wait_for(|began| *began).await.is_err() {
@@ -105,13 +115,15 @@ pub async fn run(
         }
         tokio::time::sleep(grace).await;
     };
-    tokio::select! {
+    let result = tokio::select! {
         result = server.into_future() => result,
         () = grace_expired => {
             tracing::warn!(grace = %format_duration(grace), "requests still in flight after the grace period; stopping anyway");
             Ok(())
         }
-    }
+    };
+    background.stop(&state).await;
+    result
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use switchboard_domain::SecretHash;
 use switchboard_store::Store;
 
 use crate::config::Settings;
+use crate::delegates::heartbeats::Heartbeats;
+use crate::delegates::hub::Hub;
 
 /// The store and the settings, shared by every request.
 #[derive(Clone, Debug)]
@@ -21,6 +23,10 @@ struct Inner {
     /// The hash of the admin key, computed once: requests compare hashes in constant time
     /// and never hold the configured key in clear.
     admin_key: Option<SecretHash>,
+    /// The delegate sockets open on this manager.
+    hub: Hub,
+    /// The latest heartbeats, ahead of the store by at most one flush interval.
+    heartbeats: Heartbeats,
 }
 
 impl AppState {
@@ -31,6 +37,8 @@ impl AppState {
                 store,
                 settings,
                 admin_key,
+                hub: Hub::default(),
+                heartbeats: Heartbeats::default(),
             }),
         }
     }
@@ -41,6 +49,14 @@ impl AppState {
 
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn heartbeats(&self) -> &Heartbeats {
+        &self.inner.heartbeats
     }
 
     /// `None` when no admin key is configured, and then `/api/v1` refuses everything.

@@ -8,6 +8,7 @@
 mod server {
     mod api;
     mod binary;
+    mod delegates;
     mod support;
     mod tokens;
 }

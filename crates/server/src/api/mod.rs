@@ -1,10 +1,11 @@
 //! The operator and pipeline API under `/api/v1`: every route here sits behind the
 //! admin key (until scoped API keys exist).
 
+pub mod delegates;
 pub mod tokens;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::routes;
 use crate::state::AppState;
@@ -16,4 +17,9 @@ pub fn router() -> Router<AppState> {
         .route("/delegate-tokens", post(tokens::create).get(tokens::list))
         .route("/delegate-tokens/{id}", get(tokens::get))
         .route("/delegate-tokens/{id}/revoke", post(tokens::revoke))
+        .route("/delegates", get(delegates::list))
+        .route("/delegates/{id}", get(delegates::get).delete(delegates::delete))
+        .route("/delegates/{id}/tags", put(delegates::set_tags))
+        .route("/delegates/{id}/disable", post(delegates::disable))
+        .route("/delegates/{id}/enable", post(delegates::enable))
 }

@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use switchboard_domain::{DelegateToken, Scope, SecretKind, TokenId, TokenStatus};
+use switchboard_protocol::socket::close;
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
 
 use crate::error::ApiError;
@@ -57,7 +58,10 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
 /// `POST /api/v1/delegate-tokens/{id}/revoke`. Revoking again is harmless.
 pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenView>, ApiError> {
     let token = state.store().revoke_token(parse_id(&id)?, Utc::now()).await?;
-    tracing::info!(token.id = %token.id, token.name = %token.name, "delegate token revoked");
+    let closed = state
+        .hub()
+        .close_token(token.id, close::TOKEN_REVOKED, "the delegate token was revoked");
+    tracing::info!(token.id = %token.id, token.name = %token.name, sockets = closed, "delegate token revoked");
     Ok(Json(TokenView::from(&token)))
 }
 

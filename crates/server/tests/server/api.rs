@@ -78,7 +78,7 @@ async fn status_reports_version_and_store_to_the_admin_key() {
 
 #[tokio::test]
 async fn without_an_admin_key_api_requests_are_told_how_to_configure_one() {
-    let app = spawn_app_with(|_| {}).await;
+    let app = spawn_app_with(|settings| settings.admin_key = None).await;
     let body = problem(app.get("/api/v1/status", Some(ADMIN_KEY)).await, 401, "unauthorized").await;
     let detail = body["detail"].as_str().unwrap();
     assert!(
@@ -89,7 +89,7 @@ async fn without_an_admin_key_api_requests_are_told_how_to_configure_one() {
 
 #[tokio::test]
 async fn probes_need_no_key() {
-    let app = spawn_app_with(|_| {}).await;
+    let app = spawn_app_with(|settings| settings.admin_key = None).await;
     assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
     assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
 }

@@ -24,6 +24,8 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 pub struct TestApp {
     pub address: SocketAddr,
     pub client: reqwest::Client,
+    /// The app's state, to read its counters.
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     /// The app's SQLite file (its directory lives as long as the app).
@@ -31,30 +33,39 @@ pub struct TestApp {
     _dir: TempDir,
 }
 
-/// Starts the app with the admin key [`ADMIN_KEY`].
+/// Starts the app with the defaults (and the admin key [`ADMIN_KEY`]).
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|settings| settings.admin_key = Some(Secret::presented(ADMIN_KEY))).await
+    spawn_app_with(|_| {}).await
 }
 
 /// Starts the app with settings adjusted by `configure` (the defaults otherwise, with the
 /// SQLite file in a fresh temporary directory).
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
+    spawn_app_in(dir, "127.0.0.1:0".parse().expect("address"), configure).await
+}
+
+/// Starts the app on `address` with its SQLite file in `dir` (a restart passes the
+/// directory and address of the app it replaces).
+pub async fn spawn_app_in(dir: TempDir, address: SocketAddr, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings {
         database_url: Database::Sqlite(dir.path().join("switchboard.db")),
+        admin_key: Some(Secret::presented(ADMIN_KEY)),
         ..Settings::default()
     };
     configure(&mut settings);
     let store = open_store(&settings).await.expect("the SQLite store opens");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let listener = tokio::net::TcpListener::bind(address).await.expect("bind the address");
     let address = listener.local_addr().expect("bound address");
     let (shutdown, stop) = oneshot::channel::<()>();
-    let server = tokio::spawn(run(listener, AppState::new(store, settings), async {
+    let state = AppState::new(store, settings);
+    let server = tokio::spawn(run(listener, state.clone(), async {
         let _ = stop.await;
     }));
     TestApp {
         address,
         client: reqwest::Client::new(),
+        state,
         shutdown: Some(shutdown),
         server,
         database: dir.path().join("switchboard.db"),
@@ -84,14 +95,20 @@ impl TestApp {
     }
 
     /// Completes the shutdown future and waits for `run` to return.
-    pub async fn stop(mut self) -> std::io::Result<()> {
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.stop_keeping_data().await.0
+    }
+
+    /// Stops the app and hands back its directory, for a restart on the same data.
+    pub async fn stop_keeping_data(mut self) -> (std::io::Result<()>, TempDir) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        tokio::time::timeout(PATIENCE, &mut self.server)
+        let result = tokio::time::timeout(PATIENCE, &mut self.server)
             .await
             .expect("run returns")
-            .expect("run did not panic")
+            .expect("run did not panic");
+        (result, self._dir)
     }
 }
 

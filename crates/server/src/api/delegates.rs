@@ -1,0 +1,147 @@
+//! Operator endpoints for delegates: list (groups with their instances and liveness),
+//! get one, change tags, disable and enable, delete (its instances are told to drain).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use switchboard_domain::selector::parse_selectors;
+use switchboard_domain::{DelegateGroup, DelegateInstance, GroupId, Ident, TokenId};
+use switchboard_protocol::fleet::{DelegateList, DelegateView, InstanceView, SetTags};
+use switchboard_protocol::socket::close;
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<DelegateList>, ApiError> {
+    let groups = state.store().list_groups(None).await?;
+    let instances = state.store().list_instances(None).await?;
+    let tokens = token_names(&state).await?;
+    let mut by_group: HashMap<GroupId, Vec<DelegateInstance>> = HashMap::new();
+    for i in instances {
+        by_group.entry(i.group_id).or_default().push(i);
+    }
+    let items = groups
+        .iter()
+        .map(|g| view(&state, g, by_group.remove(&g.id).unwrap_or_default(), &tokens))
+        .collect();
+    Ok(Json(DelegateList { items }))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DelegateView>, ApiError> {
+    let group = state.store().get_group(parse_id(&id)?).await?;
+    Ok(Json(full_view(&state, &group).await?))
+}
+
+pub async fn set_tags(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SetTags>,
+) -> Result<Json<DelegateView>, ApiError> {
+    let tags = parse_selectors(body.tags.iter().map(String::as_str))
+        .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
+    let group = state.store().set_group_tags(parse_id(&id)?, &tags).await?;
+    tracing::info!(group.id = %group.id, group.name = %group.name, "delegate tags changed");
+    Ok(Json(full_view(&state, &group).await?))
+}
+
+pub async fn disable(state: State<AppState>, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
+    set_disabled(state, id, true).await
+}
+
+pub async fn enable(state: State<AppState>, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
+    set_disabled(state, id, false).await
+}
+
+async fn set_disabled(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    disabled: bool,
+) -> Result<Json<DelegateView>, ApiError> {
+    let group = state.store().set_group_disabled(parse_id(&id)?, disabled).await?;
+    tracing::info!(group.id = %group.id, group.name = %group.name, disabled, "delegate enabled or disabled");
+    Ok(Json(full_view(&state, &group).await?))
+}
+
+/// Deletes the group and its instances; their sockets are told to drain, then closed.
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    state.store().delete_group(id).await?;
+    let told = state
+        .hub()
+        .close_group(id, close::REMOVED, "the delegate was deleted by an operator");
+    tracing::info!(group.id = %id, sockets = told, "delegate deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn full_view(state: &AppState, group: &DelegateGroup) -> Result<DelegateView, ApiError> {
+    let instances = state.store().list_instances(Some(group.id)).await?;
+    Ok(view(state, group, instances, &token_names(state).await?))
+}
+
+async fn token_names(state: &AppState) -> Result<HashMap<TokenId, Ident>, ApiError> {
+    Ok(state
+        .store()
+        .list_tokens(None)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect())
+}
+
+fn view(
+    state: &AppState,
+    group: &DelegateGroup,
+    instances: Vec<DelegateInstance>,
+    tokens: &HashMap<TokenId, Ident>,
+) -> DelegateView {
+    let now = Utc::now();
+    let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+    let instances = instances
+        .into_iter()
+        .map(|mut i| {
+            // This manager's memory is ahead of the store by up to one flush interval, and
+            // its hub knows for certain which sockets are open here.
+            if let Some(beat) = state.heartbeats().latest(i.id) {
+                i.last_heartbeat_at = i.last_heartbeat_at.max(beat.at);
+            }
+            i.connected = i.connected || state.hub().is_connected(i.id);
+            InstanceView {
+                id: i.id,
+                state: i.liveness(now, timeout),
+                heartbeat_age_ms: (now - i.last_heartbeat_at).num_milliseconds().max(0),
+                selectors: i.selector_set(group).into_iter().collect(),
+                hostname: i.hostname,
+                version: i.version,
+                flavour: i.flavour,
+                last_heartbeat_at: i.last_heartbeat_at,
+                load: i.active_tasks,
+                capacity: i.capacity.get(),
+                tags: i.tags.into_iter().collect(),
+                task_types: i.task_types,
+                token_id: i.token_id,
+                token_name: tokens.get(&i.token_id).cloned(),
+                registered_at: i.registered_at,
+            }
+        })
+        .collect();
+    DelegateView {
+        id: group.id,
+        name: group.name.clone(),
+        account: group.scope.account_id().clone(),
+        org: group.scope.org().cloned(),
+        project: group.scope.project().cloned(),
+        tags: group.tags.iter().cloned().collect(),
+        disabled: group.disabled,
+        created_at: group.created_at,
+        instances,
+    }
+}
+
+fn parse_id(raw: &str) -> Result<GroupId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("there is no delegate {raw:?} (ids are UUIDs)")))
+}

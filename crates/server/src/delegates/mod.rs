@@ -1,0 +1,123 @@
+//! The delegate side of the manager: registration, the socket channel, heartbeats held in
+//! memory and flushed in batches, and the sweep that removes long-gone instances and
+//! groups.
+
+pub mod heartbeats;
+pub mod hub;
+pub mod register;
+pub mod stream;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// The `/delegate/v1` routes. Not behind the admin key: delegates authenticate with their
+/// token (registration) or their session credential (everything after).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(register::register))
+        .route("/stream", get(stream::stream))
+}
+
+/// The periodic work of the delegate side, stopped together.
+#[derive(Debug)]
+pub struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts the heartbeat flusher and the sweep.
+    pub fn start(state: &AppState) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let flusher = {
+            let state = state.clone();
+            let every = state.settings().heartbeat_flush_interval;
+            periodic(every, stopped.clone(), move || {
+                let state = state.clone();
+                async move {
+                    if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
+                        tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
+                    }
+                }
+            })
+        };
+        let sweeper = {
+            let state = state.clone();
+            let every = state.settings().sweep_interval;
+            periodic(every, stopped, move || {
+                let state = state.clone();
+                async move { sweep(&state).await }
+            })
+        };
+        Self {
+            stop,
+            tasks: vec![flusher, sweeper],
+        }
+    }
+
+    /// Stops the periodic work and writes the heartbeats still held in memory.
+    pub async fn stop(self, state: &AppState) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
+            tracing::warn!(error = %e, "cannot write the last heartbeats before stopping");
+        }
+    }
+}
+
+fn periodic<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut work: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => work().await,
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}
+
+/// Removes instances silent for longer than the instance retention, then groups empty for
+/// longer than the group retention.
+async fn sweep(state: &AppState) {
+    let settings = state.settings();
+    let now = Utc::now();
+    let retention = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    match state
+        .store()
+        .remove_silent_instances(now - retention(settings.instance_retention), now)
+        .await
+    {
+        Ok(gone) if !gone.is_empty() => {
+            for id in &gone {
+                state.heartbeats().forget(*id);
+            }
+            tracing::info!(count = gone.len(), "removed instances without a heartbeat");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "the instance sweep failed; it runs again next interval"),
+    }
+    match state
+        .store()
+        .remove_empty_groups(now - retention(settings.group_retention))
+        .await
+    {
+        Ok(gone) if !gone.is_empty() => tracing::info!(count = gone.len(), "removed delegate groups left empty"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "the group sweep failed; it runs again next interval"),
+    }
+}

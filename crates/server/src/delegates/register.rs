@@ -1,0 +1,192 @@
+//! `POST /delegate/v1/register`: a delegate process presents its token and describes
+//! itself; it gets an instance id, a session credential of its own, and where to open its
+//! socket.
+//!
+//! The token is checked before the body is even parsed, so an unauthenticated caller
+//! learns nothing about what a valid body looks like.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::Utc;
+use switchboard_domain::delegate::Version;
+use switchboard_domain::selector::parse_selectors;
+use switchboard_domain::{
+    Capacity, DelegateInstance, DelegateToken, InstanceId, Scope, Secret, SecretKind, TokenStatus,
+};
+use switchboard_protocol::delegate::{RegisterRequest, Registered};
+
+use crate::error::{ApiError, Problem};
+use crate::extract::{is_json, parse};
+use crate::middleware::bearer_token;
+use crate::secrets;
+use crate::state::AppState;
+
+/// The most task types an instance may list.
+const MAX_TASK_TYPES: usize = 64;
+
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
+    let token = authenticate(&state, &headers).await?;
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            Problem::UnsupportedMediaType,
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    let request: RegisterRequest = parse(&body)?;
+    check_version(&state, &request.version)?;
+    let scope = narrowed_scope(&token, &request)?;
+    let tags = parse_selectors(request.tags.iter().map(String::as_str))
+        .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
+    let capacity = Capacity::new(
+        request
+            .capacity
+            .unwrap_or(switchboard_domain::delegate::DEFAULT_CAPACITY),
+    )
+    .map_err(|e| ApiError::validation("capacity", e))?;
+    check_text("hostname", &request.hostname, 253)?;
+    if request.task_types.len() > MAX_TASK_TYPES {
+        return Err(ApiError::validation(
+            "task_types",
+            format!("at most {MAX_TASK_TYPES} task types"),
+        ));
+    }
+
+    let now = Utc::now();
+    let group = state.store().upsert_group(&scope, &request.name, &tags, now).await?;
+    let session = secrets::generate(SecretKind::Session);
+    let instance = DelegateInstance {
+        id: InstanceId::new(),
+        group_id: group.id,
+        token_id: token.id,
+        hostname: request.hostname.trim().to_owned(),
+        version: request.version.trim().to_owned(),
+        flavour: request.flavour,
+        tags,
+        task_types: request.task_types,
+        capacity,
+        active_tasks: 0,
+        registered_at: now,
+        last_heartbeat_at: now,
+        connected: false,
+    };
+    state.store().register_instance(&instance, &session.hash()).await?;
+    tracing::info!(
+        instance.id = %instance.id, group.name = %group.name, scope = %scope, token.name = %token.name,
+        version = %instance.version, "delegate registered"
+    );
+    let registered = Registered {
+        instance_id: instance.id,
+        group_id: group.id,
+        account: scope.account_id().clone(),
+        org: scope.org().cloned(),
+        project: scope.project().cloned(),
+        session_token: session.expose().to_owned(),
+        heartbeat_interval_ms: u64::try_from(state.settings().heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+        stream_url: stream_url(&state, &headers),
+    };
+    Ok((StatusCode::CREATED, Json(registered)))
+}
+
+/// The token of the request, if it is a known, active delegate token.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DelegateToken, ApiError> {
+    let presented = bearer_token(headers).ok_or_else(|| {
+        ApiError::unauthorized("registration needs a delegate token, sent as Authorization: Bearer <token>")
+    })?;
+    let secret = Secret::presented(presented);
+    if !secret.is_kind(SecretKind::DelegateToken) {
+        return Err(ApiError::unauthorized(
+            "that credential is not a delegate token (delegate tokens start with sbd_; API keys and \
+             session credentials do not work here)",
+        ));
+    }
+    let hash = secret.hash();
+    let token = state
+        .store()
+        .token_by_secret(&hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown delegate token: check the token the delegate is given"))?;
+    match token.status {
+        TokenStatus::Active => Ok(token),
+        TokenStatus::Revoked => Err(ApiError::new(
+            Problem::TokenRevoked,
+            format!(
+                "the delegate token {:?} was revoked; ask an operator for a new token",
+                token.name.as_str()
+            ),
+        )),
+    }
+}
+
+fn check_version(state: &AppState, version: &str) -> Result<(), ApiError> {
+    check_text("version", version, 64)?;
+    let Some(minimum) = &state.settings().min_delegate_version else {
+        return Ok(());
+    };
+    let too_old = || {
+        ApiError::new(
+            Problem::DelegateTooOld,
+            format!(
+                "delegate version {version} is older than {minimum}, the oldest this manager accepts; upgrade the delegate"
+            ),
+        )
+    };
+    let min = Version::parse(minimum).ok_or_else(ApiError::internal)?;
+    match Version::parse(version) {
+        Some(v) if v.at_least(&min) => Ok(()),
+        Some(_) => Err(too_old()),
+        None => Err(too_old().with_field("version")),
+    }
+}
+
+/// The scope the instance lands in: the token's, narrowed by the request's org and
+/// project, never wider.
+fn narrowed_scope(token: &DelegateToken, request: &RegisterRequest) -> Result<Scope, ApiError> {
+    let org = request.org.clone().or_else(|| token.scope.org().cloned());
+    let project = request.project.clone().or_else(|| token.scope.project().cloned());
+    let scope = Scope::new(token.scope.account_id().clone(), org, project)
+        .map_err(|e| ApiError::validation("project", e.to_string()))?;
+    if !token.scope.contains(&scope) {
+        return Err(ApiError::new(
+            Problem::Forbidden,
+            format!(
+                "the token {:?} is scoped to {}; a delegate registered with it cannot serve {scope}",
+                token.name.as_str(),
+                token.scope
+            ),
+        ));
+    }
+    Ok(scope)
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            format!("{field} must be 1 to {max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where the instance opens its socket: the configured public URL, or the host it used to
+/// reach this registration.
+fn stream_url(state: &AppState, headers: &HeaderMap) -> String {
+    let base = match &state.settings().public_url {
+        Some(url) => url.replacen("http", "ws", 1),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("ws://{host}")
+        }
+    };
+    format!("{base}/delegate/v1/stream")
+}

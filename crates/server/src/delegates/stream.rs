@@ -1,0 +1,233 @@
+//! `GET /delegate/v1/stream`: the WebSocket of one delegate instance.
+//!
+//! Authenticated by the instance's session credential. The manager says hello, then the
+//! socket carries heartbeats and validation answers up, notifications down. The manager
+//! pings on an interval and closes a socket it has heard nothing from (no frame, no pong)
+//! for the silence limit. Anything that breaks the protocol (a frame that is not JSON, an
+//! unknown message, a binary frame, a frame over the size limit) closes *this* socket with
+//! a close code and a reason, and nothing else.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::Utc;
+use switchboard_domain::{CapabilityResult, DelegateInstance, Secret, SecretKind, TokenStatus};
+use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage, close};
+use tokio::time::Instant;
+
+use super::hub::{Attached, Outbound};
+use crate::error::{ApiError, Problem};
+use crate::middleware::bearer_token;
+use crate::state::AppState;
+
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let instance = authenticate(&state, &headers).await?;
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "this endpoint speaks WebSocket only: {}",
+            rejection.body_text()
+        ))
+    })?;
+    Ok(upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| serve(socket, state, instance)))
+}
+
+/// The instance whose session credential the request carries, if its token is active.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DelegateInstance, ApiError> {
+    let presented = bearer_token(headers).ok_or_else(|| {
+        ApiError::unauthorized("the socket needs the session credential from registration, as Authorization: Bearer")
+    })?;
+    let secret = Secret::presented(presented);
+    if !secret.is_kind(SecretKind::Session) {
+        return Err(ApiError::unauthorized(
+            "that credential is not a session credential (they start with sbs_ and come from registration)",
+        ));
+    }
+    let instance = state
+        .store()
+        .instance_by_session(&secret.hash())
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthorized("unknown session: the instance was removed or never registered; register again")
+        })?;
+    let token = state.store().get_token(instance.token_id).await?;
+    if token.status == TokenStatus::Revoked {
+        return Err(ApiError::new(
+            Problem::TokenRevoked,
+            format!(
+                "the delegate token {:?} this instance registered with was revoked",
+                token.name.as_str()
+            ),
+        ));
+    }
+    Ok(instance)
+}
+
+/// Why a socket's loop ended.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, String),
+    /// The peer is gone or closed the socket itself: nothing to send.
+    Gone,
+}
+
+async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstance) {
+    let id = instance.id;
+    let Attached { generation, mut rx } = state.hub().attach(id, instance.token_id, instance.group_id);
+    let end = match state.store().set_instance_connected(id, true).await {
+        Ok(()) => {
+            tracing::info!(instance.id = %id, "delegate connected");
+            converse(&mut socket, &state, &instance, &mut rx).await
+        }
+        Err(e) => {
+            tracing::warn!(instance.id = %id, error = %e, "cannot record the connection; closing the socket");
+            End::Close(1011, "the manager cannot reach its store; reconnect later".into())
+        }
+    };
+    if let End::Close(code, reason) = end {
+        tracing::info!(instance.id = %id, code, reason = %reason, "closing delegate socket");
+        let frame = CloseFrame {
+            code,
+            reason: truncate(&reason, 123).into(),
+        };
+        let _ = socket.send(Message::Close(Some(frame))).await;
+    }
+    // Only the current socket of the instance marks it disconnected: a replaced one's
+    // successor is already connected.
+    if state.hub().detach(id, generation) {
+        if let Err(e) = state.store().set_instance_connected(id, false).await {
+            tracing::warn!(instance.id = %id, error = %e, "cannot record the disconnection");
+        }
+        tracing::info!(instance.id = %id, "delegate disconnected");
+    }
+}
+
+async fn converse(
+    socket: &mut WebSocket,
+    state: &AppState,
+    instance: &DelegateInstance,
+    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+) -> End {
+    let settings = state.settings();
+    let silence: Duration = settings.socket_silence_timeout;
+    let hello = ServerMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        instance_id: instance.id,
+        heartbeat_interval_ms: u64::try_from(settings.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+        server_time: Utc::now(),
+    };
+    if send(socket, &hello).await.is_err() {
+        return End::Gone;
+    }
+    let deadline = tokio::time::sleep(silence);
+    tokio::pin!(deadline);
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + settings.socket_ping_interval,
+        settings.socket_ping_interval,
+    );
+    loop {
+        tokio::select! {
+            frame = socket.recv() => {
+                let message = match frame {
+                    None => return End::Gone,
+                    Some(Err(e)) => return broken(e),
+                    Some(Ok(message)) => message,
+                };
+                deadline.as_mut().reset(Instant::now() + silence);
+                match message {
+                    Message::Text(text) => match serde_json::from_str::<DelegateMessage>(text.as_str()) {
+                        Ok(m) => handle(state, instance, m).await,
+                        Err(e) => return End::Close(close::INVALID_MESSAGE, format!("not a protocol message: {e}")),
+                    },
+                    Message::Binary(_) => {
+                        return End::Close(close::UNSUPPORTED, "binary frames are not part of the protocol".into());
+                    }
+                    Message::Close(_) => return End::Gone,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            outbound = rx.recv() => match outbound {
+                Some(Outbound::Send(message)) => {
+                    if send(socket, &message).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => return End::Close(code, reason),
+                None => return End::Close(close::GOING_AWAY, "the manager is shutting down".into()),
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return End::Gone;
+                }
+            }
+            () = &mut deadline => {
+                return End::Close(close::SILENT, format!("nothing heard from the delegate for {}s", silence.as_secs()));
+            }
+        }
+    }
+}
+
+async fn handle(state: &AppState, instance: &DelegateInstance, message: DelegateMessage) {
+    match message {
+        DelegateMessage::Heartbeat { running } => state.heartbeats().record(instance.id, Utc::now(), running),
+        DelegateMessage::ValidationResult { request_id, results } => {
+            let now = Utc::now();
+            for r in results {
+                let result = CapabilityResult {
+                    instance_id: instance.id,
+                    basis: r.basis,
+                    reachable: r.reachable,
+                    detail: truncate(&r.detail, 1024).to_owned(),
+                    checked_at: now,
+                };
+                if let Err(e) = state.store().record_capability_result(&result).await {
+                    tracing::warn!(instance.id = %instance.id, request_id, error = %e, "cannot store a validation result");
+                }
+            }
+        }
+    }
+}
+
+/// A read error: an oversized frame or broken UTF-8 is the delegate's fault and gets a
+/// close code; anything else means the connection is gone.
+fn broken(e: axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match e.into_inner().downcast::<WsError>().map(|b| *b) {
+        Ok(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => End::Close(
+            close::TOO_BIG,
+            format!("a {size}-byte message is over the {max_size}-byte limit"),
+        ),
+        Ok(WsError::Capacity(_)) => End::Close(close::TOO_BIG, "a frame is over the size limit".into()),
+        Ok(WsError::Utf8(_)) => End::Close(close::INVALID_MESSAGE, "a text frame is not valid UTF-8".into()),
+        _ => End::Gone,
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(message).map_err(axum::Error::new)?;
+    socket.send(Message::text(text)).await
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary (close reasons are limited to
+/// 123 bytes by the WebSocket protocol).
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
