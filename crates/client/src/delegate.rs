@@ -227,7 +227,7 @@ impl Worker {
                             .unwrap_or((u16::from(CloseCode::Normal), String::new()));
                         let reason = format!("closed by the manager ({code}): {reason}");
                         return match code {
-                            close::TOKEN_REVOKED | close::REMOVED => Ended::Final(reason),
+                            close::TOKEN_REVOKED | close::REMOVED | close::REPLACED => Ended::Final(reason),
                             _ => Ended::Retry(reason),
                         };
                     }
