@@ -581,7 +581,10 @@ mod tests {
         let readme = include_str!("../../../README.md");
         for key in KEYS {
             let row = format!("| `{key}` | `{}` |", env_var(key));
-            assert!(readme.contains(&row), "README.md has no configuration row starting {row}");
+            assert!(
+                readme.contains(&row),
+                "README.md has no configuration row starting {row}"
+            );
         }
     }
 }

@@ -540,3 +540,34 @@ async fn heartbeats_of_a_thousand_delegates_are_written_in_one_batch_per_flush()
     assert!(writes >= 1, "heartbeats reached the store");
     eprintln!("{beats} heartbeats, {writes} store writes in {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn the_sweep_removes_instances_long_without_heartbeats_and_then_their_empty_group() {
+    let app = spawn_app_with(|s| {
+        s.instance_retention = Duration::from_millis(300);
+        s.group_retention = Duration::from_millis(300);
+        s.sweep_interval = Duration::from_millis(50);
+    })
+    .await;
+    let t = token(&app, "t", "acme").await;
+    // Registered, never connected: its only heartbeat is the registration.
+    let started = Instant::now();
+    registered(&app, &t, &request("gone", "h", &[])).await;
+    let (kept, _session) = connected(&app, &t, &request("kept", "k", &[])).await;
+    loop {
+        let names: Vec<String> = fleet(&app).await.items.iter().map(|g| g.name.to_string()).collect();
+        if names == ["kept"] {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "still listed: {names:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "removed before the retention"
+    );
+    assert_eq!(
+        instance(&app, kept.instance_id).await.state,
+        switchboard_domain::Liveness::Connected
+    );
+}
