@@ -49,3 +49,58 @@ pub struct Registered {
     /// Where to open the socket, e.g. `ws://manager:8080/delegate/v1/stream`.
     pub stream_url: String,
 }
+
+/// `POST /delegate/v1/tasks/{id}/acquire`: the instance takes the attempt it was offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acquire {
+    pub attempt: switchboard_domain::Attempt,
+}
+
+/// The answer to an acquire: what to run. The payload travels only here, over HTTPS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcquiredTask {
+    pub task_id: switchboard_domain::TaskId,
+    pub attempt: switchboard_domain::Attempt,
+    pub task_type: TaskType,
+    pub payload: serde_json::Value,
+    pub execution_timeout_ms: u64,
+}
+
+/// `POST /delegate/v1/tasks/{id}/progress`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    pub attempt: switchboard_domain::Attempt,
+    pub progress: serde_json::Value,
+}
+
+/// How a run ended, as the delegate reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+/// `POST /delegate/v1/tasks/{id}/result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    pub attempt: switchboard_domain::Attempt,
+    pub outcome: Outcome,
+    /// What the task produced (JSON, at most 1 MiB).
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
+    /// With `failed`: what went wrong, for people.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The answer to progress and result reports: where the task stands now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: switchboard_domain::TaskId,
+    pub attempt: switchboard_domain::Attempt,
+    pub state: switchboard_domain::TaskState,
+}

@@ -8,6 +8,7 @@
 mod server {
     mod api;
     mod binary;
+    mod delegate_tasks;
     mod delegates;
     mod support;
     mod tokens;

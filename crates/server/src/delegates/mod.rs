@@ -2,10 +2,12 @@
 //! memory and flushed in batches, and the sweep that removes long-gone instances and
 //! groups.
 
+pub mod auth;
 pub mod heartbeats;
 pub mod hub;
 pub mod register;
 pub mod stream;
+pub mod tasks;
 
 use std::time::Duration;
 
@@ -23,6 +25,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/register", post(register::register))
         .route("/stream", get(stream::stream))
+        .route("/tasks/{id}/acquire", post(tasks::acquire))
+        .route("/tasks/{id}/progress", post(tasks::progress))
+        .route("/tasks/{id}/result", post(tasks::result))
 }
 
 /// The periodic work of the delegate side, stopped together.

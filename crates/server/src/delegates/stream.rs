@@ -15,13 +15,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
-use switchboard_domain::{CapabilityResult, DelegateInstance, Secret, SecretKind, TokenStatus};
+use switchboard_domain::{CapabilityResult, DelegateInstance};
 use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage, close};
 use tokio::time::Instant;
 
 use super::hub::{Attached, Outbound};
-use crate::error::{ApiError, Problem};
-use crate::middleware::bearer_token;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 pub async fn stream(
@@ -29,7 +28,7 @@ pub async fn stream(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let instance = authenticate(&state, &headers).await?;
+    let instance = super::auth::instance(&state, &headers).await?;
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::bad_request(format!(
             "this endpoint speaks WebSocket only: {}",
@@ -40,37 +39,6 @@ pub async fn stream(
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| serve(socket, state, instance)))
-}
-
-/// The instance whose session credential the request carries, if its token is active.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DelegateInstance, ApiError> {
-    let presented = bearer_token(headers).ok_or_else(|| {
-        ApiError::unauthorized("the socket needs the session credential from registration, as Authorization: Bearer")
-    })?;
-    let secret = Secret::presented(presented);
-    if !secret.is_kind(SecretKind::Session) {
-        return Err(ApiError::unauthorized(
-            "that credential is not a session credential (they start with sbs_ and come from registration)",
-        ));
-    }
-    let instance = state
-        .store()
-        .instance_by_session(&secret.hash())
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthorized("unknown session: the instance was removed or never registered; register again")
-        })?;
-    let token = state.store().get_token(instance.token_id).await?;
-    if token.status == TokenStatus::Revoked {
-        return Err(ApiError::new(
-            Problem::TokenRevoked,
-            format!(
-                "the delegate token {:?} this instance registered with was revoked",
-                token.name.as_str()
-            ),
-        ));
-    }
-    Ok(instance)
 }
 
 /// Why a socket's loop ended.

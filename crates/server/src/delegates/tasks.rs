@@ -1,0 +1,162 @@
+//! The delegate's task endpoints: acquire an offered attempt, report progress, report the
+//! result. Every call names the attempt it belongs to and is fenced by it in the store: a
+//! report for an attempt that is no longer current is answered 409 and changes nothing,
+//! so a delegate back from a network split cannot overwrite a newer attempt.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use chrono::Utc;
+use switchboard_domain::task::PAYLOAD_MAX_BYTES;
+use switchboard_domain::{
+    Attempt, DelegateInstance, Failure, FailureReason, LastSuccess, Task, TaskEvent, TaskId, TaskState,
+};
+use switchboard_protocol::delegate::{Acquire, AcquiredTask, Outcome, Progress, TaskResult, TaskStatus};
+use switchboard_store::Transition;
+
+use crate::error::{ApiError, Problem};
+use crate::extract::parse;
+use crate::state::AppState;
+
+/// The longest failure message kept.
+const ERROR_MAX_CHARS: usize = 4096;
+
+pub async fn acquire(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<AcquiredTask>, ApiError> {
+    let instance = super::auth::instance(&state, &headers).await?;
+    let Acquire { attempt } = parse(&body)?;
+    let task = offered(&state, &id, &instance, attempt).await?;
+    let task = state
+        .store()
+        .transition_task(&Transition::new(
+            task.id(),
+            Some(attempt),
+            TaskEvent::Acquire,
+            Utc::now(),
+        ))
+        .await?;
+    tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
+    Ok(Json(AcquiredTask {
+        task_id: task.id(),
+        attempt,
+        task_type: task.spec.task_type.clone(),
+        payload: task.spec.payload.clone(),
+        execution_timeout_ms: u64::try_from(task.spec.execution_timeout.as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+pub async fn progress(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<TaskStatus>, ApiError> {
+    let instance = super::auth::instance(&state, &headers).await?;
+    let Progress { attempt, progress } = parse(&body)?;
+    check_size("progress", &progress)?;
+    let task = offered(&state, &id, &instance, attempt).await?;
+    let task = state
+        .store()
+        .record_progress(task.id(), attempt, &progress, Utc::now())
+        .await?;
+    Ok(Json(status(&task)))
+}
+
+pub async fn result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<TaskStatus>, ApiError> {
+    let instance = super::auth::instance(&state, &headers).await?;
+    let report: TaskResult = parse(&body)?;
+    if let Some(result) = &report.result {
+        check_size("result", result)?;
+    }
+    let task = offered(&state, &id, &instance, report.attempt).await?;
+    let now = Utc::now();
+    let mut transition = Transition::new(task.id(), Some(report.attempt), TaskEvent::Succeed, now);
+    transition.result = report.result;
+    if report.outcome == Outcome::Failed {
+        transition.event = TaskEvent::Fail;
+        let detail: String = report.error.unwrap_or_else(|| "the delegate reported a failure".into());
+        transition.failure = Some(Failure {
+            reason: FailureReason::TaskError,
+            detail: detail.chars().take(ERROR_MAX_CHARS).collect(),
+        });
+    }
+    let task = state.store().transition_task(&transition).await?;
+    tracing::info!(task.id = %task.id(), attempt = %report.attempt, state = %task.state, "task finished");
+    if task.state == TaskState::Succeeded {
+        remember_success(&state, &task, &instance).await;
+    }
+    Ok(Json(status(&task)))
+}
+
+/// The task, if `attempt` is its current attempt and it was offered to `instance`.
+async fn offered(state: &AppState, id: &str, instance: &DelegateInstance, attempt: Attempt) -> Result<Task, ApiError> {
+    let id: TaskId = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("there is no task {id:?} (ids are UUIDs)")))?;
+    let task = state.store().get_task(id).await?;
+    if task.attempt != attempt {
+        return Err(ApiError::new(
+            Problem::StaleAttempt,
+            format!(
+                "attempt {attempt} is not the current attempt ({}) of this task; drop it",
+                task.attempt
+            ),
+        ));
+    }
+    if task.instance_id != Some(instance.id) {
+        return Err(ApiError::new(
+            Problem::Conflict,
+            format!(
+                "attempt {attempt} of this task is not assigned to this instance (the task is {})",
+                task.state
+            ),
+        ));
+    }
+    Ok(task)
+}
+
+/// Records the instance as the last success for the task's connector, so the engine tries
+/// it first next time. A failure to record costs only that preference, not the result.
+async fn remember_success(state: &AppState, task: &Task, instance: &DelegateInstance) {
+    let Some(connector_id) = task.spec.connector_id else {
+        return;
+    };
+    let success = LastSuccess {
+        connector_id,
+        instance_id: instance.id,
+        group_id: instance.group_id,
+        at: Utc::now(),
+    };
+    if let Err(e) = state.store().record_last_success(&success).await {
+        tracing::warn!(task.id = %task.id(), error = %e, "cannot record the connector's last success");
+    }
+}
+
+fn check_size(field: &str, value: &serde_json::Value) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > PAYLOAD_MAX_BYTES {
+        return Err(ApiError::new(
+            Problem::PayloadTooLarge,
+            format!("{field} is {size} bytes of JSON; at most {PAYLOAD_MAX_BYTES} are accepted"),
+        ));
+    }
+    Ok(())
+}
+
+fn status(task: &Task) -> TaskStatus {
+    TaskStatus {
+        task_id: task.id(),
+        attempt: task.attempt,
+        state: task.state,
+    }
+}
