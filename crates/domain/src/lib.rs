@@ -10,6 +10,7 @@ pub mod auth;
 pub mod capability;
 pub mod connector;
 pub mod delegate;
+pub mod engine;
 pub mod ident;
 pub mod ids;
 pub mod secret;

@@ -1,0 +1,339 @@
+//! The assignment engine: which instance gets a task, and why not the others.
+//!
+//! [`decide`] narrows the instances of a [`Registry`] snapshot by the eight rules of
+//! PRODUCT.md (in [`rules`]), ranks the survivors by the preference order (in [`prefer`])
+//! and summarizes the outcome (in [`summary`]). It is a pure function of its inputs: the
+//! clock and the randomness come in through [`Context`], so the same inputs always give
+//! the same [`Decision`]. The manager acts on a decision (assigns, asks for validation,
+//! waits, fails the task) and stores it as JSON in the selection log; a dry run
+//! (`POST /api/v1/tasks/explain`) is the same call with [`Context::explain_all`] set.
+//!
+//! ```
+//! # use std::collections::BTreeSet;
+//! # use chrono::Utc;
+//! # use switchboard_domain::{Scope, Selectors, TaskType, Ident};
+//! use switchboard_domain::engine::{decide, Context, Registry, TaskInputs};
+//!
+//! let registry = Registry::new(vec![], vec![], vec![], vec![]);
+//! let scope = Scope::parse_path("acme/eng").unwrap();
+//! let task_type = TaskType(Ident::parse("shell").unwrap());
+//! let selectors = Selectors::new(); // the task's own, else its connector's
+//! let task = TaskInputs::new(&scope, &task_type, &selectors);
+//! let decision = decide(&task, &registry, &Context::new(Utc::now(), 42));
+//! assert_eq!(decision.chosen, None);
+//! assert!(decision.summary.can_never_match());
+//! assert_eq!(decision.summary.to_string(), "0/0 delegates eligible: no delegates in this account");
+//! ```
+
+pub mod prefer;
+pub mod registry;
+pub mod rules;
+pub mod summary;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+pub use prefer::Preference;
+pub use registry::Registry;
+pub use rules::{Reason, Rejection};
+pub use summary::{Outlook, ReasonCount, Summary};
+
+use self::prefer::{Survivor, rank};
+use self::registry::Slot;
+use self::rules::{could_ever_take, evaluate, missing_selectors};
+use self::summary::Tally;
+use crate::capability::{Capability, CapabilityBasis, ResultTtl};
+use crate::ident::{Ident, Scope};
+use crate::ids::{ConnectorId, GroupId, InstanceId};
+use crate::selection::Rule;
+use crate::selector::Selectors;
+use crate::task::{NewTask, TaskType};
+
+/// The heartbeat timeout PRODUCT.md names as the default.
+pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: i64 = 5 * 60;
+
+static NOTHING_TRIED: BTreeSet<InstanceId> = BTreeSet::new();
+
+/// What the engine needs to know about a task.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskInputs<'a> {
+    pub scope: &'a Scope,
+    pub task_type: &'a TaskType,
+    /// The EFFECTIVE selectors: the task's own if it has any, else its connector's (see
+    /// [`effective_selectors`]). The engine does not know connectors; the caller resolves
+    /// this, so explicit selectors are never widened.
+    pub selectors: &'a Selectors,
+    /// The connector the task names, for the last-success preference.
+    pub connector_id: Option<ConnectorId>,
+    pub capabilities: &'a [Capability],
+    /// Instances that already lost, refused or failed validation for this task.
+    pub tried: &'a BTreeSet<InstanceId>,
+}
+
+impl<'a> TaskInputs<'a> {
+    /// A task with no connector, no capabilities and nothing tried yet.
+    pub fn new(scope: &'a Scope, task_type: &'a TaskType, selectors: &'a Selectors) -> Self {
+        TaskInputs {
+            scope,
+            task_type,
+            selectors,
+            connector_id: None,
+            capabilities: &[],
+            tried: &NOTHING_TRIED,
+        }
+    }
+
+    /// The inputs of a submitted task, given its connector's selectors (if it names a
+    /// connector) and the instances already tried for it.
+    pub fn for_task(
+        task: &'a NewTask,
+        connector_selectors: Option<&'a Selectors>,
+        tried: &'a BTreeSet<InstanceId>,
+    ) -> Self {
+        TaskInputs {
+            scope: &task.scope,
+            task_type: &task.task_type,
+            selectors: effective_selectors(&task.selectors, connector_selectors),
+            connector_id: task.connector_id,
+            capabilities: &task.capabilities,
+            tried,
+        }
+    }
+}
+
+/// A task's effective selectors: its own if it has any, else its connector's.
+pub fn effective_selectors<'a>(own: &'a Selectors, connector: Option<&'a Selectors>) -> &'a Selectors {
+    match connector {
+        Some(c) if own.is_empty() => c,
+        _ => own,
+    }
+}
+
+/// Everything about the moment of a decision that is not the task or the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    pub now: DateTime<Utc>,
+    /// An instance whose last heartbeat is older than this is stale.
+    pub heartbeat_timeout: Duration,
+    pub ttl: ResultTtl,
+    /// Seeds the random tie-break: the same seed gives the same order.
+    pub seed: u64,
+    /// Also give a verdict for each instance the index skipped for lacking selectors
+    /// (a dry run, or a selection log that lists everyone). Costs one look per instance
+    /// of the account; the summary is the same either way.
+    pub explain_all: bool,
+}
+
+impl Context {
+    /// The defaults: a 5 min heartbeat timeout, the default result lifetimes, and only
+    /// the instances the index found explained.
+    pub fn new(now: DateTime<Utc>, seed: u64) -> Self {
+        Context {
+            now,
+            heartbeat_timeout: Duration::seconds(DEFAULT_HEARTBEAT_TIMEOUT_SECS),
+            ttl: ResultTtl::default(),
+            seed,
+            explain_all: false,
+        }
+    }
+}
+
+/// An instance's load when it was ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Load {
+    pub active: u32,
+    pub capacity: u32,
+}
+
+/// The engine's word on one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Eligible {
+        /// 1 for the first choice.
+        rank: usize,
+        /// The properties from the preference order it holds.
+        preferred: Vec<Preference>,
+        /// What put it ahead of the next eligible instance (absent for the last).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ahead_by: Option<Preference>,
+        load: Load,
+        /// The task's capabilities it has no valid result for: it must validate them first.
+        unchecked: Vec<CapabilityBasis>,
+    },
+    Rejected {
+        rule: Rule,
+        detail: Rejection,
+    },
+}
+
+/// A verdict with the names an operator recognizes the instance by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceVerdict {
+    pub instance_id: InstanceId,
+    pub group_id: GroupId,
+    /// The delegate (group) name.
+    pub delegate: Ident,
+    pub hostname: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The instance to offer the task to, if any is eligible.
+    pub chosen: Option<InstanceId>,
+    /// The capabilities the chosen instance has no valid result for: ask it to validate
+    /// these before giving it the task. Empty when nothing is chosen.
+    pub to_validate: Vec<Capability>,
+    /// The eligible instances, best first: the order to try them in.
+    pub ranked: Vec<InstanceId>,
+    /// Eligible instances by rank, then rejected ones by rule. Lists every instance of the
+    /// account the index found; with [`Context::explain_all`] every instance of the account.
+    pub verdicts: Vec<InstanceVerdict>,
+    pub summary: Summary,
+}
+
+impl Decision {
+    pub fn verdict(&self, instance: InstanceId) -> Option<&Verdict> {
+        self.verdicts
+            .iter()
+            .find(|v| v.instance_id == instance)
+            .map(|v| &v.verdict)
+    }
+}
+
+/// Decides which instance of `registry` should take `task` now.
+pub fn decide(task: &TaskInputs<'_>, registry: &Registry, ctx: &Context) -> Decision {
+    let Some(account) = registry.account(task.scope.account_id()) else {
+        return Decision {
+            chosen: None,
+            to_validate: Vec::new(),
+            ranked: Vec::new(),
+            verdicts: Vec::new(),
+            summary: Tally::new(0).finish(),
+        };
+    };
+    let candidates = account.candidates(task.selectors, registry);
+    let mut tally = Tally::new(account.all.len());
+    let mut survivors = Vec::new();
+    let mut rejected: Vec<(Slot, Rejection)> = Vec::new();
+    for &slot in &candidates {
+        let entry = registry.entry(slot);
+        match evaluate(registry, entry, task, ctx) {
+            Ok(pass) => {
+                tally.eligible();
+                survivors.push(Survivor {
+                    id: entry.instance.id,
+                    group: entry.instance.group_id,
+                    active: entry.instance.active_tasks,
+                    capacity: entry.instance.capacity.get(),
+                    // Vacuous for a task without capabilities: then it says nothing.
+                    capabilities_known: !task.capabilities.is_empty() && pass.unchecked.is_empty(),
+                    data: (slot, pass.unchecked),
+                });
+            }
+            Err(r) => {
+                tally.rejected(&r, could_ever_take(registry.group(entry), entry, task));
+                rejected.push((slot, r));
+            }
+        }
+    }
+    // Everything the index skipped lacks a selector. It is reported for that even when
+    // its group is also disabled or out of scope: finding out would mean looking at it,
+    // and "lacks selectors" is the more lasting reason anyway.
+    if ctx.explain_all {
+        for slot in sorted_difference(&account.all, &candidates) {
+            let missing = missing_selectors(registry.entry(slot), task);
+            let r = Rejection::LacksSelectors { missing };
+            tally.rejected(&r, false);
+            rejected.push((slot, r));
+        }
+    } else {
+        let skipped = account.all.len() - candidates.len();
+        tally.skipped(skipped, &account.missing_somewhere(task.selectors));
+    }
+
+    let last = task.connector_id.and_then(|c| registry.last_success(c));
+    let ranked = rank(survivors, last, ctx.seed);
+    rejected.sort_by_key(|(slot, r)| (r.reason(), *slot));
+
+    let named = |slot: Slot, verdict: Verdict| {
+        let entry = registry.entry(slot);
+        InstanceVerdict {
+            instance_id: entry.instance.id,
+            group_id: entry.instance.group_id,
+            delegate: registry.group(entry).name.clone(),
+            hostname: entry.instance.hostname.clone(),
+            verdict,
+        }
+    };
+    let mut verdicts = Vec::with_capacity(ranked.len() + rejected.len());
+    for (i, r) in ranked.iter().enumerate() {
+        let (slot, unchecked) = &r.survivor.data;
+        let verdict = Verdict::Eligible {
+            rank: i + 1,
+            preferred: r.holds.clone(),
+            ahead_by: r.ahead_by,
+            load: Load {
+                active: r.survivor.active,
+                capacity: r.survivor.capacity,
+            },
+            unchecked: unchecked.iter().map(|&c| task.capabilities[c].basis()).collect(),
+        };
+        verdicts.push(named(*slot, verdict));
+    }
+    for (slot, detail) in rejected {
+        verdicts.push(named(
+            slot,
+            Verdict::Rejected {
+                rule: detail.rule(),
+                detail,
+            },
+        ));
+    }
+    let to_validate = ranked
+        .first()
+        .map(|r| {
+            r.survivor
+                .data
+                .1
+                .iter()
+                .map(|&c| task.capabilities[c].clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    Decision {
+        chosen: ranked.first().map(|r| r.survivor.id),
+        to_validate,
+        ranked: ranked.iter().map(|r| r.survivor.id).collect(),
+        verdicts,
+        summary: tally.finish(),
+    }
+}
+
+/// The slots of `all` not in `some`; both are in slot order and `some` is a subset.
+fn sorted_difference(all: &[Slot], some: &[Slot]) -> Vec<Slot> {
+    let mut rest = some.iter().peekable();
+    all.iter()
+        .copied()
+        .filter(|slot| {
+            if rest.peek() == Some(&slot) {
+                rest.next();
+                false
+            } else {
+                true
+            }
+        })
+        .collect()
+}
