@@ -1,0 +1,552 @@
+//! The delegate's main loop: register, keep the session, react to the manager.
+//!
+//! [`run`] registers (see [`crate::register`]), prints the one `registered as` line that
+//! scripts and tests wait for, starts the client library's [`Session`] and then serves
+//! its events until something ends the process:
+//!
+//! | what happens                        | what the delegate does                     | exit |
+//! |-------------------------------------|--------------------------------------------|------|
+//! | `validate`                          | runs the checks concurrently and answers   |      |
+//! | `cancel_task`                       | cancels that attempt if it runs here       |      |
+//! | `task_available`                    | logs that acquisition is not available yet |      |
+//! | `drain`                             | takes nothing new, exits once nothing runs | 0    |
+//! | `revoked`, or a close as revoked    | stops                                      | 3    |
+//! | the session ends for another reason | stops                                      | 1    |
+//! | SIGTERM or ctrl-c                   | cancels running tasks, closes the socket   | 0    |
+//! | registration refused (4xx)          | logs the manager's explanation             | 1    |
+//!
+//! The loop is written so each event is handled by a plain method ([`Agent::on_event`])
+//! that returns what to do next, which the tests call directly.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_client::delegate::{Backoff, Event, Session};
+use switchboard_domain::{Capacity, Ident};
+use switchboard_protocol::delegate::Registered;
+use switchboard_protocol::socket::{DelegateMessage, RunningTask, ServerMessage, close};
+use tokio::task::{JoinError, JoinSet};
+
+use crate::register::{NotRegistered, register_with_retry};
+use crate::registry::Registry;
+use crate::settings::Settings;
+use crate::tasks::{BuiltIn, Runner};
+use crate::{checks, probe};
+
+/// How the process ends. Code 2 (bad settings) is decided in `main`, before this runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped on request (signal, drain): 0.
+    Done,
+    /// Registration refused, or the session ended for good: 1.
+    Failed,
+    /// The token was revoked: 3, so a supervisor can tell "needs a new token" apart.
+    Revoked,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failed => 1,
+            Exit::Revoked => 3,
+        }
+    }
+}
+
+/// How long to wait for the session to close its socket politely on the way out, so the
+/// manager marks the instance disconnected at once instead of at its silence limit.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the delegate until it should exit; `shutdown` resolves on SIGTERM or ctrl-c.
+pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exit {
+    tokio::pin!(shutdown);
+    let http = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up an HTTP client");
+            return Exit::Failed;
+        }
+    };
+    let request = settings.register_request();
+    let registered = match register_with_retry(
+        &http,
+        &settings.manager,
+        settings.token.expose(),
+        &request,
+        Backoff::default(),
+        &mut shutdown,
+    )
+    .await
+    {
+        Ok(registered) => registered,
+        Err(NotRegistered::Refused(message)) => {
+            tracing::error!("{message}");
+            return Exit::Failed;
+        }
+        Err(NotRegistered::Stopped) => {
+            tracing::info!("shutdown requested before registration completed");
+            return Exit::Done;
+        }
+    };
+    println!("{}", registered_line(&registered, &settings.name));
+    tracing::info!(
+        instance.id = %registered.instance_id,
+        group.id = %registered.group_id,
+        delegate.name = %settings.name,
+        "registered"
+    );
+    let session = Session::start(registered, Backoff::default());
+    let agent = Agent::new(settings.capacity, &settings.task_types, settings.check_timeout);
+    agent.serve(session, shutdown).await
+}
+
+/// The line printed once registered; tests and scripts wait for it.
+pub fn registered_line(registered: &Registered, name: &Ident) -> String {
+    let mut scope = registered.account.to_string();
+    for part in [&registered.org, &registered.project].into_iter().flatten() {
+        scope.push('/');
+        scope.push_str(part.as_str());
+    }
+    format!(
+        "switchboard-delegate registered as {} in {scope} (group {name})",
+        registered.instance_id
+    )
+}
+
+/// What to do after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    Exit(Exit),
+}
+
+/// The state the loop keeps between events.
+#[derive(Debug)]
+pub struct Agent {
+    registry: Arc<Registry>,
+    /// Runs tasks once they can be acquired (issue 4); kept here so the loop owns the
+    /// one runner and its HTTP connection pool.
+    #[allow(dead_code, reason = "read once task acquisition exists (issue 4)")]
+    runner: Runner,
+    /// The client capability checks use (no redirects, see `probe.rs`).
+    http: reqwest::Client,
+    check_timeout: Duration,
+    /// Validations in progress. Each answers on its own, so a slow check never holds up
+    /// heartbeats, cancels or other validations.
+    validations: JoinSet<DelegateMessage>,
+    draining: bool,
+}
+
+/// One thing the loop waits for.
+enum Input {
+    Shutdown,
+    Running(Vec<RunningTask>),
+    Validated(Result<DelegateMessage, JoinError>),
+    Drained,
+    Event(Option<Event>),
+}
+
+impl Agent {
+    pub fn new(capacity: Capacity, task_types: &[BuiltIn], check_timeout: Duration) -> Agent {
+        Agent {
+            registry: Registry::new(capacity),
+            runner: Runner::new(task_types),
+            http: probe::http_client(),
+            check_timeout,
+            validations: JoinSet::new(),
+            draining: false,
+        }
+    }
+
+    /// Serves `session` until the delegate should exit, then closes it.
+    pub async fn serve(mut self, mut session: Session, shutdown: impl Future<Output = ()>) -> Exit {
+        tokio::pin!(shutdown);
+        let mut running = self.registry.subscribe();
+        loop {
+            let input = tokio::select! {
+                () = &mut shutdown => Input::Shutdown,
+                Ok(()) = running.changed() => Input::Running(running.borrow_and_update().clone()),
+                Some(done) = self.validations.join_next() => Input::Validated(done),
+                () = self.registry.idle(), if self.draining => Input::Drained,
+                event = session.events.recv() => Input::Event(event),
+            };
+            let step = match input {
+                Input::Shutdown => {
+                    tracing::info!("shutdown requested: cancelling running tasks and disconnecting");
+                    self.registry.cancel_all();
+                    Step::Exit(Exit::Done)
+                }
+                Input::Running(list) => {
+                    session.set_running(list);
+                    Step::Continue
+                }
+                Input::Validated(Ok(answer)) => {
+                    if let Err(e) = session.send(answer).await {
+                        tracing::warn!(error = %e, "cannot send a validation result");
+                    }
+                    Step::Continue
+                }
+                Input::Validated(Err(e)) => {
+                    tracing::error!(error = %e, "a capability check failed to complete");
+                    Step::Continue
+                }
+                Input::Drained => {
+                    tracing::info!("drained: nothing runs any more, exiting");
+                    Step::Exit(Exit::Done)
+                }
+                Input::Event(event) => self.on_event(event),
+            };
+            if let Step::Exit(exit) = step {
+                close(session).await;
+                return exit;
+            }
+        }
+    }
+
+    /// Handles one event from the session (`None`: the session is gone).
+    pub fn on_event(&mut self, event: Option<Event>) -> Step {
+        match event {
+            None => {
+                tracing::error!("the session stopped without saying why");
+                Step::Exit(Exit::Failed)
+            }
+            Some(Event::Connected) => {
+                tracing::info!("connected to the manager");
+                Step::Continue
+            }
+            Some(Event::Disconnected { reason }) => {
+                tracing::warn!(%reason, "lost the connection to the manager; reconnecting");
+                Step::Continue
+            }
+            Some(Event::Ended { reason }) if ended_by_revocation(&reason) => {
+                tracing::error!(%reason, "this delegate's token was revoked; stopping");
+                Step::Exit(Exit::Revoked)
+            }
+            Some(Event::Ended { reason }) => {
+                tracing::error!(%reason, "the session with the manager ended; stopping");
+                Step::Exit(Exit::Failed)
+            }
+            Some(Event::Message(message)) => self.on_message(message),
+        }
+    }
+
+    fn on_message(&mut self, message: ServerMessage) -> Step {
+        match message {
+            // The session consumes hellos itself; one here is harmless.
+            ServerMessage::Hello { .. } => Step::Continue,
+            ServerMessage::Validate {
+                request_id,
+                capabilities,
+            } => {
+                tracing::info!(%request_id, count = capabilities.len(), "checking capabilities");
+                let http = self.http.clone();
+                let timeout = self.check_timeout;
+                self.validations.spawn(async move {
+                    let results = checks::check_all(&http, &capabilities, timeout).await;
+                    DelegateMessage::ValidationResult { request_id, results }
+                });
+                Step::Continue
+            }
+            ServerMessage::TaskAvailable { task_id, attempt } => {
+                // Issue 4: the manager does not offer `POST /delegate/v1/tasks/{id}/acquire`
+                // or result reporting yet. Once it does, acquire here with `attempt`, hand
+                // the task to `self.registry.launch(&self.runner, ...)`, and report the
+                // outcome over HTTPS. Until then the assignment lapses at the acknowledge
+                // timeout and the manager re-queues it.
+                tracing::warn!(
+                    task.id = %task_id,
+                    task.attempt = %attempt,
+                    "a task was offered, but this manager version has no task acquisition yet; ignoring it"
+                );
+                Step::Continue
+            }
+            ServerMessage::CancelTask { task_id, attempt } => {
+                if self.registry.cancel(task_id, attempt) {
+                    tracing::info!(task.id = %task_id, task.attempt = %attempt, "cancelling task");
+                } else {
+                    tracing::info!(task.id = %task_id, task.attempt = %attempt, "asked to cancel a task that does not run here");
+                }
+                Step::Continue
+            }
+            ServerMessage::Drain { reason } => {
+                tracing::info!(%reason, running = self.registry.running().len(), "draining: finishing running tasks, taking no new ones");
+                self.registry.stop_accepting();
+                self.draining = true;
+                Step::Continue
+            }
+            ServerMessage::Revoked { reason } => {
+                tracing::error!(%reason, "this delegate's token was revoked; stopping");
+                Step::Exit(Exit::Revoked)
+            }
+        }
+    }
+}
+
+/// Whether the session ended because the manager closed the socket as "token revoked".
+/// The client library reports a close as `closed by the manager (CODE): REASON`; this
+/// reads the code back from that text, as the library offers nothing more structured.
+fn ended_by_revocation(reason: &str) -> bool {
+    reason.contains(&format!("({})", close::TOKEN_REVOKED))
+}
+
+/// Stops the session and waits (briefly) for it to close the socket.
+async fn close(mut session: Session) {
+    session.stop();
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(event) = session.events.recv().await {
+            if matches!(event, Event::Ended { .. }) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use switchboard_domain::{Attempt, Capability, GroupId, InstanceId, TaskId, TaskType};
+
+    use super::*;
+    use crate::registry::Refused;
+    use crate::testing::{Answer, Seen, fake_stream, refused_addr, scripted_http, silent_listener};
+
+    fn agent() -> Agent {
+        Agent::new(Capacity::default(), &[BuiltIn::Sleep], Duration::from_secs(5))
+    }
+
+    fn registered(stream_url: &str) -> Registered {
+        Registered {
+            instance_id: InstanceId::new(),
+            group_id: GroupId::new(),
+            account: Ident::parse("acme").unwrap(),
+            org: Some(Ident::parse("eng").unwrap()),
+            project: None,
+            session_token: "sess".into(),
+            heartbeat_interval_ms: 60_000,
+            stream_url: stream_url.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_registered_line_names_instance_scope_and_group() {
+        let r = registered("ws://x");
+        assert_eq!(
+            registered_line(&r, &Ident::parse("edge").unwrap()),
+            format!(
+                "switchboard-delegate registered as {} in acme/eng (group edge)",
+                r.instance_id
+            )
+        );
+    }
+
+    #[test]
+    fn revocation_ends_with_code_3_and_other_endings_with_code_1() {
+        let mut a = agent();
+        let revoked = Event::Message(ServerMessage::Revoked {
+            reason: "revoked".into(),
+        });
+        assert_eq!(a.on_event(Some(revoked)), Step::Exit(Exit::Revoked));
+        let closed_as_revoked = Event::Ended {
+            reason: "closed by the manager (4002): token revoked".into(),
+        };
+        assert_eq!(a.on_event(Some(closed_as_revoked)), Step::Exit(Exit::Revoked));
+        let removed = Event::Ended {
+            reason: "closed by the manager (4003): instance removed".into(),
+        };
+        assert_eq!(a.on_event(Some(removed)), Step::Exit(Exit::Failed));
+        assert_eq!(a.on_event(None), Step::Exit(Exit::Failed));
+        assert_eq!(Exit::Revoked.code(), 3);
+    }
+
+    #[test]
+    fn disconnects_and_offered_tasks_do_not_stop_the_delegate() {
+        let mut a = agent();
+        let dropped = Event::Disconnected { reason: "reset".into() };
+        assert_eq!(a.on_event(Some(dropped)), Step::Continue);
+        let offered = ServerMessage::TaskAvailable {
+            task_id: TaskId::new(),
+            attempt: Attempt(1),
+        };
+        assert_eq!(a.on_event(Some(Event::Message(offered))), Step::Continue);
+        assert!(a.registry.running().is_empty(), "nothing is run without acquisition");
+    }
+
+    #[tokio::test]
+    async fn a_validation_is_answered_with_one_result_per_capability() {
+        let mut a = agent();
+        let (_open, open_addr) = silent_listener().await;
+        let closed = refused_addr().await;
+        let capabilities = vec![
+            Capability::tcp("127.0.0.1", open_addr.port()).unwrap(),
+            Capability::tcp("127.0.0.1", closed.port()).unwrap(),
+        ];
+        let validate = ServerMessage::Validate {
+            request_id: "r-1".into(),
+            capabilities: capabilities.clone(),
+        };
+        assert_eq!(a.on_event(Some(Event::Message(validate))), Step::Continue);
+        let answer = a.validations.join_next().await.unwrap().unwrap();
+        let DelegateMessage::ValidationResult { request_id, results } = answer else {
+            panic!("expected a validation result, got {answer:?}");
+        };
+        assert_eq!(request_id, "r-1");
+        let got: Vec<_> = results.iter().map(|r| (r.basis.clone(), r.reachable)).collect();
+        assert_eq!(
+            got,
+            vec![(capabilities[0].basis(), true), (capabilities[1].basis(), false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_task_cancels_the_running_attempt() {
+        let mut a = agent();
+        let task = RunningTask {
+            task_id: TaskId::new(),
+            attempt: Attempt(1),
+        };
+        let sleep = TaskType(Ident::parse("sleep").unwrap());
+        let handle = a
+            .registry
+            .launch(&a.runner, task, sleep, json!({"ms": 60_000}), Duration::from_secs(120))
+            .unwrap();
+        let cancel = ServerMessage::CancelTask {
+            task_id: task.task_id,
+            attempt: task.attempt,
+        };
+        assert_eq!(a.on_event(Some(Event::Message(cancel))), Step::Continue);
+        assert_eq!(handle.await.unwrap().error_code(), Some("cancelled"));
+    }
+
+    #[tokio::test]
+    async fn drain_refuses_new_tasks() {
+        let mut a = agent();
+        let drain = ServerMessage::Drain {
+            reason: "deleted".into(),
+        };
+        assert_eq!(a.on_event(Some(Event::Message(drain))), Step::Continue);
+        let task = RunningTask {
+            task_id: TaskId::new(),
+            attempt: Attempt(1),
+        };
+        let sleep = TaskType(Ident::parse("sleep").unwrap());
+        let refused = a
+            .registry
+            .launch(&a.runner, task, sleep, json!({"ms": 1}), Duration::from_secs(1));
+        assert_eq!(refused.unwrap_err(), Refused::Draining);
+    }
+
+    /// A fake manager: registration over HTTP, then the fake socket.
+    async fn manager() -> (Settings, tokio::sync::mpsc::Receiver<crate::testing::FakeSocket>) {
+        let (stream_url, sockets) = fake_stream().await;
+        let (addr, _) = scripted_http(vec![Answer {
+            status_line: "200 OK",
+            content_type: "application/json",
+            body: serde_json::to_string(&registered(&stream_url)).unwrap(),
+        }])
+        .await;
+        let settings = Settings::parse_from([
+            "switchboard-delegate",
+            "--manager",
+            &format!("http://{addr}"),
+            "--token",
+            "t",
+            "--name",
+            "edge",
+            "--check-timeout",
+            "2s",
+        ])
+        .unwrap();
+        (settings, sockets)
+    }
+
+    #[tokio::test]
+    async fn the_delegate_answers_validations_and_closes_its_socket_on_shutdown() {
+        let (settings, mut sockets) = manager().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let delegate = tokio::spawn(async move {
+            run(&settings, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let mut socket = sockets.recv().await.unwrap();
+        let (_open, open_addr) = silent_listener().await;
+        let capability = Capability::tcp("127.0.0.1", open_addr.port()).unwrap();
+        socket
+            .send
+            .send(ServerMessage::Validate {
+                request_id: "v".into(),
+                capabilities: vec![capability.clone()],
+            })
+            .await
+            .unwrap();
+        let Seen::Message(DelegateMessage::ValidationResult { request_id, results }) =
+            socket.next_non_heartbeat().await
+        else {
+            panic!("expected a validation result");
+        };
+        assert_eq!(request_id, "v");
+        assert_eq!(results.len(), 1);
+        assert!(results[0].reachable && results[0].basis == capability.basis());
+
+        stop.send(()).unwrap();
+        assert_eq!(delegate.await.unwrap(), Exit::Done);
+        assert_eq!(socket.next_non_heartbeat().await, Seen::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_stops_the_delegate_with_code_3() {
+        let (settings, mut sockets) = manager().await;
+        let delegate = tokio::spawn(async move { run(&settings, std::future::pending()).await });
+        let socket = sockets.recv().await.unwrap();
+        socket
+            .send
+            .send(ServerMessage::Revoked {
+                reason: "token 'ci' revoked".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(delegate.await.unwrap(), Exit::Revoked);
+    }
+
+    #[tokio::test]
+    async fn a_drained_delegate_with_nothing_running_exits_cleanly() {
+        let (settings, mut sockets) = manager().await;
+        let delegate = tokio::spawn(async move { run(&settings, std::future::pending()).await });
+        let mut socket = sockets.recv().await.unwrap();
+        socket
+            .send
+            .send(ServerMessage::Drain {
+                reason: "group deleted".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(delegate.await.unwrap(), Exit::Done);
+        assert_eq!(socket.next_non_heartbeat().await, Seen::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_refused_registration_exits_with_code_1() {
+        let (addr, _) = scripted_http(vec![Answer {
+            status_line: "403 Forbidden",
+            content_type: "application/problem+json",
+            body: json!({"type": "about:blank", "title": "Scope too wide", "status": 403}).to_string(),
+        }])
+        .await;
+        let settings = Settings::parse_from([
+            "d",
+            "--manager",
+            &format!("http://{addr}"),
+            "--token",
+            "t",
+            "--name",
+            "edge",
+        ])
+        .unwrap();
+        assert_eq!(run(&settings, std::future::pending()).await, Exit::Failed);
+        assert_eq!(Exit::Failed.code(), 1);
+    }
+}

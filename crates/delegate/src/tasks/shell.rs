@@ -1,0 +1,253 @@
+//! `shell`: runs `{"command": "..."}` with `sh -c` and reports its exit code and output.
+//!
+//! Only offered when the operator starts the delegate with `--enable-shell`: it runs
+//! arbitrary commands with the delegate's rights. Output is kept up to 64 KiB per stream
+//! (the rest is read and dropped, so a chatty command never blocks on a full pipe) and
+//! flagged as truncated.
+//!
+//! The command runs in its own process group. When the task times out or is cancelled,
+//! the runner drops this future and the whole group is killed, so `sh -c "a; b"` and
+//! anything it started in the background stop with it instead of running on unseen.
+
+use std::process::Stdio;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+
+use super::{TaskOutcome, parse_payload};
+
+/// The most output kept per stream.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    command: String,
+}
+
+pub(super) async fn run(payload: Value) -> TaskOutcome {
+    let Payload { command } = match parse_payload(payload) {
+        Ok(p) => p,
+        Err(refused) => return refused,
+    };
+    let spawned = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // The token may have come from the environment; a task must not be able to read it.
+        .env_remove("SWITCHBOARD_TOKEN")
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn();
+    let mut group = match spawned {
+        Ok(child) => Group(child),
+        Err(e) => return TaskOutcome::failure("failed", format!("cannot start sh: {e}")),
+    };
+    let (stdout, stderr) = (group.0.stdout.take(), group.0.stderr.take());
+    // Read both streams to their end before waiting: until `wait` reaps the shell, its
+    // process group id cannot be reused, so `Group`'s kill can only hit this command.
+    let ((out, out_cut), (err, err_cut)) = tokio::join!(read_capped(stdout), read_capped(stderr));
+    let status = match group.0.wait().await {
+        Ok(status) => status,
+        Err(e) => return TaskOutcome::failure("failed", format!("cannot wait for sh: {e}")),
+    };
+    let mut result = json!({
+        "exit_code": status.code(),
+        "stdout": String::from_utf8_lossy(&out),
+        "stderr": String::from_utf8_lossy(&err),
+        "stdout_truncated": out_cut,
+        "stderr_truncated": err_cut,
+    });
+    if status.success() {
+        return TaskOutcome::success(result);
+    }
+    result["error"] = json!("nonzero_exit");
+    result["detail"] = json!(match status.code() {
+        Some(code) => format!("the command exited with status {code}"),
+        None => "the command was killed by a signal".to_owned(),
+    });
+    TaskOutcome {
+        succeeded: false,
+        result,
+    }
+}
+
+/// Keeps at most [`OUTPUT_LIMIT`] bytes of `stream`, reading (and dropping) the rest;
+/// says whether anything was dropped.
+async fn read_capped(stream: Option<impl AsyncRead + Unpin>) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let Some(mut stream) = stream else {
+        return (kept, truncated);
+    };
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, truncated),
+            Ok(n) => {
+                let room = OUTPUT_LIMIT - kept.len();
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                truncated |= n > room;
+            }
+        }
+    }
+}
+
+/// The shell and its process group. Dropped before the shell was reaped (the task timed
+/// out or was cancelled), it kills the whole group.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // `id()` is `None` once the shell was reaped: it ended on its own.
+        let Some(pid) = self.0.id() else { return };
+        // Signalling a process group from Rust needs `unsafe` libc calls, which this
+        // crate forbids; the shell's `kill` does it instead. It is quick and runs only
+        // on timeout or cancel, so blocking this thread briefly is acceptable.
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            // `-KILL -PID` rather than `-KILL -- -PID`: dash's builtin rejects the `--`.
+            .arg(format!("kill -KILL -{pid}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::OUTPUT_LIMIT;
+    use crate::cancel::{self, CancelToken};
+    use crate::tasks::tests::tt;
+    use crate::tasks::{BuiltIn, Runner, TaskOutcome};
+
+    async fn shell(command: &str, timeout: Duration) -> TaskOutcome {
+        Runner::new(&[BuiltIn::Shell])
+            .run(&tt("shell"), json!({"command": command}), timeout, CancelToken::never())
+            .await
+    }
+
+    #[tokio::test]
+    async fn shell_captures_exit_code_and_output() {
+        let out = shell("echo out; echo err >&2", Duration::from_secs(10)).await;
+        assert!(out.succeeded, "{out:?}");
+        assert_eq!(out.result["exit_code"], 0);
+        assert_eq!(out.result["stdout"], "out\n");
+        assert_eq!(out.result["stderr"], "err\n");
+        assert_eq!(out.result["stdout_truncated"], false);
+    }
+
+    #[tokio::test]
+    async fn a_nonzero_exit_is_a_failure_with_its_code() {
+        let out = shell("echo nope >&2; exit 3", Duration::from_secs(10)).await;
+        assert!(!out.succeeded);
+        assert_eq!(out.error_code(), Some("nonzero_exit"));
+        assert_eq!(out.result["exit_code"], 3);
+        assert_eq!(out.result["stderr"], "nope\n");
+    }
+
+    #[tokio::test]
+    async fn long_output_is_truncated_to_64_kib() {
+        // 200 KiB of output: more than the limit and more than a pipe buffer, so this
+        // also shows the command is never blocked by output nobody keeps.
+        let out = shell("head -c 204800 /dev/zero | tr '\\0' x", Duration::from_secs(10)).await;
+        assert!(out.succeeded, "{out:?}");
+        assert_eq!(out.result["stdout"].as_str().unwrap().len(), OUTPUT_LIMIT);
+        assert_eq!(out.result["stdout_truncated"], true);
+    }
+
+    #[tokio::test]
+    async fn a_shell_task_past_its_timeout_is_stopped_even_with_background_children() {
+        // The background `sleep` keeps the output pipe open; without the group kill the
+        // task would hang until it exits.
+        let started = Instant::now();
+        let out = shell("sleep 30 & wait", Duration::from_millis(200)).await;
+        assert_eq!(out.error_code(), Some("timed_out"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_shell_task_ends_promptly() {
+        let runner = Runner::new(&[BuiltIn::Shell]);
+        let (canceller, token) = cancel::pair();
+        let task = tokio::spawn(async move {
+            runner
+                .run(
+                    &tt("shell"),
+                    json!({"command": "sleep 30"}),
+                    Duration::from_secs(60),
+                    token,
+                )
+                .await
+        });
+        canceller.cancel();
+        let out = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("a cancelled task ends promptly")
+            .unwrap();
+        assert_eq!(out.error_code(), Some("cancelled"));
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_shell_task_kills_what_it_started_in_the_background() {
+        // The background `sleep` holds a FIFO open for writing; the test reads it, and
+        // the read ends (EOF) exactly when that process dies. No timing is involved:
+        // the cancel is sent once the reader knows the writer is there.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("held");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let command = format!("sleep 1000 > '{}' & sleep 1000", fifo.display());
+        let (canceller, token) = cancel::pair();
+        let task = tokio::spawn(async move {
+            Runner::new(&[BuiltIn::Shell])
+                .run(
+                    &tt("shell"),
+                    json!({"command": command}),
+                    Duration::from_secs(120),
+                    token,
+                )
+                .await
+        });
+        let (opened_tx, opened) = tokio::sync::oneshot::channel();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        // A plain thread, not `spawn_blocking`: if the process survives (the bug this
+        // test is for), the read never ends, and the runtime would wait for it forever
+        // instead of letting the test fail.
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut held = std::fs::File::open(&fifo).unwrap();
+            let _ = opened_tx.send(());
+            let _ = held.read_to_end(&mut Vec::new());
+            let _ = closed_tx.send(());
+        });
+        opened.await.unwrap();
+        canceller.cancel();
+        assert_eq!(task.await.unwrap().error_code(), Some("cancelled"));
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the background process was killed, closing the FIFO")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shell_payload_needs_a_command() {
+        let out = shell_payload(json!({"cmd": "ls"})).await;
+        assert_eq!(out.error_code(), Some("bad_payload"));
+    }
+
+    async fn shell_payload(payload: serde_json::Value) -> TaskOutcome {
+        Runner::new(&[BuiltIn::Shell])
+            .run(&tt("shell"), payload, Duration::from_secs(10), CancelToken::never())
+            .await
+    }
+}
