@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
-use switchboard_protocol::delegate::{RegisterRequest, Registered};
+use switchboard_domain::{Attempt, TaskId};
+use switchboard_protocol::delegate::{
+    Acquire, AcquiredTask, Progress, RegisterRequest, Registered, TaskResult, TaskStatus,
+};
 use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, RunningTask, ServerMessage, close};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,6 +36,57 @@ pub async fn register(
 ) -> Result<Registered, ClientError> {
     let url = format!("{}/delegate/v1/register", base.trim_end_matches('/'));
     decode(http.post(url).bearer_auth(token).json(request).send().await?).await
+}
+
+/// The task endpoints of one registered instance: acquire an offered attempt, report
+/// progress and the result. Every call names the attempt; a 409 `stale-attempt` answer
+/// means the attempt is no longer current and the work must be dropped.
+#[derive(Debug, Clone)]
+pub struct TaskClient {
+    http: reqwest::Client,
+    base: String,
+    session_token: String,
+}
+
+impl TaskClient {
+    /// `base` is the manager's URL; `session_token` comes from [`Registered`].
+    pub fn new(http: reqwest::Client, base: &str, session_token: &str) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            session_token: session_token.to_owned(),
+        }
+    }
+
+    pub async fn acquire(&self, task: TaskId, attempt: Attempt) -> Result<AcquiredTask, ClientError> {
+        self.post(task, "acquire", &Acquire { attempt }).await
+    }
+
+    pub async fn progress(&self, task: TaskId, report: &Progress) -> Result<TaskStatus, ClientError> {
+        self.post(task, "progress", report).await
+    }
+
+    pub async fn result(&self, task: TaskId, report: &TaskResult) -> Result<TaskStatus, ClientError> {
+        self.post(task, "result", report).await
+    }
+
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        task: TaskId,
+        what: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}/delegate/v1/tasks/{task}/{what}", self.base);
+        decode(
+            self.http
+                .post(url)
+                .bearer_auth(&self.session_token)
+                .json(body)
+                .send()
+                .await?,
+        )
+        .await
+    }
 }
 
 /// How reconnects back off.

@@ -43,6 +43,13 @@ pub enum ClientError {
     Transport(#[from] reqwest::Error),
 }
 
+impl ClientError {
+    /// Whether the manager refused a report because its attempt is no longer current.
+    pub fn is_stale_attempt(&self) -> bool {
+        matches!(self, ClientError::Api(p) if p.kind.ends_with("/stale-attempt"))
+    }
+}
+
 /// What `GET /api/v1/status` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Status {

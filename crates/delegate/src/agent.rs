@@ -22,16 +22,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_client::delegate::{Backoff, Event, Session};
-use switchboard_domain::{Capacity, Ident};
-use switchboard_protocol::delegate::Registered;
+use switchboard_client::delegate::{Backoff, Event, Session, TaskClient};
+use switchboard_domain::{Attempt, Capacity, Ident, TaskId};
+use switchboard_protocol::delegate::{Outcome, Registered, TaskResult};
 use switchboard_protocol::socket::{DelegateMessage, RunningTask, ServerMessage, close};
 use tokio::task::{JoinError, JoinSet};
 
 use crate::register::{NotRegistered, register_with_retry};
 use crate::registry::Registry;
 use crate::settings::Settings;
-use crate::tasks::{BuiltIn, Runner};
+use crate::tasks::{BuiltIn, Runner, TaskOutcome};
 use crate::{checks, probe};
 
 /// How the process ends. Code 2 (bad settings) is decided in `main`, before this runs.
@@ -97,8 +97,9 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exi
         delegate.name = %settings.name,
         "registered"
     );
+    let tasks = TaskClient::new(http, &settings.manager, &registered.session_token);
     let session = Session::start(registered, Backoff::default());
-    let agent = Agent::new(settings.capacity, &settings.task_types, settings.check_timeout);
+    let agent = Agent::new(settings.capacity, &settings.task_types, settings.check_timeout).with_tasks(tasks);
     agent.serve(session, shutdown).await
 }
 
@@ -126,10 +127,14 @@ pub enum Step {
 #[derive(Debug)]
 pub struct Agent {
     registry: Arc<Registry>,
-    /// Runs tasks once they can be acquired (issue 4); kept here so the loop owns the
-    /// one runner and its HTTP connection pool.
-    #[allow(dead_code, reason = "read once task acquisition exists (issue 4)")]
+    /// Runs acquired tasks; kept here so the loop owns the one runner and its HTTP
+    /// connection pool.
     runner: Runner,
+    /// The manager's task endpoints for this instance (absent in tests that only drive
+    /// events).
+    tasks: Option<TaskClient>,
+    /// Offered tasks being acquired, run and reported, each on its own.
+    jobs: JoinSet<()>,
     /// The client capability checks use (no redirects, see `probe.rs`).
     http: reqwest::Client,
     check_timeout: Duration,
@@ -144,6 +149,8 @@ enum Input {
     Shutdown,
     Running(Vec<RunningTask>),
     Validated(Result<DelegateMessage, JoinError>),
+    /// An offered task's job ended (it logs its own outcome).
+    JobDone,
     Drained,
     Event(Option<Event>),
 }
@@ -157,7 +164,15 @@ impl Agent {
             check_timeout,
             validations: JoinSet::new(),
             draining: false,
+            tasks: None,
+            jobs: JoinSet::new(),
         }
+    }
+
+    /// Gives the agent the task endpoints, so it acquires and runs what it is offered.
+    pub fn with_tasks(mut self, tasks: TaskClient) -> Agent {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// Serves `session` until the delegate should exit, then closes it.
@@ -169,6 +184,7 @@ impl Agent {
                 () = &mut shutdown => Input::Shutdown,
                 Ok(()) = running.changed() => Input::Running(running.borrow_and_update().clone()),
                 Some(done) = self.validations.join_next() => Input::Validated(done),
+                Some(_) = self.jobs.join_next() => Input::JobDone,
                 () = self.registry.idle(), if self.draining => Input::Drained,
                 event = session.events.recv() => Input::Event(event),
             };
@@ -192,6 +208,7 @@ impl Agent {
                     tracing::error!(error = %e, "a capability check failed to complete");
                     Step::Continue
                 }
+                Input::JobDone => Step::Continue,
                 Input::Drained => {
                     tracing::info!("drained: nothing runs any more, exiting");
                     Step::Exit(Exit::Done)
@@ -250,16 +267,17 @@ impl Agent {
                 Step::Continue
             }
             ServerMessage::TaskAvailable { task_id, attempt } => {
-                // Issue 4: the manager does not offer `POST /delegate/v1/tasks/{id}/acquire`
-                // or result reporting yet. Once it does, acquire here with `attempt`, hand
-                // the task to `self.registry.launch(&self.runner, ...)`, and report the
-                // outcome over HTTPS. Until then the assignment lapses at the acknowledge
-                // timeout and the manager re-queues it.
-                tracing::warn!(
-                    task.id = %task_id,
-                    task.attempt = %attempt,
-                    "a task was offered, but this manager version has no task acquisition yet; ignoring it"
-                );
+                let Some(tasks) = self.tasks.clone() else {
+                    tracing::warn!(task.id = %task_id, task.attempt = %attempt, "offered a task, but no task endpoints are set up");
+                    return Step::Continue;
+                };
+                if self.draining {
+                    // Not acquiring it lets it go back to the queue at the acknowledge timeout.
+                    tracing::info!(task.id = %task_id, task.attempt = %attempt, "draining: not taking the offered task");
+                    return Step::Continue;
+                }
+                let (registry, runner) = (Arc::clone(&self.registry), self.runner.clone());
+                self.jobs.spawn(run_offered(tasks, registry, runner, task_id, attempt));
                 Step::Continue
             }
             ServerMessage::CancelTask { task_id, attempt } => {
@@ -302,6 +320,66 @@ async fn close(mut session: Session) {
         }
     })
     .await;
+}
+
+/// Acquires an offered attempt, runs it, and reports how it ended. A stale attempt (the
+/// manager moved on) is dropped at whichever step learns of it.
+async fn run_offered(tasks: TaskClient, registry: Arc<Registry>, runner: Runner, task_id: TaskId, attempt: Attempt) {
+    let acquired = match tasks.acquire(task_id, attempt).await {
+        Ok(acquired) => acquired,
+        Err(e) => {
+            tracing::warn!(task.id = %task_id, task.attempt = %attempt, error = %e, "cannot acquire the offered task");
+            return;
+        }
+    };
+    let timeout = Duration::from_millis(acquired.execution_timeout_ms);
+    let running = RunningTask { task_id, attempt };
+    let handle = match registry.launch(&runner, running, acquired.task_type.clone(), acquired.payload, timeout) {
+        Ok(handle) => handle,
+        Err(refused) => {
+            let report = TaskResult {
+                attempt,
+                outcome: Outcome::Failed,
+                result: None,
+                error: Some(format!("the delegate refused to start it: {refused:?}")),
+            };
+            let _ = tasks.result(task_id, &report).await;
+            return;
+        }
+    };
+    tracing::info!(task.id = %task_id, task.attempt = %attempt, task.r#type = %acquired.task_type, "running task");
+    let outcome = match handle.await {
+        Ok(outcome) => outcome,
+        Err(e) => TaskOutcome {
+            succeeded: false,
+            result: serde_json::json!({"error": "crashed", "detail": e.to_string()}),
+        },
+    };
+    let report = if outcome.succeeded {
+        TaskResult {
+            attempt,
+            outcome: Outcome::Succeeded,
+            result: Some(outcome.result),
+            error: None,
+        }
+    } else {
+        let error = outcome.result.get("detail").and_then(|d| d.as_str()).map(str::to_owned);
+        TaskResult {
+            attempt,
+            outcome: Outcome::Failed,
+            result: Some(outcome.result),
+            error,
+        }
+    };
+    match tasks.result(task_id, &report).await {
+        Ok(status) => {
+            tracing::info!(task.id = %task_id, task.attempt = %attempt, state = %status.state, "task reported")
+        }
+        Err(e) if e.is_stale_attempt() => {
+            tracing::warn!(task.id = %task_id, task.attempt = %attempt, "the manager moved on from this attempt; result dropped")
+        }
+        Err(e) => tracing::warn!(task.id = %task_id, task.attempt = %attempt, error = %e, "cannot report the result"),
+    }
 }
 
 #[cfg(test)]
