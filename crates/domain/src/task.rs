@@ -278,6 +278,16 @@ pub struct NewTask {
     pub created_at: DateTime<Utc>,
 }
 
+/// The fingerprint of a request body for idempotency: the SHA-256 of its canonical bytes,
+/// in hex.
+pub fn fingerprint(canonical: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// An `Idempotency-Key` and the fingerprint (a hash) of the request it was first used with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Idempotency {
@@ -304,9 +314,38 @@ pub struct Task {
     pub assigned_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// While running: when it times out unless a heartbeat lists it again first. Set to
+    /// acquire time + execution timeout, pushed forward by every heartbeat that lists the
+    /// task ("heartbeats keep a running task's execution timeout alive").
+    pub run_deadline: Option<DateTime<Utc>>,
 }
 
 impl Task {
+    /// A freshly submitted task: queued, never assigned.
+    pub fn queued(spec: NewTask) -> Self {
+        let at = spec.created_at;
+        Task {
+            spec,
+            state: TaskState::Queued,
+            attempt: Attempt::NONE,
+            runs: 0,
+            instance_id: None,
+            failure: None,
+            result: None,
+            progress: None,
+            updated_at: at,
+            assigned_at: None,
+            started_at: None,
+            finished_at: None,
+            run_deadline: None,
+        }
+    }
+
+    /// When a queued task expires: its creation plus its assign timeout.
+    pub fn assign_deadline(&self) -> DateTime<Utc> {
+        self.spec.created_at + chrono::Duration::from_std(self.spec.assign_timeout).unwrap_or(chrono::Duration::MAX)
+    }
+
     pub fn id(&self) -> TaskId {
         self.spec.id
     }
@@ -333,6 +372,11 @@ impl Task {
         if event == TaskEvent::Acquire {
             self.runs += 1;
             self.started_at = Some(at);
+            let budget = chrono::Duration::from_std(self.spec.execution_timeout).unwrap_or(chrono::Duration::MAX);
+            self.run_deadline = Some(at + budget);
+        }
+        if to != TaskState::Running {
+            self.run_deadline = None;
         }
         if failure.is_some() {
             self.failure = failure;
@@ -461,11 +505,17 @@ mod tests {
             assigned_at: Some(now),
             started_at: None,
             finished_at: None,
+            run_deadline: None,
         };
         assert_eq!(task.apply(TaskEvent::Acquire, now, None, None), Ok(None));
         assert_eq!(
             (task.state, task.runs, task.started_at),
             (TaskState::Running, 1, Some(now))
+        );
+        assert_eq!(
+            task.run_deadline,
+            Some(now + chrono::Duration::minutes(30)),
+            "acquire + execution timeout"
         );
         assert!(!task.attempts_remain());
         let before = task.clone();
@@ -476,6 +526,7 @@ mod tests {
             task.apply(TaskEvent::Succeed, now, None, Some(out.clone())),
             Ok(Some(instance))
         );
+        assert_eq!(task.run_deadline, None, "only a running task has a run deadline");
         assert_eq!(
             (task.state, task.instance_id, task.result, task.finished_at),
             (TaskState::Succeeded, None, Some(out), Some(now))

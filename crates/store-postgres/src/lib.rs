@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod deadlines;
 mod delegates;
 mod error;
 mod keys;
@@ -25,14 +26,29 @@ use switchboard_domain::{
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
     Task, TaskAttempt, TaskId, TokenId,
 };
-use switchboard_store::{Backend, Claim, Inserted, Page, Store, StoreError, StoreResult, TaskQuery, Transition};
+use switchboard_store::{
+    Backend, Claim, DueTasks, Inserted, Page, Store, StoreError, StoreResult, TaskQuery, Transition,
+};
 
 pub use error::map_err;
 
 /// The migrations of this backend, compiled into the binary.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "initial", include_str!("../../../migrations/postgres/0001_initial.sql")),
-    (2, "sweeps", include_str!("../../../migrations/postgres/0002_sweeps.sql")),
+    (
+        1,
+        "initial",
+        include_str!("../../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "sweeps",
+        include_str!("../../../migrations/postgres/0002_sweeps.sql"),
+    ),
+    (
+        3,
+        "deadlines",
+        include_str!("../../../migrations/postgres/0003_deadlines.sql"),
+    ),
 ];
 
 /// Settings of the connection pool.
@@ -277,6 +293,20 @@ impl Store for PgStore {
     }
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.pool, task).await
+    }
+    async fn tasks_held_by(&self, instance: InstanceId) -> StoreResult<Vec<Task>> {
+        deadlines::tasks_held_by(&self.pool, instance).await
+    }
+    async fn due_tasks(
+        &self,
+        now: DateTime<Utc>,
+        unacknowledged_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<DueTasks> {
+        deadlines::due_tasks(&self.pool, now, unacknowledged_before, limit).await
+    }
+    async fn extend_run_deadlines(&self, beats: &[(TaskId, Attempt, DateTime<Utc>)]) -> StoreResult<u64> {
+        deadlines::extend_run_deadlines(&self.pool, beats).await
     }
 
     async fn record_capability_result(&self, result: &CapabilityResult) -> StoreResult<()> {

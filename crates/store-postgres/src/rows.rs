@@ -120,7 +120,7 @@ fn state(row: &PgRow, col: &str) -> StoreResult<TaskState> {
 pub(crate) const TASK_COLUMNS: &str = "id, account, org, project, task_type, payload, selectors, connector_id, \
      capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate, \
      idempotency_key, idempotency_fingerprint, state, attempt, runs, instance_id, failure_reason, failure_detail, \
-     result, progress, created_at, updated_at, assigned_at, started_at, finished_at";
+     result, progress, created_at, updated_at, assigned_at, started_at, finished_at, run_deadline";
 
 pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
     let idempotency = match (
@@ -165,6 +165,7 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
         assigned_at: get(row, "assigned_at")?,
         started_at: get(row, "started_at")?,
         finished_at: get(row, "finished_at")?,
+        run_deadline: get(row, "run_deadline")?,
     })
 }
 

@@ -28,8 +28,9 @@ pub(crate) async fn insert_task(pool: &PgPool, t: &NewTask) -> StoreResult<Inser
     let sql = format!(
         "INSERT INTO tasks (id, account, org, project, scope_path, task_type, payload, selectors, connector_id,
              capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate,
-             idempotency_key, idempotency_fingerprint, state, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, 'queued', $18, $18)
+             idempotency_key, idempotency_fingerprint, state, created_at, updated_at, assign_deadline)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, 'queued', $18, $18,
+             $18 + $12 * interval '1 millisecond')
          ON CONFLICT (account, idempotency_key) DO NOTHING
          RETURNING {TASK_COLUMNS}"
     );
@@ -226,7 +227,7 @@ pub(crate) async fn transition_task(pool: &PgPool, t: &Transition) -> StoreResul
         .map_err(Conflict::from)?;
     let sql = format!(
         "UPDATE tasks SET state = $2, runs = $3, instance_id = $4, started_at = $5, finished_at = $6,
-             failure_reason = $7, failure_detail = $8, result = $9, updated_at = $10
+             failure_reason = $7, failure_detail = $8, result = $9, updated_at = $10, run_deadline = $11
          WHERE id = $1 RETURNING {TASK_COLUMNS}"
     );
     let row = sqlx::query(&sql)
@@ -240,6 +241,7 @@ pub(crate) async fn transition_task(pool: &PgPool, t: &Transition) -> StoreResul
         .bind(task.failure.as_ref().map(|f| f.detail.as_str()))
         .bind(task.result.as_ref().map(Json))
         .bind(task.updated_at)
+        .bind(task.run_deadline)
         .fetch_one(&mut *tx)
         .await
         .map_err(map_err)?;

@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+mod deadlines;
 mod delegates;
 mod error;
 mod keys;
@@ -51,7 +52,7 @@ use switchboard_domain::{
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
     Task, TaskAttempt, TaskId, TokenId,
 };
-use switchboard_store::{Backend, Claim, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition};
+use switchboard_store::{Backend, Claim, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition};
 
 pub use error::map_err;
 
@@ -63,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0001_initial.sql"),
     ),
     (2, "sweeps", include_str!("../../../migrations/sqlite/0002_sweeps.sql")),
+    (
+        3,
+        "deadlines",
+        include_str!("../../../migrations/sqlite/0003_deadlines.sql"),
+    ),
 ];
 
 /// How many connections serve plain reads.
@@ -379,6 +385,23 @@ impl switchboard_store::Store for SqliteStore {
 
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.db, task).await
+    }
+
+    async fn tasks_held_by(&self, instance: InstanceId) -> StoreResult<Vec<Task>> {
+        deadlines::tasks_held_by(&self.db, instance).await
+    }
+
+    async fn due_tasks(
+        &self,
+        now: DateTime<Utc>,
+        unacknowledged_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<DueTasks> {
+        deadlines::due_tasks(&self.db, now, unacknowledged_before, limit).await
+    }
+
+    async fn extend_run_deadlines(&self, beats: &[(TaskId, Attempt, DateTime<Utc>)]) -> StoreResult<u64> {
+        deadlines::extend_run_deadlines(&self.db, beats).await
     }
 
     // --- capability results ------------------------------------------------------------

@@ -184,7 +184,7 @@ pub(crate) fn last_success(row: &SqliteRow) -> StoreResult<LastSuccess> {
 pub(crate) const TASK_COLUMNS: &str = "id, account, org, project, task_type, payload, selectors, connector_id, \
      capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate, \
      idempotency_key, idempotency_fingerprint, state, attempt, runs, instance_id, failure_reason, failure_detail, \
-     result, progress, created_at, updated_at, assigned_at, started_at, finished_at";
+     result, progress, created_at, updated_at, assigned_at, started_at, finished_at, run_deadline";
 
 pub(crate) fn task(row: &SqliteRow) -> StoreResult<Task> {
     let idempotency = match (
@@ -229,6 +229,7 @@ pub(crate) fn task(row: &SqliteRow) -> StoreResult<Task> {
         assigned_at: opt_time(row, "assigned_at")?,
         started_at: opt_time(row, "started_at")?,
         finished_at: opt_time(row, "finished_at")?,
+        run_deadline: opt_time(row, "run_deadline")?,
     })
 }
 

@@ -33,8 +33,9 @@ pub(crate) async fn insert_task(db: &Db, task: &NewTask) -> StoreResult<Inserted
     let inserted = sqlx::query(&format!(
         "INSERT INTO tasks (id, account, org, project, scope_path, task_type, payload, selectors, connector_id, \
          capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate, \
-         idempotency_key, idempotency_fingerprint, state, attempt, runs, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?, ?) \
+         idempotency_key, idempotency_fingerprint, state, attempt, runs, created_at, updated_at, \
+         assign_deadline) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?, ?, ?) \
          ON CONFLICT (account, idempotency_key) DO NOTHING RETURNING {TASK_COLUMNS}"
     ))
     .bind(task.id.0)
@@ -56,6 +57,8 @@ pub(crate) async fn insert_task(db: &Db, task: &NewTask) -> StoreResult<Inserted
     .bind(fingerprint)
     .bind(ms(task.created_at))
     .bind(ms(task.created_at))
+    // The same sum as `Task::assign_deadline`, on the stored (millisecond) values.
+    .bind(ms(task.created_at).saturating_add(duration_ms(task.assign_timeout)))
     .fetch_optional(&mut *tx)
     .await
     .map_err(|e| {
@@ -223,7 +226,8 @@ pub(crate) async fn transition_task(db: &Db, t: &Transition) -> StoreResult<Task
     let to = task.state;
     let row = sqlx::query(&format!(
         "UPDATE tasks SET state = ?, runs = ?, instance_id = ?, failure_reason = ?, failure_detail = ?, \
-         result = ?, updated_at = ?, started_at = ?, finished_at = ? WHERE id = ? RETURNING {TASK_COLUMNS}"
+         result = ?, updated_at = ?, started_at = ?, finished_at = ?, run_deadline = ? WHERE id = ? \
+         RETURNING {TASK_COLUMNS}"
     ))
     .bind(to.as_str())
     .bind(i64::from(task.runs))
@@ -234,6 +238,7 @@ pub(crate) async fn transition_task(db: &Db, t: &Transition) -> StoreResult<Task
     .bind(ms(task.updated_at))
     .bind(task.started_at.map(ms))
     .bind(task.finished_at.map(ms))
+    .bind(task.run_deadline.map(ms))
     .bind(task.id().0)
     .fetch_one(&mut *tx)
     .await

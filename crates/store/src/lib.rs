@@ -94,6 +94,17 @@ impl Transition {
     }
 }
 
+/// The answer of [`Store::due_tasks`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DueTasks {
+    /// Queued past the assign timeout: to expire.
+    pub expired: Vec<Task>,
+    /// Assigned and not acquired within the acknowledge timeout: to release.
+    pub unacknowledged: Vec<Task>,
+    /// Running past the run deadline: to time out.
+    pub overrun: Vec<Task>,
+}
+
 /// Which backend a store is, for logs, `/readyz` and metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -212,6 +223,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Task>;
 
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>>;
+
+    /// The tasks holding a slot of `instance` (assigned or running), for when it is lost.
+    async fn tasks_held_by(&self, instance: InstanceId) -> StoreResult<Vec<Task>>;
+
+    /// Tasks a timer is due for, at most `limit` of each kind, oldest due first: queued
+    /// tasks past their assign deadline ([`Task::assign_deadline`] before `now`), assigned
+    /// tasks assigned before `unacknowledged_before` (the acknowledge timeout), and running
+    /// tasks past their [`Task::run_deadline`].
+    async fn due_tasks(
+        &self,
+        now: DateTime<Utc>,
+        unacknowledged_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<DueTasks>;
+
+    /// Pushes forward the run deadline of running tasks that heartbeats listed: for each
+    /// `(task, attempt, at)` whose task is running that attempt, `run_deadline = at +
+    /// execution timeout` (never moved backwards). One statement for the whole batch;
+    /// entries for other attempts or states are ignored. Returns how many tasks changed.
+    async fn extend_run_deadlines(&self, beats: &[(TaskId, Attempt, DateTime<Utc>)]) -> StoreResult<u64>;
 
     // --- capability results ------------------------------------------------------------
 

@@ -9,7 +9,9 @@
 // Test code: a failed unwrap is a failed case, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+pub mod deadlines;
 pub mod fixtures;
+pub mod placement;
 pub mod registry;
 pub mod tasks;
 
@@ -42,8 +44,11 @@ macro_rules! conformance_tests {
             tasks::a_lost_running_task_requeues_and_runs_again_on_another_instance,
             tasks::progress_is_fenced_and_only_for_running_tasks,
             tasks::task_lists_filter_and_paginate_newest_first,
-            tasks::capability_results_replace_older_ones,
-            tasks::the_selection_log_keeps_order_and_is_pruned_by_age,
+            deadlines::tasks_held_by_an_instance_are_its_assigned_and_running_ones,
+            deadlines::due_tasks_finds_expired_unacknowledged_and_overrun_tasks,
+            deadlines::heartbeats_push_run_deadlines_forward_but_never_back,
+            placement::capability_results_replace_older_ones,
+            placement::the_selection_log_keeps_order_and_is_pruned_by_age,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

@@ -1,5 +1,5 @@
 //! Conformance cases for the task queue: insertion and idempotency, the atomic claim,
-//! fenced transitions, attempts, capability results and the selection log.
+//! fenced transitions and attempts.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::TimeDelta;
 use switchboard_domain::{
-    Attempt, Capability, CapabilityResult, Failure, FailureReason, Idempotency, InstanceId, SelectionKind,
-    SelectionLogEntry, TaskEvent, TaskId, TaskState,
+    Attempt, Capability, Failure, FailureReason, Idempotency, InstanceId, TaskEvent, TaskId, TaskState,
 };
 
 use super::fixtures::{fleet, ident, now, queued, selectors, task};
@@ -44,8 +43,14 @@ pub async fn tasks_round_trip_every_field(store: Arc<dyn Store>) {
     };
     assert_eq!(stored.spec, t);
     assert_eq!(
-        (stored.state, stored.attempt, stored.runs, stored.instance_id),
-        (TaskState::Queued, Attempt(0), 0, None)
+        (
+            stored.state,
+            stored.attempt,
+            stored.runs,
+            stored.instance_id,
+            stored.run_deadline
+        ),
+        (TaskState::Queued, Attempt(0), 0, None, None)
     );
     assert_eq!(stored.updated_at, t.created_at);
     assert_eq!(store.get_task(t.id).await.expect("by id"), stored);
@@ -352,14 +357,26 @@ pub async fn transitions_follow_the_state_machine_and_free_slots(store: Arc<dyn 
 
     claimed(store.claim_task(t.id(), i, at).await.expect("claim"));
     let acquired = Transition::new(t.id(), Some(Attempt(1)), TaskEvent::Acquire, at);
-    store.transition_task(&acquired).await.expect("acquired");
+    let running = store.transition_task(&acquired).await.expect("acquired");
+    let budget = TimeDelta::from_std(t.spec.execution_timeout).expect("in range");
+    assert_eq!(
+        running.run_deadline,
+        Some(at + budget),
+        "acquire starts the run deadline"
+    );
+    assert_eq!(store.get_task(t.id()).await.expect("by id"), running);
     let mut done = Transition::new(t.id(), Some(Attempt(1)), TaskEvent::Succeed, later);
     done.result = Some(serde_json::json!({"exit": 0}));
     let finished = store.transition_task(&done).await.expect("succeeded");
     assert_eq!(finished.state, TaskState::Succeeded);
     assert_eq!(
-        (finished.instance_id, finished.finished_at, finished.started_at),
-        (None, Some(later), Some(at))
+        (
+            finished.instance_id,
+            finished.finished_at,
+            finished.started_at,
+            finished.run_deadline
+        ),
+        (None, Some(later), Some(at), None)
     );
     assert_eq!(finished.result, Some(serde_json::json!({"exit": 0})));
     assert_eq!(
@@ -537,81 +554,4 @@ pub async fn task_lists_filter_and_paginate_newest_first(store: Arc<dyn Store>) 
         }
     }
     assert_eq!(seen, [check, made[4], made[3], made[2], made[1], made[0]]);
-}
-
-pub async fn capability_results_replace_older_ones(store: Arc<dyn Store>) {
-    let (_, instances) = fleet(&store, "acme", "k8s", 2, 5).await;
-    let basis = Capability::tcp("db", 5432).expect("valid").basis();
-    let at = now();
-    let negative = CapabilityResult {
-        instance_id: instances[0].id,
-        basis: basis.clone(),
-        reachable: false,
-        detail: "connection refused".into(),
-        checked_at: at,
-    };
-    store.record_capability_result(&negative).await.expect("recorded");
-    let positive = CapabilityResult {
-        reachable: true,
-        detail: "connected".into(),
-        checked_at: at + TimeDelta::seconds(1),
-        ..negative.clone()
-    };
-    store.record_capability_result(&positive).await.expect("recorded");
-    store
-        .record_capability_result(&negative)
-        .await
-        .expect("an older answer is accepted but changes nothing");
-    let other = CapabilityResult {
-        instance_id: instances[1].id,
-        ..negative.clone()
-    };
-    store.record_capability_result(&other).await.expect("recorded");
-
-    let mine = store.capability_results(&[instances[0].id]).await.expect("results");
-    assert_eq!(mine, vec![positive]);
-    assert_eq!(
-        store
-            .capability_results(&[instances[0].id, instances[1].id])
-            .await
-            .expect("results")
-            .len(),
-        2
-    );
-    assert!(store.capability_results(&[]).await.expect("results").is_empty());
-}
-
-pub async fn the_selection_log_keeps_order_and_is_pruned_by_age(store: Arc<dyn Store>) {
-    let t = queued(&store, task("acme")).await;
-    let old = now() - TimeDelta::days(31);
-    let entry = |attempt: u32, kind: SelectionKind, summary: &str, at| SelectionLogEntry {
-        task_id: t.id(),
-        attempt: Attempt(attempt),
-        at,
-        kind,
-        summary: summary.into(),
-        detail: serde_json::json!({"considered": 12, "summary": summary}),
-    };
-    let recent = now();
-    let entries = vec![
-        entry(
-            1,
-            SelectionKind::Decision,
-            "0/12 delegates eligible: 12 stale heartbeat",
-            old,
-        ),
-        entry(1, SelectionKind::Decision, "1/12 delegates eligible", recent),
-        entry(1, SelectionKind::Assigned, "assigned to host-1", recent),
-        entry(2, SelectionKind::Requeued, "acknowledge timeout", recent),
-    ];
-    store.append_selection_log(&entries).await.expect("appended");
-    store.append_selection_log(&[]).await.expect("an empty batch is fine");
-    assert_eq!(store.selection_log(t.id()).await.expect("log"), entries);
-
-    let pruned = store
-        .prune_selection_log(now() - TimeDelta::days(30))
-        .await
-        .expect("pruned");
-    assert_eq!(pruned, 1);
-    assert_eq!(store.selection_log(t.id()).await.expect("log"), entries[1..]);
 }
