@@ -195,3 +195,7 @@ fn a_registered_delegate_prints_its_line_and_stops_cleanly_on_sigterm() {
     assert!(log.contains("registered"), "{log}");
     assert!(!log.contains(TOKEN), "the token must never be logged");
 }
+
+/// The real binary against the real manager.
+#[path = "cli/with_manager.rs"]
+mod with_manager;

@@ -6,7 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod connectors;
 pub mod delegate;
 pub mod fleet;
 pub mod socket;
+pub mod tasks;
 pub mod tokens;

@@ -153,6 +153,14 @@ settings! {
     flag(long, value_name = "DURATION")
     group_retention: Duration = Duration::from_secs(7 * 24 * 3600), parse = values::parse_positive_duration;
 
+    /// An assigned task not acquired within this long goes back to the queue (30s).
+    flag(long, value_name = "DURATION")
+    acknowledge_timeout: Duration = Duration::from_secs(30), parse = values::parse_positive_duration;
+
+    /// How often the queue is re-examined even when nothing woke it (1s).
+    flag(long, value_name = "DURATION")
+    assign_interval: Duration = Duration::from_secs(1), parse = values::parse_positive_duration;
+
     /// How often the removal sweep runs (1m).
     flag(long, value_name = "DURATION")
     sweep_interval: Duration = Duration::from_secs(60), parse = values::parse_positive_duration;

@@ -11,6 +11,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod delegates;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -93,6 +94,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let grace = state.settings().shutdown_grace;
     let background = delegates::Background::start(&state);
+    let dispatching = dispatch::lifecycle::Loops::start(&state);
     let (began_tx, mut began_rx) = tokio::sync::watch::channel(false);
     let closing = state.clone();
     let signal = async move {
@@ -122,6 +124,7 @@ pub async fn run(
             Ok(())
         }
     };
+    dispatching.stop().await;
     background.stop(&state).await;
     result
 }

@@ -9,6 +9,7 @@ use switchboard_store::Store;
 use crate::config::Settings;
 use crate::delegates::heartbeats::Heartbeats;
 use crate::delegates::hub::Hub;
+use crate::dispatch::Dispatcher;
 
 /// The store and the settings, shared by every request.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ struct Inner {
     hub: Hub,
     /// The latest heartbeats, ahead of the store by at most one flush interval.
     heartbeats: Heartbeats,
+    /// Wakes placement, matches validation answers, announces task changes.
+    dispatcher: Dispatcher,
 }
 
 impl AppState {
@@ -39,6 +42,7 @@ impl AppState {
                 admin_key,
                 hub: Hub::default(),
                 heartbeats: Heartbeats::default(),
+                dispatcher: Dispatcher::default(),
             }),
         }
     }
@@ -57,6 +61,10 @@ impl AppState {
 
     pub fn heartbeats(&self) -> &Heartbeats {
         &self.inner.heartbeats
+    }
+
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.inner.dispatcher
     }
 
     /// `None` when no admin key is configured, and then `/api/v1` refuses everything.

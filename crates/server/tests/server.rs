@@ -8,8 +8,10 @@
 mod server {
     mod api;
     mod binary;
+    mod connectors;
     mod delegate_tasks;
     mod delegates;
+    mod dispatch;
     mod support;
     mod tokens;
 }

@@ -1,7 +1,9 @@
 //! The operator and pipeline API under `/api/v1`: every route here sits behind the
 //! admin key (until scoped API keys exist).
 
+pub mod connectors;
 pub mod delegates;
+pub mod tasks;
 pub mod tokens;
 
 use axum::Router;
@@ -17,6 +19,17 @@ pub fn router() -> Router<AppState> {
         .route("/delegate-tokens", post(tokens::create).get(tokens::list))
         .route("/delegate-tokens/{id}", get(tokens::get))
         .route("/delegate-tokens/{id}/revoke", post(tokens::revoke))
+        .route("/connectors", post(connectors::create).get(connectors::list))
+        .route(
+            "/connectors/{id}",
+            get(connectors::get).put(connectors::update).delete(connectors::delete),
+        )
+        .route("/tasks", post(tasks::submit).get(tasks::list))
+        .route("/tasks/explain", post(tasks::explain))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/wait", get(tasks::wait))
+        .route("/tasks/{id}/selection-log", get(tasks::selection_log))
         .route("/delegates", get(delegates::list))
         .route("/delegates/{id}", get(delegates::get).delete(delegates::delete))
         .route("/delegates/{id}/tags", put(delegates::set_tags))

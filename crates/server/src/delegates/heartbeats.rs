@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
-use switchboard_domain::InstanceId;
+use switchboard_domain::{Attempt, InstanceId, TaskId};
 use switchboard_protocol::socket::RunningTask;
 use switchboard_store::{Store, StoreResult};
 
@@ -55,17 +55,31 @@ impl Heartbeats {
         self.lock().latest.remove(&instance);
     }
 
-    /// Writes every pending heartbeat in one store call. On failure the beats are put
-    /// back (keeping any newer one that arrived meanwhile) for the next flush.
+    /// Writes every pending heartbeat in one store call, and pushes forward the run
+    /// deadline of every task those heartbeats listed in one more. On failure the beats
+    /// are put back (keeping any newer one that arrived meanwhile) for the next flush.
     pub async fn flush(&self, store: &dyn Store) -> StoreResult<usize> {
-        let pending = std::mem::take(&mut self.lock().pending);
-        if pending.is_empty() {
+        let (batch, running) = {
+            let mut table = self.lock();
+            let pending = std::mem::take(&mut table.pending);
+            let running: Vec<(TaskId, Attempt, DateTime<Utc>)> = pending
+                .iter()
+                .filter_map(|(id, at)| table.latest.get(id).map(|beat| (beat, *at)))
+                .flat_map(|(beat, at)| beat.running.iter().map(move |r| (r.task_id, r.attempt, at)))
+                .collect();
+            (pending.into_iter().collect::<Vec<_>>(), running)
+        };
+        if batch.is_empty() {
             return Ok(0);
         }
-        let batch: Vec<(InstanceId, DateTime<Utc>)> = pending.into_iter().collect();
-        match store.record_heartbeats(&batch).await {
-            Ok(_) => {
-                self.flushes.fetch_add(1, Ordering::Relaxed);
+        let written = match store.record_heartbeats(&batch).await {
+            Ok(_) if running.is_empty() => Ok(1),
+            Ok(_) => store.extend_run_deadlines(&running).await.map(|_| 2),
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(statements) => {
+                self.flushes.fetch_add(statements, Ordering::Relaxed);
                 Ok(batch.len())
             }
             Err(e) => {
@@ -84,7 +98,8 @@ impl Heartbeats {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Store writes made for heartbeats since start (one per successful flush).
+    /// Store statements written for heartbeats since start: one per flush, plus one when
+    /// the flushed heartbeats listed running tasks (their deadlines).
     pub fn store_writes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
     }

@@ -13,7 +13,7 @@ use chrono::Utc;
 use switchboard_domain::delegate::Version;
 use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::{
-    Capacity, DelegateInstance, DelegateToken, InstanceId, Scope, Secret, SecretKind, TokenStatus,
+    Capacity, DelegateInstance, DelegateToken, InstanceId, Scope, Secret, SecretKind, Selectors, TokenStatus,
 };
 use switchboard_protocol::delegate::{RegisterRequest, Registered};
 
@@ -58,7 +58,12 @@ pub async fn register(
     }
 
     let now = Utc::now();
-    let group = state.store().upsert_group(&scope, &request.name, &tags, now).await?;
+    // A group's own tags are the operators' (set through the API); what a process declares
+    // stays its instance's, so one replica's tags never leak onto its siblings.
+    let group = state
+        .store()
+        .upsert_group(&scope, &request.name, &Selectors::new(), now)
+        .await?;
     let session = secrets::generate(SecretKind::Session);
     let instance = DelegateInstance {
         id: InstanceId::new(),

@@ -55,6 +55,8 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
     let end = match state.store().set_instance_connected(id, true).await {
         Ok(()) => {
             tracing::info!(instance.id = %id, "delegate connected");
+            // A new delegate may be what a queued task waits for.
+            state.dispatcher().wake();
             converse(&mut socket, &state, &instance, &mut rx).await
         }
         Err(e) => {
@@ -77,6 +79,7 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
             tracing::warn!(instance.id = %id, error = %e, "cannot record the disconnection");
         }
         tracing::info!(instance.id = %id, "delegate disconnected");
+        crate::dispatch::lifecycle::instance_lost(&state, id).await;
     }
 }
 
@@ -150,7 +153,7 @@ async fn handle(state: &AppState, instance: &DelegateInstance, message: Delegate
         DelegateMessage::Heartbeat { running } => state.heartbeats().record(instance.id, Utc::now(), running),
         DelegateMessage::ValidationResult { request_id, results } => {
             let now = Utc::now();
-            for r in results {
+            for r in results.iter().cloned() {
                 let result = CapabilityResult {
                     instance_id: instance.id,
                     basis: r.basis,
@@ -162,6 +165,9 @@ async fn handle(state: &AppState, instance: &DelegateInstance, message: Delegate
                     tracing::warn!(instance.id = %instance.id, request_id, error = %e, "cannot store a validation result");
                 }
             }
+            // Stored first, so the placement that asked (and any later one) sees them.
+            state.dispatcher().validation_answered(&request_id, results);
+            state.dispatcher().wake();
         }
     }
 }

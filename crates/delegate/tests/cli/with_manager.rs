@@ -1,0 +1,279 @@
+//! Reference delegates as processes, against the real manager served in-process on port 0
+//! with a fresh SQLite store: they register in their scopes, are listed connected, are
+//! marked disconnected the moment they are killed, and run what they are offered.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_domain::task::limits;
+use switchboard_domain::{Ident, InstanceId, NewTask, Scope, Selectors, TaskId, TaskState, TaskType};
+use switchboard_protocol::socket::ServerMessage;
+use switchboard_server::config::Database;
+use switchboard_server::{AppState, Settings, open_store, run};
+use switchboard_store::Claim;
+use tempfile::TempDir;
+
+const ADMIN: &str = "delegate-e2e-admin-key-0123456789";
+const PATIENCE: Duration = Duration::from_secs(30);
+
+struct Manager {
+    url: String,
+    state: AppState,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: TempDir,
+}
+
+async fn manager() -> Manager {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        database_url: Database::Sqlite(dir.path().join("switchboard.db")),
+        admin_key: Some(switchboard_domain::Secret::presented(ADMIN)),
+        ..Settings::default()
+    };
+    let store = open_store(&settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::new(store, settings);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(run(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    Manager {
+        url,
+        state,
+        http: reqwest::Client::new(),
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+impl Manager {
+    async fn token(&self, name: &str, account: &str) -> String {
+        let body = json!({"name": name, "account": account});
+        let created: Value = self
+            .http
+            .post(format!("{}/api/v1/delegate-tokens", self.url))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        created["token"].as_str().unwrap().to_owned()
+    }
+
+    async fn delegates(&self) -> Value {
+        let url = format!("{}/api/v1/delegates", self.url);
+        self.http
+            .get(url)
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn instance(&self, id: InstanceId) -> Value {
+        let list = self.delegates().await;
+        let all = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["instances"].as_array().unwrap().clone());
+        all.into_iter()
+            .find(|i| i["id"] == id.to_string())
+            .expect("instance listed")
+    }
+}
+
+/// A `switchboard-delegate` process, killed when dropped.
+struct Delegate {
+    child: Child,
+    id: InstanceId,
+    _logs: TempDir,
+}
+
+impl Drop for Delegate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the delegate and waits for its "registered as" line.
+async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> Delegate {
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = Command::new(super::BIN)
+        .args(["--manager", &manager.url, "--log-dir"])
+        .arg(logs.path())
+        .args(args)
+        .env_clear()
+        .env("SWITCHBOARD_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        // Keep draining so the delegate never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        line
+    });
+    let line = tokio::time::timeout(PATIENCE, line)
+        .await
+        .expect("registered in time")
+        .unwrap();
+    let id = line
+        .strip_prefix("switchboard-delegate registered as ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    Delegate { child, id, _logs: logs }
+}
+
+/// Polls `check` (the manager notices socket changes asynchronously); bounded.
+async fn eventually<F, Fut>(mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < PATIENCE, "condition not reached within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_reference_delegates_in_account_org_and_project_scopes_are_listed_connected() {
+    let m = manager().await;
+    let token = m.token("fleet", "acme").await;
+    let a = delegate(
+        &m,
+        &token,
+        &["--name", "acct", "--tags", "linux,GPU", "--hostname", "Host-A"],
+    )
+    .await;
+    let o = delegate(&m, &token, &["--name", "org", "--org", "eng", "--hostname", "host-o"]).await;
+    let p = delegate(
+        &m,
+        &token,
+        &[
+            "--name",
+            "proj",
+            "--org",
+            "eng",
+            "--project",
+            "web",
+            "--hostname",
+            "host-p",
+        ],
+    )
+    .await;
+    for d in [&a, &o, &p] {
+        eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+    }
+    let list = m.delegates().await;
+    let group = |name: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (group("acct")["org"].clone(), group("acct")["project"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(
+        (group("org")["org"].clone(), group("org")["project"].clone()),
+        (json!("eng"), Value::Null)
+    );
+    assert_eq!(
+        (group("proj")["org"].clone(), group("proj")["project"].clone()),
+        (json!("eng"), json!("web"))
+    );
+    let acct = m.instance(a.id).await;
+    assert_eq!(acct["tags"], json!(["gpu", "linux"]));
+    for s in ["linux", "gpu", "acct", "host-a", &a.id.to_string()] {
+        assert!(
+            acct["selectors"].as_array().unwrap().contains(&json!(s)),
+            "{s} missing: {acct}"
+        );
+    }
+    assert_eq!(acct["token_name"], "fleet");
+    assert_eq!(acct["task_types"], json!(["echo", "http_check", "sleep"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_reference_delegate_marks_it_disconnected_at_once() {
+    let m = manager().await;
+    let token = m.token("t", "acme").await;
+    let mut victim = delegate(&m, &token, &["--name", "d", "--hostname", "victim"]).await;
+    let bystander = delegate(&m, &token, &["--name", "d", "--hostname", "bystander"]).await;
+    for d in [&victim, &bystander] {
+        eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+    }
+    victim.child.kill().unwrap(); // SIGKILL: no goodbye on the socket
+    victim.child.wait().unwrap();
+    let took = eventually(|| async { m.instance(victim.id).await["state"] == "disconnected" }).await;
+    assert!(took < Duration::from_secs(1), "noticed in {took:?}");
+    assert_eq!(m.instance(bystander.id).await["state"], "connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_delegate_acquires_runs_and_reports_an_offered_task() {
+    let m = manager().await;
+    let token = m.token("t", "acme").await;
+    let d = delegate(&m, &token, &["--name", "d", "--hostname", "worker"]).await;
+    eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+
+    // Offer a task the way the dispatcher does: claim it in the store, push the notice.
+    let store = m.state.store();
+    let task = NewTask {
+        id: TaskId::new(),
+        scope: Scope::parse_path("acme").unwrap(),
+        task_type: TaskType(Ident::parse("echo").unwrap()),
+        payload: json!({"say": "hello"}),
+        selectors: Selectors::new(),
+        connector_id: None,
+        capabilities: vec![],
+        priority: 0,
+        assign_timeout: limits::DEFAULT_ASSIGN_TIMEOUT,
+        execution_timeout: limits::DEFAULT_EXECUTION_TIMEOUT,
+        max_attempts: 1,
+        wait_for_delegate: false,
+        idempotency: None,
+        created_at: chrono::Utc::now(),
+    };
+    store.insert_task(&task).await.unwrap();
+    let Claim::Claimed(claimed) = store.claim_task(task.id, d.id, chrono::Utc::now()).await.unwrap() else {
+        panic!("claimed")
+    };
+    assert!(m.state.hub().send(
+        d.id,
+        ServerMessage::TaskAvailable {
+            task_id: task.id,
+            attempt: claimed.attempt
+        }
+    ));
+
+    eventually(|| async { store.get_task(task.id).await.unwrap().state == TaskState::Succeeded }).await;
+    let done = store.get_task(task.id).await.unwrap();
+    assert_eq!(done.result, Some(json!({"say": "hello"})), "echo returns its payload");
+    assert_eq!(store.get_instance(d.id).await.unwrap().active_tasks, 0);
+}

@@ -1,0 +1,351 @@
+//! The pipeline API: submit a task (idempotent under `Idempotency-Key`), read and list
+//! tasks, wait for one to change, cancel it, read its selection log, and dry-run a
+//! submission (`explain`).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use serde::Deserialize;
+use switchboard_domain::selector::parse_selectors;
+use switchboard_domain::task::{PAYLOAD_MAX_BYTES, fingerprint, limits};
+use switchboard_domain::{
+    ConnectorId, Idempotency, NewTask, Scope, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
+};
+use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
+use switchboard_store::{Inserted, StoreError, TaskQuery};
+
+use crate::dispatch::{self, Placement};
+use crate::error::{ApiError, Problem};
+use crate::extract::{is_json, parse};
+use crate::state::AppState;
+
+/// The longest `Idempotency-Key` accepted.
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// `POST /api/v1/tasks`: 201 with the new task (assigned at once when a delegate could
+/// take it), or 200 with the original task for a repeated `Idempotency-Key` and body.
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let request = json_body(&headers, &body)?;
+    let idempotency = idempotency(&headers, &request)?;
+    let spec = new_task(&state, request, idempotency).await?;
+    let task = match state.store().insert_task(&spec).await? {
+        Inserted::Existing(task) => {
+            return Ok((
+                StatusCode::OK,
+                Json(Submitted {
+                    task: TaskView::from(&task),
+                    explanation: None,
+                }),
+            ));
+        }
+        Inserted::Created(task) => task,
+    };
+    tracing::info!(task.id = %task.id(), task.r#type = %task.spec.task_type, scope = %task.spec.scope, "task submitted");
+    // The task is stored: whatever happens to this placement, the queue sweep retries it.
+    let explanation = match dispatch::place(&state, task.id()).await {
+        Ok(Placement::Waiting { explanation } | Placement::Failed { explanation, .. }) => Some(explanation),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(task.id = %task.id(), error = %e, "placement at submission failed; the sweep retries");
+            None
+        }
+    };
+    let task = state.store().get_task(task.id()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Submitted {
+            task: TaskView::from(&task),
+            explanation,
+        }),
+    ))
+}
+
+/// `POST /api/v1/tasks/explain`: the engine's answer for this body now, without
+/// submitting anything.
+pub async fn explain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request = json_body(&headers, &body)?;
+    let task = Task::queued(new_task(&state, request, None).await?);
+    let decision = dispatch::place::evaluate(&state, &task, &Default::default(), true).await?;
+    let mut answer = serde_json::to_value(&decision).map_err(|e| {
+        tracing::error!(error = %e, "cannot serialize a decision");
+        ApiError::internal()
+    })?;
+    answer["explanation"] = serde_json::Value::String(decision.summary.to_string());
+    Ok(Json(answer))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+    let task = state.store().get_task(task_id(&id)?).await?;
+    Ok(Json(TaskView::from(&task)))
+}
+
+/// `POST /api/v1/tasks/{id}/cancel`: 409 when the task already ended.
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+    let task = dispatch::lifecycle::cancel(&state, task_id(&id)?).await?;
+    Ok(Json(TaskView::from(&task)))
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LogAnswer {
+    items: Vec<SelectionLogEntry>,
+}
+
+pub async fn selection_log(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<LogAnswer>, ApiError> {
+    let id = task_id(&id)?;
+    state.store().get_task(id).await?;
+    Ok(Json(LogAnswer {
+        items: state.store().selection_log(id).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// The state the caller last saw; the answer comes when the task is in another one.
+    state: Option<TaskState>,
+    /// How long to wait at most, in milliseconds (default 30 s, at most 5 min).
+    timeout_ms: Option<u64>,
+}
+
+/// `GET /api/v1/tasks/{id}/wait?state=queued&timeout_ms=30000`: answers as soon as the
+/// task is in a state other than `state` (at once if it already is), or after the timeout
+/// with the task as it is. A long poll: no client-side polling loop needed.
+pub async fn wait(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<TaskView>, ApiError> {
+    let id = task_id(&id)?;
+    let limit = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(300_000));
+    // Subscribe before reading, so a change between the read and the wait is not missed.
+    let mut changes = state.dispatcher().subscribe();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let task = state.store().get_task(id).await?;
+        if q.state.is_none_or(|seen| seen != task.state) {
+            return Ok(Json(TaskView::from(&task)));
+        }
+        // Wait for a change of this task (a lagging receiver just re-reads).
+        let changed = async {
+            loop {
+                match changes.recv().await {
+                    Ok(changed) if changed == id => return,
+                    Ok(_) => continue,
+                    Err(_) => return,
+                }
+            }
+        };
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            return Ok(Json(TaskView::from(&state.store().get_task(id).await?)));
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    account: Option<switchboard_domain::Ident>,
+    org: Option<switchboard_domain::Ident>,
+    project: Option<switchboard_domain::Ident>,
+    /// Comma-separated states.
+    state: Option<String>,
+    #[serde(rename = "type")]
+    task_type: Option<TaskType>,
+    connector: Option<ConnectorId>,
+    /// The `next` cursor of the previous page.
+    before: Option<TaskId>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ListAnswer {
+    items: Vec<TaskView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<TaskId>,
+}
+
+/// `GET /api/v1/tasks`: newest first, filtered, paginated by the `next` cursor.
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<ListAnswer>, ApiError> {
+    let within = match q.account {
+        Some(account) => {
+            Some(Scope::new(account, q.org, q.project).map_err(|e| ApiError::validation("project", e.to_string()))?)
+        }
+        None if q.org.is_some() || q.project.is_some() => {
+            return Err(ApiError::validation(
+                "account",
+                "filtering by org or project needs the account too",
+            ));
+        }
+        None => None,
+    };
+    let states = match q.state {
+        Some(raw) => raw
+            .split(',')
+            .map(|s| {
+                TaskState::parse(s.trim())
+                    .ok_or_else(|| ApiError::validation("state", format!("{s:?} is not a task state")))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let query = TaskQuery {
+        within,
+        states,
+        task_type: q.task_type,
+        connector: q.connector,
+        before: q.before,
+        limit: q.limit.unwrap_or(50),
+    };
+    let page = state.store().list_tasks(&query).await?;
+    Ok(Json(ListAnswer {
+        items: page.items.iter().map(TaskView::from).collect(),
+        next: page.next,
+    }))
+}
+
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<SubmitTask, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            Problem::UnsupportedMediaType,
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    parse(body)
+}
+
+/// The `Idempotency-Key` header with the fingerprint of the request (its canonical JSON,
+/// so whitespace and key order do not matter).
+fn idempotency(headers: &HeaderMap, request: &SubmitTask) -> Result<Option<Idempotency>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX);
+    let Some(key) = key else {
+        return Err(ApiError::bad_request(format!(
+            "the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+        )));
+    };
+    let canonical = serde_json::to_vec(request).map_err(|_| ApiError::internal())?;
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        fingerprint: fingerprint(&canonical),
+    }))
+}
+
+/// Validates a submission into a task. Every refusal names its field.
+async fn new_task(state: &AppState, r: SubmitTask, idempotency: Option<Idempotency>) -> Result<NewTask, ApiError> {
+    let scope = Scope::new(r.account, r.org, r.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
+    let size = serde_json::to_vec(&r.payload).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > PAYLOAD_MAX_BYTES {
+        return Err(ApiError::new(
+            Problem::PayloadTooLarge,
+            format!("the payload is {size} bytes of JSON; at most {PAYLOAD_MAX_BYTES} are accepted"),
+        )
+        .with_field("payload"));
+    }
+    if r.selectors.len() > limits::MAX_SELECTORS {
+        return Err(ApiError::validation(
+            "selectors",
+            format!("at most {} selectors", limits::MAX_SELECTORS),
+        ));
+    }
+    let selectors = parse_selectors(r.selectors.iter().map(String::as_str))
+        .map_err(|(s, e)| ApiError::validation("selectors", format!("selector {s:?}: {e}")))?;
+    if r.capabilities.len() > limits::MAX_CAPABILITIES {
+        return Err(ApiError::validation(
+            "capabilities",
+            format!("at most {} capabilities", limits::MAX_CAPABILITIES),
+        ));
+    }
+    if !limits::PRIORITY_RANGE.contains(&r.priority) {
+        return Err(ApiError::validation(
+            "priority",
+            format!("priority must be within {:?}", limits::PRIORITY_RANGE),
+        ));
+    }
+    let assign_timeout = timeout(
+        "assign_timeout_ms",
+        r.assign_timeout_ms,
+        limits::DEFAULT_ASSIGN_TIMEOUT,
+        limits::MAX_ASSIGN_TIMEOUT,
+    )?;
+    let execution_timeout = timeout(
+        "execution_timeout_ms",
+        r.execution_timeout_ms,
+        limits::DEFAULT_EXECUTION_TIMEOUT,
+        limits::MAX_EXECUTION_TIMEOUT,
+    )?;
+    let max_attempts = r.max_attempts.unwrap_or(limits::DEFAULT_MAX_ATTEMPTS);
+    if !(1..=limits::MAX_MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(ApiError::validation(
+            "max_attempts",
+            format!("max_attempts must be 1 to {}", limits::MAX_MAX_ATTEMPTS),
+        ));
+    }
+    if let Some(id) = r.connector {
+        let connector = match state.store().get_connector(id).await {
+            Ok(c) => c,
+            Err(StoreError::NotFound(_)) => {
+                return Err(ApiError::validation("connector", format!("there is no connector {id}")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !connector.scope.contains(&scope) {
+            return Err(ApiError::validation(
+                "connector",
+                format!(
+                    "connector {} belongs to {}, which does not contain the task's scope {scope}",
+                    connector.name, connector.scope
+                ),
+            ));
+        }
+    }
+    Ok(NewTask {
+        id: TaskId::new(),
+        scope,
+        task_type: r.task_type,
+        payload: r.payload,
+        selectors,
+        connector_id: r.connector,
+        capabilities: r.capabilities,
+        priority: r.priority,
+        assign_timeout,
+        execution_timeout,
+        max_attempts,
+        wait_for_delegate: r.wait_for_delegate,
+        idempotency,
+        created_at: Utc::now(),
+    })
+}
+
+fn timeout(field: &str, ms: Option<u64>, default: Duration, max: Duration) -> Result<Duration, ApiError> {
+    let d = ms.map_or(default, Duration::from_millis);
+    if d.is_zero() || d > max {
+        return Err(ApiError::validation(
+            field,
+            format!("{field} must be 1 to {} milliseconds", max.as_millis()),
+        ));
+    }
+    Ok(d)
+}
+
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("there is no task {raw:?} (ids are UUIDs)")))
+}

@@ -1,0 +1,249 @@
+//! What moves tasks along besides placement: a lost instance, the timers, cancellation,
+//! and the loops that run placement and the timers in the background.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use switchboard_domain::{Failure, FailureReason, InstanceId, SelectionKind, Task, TaskEvent, TaskId, TaskState};
+use switchboard_protocol::socket::ServerMessage;
+use switchboard_store::{StoreError, StoreResult, Transition};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::place::{place, record};
+use crate::state::AppState;
+
+/// The most tasks one sweep of the queue or of the timers handles; the rest wait for the
+/// next sweep, a few hundred milliseconds later.
+const BATCH: u32 = 200;
+
+/// An instance is gone (its socket closed): its assigned tasks go back to the queue at
+/// once; its running tasks are re-queued while attempts remain, else fail
+/// `delegate_lost`.
+pub async fn instance_lost(state: &AppState, instance: InstanceId) {
+    let held = match state.store().tasks_held_by(instance).await {
+        Ok(held) => held,
+        Err(e) => {
+            // The acknowledge timeout and the periodic sweep catch these later.
+            tracing::warn!(instance.id = %instance, error = %e, "cannot list the tasks of a lost instance");
+            return;
+        }
+    };
+    for task in held {
+        let (event, failure, why) = match task.state {
+            TaskState::Assigned => (
+                TaskEvent::Release,
+                None,
+                "its instance disconnected before acquiring it",
+            ),
+            TaskState::Running if task.attempts_remain() => (
+                TaskEvent::Requeue,
+                None,
+                "its instance disconnected while running it; attempts remain",
+            ),
+            _ => (
+                TaskEvent::Fail,
+                Some(Failure {
+                    reason: FailureReason::DelegateLost,
+                    detail: format!("instance {instance} disconnected while running it and no attempts remain"),
+                }),
+                "its instance disconnected while running it; no attempts remain",
+            ),
+        };
+        apply(state, &task, event, failure, why).await;
+    }
+    state.dispatcher().wake();
+}
+
+/// Applies one fenced transition for the task's current attempt and records it.
+async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<Failure>, why: &str) {
+    let mut t = Transition::new(task.id(), Some(task.attempt), event, Utc::now());
+    t.failure = failure;
+    match state.store().transition_task(&t).await {
+        Ok(after) => {
+            let kind = if after.state == TaskState::Queued {
+                SelectionKind::Requeued
+            } else {
+                SelectionKind::Ended
+            };
+            let summary = format!("{}: {why}", after.state);
+            let detail = serde_json::json!({"event": event, "attempt": task.attempt});
+            record(state, task.id(), task.attempt, kind, &summary, Ok(detail)).await;
+            state.dispatcher().changed(task.id());
+            tracing::info!(task.id = %task.id(), attempt = %task.attempt, state = %after.state, why, "task moved");
+        }
+        // The task moved on meanwhile (a result arrived, it was cancelled): nothing to do.
+        Err(StoreError::Conflict(_)) => {}
+        Err(e) => tracing::warn!(task.id = %task.id(), error = %e, "cannot apply a lifecycle change"),
+    }
+}
+
+/// Applies the timers once: expires queued tasks past their assign timeout (with the last
+/// explanation), releases assignments not acknowledged in time, times out runs whose
+/// deadline passed.
+pub async fn reap(state: &AppState) -> StoreResult<()> {
+    let now = Utc::now();
+    let ack = chrono::Duration::from_std(state.settings().acknowledge_timeout).unwrap_or(chrono::Duration::MAX);
+    let due = state.store().due_tasks(now, now - ack, BATCH).await?;
+    for task in &due.expired {
+        let last = last_explanation(state, task.id()).await;
+        apply(
+            state,
+            task,
+            TaskEvent::Expire,
+            None,
+            &format!("not assigned within its assign timeout; last: {last}"),
+        )
+        .await;
+    }
+    for task in &due.unacknowledged {
+        apply(
+            state,
+            task,
+            TaskEvent::Release,
+            None,
+            "not acquired within the acknowledge timeout",
+        )
+        .await;
+    }
+    for task in &due.overrun {
+        let instance = task.instance_id;
+        let failure = Failure {
+            reason: FailureReason::TaskError,
+            detail: "ran past its execution timeout".into(),
+        };
+        apply(
+            state,
+            task,
+            TaskEvent::TimeOut,
+            Some(failure),
+            "no heartbeat listed it within its execution timeout",
+        )
+        .await;
+        if let Some(instance) = instance {
+            state.hub().send(
+                instance,
+                ServerMessage::CancelTask {
+                    task_id: task.id(),
+                    attempt: task.attempt,
+                },
+            );
+        }
+    }
+    if !due.unacknowledged.is_empty() || !due.overrun.is_empty() {
+        state.dispatcher().wake();
+    }
+    Ok(())
+}
+
+async fn last_explanation(state: &AppState, task: TaskId) -> String {
+    match state.store().selection_log(task).await {
+        Ok(log) => log
+            .iter()
+            .rev()
+            .find(|e| e.kind == SelectionKind::Decision)
+            .map(|e| e.summary.clone())
+            .unwrap_or_else(|| "never evaluated".into()),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// Cancels a task (an operator or pipeline action, so not fenced), telling its instance
+/// to stop if one holds it.
+pub async fn cancel(state: &AppState, id: TaskId) -> StoreResult<Task> {
+    let before = state.store().get_task(id).await?;
+    let after = state
+        .store()
+        .transition_task(&Transition::new(id, None, TaskEvent::Cancel, Utc::now()))
+        .await?;
+    if let Some(instance) = before.instance_id {
+        state.hub().send(
+            instance,
+            ServerMessage::CancelTask {
+                task_id: id,
+                attempt: before.attempt,
+            },
+        );
+    }
+    record(
+        state,
+        id,
+        before.attempt,
+        SelectionKind::Ended,
+        "cancelled",
+        Ok(serde_json::Value::Null),
+    )
+    .await;
+    state.dispatcher().changed(id);
+    state.dispatcher().wake();
+    Ok(after)
+}
+
+/// The dispatcher's background work: placement of the queue and the timers.
+#[derive(Debug)]
+pub struct Loops {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Loops {
+    pub fn start(state: &AppState) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let placer = tokio::spawn(place_queue(state.clone(), stopped.clone()));
+        let reaper = tokio::spawn(reap_forever(state.clone(), stopped));
+        Self {
+            stop,
+            tasks: vec![placer, reaper],
+        }
+    }
+
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
+    let every = state.settings().assign_interval;
+    loop {
+        tokio::select! {
+            () = state.dispatcher().woken() => {}
+            () = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let queued = match state.store().queued_tasks(None, BATCH).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue; trying again next interval");
+                continue;
+            }
+        };
+        // Each placement runs on its own: one waiting for a validation answer must not
+        // hold up the others.
+        for task in queued {
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = place(&state, task.id()).await {
+                    tracing::warn!(task.id = %task.id(), error = %e, "placement failed; the next sweep retries");
+                }
+            });
+        }
+    }
+}
+
+async fn reap_forever(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(250).min(state.settings().assign_interval));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = reap(&state).await {
+                    tracing::warn!(error = %e, "the timer sweep failed; trying again next tick");
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

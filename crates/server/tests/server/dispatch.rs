@@ -1,0 +1,469 @@
+//! Tasks through the whole path: submitted over the API, placed by the engine, pushed over
+//! a real socket to client-library delegates, acquired and reported over HTTPS; and the
+//! lifecycle around it (fail-fast, waiting, idempotency, cancel, acknowledge timeout,
+//! delegate loss, expiry, explain).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register};
+use switchboard_protocol::delegate::{Outcome, RegisterRequest, Registered, TaskResult};
+use switchboard_protocol::socket::ServerMessage;
+
+use super::support::{ADMIN_KEY, PATIENCE, TestApp, problem, spawn_app, spawn_app_with};
+
+async fn token(app: &TestApp) -> String {
+    let body = json!({"name": format!("t{}", uuid_like()), "account": "acme"});
+    let created: Value = app
+        .post("/api/v1/delegate-tokens", Some(ADMIN_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    created["token"].as_str().unwrap().to_owned()
+}
+
+fn uuid_like() -> String {
+    switchboard_domain::TaskId::new().to_string().replace('-', "")
+}
+
+/// What a test delegate does with offers.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    /// Acquire, then report success with the payload as result.
+    Work,
+    /// Acquire and keep it running (never report).
+    Hold,
+    /// Ignore offers.
+    Ignore,
+}
+
+struct Worker {
+    registered: Registered,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A connected client-library delegate that handles offers as `behaviour` says.
+async fn worker(app: &TestApp, token: &str, hostname: &str, tags: &[&str], behaviour: Behaviour) -> Worker {
+    let request: RegisterRequest = serde_json::from_value(json!({
+        "name": "workers", "hostname": hostname, "version": "1.0.0", "tags": tags, "task_types": ["echo"], "capacity": 5
+    }))
+    .unwrap();
+    let registered = register(&app.client, &app.url(""), token, &request).await.unwrap();
+    let mut session = Session::start(registered.clone(), Backoff::default());
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, session.events.recv()).await.unwrap(),
+        Some(Event::Connected)
+    );
+    let tasks = TaskClient::new(app.client.clone(), &app.url(""), &registered.session_token);
+    let task = tokio::spawn(async move {
+        while let Some(event) = session.events.recv().await {
+            let Event::Message(ServerMessage::TaskAvailable { task_id, attempt }) = event else {
+                continue;
+            };
+            if behaviour == Behaviour::Ignore {
+                continue;
+            }
+            let Ok(acquired) = tasks.acquire(task_id, attempt).await else {
+                continue;
+            };
+            if behaviour == Behaviour::Work {
+                let report = TaskResult {
+                    attempt,
+                    outcome: Outcome::Succeeded,
+                    result: Some(acquired.payload),
+                    error: None,
+                };
+                let _ = tasks.result(task_id, &report).await;
+            }
+        }
+    });
+    Worker { registered, task }
+}
+
+async fn submit(app: &TestApp, body: Value) -> (StatusCode, Value) {
+    let response = app.post("/api/v1/tasks", Some(ADMIN_KEY), &body).await;
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Long-polls until the task leaves `seen`; returns the task.
+async fn wait_past(app: &TestApp, id: &str, seen: &str) -> Value {
+    let path = format!("/api/v1/tasks/{id}/wait?state={seen}&timeout_ms=20000");
+    let task: Value = app.get(&path, Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert_ne!(task["state"], seen, "the task did not move on from {seen}");
+    task
+}
+
+/// Long-polls until the task reaches `state` (through whatever states come first).
+async fn wait_for(app: &TestApp, id: &str, state: &str) -> Value {
+    let started = std::time::Instant::now();
+    let mut task: Value = app
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    while task["state"] != state {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "still {} after {PATIENCE:?}: {task}",
+            task["state"]
+        );
+        task = wait_past(app, id, task["state"].as_str().unwrap()).await;
+    }
+    task
+}
+
+async fn log(app: &TestApp, id: &str) -> Vec<Value> {
+    let answer: Value = app
+        .get(&format!("/api/v1/tasks/{id}/selection-log"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    answer["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_submitted_task_is_assigned_at_once_pushed_acquired_and_succeeds() {
+    let app = spawn_app().await;
+    let t = token(&app).await;
+    let w = worker(&app, &t, "w1", &[], Behaviour::Work).await;
+    let (status, task) = submit(&app, json!({"account": "acme", "type": "echo", "payload": {"n": 1}})).await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    assert_eq!(
+        task["instance_id"],
+        w.registered.instance_id.to_string(),
+        "assigned at once: {task}"
+    );
+    let id = task["id"].as_str().unwrap();
+    let done = wait_for(&app, id, "succeeded").await;
+    assert_eq!(done["result"], json!({"n": 1}));
+    let kinds: Vec<Value> = log(&app, id).await.iter().map(|e| e["kind"].clone()).collect();
+    assert_eq!(kinds[..2], [json!("decision"), json!("assigned")], "{kinds:?}");
+}
+
+#[tokio::test]
+async fn a_task_no_registered_delegate_could_take_fails_at_once_unless_asked_to_wait() {
+    let app = spawn_app().await;
+    let t = token(&app).await;
+    let _w = worker(&app, &t, "w1", &["linux"], Behaviour::Work).await;
+    let (status, task) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["gpu"]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(task["state"], "failed");
+    assert_eq!(task["failure"]["reason"], "no_eligible_delegate");
+    assert!(
+        task["explanation"].as_str().unwrap().contains("selectors [gpu]"),
+        "{task}"
+    );
+
+    // Asked to wait, it waits; a matching delegate arriving takes it (no fallback before).
+    let (_, task) = submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "selectors": ["gpu"], "wait_for_delegate": true}),
+    )
+    .await;
+    assert_eq!(task["state"], "queued");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let gpu = worker(&app, &t, "w2", &["gpu"], Behaviour::Work).await;
+    let done = wait_for(&app, &id, "succeeded").await;
+    let attempts_by: Vec<Value> = log(&app, &id)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "assigned")
+        .map(|e| e["detail"]["instance_id"].clone())
+        .collect();
+    assert_eq!(attempts_by, [json!(gpu.registered.instance_id.to_string())], "{done}");
+}
+
+#[tokio::test]
+async fn resubmitting_with_the_same_idempotency_key_returns_the_same_task() {
+    let app = spawn_app().await;
+    let body = json!({"account": "acme", "type": "echo", "payload": {"a": 1, "b": 2}, "wait_for_delegate": true});
+    let send = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/tasks"))
+            .bearer_auth(ADMIN_KEY)
+            .header("idempotency-key", "run-7")
+            .json(&body)
+            .send()
+    };
+    let first = send(body.clone()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.unwrap();
+    // Same content, keys in another order: the same request.
+    let reordered = json!({"wait_for_delegate": true, "payload": {"b": 2, "a": 1}, "type": "echo", "account": "acme"});
+    let again = send(reordered).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+    let other = send(json!({"account": "acme", "type": "echo", "payload": {"a": 2}}))
+        .await
+        .unwrap();
+    problem(other, 422, "idempotency-mismatch").await;
+    let all: Value = app.get("/api/v1/tasks", Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn cancelling_a_task_ends_it_and_a_second_cancel_is_a_conflict() {
+    let app = spawn_app().await;
+    let (_, task) = submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "wait_for_delegate": true}),
+    )
+    .await;
+    let id = task["id"].as_str().unwrap();
+    let cancelled: Value = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), Some(ADMIN_KEY), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["state"], "cancelled");
+    problem(
+        app.post(&format!("/api/v1/tasks/{id}/cancel"), Some(ADMIN_KEY), &json!({}))
+            .await,
+        409,
+        "conflict",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_offer_not_acquired_in_time_goes_back_to_the_queue_and_to_another_instance() {
+    let app = spawn_app_with(|s| s.acknowledge_timeout = Duration::from_millis(300)).await;
+    let t = token(&app).await;
+    let sleepy = worker(&app, &t, "sleepy", &["first"], Behaviour::Ignore).await;
+    let (_, task) = submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "selectors": ["workers"]}),
+    )
+    .await;
+    assert_eq!(task["instance_id"], sleepy.registered.instance_id.to_string());
+    let id = task["id"].as_str().unwrap().to_owned();
+    let _awake = worker(&app, &t, "awake", &[], Behaviour::Work).await;
+    let done = wait_for(&app, &id, "succeeded").await;
+    assert_eq!(done["attempt"], 2, "the second attempt succeeded: {done}");
+    let entries = log(&app, &id).await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["summary"].as_str().unwrap().contains("acknowledge timeout")),
+        "{entries:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delegate_lost_mid_task_fails_it_with_one_attempt_and_requeues_it_with_two() {
+    let app = spawn_app().await;
+    let t = token(&app).await;
+    let holder = worker(&app, &t, "holder", &[], Behaviour::Hold).await;
+    let (_, once) = submit(&app, json!({"account": "acme", "type": "echo"})).await;
+    let (_, twice) = submit(&app, json!({"account": "acme", "type": "echo", "max_attempts": 2})).await;
+    let (once, twice) = (
+        once["id"].as_str().unwrap().to_owned(),
+        twice["id"].as_str().unwrap().to_owned(),
+    );
+    wait_for(&app, &once, "running").await;
+    wait_for(&app, &twice, "running").await;
+    drop(holder); // its session task ends: the socket closes
+
+    let failed = wait_for(&app, &once, "failed").await;
+    assert_eq!(failed["failure"]["reason"], "delegate_lost");
+    let _rescuer = worker(&app, &t, "rescuer", &[], Behaviour::Work).await;
+    let done = wait_for(&app, &twice, "succeeded").await;
+    assert_eq!((done["runs"].clone(), done["attempt"].clone()), (json!(2), json!(2)));
+}
+
+#[tokio::test]
+async fn a_task_not_assigned_within_its_assign_timeout_expires_with_the_last_explanation() {
+    let app = spawn_app().await;
+    let (_, task) = submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "wait_for_delegate": true, "assign_timeout_ms": 300}),
+    )
+    .await;
+    let id = task["id"].as_str().unwrap();
+    wait_for(&app, id, "expired").await;
+    let last = log(&app, id).await.pop().unwrap();
+    assert_eq!(last["kind"], "ended");
+    assert!(
+        last["summary"].as_str().unwrap().contains("0/0 delegates eligible"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn explain_agrees_with_the_real_decision_and_changes_nothing() {
+    let app = spawn_app().await;
+    let t = token(&app).await;
+    let gpu = worker(&app, &t, "gpu-box", &["gpu"], Behaviour::Hold).await;
+    let _cpu = worker(&app, &t, "cpu-box", &["cpu"], Behaviour::Hold).await;
+    let body = json!({"account": "acme", "type": "echo", "selectors": ["gpu"]});
+    let explained: Value = app
+        .post("/api/v1/tasks/explain", Some(ADMIN_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(explained["chosen"], gpu.registered.instance_id.to_string());
+    assert_eq!(explained["explanation"], "1/2 delegates eligible");
+    let verdicts = explained["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 2, "the dry run lists every instance");
+    let cpu = verdicts.iter().find(|v| v["hostname"] == "cpu-box").unwrap();
+    assert_eq!(
+        (cpu["verdict"].clone(), cpu["rule"].clone()),
+        (json!("rejected"), json!("selectors")),
+        "{cpu}"
+    );
+    let listed: Value = app.get("/api/v1/tasks", Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty(), "nothing was submitted");
+    let (_, task) = submit(&app, body).await;
+    assert_eq!(task["instance_id"], explained["chosen"]);
+}
+
+#[tokio::test]
+async fn bad_submissions_are_refused_precisely_and_store_nothing() {
+    let app = spawn_app().await;
+    for (body, field) in [
+        (json!({"account": "acme"}), None),
+        (
+            json!({"account": "acme", "type": "echo", "priority": 5000}),
+            Some("priority"),
+        ),
+        (
+            json!({"account": "acme", "type": "echo", "max_attempts": 0}),
+            Some("max_attempts"),
+        ),
+        (
+            json!({"account": "acme", "type": "echo", "selectors": [" "]}),
+            Some("selectors"),
+        ),
+        (
+            json!({"account": "acme", "type": "echo", "connector": "0190a8f0-0000-7000-8000-000000000000"}),
+            Some("connector"),
+        ),
+        (
+            json!({"account": "acme", "type": "echo", "assign_timeout_ms": 0}),
+            Some("assign_timeout_ms"),
+        ),
+        (
+            json!({"account": "acme", "type": "echo", "capabilities": [{"kind": "tcp", "host": "db", "port": 0}]}),
+            None,
+        ),
+        (json!({"account": "acme", "type": "echo", "colour": "red"}), None),
+    ] {
+        let answer = problem(
+            app.post("/api/v1/tasks", Some(ADMIN_KEY), &body).await,
+            422,
+            "validation",
+        )
+        .await;
+        if let Some(field) = field {
+            assert_eq!(answer["field"], field, "{answer}");
+        }
+    }
+    let big = json!({"account": "acme", "type": "echo", "payload": {"x": "y".repeat(1024 * 1024)}});
+    problem(
+        app.post("/api/v1/tasks", Some(ADMIN_KEY), &big).await,
+        413,
+        "payload-too-large",
+    )
+    .await;
+    let listed: Value = app.get("/api/v1/tasks", Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_200_tasks_on_3_delegates_of_capacity_5_never_exceeds_capacity() {
+    let app = spawn_app().await;
+    let t = token(&app).await;
+    let mut workers = Vec::new();
+    for n in 0..3 {
+        workers.push(worker(&app, &t, &format!("w{n}"), &[], Behaviour::Work).await);
+    }
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        let (status, task) = submit(&app, json!({"account": "acme", "type": "echo", "payload": {"n": n}})).await;
+        assert_eq!(status, StatusCode::CREATED);
+        ids.push(task["id"].as_str().unwrap().to_owned());
+        // Capacity is checked where it is kept: the store's count never passes 5.
+        for i in app.state.store().list_instances(None).await.unwrap() {
+            assert!(i.active_tasks <= 5, "{} holds {}", i.hostname, i.active_tasks);
+        }
+    }
+    for id in &ids {
+        wait_for(&app, id, "succeeded").await;
+    }
+    let attempts: usize = {
+        let mut total = 0;
+        for id in &ids {
+            total += log(&app, id).await.iter().filter(|e| e["kind"] == "assigned").count();
+        }
+        total
+    };
+    assert_eq!(attempts, 200, "each task was assigned exactly once");
+}
+
+#[tokio::test]
+async fn the_last_delegate_to_succeed_for_a_connector_is_preferred_over_a_less_loaded_one() {
+    let app = spawn_app().await;
+    let t = token(&app).await;
+    let connector: Value = app
+        .post(
+            "/api/v1/connectors",
+            Some(ADMIN_KEY),
+            &json!({"name": "prod", "account": "acme"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let connector = connector["id"].as_str().unwrap().to_owned();
+    let first = worker(&app, &t, "first", &[], Behaviour::Work).await;
+    let (_, warmup) = submit(&app, json!({"account": "acme", "type": "echo", "connector": connector})).await;
+    assert_eq!(warmup["instance_id"], first.registered.instance_id.to_string());
+    wait_for(&app, warmup["id"].as_str().unwrap(), "succeeded").await;
+
+    // Give the first instance a task it holds (claimed straight in the store, so no
+    // worker finishes it): it is now busier than the idle one that joins next.
+    let store = app.state.store();
+    let mut held = switchboard_domain::NewTask {
+        id: switchboard_domain::TaskId::new(),
+        created_at: chrono::Utc::now(),
+        ..serde_json::from_value::<switchboard_domain::Task>(warmup_task(&app, &warmup).await)
+            .unwrap()
+            .spec
+    };
+    held.connector_id = None;
+    held.idempotency = None;
+    store.insert_task(&held).await.unwrap();
+    store
+        .claim_task(held.id, first.registered.instance_id, chrono::Utc::now())
+        .await
+        .unwrap();
+    let idle = worker(&app, &t, "idle", &[], Behaviour::Work).await;
+    for _ in 0..3 {
+        let (_, task) = submit(&app, json!({"account": "acme", "type": "echo", "connector": connector})).await;
+        assert_eq!(
+            task["instance_id"],
+            first.registered.instance_id.to_string(),
+            "last success wins over {}",
+            idle.registered.instance_id
+        );
+        wait_for(&app, task["id"].as_str().unwrap(), "succeeded").await;
+    }
+}
+
+/// The stored form of a task, as JSON (for building a similar one).
+async fn warmup_task(app: &TestApp, view: &Value) -> Value {
+    let id: switchboard_domain::TaskId = view["id"].as_str().unwrap().parse().unwrap();
+    serde_json::to_value(app.state.store().get_task(id).await.unwrap()).unwrap()
+}
