@@ -161,6 +161,10 @@ settings! {
     flag(long, value_name = "DURATION")
     assign_interval: Duration = Duration::from_secs(1), parse = values::parse_positive_duration;
 
+    /// Selection-log entries older than this are deleted by the sweep (30d).
+    flag(long, value_name = "DURATION")
+    selection_log_retention: Duration = Duration::from_secs(30 * 24 * 3600), parse = values::parse_positive_duration;
+
     /// How often the removal sweep runs (1m).
     flag(long, value_name = "DURATION")
     sweep_interval: Duration = Duration::from_secs(60), parse = values::parse_positive_duration;

@@ -96,8 +96,8 @@ where
     })
 }
 
-/// Removes instances silent for longer than the instance retention, then groups empty for
-/// longer than the group retention.
+/// Removes instances silent for longer than the instance retention, groups empty for
+/// longer than the group retention, and selection-log entries past theirs.
 async fn sweep(state: &AppState) {
     let settings = state.settings();
     let now = Utc::now();

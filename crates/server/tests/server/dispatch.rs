@@ -467,3 +467,24 @@ async fn warmup_task(app: &TestApp, view: &Value) -> Value {
     let id: switchboard_domain::TaskId = view["id"].as_str().unwrap().parse().unwrap();
     serde_json::to_value(app.state.store().get_task(id).await.unwrap()).unwrap()
 }
+
+#[tokio::test]
+async fn the_sweep_deletes_selection_log_entries_past_their_retention() {
+    let app = spawn_app_with(|s| {
+        s.selection_log_retention = Duration::from_millis(200);
+        s.sweep_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (_, task) = submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "wait_for_delegate": true}),
+    )
+    .await;
+    let id = task["id"].as_str().unwrap();
+    assert!(!log(&app, id).await.is_empty(), "the decision was logged");
+    let started = std::time::Instant::now();
+    while !log(&app, id).await.is_empty() {
+        assert!(started.elapsed() < PATIENCE, "the log was never pruned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
