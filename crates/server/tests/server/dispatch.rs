@@ -484,7 +484,11 @@ async fn the_sweep_deletes_selection_log_entries_past_their_retention() {
     assert!(!log(&app, id).await.is_empty(), "the decision was logged");
     let started = std::time::Instant::now();
     while !log(&app, id).await.is_empty() {
-        assert!(started.elapsed() < PATIENCE, "the log was never pruned");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the log was never pruned: {:?}",
+            log(&app, id).await
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
