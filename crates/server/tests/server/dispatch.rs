@@ -11,7 +11,7 @@ use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register
 use switchboard_protocol::delegate::{Outcome, RegisterRequest, Registered, TaskResult};
 use switchboard_protocol::socket::ServerMessage;
 
-use super::support::{ADMIN_KEY, PATIENCE, TestApp, problem, spawn_app, spawn_app_with};
+use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
 
 async fn token(app: &TestApp) -> String {
     let body = json!({"name": format!("t{}", uuid_like()), "account": "acme"});
@@ -131,9 +131,10 @@ async fn log(app: &TestApp, id: &str) -> Vec<Value> {
     answer["items"].as_array().unwrap().clone()
 }
 
-#[tokio::test]
-async fn a_submitted_task_is_assigned_at_once_pushed_acquired_and_succeeds() {
-    let app = spawn_app().await;
+async fn a_submitted_task_is_assigned_at_once_pushed_acquired_and_succeeds(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let t = token(&app).await;
     let w = worker(&app, &t, "w1", &[], Behaviour::Work).await;
     let (status, task) = submit(&app, json!({"account": "acme", "type": "echo", "payload": {"n": 1}})).await;
@@ -150,9 +151,10 @@ async fn a_submitted_task_is_assigned_at_once_pushed_acquired_and_succeeds() {
     assert_eq!(kinds[..2], [json!("decision"), json!("assigned")], "{kinds:?}");
 }
 
-#[tokio::test]
-async fn a_task_no_registered_delegate_could_take_fails_at_once_unless_asked_to_wait() {
-    let app = spawn_app().await;
+async fn a_task_no_registered_delegate_could_take_fails_at_once_unless_asked_to_wait(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let t = token(&app).await;
     let _w = worker(&app, &t, "w1", &["linux"], Behaviour::Work).await;
     let (status, task) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["gpu"]})).await;
@@ -183,9 +185,10 @@ async fn a_task_no_registered_delegate_could_take_fails_at_once_unless_asked_to_
     assert_eq!(attempts_by, [json!(gpu.registered.instance_id.to_string())], "{done}");
 }
 
-#[tokio::test]
-async fn resubmitting_with_the_same_idempotency_key_returns_the_same_task() {
-    let app = spawn_app().await;
+async fn resubmitting_with_the_same_idempotency_key_returns_the_same_task(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let body = json!({"account": "acme", "type": "echo", "payload": {"a": 1, "b": 2}, "wait_for_delegate": true});
     let send = |body: Value| {
         app.client
@@ -211,9 +214,10 @@ async fn resubmitting_with_the_same_idempotency_key_returns_the_same_task() {
     assert_eq!(all["items"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn cancelling_a_task_ends_it_and_a_second_cancel_is_a_conflict() {
-    let app = spawn_app().await;
+async fn cancelling_a_task_ends_it_and_a_second_cancel_is_a_conflict(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let (_, task) = submit(
         &app,
         json!({"account": "acme", "type": "echo", "wait_for_delegate": true}),
@@ -236,9 +240,10 @@ async fn cancelling_a_task_ends_it_and_a_second_cancel_is_a_conflict() {
     .await;
 }
 
-#[tokio::test]
-async fn an_offer_not_acquired_in_time_goes_back_to_the_queue_and_to_another_instance() {
-    let app = spawn_app_with(|s| s.acknowledge_timeout = Duration::from_millis(300)).await;
+async fn an_offer_not_acquired_in_time_goes_back_to_the_queue_and_to_another_instance(backend: Backend) {
+    let Some(app) = spawn_on(backend, |s| s.acknowledge_timeout = Duration::from_millis(300)).await else {
+        return;
+    };
     let t = token(&app).await;
     let sleepy = worker(&app, &t, "sleepy", &["first"], Behaviour::Ignore).await;
     let (_, task) = submit(
@@ -260,9 +265,10 @@ async fn an_offer_not_acquired_in_time_goes_back_to_the_queue_and_to_another_ins
     );
 }
 
-#[tokio::test]
-async fn a_delegate_lost_mid_task_fails_it_with_one_attempt_and_requeues_it_with_two() {
-    let app = spawn_app().await;
+async fn a_delegate_lost_mid_task_fails_it_with_one_attempt_and_requeues_it_with_two(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let t = token(&app).await;
     let holder = worker(&app, &t, "holder", &[], Behaviour::Hold).await;
     let (_, once) = submit(&app, json!({"account": "acme", "type": "echo"})).await;
@@ -282,9 +288,10 @@ async fn a_delegate_lost_mid_task_fails_it_with_one_attempt_and_requeues_it_with
     assert_eq!((done["runs"].clone(), done["attempt"].clone()), (json!(2), json!(2)));
 }
 
-#[tokio::test]
-async fn a_task_not_assigned_within_its_assign_timeout_expires_with_the_last_explanation() {
-    let app = spawn_app().await;
+async fn a_task_not_assigned_within_its_assign_timeout_expires_with_the_last_explanation(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let (_, task) = submit(
         &app,
         json!({"account": "acme", "type": "echo", "wait_for_delegate": true, "assign_timeout_ms": 300}),
@@ -300,9 +307,10 @@ async fn a_task_not_assigned_within_its_assign_timeout_expires_with_the_last_exp
     );
 }
 
-#[tokio::test]
-async fn explain_agrees_with_the_real_decision_and_changes_nothing() {
-    let app = spawn_app().await;
+async fn explain_agrees_with_the_real_decision_and_changes_nothing(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let t = token(&app).await;
     let gpu = worker(&app, &t, "gpu-box", &["gpu"], Behaviour::Hold).await;
     let _cpu = worker(&app, &t, "cpu-box", &["cpu"], Behaviour::Hold).await;
@@ -329,9 +337,10 @@ async fn explain_agrees_with_the_real_decision_and_changes_nothing() {
     assert_eq!(task["instance_id"], explained["chosen"]);
 }
 
-#[tokio::test]
-async fn bad_submissions_are_refused_precisely_and_store_nothing() {
-    let app = spawn_app().await;
+async fn bad_submissions_are_refused_precisely_and_store_nothing(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     for (body, field) in [
         (json!({"account": "acme"}), None),
         (
@@ -381,9 +390,10 @@ async fn bad_submissions_are_refused_precisely_and_store_nothing() {
     assert!(listed["items"].as_array().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_200_tasks_on_3_delegates_of_capacity_5_never_exceeds_capacity() {
-    let app = spawn_app().await;
+async fn a_burst_of_200_tasks_on_3_delegates_of_capacity_5_never_exceeds_capacity(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let t = token(&app).await;
     let mut workers = Vec::new();
     for n in 0..3 {
@@ -412,9 +422,10 @@ async fn a_burst_of_200_tasks_on_3_delegates_of_capacity_5_never_exceeds_capacit
     assert_eq!(attempts, 200, "each task was assigned exactly once");
 }
 
-#[tokio::test]
-async fn the_last_delegate_to_succeed_for_a_connector_is_preferred_over_a_less_loaded_one() {
-    let app = spawn_app().await;
+async fn the_last_delegate_to_succeed_for_a_connector_is_preferred_over_a_less_loaded_one(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let t = token(&app).await;
     let connector: Value = app
         .post(
@@ -468,13 +479,15 @@ async fn warmup_task(app: &TestApp, view: &Value) -> Value {
     serde_json::to_value(app.state.store().get_task(id).await.unwrap()).unwrap()
 }
 
-#[tokio::test]
-async fn the_sweep_deletes_selection_log_entries_past_their_retention() {
-    let app = spawn_app_with(|s| {
+async fn the_sweep_deletes_selection_log_entries_past_their_retention(backend: Backend) {
+    let Some(app) = spawn_on(backend, |s| {
         s.selection_log_retention = Duration::from_millis(200);
         s.sweep_interval = Duration::from_millis(50);
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let (_, task) = submit(
         &app,
         json!({"account": "acme", "type": "echo", "wait_for_delegate": true}),
@@ -492,3 +505,18 @@ async fn the_sweep_deletes_selection_log_entries_past_their_retention() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+crate::both_backends!(
+    a_submitted_task_is_assigned_at_once_pushed_acquired_and_succeeds,
+    a_task_no_registered_delegate_could_take_fails_at_once_unless_asked_to_wait,
+    resubmitting_with_the_same_idempotency_key_returns_the_same_task,
+    cancelling_a_task_ends_it_and_a_second_cancel_is_a_conflict,
+    an_offer_not_acquired_in_time_goes_back_to_the_queue_and_to_another_instance,
+    a_delegate_lost_mid_task_fails_it_with_one_attempt_and_requeues_it_with_two,
+    a_task_not_assigned_within_its_assign_timeout_expires_with_the_last_explanation,
+    explain_agrees_with_the_real_decision_and_changes_nothing,
+    bad_submissions_are_refused_precisely_and_store_nothing,
+    a_burst_of_200_tasks_on_3_delegates_of_capacity_5_never_exceeds_capacity,
+    the_last_delegate_to_succeed_for_a_connector_is_preferred_over_a_less_loaded_one,
+    the_sweep_deletes_selection_log_entries_past_their_retention,
+);

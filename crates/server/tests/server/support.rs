@@ -267,3 +267,106 @@ pub fn http(address: &str, method: &str, path: &str, key: Option<&str>, json: Op
         .unwrap_or_default();
     (status, body)
 }
+
+/// The store a test runs against. The end-to-end cases of the assignment issue run on
+/// both, through [`both_backends!`](crate::both_backends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Starts the app on `backend`, or `None` when PostgreSQL is not available and skipping
+/// is allowed: without `DATABASE_URL` (or with it unreachable) the PostgreSQL cases are
+/// skipped with one notice on the terminal, unless `CI=true`, where they fail.
+pub async fn spawn_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    match backend {
+        Backend::Sqlite => Some(spawn_app_with(configure).await),
+        Backend::Postgres => {
+            let url = postgres_schema().await?;
+            Some(
+                spawn_app_with(|settings| {
+                    settings.database_url = Database::Postgres(url);
+                    settings.db_max_connections = 8;
+                    configure(settings);
+                })
+                .await,
+            )
+        }
+    }
+}
+
+/// A fresh schema in the `DATABASE_URL` database, as a URL whose connections use it.
+/// Schemas of runs over an hour old are dropped first (left by killed runs).
+async fn postgres_schema() -> Option<String> {
+    use sqlx::Connection;
+    use std::io::Write as _;
+    static NOTICE: std::sync::Once = std::sync::Once::new();
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let skip = |why: String| {
+        assert!(!in_ci, "CI=true requires the PostgreSQL end-to-end cases, but {why}");
+        NOTICE.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n*** PostgreSQL end-to-end cases SKIPPED: {why}. Set DATABASE_URL to run them. ***\n"
+            );
+        });
+        None
+    };
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        return skip("DATABASE_URL is not set".into());
+    };
+    let mut admin = match sqlx::PgConnection::connect(&url).await {
+        Ok(c) => c,
+        Err(e) => return skip(format!("PostgreSQL at DATABASE_URL is unreachable ({e})")),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let stale: Vec<(String,)> = sqlx::query_as("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbe2e\\_%'")
+        .fetch_all(&mut admin)
+        .await
+        .expect("list schemas");
+    for (name,) in stale {
+        let created = name
+            .split('_')
+            .nth(1)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(created) > 3600 {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&mut admin)
+                .await;
+        }
+    }
+    let schema = format!("sbe2e_{now}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create schema");
+    let _ = admin.close().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+/// Runs an async case `fn(Backend)` once per backend, as `<case>::sqlite` and
+/// `<case>::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$case($crate::server::support::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$case($crate::server::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
