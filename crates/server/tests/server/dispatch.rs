@@ -8,8 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register};
+use switchboard_domain::Capability;
 use switchboard_protocol::delegate::{Outcome, RegisterRequest, Registered, TaskResult};
-use switchboard_protocol::socket::ServerMessage;
+use switchboard_protocol::socket::{CheckResult, DelegateMessage, ServerMessage};
 
 use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
 
@@ -52,10 +53,17 @@ impl Drop for Worker {
 
 /// A connected client-library delegate that handles offers as `behaviour` says.
 async fn worker(app: &TestApp, token: &str, hostname: &str, tags: &[&str], behaviour: Behaviour) -> Worker {
-    let request: RegisterRequest = serde_json::from_value(json!({
+    let request = json!({
         "name": "workers", "hostname": hostname, "version": "1.0.0", "tags": tags, "task_types": ["echo"], "capacity": 5
-    }))
-    .unwrap();
+    });
+    worker_with(app, token, request, behaviour, &[]).await
+}
+
+/// A worker registered with `request`. It answers validation questions by really
+/// connecting, except to the ports in `firewalled`, which it cannot reach (the network
+/// between it and them is "blocked").
+async fn worker_with(app: &TestApp, token: &str, request: Value, behaviour: Behaviour, firewalled: &[u16]) -> Worker {
+    let request: RegisterRequest = serde_json::from_value(request).unwrap();
     let registered = register(&app.client, &app.url(""), token, &request).await.unwrap();
     let mut session = Session::start(registered.clone(), Backoff::default());
     assert_eq!(
@@ -63,29 +71,72 @@ async fn worker(app: &TestApp, token: &str, hostname: &str, tags: &[&str], behav
         Some(Event::Connected)
     );
     let tasks = TaskClient::new(app.client.clone(), &app.url(""), &registered.session_token);
+    let firewalled = firewalled.to_vec();
     let task = tokio::spawn(async move {
         while let Some(event) = session.events.recv().await {
-            let Event::Message(ServerMessage::TaskAvailable { task_id, attempt }) = event else {
-                continue;
-            };
-            if behaviour == Behaviour::Ignore {
-                continue;
-            }
-            let Ok(acquired) = tasks.acquire(task_id, attempt).await else {
-                continue;
-            };
-            if behaviour == Behaviour::Work {
-                let report = TaskResult {
-                    attempt,
-                    outcome: Outcome::Succeeded,
-                    result: Some(acquired.payload),
-                    error: None,
-                };
-                let _ = tasks.result(task_id, &report).await;
+            match event {
+                Event::Message(ServerMessage::Validate {
+                    request_id,
+                    capabilities,
+                }) => {
+                    let mut results = Vec::new();
+                    for c in capabilities {
+                        results.push(check(&c, &firewalled).await);
+                    }
+                    let _ = session
+                        .send(DelegateMessage::ValidationResult { request_id, results })
+                        .await;
+                }
+                Event::Message(ServerMessage::TaskAvailable { task_id, attempt }) if behaviour != Behaviour::Ignore => {
+                    let Ok(acquired) = tasks.acquire(task_id, attempt).await else {
+                        continue;
+                    };
+                    if behaviour == Behaviour::Work {
+                        let report = TaskResult {
+                            attempt,
+                            outcome: Outcome::Succeeded,
+                            result: Some(acquired.payload),
+                            error: None,
+                        };
+                        let _ = tasks.result(task_id, &report).await;
+                    }
+                }
+                _ => {}
             }
         }
     });
     Worker { registered, task }
+}
+
+/// A real TCP check, unless the port is firewalled for this worker.
+async fn check(capability: &Capability, firewalled: &[u16]) -> CheckResult {
+    let basis = capability.basis();
+    let Capability::Tcp { host, port } = capability else {
+        return CheckResult {
+            basis,
+            reachable: false,
+            detail: "only tcp checks in this test".into(),
+        };
+    };
+    if firewalled.contains(port) {
+        return CheckResult {
+            basis,
+            reachable: false,
+            detail: "connection timed out (firewalled)".into(),
+        };
+    }
+    match tokio::net::TcpStream::connect((host.as_str(), *port)).await {
+        Ok(_) => CheckResult {
+            basis,
+            reachable: true,
+            detail: "connected".into(),
+        },
+        Err(e) => CheckResult {
+            basis,
+            reachable: false,
+            detail: e.to_string(),
+        },
+    }
 }
 
 async fn submit(app: &TestApp, body: Value) -> (StatusCode, Value) {
@@ -506,7 +557,215 @@ async fn the_sweep_deletes_selection_log_entries_past_their_retention(backend: B
     }
 }
 
+async fn scope_decides_who_may_take_a_task_across_the_full_3x3_table(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let mut by_level = Vec::new();
+    for (level, org, project) in [
+        ("account", None, None),
+        ("org", Some("eng"), None),
+        ("project", Some("eng"), Some("web")),
+    ] {
+        let request = json!({"name": level, "hostname": level, "version": "1", "task_types": ["echo"], "org": org, "project": project});
+        by_level.push((level, worker_with(&app, &t, request, Behaviour::Work, &[]).await));
+    }
+    // Task scope -> the delegate levels that may take it.
+    let table = [
+        (json!({}), vec!["account"]),
+        (json!({"org": "eng"}), vec!["account", "org"]),
+        (
+            json!({"org": "eng", "project": "web"}),
+            vec!["account", "org", "project"],
+        ),
+    ];
+    for (scope, allowed) in table {
+        let mut body = json!({"account": "acme", "type": "echo"});
+        body.as_object_mut().unwrap().extend(scope.as_object().unwrap().clone());
+        let explained: Value = app
+            .post("/api/v1/tasks/explain", Some(ADMIN_KEY), &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        for (level, w) in &by_level {
+            let id = w.registered.instance_id.to_string();
+            let verdict = explained["verdicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["instance_id"] == id)
+                .unwrap();
+            let eligible = verdict["verdict"] == "eligible";
+            assert_eq!(
+                eligible,
+                allowed.contains(level),
+                "{level} delegate for task scope {scope}: {verdict}"
+            );
+            if !eligible {
+                assert_eq!(verdict["rule"], "scope", "{verdict}");
+            }
+        }
+        let (_, task) = submit(&app, body).await;
+        let level = by_level
+            .iter()
+            .find(|(_, w)| task["instance_id"] == w.registered.instance_id.to_string())
+            .map(|(l, _)| *l);
+        assert!(
+            level.is_some_and(|l| allowed.contains(&l)),
+            "task for {scope} went to {level:?}"
+        );
+    }
+}
+
+async fn implicit_selectors_pick_a_delegate_by_group_name_or_hostname(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let request =
+        |group: &str, host: &str| json!({"name": group, "hostname": host, "version": "1", "task_types": ["echo"]});
+    let _a = worker_with(&app, &t, request("builders", "Build-1"), Behaviour::Work, &[]).await;
+    let b = worker_with(
+        &app,
+        &t,
+        request("deployers", "deploy-7.internal"),
+        Behaviour::Work,
+        &[],
+    )
+    .await;
+    for selector in ["DEPLOYERS", "deploy-7.internal", &b.registered.instance_id.to_string()] {
+        let (_, task) = submit(
+            &app,
+            json!({"account": "acme", "type": "echo", "selectors": [selector]}),
+        )
+        .await;
+        assert_eq!(
+            task["instance_id"],
+            b.registered.instance_id.to_string(),
+            "selector {selector}: {task}"
+        );
+    }
+}
+
+async fn an_explicitly_selected_delegate_that_is_stale_is_waited_for_never_replaced(backend: Backend) {
+    let Some(app) = spawn_on(backend, |s| s.heartbeat_timeout = Duration::from_millis(300)).await else {
+        return;
+    };
+    let t = token(&app).await;
+    // Both beat every 60 s (the default), so after 300 ms both are stale...
+    let _gpu = worker(&app, &t, "gpu-box", &["gpu"], Behaviour::Work).await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // let the heartbeat age past the timeout (not synchronisation)
+    // ...and a fresh delegate without the selector joins.
+    let fresh = worker(&app, &t, "cpu-box", &["cpu"], Behaviour::Work).await;
+    let (status, task) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["gpu"]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(task["state"], "queued", "a stale match is temporary: it waits: {task}");
+    let explanation = task["explanation"].as_str().unwrap();
+    assert!(explanation.contains("stale heartbeat"), "{explanation}");
+    let id = task["id"].as_str().unwrap();
+    let entries = log(&app, id).await;
+    assert!(
+        entries.iter().all(|e| e["kind"] != "assigned"),
+        "never fell back to {}",
+        fresh.registered.instance_id
+    );
+}
+
+async fn a_connectors_selectors_apply_when_the_task_has_none(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let _linux = worker(&app, &t, "linux-box", &["linux"], Behaviour::Work).await;
+    let win = worker(&app, &t, "win-box", &["windows"], Behaviour::Work).await;
+    let body = json!({"name": "win-farm", "account": "acme", "selectors": ["windows"]});
+    let connector: Value = app
+        .post("/api/v1/connectors", Some(ADMIN_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let (_, task) = submit(
+            &app,
+            json!({"account": "acme", "type": "echo", "connector": connector["id"]}),
+        )
+        .await;
+        assert_eq!(task["instance_id"], win.registered.instance_id.to_string(), "{task}");
+        wait_for(&app, task["id"].as_str().unwrap(), "succeeded").await;
+    }
+    // The task's own selectors win over the connector's.
+    let (_, own) = submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "connector": connector["id"], "selectors": ["linux"]}),
+    )
+    .await;
+    assert_ne!(own["instance_id"], win.registered.instance_id.to_string());
+}
+
+async fn a_capability_reachable_from_one_delegate_only_goes_there_and_the_answer_is_reused(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let database = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let artifacts = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (db_port, art_port) = (
+        database.local_addr().unwrap().port(),
+        artifacts.local_addr().unwrap().port(),
+    );
+    let request = |host: &str| json!({"name": "pool", "hostname": host, "version": "1", "task_types": ["echo"]});
+    // `walled` cannot reach the database; `open` reaches both.
+    let walled = worker_with(&app, &t, request("walled"), Behaviour::Work, &[db_port]).await;
+    let open = worker_with(&app, &t, request("open"), Behaviour::Work, &[]).await;
+    let needs_db = json!({"account": "acme", "type": "echo", "capabilities": [{"kind": "tcp", "host": "127.0.0.1", "port": db_port}]});
+    let mut questions = 0;
+    for _ in 0..3 {
+        let (_, task) = submit(&app, needs_db.clone()).await;
+        assert_eq!(task["instance_id"], open.registered.instance_id.to_string(), "{task}");
+        let id = task["id"].as_str().unwrap();
+        wait_for(&app, id, "succeeded").await;
+        questions += log(&app, id)
+            .await
+            .iter()
+            .filter(|e| e["summary"].as_str().unwrap().starts_with("asked"))
+            .count();
+    }
+    // Each instance was asked at most once: later tasks reuse the stored answers.
+    assert!(
+        (1..=2).contains(&questions),
+        "{questions} validation questions for 3 tasks"
+    );
+    let store = app.state.store();
+    let results = store
+        .capability_results(&[walled.registered.instance_id, open.registered.instance_id])
+        .await
+        .unwrap();
+    for r in &results {
+        assert_eq!(r.reachable, r.instance_id == open.registered.instance_id, "{r:?}");
+    }
+
+    // When no eligible delegate can reach it, the task fails validation_failed, naming who could not.
+    let both_walled = worker_with(&app, &t, request("walled-too"), Behaviour::Work, &[art_port]).await;
+    drop(open);
+    let needs_art = json!({"account": "acme", "type": "echo", "selectors": ["walled-too"], "capabilities": [{"kind": "tcp", "host": "127.0.0.1", "port": art_port}]});
+    let (_, failed) = submit(&app, needs_art).await;
+    assert_eq!(failed["failure"]["reason"], "validation_failed", "{failed}");
+    assert!(
+        failed["failure"]["detail"].as_str().unwrap().contains("walled-too"),
+        "{failed}"
+    );
+    let _ = (database, artifacts, both_walled);
+}
+
 crate::both_backends!(
+    scope_decides_who_may_take_a_task_across_the_full_3x3_table,
+    implicit_selectors_pick_a_delegate_by_group_name_or_hostname,
+    an_explicitly_selected_delegate_that_is_stale_is_waited_for_never_replaced,
+    a_connectors_selectors_apply_when_the_task_has_none,
+    a_capability_reachable_from_one_delegate_only_goes_there_and_the_answer_is_reused,
     a_submitted_task_is_assigned_at_once_pushed_acquired_and_succeeds,
     a_task_no_registered_delegate_could_take_fails_at_once_unless_asked_to_wait,
     resubmitting_with_the_same_idempotency_key_returns_the_same_task,
