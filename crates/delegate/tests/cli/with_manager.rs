@@ -1,18 +1,15 @@
 //! Reference delegates as processes, against the real manager served in-process on port 0
 //! with a fresh SQLite store: they register in their scopes, are listed connected, are
-//! marked disconnected the moment they are killed, and run what they are offered.
+//! marked disconnected the moment they are killed, and run the tasks submitted for them.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use switchboard_domain::task::limits;
-use switchboard_domain::{Ident, InstanceId, NewTask, Scope, Selectors, TaskId, TaskState, TaskType};
-use switchboard_protocol::socket::ServerMessage;
+use switchboard_domain::{InstanceId, TaskId, TaskState};
 use switchboard_server::config::Database;
 use switchboard_server::{AppState, Settings, open_store, run};
-use switchboard_store::Claim;
 use tempfile::TempDir;
 
 const ADMIN: &str = "delegate-e2e-admin-key-0123456789";
@@ -236,44 +233,30 @@ async fn killing_a_reference_delegate_marks_it_disconnected_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reference_delegate_acquires_runs_and_reports_an_offered_task() {
+async fn a_reference_delegate_runs_a_task_submitted_for_it_and_reports_the_result() {
     let m = manager().await;
     let token = m.token("t", "acme").await;
     let d = delegate(&m, &token, &["--name", "d", "--hostname", "worker"]).await;
     eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
 
-    // Offer a task the way the dispatcher does: claim it in the store, push the notice.
+    // Submitted through the pipeline API: the dispatcher places it on the only delegate.
+    let body = json!({"account": "acme", "type": "echo", "payload": {"say": "hello"}});
+    let submitted: Value = m
+        .http
+        .post(format!("{}/api/v1/tasks", m.url))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(submitted["instance_id"], d.id.to_string(), "{submitted}");
+    let task = TaskId(submitted["id"].as_str().unwrap().parse().unwrap());
     let store = m.state.store();
-    let task = NewTask {
-        id: TaskId::new(),
-        scope: Scope::parse_path("acme").unwrap(),
-        task_type: TaskType(Ident::parse("echo").unwrap()),
-        payload: json!({"say": "hello"}),
-        selectors: Selectors::new(),
-        connector_id: None,
-        capabilities: vec![],
-        priority: 0,
-        assign_timeout: limits::DEFAULT_ASSIGN_TIMEOUT,
-        execution_timeout: limits::DEFAULT_EXECUTION_TIMEOUT,
-        max_attempts: 1,
-        wait_for_delegate: false,
-        idempotency: None,
-        created_at: chrono::Utc::now(),
-    };
-    store.insert_task(&task).await.unwrap();
-    let Claim::Claimed(claimed) = store.claim_task(task.id, d.id, chrono::Utc::now()).await.unwrap() else {
-        panic!("claimed")
-    };
-    assert!(m.state.hub().send(
-        d.id,
-        ServerMessage::TaskAvailable {
-            task_id: task.id,
-            attempt: claimed.attempt
-        }
-    ));
-
-    eventually(|| async { store.get_task(task.id).await.unwrap().state == TaskState::Succeeded }).await;
-    let done = store.get_task(task.id).await.unwrap();
+    eventually(|| async { store.get_task(task).await.unwrap().state == TaskState::Succeeded }).await;
+    let done = store.get_task(task).await.unwrap();
     assert_eq!(done.result, Some(json!({"say": "hello"})), "echo returns its payload");
     assert_eq!(store.get_instance(d.id).await.unwrap().active_tasks, 0);
 }

@@ -13,7 +13,7 @@ use switchboard_domain::{
 use switchboard_protocol::delegate::{RegisterRequest, Registered};
 use switchboard_store::{Claim, Transition};
 
-use super::support::{ADMIN_KEY, TestApp, problem, spawn_app};
+use super::support::{ADMIN_KEY, Backend, TestApp, problem, spawn_on};
 
 async fn delegate(app: &TestApp, hostname: &str) -> Registered {
     let created: Value = app
@@ -73,9 +73,10 @@ async fn call(app: &TestApp, who: &Registered, task: TaskId, what: &str, body: V
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_delegate_acquires_its_attempt_reports_progress_and_succeeds() {
-    let app = spawn_app().await;
+async fn a_delegate_acquires_its_attempt_reports_progress_and_succeeds(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let me = delegate(&app, "a").await;
     let task = assigned(&app, me.instance_id, None).await;
 
@@ -129,9 +130,10 @@ async fn a_delegate_acquires_its_attempt_reports_progress_and_succeeds() {
     );
 }
 
-#[tokio::test]
-async fn a_stale_attempt_is_refused_with_409_and_changes_nothing() {
-    let app = spawn_app().await;
+async fn a_stale_attempt_is_refused_with_409_and_changes_nothing(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let first = delegate(&app, "first").await;
     let second = delegate(&app, "second").await;
     let task = assigned(&app, first.instance_id, None).await;
@@ -181,9 +183,10 @@ async fn a_stale_attempt_is_refused_with_409_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn a_failure_is_recorded_with_its_message_and_a_success_remembers_the_connector() {
-    let app = spawn_app().await;
+async fn a_failure_is_recorded_with_its_message_and_a_success_remembers_the_connector(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let me = delegate(&app, "a").await;
     let store = app.state.store();
     let now = Utc::now();
@@ -233,9 +236,10 @@ async fn a_failure_is_recorded_with_its_message_and_a_success_remembers_the_conn
     );
 }
 
-#[tokio::test]
-async fn task_endpoints_need_the_session_credential_and_well_formed_reports() {
-    let app = spawn_app().await;
+async fn task_endpoints_need_the_session_credential_and_well_formed_reports(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
     let me = delegate(&app, "a").await;
     let task = assigned(&app, me.instance_id, None).await;
     let url = app.url(&format!("/delegate/v1/tasks/{task}/acquire"));
@@ -276,3 +280,10 @@ async fn task_endpoints_need_the_session_credential_and_well_formed_reports() {
         "nothing changed"
     );
 }
+
+crate::both_backends!(
+    a_delegate_acquires_its_attempt_reports_progress_and_succeeds,
+    a_stale_attempt_is_refused_with_409_and_changes_nothing,
+    a_failure_is_recorded_with_its_message_and_a_success_remembers_the_connector,
+    task_endpoints_need_the_session_credential_and_well_formed_reports,
+);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register};
 use switchboard_domain::Capability;
 use switchboard_protocol::delegate::{Outcome, RegisterRequest, Registered, TaskResult};
-use switchboard_protocol::socket::{CheckResult, DelegateMessage, ServerMessage};
+use switchboard_protocol::socket::{CheckResult, DelegateMessage, RunningTask, ServerMessage};
 
 use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
 
@@ -38,6 +38,8 @@ enum Behaviour {
     Hold,
     /// Ignore offers.
     Ignore,
+    /// Acquire and keep it running, listing it in every heartbeat.
+    HoldListed,
 }
 
 struct Worker {
@@ -91,6 +93,9 @@ async fn worker_with(app: &TestApp, token: &str, request: Value, behaviour: Beha
                     let Ok(acquired) = tasks.acquire(task_id, attempt).await else {
                         continue;
                     };
+                    if behaviour == Behaviour::HoldListed {
+                        session.set_running(vec![RunningTask { task_id, attempt }]);
+                    }
                     if behaviour == Behaviour::Work {
                         let report = TaskResult {
                             attempt,
@@ -506,6 +511,9 @@ async fn the_last_delegate_to_succeed_for_a_connector_is_preferred_over_a_less_l
     };
     held.connector_id = None;
     held.idempotency = None;
+    // Selects nobody and waits, so the dispatcher leaves it queued for the claim below.
+    held.selectors = [switchboard_domain::Selector::parse("nobody").unwrap()].into();
+    held.wait_for_delegate = true;
     store.insert_task(&held).await.unwrap();
     store
         .claim_task(held.id, first.registered.instance_id, chrono::Utc::now())
@@ -760,7 +768,133 @@ async fn a_capability_reachable_from_one_delegate_only_goes_there_and_the_answer
     let _ = (database, artifacts, both_walled);
 }
 
+async fn a_disabled_delegate_gets_no_tasks_until_it_is_enabled(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let w = worker(&app, &t, "w", &[], Behaviour::Work).await;
+    let group = format!("/api/v1/delegates/{}", w.registered.group_id);
+    app.post(&format!("{group}/disable"), Some(ADMIN_KEY), &json!({})).await;
+    let (_, task) = submit(&app, json!({"account": "acme", "type": "echo"})).await;
+    assert_eq!(task["state"], "queued", "disabled is temporary: it waits: {task}");
+    assert!(task["explanation"].as_str().unwrap().contains("disabled"), "{task}");
+    app.post(&format!("{group}/enable"), Some(ADMIN_KEY), &json!({})).await;
+    // Enabling is a change the dispatcher is not told of; its periodic sweep finds it.
+    let done = wait_for(&app, task["id"].as_str().unwrap(), "succeeded").await;
+    assert_eq!(done["attempt"], 1);
+}
+
+async fn a_delegate_that_does_not_support_the_task_type_is_never_chosen(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let request = json!({"name": "shells", "hostname": "sh", "version": "1", "task_types": ["shell"]});
+    let _shell_only = worker_with(&app, &t, request, Behaviour::Work, &[]).await;
+    let (_, task) = submit(&app, json!({"account": "acme", "type": "echo"})).await;
+    assert_eq!(task["failure"]["reason"], "no_eligible_delegate", "{task}");
+    assert!(task["explanation"].as_str().unwrap().contains("echo"), "{task}");
+    let echo = worker(&app, &t, "echo-box", &[], Behaviour::Work).await;
+    let (_, task) = submit(&app, json!({"account": "acme", "type": "echo"})).await;
+    assert_eq!(task["instance_id"], echo.registered.instance_id.to_string());
+}
+
+async fn the_least_loaded_delegate_is_preferred(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let busy = worker(&app, &t, "busy", &["pool"], Behaviour::Hold).await;
+    let (_, first) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["busy"]})).await;
+    assert_eq!(first["instance_id"], busy.registered.instance_id.to_string());
+    let quiet = worker(&app, &t, "quiet", &["pool"], Behaviour::Hold).await;
+    // busy holds 1/5, quiet 0/5: the next goes to quiet, then they are level.
+    let (_, second) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["pool"]})).await;
+    assert_eq!(
+        second["instance_id"],
+        quiet.registered.instance_id.to_string(),
+        "{second}"
+    );
+    let entries = log(&app, second["id"].as_str().unwrap()).await;
+    let decision = &entries[0]["detail"];
+    let quiet_verdict = decision["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["hostname"] == "quiet")
+        .unwrap();
+    assert_eq!(quiet_verdict["ahead_by"], "lower_load", "{quiet_verdict}");
+}
+
+async fn an_assigned_task_goes_back_to_the_queue_at_once_when_its_delegate_disconnects(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let t = token(&app).await;
+    let deaf = worker(&app, &t, "deaf", &[], Behaviour::Ignore).await;
+    let (_, task) = submit(&app, json!({"account": "acme", "type": "echo"})).await;
+    assert_eq!(
+        (task["state"].clone(), task["instance_id"].clone()),
+        (json!("assigned"), json!(deaf.registered.instance_id.to_string()))
+    );
+    let id = task["id"].as_str().unwrap().to_owned();
+    drop(deaf); // gone before acquiring: the default 30 s acknowledge timeout is not waited for
+    let back = wait_past(&app, &id, "assigned").await;
+    assert_eq!(back["state"], "queued", "{back}");
+    let helper = worker(&app, &t, "helper", &[], Behaviour::Work).await;
+    let done = wait_for(&app, &id, "succeeded").await;
+    assert_eq!(done["attempt"], 2);
+    let _ = helper;
+}
+
+async fn heartbeats_keep_a_running_task_alive_and_without_them_it_times_out(backend: Backend) {
+    let Some(app) = spawn_on(backend, |s| {
+        s.heartbeat_interval = Duration::from_millis(50);
+        s.heartbeat_flush_interval = Duration::from_millis(50);
+    })
+    .await
+    else {
+        return;
+    };
+    let t = token(&app).await;
+    let listed = worker(&app, &t, "lister", &["lister"], Behaviour::HoldListed).await;
+    let silent = worker(&app, &t, "silent", &["silent"], Behaviour::Hold).await;
+    let task = |who: &str| json!({"account": "acme", "type": "echo", "selectors": [who], "execution_timeout_ms": 400});
+    let (_, kept) = submit(&app, task("lister")).await;
+    let (_, lost) = submit(&app, task("silent")).await;
+    let (kept, lost) = (
+        kept["id"].as_str().unwrap().to_owned(),
+        lost["id"].as_str().unwrap().to_owned(),
+    );
+    wait_for(&app, &kept, "running").await;
+    // The unlisted run times out once its deadline passes...
+    let timed_out = wait_for(&app, &lost, "timed_out").await;
+    assert!(
+        timed_out["failure"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("execution timeout"),
+        "{timed_out}"
+    );
+    // ...while the listed one, started at the same time, is still running well past it.
+    tokio::time::sleep(Duration::from_millis(600)).await; // time passing is the point here
+    let still: Value = app
+        .get(&format!("/api/v1/tasks/{kept}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["state"], "running", "{still}");
+    let _ = (listed, silent);
+}
+
 crate::both_backends!(
+    a_disabled_delegate_gets_no_tasks_until_it_is_enabled,
+    a_delegate_that_does_not_support_the_task_type_is_never_chosen,
+    the_least_loaded_delegate_is_preferred,
+    an_assigned_task_goes_back_to_the_queue_at_once_when_its_delegate_disconnects,
+    heartbeats_keep_a_running_task_alive_and_without_them_it_times_out,
     scope_decides_who_may_take_a_task_across_the_full_3x3_table,
     implicit_selectors_pick_a_delegate_by_group_name_or_hostname,
     an_explicitly_selected_delegate_that_is_stale_is_waited_for_never_replaced,
