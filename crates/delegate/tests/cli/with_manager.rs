@@ -260,3 +260,34 @@ async fn a_reference_delegate_runs_a_task_submitted_for_it_and_reports_the_resul
     assert_eq!(done.result, Some(json!({"say": "hello"})), "echo returns its payload");
     assert_eq!(store.get_instance(d.id).await.unwrap().active_tasks, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_delegate_killed_mid_task_fails_it_as_delegate_lost() {
+    let m = manager().await;
+    let token = m.token("t", "acme").await;
+    let mut d = delegate(&m, &token, &["--name", "d", "--hostname", "doomed"]).await;
+    eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+    let body = json!({"account": "acme", "type": "sleep", "payload": {"ms": 60000}});
+    let submitted: Value = m
+        .http
+        .post(format!("{}/api/v1/tasks", m.url))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = TaskId(submitted["id"].as_str().unwrap().parse().unwrap());
+    let store = m.state.store();
+    eventually(|| async { store.get_task(task).await.unwrap().state == TaskState::Running }).await;
+    d.child.kill().unwrap(); // SIGKILL mid-task
+    d.child.wait().unwrap();
+    eventually(|| async { store.get_task(task).await.unwrap().state == TaskState::Failed }).await;
+    let failed = store.get_task(task).await.unwrap();
+    assert_eq!(
+        failed.failure.map(|f| f.reason),
+        Some(switchboard_domain::FailureReason::DelegateLost)
+    );
+}
