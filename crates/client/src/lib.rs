@@ -8,6 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod delegate;
+pub mod operator;
+
+pub use operator::{ScopeFilter, TaskFilter, TaskPage};
 
 use std::time::Duration;
 

@@ -9,6 +9,7 @@
 pub mod connectors;
 pub mod delegate;
 pub mod fleet;
+pub mod keys;
 pub mod socket;
 pub mod tasks;
 pub mod tokens;

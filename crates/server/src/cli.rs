@@ -1,20 +1,284 @@
 //! The command line of the `switchboard` binary. `serve` runs the manager; the operator
-//! commands (delegates, tokens, tasks) join it as further subcommands.
+//! commands (`tokens`, `delegates`, `connectors`, `tasks`) talk to a running manager
+//! through `switchboard-client` and are run by [`operate`].
+//!
+//! Exit codes scripts can rely on: 0 ok, 1 the manager refused (a 4xx problem, printed
+//! as `error: <title>: <detail>`), 2 a usage error, 3 the manager could not be reached or
+//! failed (5xx).
 
-use clap::{Parser, Subcommand};
+mod commands;
+mod table;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchboard_domain::{Capability, Ident, TaskType};
 
 use crate::config::ServeArgs;
+
+pub use commands::operate;
 
 /// Switchboard: the manager of a delegate system.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about)]
 pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where the operator commands find the manager, and how they print. `serve` ignores these.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The manager's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// The API key (SWITCHBOARD_KEY, else SWITCHBOARD_ADMIN_KEY). Never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub key: Option<String>,
+    /// How to print answers: human tables, or the API's JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl Connection {
+    /// The key from `--key`/`SWITCHBOARD_KEY`, falling back to `SWITCHBOARD_ADMIN_KEY`.
+    pub fn api_key(&self) -> Option<String> {
+        self.key
+            .clone()
+            .or_else(|| std::env::var("SWITCHBOARD_ADMIN_KEY").ok())
+            .filter(|k| !k.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the manager: the HTTP API for delegates, pipeline engines and operators.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Delegate tokens: create (the secret is shown once), list, get, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Delegates: list, show, tag, disable, enable, delete.
+    #[command(subcommand)]
+    Delegates(DelegatesCommand),
+    /// Connectors: create, list, get, update, delete.
+    #[command(subcommand)]
+    Connectors(ConnectorsCommand),
+    /// Tasks: submit, get, list, watch, explain, cancel, log.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+}
+
+/// A scope: an account, optionally an org, optionally a project in it.
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    #[arg(long, value_parser = ident)]
+    pub account: Ident,
+    #[arg(long, value_parser = ident)]
+    pub org: Option<Ident>,
+    #[arg(long, value_parser = ident)]
+    pub project: Option<Ident>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a delegate token; its secret is printed this once.
+    Create {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// List the tokens (never their secrets).
+    List,
+    /// Show one token.
+    Get { id: String },
+    /// Revoke a token: no new registrations, its instances are disconnected.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DelegatesCommand {
+    /// List the delegate groups and their instances.
+    List,
+    /// Show one delegate group with its instances.
+    Show { id: String },
+    /// Replace the group's tags.
+    Tag {
+        id: String,
+        /// The new tags (none clears them).
+        tags: Vec<String>,
+    },
+    /// Give the group no more tasks.
+    Disable { id: String },
+    /// Give the group tasks again.
+    Enable { id: String },
+    /// Delete the group; its instances are told to drain.
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsCommand {
+    /// Create a connector.
+    Create {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// A delegate selector (repeatable).
+        #[arg(long = "selector", value_name = "SELECTOR")]
+        selectors: Vec<String>,
+    },
+    /// List connectors, optionally within a scope.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show one connector.
+    Get { id: String },
+    /// Replace a connector's name and selectors.
+    Update {
+        id: String,
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        /// A delegate selector (repeatable; none clears them).
+        #[arg(long = "selector", value_name = "SELECTOR")]
+        selectors: Vec<String>,
+    },
+    /// Delete a connector.
+    Delete { id: String },
+}
+
+/// What a task submission (or its dry run) says.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// The task type (`echo`, `http_check`, ...).
+    #[arg(long = "type", value_parser = task_type)]
+    pub task_type: TaskType,
+    /// The payload, as JSON.
+    #[arg(long, value_parser = json, value_name = "JSON")]
+    pub payload: Option<serde_json::Value>,
+    /// A delegate selector (repeatable).
+    #[arg(long = "selector", value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+    /// A connector id.
+    #[arg(long)]
+    pub connector: Option<switchboard_domain::ConnectorId>,
+    /// Something the task must reach: `http:URL` or `tcp:HOST:PORT` (repeatable).
+    #[arg(long = "capability", value_parser = capability, value_name = "CAPABILITY")]
+    pub capabilities: Vec<Capability>,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    #[arg(long, value_name = "MS")]
+    pub assign_timeout_ms: Option<u64>,
+    #[arg(long, value_name = "MS")]
+    pub execution_timeout_ms: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Wait in the queue even when no registered delegate could ever take it.
+    #[arg(long)]
+    pub wait_for_delegate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Submit a task.
+    Submit {
+        #[command(flatten)]
+        task: TaskArgs,
+        /// Makes retries of this submission answer the original task.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+    },
+    /// Show one task.
+    Get { id: String },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        /// States, comma-separated.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long = "type")]
+        task_type: Option<String>,
+        #[arg(long)]
+        connector: Option<String>,
+        /// The `next` cursor of the previous page.
+        #[arg(long)]
+        before: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Print each state of a task until it ends; exits 0 whatever the end state.
+    Watch {
+        id: String,
+        /// How long each long poll waits, in milliseconds.
+        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        poll_ms: u64,
+    },
+    /// A dry run: which delegates would take this task now, and why not the others.
+    Explain {
+        #[command(flatten)]
+        task: TaskArgs,
+    },
+    /// Cancel a task.
+    Cancel { id: String },
+    /// Every decision about a task: its selection log.
+    Log { id: String },
+}
+
+fn ident(raw: &str) -> Result<Ident, String> {
+    Ident::parse(raw).map_err(|e| e.to_string())
+}
+
+fn task_type(raw: &str) -> Result<TaskType, String> {
+    ident(raw).map(TaskType)
+}
+
+fn json(raw: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn capability(raw: &str) -> Result<Capability, String> {
+    let value = if raw.starts_with("http://") || raw.starts_with("https://") {
+        serde_json::json!({"kind": "http", "url": raw})
+    } else if let Some(url) = raw.strip_prefix("http:") {
+        serde_json::json!({"kind": "http", "url": url})
+    } else if let Some(rest) = raw.strip_prefix("tcp:") {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| "a tcp capability is tcp:HOST:PORT".to_owned())?;
+        let port: u16 = port.parse().map_err(|_| format!("{port:?} is not a port"))?;
+        serde_json::json!({"kind": "tcp", "host": host, "port": port})
+    } else {
+        return Err("a capability is http:URL or tcp:HOST:PORT".to_owned());
+    };
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }

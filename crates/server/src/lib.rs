@@ -8,12 +8,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delegates;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod secrets;
@@ -42,15 +44,16 @@ use crate::middleware::BodyLimit;
 
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
-    // Every /api/v1 route sits behind the admin key until scoped API keys exist.
+    // Every /api/v1 route needs an API key (or the admin key); handlers check permissions.
     let api = api::router().layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        middleware::require_admin_key,
+        middleware::authenticate,
     ));
 
     let router = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(metrics::serve))
         .nest("/api/v1", api)
         .nest("/delegate/v1", delegates::router())
         .fallback(routes::not_found);

@@ -1,5 +1,8 @@
 //! The `switchboard` binary: parses the command line and hands over to the library.
 //!
+//! The operator commands (`tokens`, `delegates`, `connectors`, `tasks`) are run by
+//! [`switchboard_server::cli::operate`] against a running manager.
+//!
 //! `serve` loads the settings, sets up logging, opens the store, binds the listener and
 //! runs until SIGTERM or ctrl-c (SIGINT). A startup failure is one `error: ...` line on stderr and
 //! exit code 2 for a bad setting or 1 for anything else, never a panic: this output is
@@ -11,7 +14,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchboard_server::cli::{Cli, Command};
+use switchboard_server::cli::{Cli, Command, operate};
 use switchboard_server::config::ServeArgs;
 use switchboard_server::{AppState, Settings, open_store, run, telemetry};
 use tokio::net::TcpListener;
@@ -39,8 +42,11 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        // The operator commands print their own errors and choose their exit codes.
+        command => return ExitCode::from(operate(&cli.connection, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,32 +7,45 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use switchboard_domain::Secret;
+use switchboard_domain::{Secret, SecretKind};
 
+use crate::auth::Caller;
 use crate::config::format_duration;
 use crate::error::{ApiError, Problem, is_problem};
 use crate::state::AppState;
 
-/// Admits a request only with `Authorization: Bearer <admin key>`. Until scoped API keys
-/// exist, this guards every `/api/v1` route.
+/// Authenticates every `/api/v1` request: the bearer credential is the admin key or an
+/// API key (`sbk_…`); the [`Caller`] it resolves to is handed to the handler, which checks
+/// permissions against the resource's scope.
 ///
-/// The presented key is hashed and compared with the configured key's hash in constant
-/// time, so neither its length nor its matching prefix shows in the response time.
-pub async fn require_admin_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(expected) = state.admin_key() else {
-        return ApiError::unauthorized(
-            "no admin key is configured, so every /api/v1 request is refused: set SWITCHBOARD_ADMIN_KEY \
-             (or admin_key in the config file) and restart the manager",
-        )
-        .into_response();
-    };
+/// The admin key is compared by hash in constant time; API keys are looked up by the hash
+/// of the presented secret and compared again in constant time. Delegate tokens and
+/// session credentials are refused here by their prefix.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(presented) = bearer_token(request.headers()) else {
-        return ApiError::unauthorized("this route needs the admin key, sent as Authorization: Bearer <key>")
+        return ApiError::unauthorized("this route needs an API key, sent as Authorization: Bearer <key>")
             .into_response();
     };
-    if !expected.verify(&Secret::presented(presented)) {
+    let secret = Secret::presented(presented);
+    let caller = if state.admin_key().is_some_and(|admin| admin.verify(&secret)) {
+        Caller::Admin
+    } else if secret.is_kind(SecretKind::ApiKey) {
+        match state.store().api_key_by_secret(&secret.hash()).await {
+            Ok(Some(key)) if key.revoked_at.is_none() => Caller::Key(Box::new(key)),
+            Ok(Some(_)) => return ApiError::unauthorized("this API key was revoked").into_response(),
+            Ok(None) => return ApiError::unauthorized("unknown API key").into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    } else if state.admin_key().is_none() {
+        return ApiError::unauthorized(
+            "no admin key is configured and this is not an API key: set SWITCHBOARD_ADMIN_KEY \
+             (or admin_key in the config file) and restart the manager, or use an API key",
+        )
+        .into_response();
+    } else {
         return ApiError::unauthorized("the key in the Authorization header is not valid").into_response();
-    }
+    };
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 

@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::delegates::heartbeats::Heartbeats;
 use crate::delegates::hub::Hub;
 use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
 
 /// The store and the settings, shared by every request.
 #[derive(Clone, Debug)]
@@ -30,6 +31,8 @@ struct Inner {
     heartbeats: Heartbeats,
     /// Wakes placement, matches validation answers, announces task changes.
     dispatcher: Dispatcher,
+    /// What `GET /metrics` exposes.
+    metrics: Metrics,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
                 hub: Hub::default(),
                 heartbeats: Heartbeats::default(),
                 dispatcher: Dispatcher::default(),
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -65,6 +69,10 @@ impl AppState {
 
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.inner.dispatcher
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// `None` when no admin key is configured, and then `/api/v1` refuses everything.

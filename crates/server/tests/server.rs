@@ -8,10 +8,13 @@
 mod server {
     mod api;
     mod binary;
+    mod cli;
     mod connectors;
     mod delegate_tasks;
     mod delegates;
     mod dispatch;
+    mod metrics;
+    mod permissions;
     mod support;
     mod tokens;
 }

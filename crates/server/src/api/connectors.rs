@@ -12,9 +12,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::task::limits::MAX_SELECTORS;
-use switchboard_domain::{Connector, ConnectorId, Ident, Scope, Selectors};
+use switchboard_domain::{Connector, ConnectorId, Ident, Permission, Scope, Selectors};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
@@ -22,10 +23,12 @@ use crate::state::AppState;
 /// `POST /api/v1/connectors`.
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<CreateConnector>,
 ) -> Result<(StatusCode, Json<ConnectorView>), ApiError> {
     let scope =
         Scope::new(body.account, body.org, body.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
+    caller.check(Permission::ConnectorsAccess, &scope, "scope")?;
     let selectors = parse(&body.selectors)?;
     let now = now();
     let connector = Connector {
@@ -45,10 +48,13 @@ pub async fn create(
 /// within a scope (an account filter includes its orgs' and projects' connectors).
 pub async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<ConnectorList>, ApiError> {
     let Query(pairs) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let within = filter(&pairs)?;
+    let Ok(within) = caller.narrow(filter(&pairs)?) else {
+        return Ok(Json(ConnectorList { items: Vec::new() }));
+    };
     let connectors = state.store().list_connectors(within.as_ref()).await?;
     Ok(Json(ConnectorList {
         items: connectors.iter().map(ConnectorView::from).collect(),
@@ -56,20 +62,27 @@ pub async fn list(
 }
 
 /// `GET /api/v1/connectors/{id}`.
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ConnectorView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ConnectorView>, ApiError> {
     let connector = state.store().get_connector(parse_id(&id)?).await?;
+    caller.check(Permission::DelegatesView, &connector.scope, "connector")?;
     Ok(Json(ConnectorView::from(&connector)))
 }
 
 /// `PUT /api/v1/connectors/{id}`: replaces the name and selectors, keeping the scope.
 pub async fn update(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateConnector>,
 ) -> Result<Json<ConnectorView>, ApiError> {
     let id = parse_id(&id)?;
     let selectors = parse(&body.selectors)?;
     let mut connector = state.store().get_connector(id).await?;
+    caller.check(Permission::ConnectorsAccess, &connector.scope, "connector")?;
     connector.name = body.name;
     connector.selectors = selectors;
     // Strictly later than before, even within the same millisecond, so a client comparing
@@ -81,8 +94,14 @@ pub async fn update(
 }
 
 /// `DELETE /api/v1/connectors/{id}`. Tasks that named it keep running without it.
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
+    let existing = state.store().get_connector(id).await?;
+    caller.check(Permission::ConnectorsAccess, &existing.scope, "connector")?;
     state.store().delete_connector(id).await?;
     tracing::info!(connector.id = %id, "connector deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -8,16 +8,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use switchboard_domain::selector::parse_selectors;
-use switchboard_domain::{DelegateGroup, DelegateInstance, GroupId, Ident, TokenId};
+use switchboard_domain::{DelegateGroup, DelegateInstance, GroupId, Ident, Permission, TokenId};
 use switchboard_protocol::fleet::{DelegateList, DelegateView, InstanceView, SetTags};
 use switchboard_protocol::socket::close;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<DelegateList>, ApiError> {
-    let groups = state.store().list_groups(None).await?;
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<DelegateList>, ApiError> {
+    let groups = state.store().list_groups(caller.visible()).await?;
     let instances = state.store().list_instances(None).await?;
     let tokens = token_names(&state).await?;
     let mut by_group: HashMap<GroupId, Vec<DelegateInstance>> = HashMap::new();
@@ -31,16 +32,24 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<DelegateList>, A
     Ok(Json(DelegateList { items }))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DelegateView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DelegateView>, ApiError> {
     let group = state.store().get_group(parse_id(&id)?).await?;
+    caller.check(Permission::DelegatesView, &group.scope, "delegate")?;
     Ok(Json(full_view(&state, &group).await?))
 }
 
 pub async fn set_tags(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SetTags>,
 ) -> Result<Json<DelegateView>, ApiError> {
+    let existing = state.store().get_group(parse_id(&id)?).await?;
+    caller.check(Permission::DelegatesEdit, &existing.scope, "delegate")?;
     let tags = parse_selectors(body.tags.iter().map(String::as_str))
         .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
     let group = state.store().set_group_tags(parse_id(&id)?, &tags).await?;
@@ -48,27 +57,37 @@ pub async fn set_tags(
     Ok(Json(full_view(&state, &group).await?))
 }
 
-pub async fn disable(state: State<AppState>, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
-    set_disabled(state, id, true).await
+pub async fn disable(state: State<AppState>, caller: Caller, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
+    set_disabled(state, caller, id, true).await
 }
 
-pub async fn enable(state: State<AppState>, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
-    set_disabled(state, id, false).await
+pub async fn enable(state: State<AppState>, caller: Caller, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
+    set_disabled(state, caller, id, false).await
 }
 
 async fn set_disabled(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     disabled: bool,
 ) -> Result<Json<DelegateView>, ApiError> {
-    let group = state.store().set_group_disabled(parse_id(&id)?, disabled).await?;
+    let id = parse_id(&id)?;
+    let existing = state.store().get_group(id).await?;
+    caller.check(Permission::DelegatesEdit, &existing.scope, "delegate")?;
+    let group = state.store().set_group_disabled(id, disabled).await?;
     tracing::info!(group.id = %group.id, group.name = %group.name, disabled, "delegate enabled or disabled");
     Ok(Json(full_view(&state, &group).await?))
 }
 
 /// Deletes the group and its instances; their sockets are told to drain, then closed.
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
+    let existing = state.store().get_group(id).await?;
+    caller.check(Permission::DelegatesDelete, &existing.scope, "delegate")?;
     state.store().delete_group(id).await?;
     let told = state
         .hub()

@@ -1,8 +1,9 @@
-//! The operator and pipeline API under `/api/v1`: every route here sits behind the
-//! admin key (until scoped API keys exist).
+//! The operator and pipeline API under `/api/v1`: every route needs an API key (or the
+//! admin key); each handler checks the caller's permission in the resource's scope.
 
 pub mod connectors;
 pub mod delegates;
+pub mod keys;
 pub mod tasks;
 pub mod tokens;
 
@@ -16,6 +17,8 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/status", get(routes::status))
+        .route("/api-keys", post(keys::create).get(keys::list))
+        .route("/api-keys/{id}/revoke", post(keys::revoke))
         .route("/delegate-tokens", post(tokens::create).get(tokens::list))
         .route("/delegate-tokens/{id}", get(tokens::get))
         .route("/delegate-tokens/{id}/revoke", post(tokens::revoke))

@@ -13,11 +13,12 @@ use serde::Deserialize;
 use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::task::{PAYLOAD_MAX_BYTES, fingerprint, limits};
 use switchboard_domain::{
-    ConnectorId, Idempotency, NewTask, Scope, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
+    ConnectorId, Idempotency, NewTask, Permission, Scope, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
 };
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
 use switchboard_store::{Inserted, StoreError, TaskQuery};
 
+use crate::auth::Caller;
 use crate::dispatch::{self, Placement};
 use crate::error::{ApiError, Problem};
 use crate::extract::{is_json, parse};
@@ -30,12 +31,17 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 /// take it), or 200 with the original task for a repeated `Idempotency-Key` and body.
 pub async fn submit(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
     let request = json_body(&headers, &body)?;
     let idempotency = idempotency(&headers, &request)?;
-    let spec = new_task(&state, request, idempotency).await?;
+    let spec = new_task(&state, &caller, request, idempotency).await?;
+    caller.check(Permission::PipelinesExecute, &spec.scope, "scope")?;
+    if spec.connector_id.is_some() {
+        caller.check(Permission::ConnectorsAccess, &spec.scope, "scope")?;
+    }
     let task = match state.store().insert_task(&spec).await? {
         Inserted::Existing(task) => {
             return Ok((
@@ -48,6 +54,7 @@ pub async fn submit(
         }
         Inserted::Created(task) => task,
     };
+    state.metrics().task_submitted();
     tracing::info!(task.id = %task.id(), task.r#type = %task.spec.task_type, scope = %task.spec.scope, "task submitted");
     // The task is stored: whatever happens to this placement, the queue sweep retries it.
     let explanation = match dispatch::place(&state, task.id()).await {
@@ -72,11 +79,13 @@ pub async fn submit(
 /// submitting anything.
 pub async fn explain(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request = json_body(&headers, &body)?;
-    let task = Task::queued(new_task(&state, request, None).await?);
+    let task = Task::queued(new_task(&state, &caller, request, None).await?);
+    caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
     let decision = dispatch::place::evaluate(&state, &task, &Default::default(), true).await?;
     let mut answer = serde_json::to_value(&decision).map_err(|e| {
         tracing::error!(error = %e, "cannot serialize a decision");
@@ -86,14 +95,24 @@ pub async fn explain(
     Ok(Json(answer))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
-    let task = state.store().get_task(task_id(&id)?).await?;
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let task = visible_task(&state, &caller, &id).await?;
     Ok(Json(TaskView::from(&task)))
 }
 
 /// `POST /api/v1/tasks/{id}/cancel`: 409 when the task already ended.
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
-    let task = dispatch::lifecycle::cancel(&state, task_id(&id)?).await?;
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let task = visible_task(&state, &caller, &id).await?;
+    caller.check(Permission::PipelinesExecute, &task.spec.scope, "task")?;
+    let task = dispatch::lifecycle::cancel(&state, task.id()).await?;
     Ok(Json(TaskView::from(&task)))
 }
 
@@ -102,9 +121,12 @@ pub struct LogAnswer {
     items: Vec<SelectionLogEntry>,
 }
 
-pub async fn selection_log(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<LogAnswer>, ApiError> {
-    let id = task_id(&id)?;
-    state.store().get_task(id).await?;
+pub async fn selection_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LogAnswer>, ApiError> {
+    let id = visible_task(&state, &caller, &id).await?.id();
     Ok(Json(LogAnswer {
         items: state.store().selection_log(id).await?,
     }))
@@ -124,10 +146,11 @@ pub struct WaitQuery {
 /// with the task as it is. A long poll: no client-side polling loop needed.
 pub async fn wait(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let id = task_id(&id)?;
+    let id = visible_task(&state, &caller, &id).await?.id();
     let limit = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(300_000));
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = state.dispatcher().subscribe();
@@ -177,7 +200,11 @@ pub struct ListAnswer {
 }
 
 /// `GET /api/v1/tasks`: newest first, filtered, paginated by the `next` cursor.
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<ListAnswer>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ListAnswer>, ApiError> {
     let within = match q.account {
         Some(account) => {
             Some(Scope::new(account, q.org, q.project).map_err(|e| ApiError::validation("project", e.to_string()))?)
@@ -189,6 +216,12 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
             ));
         }
         None => None,
+    };
+    let Ok(within) = caller.narrow(within) else {
+        return Ok(Json(ListAnswer {
+            items: Vec::new(),
+            next: None,
+        }));
     };
     let states = match q.state {
         Some(raw) => raw
@@ -249,7 +282,12 @@ fn idempotency(headers: &HeaderMap, request: &SubmitTask) -> Result<Option<Idemp
 }
 
 /// Validates a submission into a task. Every refusal names its field.
-async fn new_task(state: &AppState, r: SubmitTask, idempotency: Option<Idempotency>) -> Result<NewTask, ApiError> {
+async fn new_task(
+    state: &AppState,
+    caller: &Caller,
+    r: SubmitTask,
+    idempotency: Option<Idempotency>,
+) -> Result<NewTask, ApiError> {
     let scope = Scope::new(r.account, r.org, r.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
     let size = serde_json::to_vec(&r.payload).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > PAYLOAD_MAX_BYTES {
@@ -306,6 +344,13 @@ async fn new_task(state: &AppState, r: SubmitTask, idempotency: Option<Idempoten
             }
             Err(e) => return Err(e.into()),
         };
+        // A connector outside the caller's scope is as absent as a missing one.
+        if caller
+            .check(Permission::DelegatesView, &connector.scope, "connector")
+            .is_err()
+        {
+            return Err(ApiError::validation("connector", format!("there is no connector {id}")));
+        }
         if !connector.scope.contains(&scope) {
             return Err(ApiError::validation(
                 "connector",
@@ -343,6 +388,13 @@ fn timeout(field: &str, ms: Option<u64>, default: Duration, max: Duration) -> Re
         ));
     }
     Ok(d)
+}
+
+/// The task `raw` names, if the caller may see it (else 404, as if it did not exist).
+async fn visible_task(state: &AppState, caller: &Caller, raw: &str) -> Result<Task, ApiError> {
+    let task = state.store().get_task(task_id(raw)?).await?;
+    caller.check(Permission::DelegatesView, &task.spec.scope, "task")?;
+    Ok(task)
 }
 
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {

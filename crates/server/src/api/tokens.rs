@@ -7,10 +7,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use switchboard_domain::{DelegateToken, Scope, SecretKind, TokenId, TokenStatus};
+use switchboard_domain::{DelegateToken, Permission, Scope, SecretKind, TokenId, TokenStatus};
 use switchboard_protocol::socket::close;
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::secrets;
@@ -19,10 +20,12 @@ use crate::state::AppState;
 /// `POST /api/v1/delegate-tokens`.
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let scope =
         Scope::new(body.account, body.org, body.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
+    caller.check(Permission::DelegatesEdit, &scope, "scope")?;
     let token = DelegateToken {
         id: TokenId::new(),
         name: body.name,
@@ -42,22 +45,34 @@ pub async fn create(
 }
 
 /// `GET /api/v1/delegate-tokens`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
-    let tokens = state.store().list_tokens(None).await?;
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<TokenList>, ApiError> {
+    let tokens = state.store().list_tokens(caller.visible()).await?;
     Ok(Json(TokenList {
         items: tokens.iter().map(TokenView::from).collect(),
     }))
 }
 
 /// `GET /api/v1/delegate-tokens/{id}`.
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TokenView>, ApiError> {
     let token = state.store().get_token(parse_id(&id)?).await?;
+    caller.check(Permission::DelegatesView, &token.scope, "delegate token")?;
     Ok(Json(TokenView::from(&token)))
 }
 
 /// `POST /api/v1/delegate-tokens/{id}/revoke`. Revoking again is harmless.
-pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TokenView>, ApiError> {
-    let token = state.store().revoke_token(parse_id(&id)?, Utc::now()).await?;
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TokenView>, ApiError> {
+    let id = parse_id(&id)?;
+    let existing = state.store().get_token(id).await?;
+    caller.check(Permission::DelegatesEdit, &existing.scope, "delegate token")?;
+    let token = state.store().revoke_token(id, Utc::now()).await?;
     let closed = state
         .hub()
         .close_token(token.id, close::TOKEN_REVOKED, "the delegate token was revoked");

@@ -51,6 +51,7 @@ enum End {
 
 async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstance) {
     let id = instance.id;
+    state.metrics().socket_opened();
     let Attached { generation, mut rx } = state.hub().attach(id, instance.token_id, instance.group_id);
     let end = match state.store().set_instance_connected(id, true).await {
         Ok(()) => {
@@ -60,6 +61,7 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
             converse(&mut socket, &state, &instance, &mut rx).await
         }
         Err(e) => {
+            state.metrics().store_error();
             tracing::warn!(instance.id = %id, error = %e, "cannot record the connection; closing the socket");
             End::Close(1011, "the manager cannot reach its store; reconnect later".into())
         }
@@ -81,6 +83,7 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
         tracing::info!(instance.id = %id, "delegate disconnected");
         crate::dispatch::lifecycle::instance_lost(&state, id).await;
     }
+    state.metrics().socket_closed();
 }
 
 async fn converse(
@@ -150,7 +153,10 @@ async fn converse(
 
 async fn handle(state: &AppState, instance: &DelegateInstance, message: DelegateMessage) {
     match message {
-        DelegateMessage::Heartbeat { running } => state.heartbeats().record(instance.id, Utc::now(), running),
+        DelegateMessage::Heartbeat { running } => {
+            state.metrics().heartbeat_received();
+            state.heartbeats().record(instance.id, Utc::now(), running);
+        }
         DelegateMessage::ValidationResult { request_id, results } => {
             let now = Utc::now();
             for r in results.iter().cloned() {

@@ -92,6 +92,7 @@ pub async fn result(
         });
     }
     let task = state.store().transition_task(&transition).await?;
+    state.metrics().task_finished(&task);
     tracing::info!(task.id = %task.id(), attempt = %report.attempt, state = %task.state, "task finished");
     state.dispatcher().changed(task.id());
     // A slot is free: a queued task may fit now.

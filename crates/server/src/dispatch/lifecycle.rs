@@ -61,6 +61,7 @@ async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<
     t.failure = failure;
     match state.store().transition_task(&t).await {
         Ok(after) => {
+            state.metrics().task_finished(&after);
             let kind = if after.state == TaskState::Queued {
                 SelectionKind::Requeued
             } else {
@@ -74,7 +75,10 @@ async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<
         }
         // The task moved on meanwhile (a result arrived, it was cancelled): nothing to do.
         Err(StoreError::Conflict(_)) => {}
-        Err(e) => tracing::warn!(task.id = %task.id(), error = %e, "cannot apply a lifecycle change"),
+        Err(e) => {
+            state.metrics().store_error();
+            tracing::warn!(task.id = %task.id(), error = %e, "cannot apply a lifecycle change");
+        }
     }
 }
 
@@ -156,6 +160,7 @@ pub async fn cancel(state: &AppState, id: TaskId) -> StoreResult<Task> {
         .store()
         .transition_task(&Transition::new(id, None, TaskEvent::Cancel, Utc::now()))
         .await?;
+    state.metrics().task_finished(&after);
     if let Some(instance) = before.instance_id {
         state.hub().send(
             instance,
@@ -216,6 +221,7 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
         let queued = match state.store().queued_tasks(None, BATCH).await {
             Ok(q) => q,
             Err(e) => {
+                state.metrics().store_error();
                 tracing::warn!(error = %e, "cannot read the queue; trying again next interval");
                 continue;
             }

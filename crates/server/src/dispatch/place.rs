@@ -12,6 +12,7 @@ use switchboard_domain::{
 use switchboard_protocol::socket::ServerMessage;
 use switchboard_store::{Claim, StoreError, StoreResult, Transition};
 
+use crate::metrics::Validation;
 use crate::state::AppState;
 
 /// How many decide-and-claim rounds one placement makes before leaving the task to the
@@ -41,6 +42,9 @@ pub async fn place(state: &AppState, id: TaskId) -> StoreResult<Placement> {
         return Ok(Placement::NotQueued);
     }
     let outcome = place_rounds(state, id).await;
+    if outcome.is_err() {
+        state.metrics().store_error();
+    }
     dispatcher.end_placing(id);
     if !matches!(outcome, Ok(Placement::Waiting { .. }) | Err(_)) {
         dispatcher.forget_explanation(id);
@@ -106,6 +110,7 @@ async fn place_rounds(state: &AppState, id: TaskId) -> StoreResult<Placement> {
 
         match store.claim_task(id, instance, Utc::now()).await? {
             Claim::Claimed(task) => {
+                state.metrics().task_assigned(&task);
                 let summary = format!("assigned to instance {instance} as attempt {}", task.attempt);
                 let detail = serde_json::json!({"instance_id": instance, "attempt": task.attempt});
                 record(state, id, task.attempt, SelectionKind::Assigned, &summary, Ok(detail)).await;
@@ -165,7 +170,7 @@ pub async fn evaluate(
         explain_all,
         ..Context::new(Utc::now(), state.dispatcher().seed())
     };
-    Ok(decide(&inputs, &registry, &context))
+    Ok(state.metrics().time_decision(|| decide(&inputs, &registry, &context)))
 }
 
 /// The registry of one account as this manager sees it now: the store's groups,
@@ -209,6 +214,16 @@ enum Answer {
     Silent,
 }
 
+impl Answer {
+    fn outcome(&self) -> Validation {
+        match self {
+            Answer::Reachable => Validation::Reachable,
+            Answer::Unreachable => Validation::Unreachable,
+            Answer::Silent => Validation::Silent,
+        }
+    }
+}
+
 /// Asks `instance` to check `capabilities` and waits for its answer (which the socket
 /// handler also stores, for later tasks).
 async fn validate(
@@ -227,6 +242,7 @@ async fn validate(
     };
     if !state.hub().send(instance, question) {
         dispatcher.forget_validation(&request_id);
+        state.metrics().validation(Validation::Silent);
         return Answer::Silent;
     }
     let bases: Vec<String> = capabilities.iter().map(|c| c.basis().to_string()).collect();
@@ -274,6 +290,7 @@ async fn validate(
         Ok(serde_json::json!({"instance_id": instance})),
     )
     .await;
+    state.metrics().validation(answer.outcome());
     answer
 }
 
@@ -300,6 +317,7 @@ async fn fail(state: &AppState, id: TaskId, reason: FailureReason, detail: &str)
     });
     match state.store().transition_task(&t).await {
         Ok(task) => {
+            state.metrics().task_finished(&task);
             let summary = format!("failed: {}: {detail}", reason.as_str());
             record(
                 state,

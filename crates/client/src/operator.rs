@@ -1,0 +1,265 @@
+//! The operator endpoints of `/api/v1`, as typed methods on [`Client`]: delegate tokens,
+//! delegates, connectors and tasks. The bodies are the wire types of
+//! `switchboard-protocol`; where the server has no shared type for an answer (the task
+//! list page, a dry run, a selection log), a small one lives here or the JSON is handed
+//! back as it came.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use switchboard_domain::{TaskId, TaskState};
+use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
+use switchboard_protocol::fleet::{DelegateList, DelegateView, SetTags};
+use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
+use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
+
+use crate::{Client, ClientError, decode};
+
+/// One page of `GET /api/v1/tasks`, newest first; `next` is the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    pub items: Vec<TaskView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<TaskId>,
+}
+
+/// The filters of `GET /api/v1/tasks`; `None` leaves a filter out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub account: Option<String>,
+    pub org: Option<String>,
+    pub project: Option<String>,
+    /// Comma-separated states.
+    pub state: Option<String>,
+    pub task_type: Option<String>,
+    pub connector: Option<String>,
+    pub before: Option<String>,
+    pub limit: Option<u32>,
+}
+
+impl TaskFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        let mut add = |name: &'static str, value: &Option<String>| {
+            if let Some(v) = value {
+                q.push((name, v.clone()));
+            }
+        };
+        add("account", &self.account);
+        add("org", &self.org);
+        add("project", &self.project);
+        add("state", &self.state);
+        add("type", &self.task_type);
+        add("connector", &self.connector);
+        add("before", &self.before);
+        if let Some(limit) = self.limit {
+            q.push(("limit", limit.to_string()));
+        }
+        q
+    }
+}
+
+/// A scope filter for `GET /api/v1/connectors`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeFilter {
+    pub account: Option<String>,
+    pub org: Option<String>,
+    pub project: Option<String>,
+}
+
+impl Client {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.api_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        decode(req.send().await?).await
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.send(self.request(reqwest::Method::POST, path).json(body)).await
+    }
+
+    async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.request(reqwest::Method::POST, path)).await
+    }
+
+    /// A request answered with no body (204).
+    async fn no_content(&self, req: reqwest::RequestBuilder) -> Result<(), ClientError> {
+        let resp = req.send().await?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        decode::<serde_json::Value>(resp).await.map(|_| ())
+    }
+
+    // Delegate tokens.
+
+    /// Creates a delegate token; its secret is in the answer, and only there.
+    pub async fn create_token(&self, body: &CreateToken) -> Result<TokenCreated, ClientError> {
+        self.post_json("/api/v1/delegate-tokens", body).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<TokenList, ClientError> {
+        self.send(self.request(reqwest::Method::GET, "/api/v1/delegate-tokens"))
+            .await
+    }
+
+    pub async fn get_token(&self, id: &str) -> Result<TokenView, ClientError> {
+        self.send(self.request(reqwest::Method::GET, &format!("/api/v1/delegate-tokens/{}", seg(id))))
+            .await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
+        self.post_empty(&format!("/api/v1/delegate-tokens/{}/revoke", seg(id)))
+            .await
+    }
+
+    // Delegates.
+
+    pub async fn list_delegates(&self) -> Result<DelegateList, ClientError> {
+        self.send(self.request(reqwest::Method::GET, "/api/v1/delegates")).await
+    }
+
+    pub async fn get_delegate(&self, id: &str) -> Result<DelegateView, ClientError> {
+        self.send(self.request(reqwest::Method::GET, &format!("/api/v1/delegates/{}", seg(id))))
+            .await
+    }
+
+    /// Replaces the group's tags.
+    pub async fn set_delegate_tags(&self, id: &str, tags: Vec<String>) -> Result<DelegateView, ClientError> {
+        let req = self
+            .request(reqwest::Method::PUT, &format!("/api/v1/delegates/{}/tags", seg(id)))
+            .json(&SetTags { tags });
+        self.send(req).await
+    }
+
+    pub async fn disable_delegate(&self, id: &str) -> Result<DelegateView, ClientError> {
+        self.post_empty(&format!("/api/v1/delegates/{}/disable", seg(id))).await
+    }
+
+    pub async fn enable_delegate(&self, id: &str) -> Result<DelegateView, ClientError> {
+        self.post_empty(&format!("/api/v1/delegates/{}/enable", seg(id))).await
+    }
+
+    pub async fn delete_delegate(&self, id: &str) -> Result<(), ClientError> {
+        self.no_content(self.request(reqwest::Method::DELETE, &format!("/api/v1/delegates/{}", seg(id))))
+            .await
+    }
+
+    // Connectors.
+
+    pub async fn create_connector(&self, body: &CreateConnector) -> Result<ConnectorView, ClientError> {
+        self.post_json("/api/v1/connectors", body).await
+    }
+
+    pub async fn list_connectors(&self, scope: &ScopeFilter) -> Result<ConnectorList, ClientError> {
+        let mut q = Vec::new();
+        for (name, value) in [
+            ("account", &scope.account),
+            ("org", &scope.org),
+            ("project", &scope.project),
+        ] {
+            if let Some(v) = value {
+                q.push((name, v.clone()));
+            }
+        }
+        self.send(self.request(reqwest::Method::GET, "/api/v1/connectors").query(&q))
+            .await
+    }
+
+    pub async fn get_connector(&self, id: &str) -> Result<ConnectorView, ClientError> {
+        self.send(self.request(reqwest::Method::GET, &format!("/api/v1/connectors/{}", seg(id))))
+            .await
+    }
+
+    /// Replaces the connector's name and selectors.
+    pub async fn update_connector(&self, id: &str, body: &UpdateConnector) -> Result<ConnectorView, ClientError> {
+        let req = self
+            .request(reqwest::Method::PUT, &format!("/api/v1/connectors/{}", seg(id)))
+            .json(body);
+        self.send(req).await
+    }
+
+    pub async fn delete_connector(&self, id: &str) -> Result<(), ClientError> {
+        self.no_content(self.request(reqwest::Method::DELETE, &format!("/api/v1/connectors/{}", seg(id))))
+            .await
+    }
+
+    // Tasks.
+
+    /// Submits a task; with `idempotency_key`, a retry answers the original task.
+    pub async fn submit_task(
+        &self,
+        body: &SubmitTask,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, ClientError> {
+        let mut req = self.request(reqwest::Method::POST, "/api/v1/tasks").json(body);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        self.send(req).await
+    }
+
+    pub async fn list_tasks(&self, filter: &TaskFilter) -> Result<TaskPage, ClientError> {
+        self.send(
+            self.request(reqwest::Method::GET, "/api/v1/tasks")
+                .query(&filter.query()),
+        )
+        .await
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<TaskView, ClientError> {
+        self.send(self.request(reqwest::Method::GET, &format!("/api/v1/tasks/{}", seg(id))))
+            .await
+    }
+
+    /// A long poll: the task as soon as it is in a state other than `seen` (at once when
+    /// `seen` is `None`), or as it is after `timeout_ms`.
+    pub async fn wait_task(&self, id: &str, seen: Option<TaskState>, timeout_ms: u64) -> Result<TaskView, ClientError> {
+        let mut q = vec![("timeout_ms", timeout_ms.to_string())];
+        if let Some(state) = seen {
+            q.push(("state", state.as_str().to_owned()));
+        }
+        let req = self
+            .request(reqwest::Method::GET, &format!("/api/v1/tasks/{}/wait", seg(id)))
+            .query(&q)
+            .timeout(std::time::Duration::from_millis(timeout_ms.saturating_add(30_000)));
+        self.send(req).await
+    }
+
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskView, ClientError> {
+        self.post_empty(&format!("/api/v1/tasks/{}/cancel", seg(id))).await
+    }
+
+    /// A dry run of a submission: which delegates would take it now, and why not the others.
+    pub async fn explain_task(&self, body: &SubmitTask) -> Result<serde_json::Value, ClientError> {
+        self.post_json("/api/v1/tasks/explain", body).await
+    }
+
+    /// Every decision about the task, as `{"items": [...]}`.
+    pub async fn selection_log(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.request(
+            reqwest::Method::GET,
+            &format!("/api/v1/tasks/{}/selection-log", seg(id)),
+        ))
+        .await
+    }
+}
+
+/// An id as one path segment: anything that is not a plain identifier character is
+/// percent-encoded, so an id can never reach another route.
+fn seg(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,66 @@
+//! API keys: `/api/v1/api-keys`.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use switchboard_domain::{ApiKey, ApiKeyId, Ident, Permission};
+
+/// `POST /api/v1/api-keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    pub name: Ident,
+    pub account: Ident,
+    #[serde(default)]
+    pub org: Option<Ident>,
+    #[serde(default)]
+    pub project: Option<Ident>,
+    /// `delegates:view` is always granted, listed or not.
+    #[serde(default)]
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// A key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyView {
+    pub id: ApiKeyId,
+    pub name: Ident,
+    pub account: Ident,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<Ident>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Ident>,
+    pub permissions: Vec<Permission>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApiKey> for ApiKeyView {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name.clone(),
+            account: k.scope.account_id().clone(),
+            org: k.scope.org().cloned(),
+            project: k.scope.project().cloned(),
+            permissions: k.permissions.iter().collect(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// The answer to a creation: the key, and its secret, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyCreated {
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyList {
+    pub items: Vec<ApiKeyView>,
+}

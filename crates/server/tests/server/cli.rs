@@ -1,0 +1,432 @@
+//! The operator CLI: the real `switchboard` binary against a manager started in-process,
+//! round-tripping every resource in both output modes, and its exit codes (1 refused,
+//! 2 usage, 3 unreachable). The key travels in the environment and is never printed.
+
+use serde_json::{Value, json};
+use switchboard_client::delegate::register;
+use switchboard_protocol::delegate::RegisterRequest;
+
+use super::support::{ADMIN_KEY, TestApp, spawn_app};
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts exit 0 and parses stdout as JSON.
+    fn json(&self) -> Value {
+        assert_eq!(self.code, Some(0), "{self:?}");
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    /// Asserts exit 0 and answers stdout.
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{self:?}");
+        &self.stdout
+    }
+}
+
+/// Runs `switchboard --url <url> args...` with `env` as its only environment.
+async fn run_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied());
+    let output = tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .unwrap();
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    };
+    assert!(
+        !run.stdout.contains(ADMIN_KEY) && !run.stderr.contains(ADMIN_KEY),
+        "the key is never printed: {run:?}"
+    );
+    run
+}
+
+/// Runs the binary against `app` with the admin key in `SWITCHBOARD_KEY`.
+async fn cli(app: &TestApp, args: &[&str]) -> Run {
+    run_with(&app.url(""), args, &[("SWITCHBOARD_KEY", ADMIN_KEY)]).await
+}
+
+fn id_of(value: &Value) -> String {
+    value["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn tokens_round_trip_in_both_output_modes() {
+    let app = spawn_app().await;
+
+    let created = cli(
+        &app,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "ci",
+            "--account",
+            "acme",
+            "--org",
+            "web",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(created["name"], "ci");
+    assert_eq!(created["org"], "web");
+    assert!(created["token"].as_str().is_some_and(|t| !t.is_empty()), "{created}");
+    let id = id_of(&created);
+
+    let table = cli(&app, &["tokens", "create", "--name", "other", "--account", "acme"]).await;
+    let out = table.ok();
+    assert!(out.starts_with("ID "), "{out}");
+    assert!(out.contains("other") && out.contains("\ntoken: "), "{out}");
+
+    let listed = cli(&app, &["tokens", "list"]).await;
+    let line = listed
+        .ok()
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("the token is listed");
+    assert!(
+        line.contains("ci") && line.contains("acme/web") && line.contains("active"),
+        "{line}"
+    );
+    assert!(
+        !listed.stdout.contains(created["token"].as_str().unwrap()),
+        "no secrets in lists"
+    );
+
+    let listed = cli(&app, &["tokens", "list", "--output", "json"]).await.json();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+
+    let got = cli(&app, &["--output", "json", "tokens", "get", &id]).await.json();
+    assert_eq!(got["name"], "ci");
+    assert!(got.get("token").is_none(), "{got}");
+
+    let revoked = cli(&app, &["tokens", "revoke", &id]).await;
+    assert!(revoked.ok().contains("revoked"), "{revoked:?}");
+    let got = cli(&app, &["tokens", "get", &id, "--output", "json"]).await.json();
+    assert_eq!(got["status"], "revoked");
+
+    let unknown = cli(&app, &["tokens", "revoke", "00000000-0000-7000-8000-000000000000"]).await;
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(unknown.stderr.starts_with("error: "), "{unknown:?}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn delegates_round_trip_in_both_output_modes() {
+    let app = spawn_app().await;
+    assert!(cli(&app, &["delegates", "list"]).await.ok().starts_with("ID "));
+    assert_eq!(
+        cli(&app, &["delegates", "list", "--output", "json"]).await.json(),
+        json!({"items": []})
+    );
+
+    let token = cli(
+        &app,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "t",
+            "--account",
+            "acme",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let request: RegisterRequest = serde_json::from_value(json!({
+        "name": "builder", "hostname": "host-1", "version": "1.0.0",
+        "tags": [], "task_types": ["echo"], "capacity": 4
+    }))
+    .unwrap();
+    register(&app.client, &app.url(""), token["token"].as_str().unwrap(), &request)
+        .await
+        .expect("registration succeeds");
+
+    let listed = cli(&app, &["delegates", "list", "--output", "json"]).await.json();
+    let id = id_of(&listed["items"][0]);
+    let table = cli(&app, &["delegates", "list"]).await;
+    let line = table.ok().lines().find(|l| l.starts_with(&id)).expect("listed");
+    assert!(line.contains("builder") && line.contains("acme"), "{line}");
+
+    let shown = cli(&app, &["delegates", "show", &id]).await;
+    assert!(
+        shown.ok().contains("host-1") && shown.stdout.contains("name:"),
+        "{shown:?}"
+    );
+    let shown = cli(&app, &["delegates", "show", &id, "--output", "json"]).await.json();
+    assert_eq!(shown["instances"][0]["hostname"], "host-1");
+
+    let tagged = cli(&app, &["delegates", "tag", &id, "GPU", "linux", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(tagged["tags"], json!(["gpu", "linux"]));
+    let disabled = cli(&app, &["delegates", "disable", &id, "--output", "json"])
+        .await
+        .json();
+    assert_eq!(disabled["disabled"], true);
+    let enabled = cli(&app, &["delegates", "enable", &id]).await;
+    assert!(enabled.ok().contains("disabled: no"), "{enabled:?}");
+
+    let deleted = cli(&app, &["delegates", "delete", &id]).await;
+    assert!(deleted.ok().contains("deleted"), "{deleted:?}");
+    let gone = cli(&app, &["delegates", "show", &id]).await;
+    assert_eq!(gone.code, Some(1), "{gone:?}");
+    assert!(gone.stderr.starts_with("error: "), "{gone:?}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn connectors_round_trip_in_both_output_modes() {
+    let app = spawn_app().await;
+    let created = cli(
+        &app,
+        &[
+            "connectors",
+            "create",
+            "--name",
+            "github",
+            "--account",
+            "acme",
+            "--selector",
+            " GPU ",
+            "--selector",
+            "linux",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(created["selectors"], json!(["gpu", "linux"]));
+    let id = id_of(&created);
+
+    let table = cli(
+        &app,
+        &["connectors", "create", "--name", "gitlab", "--account", "other"],
+    )
+    .await;
+    assert!(table.ok().contains("gitlab"), "{table:?}");
+
+    let listed = cli(&app, &["connectors", "list"]).await;
+    let line = listed.ok().lines().find(|l| l.starts_with(&id)).expect("listed");
+    assert!(line.contains("github") && line.contains("gpu,linux"), "{line}");
+    let within = cli(&app, &["connectors", "list", "--account", "acme", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(within["items"].as_array().unwrap().len(), 1, "{within}");
+
+    let got = cli(&app, &["connectors", "get", &id, "--output", "json"]).await.json();
+    assert_eq!(got["name"], "github");
+    let got = cli(&app, &["connectors", "get", &id]).await;
+    assert!(got.ok().contains("github"), "{got:?}");
+
+    let updated = cli(
+        &app,
+        &[
+            "connectors",
+            "update",
+            &id,
+            "--name",
+            "gh",
+            "--selector",
+            "arm",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        (updated["name"].clone(), updated["selectors"].clone()),
+        (json!("gh"), json!(["arm"]))
+    );
+
+    let duplicate = cli(&app, &["connectors", "create", "--name", "gh", "--account", "acme"]).await;
+    assert_eq!(duplicate.code, Some(1), "a name is unique in its scope: {duplicate:?}");
+
+    let deleted = cli(&app, &["connectors", "delete", &id]).await;
+    assert!(deleted.ok().contains("deleted"), "{deleted:?}");
+    let deleted = cli(&app, &["connectors", "delete", &id, "--output", "json"]).await;
+    assert_eq!(deleted.code, Some(1), "{deleted:?}");
+    let gone = cli(&app, &["connectors", "get", &id]).await;
+    assert_eq!(gone.code, Some(1), "{gone:?}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tasks_round_trip_in_both_output_modes() {
+    let app = spawn_app().await;
+    let submit = [
+        "tasks",
+        "submit",
+        "--account",
+        "acme",
+        "--type",
+        "echo",
+        "--payload",
+        r#"{"n": 1}"#,
+        "--wait-for-delegate",
+    ];
+    let submitted = cli(
+        &app,
+        &[&submit[..], &["--output", "json", "--idempotency-key", "k1"]].concat(),
+    )
+    .await
+    .json();
+    assert_eq!(submitted["state"], "queued");
+    let id = id_of(&submitted);
+    let again = cli(
+        &app,
+        &[&submit[..], &["--output", "json", "--idempotency-key", "k1"]].concat(),
+    )
+    .await
+    .json();
+    assert_eq!(id_of(&again), id, "the idempotency key answers the original task");
+
+    let table = cli(&app, &submit).await;
+    assert!(
+        table.ok().contains("state:") && table.stdout.contains("queued"),
+        "{table:?}"
+    );
+
+    let got = cli(&app, &["tasks", "get", &id]).await;
+    assert!(got.ok().contains(&id) && got.stdout.contains("queued"), "{got:?}");
+    let got = cli(&app, &["tasks", "get", &id, "--output", "json"]).await.json();
+    assert_eq!(got["type"], "echo");
+
+    let listed = cli(&app, &["tasks", "list", "--state", "queued"]).await;
+    assert!(listed.ok().lines().any(|l| l.starts_with(&id)), "{listed:?}");
+    let listed = cli(&app, &["tasks", "list", "--account", "acme", "--output", "json"])
+        .await
+        .json();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+
+    let explained = cli(
+        &app,
+        &[
+            "tasks",
+            "explain",
+            "--account",
+            "acme",
+            "--type",
+            "echo",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert!(explained["explanation"].is_string(), "{explained}");
+    let explained = cli(&app, &["tasks", "explain", "--account", "acme", "--type", "echo"]).await;
+    assert!(explained.ok().starts_with("explanation: "), "{explained:?}");
+
+    let log = cli(&app, &["tasks", "log", &id, "--output", "json"]).await.json();
+    assert!(log["items"].is_array(), "{log}");
+    assert!(cli(&app, &["tasks", "log", &id]).await.ok().starts_with("AT "));
+
+    // watch prints each state until the end: cancel the task once its first state is out.
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--url", &app.url(""), "tasks", "watch", &id])
+        .env_clear()
+        .env("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, Read};
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        let _ = first_tx.send(first.clone());
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).unwrap();
+        let status = watcher.wait().unwrap();
+        (status.code(), first + &rest)
+    });
+    let first = first_rx.await.unwrap();
+    assert!(first.trim_end().ends_with("queued"), "{first}");
+    let cancelled = cli(&app, &["tasks", "cancel", &id, "--output", "json"]).await.json();
+    assert_eq!(cancelled["state"], "cancelled");
+    let (code, watched) = reader.await.unwrap();
+    assert_eq!(code, Some(0), "{watched}");
+    let states: Vec<&str> = watched.lines().map(|l| l.split_whitespace().last().unwrap()).collect();
+    assert_eq!(states, ["queued", "cancelled"], "{watched}");
+    let watched = cli(&app, &["tasks", "watch", &id, "--output", "json"]).await;
+    let last: Value = serde_json::from_str(watched.ok().lines().last().unwrap()).unwrap();
+    assert_eq!(last["state"], "cancelled");
+
+    let again = cli(&app, &["tasks", "cancel", &id]).await;
+    assert_eq!(again.code, Some(1), "an ended task cannot be cancelled: {again:?}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn exit_codes_are_1_refused_2_usage_3_unreachable() {
+    let app = spawn_app().await;
+
+    // 1: the manager refused, with its problem on stderr.
+    let bad = cli(
+        &app,
+        &[
+            "connectors",
+            "create",
+            "--name",
+            "c",
+            "--account",
+            "acme",
+            "--selector",
+            "   ",
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, Some(1), "{bad:?}");
+    assert!(
+        bad.stderr.starts_with("error: ") && bad.stderr.trim_end().contains(": "),
+        "{bad:?}"
+    );
+    assert!(bad.stdout.is_empty(), "{bad:?}");
+    let no_key = run_with(&app.url(""), &["tokens", "list"], &[]).await;
+    assert_eq!(no_key.code, Some(1), "{no_key:?}");
+    let wrong_key = run_with(&app.url(""), &["tokens", "list", "--key", "wrong"], &[]).await;
+    assert_eq!(wrong_key.code, Some(1), "{wrong_key:?}");
+
+    // 2: usage errors, before anything is sent (a bad flag, a bad name).
+    let flag = cli(&app, &["tokens", "list", "--bogus"]).await;
+    assert_eq!(flag.code, Some(2), "{flag:?}");
+    let name = cli(&app, &["tokens", "create", "--name", "Not A Name", "--account", "acme"]).await;
+    assert_eq!(name.code, Some(2), "{name:?}");
+    let output = cli(&app, &["tokens", "list", "--output", "yaml"]).await;
+    assert_eq!(output.code, Some(2), "{output:?}");
+
+    // 3: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = run_with(&url, &["tokens", "list"], &[("SWITCHBOARD_KEY", ADMIN_KEY)]).await;
+    assert_eq!(unreachable.code, Some(3), "{unreachable:?}");
+    assert!(
+        unreachable.stderr.starts_with("error: cannot reach the manager at "),
+        "{unreachable:?}"
+    );
+    app.stop().await.unwrap();
+}
