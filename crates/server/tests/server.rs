@@ -13,6 +13,7 @@ mod server {
     mod delegate_tasks;
     mod delegates;
     mod dispatch;
+    mod fuzz;
     mod metrics;
     mod permissions;
     mod support;
