@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod capability;
 pub mod connector;
@@ -18,6 +19,7 @@ pub mod selection;
 pub mod selector;
 pub mod task;
 
+pub use audit::AuditEntry;
 pub use auth::{ApiKey, Denied, Permission, Permissions};
 pub use capability::{Capability, CapabilityBasis, CapabilityResult, ResultTtl};
 pub use connector::{Connector, LastSuccess};

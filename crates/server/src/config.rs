@@ -165,6 +165,10 @@ settings! {
     flag(long, value_name = "DURATION")
     selection_log_retention: Duration = Duration::from_secs(30 * 24 * 3600), parse = values::parse_positive_duration;
 
+    /// Audit-log entries older than this are deleted by the sweep (90d).
+    flag(long, value_name = "DURATION")
+    audit_retention: Duration = Duration::from_secs(90 * 24 * 3600), parse = values::parse_positive_duration;
+
     /// How often the removal sweep runs (1m).
     flag(long, value_name = "DURATION")
     sweep_interval: Duration = Duration::from_secs(60), parse = values::parse_positive_duration;

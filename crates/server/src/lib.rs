@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -45,10 +46,12 @@ use crate::middleware::BodyLimit;
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     // Every /api/v1 route needs an API key (or the admin key); handlers check permissions.
-    let api = api::router().layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        middleware::authenticate,
-    ));
+    let api = api::router()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::authenticate,
+        ));
 
     let router = Router::new()
         .route("/healthz", get(routes::healthz))
@@ -112,7 +115,9 @@ pub async fn run(
         // The receiver lives until `run` returns; a failed send means nobody waits.
         let _ = began_tx.send(true);
     };
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
+    // With the peer address, so the audit log can say where a change came from.
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(signal);
     let grace_expired = async move {
         // An error means the signal future was dropped: the server already finished.
         if began_rx.wait_for(|began| *began).await.is_err() {

@@ -7,6 +7,7 @@
 
 mod server {
     mod api;
+    mod audit;
     mod binary;
     mod cli;
     mod connectors;

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod deadlines;
 mod delegates;
 mod error;
@@ -22,12 +23,12 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use switchboard_domain::{
-    ApiKey, ApiKeyId, Attempt, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
+    ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    Backend, Claim, DueTasks, Inserted, Page, Store, StoreError, StoreResult, TaskQuery, Transition,
+    AuditQuery, Backend, Claim, DueTasks, Inserted, Page, Store, StoreError, StoreResult, TaskQuery, Transition,
 };
 
 pub use error::map_err;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deadlines",
         include_str!("../../../migrations/postgres/0003_deadlines.sql"),
     ),
+    (4, "audit", include_str!("../../../migrations/postgres/0004_audit.sql")),
 ];
 
 /// Settings of the connection pool.
@@ -324,6 +326,16 @@ impl Store for PgStore {
     }
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         tasks::prune_selection_log(&self.pool, before).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<AuditEntry> {
+        audit::append_audit(&self.pool, entry).await
+    }
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        audit::list_audit(&self.pool, query).await
+    }
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        audit::prune_audit(&self.pool, before).await
     }
 
     async fn create_api_key(&self, key: &ApiKey, secret: &SecretHash) -> StoreResult<()> {

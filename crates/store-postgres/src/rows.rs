@@ -6,9 +6,9 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use switchboard_domain::{
-    ApiKey, ApiKeyId, Attempt, Capacity, Connector, ConnectorId, DelegateGroup, DelegateInstance, DelegateToken,
-    Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour, InstanceId, NewTask, Scope, Task, TaskAttempt,
-    TaskId, TaskState, TaskType, TokenId, TokenStatus,
+    ApiKey, ApiKeyId, Attempt, AuditEntry, Capacity, Connector, ConnectorId, DelegateGroup, DelegateInstance,
+    DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour, InstanceId, NewTask, Scope, Task,
+    TaskAttempt, TaskId, TaskState, TaskType, TokenId, TokenStatus,
 };
 use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
@@ -225,4 +225,27 @@ pub(crate) fn scope_values(s: &Scope) -> (String, Option<String>, Option<String>
         s.project().map(ToString::to_string),
         s.path(),
     )
+}
+
+/// The scope of a row whose scope columns may all be NULL (`None` then).
+fn opt_scope(row: &PgRow) -> StoreResult<Option<Scope>> {
+    if get::<Option<String>>(row, "account")?.is_none() {
+        return Ok(None);
+    }
+    scope(row).map(Some)
+}
+
+pub(crate) fn audit_entry(row: &PgRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: get(row, "id")?,
+        at: get(row, "at")?,
+        actor: get(row, "actor")?,
+        key_id: get::<Option<Uuid>>(row, "key_id")?.map(ApiKeyId),
+        key_scope: opt_scope(row)?,
+        method: get(row, "method")?,
+        route: get(row, "route")?,
+        path: get(row, "path")?,
+        status: u16::try_from(get::<i32>(row, "status")?).map_err(|e| corrupt("status", e))?,
+        remote: get(row, "remote")?,
+    })
 }

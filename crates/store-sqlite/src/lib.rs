@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod deadlines;
 mod delegates;
 mod error;
@@ -48,11 +49,13 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use switchboard_domain::{
-    ApiKey, ApiKeyId, Attempt, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
+    ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
     Task, TaskAttempt, TaskId, TokenId,
 };
-use switchboard_store::{Backend, Claim, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition};
+use switchboard_store::{
+    AuditQuery, Backend, Claim, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition,
+};
 
 pub use error::map_err;
 
@@ -69,6 +72,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deadlines",
         include_str!("../../../migrations/sqlite/0003_deadlines.sql"),
     ),
+    (4, "audit", include_str!("../../../migrations/sqlite/0004_audit.sql")),
 ];
 
 /// How many connections serve plain reads.
@@ -426,6 +430,20 @@ impl switchboard_store::Store for SqliteStore {
 
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         tasks::prune_selection_log(&self.db, before).await
+    }
+
+    // --- audit log ---------------------------------------------------------------------
+
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<AuditEntry> {
+        audit::append_audit(&self.db, entry).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        audit::list_audit(&self.db, query).await
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        audit::prune_audit(&self.db, before).await
     }
 
     // --- API keys ----------------------------------------------------------------------

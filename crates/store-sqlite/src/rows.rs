@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{QueryBuilder, Row};
 use switchboard_domain::{
-    ApiKey, ApiKeyId, Attempt, CapabilityBasis, CapabilityResult, Capacity, Connector, ConnectorId, DelegateGroup,
-    DelegateInstance, DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour, InstanceId,
-    LastSuccess, NewTask, Scope, SelectionKind, SelectionLogEntry, Task, TaskAttempt, TaskId, TaskState, TaskType,
-    TokenId, TokenStatus,
+    ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityBasis, CapabilityResult, Capacity, Connector, ConnectorId,
+    DelegateGroup, DelegateInstance, DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour,
+    InstanceId, LastSuccess, NewTask, Scope, SelectionKind, SelectionLogEntry, Task, TaskAttempt, TaskId, TaskState,
+    TaskType, TokenId, TokenStatus,
 };
 use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
@@ -307,4 +307,31 @@ pub(crate) fn scope_values(s: &Scope) -> (String, Option<String>, Option<String>
         s.project().map(ToString::to_string),
         s.path(),
     )
+}
+
+/// The scope of a row whose scope columns may all be NULL (`None` then).
+fn opt_scope(row: &SqliteRow) -> StoreResult<Option<Scope>> {
+    if get::<Option<String>>(row, "account")?.is_none() {
+        return Ok(None);
+    }
+    scope(row).map(Some)
+}
+
+/// The columns [`audit_entry`] reads.
+pub(crate) const AUDIT_COLUMNS: &str =
+    "id, at, actor, key_id, account, org, project, method, route, path, status, remote";
+
+pub(crate) fn audit_entry(row: &SqliteRow) -> StoreResult<AuditEntry> {
+    Ok(AuditEntry {
+        id: get(row, "id")?,
+        at: time(row, "at")?,
+        actor: get(row, "actor")?,
+        key_id: get::<Option<Uuid>>(row, "key_id")?.map(ApiKeyId),
+        key_scope: opt_scope(row)?,
+        method: get(row, "method")?,
+        route: get(row, "route")?,
+        path: get(row, "path")?,
+        status: u16::try_from(get::<i64>(row, "status")?).map_err(|e| corrupt("status", e))?,
+        remote: get(row, "remote")?,
+    })
 }

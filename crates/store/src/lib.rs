@@ -27,13 +27,13 @@ pub mod conformance;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use switchboard_domain::{
-    ApiKey, ApiKeyId, Attempt, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
+    ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry,
     Selectors, Task, TaskAttempt, TaskEvent, TaskId, TokenId,
 };
 
 pub use error::{Conflict, StoreError, StoreResult};
-pub use query::{Page, TaskQuery};
+pub use query::{AuditQuery, Page, TaskQuery};
 
 /// The outcome of [`Store::insert_task`].
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +257,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>>;
     /// Deletes entries older than `before`; returns how many.
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // --- audit log ---------------------------------------------------------------------
+
+    /// Appends an entry; returns it with its id (increasing across the store).
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<AuditEntry>;
+    /// Entries newest first, filtered (see [`AuditQuery`]).
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// Deletes entries older than `before`; returns how many.
+    async fn prune_audit(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- API keys ----------------------------------------------------------------------
 

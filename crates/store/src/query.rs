@@ -31,3 +31,19 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<TaskId>,
 }
+
+/// A filter over the audit log, newest first. Every field narrows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditQuery {
+    /// `None`: every entry. `Some(scope)`: only entries made by API keys whose scope lies
+    /// at or below `scope` (never the admin key's).
+    pub within: Option<switchboard_domain::Scope>,
+    /// Only entries made with this key.
+    pub key_id: Option<switchboard_domain::ApiKeyId>,
+    /// Only entries at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only entries with an id below this one: the cursor of the previous page.
+    pub before_id: Option<i64>,
+    /// At most this many (capped at [`MAX_PAGE`]).
+    pub limit: u32,
+}

@@ -17,6 +17,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/status", get(routes::status))
+        .route("/audit", get(crate::audit::list))
         .route("/api-keys", post(keys::create).get(keys::list))
         .route("/api-keys/{id}/revoke", post(keys::revoke))
         .route("/delegate-tokens", post(tokens::create).get(tokens::list))

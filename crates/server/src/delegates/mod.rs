@@ -125,6 +125,15 @@ async fn sweep(state: &AppState) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "the group sweep failed; it runs again next interval"),
     }
+    match state
+        .store()
+        .prune_audit(now - retention(settings.audit_retention))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "deleted audit entries past their retention"),
+        Err(e) => tracing::warn!(error = %e, "the audit sweep failed; it runs again next interval"),
+    }
     let log_cutoff = now - retention(settings.selection_log_retention);
     match state.store().prune_selection_log(log_cutoff).await {
         Ok(0) => {}

@@ -9,6 +9,7 @@
 // Test code: a failed unwrap is a failed case, which is what it should be.
 #![allow(clippy::unwrap_used)]
 
+pub mod audit;
 pub mod deadlines;
 pub mod fixtures;
 pub mod placement;
@@ -49,6 +50,7 @@ macro_rules! conformance_tests {
             deadlines::heartbeats_push_run_deadlines_forward_but_never_back,
             placement::capability_results_replace_older_ones,
             placement::the_selection_log_keeps_order_and_is_pruned_by_age,
+            audit::the_audit_log_lists_newest_first_filters_by_scope_and_key_and_prunes_by_age,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

@@ -1,0 +1,117 @@
+//! The audit trail of `/api/v1`: every successful change (POST, PUT, DELETE) is recorded
+//! with who made it (the key), what (method, route, path, status), when and from where.
+//!
+//! It is a middleware inside authentication, so it sees the [`Caller`] and the answer.
+//! The change itself is committed by the handler before the entry is written; if the
+//! audit write fails, the failure is logged and counted, and the change stands: an
+//! acknowledged write is never rolled back for want of its audit line.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Query, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use switchboard_domain::{ApiKeyId, AuditEntry};
+use switchboard_store::AuditQuery;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Routes that take a body but change nothing.
+const READ_ONLY: &[&str] = &["/api/v1/tasks/explain"];
+
+pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let changes = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    );
+    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let audited = changes && route.as_deref().is_some_and(|r| !READ_ONLY.contains(&r));
+    if !audited {
+        return next.run(request).await;
+    }
+    let caller = request.extensions().get::<Caller>().cloned();
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    // The full path as the client sent it (nesting strips the /api/v1 prefix from the URI).
+    let uri = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().clone(), |o| o.0.clone());
+    let (method, path) = (request.method().to_string(), uri.path().to_owned());
+    let response = next.run(request).await;
+    if !response.status().is_success() {
+        return response;
+    }
+    let (actor, key_id, key_scope) = match &caller {
+        Some(Caller::Key(key)) => (
+            caller.as_ref().map(Caller::describe).unwrap_or_default(),
+            Some(key.id),
+            Some(key.scope.clone()),
+        ),
+        Some(Caller::Admin) | None => ("admin key".to_owned(), None, None),
+    };
+    let entry = AuditEntry {
+        id: 0,
+        at: Utc::now(),
+        actor,
+        key_id,
+        key_scope,
+        method,
+        route: route.unwrap_or_default(),
+        path,
+        status: response.status().as_u16(),
+        remote,
+    };
+    if let Err(e) = state.store().append_audit(&entry).await {
+        state.metrics().store_error();
+        tracing::error!(error = %e, route = %entry.route, "cannot write the audit log; the change stands");
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    key_id: Option<ApiKeyId>,
+    since: Option<chrono::DateTime<Utc>>,
+    before_id: Option<i64>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditAnswer {
+    items: Vec<AuditEntry>,
+    /// The cursor of the next page (`before_id=`), when this one is full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<i64>,
+}
+
+/// `GET /api/v1/audit`: newest first. A key sees the changes made by keys at or below its
+/// scope; the admin key sees everything.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(f): Query<AuditFilter>,
+) -> Result<Json<AuditAnswer>, ApiError> {
+    let limit = f.limit.unwrap_or(100).clamp(1, switchboard_store::query::MAX_PAGE);
+    let query = AuditQuery {
+        within: caller.visible().cloned(),
+        key_id: f.key_id,
+        since: f.since,
+        before_id: f.before_id,
+        limit,
+    };
+    let items = state.store().list_audit(&query).await?;
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(AuditAnswer { items, next }))
+}
