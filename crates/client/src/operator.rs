@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_domain::{TaskId, TaskState};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::{DelegateList, DelegateView, SetTags};
+use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
 
@@ -116,6 +117,20 @@ impl Client {
     pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
         self.post_empty(&format!("/api/v1/delegate-tokens/{}/revoke", seg(id)))
             .await
+    }
+
+    // API keys.
+
+    pub async fn create_api_key(&self, body: &CreateApiKey) -> Result<ApiKeyCreated, ClientError> {
+        self.post_json("/api/v1/api-keys", body).await
+    }
+
+    pub async fn list_api_keys(&self) -> Result<ApiKeyList, ClientError> {
+        self.send(self.request(reqwest::Method::GET, "/api/v1/api-keys")).await
+    }
+
+    pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKeyView, ClientError> {
+        self.post_empty(&format!("/api/v1/api-keys/{}/revoke", seg(id))).await
     }
 
     // Delegates.

@@ -84,6 +84,34 @@ pub enum Command {
     /// Tasks: submit, get, list, watch, explain, cancel, log.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// API keys: create (the secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; its secret is printed this once.
+    Create {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// A permission to grant (repeatable): delegates:edit, delegates:delete,
+        /// pipelines:execute, connectors:access. delegates:view is always granted.
+        #[arg(long = "permission", value_parser = permission)]
+        permissions: Vec<switchboard_domain::Permission>,
+    },
+    /// List the keys the caller may see (never their secrets).
+    List,
+    /// Revoke a key.
+    Revoke { id: String },
+}
+
+fn permission(raw: &str) -> Result<switchboard_domain::Permission, String> {
+    switchboard_domain::Permission::parse(raw).ok_or_else(|| {
+        format!("{raw:?} is not a permission (delegates:view, delegates:edit, delegates:delete, pipelines:execute, connectors:access)")
+    })
 }
 
 /// A scope: an account, optionally an org, optionally a project in it.

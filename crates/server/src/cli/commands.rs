@@ -7,11 +7,15 @@ use switchboard_client::{Client, ClientError, ScopeFilter, TaskFilter};
 use switchboard_domain::TaskState;
 use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::DelegateView;
+use switchboard_protocol::keys::{ApiKeyView, CreateApiKey};
 use switchboard_protocol::tasks::{SubmitTask, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenView};
 
 use super::table::{Table, fields, label, list, opt, scope};
-use super::{Command, Connection, ConnectorsCommand, DelegatesCommand, Output, TaskArgs, TasksCommand, TokensCommand};
+use super::{
+    Command, Connection, ConnectorsCommand, DelegatesCommand, KeysCommand, Output, TaskArgs, TasksCommand,
+    TokensCommand,
+};
 
 /// The manager refused the request (a 4xx answer).
 pub const EXIT_REFUSED: u8 = 1;
@@ -85,6 +89,7 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
             Command::Delegates(c) => delegates(&client, out, c).await,
             Command::Connectors(c) => connectors(&client, out, c).await,
             Command::Tasks(c) => tasks(&client, out, c).await,
+            Command::Keys(c) => keys(&client, out, c).await,
         }
     });
     match result {
@@ -142,6 +147,52 @@ async fn tokens(client: &Client, out: Printer, command: TokensCommand) -> Result
         }
     }
     Ok(())
+}
+
+async fn keys(client: &Client, out: Printer, command: KeysCommand) -> Result<(), ClientError> {
+    match command {
+        KeysCommand::Create {
+            name,
+            scope,
+            permissions,
+        } => {
+            let body = CreateApiKey {
+                name,
+                account: scope.account,
+                org: scope.org,
+                project: scope.project,
+                permissions: permissions.into_iter().collect(),
+            };
+            let created = client.create_api_key(&body).await?;
+            out.show(&created, |c| {
+                key_table(std::slice::from_ref(&c.view));
+                println!("\nkey: {}", c.key);
+                println!("Keep the key now: it is not shown again.");
+            });
+        }
+        KeysCommand::List => out.show(&client.list_api_keys().await?, |l| key_table(&l.items)),
+        KeysCommand::Revoke { id } => out.show(&client.revoke_api_key(&id).await?, |k| {
+            key_table(std::slice::from_ref(k))
+        }),
+    }
+    Ok(())
+}
+
+fn key_table(keys: &[ApiKeyView]) {
+    let mut t = Table::new(&["ID", "NAME", "SCOPE", "PERMISSIONS", "REVOKED"]);
+    for key in keys {
+        t.row(vec![
+            key.id.to_string(),
+            key.name.to_string(),
+            scope(&key.account, key.org.as_ref(), key.project.as_ref()),
+            list(key.permissions.iter().map(|p| p.as_str())),
+            opt(key
+                .revoked_at
+                .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                .as_ref()),
+        ]);
+    }
+    t.print();
 }
 
 fn token_table(tokens: &[TokenView]) {

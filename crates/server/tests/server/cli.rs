@@ -430,3 +430,65 @@ async fn exit_codes_are_1_refused_2_usage_3_unreachable() {
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn keys_round_trip_in_both_output_modes() {
+    let app = spawn_app().await;
+    let created = cli(
+        &app,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "deployer",
+            "--account",
+            "acme",
+            "--org",
+            "eng",
+            "--permission",
+            "pipelines:execute",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(created["name"], "deployer");
+    assert_eq!(
+        created["permissions"],
+        serde_json::json!(["delegates:view", "pipelines:execute"])
+    );
+    let secret = created["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("sbk_"), "{created}");
+    let id = id_of(&created);
+
+    // The new key works: it lists itself through the CLI, and never shows a secret.
+    let listed = run_with(&app.url(""), &["keys", "list"], &[("SWITCHBOARD_KEY", secret.as_str())]).await;
+    let out = listed.ok();
+    let line = out.lines().find(|l| l.starts_with(&id)).expect("the key is listed");
+    assert!(
+        line.contains("deployer") && line.contains("acme/eng") && line.contains("pipelines:execute"),
+        "{line}"
+    );
+    assert!(!out.contains(&secret), "no secrets in lists");
+
+    let revoked = cli(&app, &["--output", "json", "keys", "revoke", &id]).await.json();
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    let refused = run_with(&app.url(""), &["keys", "list"], &[("SWITCHBOARD_KEY", secret.as_str())]).await;
+    assert_eq!(refused.code, Some(1), "a revoked key is refused: {}", refused.stderr);
+    let bad = cli(
+        &app,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--account",
+            "acme",
+            "--permission",
+            "root",
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, Some(2), "an unknown permission is a usage error");
+}
