@@ -50,13 +50,11 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     if !response.status().is_success() {
         return response;
     }
-    let (actor, key_id, key_scope) = match &caller {
-        Some(Caller::Key(key)) => (
-            caller.as_ref().map(Caller::describe).unwrap_or_default(),
-            Some(key.id),
-            Some(key.scope.clone()),
-        ),
-        Some(Caller::Admin) | None => ("admin key".to_owned(), None, None),
+    let caller = caller.unwrap_or(Caller::Admin);
+    let actor = caller.describe();
+    let (key_id, key_scope) = match &caller {
+        Caller::Key(key) => (Some(key.id), Some(key.scope.clone())),
+        Caller::Admin => (None, None),
     };
     let entry = AuditEntry {
         id: 0,

@@ -64,6 +64,21 @@ impl Manager {
         created["token"].as_str().unwrap().to_owned()
     }
 
+    /// Submits a task through the pipeline API; returns the answer.
+    async fn submit(&self, body: &Value) -> Value {
+        let url = format!("{}/api/v1/tasks", self.url);
+        self.http
+            .post(url)
+            .bearer_auth(ADMIN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn delegates(&self) -> Value {
         let url = format!("{}/api/v1/delegates", self.url);
         self.http
@@ -241,17 +256,7 @@ async fn a_reference_delegate_runs_a_task_submitted_for_it_and_reports_the_resul
 
     // Submitted through the pipeline API: the dispatcher places it on the only delegate.
     let body = json!({"account": "acme", "type": "echo", "payload": {"say": "hello"}});
-    let submitted: Value = m
-        .http
-        .post(format!("{}/api/v1/tasks", m.url))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let submitted = m.submit(&body).await;
     assert_eq!(submitted["instance_id"], d.id.to_string(), "{submitted}");
     let task = TaskId(submitted["id"].as_str().unwrap().parse().unwrap());
     let store = m.state.store();
@@ -268,17 +273,7 @@ async fn a_reference_delegate_killed_mid_task_fails_it_as_delegate_lost() {
     let mut d = delegate(&m, &token, &["--name", "d", "--hostname", "doomed"]).await;
     eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
     let body = json!({"account": "acme", "type": "sleep", "payload": {"ms": 60000}});
-    let submitted: Value = m
-        .http
-        .post(format!("{}/api/v1/tasks", m.url))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let submitted = m.submit(&body).await;
     let task = TaskId(submitted["id"].as_str().unwrap().parse().unwrap());
     let store = m.state.store();
     eventually(|| async { store.get_task(task).await.unwrap().state == TaskState::Running }).await;
