@@ -19,6 +19,8 @@ pub enum SecretKind {
     DelegateToken,
     Session,
     ApiKey,
+    /// The admin key a manager generates on a fresh store's first start.
+    AdminKey,
 }
 
 impl SecretKind {
@@ -27,6 +29,7 @@ impl SecretKind {
             SecretKind::DelegateToken => "sbd_",
             SecretKind::Session => "sbs_",
             SecretKind::ApiKey => "sbk_",
+            SecretKind::AdminKey => "sba_",
         }
     }
 }

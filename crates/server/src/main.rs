@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchboard_server::cli::{Cli, Command, operate};
 use switchboard_server::config::ServeArgs;
-use switchboard_server::{AppState, Settings, open_store, run, telemetry};
+use switchboard_server::{AppState, Settings, bootstrap, open_store, run, telemetry};
 use tokio::net::TcpListener;
 
 /// A failed start: what to print and the exit code.
@@ -74,6 +74,10 @@ async fn serve_async(settings: Settings) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::runtime(format!("cannot open the {database} store: {e}")))?;
 
+    let admin_key = bootstrap::admin_key(store.as_ref(), &settings)
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot read the admin key from the {database} store: {e}")))?;
+
     let listener = TcpListener::bind(settings.listen).await.map_err(|e| {
         Failure::runtime(format!(
             "cannot listen on {}: {}",
@@ -86,12 +90,15 @@ async fn serve_async(settings: Settings) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime(format!("cannot read the bound address: {e}")))?;
     let shutdown = shutdown_signal().map_err(|e| Failure::runtime(format!("cannot listen for signals: {e}")))?;
 
+    bootstrap::announce(&admin_key, &mut std::io::stdout())
+        .map_err(|e| Failure::runtime(format!("cannot print the generated admin key: {e}")))?;
     // The one line on stdout: scripts and tests wait for it to know the server is up.
     println!("switchboard listening on http://{address} (store: {database})");
     let _ = std::io::stdout().flush();
     tracing::info!(%address, store = %database, "listening");
 
-    run(listener, AppState::new(store, settings), shutdown)
+    let state = AppState::with_admin_key(store, settings, admin_key.hash());
+    run(listener, state, shutdown)
         .await
         .map_err(|e| Failure::runtime(format!("the server stopped: {e}")))?;
     tracing::info!("stopped");

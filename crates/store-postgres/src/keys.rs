@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::types::Json;
 use switchboard_domain::{ApiKey, ApiKeyId, Scope, SecretHash};
-use switchboard_store::{StoreError, StoreResult};
+use switchboard_store::{AdminKey, StoreError, StoreResult};
 
 use crate::map_err;
 use crate::rows::{self, scope_values, within, within_sql};
@@ -64,4 +64,38 @@ pub(crate) async fn revoke_api_key(pool: &PgPool, id: ApiKeyId, at: DateTime<Utc
         .await
         .map_err(map_err)?;
     rows::api_key(&row.ok_or(StoreError::NotFound("API key"))?)
+}
+
+pub(crate) async fn bootstrap_admin_key(
+    pool: &PgPool,
+    candidate: &SecretHash,
+    at: DateTime<Utc>,
+) -> StoreResult<AdminKey> {
+    // One statement: the freshness check and the insert see the same snapshot, and the
+    // primary key makes a second replica's concurrent insert a no-op.
+    let created = sqlx::query(
+        "INSERT INTO admin_key (id, secret_hash, created_at)
+         SELECT 1, $1, $2
+         WHERE NOT EXISTS (SELECT 1 FROM api_keys) AND NOT EXISTS (SELECT 1 FROM delegate_tokens)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(candidate.as_bytes())
+    .bind(at)
+    .execute(pool)
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if created == 1 {
+        return Ok(AdminKey::Created);
+    }
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT secret_hash FROM admin_key WHERE id = 1")
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?;
+    match stored {
+        Some(bytes) => SecretHash::from_slice(&bytes)
+            .map(AdminKey::Existing)
+            .ok_or_else(|| StoreError::Internal("the stored admin key hash is not 32 bytes".into())),
+        None => Ok(AdminKey::NotFresh),
+    }
 }

@@ -28,7 +28,8 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AuditQuery, Backend, Claim, DueTasks, Inserted, Page, Store, StoreError, StoreResult, TaskQuery, Transition,
+    AdminKey, AuditQuery, Backend, Claim, DueTasks, Inserted, Page, Store, StoreError, StoreResult, TaskQuery,
+    Transition,
 };
 
 pub use error::map_err;
@@ -51,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/postgres/0003_deadlines.sql"),
     ),
     (4, "audit", include_str!("../../../migrations/postgres/0004_audit.sql")),
+    (
+        5,
+        "admin_key",
+        include_str!("../../../migrations/postgres/0005_admin_key.sql"),
+    ),
 ];
 
 /// Settings of the connection pool.
@@ -349,5 +355,8 @@ impl Store for PgStore {
     }
     async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<ApiKey> {
         keys::revoke_api_key(&self.pool, id, at).await
+    }
+    async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey> {
+        keys::bootstrap_admin_key(&self.pool, candidate, at).await
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 use switchboard_domain::{ApiKey, ApiKeyId, Scope, SecretHash};
-use switchboard_store::{StoreError, StoreResult};
+use switchboard_store::{AdminKey, StoreError, StoreResult};
 
 use crate::rows::{self, API_KEY_COLUMNS, ms, scope_values, to_json};
 use crate::{Db, map_err};
@@ -61,4 +61,34 @@ pub(crate) async fn revoke_api_key(db: &Db, id: ApiKeyId, at: DateTime<Utc>) -> 
     .map_err(map_err)?
     .ok_or(StoreError::NotFound("API key"))?;
     rows::api_key(&row)
+}
+
+pub(crate) async fn bootstrap_admin_key(db: &Db, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey> {
+    // On the single writer: the freshness check and the insert are one statement, and the
+    // primary key makes a repeated insert a no-op.
+    let created = sqlx::query(
+        "INSERT INTO admin_key (id, secret_hash, created_at) \
+         SELECT 1, ?, ? \
+         WHERE NOT EXISTS (SELECT 1 FROM api_keys) AND NOT EXISTS (SELECT 1 FROM delegate_tokens) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(candidate.as_bytes())
+    .bind(ms(at))
+    .execute(&db.writer)
+    .await
+    .map_err(map_err)?
+    .rows_affected();
+    if created == 1 {
+        return Ok(AdminKey::Created);
+    }
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT secret_hash FROM admin_key WHERE id = 1")
+        .fetch_optional(&db.writer)
+        .await
+        .map_err(map_err)?;
+    match stored {
+        Some(bytes) => SecretHash::from_slice(&bytes)
+            .map(AdminKey::Existing)
+            .ok_or_else(|| StoreError::Internal("the stored admin key hash is not 32 bytes".into())),
+        None => Ok(AdminKey::NotFresh),
+    }
 }

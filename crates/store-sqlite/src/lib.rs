@@ -54,7 +54,7 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AuditQuery, Backend, Claim, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition,
+    AdminKey, AuditQuery, Backend, Claim, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition,
 };
 
 pub use error::map_err;
@@ -73,6 +73,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0003_deadlines.sql"),
     ),
     (4, "audit", include_str!("../../../migrations/sqlite/0004_audit.sql")),
+    (
+        5,
+        "admin_key",
+        include_str!("../../../migrations/sqlite/0005_admin_key.sql"),
+    ),
 ];
 
 /// How many connections serve plain reads.
@@ -462,5 +467,9 @@ impl switchboard_store::Store for SqliteStore {
 
     async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<ApiKey> {
         keys::revoke_api_key(&self.db, id, at).await
+    }
+
+    async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey> {
+        keys::bootstrap_admin_key(&self.db, candidate, at).await
     }
 }

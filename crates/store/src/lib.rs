@@ -105,6 +105,18 @@ pub struct DueTasks {
     pub overrun: Vec<Task>,
 }
 
+/// What [`Store::bootstrap_admin_key`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminKey {
+    /// The store was fresh: the candidate is now the stored admin key.
+    Created,
+    /// An admin key was generated before (by this manager or another replica): its hash.
+    Existing(SecretHash),
+    /// No admin key was ever generated and the store already holds API keys or delegate
+    /// tokens: it is not a first start, so none is generated now.
+    NotFresh,
+}
+
 /// Which backend a store is, for logs, `/readyz` and metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -273,4 +285,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn api_key_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<ApiKey>>;
     async fn list_api_keys(&self, within: Option<&Scope>) -> StoreResult<Vec<ApiKey>>;
     async fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> StoreResult<ApiKey>;
+
+    /// The admin key of a manager started without `SWITCHBOARD_ADMIN_KEY`. Stores
+    /// `candidate` if no admin key was generated before and the store holds no API key and
+    /// no delegate token; otherwise answers what it finds. Atomic: of replicas starting
+    /// together on a fresh store, exactly one gets [`AdminKey::Created`].
+    async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey>;
 }

@@ -53,6 +53,67 @@ fn with_nothing_configured_it_serves_from_sqlite_and_stops_on_sigterm() {
 }
 
 #[test]
+fn a_fresh_store_gets_an_admin_key_printed_once_and_kept_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = ["--listen", "127.0.0.1:0"];
+
+    let server = Binary::start(dir.path(), &listen);
+    let generated = server
+        .preamble
+        .split_whitespace()
+        .find(|word| word.starts_with("sba_"))
+        .unwrap_or_else(|| panic!("no generated key in {:?}", server.preamble))
+        .to_owned();
+    let token = r#"{"name": "first", "account": "acme"}"#;
+    let (status, body) = http(
+        &server.address,
+        "POST",
+        "/api/v1/delegate-tokens",
+        Some(&generated),
+        Some(token),
+    );
+    assert_eq!(status, 201, "the generated key is an admin key: {body}");
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // Only its hash is in the database file.
+    let file = std::fs::read(dir.path().join("switchboard.db")).unwrap();
+    let clear = generated.as_bytes();
+    assert!(
+        !file.windows(clear.len()).any(|w| w == clear),
+        "the key is stored in clear"
+    );
+
+    // The next start prints nothing and accepts the same key.
+    let server = Binary::start(dir.path(), &listen);
+    assert_eq!(server.preamble, "", "the key is printed once");
+    let (status, _) = http(
+        &server.address,
+        "GET",
+        "/api/v1/delegate-tokens",
+        Some(&generated),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(server.terminate().code(), Some(0));
+
+    // A configured admin key replaces it.
+    let env = [("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY)];
+    let server = Binary::start_with_env(dir.path(), &listen, &env);
+    assert_eq!(server.preamble, "");
+    let (status, _) = http(
+        &server.address,
+        "GET",
+        "/api/v1/delegate-tokens",
+        Some(&generated),
+        None,
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http(&server.address, "GET", "/api/v1/delegate-tokens", Some(ADMIN_KEY), None);
+    assert_eq!(status, 200);
+    assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
 fn an_unknown_key_in_the_config_file_is_refused_naming_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("switchboard.toml"), "listn = \"127.0.0.1:0\"\n").unwrap();

@@ -138,6 +138,8 @@ pub struct Binary {
     pub address: String,
     /// The whole "listening on" line.
     pub banner: String,
+    /// What it printed on stdout before that line (a generated admin key).
+    pub preamble: String,
 }
 
 fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -168,14 +170,23 @@ impl Binary {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
+            let mut preamble = String::new();
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.starts_with("switchboard listening on ") => {
+                        let _ = tx.send((line, preamble));
+                        break;
+                    }
+                    Ok(_) => preamble.push_str(&line),
+                }
+            }
             // Keep draining, so a later write to stdout never meets a closed pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let banner = match rx.recv_timeout(PATIENCE) {
-            Ok(line) => line.trim_end().to_owned(),
+        let (banner, preamble) = match rx.recv_timeout(PATIENCE) {
+            Ok((line, preamble)) => (line.trim_end().to_owned(), preamble),
             Err(_) => {
                 let _ = child.kill();
                 panic!("no \"listening on\" line within {PATIENCE:?}");
@@ -186,7 +197,12 @@ impl Binary {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line: {banner:?}"))
             .to_owned();
-        Binary { child, address, banner }
+        Binary {
+            child,
+            address,
+            banner,
+            preamble,
+        }
     }
 
     /// Sends SIGTERM and waits (boundedly) for the exit status.

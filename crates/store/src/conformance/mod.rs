@@ -35,6 +35,8 @@ macro_rules! conformance_tests {
             registry::connectors_have_unique_names_per_scope,
             registry::last_success_keeps_the_newest,
             registry::api_keys_round_trip_and_revoke,
+            registry::an_admin_key_is_generated_once_on_a_fresh_store,
+            registry::no_admin_key_is_generated_on_a_store_in_use,
             tasks::tasks_round_trip_every_field,
             tasks::idempotent_insert_returns_the_first_task_and_refuses_another_body,
             tasks::queued_tasks_come_highest_priority_first_then_oldest,

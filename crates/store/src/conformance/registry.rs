@@ -6,7 +6,7 @@ use chrono::TimeDelta;
 use switchboard_domain::{ApiKey, ApiKeyId, Connector, ConnectorId, LastSuccess, Permission, SecretKind, TokenStatus};
 
 use super::fixtures::{fleet, ident, instance, now, scope, secret, selectors, token};
-use crate::{Conflict, Store, StoreError};
+use crate::{AdminKey, Conflict, Store, StoreError};
 
 pub async fn ready_after_migrations(store: Arc<dyn Store>) {
     store.check_ready().await.expect("a freshly migrated store is ready");
@@ -422,4 +422,54 @@ pub async fn api_keys_round_trip_and_revoke(store: Arc<dyn Store>) {
         store.revoke_api_key(ApiKeyId::new(), at).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+pub async fn an_admin_key_is_generated_once_on_a_fresh_store(store: Arc<dyn Store>) {
+    // Replicas starting together: each offers its own candidate, exactly one is stored
+    // and the others are handed its hash.
+    let candidates: Vec<_> = (0..4).map(|_| secret(SecretKind::AdminKey)).collect();
+    let answers = futures::future::join_all(candidates.iter().map(|c| {
+        let store = store.clone();
+        let hash = c.hash();
+        async move { store.bootstrap_admin_key(&hash, now()).await.expect("bootstrap") }
+    }))
+    .await;
+    let winners: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i] == AdminKey::Created)
+        .collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    let stored = candidates[winners[0]].hash();
+    for (i, answer) in answers.iter().enumerate() {
+        if i != winners[0] {
+            assert_eq!(answer, &AdminKey::Existing(stored));
+        }
+    }
+    // A later start, even once the store is in use, finds the same key.
+    store
+        .create_token(&token("acme", "prod"), &secret(SecretKind::DelegateToken).hash())
+        .await
+        .expect("stored");
+    let later = secret(SecretKind::AdminKey);
+    assert_eq!(
+        store
+            .bootstrap_admin_key(&later.hash(), now())
+            .await
+            .expect("bootstrap"),
+        AdminKey::Existing(stored)
+    );
+}
+
+pub async fn no_admin_key_is_generated_on_a_store_in_use(store: Arc<dyn Store>) {
+    store
+        .create_token(&token("acme", "prod"), &secret(SecretKind::DelegateToken).hash())
+        .await
+        .expect("stored");
+    let candidate = secret(SecretKind::AdminKey);
+    assert_eq!(
+        store
+            .bootstrap_admin_key(&candidate.hash(), now())
+            .await
+            .expect("bootstrap"),
+        AdminKey::NotFresh
+    );
 }
