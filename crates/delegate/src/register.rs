@@ -2,7 +2,8 @@
 //!
 //! Delegates are often started before (or while) the manager restarts, so an unreachable
 //! manager or a 5xx answer is retried with the client library's jittered backoff, for as
-//! long as it takes. A 4xx answer is different: the token is unknown or revoked, the
+//! long as it takes, and so is a 429 (many instances sharing a token and starting at once).
+//! Any other 4xx answer is different: the token is unknown or revoked, the
 //! scope is wider than the token's, the version too old. Retrying cannot fix that, so it
 //! ends the process with the manager's own explanation, which says what to change.
 
@@ -66,6 +67,8 @@ pub async fn register_with_retry(
 /// The message for an answer that retrying cannot change, or `None` to retry.
 fn refusal(error: &ClientError) -> Option<String> {
     match error {
+        // Over the token's request rate: only a matter of time.
+        ClientError::Api(problem) if problem.status == 429 => None,
         ClientError::Api(problem) if (400..500).contains(&problem.status) => {
             let mut msg = format!(
                 "the manager refused to register this delegate: {} (HTTP {})",

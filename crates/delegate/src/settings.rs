@@ -70,7 +70,12 @@ impl From<Flavour> for ImageFlavour {
 #[command(name = "switchboard-delegate", version, about = "The Switchboard reference delegate")]
 struct Args {
     /// The manager's URL, e.g. https://switchboard.example.com
-    #[arg(long, env = "SWITCHBOARD_MANAGER", value_name = "URL")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MANAGER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     manager: String,
 
     /// The delegate token to register with.
@@ -473,12 +478,18 @@ mod tests {
 
     #[test]
     fn missing_flags_are_named_on_the_error_line() {
-        let line = Settings::parse_from(["d", "--token", "t"])
+        let line = Settings::parse_from(["d"])
             .expect_err("refused")
             .one_line()
             .expect("a line");
         assert!(!line.contains('\n'), "{line}");
-        assert!(line.contains("--manager") && line.contains("--name"), "{line}");
+        assert!(line.contains("--token") && line.contains("--name"), "{line}");
+    }
+
+    #[test]
+    fn the_manager_defaults_to_one_on_this_machine() {
+        let settings = Settings::parse_from(["d", "--token", "t", "--name", "n"]).expect("valid");
+        assert_eq!(settings.manager, "http://127.0.0.1:8080");
     }
 
     #[test]

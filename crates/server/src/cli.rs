@@ -4,7 +4,7 @@
 //!
 //! Exit codes scripts can rely on: 0 ok, 1 the manager refused (a 4xx problem, printed
 //! as `error: <title>: <detail>`), 2 a usage error, 3 the manager could not be reached or
-//! failed (5xx).
+//! failed (5xx), 4 `tasks submit --wait` saw the task end other than `succeeded`.
 
 mod commands;
 mod table;
@@ -50,6 +50,21 @@ pub struct Connection {
     /// How to print answers: human tables, or the API's JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// How long to wait for a manager that refuses connections (one still starting) before
+    /// giving up with exit code 3, e.g. 10s or 0s.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_WAIT_FOR_MANAGER",
+        default_value = "10s",
+        value_parser = wait_duration,
+        value_name = "DURATION"
+    )]
+    pub wait_for_manager: std::time::Duration,
+}
+
+fn wait_duration(raw: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(raw)
 }
 
 impl Connection {
@@ -101,6 +116,9 @@ pub enum KeysCommand {
         /// pipelines:execute, connectors:access. delegates:view is always granted.
         #[arg(long = "permission", value_parser = permission)]
         permissions: Vec<switchboard_domain::Permission>,
+        /// Print only the secret, for `$(...)` in scripts.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List the keys the caller may see (never their secrets).
     List,
@@ -133,6 +151,9 @@ pub enum TokensCommand {
         name: Ident,
         #[command(flatten)]
         scope: ScopeArgs,
+        /// Print only the secret, for `$(...)` in scripts.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List the tokens (never their secrets).
     List,
@@ -240,6 +261,9 @@ pub enum TasksCommand {
         /// Makes retries of this submission answer the original task.
         #[arg(long, value_name = "KEY")]
         idempotency_key: Option<String>,
+        /// Wait for the task to end, printing each state; exit 4 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
     },
     /// Show one task.
     Get { id: String },
@@ -268,7 +292,7 @@ pub enum TasksCommand {
     Watch {
         id: String,
         /// How long each long poll waits, in milliseconds.
-        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        #[arg(long, default_value_t = commands::DEFAULT_POLL_MS, value_name = "MS")]
         poll_ms: u64,
     },
     /// A dry run: which delegates would take this task now, and why not the others.

@@ -172,6 +172,20 @@ settings! {
     /// How often the removal sweep runs (1m).
     flag(long, value_name = "DURATION")
     sweep_interval: Duration = Duration::from_secs(60), parse = values::parse_positive_duration;
+
+    /// Requests a second each API key may make on /api/v1, in bursts of as many; 0 for no
+    /// limit (1000).
+    flag(long, value_name = "N")
+    api_rate_limit: u32 = 1000, parse = values::parse_rate;
+
+    /// Requests a second each delegate token or session credential may make on
+    /// /delegate/v1, in bursts of as many; 0 for no limit (100).
+    flag(long, value_name = "N")
+    delegate_rate_limit: u32 = 100, parse = values::parse_rate;
+
+    /// Most delegate sockets this manager holds open; more are answered 503 (100000).
+    flag(long, value_name = "N")
+    max_sockets: usize = 100_000, parse = values::parse_max_sockets;
 }
 
 /// The settings never echoed in error messages.

@@ -33,8 +33,11 @@ pub enum Problem {
     Conflict,
     StaleAttempt,
     IdempotencyMismatch,
+    NotAcceptable,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// Over the credential's request rate.
+    RateLimited,
     Validation,
     Timeout,
     Unavailable,
@@ -63,6 +66,8 @@ impl Problem {
                 "Idempotency key reused",
                 StatusCode::UNPROCESSABLE_ENTITY,
             ),
+            Problem::NotAcceptable => ("not-acceptable", "Not acceptable", StatusCode::NOT_ACCEPTABLE),
+            Problem::RateLimited => ("rate-limited", "Too many requests", StatusCode::TOO_MANY_REQUESTS),
             Problem::PayloadTooLarge => ("payload-too-large", "Payload too large", StatusCode::PAYLOAD_TOO_LARGE),
             Problem::UnsupportedMediaType => (
                 "unsupported-media-type",
@@ -101,6 +106,8 @@ impl Problem {
             StatusCode::METHOD_NOT_ALLOWED => Problem::MethodNotAllowed,
             StatusCode::CONFLICT => Problem::Conflict,
             StatusCode::REQUEST_TIMEOUT => Problem::Timeout,
+            StatusCode::NOT_ACCEPTABLE => Problem::NotAcceptable,
+            StatusCode::TOO_MANY_REQUESTS => Problem::RateLimited,
             StatusCode::PAYLOAD_TOO_LARGE => Problem::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::UnsupportedMediaType,
             StatusCode::UNPROCESSABLE_ENTITY => Problem::Validation,
@@ -166,6 +173,14 @@ impl ApiError {
         Self {
             retry_after_secs: Some(secs),
             ..Self::new(Problem::Unavailable, detail)
+        }
+    }
+
+    /// A 429 telling the client to retry after `secs` seconds.
+    pub fn rate_limited(detail: impl Into<String>, secs: u32) -> Self {
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::new(Problem::RateLimited, detail)
         }
     }
 
@@ -355,6 +370,8 @@ mod tests {
             Problem::Conflict,
             Problem::StaleAttempt,
             Problem::IdempotencyMismatch,
+            Problem::NotAcceptable,
+            Problem::RateLimited,
             Problem::PayloadTooLarge,
             Problem::UnsupportedMediaType,
             Problem::Validation,

@@ -10,12 +10,14 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod delegates;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;
@@ -46,19 +48,28 @@ use crate::middleware::BodyLimit;
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     // Every /api/v1 route needs an API key (or the admin key); handlers check permissions.
+    // Outermost first: what the client accepts, its rate, who it is, then the audit.
     let api = api::router()
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::authenticate,
-        ));
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::api_rate))
+        .layer(axum::middleware::from_fn(limits::accept_json));
+    let delegate = delegates::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::delegate_rate,
+        ))
+        .layer(axum::middleware::from_fn(limits::accept_json));
 
     let router = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::serve))
         .nest("/api/v1", api)
-        .nest("/delegate/v1", delegates::router())
+        .nest("/delegate/v1", delegate)
         .fallback(routes::not_found);
     with_middleware(router, state.settings()).with_state(state)
 }

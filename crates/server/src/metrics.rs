@@ -8,7 +8,8 @@
 //! Labels stay low-cardinality: a task's final state, a validation's outcome. Never a task
 //! id, an instance id, a selector or a scope.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -20,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use switchboard_domain::{Task, TaskState};
+use switchboard_domain::{Liveness, Task, TaskState};
 
 use crate::state::AppState;
 
@@ -59,6 +60,41 @@ struct OutcomeLabel {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    /// A [`switchboard_store::Store`] method's name: a fixed set.
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LivenessLabel {
+    liveness: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Store calls: how long each operation takes, and how many failed (the store unreachable
+/// or broken, not a not-found or a conflict). Shared with [`crate::storage::Instrumented`].
+#[derive(Debug)]
+pub struct StoreCalls {
+    seconds: HistogramFamily<OpLabel>,
+    errors: Counter,
+}
+
+impl StoreCalls {
+    pub fn observe(&self, op: &'static str, took: Duration, failed: bool) {
+        self.seconds.get_or_create(&OpLabel { op }).observe(took.as_secs_f64());
+        if failed {
+            self.errors.inc();
+        }
+    }
+}
+
+fn store_call_histogram() -> Histogram {
+    // 50µs .. ~3.3s, doubling: an SQLite read to a PostgreSQL call under load.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 17))
+}
+
 /// The manager's metrics and the registry they are exposed from. Cheap to update from any
 /// task: every metric is atomics inside.
 #[derive(Debug)]
@@ -73,7 +109,8 @@ pub struct Metrics {
     sockets_open: Gauge,
     heartbeats: Counter,
     validations: Family<OutcomeLabel, Counter>,
-    store_errors: Counter,
+    store_calls: Arc<StoreCalls>,
+    instances: Family<LivenessLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -91,7 +128,11 @@ impl Default for Metrics {
         let sockets_open = Gauge::default();
         let heartbeats = Counter::default();
         let validations = Family::<OutcomeLabel, Counter>::default();
-        let store_errors = Counter::default();
+        let store_calls = Arc::new(StoreCalls {
+            seconds: HistogramFamily::new_with_constructor(store_call_histogram),
+            errors: Counter::default(),
+        });
+        let instances = Family::<LivenessLabel, Gauge>::default();
 
         registry.register(
             "tasks_submitted",
@@ -140,13 +181,31 @@ impl Default for Metrics {
         );
         registry.register(
             "store_errors",
-            "Store calls that failed in placement, the lifecycle and delegate sockets",
-            store_errors.clone(),
+            "Store calls that failed: the database unreachable or an internal error",
+            store_calls.errors.clone(),
+        );
+        registry.register(
+            "store_call_seconds",
+            "Time of each store call, by operation",
+            store_calls.seconds.clone(),
+        );
+        registry.register(
+            "delegate_instances",
+            "Registered delegate instances by liveness (connected, stale, disconnected), as of the scrape",
+            instances.clone(),
         );
         // Every label value from the start, at 0, so `rate()` and absent-series alerts work
         // before the first task ends (a family with no series is not exposed at all).
         for state in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
             drop(finished.get_or_create(&StateLabel { state: state.as_str() }));
+        }
+        for op in crate::storage::OPERATIONS {
+            drop(store_calls.seconds.get_or_create(&OpLabel { op }));
+        }
+        for liveness in [Liveness::Connected, Liveness::Stale, Liveness::Disconnected] {
+            drop(instances.get_or_create(&LivenessLabel {
+                liveness: liveness_name(liveness),
+            }));
         }
         for outcome in [Validation::Reachable, Validation::Unreachable, Validation::Silent] {
             drop(validations.get_or_create(&OutcomeLabel {
@@ -164,7 +223,8 @@ impl Default for Metrics {
             sockets_open,
             heartbeats,
             validations,
-            store_errors,
+            store_calls,
+            instances,
         }
     }
 }
@@ -223,8 +283,19 @@ impl Metrics {
         self.validations.get_or_create(&label).inc();
     }
 
-    pub fn store_error(&self) {
-        self.store_errors.inc();
+    /// What the store wrapper reports into.
+    pub fn store_calls(&self) -> Arc<StoreCalls> {
+        self.store_calls.clone()
+    }
+
+    /// Sets the instance gauges to these counts.
+    pub fn set_instances(&self, counts: [(Liveness, i64); 3]) {
+        for (liveness, count) in counts {
+            let label = LivenessLabel {
+                liveness: liveness_name(liveness),
+            };
+            self.instances.get_or_create(&label).set(count);
+        }
     }
 
     /// The exposition, in the OpenMetrics text format.
@@ -236,12 +307,40 @@ impl Metrics {
     }
 }
 
+fn liveness_name(liveness: Liveness) -> &'static str {
+    match liveness {
+        Liveness::Connected => "connected",
+        Liveness::Stale => "stale",
+        Liveness::Disconnected => "disconnected",
+    }
+}
+
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).to_std().map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// `GET /metrics`: open, like `/healthz`, for the scraper (no key to configure there).
+///
+/// The instance gauges are counted now, from the store and this manager's own view (its
+/// sockets, heartbeats not yet flushed): one store read per scrape. If the store cannot
+/// answer, the last counts stay and the failure shows in `store_errors_total`.
 pub async fn serve(State(state): State<AppState>) -> Response {
+    if let Ok(instances) = state.store().list_instances(None).await {
+        let now = Utc::now();
+        let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+        let mut counts = [
+            (Liveness::Connected, 0),
+            (Liveness::Stale, 0),
+            (Liveness::Disconnected, 0),
+        ];
+        for instance in instances {
+            let liveness = crate::delegates::current(&state, instance).liveness(now, timeout);
+            if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == liveness) {
+                slot.1 += 1;
+            }
+        }
+        state.metrics().set_instances(counts);
+    }
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, CONTENT_TYPE)],

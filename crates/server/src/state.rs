@@ -10,7 +10,9 @@ use crate::config::Settings;
 use crate::delegates::heartbeats::Heartbeats;
 use crate::delegates::hub::Hub;
 use crate::dispatch::Dispatcher;
+use crate::limits::{PerCredential, RateLimits};
 use crate::metrics::Metrics;
+use crate::storage::Instrumented;
 
 /// The store and the settings, shared by every request.
 #[derive(Clone, Debug)]
@@ -33,20 +35,35 @@ struct Inner {
     dispatcher: Dispatcher,
     /// What `GET /metrics` exposes.
     metrics: Metrics,
+    /// Request rates per credential.
+    limits: RateLimits,
 }
 
 impl AppState {
+    /// A state whose admin key is the `admin_key` setting (or none).
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
         let admin_key = settings.admin_key.as_ref().map(|key| key.hash());
+        Self::with_admin_key(store, settings, admin_key)
+    }
+
+    /// A state that accepts the admin key of this hash (see [`crate::bootstrap`]).
+    pub fn with_admin_key(store: Arc<dyn Store>, settings: Settings, admin_key: Option<SecretHash>) -> Self {
+        let metrics = Metrics::default();
+        // Every store call is timed for `GET /metrics`.
+        let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls()));
         Self {
             inner: Arc::new(Inner {
                 store,
-                settings,
                 admin_key,
                 hub: Hub::default(),
                 heartbeats: Heartbeats::default(),
                 dispatcher: Dispatcher::default(),
-                metrics: Metrics::default(),
+                metrics,
+                limits: RateLimits {
+                    api: PerCredential::new(settings.api_rate_limit, "API key"),
+                    delegates: PerCredential::new(settings.delegate_rate_limit, "delegate credential"),
+                },
+                settings,
             }),
         }
     }
@@ -73,6 +90,10 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    pub fn limits(&self) -> &RateLimits {
+        &self.inner.limits
     }
 
     /// `None` when no admin key is configured, and then `/api/v1` refuses everything.

@@ -15,8 +15,10 @@ mod server {
     mod delegates;
     mod dispatch;
     mod fuzz;
+    mod limits;
     mod metrics;
     mod permissions;
+    mod quickstart;
     mod support;
     mod tokens;
 }

@@ -121,13 +121,8 @@ fn view(
     let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
     let instances = instances
         .into_iter()
-        .map(|mut i| {
-            // This manager's memory is ahead of the store by up to one flush interval, and
-            // its hub knows for certain which sockets are open here.
-            if let Some(beat) = state.heartbeats().latest(i.id) {
-                i.last_heartbeat_at = i.last_heartbeat_at.max(beat.at);
-            }
-            i.connected = i.connected || state.hub().is_connected(i.id);
+        .map(|i| {
+            let i = crate::delegates::current(state, i);
             InstanceView {
                 id: i.id,
                 state: i.liveness(now, timeout),

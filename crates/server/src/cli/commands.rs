@@ -21,6 +21,8 @@ use super::{
 pub const EXIT_REFUSED: u8 = 1;
 /// The manager could not be reached, or failed (a 5xx answer).
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// `tasks submit --wait`: the task ended, but not `succeeded`.
+pub const EXIT_TASK_UNSUCCESSFUL: u8 = 4;
 
 /// A failed command: the line for stderr (without `error: `) and the exit code.
 struct Failed {
@@ -83,21 +85,47 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
     };
     let out = Printer(connection.output);
     let result = runtime.block_on(async {
+        wait_for_manager(&client, connection.wait_for_manager).await;
         match command {
-            Command::Serve(_) => Ok(()),
-            Command::Tokens(c) => tokens(&client, out, c).await,
-            Command::Delegates(c) => delegates(&client, out, c).await,
-            Command::Connectors(c) => connectors(&client, out, c).await,
+            Command::Serve(_) => Ok(Done::Ok),
+            Command::Tokens(c) => tokens(&client, out, c).await.map(|()| Done::Ok),
+            Command::Delegates(c) => delegates(&client, out, c).await.map(|()| Done::Ok),
+            Command::Connectors(c) => connectors(&client, out, c).await.map(|()| Done::Ok),
             Command::Tasks(c) => tasks(&client, out, c).await,
-            Command::Keys(c) => keys(&client, out, c).await,
+            Command::Keys(c) => keys(&client, out, c).await.map(|()| Done::Ok),
         }
     });
     match result {
-        Ok(()) => 0,
+        Ok(Done::Ok) => 0,
+        Ok(Done::TaskUnsuccessful) => EXIT_TASK_UNSUCCESSFUL,
         Err(e) => {
             let failed = Failed::from_client(e, &connection.url);
             eprintln!("error: {}", failed.message.replace('\n', " "));
             failed.code
+        }
+    }
+}
+
+/// How a command that ran to its end went.
+enum Done {
+    Ok,
+    /// `tasks submit --wait` saw the task end in another state than `succeeded`.
+    TaskUnsuccessful,
+}
+
+/// Waits up to `patience` for the manager to accept connections (it may be starting, as
+/// in `switchboard serve & switchboard tokens create ...`). Only a refused connection is
+/// waited out; whatever else happens is left to the command itself to report.
+async fn wait_for_manager(client: &Client, patience: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        match client.healthy().await {
+            Err(ClientError::Transport(e)) if e.is_connect() && tokio::time::Instant::now() + delay < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_millis(500));
+            }
+            _ => return,
         }
     }
 }
@@ -124,7 +152,7 @@ impl Printer {
 
 async fn tokens(client: &Client, out: Printer, command: TokensCommand) -> Result<(), ClientError> {
     match command {
-        TokensCommand::Create { name, scope } => {
+        TokensCommand::Create { name, scope, quiet } => {
             let body = CreateToken {
                 name,
                 account: scope.account,
@@ -132,6 +160,10 @@ async fn tokens(client: &Client, out: Printer, command: TokensCommand) -> Result
                 project: scope.project,
             };
             let created = client.create_token(&body).await?;
+            if quiet {
+                println!("{}", created.token);
+                return Ok(());
+            }
             out.show(&created, |c| {
                 token_table(std::slice::from_ref(&c.view));
                 println!("\ntoken: {}", c.token);
@@ -155,6 +187,7 @@ async fn keys(client: &Client, out: Printer, command: KeysCommand) -> Result<(),
             name,
             scope,
             permissions,
+            quiet,
         } => {
             let body = CreateApiKey {
                 name,
@@ -164,6 +197,10 @@ async fn keys(client: &Client, out: Printer, command: KeysCommand) -> Result<(),
                 permissions: permissions.into_iter().collect(),
             };
             let created = client.create_api_key(&body).await?;
+            if quiet {
+                println!("{}", created.key);
+                return Ok(());
+            }
             out.show(&created, |c| {
                 key_table(std::slice::from_ref(&c.view));
                 println!("\nkey: {}", c.key);
@@ -350,12 +387,46 @@ fn submission(task: TaskArgs) -> SubmitTask {
     }
 }
 
-async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<(), ClientError> {
+/// How long each long poll of `tasks watch` and `tasks submit --wait` waits by default.
+pub(super) const DEFAULT_POLL_MS: u64 = 30_000;
+
+/// Prints each state of task `id` until it ends (JSON lines with `--output json`); answers
+/// the task as it ended.
+async fn watch(client: &Client, out: Printer, id: &str, poll_ms: u64) -> Result<TaskView, ClientError> {
+    let mut seen: Option<TaskState> = None;
+    loop {
+        let task = client.wait_task(id, seen, poll_ms).await?;
+        if seen != Some(task.state) {
+            match out.0 {
+                // One JSON document per line, so a script can read them as they come.
+                Output::Json => println!("{}", serde_json::to_string(&task).unwrap_or_default()),
+                Output::Table => println!("{}  {}", task.updated_at.format("%H:%M:%S%.3f"), task.state),
+            }
+            seen = Some(task.state);
+        }
+        if task.state.is_terminal() {
+            return Ok(task);
+        }
+    }
+}
+
+async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<Done, ClientError> {
     match command {
-        TasksCommand::Submit { task, idempotency_key } => {
+        TasksCommand::Submit {
+            task,
+            idempotency_key,
+            wait,
+        } => {
             let submitted = client
                 .submit_task(&submission(task), idempotency_key.as_deref())
                 .await?;
+            if wait {
+                let last = watch(client, out, &submitted.task.id.to_string(), DEFAULT_POLL_MS).await?;
+                if last.state != TaskState::Succeeded {
+                    return Ok(Done::TaskUnsuccessful);
+                }
+                return Ok(Done::Ok);
+            }
             out.show(&submitted, |s| {
                 task_detail(&s.task);
                 if let Some(why) = &s.explanation {
@@ -392,21 +463,7 @@ async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<(
             });
         }
         TasksCommand::Watch { id, poll_ms } => {
-            let mut seen: Option<TaskState> = None;
-            loop {
-                let task = client.wait_task(&id, seen, poll_ms).await?;
-                if seen != Some(task.state) {
-                    match out.0 {
-                        // One JSON document per line, so a script can read them as they come.
-                        Output::Json => println!("{}", serde_json::to_string(&task).unwrap_or_default()),
-                        Output::Table => println!("{}  {}", task.updated_at.format("%H:%M:%S%.3f"), task.state),
-                    }
-                    seen = Some(task.state);
-                }
-                if task.state.is_terminal() {
-                    break;
-                }
-            }
+            watch(client, out, &id, poll_ms).await?;
         }
         TasksCommand::Explain { task } => {
             out.show(&client.explain_task(&submission(task)).await?, |answer| {
@@ -431,7 +488,7 @@ async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<(
             });
         }
     }
-    Ok(())
+    Ok(Done::Ok)
 }
 
 fn task_table(tasks: &[TaskView]) {

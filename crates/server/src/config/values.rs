@@ -118,6 +118,21 @@ pub fn parse_connections(raw: &str) -> Result<u32, String> {
     }
 }
 
+/// A request rate per second; 0 turns the limit off.
+pub fn parse_rate(raw: &str) -> Result<u32, String> {
+    raw.trim()
+        .parse::<u32>()
+        .map_err(|_| "expected a whole number of requests a second, like 100 (0 for no limit)".to_owned())
+}
+
+pub fn parse_max_sockets(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number, like 100000".to_owned()),
+    }
+}
+
 /// Validated here, at load time, so a typo in a filter is a startup error naming its
 /// source rather than a panic or a silently ignored directive later.
 pub fn parse_log_level(raw: &str) -> Result<String, String> {

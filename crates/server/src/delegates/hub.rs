@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use switchboard_domain::{GroupId, InstanceId, TokenId};
 use switchboard_protocol::socket::ServerMessage;
@@ -40,6 +40,9 @@ pub struct Hub {
     /// A std mutex: every critical section is a few map operations, never an await.
     sockets: Mutex<HashMap<InstanceId, Entry>>,
     generations: AtomicU64,
+    /// Sockets counted against the `max_sockets` cap: reserved before the upgrade, so the
+    /// cap holds while upgrades are in flight, and released when the socket's task ends.
+    reserved: AtomicUsize,
 }
 
 /// A socket's membership in the hub, returned by [`Hub::attach`].
@@ -50,6 +53,18 @@ pub struct Attached {
 }
 
 impl Hub {
+    /// Takes one of `cap` socket places; `false` when all are taken. Every `true` must be
+    /// paired with one [`Hub::release_place`] (see `stream::SocketPlace`).
+    pub fn reserve_place(&self, cap: usize) -> bool {
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .is_ok()
+    }
+
+    pub fn release_place(&self) {
+        self.reserved.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// Registers the socket of `instance`, replacing (and closing) an older one.
     pub fn attach(&self, instance: InstanceId, token: TokenId, group: GroupId) -> Attached {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;

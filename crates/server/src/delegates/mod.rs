@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use chrono::Utc;
+use switchboard_domain::DelegateInstance;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -28,6 +29,16 @@ pub fn router() -> Router<AppState> {
         .route("/tasks/{id}/acquire", post(tasks::acquire))
         .route("/tasks/{id}/progress", post(tasks::progress))
         .route("/tasks/{id}/result", post(tasks::result))
+}
+
+/// `instance` as this manager sees it now: its heartbeat may be ahead of the store by up to
+/// one flush interval, and its hub knows for certain which sockets are open here.
+pub fn current(state: &AppState, mut instance: DelegateInstance) -> DelegateInstance {
+    if let Some(beat) = state.heartbeats().latest(instance.id) {
+        instance.last_heartbeat_at = instance.last_heartbeat_at.max(beat.at);
+    }
+    instance.connected = instance.connected || state.hub().is_connected(instance.id);
+    instance
 }
 
 /// The periodic work of the delegate side, stopped together.
@@ -97,8 +108,11 @@ where
 }
 
 /// Removes instances silent for longer than the instance retention, groups empty for
-/// longer than the group retention, and selection-log entries past theirs.
+/// longer than the group retention, and selection-log entries past theirs; and forgets
+/// the request rates of credentials that have gone quiet.
 async fn sweep(state: &AppState) {
+    state.limits().api.forget_idle();
+    state.limits().delegates.forget_idle();
     let settings = state.settings();
     let now = Utc::now();
     let retention = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);

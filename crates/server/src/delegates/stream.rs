@@ -35,10 +35,42 @@ pub async fn stream(
             rejection.body_text()
         ))
     })?;
+    let place = SocketPlace::take(&state)?;
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(socket, state, instance)))
+        .on_upgrade(move |socket| async move {
+            serve(socket, state, instance).await;
+            drop(place);
+        }))
+}
+
+/// One of the `max_sockets` places, held from before the upgrade until the socket's task
+/// ends (or the upgrade fails and the closure holding it is dropped).
+struct SocketPlace(AppState);
+
+impl SocketPlace {
+    fn take(state: &AppState) -> Result<Self, ApiError> {
+        let cap = state.settings().max_sockets;
+        if state.hub().reserve_place(cap) {
+            Ok(Self(state.clone()))
+        } else {
+            tracing::warn!(
+                max_sockets = cap,
+                "refused a delegate socket: this manager holds its maximum"
+            );
+            Err(ApiError::unavailable(
+                format!("this manager holds its maximum of {cap} delegate sockets; try again later or another replica"),
+                5,
+            ))
+        }
+    }
+}
+
+impl Drop for SocketPlace {
+    fn drop(&mut self) {
+        self.0.hub().release_place();
+    }
 }
 
 /// Why a socket's loop ended.
@@ -61,7 +93,6 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
             converse(&mut socket, &state, &instance, &mut rx).await
         }
         Err(e) => {
-            state.metrics().store_error();
             tracing::warn!(instance.id = %id, error = %e, "cannot record the connection; closing the socket");
             End::Close(1011, "the manager cannot reach its store; reconnect later".into())
         }

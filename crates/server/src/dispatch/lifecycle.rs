@@ -76,7 +76,6 @@ async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<
         // The task moved on meanwhile (a result arrived, it was cancelled): nothing to do.
         Err(StoreError::Conflict(_)) => {}
         Err(e) => {
-            state.metrics().store_error();
             tracing::warn!(task.id = %task.id(), error = %e, "cannot apply a lifecycle change");
         }
     }
@@ -221,7 +220,6 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
         let queued = match state.store().queued_tasks(None, BATCH).await {
             Ok(q) => q,
             Err(e) => {
-                state.metrics().store_error();
                 tracing::warn!(error = %e, "cannot read the queue; trying again next interval");
                 continue;
             }

@@ -42,9 +42,6 @@ pub async fn place(state: &AppState, id: TaskId) -> StoreResult<Placement> {
         return Ok(Placement::NotQueued);
     }
     let outcome = place_rounds(state, id).await;
-    if outcome.is_err() {
-        state.metrics().store_error();
-    }
     dispatcher.end_placing(id);
     if !matches!(outcome, Ok(Placement::Waiting { .. }) | Err(_)) {
         dispatcher.forget_explanation(id);

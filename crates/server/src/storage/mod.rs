@@ -1,6 +1,8 @@
 //! Opening the store the settings name: the one place that knows both backends, so the
 //! rest of the server only ever sees `Arc<dyn Store>`.
 
+mod instrumented;
+
 use std::sync::Arc;
 
 use switchboard_store::{Store, StoreResult};
@@ -8,6 +10,8 @@ use switchboard_store_postgres::{PgOptions, PgStore};
 use switchboard_store_sqlite::SqliteStore;
 
 use crate::config::{Database, Settings};
+
+pub use instrumented::{Instrumented, OPERATIONS};
 
 /// Connects to (or creates) the database and applies any pending migration.
 pub async fn open_store(settings: &Settings) -> StoreResult<Arc<dyn Store>> {

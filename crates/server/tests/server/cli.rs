@@ -422,7 +422,12 @@ async fn exit_codes_are_1_refused_2_usage_3_unreachable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let unreachable = run_with(&url, &["tokens", "list"], &[("SWITCHBOARD_KEY", ADMIN_KEY)]).await;
+    let unreachable = run_with(
+        &url,
+        &["tokens", "list"],
+        &[("SWITCHBOARD_KEY", ADMIN_KEY), ("SWITCHBOARD_WAIT_FOR_MANAGER", "0s")],
+    )
+    .await;
     assert_eq!(unreachable.code, Some(3), "{unreachable:?}");
     assert!(
         unreachable.stderr.starts_with("error: cannot reach the manager at "),
@@ -491,4 +496,52 @@ async fn keys_round_trip_in_both_output_modes() {
     )
     .await;
     assert_eq!(bad.code, Some(2), "an unknown permission is a usage error");
+}
+
+#[tokio::test]
+async fn quiet_creates_print_only_the_secret_and_submit_wait_exits_4_unless_succeeded() {
+    let app = spawn_app().await;
+    let token = cli(
+        &app,
+        &["tokens", "create", "--name", "q", "--account", "acme", "--quiet"],
+    )
+    .await;
+    let secret = token.ok().trim();
+    assert!(
+        secret.starts_with("sbd_") && !secret.contains(char::is_whitespace),
+        "{token:?}"
+    );
+    let key = cli(&app, &["keys", "create", "--name", "q", "--account", "acme", "-q"]).await;
+    let key_secret = key.ok().trim().to_owned();
+    assert!(key_secret.starts_with("sbk_"), "{key:?}");
+    // The printed secret is the real one.
+    assert_eq!(app.get("/api/v1/status", Some(&key_secret)).await.status(), 200);
+
+    // No delegate could ever take it: it fails at once, and --wait says so with exit 4.
+    let failed = cli(
+        &app,
+        &["tasks", "submit", "--account", "acme", "--type", "echo", "--wait"],
+    )
+    .await;
+    assert_eq!(failed.code, Some(4), "{failed:?}");
+    assert!(failed.stdout.trim_end().ends_with("failed"), "{failed:?}");
+    let json = cli(
+        &app,
+        &[
+            "tasks",
+            "submit",
+            "--account",
+            "acme",
+            "--type",
+            "echo",
+            "--wait",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(json.code, Some(4), "{json:?}");
+    let last: Value = serde_json::from_str(json.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["state"], "failed");
+    app.stop().await.unwrap();
 }

@@ -49,6 +49,10 @@ async fn metrics_need_no_key_and_list_every_family() {
         "switchboard_delegate_sockets_open",
         "switchboard_heartbeats_received_total",
         "switchboard_store_errors_total",
+        "switchboard_store_call_seconds_count{op=\"insert_task\"}",
+        "switchboard_delegate_instances{liveness=\"connected\"}",
+        "switchboard_delegate_instances{liveness=\"stale\"}",
+        "switchboard_delegate_instances{liveness=\"disconnected\"}",
     ] {
         assert_eq!(must(&text, series), 0.0, "{series}");
     }
@@ -146,13 +150,38 @@ async fn one_task_through_the_whole_path_is_counted() {
     assert!(must(&text, "switchboard_assignment_decision_seconds_count") >= 1.0);
     assert_eq!(must(&text, "switchboard_delegate_sockets_open"), 1.0);
     assert_eq!(must(&text, "switchboard_store_errors_total"), 0.0);
+    assert_eq!(
+        must(&text, "switchboard_store_call_seconds_count{op=\"insert_task\"}"),
+        1.0
+    );
+    assert!(must(&text, "switchboard_store_call_seconds_count{op=\"claim_task\"}") >= 1.0);
+    assert_eq!(
+        must(&text, "switchboard_delegate_instances{liveness=\"connected\"}"),
+        1.0
+    );
+    assert_eq!(
+        must(&text, "switchboard_delegate_instances{liveness=\"disconnected\"}"),
+        0.0
+    );
 
-    // The socket closing is counted too.
+    // The socket closing is counted too, and the instance is now disconnected.
     worker.abort();
     let started = std::time::Instant::now();
-    while must(&scrape(&app).await, "switchboard_delegate_sockets_open") != 0.0 {
+    let text = loop {
+        let text = scrape(&app).await;
+        if must(&text, "switchboard_delegate_sockets_open") == 0.0 {
+            break text;
+        }
         assert!(started.elapsed() < PATIENCE, "the socket is still counted as open");
         tokio::time::sleep(Duration::from_millis(50)).await; // waiting for the close
-    }
+    };
+    assert_eq!(
+        must(&text, "switchboard_delegate_instances{liveness=\"connected\"}"),
+        0.0
+    );
+    assert_eq!(
+        must(&text, "switchboard_delegate_instances{liveness=\"disconnected\"}"),
+        1.0
+    );
     app.stop().await.unwrap();
 }
