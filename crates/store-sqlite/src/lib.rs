@@ -41,7 +41,9 @@ mod keys;
 mod rows;
 mod tasks;
 
-use std::path::Path;
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -91,6 +93,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: Db,
+    /// With [`SqliteStore::open_exclusive`]: the lock file, held while any clone lives.
+    _lock: Option<Arc<File>>,
 }
 
 /// The two pools (see the module documentation). Handed to the per-area modules.
@@ -129,6 +133,19 @@ impl SqliteStore {
     /// Opens the database at `path`, creating the file if it is missing, and applies any
     /// migration not yet applied.
     pub async fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, None).await
+    }
+
+    /// Like [`SqliteStore::open`], for a manager: first takes an exclusive lock on
+    /// `<path>.lock`, and refuses (unavailable, saying why) while another process holds
+    /// it. Several managers on one file would each believe their own in-memory view of
+    /// connected delegates; PostgreSQL is the store for several replicas.
+    pub async fn open_exclusive(path: &Path) -> StoreResult<Self> {
+        let lock = lock_exclusive(path)?;
+        Self::open_with(path, Some(Arc::new(lock))).await
+    }
+
+    async fn open_with(path: &Path, lock: Option<Arc<File>>) -> StoreResult<Self> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .foreign_keys(true)
@@ -158,6 +175,7 @@ impl SqliteStore {
         tracing::info!(path = %path.display(), "SQLite store open, migrations applied");
         Ok(Self {
             db: Db { writer, reader },
+            _lock: lock,
         })
     }
 
@@ -166,6 +184,38 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.db.reader.close().await;
         self.db.writer.close().await;
+    }
+}
+
+/// The lock file of the database at `path`: `<path>.lock`, beside it. A file of its own,
+/// not the database: SQLite's own locks on the database are POSIX record locks, which a
+/// `flock` on the same file would disturb on some file systems.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+fn lock_exclusive(path: &Path) -> StoreResult<File> {
+    let lock = lock_path(path);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open the lock file {}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "another manager is using {} (it holds {}); an SQLite file serves one manager, use PostgreSQL \
+             (database_url = postgres://...) to run several replicas",
+            path.display(),
+            lock.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
+            "cannot lock {}: {e}",
+            lock.display()
+        ))),
     }
 }
 

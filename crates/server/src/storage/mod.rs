@@ -16,7 +16,7 @@ pub use instrumented::{Instrumented, OPERATIONS};
 /// Connects to (or creates) the database and applies any pending migration.
 pub async fn open_store(settings: &Settings) -> StoreResult<Arc<dyn Store>> {
     match &settings.database_url {
-        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).await?)),
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open_exclusive(path).await?)),
         Database::Postgres(url) => {
             let options = PgOptions {
                 max_connections: settings.db_max_connections,

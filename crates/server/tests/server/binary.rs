@@ -114,6 +114,25 @@ fn a_fresh_store_gets_an_admin_key_printed_once_and_kept_hashed() {
 }
 
 #[test]
+fn a_second_manager_on_the_same_sqlite_file_is_refused_pointing_at_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = ["--listen", "127.0.0.1:0"];
+    let first = Binary::start(dir.path(), &listen);
+    let (status, stderr) = run_to_exit(dir.path(), &listen, &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = last_line(&stderr);
+    assert!(
+        line.starts_with("error: ") && line.contains("another manager is using") && line.contains("PostgreSQL"),
+        "{line}"
+    );
+    // The first one is unaffected, and once it is gone the file can be served again.
+    assert_eq!(http_get(&first.address, "/readyz").0, 200);
+    assert_eq!(first.terminate().code(), Some(0));
+    let again = Binary::start(dir.path(), &listen);
+    assert_eq!(again.terminate().code(), Some(0));
+}
+
+#[test]
 fn an_unknown_key_in_the_config_file_is_refused_naming_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("switchboard.toml"), "listn = \"127.0.0.1:0\"\n").unwrap();

@@ -75,6 +75,9 @@ fn the_readme_quickstart_runs_a_task_on_a_delegate_in_five_commands() {
     std::os::unix::process::CommandExt::process_group(&mut bash, 0);
     let mut child = bash.spawn().expect("bash runs");
     let group = child.id();
+    // `kill -- -1` would signal every process this user may signal: never let a bad id
+    // through to the group kill below.
+    assert!(group > 1, "unexpected process id {group}");
     // Read to the end in threads: the pipes close only once the background processes are
     // gone too.
     let drain = |mut pipe: Box<dyn Read + Send>| {

@@ -1,6 +1,7 @@
 //! What only the embedded store has to get right, beyond the shared conformance suite:
-//! the file survives a restart, and two stores on one file (two processes, in effect:
-//! each has its own writer connection) still claim exactly once.
+//! the file survives a restart, a manager's exclusive open refuses a second manager, and
+//! two stores on one file (opened without the lock: two processes, in effect, each with
+//! its own writer connection) still claim exactly once.
 
 use std::sync::Arc;
 
@@ -25,6 +26,28 @@ async fn data_survives_reopening_and_migrations_run_once() {
         path.with_file_name("switchboard.db-wal").exists(),
         "the database is in WAL mode"
     );
+}
+
+#[tokio::test]
+async fn an_exclusive_open_refuses_a_second_manager_until_the_first_is_gone() {
+    let path = crate::common::database_path();
+    let first = SqliteStore::open_exclusive(&path).await.expect("opens");
+    let clone = first.clone();
+    let refused = SqliteStore::open_exclusive(&path)
+        .await
+        .expect_err("a second manager on the same file is refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("another manager is using") && message.contains("PostgreSQL"),
+        "{message}"
+    );
+    // The lock lives as long as any clone of the store.
+    drop(first);
+    assert!(SqliteStore::open_exclusive(&path).await.is_err(), "a clone still holds it");
+    drop(clone);
+    SqliteStore::open_exclusive(&path)
+        .await
+        .expect("reopens once the first manager is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
