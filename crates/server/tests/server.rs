@@ -17,6 +17,8 @@ mod server {
     mod fuzz;
     mod metrics;
     mod permissions;
+    mod slow_clients;
     mod support;
+    mod tls;
     mod tokens;
 }
