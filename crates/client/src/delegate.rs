@@ -8,6 +8,10 @@
 //! exponential backoff and full jitter, so a fleet that lost its manager does not come
 //! back in one thundering wave. A revoked token or a removed instance ends the session:
 //! reconnecting cannot help then.
+//!
+//! Over `https://` and `wss://`, registration and the socket trust the same [`Tls`]:
+//! build the reqwest client with [`Tls::http_client`] and start the session with
+//! [`Session::start_with_tls`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +29,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::{ClientError, decode};
+use crate::{ClientError, Tls, decode};
 
 /// Registers an instance with `token` at the manager `base` URL.
 pub async fn register(
@@ -144,8 +148,14 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts the background connection for a registered instance.
+    /// Starts the background connection for a registered instance; a `wss://` socket
+    /// must have a certificate from a public CA.
     pub fn start(registered: Registered, backoff: Backoff) -> Session {
+        Self::start_with_tls(registered, backoff, Tls::default())
+    }
+
+    /// Like [`Session::start`], trusting what `tls` trusts for a `wss://` socket.
+    pub fn start_with_tls(registered: Registered, backoff: Backoff, tls: Tls) -> Session {
         let (events_tx, events) = mpsc::channel(1024);
         let (outgoing, outgoing_rx) = mpsc::channel(256);
         let (running, running_rx) = watch::channel(Vec::new());
@@ -153,6 +163,7 @@ impl Session {
         let worker = Worker {
             registered,
             backoff,
+            tls,
             events: events_tx,
             outgoing: outgoing_rx,
             running: running_rx,
@@ -193,6 +204,8 @@ impl Drop for Session {
 struct Worker {
     registered: Registered,
     backoff: Backoff,
+    /// Whom a `wss://` socket trusts; unused for `ws://`.
+    tls: Tls,
     events: mpsc::Sender<Event>,
     outgoing: mpsc::Receiver<DelegateMessage>,
     running: watch::Receiver<Vec<RunningTask>>,
@@ -243,7 +256,9 @@ impl Worker {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES));
-        let (socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
+        let connector = Some(self.tls.connector());
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector);
+        let (socket, _) = match connecting.await {
             Ok(s) => s,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) if resp.status().as_u16() == 401 => {
                 return Ended::Final("the manager no longer knows this instance's session: register again".into());

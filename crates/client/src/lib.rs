@@ -9,8 +9,10 @@
 
 pub mod delegate;
 pub mod operator;
+pub mod tls;
 
 pub use operator::{ScopeFilter, TaskFilter, TaskPage};
+pub use tls::{Tls, TlsError};
 
 use std::time::Duration;
 
@@ -69,9 +71,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// `base` is the manager's URL, e.g. `http://127.0.0.1:8080`.
+    /// `base` is the manager's URL, e.g. `http://127.0.0.1:8080`; an `https://` manager
+    /// must have a certificate from a public CA (see [`Client::with_tls`] otherwise).
     pub fn new(base: impl Into<String>, api_key: Option<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Self::with_tls(base, api_key, &Tls::default())
+    }
+
+    /// Like [`Client::new`], trusting what `tls` trusts (a private CA, say).
+    pub fn with_tls(base: impl Into<String>, api_key: Option<String>, tls: &Tls) -> Result<Self, ClientError> {
+        let http = tls.http_client().timeout(Duration::from_secs(30)).build()?;
         Ok(Self {
             http,
             base: base.into().trim_end_matches('/').to_owned(),

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_client::Tls;
 use switchboard_client::delegate::{Backoff, Event, Session, TaskClient};
 use switchboard_domain::{Attempt, Capacity, Ident, TaskId};
 use switchboard_protocol::delegate::{Outcome, Registered, TaskResult};
@@ -62,7 +63,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Runs the delegate until it should exit; `shutdown` resolves on SIGTERM or ctrl-c.
 pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exit {
     tokio::pin!(shutdown);
-    let http = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {
+    let http = match settings.tls.http_client().timeout(Duration::from_secs(30)).build() {
         Ok(http) => http,
         Err(e) => {
             tracing::error!(error = %e, "cannot set up an HTTP client");
@@ -98,8 +99,14 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exi
         "registered"
     );
     let tasks = TaskClient::new(http, &settings.manager, &registered.session_token);
-    let session = Session::start(registered, Backoff::default());
-    let agent = Agent::new(settings.capacity, &settings.task_types, settings.check_timeout).with_tasks(tasks);
+    let session = Session::start_with_tls(registered, Backoff::default(), settings.tls.clone());
+    let agent = Agent::new(
+        settings.capacity,
+        &settings.task_types,
+        settings.check_timeout,
+        &settings.tls,
+    )
+    .with_tasks(tasks);
     agent.serve(session, shutdown).await
 }
 
@@ -156,11 +163,12 @@ enum Input {
 }
 
 impl Agent {
-    pub fn new(capacity: Capacity, task_types: &[BuiltIn], check_timeout: Duration) -> Agent {
+    /// `tls` is whom capability checks and `http_check` tasks trust over HTTPS.
+    pub fn new(capacity: Capacity, task_types: &[BuiltIn], check_timeout: Duration, tls: &Tls) -> Agent {
         Agent {
             registry: Registry::new(capacity),
-            runner: Runner::new(task_types),
-            http: probe::http_client(),
+            runner: Runner::with_tls(task_types, tls),
+            http: probe::http_client(tls),
             check_timeout,
             validations: JoinSet::new(),
             draining: false,
@@ -392,7 +400,12 @@ mod tests {
     use crate::testing::{Answer, Seen, fake_stream, refused_addr, scripted_http, silent_listener};
 
     fn agent() -> Agent {
-        Agent::new(Capacity::default(), &[BuiltIn::Sleep], Duration::from_secs(5))
+        Agent::new(
+            Capacity::default(),
+            &[BuiltIn::Sleep],
+            Duration::from_secs(5),
+            &Tls::default(),
+        )
     }
 
     fn registered(stream_url: &str) -> Registered {

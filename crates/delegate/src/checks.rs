@@ -43,6 +43,8 @@ pub async fn check_all(http: &reqwest::Client, capabilities: &[Capability], time
 
 #[cfg(test)]
 mod tests {
+    use switchboard_client::Tls;
+
     use super::*;
     use crate::testing::{http_responder, refused_addr, silent_listener};
 
@@ -52,7 +54,7 @@ mod tests {
     async fn any_http_answer_makes_a_url_reachable() {
         let addr = http_responder("404 Not Found").await;
         let cap = Capability::http(&format!("http://{addr}/health")).unwrap();
-        let result = check(&probe::http_client(), &cap, TIMEOUT).await;
+        let result = check(&probe::http_client(&Tls::default()), &cap, TIMEOUT).await;
         assert!(result.reachable, "{result:?}");
         assert_eq!(result.basis, cap.basis());
         assert!(result.detail.starts_with("HTTP 404 in "), "{}", result.detail);
@@ -63,7 +65,7 @@ mod tests {
     async fn a_refused_http_connection_is_unreachable() {
         let addr = refused_addr().await;
         let cap = Capability::http(&format!("http://{addr}/")).unwrap();
-        let result = check(&probe::http_client(), &cap, TIMEOUT).await;
+        let result = check(&probe::http_client(&Tls::default()), &cap, TIMEOUT).await;
         assert!(!result.reachable);
         assert_eq!(result.detail, "connection refused");
     }
@@ -72,7 +74,7 @@ mod tests {
     async fn an_http_server_that_never_answers_is_unreachable_after_the_timeout() {
         let (_listener, addr) = silent_listener().await;
         let cap = Capability::http(&format!("http://{addr}/")).unwrap();
-        let result = check(&probe::http_client(), &cap, Duration::from_millis(200)).await;
+        let result = check(&probe::http_client(&Tls::default()), &cap, Duration::from_millis(200)).await;
         assert!(!result.reachable);
         assert_eq!(result.detail, "no HTTP answer within 200 ms");
     }
@@ -81,7 +83,7 @@ mod tests {
     async fn a_listening_port_is_reachable_over_tcp() {
         let (_listener, addr) = silent_listener().await;
         let cap = Capability::tcp("127.0.0.1", addr.port()).unwrap();
-        let result = check(&probe::http_client(), &cap, TIMEOUT).await;
+        let result = check(&probe::http_client(&Tls::default()), &cap, TIMEOUT).await;
         assert!(result.reachable, "{result:?}");
         assert_eq!(result.basis.0, format!("tcp:127.0.0.1:{}", addr.port()));
         assert!(result.detail.starts_with("connected in "), "{}", result.detail);
@@ -91,7 +93,7 @@ mod tests {
     async fn a_closed_port_is_unreachable_over_tcp() {
         let addr = refused_addr().await;
         let cap = Capability::tcp("127.0.0.1", addr.port()).unwrap();
-        let result = check(&probe::http_client(), &cap, TIMEOUT).await;
+        let result = check(&probe::http_client(&Tls::default()), &cap, TIMEOUT).await;
         assert!(!result.reachable);
         assert_eq!(result.detail, "connection refused");
     }
@@ -100,7 +102,7 @@ mod tests {
     async fn an_unknown_host_is_unreachable_with_the_resolver_error() {
         // `.invalid` is reserved (RFC 2606) and never resolves.
         let cap = Capability::tcp("no-such-host.invalid", 80).unwrap();
-        let result = check(&probe::http_client(), &cap, TIMEOUT).await;
+        let result = check(&probe::http_client(&Tls::default()), &cap, TIMEOUT).await;
         assert!(!result.reachable);
         assert!(!result.detail.is_empty());
     }
@@ -113,7 +115,7 @@ mod tests {
             Capability::tcp("127.0.0.1", closed.port()).unwrap(),
             Capability::http(&format!("http://{open}/")).unwrap(),
         ];
-        let results = check_all(&probe::http_client(), &caps, TIMEOUT).await;
+        let results = check_all(&probe::http_client(&Tls::default()), &caps, TIMEOUT).await;
         let seen: Vec<(String, bool)> = results.into_iter().map(|r| (r.basis.0, r.reachable)).collect();
         assert_eq!(seen, vec![(caps[0].basis().0, false), (caps[1].basis().0, true)]);
     }

@@ -10,6 +10,8 @@ use std::error::Error as _;
 use std::io;
 use std::time::{Duration, Instant};
 
+use switchboard_client::Tls;
+
 /// What an HTTP probe received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpAnswer {
@@ -18,15 +20,17 @@ pub struct HttpAnswer {
     pub elapsed: Duration,
 }
 
-/// The HTTP client probes use. It does not follow redirects: a redirect is an answer
-/// from the URL that was asked about, which is what reachability means here, and
-/// following it could wander to hosts the task never needs.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client probes use, trusting what `tls` trusts for `https://` URLs. It does
+/// not follow redirects: a redirect is an answer from the URL that was asked about, which
+/// is what reachability means here, and following it could wander to hosts the task
+/// never needs.
+pub fn http_client(tls: &Tls) -> reqwest::Client {
+    tls.http_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        // Building only fails when the TLS backend or resolver cannot initialise; this
-        // build has neither, so the default client is an equivalent fallback.
+        // Building fails only when the resolver cannot initialise, or the TLS config is
+        // not of the rustls reqwest was built with (the same crate here, by Cargo.lock);
+        // the default client then still checks http:// URLs.
         .unwrap_or_default()
 }
 
@@ -40,7 +44,7 @@ pub async fn http(client: &reqwest::Client, url: &str, timeout: Duration) -> Res
             elapsed: started.elapsed(),
         }),
         Ok(Err(e)) if e.is_timeout() => Err(format!("no HTTP answer within {}", human(timeout))),
-        Ok(Err(e)) => Err(describe_http_error(url, &e)),
+        Ok(Err(e)) => Err(describe_http_error(&e)),
         Err(_) => Err(format!("no HTTP answer within {}", human(timeout))),
     }
 }
@@ -69,7 +73,15 @@ pub fn human(d: Duration) -> String {
 /// What an HTTP request failure actually was ("connection refused"), rather than
 /// reqwest's "error sending request for url ...", which repeats the URL and hides the
 /// cause. Registration uses it too, so its retry warnings say why.
-pub fn describe_http_error(url: &str, e: &reqwest::Error) -> String {
+pub fn describe_http_error(e: &reqwest::Error) -> String {
+    // Before the I/O errors below: rustls reports an untrusted certificate as one.
+    if let Some(problem) = switchboard_client::tls::certificate_error(e) {
+        // The host answered, but with a certificate this delegate does not trust: say so
+        // rather than let the error suggest the host is down.
+        return format!(
+            "the server's TLS certificate is not trusted ({problem}); if it comes from a private CA, pass that CA with --ca-cert"
+        );
+    }
     let mut source = e.source();
     let mut innermost = None;
     while let Some(s) = source {
@@ -79,14 +91,7 @@ pub fn describe_http_error(url: &str, e: &reqwest::Error) -> String {
         innermost = Some(s);
         source = s.source();
     }
-    let cause = innermost.map_or_else(|| e.to_string(), ToString::to_string);
-    if url.starts_with("https://") {
-        // The workspace builds reqwest without a TLS backend for now; say so rather than
-        // let a confusing error suggest the host is down.
-        format!("cannot check https URLs yet: this delegate is built without TLS ({cause})")
-    } else {
-        cause
-    }
+    innermost.map_or_else(|| e.to_string(), ToString::to_string)
 }
 
 fn describe_io(e: &io::Error) -> String {

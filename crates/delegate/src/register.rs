@@ -52,7 +52,7 @@ pub async fn register_with_retry(
         attempt = attempt.saturating_add(1);
         let error = match &error {
             ClientError::Transport(e) => {
-                format!("cannot reach the manager: {}", probe::describe_http_error(manager, e))
+                format!("cannot reach the manager: {}", probe::describe_http_error(e))
             }
             other => other.to_string(),
         };

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, ValueEnum};
+use switchboard_client::Tls;
 use switchboard_domain::{Capacity, Ident, ImageFlavour, TaskType};
 use switchboard_protocol::delegate::RegisterRequest;
 
@@ -77,6 +78,12 @@ struct Args {
         default_value = "http://127.0.0.1:8080"
     )]
     manager: String,
+
+    /// A PEM file of CA certificates to trust, besides the public ones: for an https://
+    /// manager with a private certificate, and for https capability checks and
+    /// http_check tasks.
+    #[arg(long, env = "SWITCHBOARD_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
 
     /// The delegate token to register with.
     #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
@@ -154,6 +161,9 @@ struct Args {
 pub struct Settings {
     /// The manager's base URL, without a trailing slash.
     pub manager: String,
+    /// Whom HTTPS and WSS trust (the public roots, and `--ca-cert`'s CAs), for the
+    /// manager and for checks alike.
+    pub tls: Tls,
     pub token: Token,
     pub name: Ident,
     pub tags: Vec<String>,
@@ -240,6 +250,7 @@ impl TryFrom<Args> for Settings {
 
     fn try_from(args: Args) -> Result<Self, String> {
         let manager = parse_manager(&args.manager)?;
+        let tls = Tls::from_ca_file(args.ca_cert.as_deref()).map_err(|e| format!("--ca-cert: {e}"))?;
         if args.project.is_some() && args.org.is_none() {
             return Err("--project needs --org: a project lives in an organization".into());
         }
@@ -287,6 +298,7 @@ impl TryFrom<Args> for Settings {
         }
         Ok(Settings {
             manager,
+            tls,
             token: args.token,
             name: args.name,
             tags,
@@ -389,6 +401,7 @@ mod tests {
         assert_eq!(s.check_timeout, Duration::from_secs(5));
         assert_eq!(s.log_limits, Limits::default());
         assert!(!s.hostname.is_empty());
+        assert!(s.tls.ca_file().is_none());
     }
 
     #[test]
@@ -459,6 +472,7 @@ mod tests {
             (&["--check-timeout", "0s"][..], "zero"),
             (&["--org", "9lives"][..], "9lives"),
             (&["--hostname", " "][..], "hostname"),
+            (&["--ca-cert", "/nonexistent/ca.pem"][..], "/nonexistent/ca.pem"),
         ] {
             let line = error_line(extra);
             assert!(line.starts_with("error: "), "{extra:?}: {line}");

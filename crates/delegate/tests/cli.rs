@@ -199,3 +199,7 @@ fn a_registered_delegate_prints_its_line_and_stops_cleanly_on_sigterm() {
 /// The real binary against the real manager.
 #[path = "cli/with_manager.rs"]
 mod with_manager;
+
+/// The same over HTTPS and WSS, with `--ca-cert`.
+#[path = "cli/tls.rs"]
+mod tls;

@@ -50,6 +50,10 @@ pub struct Connection {
     /// How to print answers: human tables, or the API's JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// A PEM file of CA certificates to trust for an https:// manager, besides the public
+    /// ones (a company CA, or a self-signed manager's own certificate).
+    #[arg(long, global = true, env = "SWITCHBOARD_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// How long to wait for a manager that refuses connections (one still starting) before
     /// giving up with exit code 3, e.g. 10s or 0s.
     #[arg(

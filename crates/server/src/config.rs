@@ -186,6 +186,24 @@ settings! {
     /// Most delegate sockets this manager holds open; more are answered 503 (100000).
     flag(long, value_name = "N")
     max_sockets: usize = 100_000, parse = values::parse_max_sockets;
+    /// The manager's certificate chain, a PEM file: with tls_key, the manager serves HTTPS
+    /// and WSS itself (none: plain HTTP).
+    flag(long, value_name = "PATH")
+    tls_cert: Option<PathBuf> = None, parse = values::parse_path;
+
+    /// The private key of tls_cert, a PEM file (PKCS#8, PKCS#1 or SEC1).
+    flag(long, value_name = "PATH")
+    tls_key: Option<PathBuf> = None, parse = values::parse_path;
+
+    /// Longest a client may take to complete the TLS handshake, and then to send each
+    /// request's headers; past it the connection is closed (10s).
+    flag(long, value_name = "DURATION")
+    header_read_timeout: Duration = Duration::from_secs(10), parse = values::parse_positive_duration;
+
+    /// Longest a request's body may take to arrive after its headers; past it the answer
+    /// is 408 and the connection is closed (30s).
+    flag(long, value_name = "DURATION")
+    body_read_timeout: Duration = Duration::from_secs(30), parse = values::parse_positive_duration;
 }
 
 /// The settings never echoed in error messages.
@@ -251,6 +269,12 @@ pub enum ConfigError {
         origin: Origin,
         reason: String,
     },
+    #[error(
+        "{given} is set but {missing} is not ({}, {}): HTTPS needs both the certificate and its key, plain HTTP neither",
+        env_var(missing),
+        flag_name(missing)
+    )]
+    Incomplete { given: &'static str, missing: &'static str },
 }
 
 /// The environment variable of a setting: `SWITCHBOARD_` and the key in capitals.
@@ -305,7 +329,24 @@ impl Settings {
         for (key, raw) in args.settings.given() {
             settings.apply(key, raw, Origin::Flag(flag_name(key)))?;
         }
+        settings.check_pairs()?;
         Ok(settings)
+    }
+
+    /// Settings that only make sense together: a certificate without its key (or the
+    /// reverse) is a mistake to stop at, not a reason to serve plain HTTP.
+    fn check_pairs(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err(ConfigError::Incomplete {
+                given: "tls_cert",
+                missing: "tls_key",
+            }),
+            (None, Some(_)) => Err(ConfigError::Incomplete {
+                given: "tls_key",
+                missing: "tls_cert",
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn apply(&mut self, key: &str, raw: &str, origin: Origin) -> Result<(), ConfigError> {
@@ -593,6 +634,42 @@ mod tests {
         let msg = load(&["--config", path_of(&f)], &[]).expect_err("syntax").to_string();
         assert!(msg.contains("is not valid TOML: line 2"), "{msg}");
         assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        let msg = load(&["--tls-cert", "/etc/switchboard/cert.pem"], &[])
+            .expect_err("cert without key")
+            .to_string();
+        assert!(
+            msg.starts_with("tls_cert is set but tls_key is not (SWITCHBOARD_TLS_KEY, --tls-key)"),
+            "{msg}"
+        );
+        let msg = load(&[], &[("SWITCHBOARD_TLS_KEY", "/etc/switchboard/key.pem")])
+            .expect_err("key without cert")
+            .to_string();
+        assert!(msg.starts_with("tls_key is set but tls_cert is not"), "{msg}");
+
+        let f = file("tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n");
+        let s = load(&["--config", path_of(&f)], &[]).expect("both given");
+        assert_eq!(s.tls_cert, Some(PathBuf::from("cert.pem")));
+        assert_eq!(s.tls_key, Some(PathBuf::from("key.pem")));
+        let s = load(&[], &[]).expect("neither given");
+        assert!(s.tls_cert.is_none() && s.tls_key.is_none());
+    }
+
+    #[test]
+    fn read_timeouts_have_defaults_and_refuse_zero() {
+        let s = load(&[], &[]).expect("defaults");
+        assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(30));
+        let s = load(&["--header-read-timeout", "300ms", "--body-read-timeout", "2s"], &[]).expect("loads");
+        assert_eq!(s.header_read_timeout, Duration::from_millis(300));
+        assert_eq!(s.body_read_timeout, Duration::from_secs(2));
+        let msg = load(&[], &[("SWITCHBOARD_HEADER_READ_TIMEOUT", "0s")])
+            .expect_err("zero")
+            .to_string();
+        assert!(msg.contains("invalid header_read_timeout"), "{msg}");
     }
 
     #[test]

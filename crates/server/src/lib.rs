@@ -2,8 +2,10 @@
 //!
 //! [`app`] builds the router from an [`AppState`] (a store and the settings); [`run`] serves
 //! it on a bound listener until a shutdown future completes, so tests bind port 0 and stop
-//! the server cleanly. The `switchboard` binary only loads [`Settings`], sets up
-//! [`telemetry`], opens the store ([`open_store`]) and calls [`run`].
+//! the server cleanly. It serves HTTPS when the settings name a certificate ([`tls`]),
+//! through its own accept loop ([`serve`]). The `switchboard` binary only loads
+//! [`Settings`], sets up [`telemetry`], opens the store ([`open_store`]) and calls
+//! [`run_with_tls`].
 
 #![forbid(unsafe_code)]
 
@@ -22,16 +24,17 @@ pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod secrets;
+pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
-
-use std::future::Future;
+pub mod tls;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -78,8 +81,9 @@ pub fn app(state: AppState) -> Router {
 /// put a router of their own in exactly the production stack.
 ///
 /// Outermost first: a request id (so the span can carry it), the span, problem+json for
-/// bare errors, the timeout, then the body limit. Axum's own default limit is disabled so
-/// that the `body_limit` setting is the only limit, whichever way a body is read.
+/// bare errors, the body read timeout, the request timeout, then the body limit. Axum's
+/// own default limit is disabled so that the `body_limit` setting is the only limit,
+/// whichever way a body is read.
 pub fn with_middleware<S>(router: Router<S>, settings: &Settings) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -94,6 +98,10 @@ where
                 middleware::problem_for_bare_errors,
             ))
             .layer(axum::middleware::from_fn_with_state(
+                middleware::BodyReadTimeout(settings.body_read_timeout),
+                middleware::body_read_timeout,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
                 settings.request_timeout,
                 middleware::timeout,
             ))
@@ -103,16 +111,40 @@ where
 }
 
 /// Serves [`app`] on `listener` until `shutdown` completes, then stops accepting, lets
-/// requests in flight finish for up to `shutdown_grace`, and returns.
+/// requests in flight finish for up to `shutdown_grace`, and returns. Over HTTPS when the
+/// settings name a certificate and key: an unusable one is an `InvalidInput` error before
+/// anything is served (the binary checks it earlier, with [`tls::acceptor`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = state.settings().shutdown_grace;
+    let tls = tls::acceptor(state.settings())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    run_with_tls(listener, state, tls, shutdown).await
+}
+
+/// [`run`] with the TLS acceptor already built (`None`: plain HTTP), so the binary loads
+/// the certificate once and reports a bad one as a configuration error.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let settings = state.settings();
+    let grace = settings.shutdown_grace;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let address = listener.local_addr()?;
+    tracing::info!(%address, scheme, "serving {scheme}");
+    let serving = serve::Serving {
+        app: app(state.clone()),
+        tls,
+        header_read_timeout: settings.header_read_timeout,
+        grace,
+    };
     let background = delegates::Background::start(&state);
     let dispatching = dispatch::lifecycle::Loops::start(&state);
-    let (began_tx, mut began_rx) = tokio::sync::watch::channel(false);
     let closing = state.clone();
     let signal = async move {
         shutdown.await;
@@ -123,29 +155,11 @@ pub async fn run(
             switchboard_protocol::socket::close::GOING_AWAY,
             "the manager is shutting down",
         );
-        // The receiver lives until `run` returns; a failed send means nobody waits.
-        let _ = began_tx.send(true);
     };
-    // With the peer address, so the audit log can say where a change came from.
-    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(signal);
-    let grace_expired = async move {
-        // An error means the signal future was dropped: the server already finished.
-        if began_rx.wait_for(|began| *began).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(grace).await;
-    };
-    let result = tokio::select! {
-        result = server.into_future() => result,
-        () = grace_expired => {
-            tracing::warn!(grace = %format_duration(grace), "requests still in flight after the grace period; stopping anyway");
-            Ok(())
-        }
-    };
+    serve::serve(listener, serving, signal).await;
     dispatching.stop().await;
     background.stop(&state).await;
-    result
+    Ok(())
 }
 
 #[cfg(test)]
@@ -169,6 +183,8 @@ mod tests {
         let settings = Settings {
             body_limit: 1024,
             request_timeout: Duration::from_millis(50),
+            // Shorter than the request timeout, so a stalled body meets it first.
+            body_read_timeout: Duration::from_millis(20),
             ..Settings::default()
         };
         let router = Router::new()
@@ -245,6 +261,20 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(json["type"], "https://switchboard.dev/problems/timeout");
         assert!(json["detail"].as_str().expect("detail").contains("50ms"), "{json}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_is_a_408_problem_that_closes_the_connection() {
+        let stalled = futures::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+        let request = Request::post("/echo")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from_stream(stalled))
+            .expect("request");
+        let (response, json) = send(request).await;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        assert_eq!(json["type"], "https://switchboard.dev/problems/timeout");
+        assert!(json["detail"].as_str().expect("detail").contains("20ms"), "{json}");
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchboard_server::cli::{Cli, Command, operate};
 use switchboard_server::config::ServeArgs;
-use switchboard_server::{AppState, Settings, bootstrap, open_store, run, telemetry};
+use switchboard_server::{AppState, Settings, bootstrap, open_store, run_with_tls, telemetry, tls};
 use tokio::net::TcpListener;
 
 /// A failed start: what to print and the exit code.
@@ -69,6 +69,9 @@ fn serve(args: &ServeArgs) -> Result<(), Failure> {
 }
 
 async fn serve_async(settings: Settings) -> Result<(), Failure> {
+    // Before the store and the listener: an unusable certificate is a setting to fix.
+    let acceptor = tls::acceptor(&settings).map_err(Failure::config)?;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let database = settings.database_url.clone();
     let store = open_store(&settings)
         .await
@@ -93,12 +96,12 @@ async fn serve_async(settings: Settings) -> Result<(), Failure> {
     bootstrap::announce(&admin_key, &mut std::io::stdout())
         .map_err(|e| Failure::runtime(format!("cannot print the generated admin key: {e}")))?;
     // The one line on stdout: scripts and tests wait for it to know the server is up.
-    println!("switchboard listening on http://{address} (store: {database})");
+    println!("switchboard listening on {scheme}://{address} (store: {database})");
     let _ = std::io::stdout().flush();
-    tracing::info!(%address, store = %database, "listening");
+    tracing::info!(%address, scheme, store = %database, "listening");
 
     let state = AppState::with_admin_key(store, settings, admin_key.hash());
-    run(listener, state, shutdown)
+    run_with_tls(listener, state, acceptor, shutdown)
         .await
         .map_err(|e| Failure::runtime(format!("the server stopped: {e}")))?;
     tracing::info!("stopped");

@@ -1,13 +1,21 @@
 //! The request middlewares of our own: admin-key authentication, the request timeout,
-//! and the safety net that turns any bare error response into problem+json.
+//! the body read timeout, and the safety net that turns any bare error response into
+//! problem+json.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
 use switchboard_domain::{Secret, SecretKind};
+use tokio::time::Sleep;
 
 use crate::auth::Caller;
 use crate::config::format_duration;
@@ -73,6 +81,90 @@ pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next
             )
             .into_response()
         }
+    }
+}
+
+/// The `body_read_timeout` setting, as the state of [`body_read_timeout`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
+
+/// Answers 408 (`timeout` problem) and closes the connection when a request's body has
+/// not fully arrived within `body_read_timeout` of its headers: a client trickling its
+/// body a byte at a time holds a connection and a handler no longer than that.
+///
+/// The body is wrapped so that, past the deadline, reading it fails. Whatever the handler
+/// made of that failure (a 400, usually) is replaced here by the 408, since the handler
+/// cannot know why its body broke off.
+pub async fn body_read_timeout(State(limit): State<BodyReadTimeout>, request: Request, next: Next) -> Response {
+    // Most requests (GETs, socket upgrades) have no body to wait for.
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let expired = Arc::new(AtomicBool::new(false));
+    let request = request.map(|body| {
+        Body::new(TimedBody {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(limit.0)),
+            limit: limit.0,
+            expired: Arc::clone(&expired),
+        })
+    });
+    let response = next.run(request).await;
+    if !expired.load(Ordering::Acquire) {
+        return response;
+    }
+    tracing::info!(timeout = %format_duration(limit.0), "request body did not arrive in time; closing the connection");
+    let mut response = ApiError::for_status(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body did not arrive within the server's limit of {}",
+            format_duration(limit.0)
+        ),
+    )
+    .into_response();
+    // The rest of the body may still be on its way: this connection cannot be reused.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A request body that fails once its deadline passes.
+struct TimedBody {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+    limit: Duration,
+    /// Set when the deadline cut the body off, for [`body_read_timeout`] to see.
+    expired: Arc<AtomicBool>,
+}
+
+/// The error a [`TimedBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {}", format_duration(*.0))]
+struct BodyTooSlow(Duration);
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.expired.store(true, Ordering::Release);
+            return Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow(this.limit)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -19,6 +19,8 @@ mod server {
     mod metrics;
     mod permissions;
     mod quickstart;
+    mod slow_clients;
     mod support;
+    mod tls;
     mod tokens;
 }

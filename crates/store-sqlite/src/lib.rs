@@ -212,10 +212,7 @@ fn lock_exclusive(path: &Path) -> StoreResult<File> {
             path.display(),
             lock.display()
         ))),
-        Err(TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
-            "cannot lock {}: {e}",
-            lock.display()
-        ))),
+        Err(TryLockError::Error(e)) => Err(StoreError::Unavailable(format!("cannot lock {}: {e}", lock.display()))),
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use switchboard_client::Tls;
 use switchboard_domain::{Ident, TaskType};
 
 use crate::cancel::CancelToken;
@@ -118,9 +119,14 @@ impl Runner {
     /// A runner for `enabled` types only: `shell` runs only when it is listed here,
     /// which settings allow only with `--enable-shell`.
     pub fn new(enabled: &[BuiltIn]) -> Self {
+        Self::with_tls(enabled, &Tls::default())
+    }
+
+    /// Like [`Runner::new`], with `http_check` trusting what `tls` trusts.
+    pub fn with_tls(enabled: &[BuiltIn], tls: &Tls) -> Self {
         Runner {
             enabled: enabled.to_vec(),
-            http: probe::http_client(),
+            http: probe::http_client(tls),
         }
     }
 

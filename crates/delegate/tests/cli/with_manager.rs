@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchboard_client::Tls;
 use switchboard_domain::{InstanceId, TaskId, TaskState};
 use switchboard_server::config::Database;
 use switchboard_server::{AppState, Settings, open_store, run};
@@ -15,24 +16,32 @@ use tempfile::TempDir;
 const ADMIN: &str = "delegate-e2e-admin-key-0123456789";
 const PATIENCE: Duration = Duration::from_secs(30);
 
-struct Manager {
-    url: String,
-    state: AppState,
+pub(super) struct Manager {
+    pub(super) url: String,
+    pub(super) state: AppState,
     http: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: TempDir,
 }
 
 async fn manager() -> Manager {
+    manager_with(|_| {}, &Tls::default()).await
+}
+
+/// The manager with settings adjusted by `configure` (over HTTPS when they name a
+/// certificate); its API is called with a client trusting what `tls` trusts.
+pub(super) async fn manager_with(configure: impl FnOnce(&mut Settings), tls: &Tls) -> Manager {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         database_url: Database::Sqlite(dir.path().join("switchboard.db")),
         admin_key: Some(switchboard_domain::Secret::presented(ADMIN)),
         ..Settings::default()
     };
+    configure(&mut settings);
+    let scheme = if settings.tls_cert.is_some() { "https" } else { "http" };
     let store = open_store(&settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     let state = AppState::new(store, settings);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(run(listener, state.clone(), async {
@@ -41,14 +50,14 @@ async fn manager() -> Manager {
     Manager {
         url,
         state,
-        http: reqwest::Client::new(),
+        http: tls.http_client().build().unwrap(),
         _stop: stop,
         _dir: dir,
     }
 }
 
 impl Manager {
-    async fn token(&self, name: &str, account: &str) -> String {
+    pub(super) async fn token(&self, name: &str, account: &str) -> String {
         let body = json!({"name": name, "account": account});
         let created: Value = self
             .http
@@ -65,7 +74,7 @@ impl Manager {
     }
 
     /// Submits a task through the pipeline API; returns the answer.
-    async fn submit(&self, body: &Value) -> Value {
+    pub(super) async fn submit(&self, body: &Value) -> Value {
         let url = format!("{}/api/v1/tasks", self.url);
         self.http
             .post(url)
@@ -79,7 +88,7 @@ impl Manager {
             .unwrap()
     }
 
-    async fn delegates(&self) -> Value {
+    pub(super) async fn delegates(&self) -> Value {
         let url = format!("{}/api/v1/delegates", self.url);
         self.http
             .get(url)
@@ -92,7 +101,7 @@ impl Manager {
             .unwrap()
     }
 
-    async fn instance(&self, id: InstanceId) -> Value {
+    pub(super) async fn instance(&self, id: InstanceId) -> Value {
         let list = self.delegates().await;
         let all = list["items"]
             .as_array()
@@ -106,9 +115,9 @@ impl Manager {
 }
 
 /// A `switchboard-delegate` process, killed when dropped.
-struct Delegate {
+pub(super) struct Delegate {
     child: Child,
-    id: InstanceId,
+    pub(super) id: InstanceId,
     _logs: TempDir,
 }
 
@@ -120,7 +129,7 @@ impl Drop for Delegate {
 }
 
 /// Starts the delegate and waits for its "registered as" line.
-async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> Delegate {
+pub(super) async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> Delegate {
     let logs = tempfile::tempdir().unwrap();
     let mut child = Command::new(super::BIN)
         .args(["--manager", &manager.url, "--log-dir"])
@@ -155,7 +164,7 @@ async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> Delegate {
 }
 
 /// Polls `check` (the manager notices socket changes asynchronously); bounded.
-async fn eventually<F, Fut>(mut check: F) -> Duration
+pub(super) async fn eventually<F, Fut>(mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

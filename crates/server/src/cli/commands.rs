@@ -3,7 +3,7 @@
 //! documented exit codes: 1 refused (4xx), 3 unreachable or failing (5xx).
 
 use serde::Serialize;
-use switchboard_client::{Client, ClientError, ScopeFilter, TaskFilter};
+use switchboard_client::{Client, ClientError, ScopeFilter, TaskFilter, Tls};
 use switchboard_domain::TaskState;
 use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::DelegateView;
@@ -19,6 +19,8 @@ use super::{
 
 /// The manager refused the request (a 4xx answer).
 pub const EXIT_REFUSED: u8 = 1;
+/// The command line cannot work as given (clap's own code, and an unusable `--ca-cert`).
+pub const EXIT_USAGE: u8 = 2;
 /// The manager could not be reached, or failed (a 5xx answer).
 pub const EXIT_UNREACHABLE: u8 = 3;
 /// `tasks submit --wait`: the task ended, but not `succeeded`.
@@ -54,9 +56,14 @@ impl Failed {
                 while let Some(next) = cause.source() {
                     cause = next;
                 }
+                let hint = if switchboard_client::tls::is_certificate_error(&e) {
+                    "; if the manager's certificate comes from a private CA, pass that CA with --ca-cert"
+                } else {
+                    ""
+                };
                 Self {
                     code: EXIT_UNREACHABLE,
-                    message: format!("cannot reach the manager at {url}: {cause}"),
+                    message: format!("cannot reach the manager at {url}: {cause}{hint}"),
                 }
             }
             ClientError::Closed => Self {
@@ -76,7 +83,14 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
             return EXIT_UNREACHABLE;
         }
     };
-    let client = match Client::new(connection.url.clone(), connection.api_key()) {
+    let tls = match Tls::from_ca_file(connection.ca_cert.as_deref()) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let client = match Client::with_tls(connection.url.clone(), connection.api_key(), &tls) {
         Ok(client) => client,
         Err(e) => {
             eprintln!("error: {}", Failed::from_client(e, &connection.url).message);
@@ -121,13 +135,26 @@ async fn wait_for_manager(client: &Client, patience: std::time::Duration) {
     let mut delay = std::time::Duration::from_millis(20);
     loop {
         match client.healthy().await {
-            Err(ClientError::Transport(e)) if e.is_connect() && tokio::time::Instant::now() + delay < deadline => {
+            Err(ClientError::Transport(e)) if refused(&e) && tokio::time::Instant::now() + delay < deadline => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_millis(500));
             }
             _ => return,
         }
     }
+}
+
+/// Whether the connection was refused: nothing listens yet. Not a certificate the CLI
+/// does not trust, nor a name that does not resolve: waiting does not fix those.
+fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Prints an answer as a table (with `table`) or as the API's JSON.

@@ -93,6 +93,15 @@ pub fn parse_public_url(raw: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// A file path, as given (relative paths are relative to the working directory). Whether
+/// the file exists and holds what it should is checked where it is used, at startup.
+pub fn parse_path(raw: &str) -> Result<Option<PathBuf>, String> {
+    match raw.trim() {
+        "" => Err("expected a file path".to_owned()),
+        path => Ok(Some(PathBuf::from(path))),
+    }
+}
+
 /// A dotted numeric version such as `1.4` or `24.03.82600`.
 pub fn parse_min_version(raw: &str) -> Result<Option<String>, String> {
     let raw = raw.trim();

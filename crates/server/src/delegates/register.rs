@@ -7,7 +7,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::Utc;
 use switchboard_domain::delegate::Version;
@@ -21,6 +21,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{is_json, parse};
 use crate::middleware::bearer_token;
 use crate::secrets;
+use crate::serve::Transport;
 use crate::state::AppState;
 
 /// The most task types an instance may list.
@@ -28,6 +29,7 @@ const MAX_TASK_TYPES: usize = 64;
 
 pub async fn register(
     State(state): State<AppState>,
+    transport: Option<Extension<Transport>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
@@ -93,7 +95,11 @@ pub async fn register(
         project: scope.project().cloned(),
         session_token: session.expose().to_owned(),
         heartbeat_interval_ms: u64::try_from(state.settings().heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
-        stream_url: stream_url(&state, &headers),
+        stream_url: stream_url(
+            state.settings().public_url.as_deref(),
+            transport.map_or(Transport::Plain, |Extension(t)| t),
+            &headers,
+        ),
     };
     Ok((StatusCode::CREATED, Json(registered)))
 }
@@ -180,18 +186,62 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Where the instance opens its socket: the configured public URL, or the host it used to
-/// reach this registration.
-fn stream_url(state: &AppState, headers: &HeaderMap) -> String {
-    let base = match &state.settings().public_url {
+/// Where the instance opens its socket: the configured public URL (`https://` becomes
+/// `wss://`), or the host it used to reach this registration, over TLS (`wss://`) when the
+/// registration came over TLS.
+fn stream_url(public_url: Option<&str>, transport: Transport, headers: &HeaderMap) -> String {
+    let base = match public_url {
         Some(url) => url.replacen("http", "ws", 1),
         None => {
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("localhost");
-            format!("ws://{host}")
+            let scheme = match transport {
+                Transport::Plain => "ws",
+                Transport::Tls => "wss",
+            };
+            format!("{scheme}://{host}")
         }
     };
     format!("{base}/delegate/v1/stream")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn host(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn the_socket_url_keeps_the_scheme_the_delegate_used() {
+        let headers = host("manager:8443");
+        assert_eq!(
+            stream_url(None, Transport::Plain, &headers),
+            "ws://manager:8443/delegate/v1/stream"
+        );
+        assert_eq!(
+            stream_url(None, Transport::Tls, &headers),
+            "wss://manager:8443/delegate/v1/stream"
+        );
+    }
+
+    #[test]
+    fn a_public_url_decides_the_socket_url() {
+        let headers = host("10.0.0.5:8080");
+        assert_eq!(
+            stream_url(Some("https://switchboard.example.com"), Transport::Plain, &headers),
+            "wss://switchboard.example.com/delegate/v1/stream"
+        );
+        assert_eq!(
+            stream_url(Some("http://switchboard.internal"), Transport::Tls, &headers),
+            "ws://switchboard.internal/delegate/v1/stream"
+        );
+    }
 }

@@ -23,6 +23,9 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// The app, served by [`run`] on 127.0.0.1:0, with its own SQLite file.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// `https` when the settings name a certificate, else `http`.
+    pub scheme: &'static str,
+    /// Trusts only the public roots: a TLS test replaces it with one trusting its CA.
     pub client: reqwest::Client,
     /// The app's state, to read its counters.
     pub state: AppState,
@@ -54,6 +57,7 @@ pub async fn spawn_app_in(dir: TempDir, address: SocketAddr, configure: impl FnO
         ..Settings::default()
     };
     configure(&mut settings);
+    let scheme = if settings.tls_cert.is_some() { "https" } else { "http" };
     let store = open_store(&settings).await.expect("the SQLite store opens");
     let listener = tokio::net::TcpListener::bind(address).await.expect("bind the address");
     let address = listener.local_addr().expect("bound address");
@@ -64,6 +68,7 @@ pub async fn spawn_app_in(dir: TempDir, address: SocketAddr, configure: impl FnO
     }));
     TestApp {
         address,
+        scheme,
         client: reqwest::Client::new(),
         state,
         shutdown: Some(shutdown),
@@ -75,7 +80,7 @@ pub async fn spawn_app_in(dir: TempDir, address: SocketAddr, configure: impl FnO
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        format!("{}://{}{path}", self.scheme, self.address)
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
@@ -193,7 +198,8 @@ impl Binary {
             }
         };
         let address = banner
-            .strip_prefix("switchboard listening on http://")
+            .strip_prefix("switchboard listening on ")
+            .and_then(|rest| rest.strip_prefix("http://").or_else(|| rest.strip_prefix("https://")))
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line: {banner:?}"))
             .to_owned();

@@ -43,7 +43,10 @@ async fn an_exclusive_open_refuses_a_second_manager_until_the_first_is_gone() {
     );
     // The lock lives as long as any clone of the store.
     drop(first);
-    assert!(SqliteStore::open_exclusive(&path).await.is_err(), "a clone still holds it");
+    assert!(
+        SqliteStore::open_exclusive(&path).await.is_err(),
+        "a clone still holds it"
+    );
     drop(clone);
     SqliteStore::open_exclusive(&path)
         .await
