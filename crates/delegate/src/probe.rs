@@ -63,7 +63,7 @@ pub async fn tcp(host: &str, port: u16, timeout: Duration) -> Result<Duration, S
 /// A duration as people write it: `12 ms`, `5 s`.
 pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms >= 1_000 && ms % 1_000 == 0 {
+    if ms >= 1_000 && ms.is_multiple_of(1_000) {
         format!("{} s", ms / 1_000)
     } else {
         format!("{ms} ms")
