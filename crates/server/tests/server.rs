@@ -16,6 +16,8 @@ mod server {
     mod dispatch;
     mod fuzz;
     mod metrics;
+    mod openapi;
+    mod openapi_errors;
     mod permissions;
     mod support;
     mod tokens;
