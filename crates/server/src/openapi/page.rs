@@ -120,7 +120,7 @@ impl Page<'_> {
                     esc(text(&o.op["operationId"])),
                     o.method.to_uppercase(),
                     esc(o.path),
-                    esc(text(&o.op["summary"]))
+                    inline(text(&o.op["summary"]))
                 )?;
             }
             writeln!(out, "</ul></li>")?;
@@ -315,7 +315,7 @@ fn label(schema: &Value) -> String {
     if let Some(values) = schema.get("enum").and_then(Value::as_array) {
         let values: Vec<String> = values
             .iter()
-            .map(|v| format!("<code>{}</code>", esc(&v.to_string())))
+            .map(|v| format!("<code>{}</code>", esc(&plain(v))))
             .collect();
         return format!("one of {}", values.join(", "));
     }
@@ -332,6 +332,7 @@ fn label(schema: &Value) -> String {
                 Some(values) if values.is_object() => format!("map of string to {}", label(values)),
                 _ => "object".into(),
             },
+            "null" => "null".into(),
             other => match schema["format"].as_str() {
                 Some(format) => format!("{} ({})", esc(other), esc(format)),
                 None => esc(other),
@@ -352,21 +353,29 @@ fn described(schema: &Value, description: &str) -> String {
     if !description.is_empty() {
         notes.push(inline(description));
     }
-    for (key, words) in [
-        ("pattern", "Matches"),
-        ("minLength", "At least this many characters:"),
-        ("maxLength", "At most this many characters:"),
-        ("minimum", "At least"),
-        ("maximum", "At most"),
-        ("default", "Default:"),
-        ("example", "Example:"),
+    for (key, before, after) in [
+        ("pattern", "Matches <code>", "</code>."),
+        ("minLength", "At least ", " characters."),
+        ("maxLength", "At most ", " characters."),
+        ("minimum", "At least ", "."),
+        ("maximum", "At most ", "."),
+        ("default", "Default: <code>", "</code>."),
+        ("example", "Example: <code>", "</code>."),
     ] {
-        if let Some(value) = schema.get(key) {
-            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
-            notes.push(format!("{words} <code>{}</code>.", esc(&value)));
+        match schema.get(key) {
+            // A minimum of 0 only says "unsigned", which an integer's answer shows anyway.
+            Some(value) if !(key == "minimum" && *value == 0) => {
+                notes.push(format!("{before}{}{after}", esc(&plain(value))));
+            }
+            _ => {}
         }
     }
     notes.join(" ")
+}
+
+/// A JSON value as shown to people: strings without their quotes.
+fn plain(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
 }
 
 /// Paragraphs of `text` (blank-line separated), with `code` spans.
