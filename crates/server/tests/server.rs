@@ -19,6 +19,7 @@ mod server {
     mod openapi;
     mod openapi_errors;
     mod permissions;
+    mod spec;
     mod support;
     mod tokens;
 }

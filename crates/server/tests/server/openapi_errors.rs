@@ -8,7 +8,7 @@
 use reqwest::{Method, header};
 use serde_json::{Value, json};
 
-use super::openapi::Spec;
+use super::spec::Spec;
 use super::support::{ADMIN_KEY, TestApp, spawn_app, spawn_app_with};
 
 /// The body limit of the app the table runs against.
