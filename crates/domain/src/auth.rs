@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::ident::{Ident, Scope};
 use crate::ids::ApiKeyId;
 
+/// What an API key may do, within its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Permission {
     #[serde(rename = "delegates:view")]
     DelegatesView,

@@ -28,12 +28,22 @@ pub enum CapabilityError {
 
 /// Something a task needs to reach.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Capability {
     /// A URL answers an HTTP request (any status counts as reachable).
-    Http { url: String },
+    Http {
+        /// `http://` or `https://`, at most 2048 characters, no spaces.
+        #[cfg_attr(feature = "openapi", schema(pattern = "^https?://\\S+$", max_length = 2048))]
+        url: String,
+    },
     /// A host and port accept a TCP connection.
-    Tcp { host: String, port: u16 },
+    Tcp {
+        #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 253))]
+        host: String,
+        #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+        port: u16,
+    },
 }
 
 /// The unchecked wire shape; [`Capability`] deserializes through it and validates.
@@ -95,6 +105,7 @@ impl<'de> Deserialize<'de> for Capability {
 
 /// The canonical string of a capability; results are keyed by it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct CapabilityBasis(pub String);
 

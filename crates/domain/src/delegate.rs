@@ -26,6 +26,7 @@ pub struct DelegateGroup {
 
 /// Which image a delegate runs: `full` ships client tools (kubectl, helm...), `minimal` not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ImageFlavour {
     Full,
@@ -136,6 +137,7 @@ impl Version {
 
 /// Liveness as PRODUCT.md defines it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Liveness {
     /// Socket open and heartbeat fresh.
@@ -175,6 +177,7 @@ impl DelegateInstance {
 
 /// Whether a delegate token still admits registrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TokenStatus {
     Active,

@@ -29,6 +29,11 @@ pub enum IdentError {
 
 /// A short ASCII name matching `[A-Za-z_][A-Za-z0-9_-]{0,127}`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, pattern = "^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
+)]
 #[serde(transparent)]
 pub struct Ident(String);
 
@@ -109,6 +114,7 @@ pub struct Scope {
 
 /// The wire shape of a scope: the `account`, `org` and `project` fields of a resource.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Scope))]
 pub struct ScopeParts {
     pub account: Ident,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,7 @@ use crate::task::Attempt;
 /// The assignment rules, in the order they are applied; the first that fails is an
 /// instance's reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     Enabled,
@@ -27,6 +28,7 @@ pub enum Rule {
 
 /// What kind of event an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SelectionKind {
     /// The engine evaluated every instance.
@@ -65,7 +67,9 @@ impl SelectionKind {
     }
 }
 
+/// One entry of a task's selection log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SelectionLogEntry {
     pub task_id: TaskId,
     /// The attempt the entry belongs to (the next one, for a decision before assignment).

@@ -22,7 +22,11 @@ pub enum SelectorError {
 }
 
 /// One normalized selector (a tag, or an implicit selector such as a hostname).
+///
+/// Answers carry it normalized: trimmed, lower-case, 1 to 128 characters, no control
+/// characters.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String))]
 #[serde(transparent)]
 pub struct Selector(String);
 

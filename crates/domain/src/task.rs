@@ -22,6 +22,7 @@ pub const PAYLOAD_MAX_BYTES: usize = 1024 * 1024;
 /// What kind of work a task is (`http_check`, `echo`, `shell`...); instances list the
 /// types they support.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct TaskType(pub Ident);
 
@@ -46,6 +47,7 @@ impl fmt::Debug for TaskType {
 /// The fencing number of a task: 1 for its first assignment, one more for each later one.
 /// 0 means never assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct Attempt(pub u32);
 
@@ -64,6 +66,7 @@ impl fmt::Display for Attempt {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Waiting for an instance.
@@ -199,6 +202,7 @@ pub fn transition(from: TaskState, event: TaskEvent) -> Result<TaskState, Invali
 
 /// Why a task failed, as a stable machine-readable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// No registered delegate could ever take it (scope, selectors, task type).
@@ -235,6 +239,7 @@ impl FailureReason {
 
 /// A failure: its code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     pub reason: FailureReason,
     pub detail: String,

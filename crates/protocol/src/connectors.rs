@@ -10,6 +10,7 @@ use switchboard_domain::{Connector, ConnectorId, Ident, Selectors};
 
 /// `POST /api/v1/connectors`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateConnector {
     /// Unique in the connector's scope.
@@ -28,6 +29,7 @@ pub struct CreateConnector {
 /// `PUT /api/v1/connectors/{id}`: replaces the name and the selectors. The scope is not
 /// here because a connector never moves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateConnector {
     pub name: Ident,
@@ -36,6 +38,7 @@ pub struct UpdateConnector {
 
 /// A connector as answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectorView {
     pub id: ConnectorId,
     pub name: Ident,
@@ -44,6 +47,8 @@ pub struct ConnectorView {
     pub org: Option<Ident>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<Ident>,
+    /// Normalized: trimmed, lower-case, deduplicated, sorted.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<switchboard_domain::Selector>))]
     pub selectors: Selectors,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -66,6 +71,7 @@ impl From<&Connector> for ConnectorView {
 
 /// A list answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConnectorList {
     pub items: Vec<ConnectorView>,
 }

@@ -5,6 +5,7 @@ use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, TaskType};
 
 /// `POST /delegate/v1/register`, with the delegate token as bearer credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The delegate (group) to create or join.
@@ -35,6 +36,7 @@ fn default_flavour() -> ImageFlavour {
 
 /// The answer to a registration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Registered {
     pub instance_id: InstanceId,
     pub group_id: GroupId,
@@ -52,6 +54,7 @@ pub struct Registered {
 
 /// `POST /delegate/v1/tasks/{id}/acquire`: the instance takes the attempt it was offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Acquire {
     pub attempt: switchboard_domain::Attempt,
@@ -59,6 +62,7 @@ pub struct Acquire {
 
 /// The answer to an acquire: what to run. The payload travels only here, over HTTPS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquiredTask {
     pub task_id: switchboard_domain::TaskId,
     pub attempt: switchboard_domain::Attempt,
@@ -69,6 +73,7 @@ pub struct AcquiredTask {
 
 /// `POST /delegate/v1/tasks/{id}/progress`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Progress {
     pub attempt: switchboard_domain::Attempt,
@@ -77,6 +82,7 @@ pub struct Progress {
 
 /// How a run ended, as the delegate reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -85,6 +91,7 @@ pub enum Outcome {
 
 /// `POST /delegate/v1/tasks/{id}/result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskResult {
     pub attempt: switchboard_domain::Attempt,
@@ -99,6 +106,7 @@ pub struct TaskResult {
 
 /// The answer to progress and result reports: where the task stands now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskStatus {
     pub task_id: switchboard_domain::TaskId,
     pub attempt: switchboard_domain::Attempt,

@@ -6,6 +6,7 @@ use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, Liveness, Sel
 
 /// A delegate group with its instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DelegateView {
     pub id: GroupId,
     pub name: Ident,
@@ -22,6 +23,7 @@ pub struct DelegateView {
 
 /// One running process of a delegate, as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceView {
     pub id: InstanceId,
     pub hostname: String,
@@ -47,12 +49,14 @@ pub struct InstanceView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DelegateList {
     pub items: Vec<DelegateView>,
 }
 
 /// `PUT /api/v1/delegates/{id}/tags`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetTags {
     pub tags: Vec<String>,

@@ -8,6 +8,7 @@ use switchboard_domain::{ApiKey, ApiKeyId, Ident, Permission};
 
 /// `POST /api/v1/api-keys`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub name: Ident,
@@ -23,6 +24,7 @@ pub struct CreateApiKey {
 
 /// A key as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyView {
     pub id: ApiKeyId,
     pub name: Ident,
@@ -54,6 +56,7 @@ impl From<&ApiKey> for ApiKeyView {
 
 /// The answer to a creation: the key, and its secret, shown this once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyCreated {
     #[serde(flatten)]
     pub view: ApiKeyView,
@@ -61,6 +64,7 @@ pub struct ApiKeyCreated {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyList {
     pub items: Vec<ApiKeyView>,
 }

@@ -36,6 +36,7 @@ pub mod close {
 
 /// A task an instance reports as running, with the attempt it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RunningTask {
     pub task_id: TaskId,
@@ -44,6 +45,7 @@ pub struct RunningTask {
 
 /// One capability check's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CheckResult {
     pub basis: CapabilityBasis,
@@ -55,6 +57,7 @@ pub struct CheckResult {
 
 /// Messages from the manager to a delegate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ServerMessage {
     /// The first frame on every socket.
@@ -81,6 +84,7 @@ pub enum ServerMessage {
 
 /// Messages from a delegate to the manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DelegateMessage {
     /// I am alive; these are the tasks I run.

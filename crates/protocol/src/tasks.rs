@@ -8,6 +8,7 @@ use switchboard_domain::{
 
 /// `POST /api/v1/tasks` (and the same body for `POST /api/v1/tasks/explain`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     pub account: Ident,
@@ -46,6 +47,7 @@ pub struct SubmitTask {
 
 /// A task as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskView {
     pub id: TaskId,
     pub account: Ident,
@@ -125,6 +127,7 @@ impl From<&Task> for TaskView {
 /// The answer to a submission: the task, and the engine's one-line explanation when it
 /// was not assigned at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submitted {
     #[serde(flatten)]
     pub task: TaskView,

@@ -6,6 +6,7 @@ use switchboard_domain::{DelegateToken, Ident, TokenId, TokenStatus};
 
 /// `POST /api/v1/delegate-tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: Ident,
@@ -18,6 +19,7 @@ pub struct CreateToken {
 
 /// A token as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenView {
     pub id: TokenId,
     pub name: Ident,
@@ -49,6 +51,7 @@ impl From<&DelegateToken> for TokenView {
 
 /// The answer to a creation: the token, and its secret, shown this once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenCreated {
     #[serde(flatten)]
     pub view: TokenView,
@@ -57,6 +60,7 @@ pub struct TokenCreated {
 
 /// A list answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     pub items: Vec<TokenView>,
 }

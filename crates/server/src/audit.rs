@@ -17,9 +17,12 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use switchboard_domain::{ApiKeyId, AuditEntry};
 use switchboard_store::AuditQuery;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::Errors;
+use crate::openapi::errors::{API, QUERY};
 use crate::state::AppState;
 
 /// Routes that take a body but change nothing.
@@ -74,16 +77,24 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
-#[derive(Debug, Deserialize)]
+/// The query string of `GET /api/v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditFilter {
+    /// Only the changes made with this API key.
     key_id: Option<ApiKeyId>,
+    /// Only the changes made at or after this time (RFC 3339).
     since: Option<chrono::DateTime<Utc>>,
+    /// The `next` cursor of the previous page.
     before_id: Option<i64>,
+    /// At most this many entries (default 100).
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the audit log, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditPage)]
 pub struct AuditAnswer {
     items: Vec<AuditEntry>,
     /// The cursor of the next page (`before_id=`), when this one is full.
@@ -91,8 +102,19 @@ pub struct AuditAnswer {
     next: Option<i64>,
 }
 
-/// `GET /api/v1/audit`: newest first. A key sees the changes made by keys at or below its
-/// scope; the admin key sees everything.
+/// The audit log: every change made through `/api/v1`, newest first.
+///
+/// A key sees the changes made by keys at or below its scope; the admin key sees
+/// everything. Entries are kept 90 days by default.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    operation_id = "list_audit",
+    tag = "audit",
+    security(("api_key" = [])),
+    params(AuditFilter),
+    responses((status = 200, description = "A page of entries.", body = AuditAnswer), Errors<{ API | QUERY }>)
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -45,6 +45,28 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// Every problem type, in the order of the table below.
+    pub const ALL: [Problem; 18] = [
+        Problem::BadRequest,
+        Problem::Unauthorized,
+        Problem::Forbidden,
+        Problem::TokenRevoked,
+        Problem::DelegateTooOld,
+        Problem::NotFound,
+        Problem::MethodNotAllowed,
+        Problem::Conflict,
+        Problem::StaleAttempt,
+        Problem::IdempotencyMismatch,
+        Problem::NotAcceptable,
+        Problem::PayloadTooLarge,
+        Problem::UnsupportedMediaType,
+        Problem::RateLimited,
+        Problem::Validation,
+        Problem::Timeout,
+        Problem::Unavailable,
+        Problem::Internal,
+    ];
+
     /// The one table of problem types: slug (the end of the `type` URI), title, status.
     fn info(self) -> (&'static str, &'static str, StatusCode) {
         match self {
@@ -211,14 +233,22 @@ impl ApiError {
     }
 }
 
-/// The RFC 9457 body.
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// The RFC 9457 body of every error answer (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemBody<'a> {
+    /// Stable: `https://switchboard.dev/problems/<slug>`, listed in `docs/errors.md`.
+    /// Clients branch on it, never on `detail`.
     #[serde(rename = "type")]
+    #[schema(format = "uri")]
     type_: String,
+    /// A short summary of the problem type.
     title: &'static str,
+    /// The HTTP status of the answer.
     status: u16,
+    /// What was wrong and how to fix it, for people.
     detail: &'a str,
+    /// The offending field, as a path (`selectors`, `capabilities[0]`), when one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }
@@ -359,27 +389,37 @@ mod tests {
 
     #[test]
     fn every_problem_type_has_a_distinct_slug() {
-        let all = [
-            Problem::BadRequest,
-            Problem::Unauthorized,
-            Problem::Forbidden,
-            Problem::TokenRevoked,
-            Problem::DelegateTooOld,
-            Problem::NotFound,
-            Problem::MethodNotAllowed,
-            Problem::Conflict,
-            Problem::StaleAttempt,
-            Problem::IdempotencyMismatch,
-            Problem::NotAcceptable,
-            Problem::RateLimited,
-            Problem::PayloadTooLarge,
-            Problem::UnsupportedMediaType,
-            Problem::Validation,
-            Problem::Timeout,
-            Problem::Unavailable,
-            Problem::Internal,
-        ];
-        let slugs: std::collections::HashSet<_> = all.iter().map(|p| p.slug()).collect();
-        assert_eq!(slugs.len(), all.len());
+        let slugs: std::collections::HashSet<_> = Problem::ALL.iter().map(|p| p.slug()).collect();
+        assert_eq!(slugs.len(), Problem::ALL.len());
+    }
+
+    #[test]
+    fn all_lists_every_problem_type_once_in_declaration_order() {
+        // `ALL[i] as usize == i` holds only if no variant is missing, repeated or moved,
+        // which the OpenAPI error sets rely on (they are bit sets over the discriminants).
+        for (i, problem) in Problem::ALL.iter().enumerate() {
+            assert_eq!(*problem as usize, i, "{problem:?}");
+        }
+        // A new variant breaks this match: add it here and to `ALL`, in declaration order.
+        match Problem::Internal {
+            Problem::BadRequest
+            | Problem::Unauthorized
+            | Problem::Forbidden
+            | Problem::TokenRevoked
+            | Problem::DelegateTooOld
+            | Problem::NotFound
+            | Problem::MethodNotAllowed
+            | Problem::Conflict
+            | Problem::StaleAttempt
+            | Problem::IdempotencyMismatch
+            | Problem::NotAcceptable
+            | Problem::PayloadTooLarge
+            | Problem::UnsupportedMediaType
+            | Problem::RateLimited
+            | Problem::Validation
+            | Problem::Timeout
+            | Problem::Unavailable
+            | Problem::Internal => {}
+        }
     }
 }

@@ -22,6 +22,7 @@ pub mod extract;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod secrets;
 pub mod serve;
@@ -30,14 +31,16 @@ pub mod storage;
 pub mod telemetry;
 pub mod tls;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::middleware::from_fn_with_state;
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::{ConfigError, Settings};
 pub use error::{ApiError, Problem};
@@ -50,31 +53,34 @@ use crate::middleware::BodyLimit;
 
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
+    let (router, document) = router(&state).split_for_parts();
+    let router = router
+        .layer(Extension(openapi::Reference::new(&document)))
+        .fallback(routes::not_found);
+    with_middleware(router, state.settings()).with_state(state)
+}
+
+/// Every route with its OpenAPI operation: what [`app`] serves and what `/openapi.json`
+/// documents come from this one list, so neither can have a route the other lacks.
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
     // Every /api/v1 route needs an API key (or the admin key); handlers check permissions.
     // Outermost first: what the client accepts, its rate, who it is, then the audit.
     let api = api::router()
-        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::record))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::authenticate,
-        ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::api_rate))
+        .layer(from_fn_with_state(state.clone(), audit::record))
+        .layer(from_fn_with_state(state.clone(), middleware::authenticate))
+        .layer(from_fn_with_state(state.clone(), limits::api_rate))
         .layer(axum::middleware::from_fn(limits::accept_json));
     let delegate = delegates::router()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::delegate_rate,
-        ))
+        .layer(from_fn_with_state(state.clone(), limits::delegate_rate))
         .layer(axum::middleware::from_fn(limits::accept_json));
-
-    let router = Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(metrics::serve))
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::readyz))
+        .routes(routes!(metrics::serve))
+        .routes(routes!(openapi::document))
+        .routes(routes!(openapi::docs))
         .nest("/api/v1", api)
         .nest("/delegate/v1", delegate)
-        .fallback(routes::not_found);
-    with_middleware(router, state.settings()).with_state(state)
 }
 
 /// Wraps `router` in the layers every route gets. Separate from [`app`] so that tests can
@@ -93,18 +99,15 @@ where
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(telemetry::request_trace())
-            .layer(axum::middleware::from_fn_with_state(
+            .layer(from_fn_with_state(
                 BodyLimit(settings.body_limit),
                 middleware::problem_for_bare_errors,
             ))
-            .layer(axum::middleware::from_fn_with_state(
+            .layer(from_fn_with_state(
                 middleware::BodyReadTimeout(settings.body_read_timeout),
                 middleware::body_read_timeout,
             ))
-            .layer(axum::middleware::from_fn_with_state(
-                settings.request_timeout,
-                middleware::timeout,
-            ))
+            .layer(from_fn_with_state(settings.request_timeout, middleware::timeout))
             .layer(DefaultBodyLimit::disable())
             .layer(RequestBodyLimitLayer::new(settings.body_limit)),
     )
@@ -172,7 +175,7 @@ mod tests {
     use axum::body::{Body, to_bytes};
     use axum::http::{Request, StatusCode, header};
     use axum::response::Response;
-    use axum::routing::post;
+    use axum::routing::{get, post};
     use axum::{Json, Router};
     use serde_json::Value;
     use tower::ServiceExt;

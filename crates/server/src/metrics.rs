@@ -319,11 +319,28 @@ fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).to_std().map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-/// `GET /metrics`: open, like `/healthz`, for the scraper (no key to configure there).
+/// The Prometheus metrics of this manager, in the OpenMetrics text format.
 ///
-/// The instance gauges are counted now, from the store and this manager's own view (its
-/// sockets, heartbeats not yet flushed): one store read per scrape. If the store cannot
-/// answer, the last counts stay and the failure shows in `store_errors_total`.
+/// Open, like `/healthz`, for the scraper (no key to configure there). Labels are
+/// low-cardinality: no task ids, no raw selectors. The instance gauges are counted now,
+/// from the store and this manager's own view (its sockets, heartbeats not yet flushed):
+/// one store read per scrape. If the store cannot answer, the last counts stay and the
+/// failure shows in `store_errors_total`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "probes",
+    responses(
+        (
+            status = 200,
+            description = "The metrics.",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body = String
+        ),
+        crate::openapi::Errors<{ crate::openapi::errors::ANY }>
+    )
+)]
 pub async fn serve(State(state): State<AppState>) -> Response {
     if let Ok(instances) = state.store().list_instances(None).await {
         let now = Utc::now();

@@ -4,24 +4,65 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, Uri};
 use serde::Serialize;
-use serde_json::{Value, json};
 use switchboard_store::StoreError;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::openapi::Errors;
+use crate::openapi::errors::{ANY, API, STORE};
 use crate::state::AppState;
 
-/// Liveness: the process is up and serving. It never touches the database, so a database
-/// outage does not get every replica restarted by its orchestrator.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// The body of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Healthy {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }
 
-/// Readiness: the store answers and its migrations are applied, so a load balancer can
-/// route to this replica. The 503 says which of those failed; the error itself is logged.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Liveness: the process is up and serving.
+///
+/// It never touches the database, so a database outage does not get every replica
+/// restarted by its orchestrator.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "probes",
+    responses((status = 200, description = "The process is up.", body = Healthy), Errors<ANY>)
+)]
+pub async fn healthz() -> Json<Healthy> {
+    Json(Healthy { status: "ok" })
+}
+
+/// The body of `GET /readyz` when ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// The storage backend: `postgres` or `sqlite`.
+    pub store: &'static str,
+}
+
+/// Readiness: the store answers and its migrations are applied.
+///
+/// A load balancer can route to this replica while it answers 200. The 503 says which of
+/// those failed; the error itself is logged.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "probes",
+    responses((status = 200, description = "Ready to serve.", body = Ready), Errors<STORE>)
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let backend = state.store().backend().as_str();
     match state.store().check_ready().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready", "store": backend }))),
+        Ok(()) => Ok(Json(Ready {
+            status: "ready",
+            store: backend,
+        })),
         Err(error) => {
             tracing::warn!(store = backend, %error, "not ready");
             let why = match error {
@@ -37,13 +78,23 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 }
 
 /// The body of `GET /api/v1/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
+    /// The manager's version.
     pub version: &'static str,
+    /// The storage backend: `postgres` or `sqlite`.
     pub store: &'static str,
 }
 
 /// What this manager is: its version and storage backend.
+#[utoipa::path(
+    get,
+    path = "/status",
+    operation_id = "status",
+    tag = "status",
+    security(("api_key" = [])),
+    responses((status = 200, description = "This manager.", body = Status), Errors<API>)
+)]
 pub async fn status(State(state): State<AppState>) -> Json<Status> {
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),

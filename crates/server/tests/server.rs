@@ -17,9 +17,12 @@ mod server {
     mod fuzz;
     mod limits;
     mod metrics;
+    mod openapi;
+    mod openapi_errors;
     mod permissions;
     mod quickstart;
     mod slow_clients;
+    mod spec;
     mod support;
     mod tls;
     mod tokens;

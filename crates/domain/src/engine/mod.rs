@@ -149,6 +149,7 @@ impl Context {
 
 /// An instance's load when it was ranked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Load {
     pub active: u32,
     pub capacity: u32,
@@ -156,6 +157,7 @@ pub struct Load {
 
 /// The engine's word on one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     Eligible {
@@ -178,6 +180,7 @@ pub enum Verdict {
 
 /// A verdict with the names an operator recognizes the instance by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceVerdict {
     pub instance_id: InstanceId,
     pub group_id: GroupId,
@@ -190,6 +193,7 @@ pub struct InstanceVerdict {
 
 /// The outcome of [`decide`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Decision {
     /// The instance to offer the task to, if any is eligible.
     pub chosen: Option<InstanceId>,

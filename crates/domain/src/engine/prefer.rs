@@ -18,6 +18,7 @@ use crate::ids::{GroupId, InstanceId};
 /// A criterion of the preference order; on an eligible verdict, either a property the
 /// instance holds or what put it ahead of the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Preference {
     /// It is the instance that last succeeded for the task's connector.

@@ -21,14 +21,21 @@ use crate::task::TaskType;
 
 /// Why an instance cannot take the task, with the detail shown in selection logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Rejection {
     /// Rule 1: its group is disabled.
     Disabled,
     /// Rule 2: its group's scope does not serve the task's scope.
-    OutOfScope { delegate_scope: Scope },
+    OutOfScope {
+        #[cfg_attr(feature = "openapi", schema(value_type = crate::ident::ScopeParts))]
+        delegate_scope: Scope,
+    },
     /// Rule 3: effective selectors missing from its selector set.
-    LacksSelectors { missing: Selectors },
+    LacksSelectors {
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::selector::Selector>))]
+        missing: Selectors,
+    },
     /// Rule 4: it does not list the task's type.
     UnsupportedTaskType { task_type: TaskType },
     /// Rule 5: no open socket.
@@ -53,6 +60,7 @@ pub enum Rejection {
 /// The kind of a [`Rejection`] without its detail: what the summary counts. Finer than
 /// [`Rule`] because "stale" and "disconnected" mean different things to an operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     Disabled,

@@ -16,6 +16,7 @@ use crate::selector::Selectors;
 
 /// Whether the task can be placed now, later, or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outlook {
     /// At least one instance is eligible now.
@@ -32,6 +33,7 @@ pub enum Outlook {
 
 /// How many instances one reason rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReasonCount {
     pub reason: Reason,
     pub rule: Rule,
@@ -44,6 +46,7 @@ pub struct ReasonCount {
 
 /// Counts of a decision over the instances of the task's account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Summary {
     /// Instances in the task's account, whether or not the index had to look at them.
     pub considered: usize,

@@ -18,9 +18,26 @@ use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConne
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::Errors;
+use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY};
 use crate::state::AppState;
 
-/// `POST /api/v1/connectors`.
+/// Create a connector.
+///
+/// Its selectors are normalized (trimmed, lower-case, deduplicated). Names are unique in
+/// their scope.
+#[utoipa::path(
+    post,
+    path = "/connectors",
+    operation_id = "create_connector",
+    tag = "connectors",
+    security(("api_key" = [])),
+    request_body = CreateConnector,
+    responses(
+        (status = 201, description = "The connector.", body = ConnectorView),
+        Errors<{ API | JSON_BODY | FORBIDDEN | NOT_FOUND | CONFLICT }>
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -44,8 +61,26 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(ConnectorView::from(&connector))))
 }
 
-/// `GET /api/v1/connectors[?account=..[&org=..[&project=..]]]`: all connectors, or those
-/// within a scope (an account filter includes its orgs' and projects' connectors).
+/// List connectors: all the caller may see, or those within a scope.
+///
+/// An account filter includes its orgs' and projects' connectors. Unknown and repeated
+/// parameters are refused.
+#[utoipa::path(
+    get,
+    path = "/connectors",
+    operation_id = "list_connectors",
+    tag = "connectors",
+    security(("api_key" = [])),
+    params(
+        ("account" = Option<Ident>, Query, description = "Only connectors in this account."),
+        ("org" = Option<Ident>, Query, description = "Only connectors in this org (needs `account`)."),
+        ("project" = Option<Ident>, Query, description = "Only connectors in this project (needs `account` and `org`).")
+    ),
+    responses(
+        (status = 200, description = "The connectors.", body = ConnectorList),
+        Errors<{ API | QUERY | INVALID }>
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,7 +96,16 @@ pub async fn list(
     }))
 }
 
-/// `GET /api/v1/connectors/{id}`.
+/// One connector.
+#[utoipa::path(
+    get,
+    path = "/connectors/{id}",
+    operation_id = "get_connector",
+    tag = "connectors",
+    security(("api_key" = [])),
+    params(("id" = ConnectorId, Path, description = "The connector's id.")),
+    responses((status = 200, description = "The connector.", body = ConnectorView), Errors<{ API | NOT_FOUND }>)
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -72,7 +116,23 @@ pub async fn get(
     Ok(Json(ConnectorView::from(&connector)))
 }
 
-/// `PUT /api/v1/connectors/{id}`: replaces the name and selectors, keeping the scope.
+/// Replace a connector's name and selectors.
+///
+/// The scope never changes: moving a connector would silently change which delegates its
+/// tasks may reach.
+#[utoipa::path(
+    put,
+    path = "/connectors/{id}",
+    operation_id = "update_connector",
+    tag = "connectors",
+    security(("api_key" = [])),
+    params(("id" = ConnectorId, Path, description = "The connector's id.")),
+    request_body = UpdateConnector,
+    responses(
+        (status = 200, description = "The connector, changed.", body = ConnectorView),
+        Errors<{ API | JSON_BODY | NOT_FOUND | FORBIDDEN | CONFLICT }>
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,7 +153,18 @@ pub async fn update(
     Ok(Json(ConnectorView::from(&connector)))
 }
 
-/// `DELETE /api/v1/connectors/{id}`. Tasks that named it keep running without it.
+/// Delete a connector.
+///
+/// Tasks that named it keep running without it.
+#[utoipa::path(
+    delete,
+    path = "/connectors/{id}",
+    operation_id = "delete_connector",
+    tag = "connectors",
+    security(("api_key" = [])),
+    params(("id" = ConnectorId, Path, description = "The connector's id.")),
+    responses((status = 204, description = "Deleted."), Errors<{ API | NOT_FOUND | FORBIDDEN }>)
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

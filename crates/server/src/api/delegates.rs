@@ -15,8 +15,19 @@ use switchboard_protocol::socket::close;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::Errors;
+use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND};
 use crate::state::AppState;
 
+/// List the delegates the caller may see, with their instances and liveness.
+#[utoipa::path(
+    get,
+    path = "/delegates",
+    operation_id = "list_delegates",
+    tag = "delegates",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The delegates.", body = DelegateList), Errors<API>)
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<DelegateList>, ApiError> {
     let groups = state.store().list_groups(caller.visible()).await?;
     let instances = state.store().list_instances(None).await?;
@@ -32,6 +43,16 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     Ok(Json(DelegateList { items }))
 }
 
+/// One delegate, with its instances.
+#[utoipa::path(
+    get,
+    path = "/delegates/{id}",
+    operation_id = "get_delegate",
+    tag = "delegates",
+    security(("api_key" = [])),
+    params(("id" = GroupId, Path, description = "The delegate's id.")),
+    responses((status = 200, description = "The delegate.", body = DelegateView), Errors<{ API | NOT_FOUND }>)
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -42,6 +63,20 @@ pub async fn get(
     Ok(Json(full_view(&state, &group).await?))
 }
 
+/// Replace a delegate's own tags (its instances keep theirs).
+#[utoipa::path(
+    put,
+    path = "/delegates/{id}/tags",
+    operation_id = "set_delegate_tags",
+    tag = "delegates",
+    security(("api_key" = [])),
+    params(("id" = GroupId, Path, description = "The delegate's id.")),
+    request_body = SetTags,
+    responses(
+        (status = 200, description = "The delegate, changed.", body = DelegateView),
+        Errors<{ API | JSON_BODY | NOT_FOUND | FORBIDDEN }>
+    )
+)]
 pub async fn set_tags(
     State(state): State<AppState>,
     caller: Caller,
@@ -57,10 +92,36 @@ pub async fn set_tags(
     Ok(Json(full_view(&state, &group).await?))
 }
 
+/// Disable a delegate: no new task is assigned to its instances.
+#[utoipa::path(
+    post,
+    path = "/delegates/{id}/disable",
+    operation_id = "disable_delegate",
+    tag = "delegates",
+    security(("api_key" = [])),
+    params(("id" = GroupId, Path, description = "The delegate's id.")),
+    responses(
+        (status = 200, description = "The delegate, disabled.", body = DelegateView),
+        Errors<{ API | NOT_FOUND | FORBIDDEN }>
+    )
+)]
 pub async fn disable(state: State<AppState>, caller: Caller, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
     set_disabled(state, caller, id, true).await
 }
 
+/// Enable a disabled delegate again.
+#[utoipa::path(
+    post,
+    path = "/delegates/{id}/enable",
+    operation_id = "enable_delegate",
+    tag = "delegates",
+    security(("api_key" = [])),
+    params(("id" = GroupId, Path, description = "The delegate's id.")),
+    responses(
+        (status = 200, description = "The delegate, enabled.", body = DelegateView),
+        Errors<{ API | NOT_FOUND | FORBIDDEN }>
+    )
+)]
 pub async fn enable(state: State<AppState>, caller: Caller, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
     set_disabled(state, caller, id, false).await
 }
@@ -79,7 +140,18 @@ async fn set_disabled(
     Ok(Json(full_view(&state, &group).await?))
 }
 
-/// Deletes the group and its instances; their sockets are told to drain, then closed.
+/// Delete a delegate and its instances.
+///
+/// Their sockets are told to drain, then closed; the processes may register again.
+#[utoipa::path(
+    delete,
+    path = "/delegates/{id}",
+    operation_id = "delete_delegate",
+    tag = "delegates",
+    security(("api_key" = [])),
+    params(("id" = GroupId, Path, description = "The delegate's id.")),
+    responses((status = 204, description = "Deleted."), Errors<{ API | NOT_FOUND | FORBIDDEN }>)
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,9 +13,27 @@ use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAp
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
 use crate::extract::ApiJson;
+use crate::openapi::Errors;
+use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND};
 use crate::secrets;
 use crate::state::AppState;
 
+/// Create an API key.
+///
+/// The secret is answered once, as `key`; only its hash is stored. A key may create keys
+/// for its own scope or below it, granting only permissions it holds itself.
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    operation_id = "create_api_key",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    request_body = CreateApiKey,
+    responses(
+        (status = 201, description = "The key, with its secret.", body = ApiKeyCreated),
+        Errors<{ API | JSON_BODY | FORBIDDEN | NOT_FOUND }>
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -53,6 +71,15 @@ pub async fn create(
     ))
 }
 
+/// List the API keys the caller may see (never their secrets).
+#[utoipa::path(
+    get,
+    path = "/api-keys",
+    operation_id = "list_api_keys",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The keys.", body = ApiKeyList), Errors<API>)
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<ApiKeyList>, ApiError> {
     let keys = state.store().list_api_keys(caller.visible()).await?;
     Ok(Json(ApiKeyList {
@@ -60,7 +87,18 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     }))
 }
 
-/// `POST /api/v1/api-keys/{id}/revoke`: a key may revoke keys in its scope (itself too).
+/// Revoke an API key.
+///
+/// A key may revoke keys in its scope (itself too). A revoked key is refused at once.
+#[utoipa::path(
+    post,
+    path = "/api-keys/{id}/revoke",
+    operation_id = "revoke_api_key",
+    tag = "api-keys",
+    security(("api_key" = [])),
+    params(("id" = ApiKeyId, Path, description = "The key's id.")),
+    responses((status = 200, description = "The key, revoked.", body = ApiKeyView), Errors<{ API | NOT_FOUND }>)
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

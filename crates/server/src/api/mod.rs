@@ -7,36 +7,34 @@ pub mod keys;
 pub mod tasks;
 pub mod tokens;
 
-use axum::Router;
-use axum::routing::{get, post, put};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::routes;
 use crate::state::AppState;
 
-/// The `/api/v1` routes, without the authentication layer (see [`crate::app`]).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/status", get(routes::status))
-        .route("/audit", get(crate::audit::list))
-        .route("/api-keys", post(keys::create).get(keys::list))
-        .route("/api-keys/{id}/revoke", post(keys::revoke))
-        .route("/delegate-tokens", post(tokens::create).get(tokens::list))
-        .route("/delegate-tokens/{id}", get(tokens::get))
-        .route("/delegate-tokens/{id}/revoke", post(tokens::revoke))
-        .route("/connectors", post(connectors::create).get(connectors::list))
-        .route(
-            "/connectors/{id}",
-            get(connectors::get).put(connectors::update).delete(connectors::delete),
-        )
-        .route("/tasks", post(tasks::submit).get(tasks::list))
-        .route("/tasks/explain", post(tasks::explain))
-        .route("/tasks/{id}", get(tasks::get))
-        .route("/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/tasks/{id}/wait", get(tasks::wait))
-        .route("/tasks/{id}/selection-log", get(tasks::selection_log))
-        .route("/delegates", get(delegates::list))
-        .route("/delegates/{id}", get(delegates::get).delete(delegates::delete))
-        .route("/delegates/{id}/tags", put(delegates::set_tags))
-        .route("/delegates/{id}/disable", post(delegates::disable))
-        .route("/delegates/{id}/enable", post(delegates::enable))
+/// The `/api/v1` routes, without the authentication layer (see [`crate::router`]). Each
+/// handler's `#[utoipa::path]` gives its path and method: registering it here is what
+/// puts it both in the router and in the OpenAPI document.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(crate::routes::status))
+        .routes(routes!(crate::audit::list))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::get))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(connectors::create, connectors::list))
+        .routes(routes!(connectors::get, connectors::update, connectors::delete))
+        .routes(routes!(tasks::submit, tasks::list))
+        .routes(routes!(tasks::explain))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::wait))
+        .routes(routes!(tasks::selection_log))
+        .routes(routes!(delegates::list))
+        .routes(routes!(delegates::get, delegates::delete))
+        .routes(routes!(delegates::set_tags))
+        .routes(routes!(delegates::disable))
+        .routes(routes!(delegates::enable))
 }

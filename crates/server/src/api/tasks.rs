@@ -10,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::Deserialize;
+use switchboard_domain::engine::Decision;
 use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::task::{PAYLOAD_MAX_BYTES, fingerprint, limits};
 use switchboard_domain::{
@@ -17,18 +18,44 @@ use switchboard_domain::{
 };
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
 use switchboard_store::{Inserted, StoreError, TaskQuery};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::dispatch::{self, Placement};
 use crate::error::{ApiError, Problem};
 use crate::extract::{is_json, parse};
+use crate::openapi::Errors;
+use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
 use crate::state::AppState;
 
 /// The longest `Idempotency-Key` accepted.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 
-/// `POST /api/v1/tasks`: 201 with the new task (assigned at once when a delegate could
-/// take it), or 200 with the original task for a repeated `Idempotency-Key` and body.
+/// Submit a task.
+///
+/// Answers 201 with the new task, assigned at once when a delegate can take it (else with
+/// the engine's `explanation`), or 200 with the original task when an `Idempotency-Key`
+/// is repeated with the same body. A task that no registered delegate could ever take
+/// fails at once as `no_eligible_delegate`, unless `wait_for_delegate` is set.
+#[utoipa::path(
+    post,
+    path = "/tasks",
+    operation_id = "submit_task",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params((
+        "Idempotency-Key" = Option<String>,
+        Header,
+        description = "Makes a retried submission safe: the same key with the same body answers the \
+                       original task; with another body, 422 `idempotency-mismatch`. 1 to 255 characters."
+    )),
+    request_body = SubmitTask,
+    responses(
+        (status = 201, description = "The new task.", body = Submitted),
+        (status = 200, description = "The task first submitted with this `Idempotency-Key`.", body = Submitted),
+        Errors<{ API | JSON_BODY | FORBIDDEN | NOT_FOUND | bit(Problem::IdempotencyMismatch) }>
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,26 +102,55 @@ pub async fn submit(
     ))
 }
 
-/// `POST /api/v1/tasks/explain`: the engine's answer for this body now, without
-/// submitting anything.
+/// The answer to `POST /api/v1/tasks/explain`: the engine's decision and its summary line.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct Explained {
+    #[serde(flatten)]
+    decision: Decision,
+    /// The decision in one line, e.g. `0/12 delegates eligible: 5 lack selectors [gpu]`.
+    explanation: String,
+}
+
+/// Dry-run a submission: which instance would take this task now, and why the others
+/// would not.
+///
+/// Nothing is submitted or stored. Every instance of the task's account gets a verdict.
+#[utoipa::path(
+    post,
+    path = "/tasks/explain",
+    operation_id = "explain_task",
+    tag = "tasks",
+    security(("api_key" = [])),
+    request_body = SubmitTask,
+    responses(
+        (status = 200, description = "The engine's decision.", body = Explained),
+        Errors<{ API | JSON_BODY | NOT_FOUND }>
+    )
+)]
 pub async fn explain(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Explained>, ApiError> {
     let request = json_body(&headers, &body)?;
     let task = Task::queued(new_task(&state, &caller, request, None).await?);
     caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
     let decision = dispatch::place::evaluate(&state, &task, &Default::default(), true).await?;
-    let mut answer = serde_json::to_value(&decision).map_err(|e| {
-        tracing::error!(error = %e, "cannot serialize a decision");
-        ApiError::internal()
-    })?;
-    answer["explanation"] = serde_json::Value::String(decision.summary.to_string());
-    Ok(Json(answer))
+    let explanation = decision.summary.to_string();
+    Ok(Json(Explained { decision, explanation }))
 }
 
+/// One task.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}",
+    operation_id = "get_task",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    responses((status = 200, description = "The task.", body = TaskView), Errors<{ API | NOT_FOUND }>)
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,7 +160,21 @@ pub async fn get(
     Ok(Json(TaskView::from(&task)))
 }
 
-/// `POST /api/v1/tasks/{id}/cancel`: 409 when the task already ended.
+/// Cancel a task.
+///
+/// A running task's delegate is told to stop it. 409 when the task already ended.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/cancel",
+    operation_id = "cancel_task",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    responses(
+        (status = 200, description = "The task, cancelled.", body = TaskView),
+        Errors<{ API | NOT_FOUND | FORBIDDEN | CONFLICT }>
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,11 +186,25 @@ pub async fn cancel(
     Ok(Json(TaskView::from(&task)))
 }
 
-#[derive(Debug, serde::Serialize)]
+/// A task's selection log, oldest first.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(as = SelectionLog)]
 pub struct LogAnswer {
     items: Vec<SelectionLogEntry>,
 }
 
+/// Why a task is where it is: every decision about it, per attempt.
+///
+/// Kept 30 days by default.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/selection-log",
+    operation_id = "task_selection_log",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    responses((status = 200, description = "The log.", body = LogAnswer), Errors<{ API | NOT_FOUND }>)
+)]
 pub async fn selection_log(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,7 +216,9 @@ pub async fn selection_log(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The query string of `GET /api/v1/tasks/{id}/wait`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// The state the caller last saw; the answer comes when the task is in another one.
@@ -141,9 +227,22 @@ pub struct WaitQuery {
     timeout_ms: Option<u64>,
 }
 
-/// `GET /api/v1/tasks/{id}/wait?state=queued&timeout_ms=30000`: answers as soon as the
-/// task is in a state other than `state` (at once if it already is), or after the timeout
-/// with the task as it is. A long poll: no client-side polling loop needed.
+/// Wait for a task to change state (a long poll).
+///
+/// Answers as soon as the task is in a state other than `state` (at once if it already
+/// is), or after the timeout with the task as it is.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/wait",
+    operation_id = "wait_for_task",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params(("id" = TaskId, Path, description = "The task's id."), WaitQuery),
+    responses(
+        (status = 200, description = "The task, changed or as it is at the timeout.", body = TaskView),
+        Errors<{ API | NOT_FOUND | QUERY }>
+    )
+)]
 pub async fn wait(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,30 +275,50 @@ pub async fn wait(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The query string of `GET /api/v1/tasks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only tasks in this account.
     account: Option<switchboard_domain::Ident>,
+    /// Only tasks in this org (needs `account`).
     org: Option<switchboard_domain::Ident>,
+    /// Only tasks in this project (needs `account` and `org`).
     project: Option<switchboard_domain::Ident>,
-    /// Comma-separated states.
+    /// Comma-separated states, e.g. `queued,running`.
     state: Option<String>,
+    /// Only tasks of this type.
     #[serde(rename = "type")]
     task_type: Option<TaskType>,
+    /// Only tasks naming this connector.
     connector: Option<ConnectorId>,
     /// The `next` cursor of the previous page.
     before: Option<TaskId>,
+    /// At most this many tasks (default 50).
     limit: Option<u32>,
 }
 
-#[derive(Debug, serde::Serialize)]
+/// A page of tasks, newest first.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(as = TaskList)]
 pub struct ListAnswer {
     items: Vec<TaskView>,
+    /// The cursor of the next page (`before=`), when there may be one.
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<TaskId>,
 }
 
-/// `GET /api/v1/tasks`: newest first, filtered, paginated by the `next` cursor.
+/// List tasks, newest first, filtered, paginated by the `next` cursor.
+#[utoipa::path(
+    get,
+    path = "/tasks",
+    operation_id = "list_tasks",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params(ListQuery),
+    responses((status = 200, description = "A page of tasks.", body = ListAnswer), Errors<{ API | QUERY | INVALID }>)
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,10 +14,27 @@ use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenVi
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::Errors;
+use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND};
 use crate::secrets;
 use crate::state::AppState;
 
-/// `POST /api/v1/delegate-tokens`.
+/// Create a delegate token.
+///
+/// The secret is answered once, as `token`; only its hash is stored. A delegate registered
+/// with it lands in the token's scope (or one below it). Names are unique per account.
+#[utoipa::path(
+    post,
+    path = "/delegate-tokens",
+    operation_id = "create_delegate_token",
+    tag = "delegate-tokens",
+    security(("api_key" = [])),
+    request_body = CreateToken,
+    responses(
+        (status = 201, description = "The token, with its secret.", body = TokenCreated),
+        Errors<{ API | JSON_BODY | FORBIDDEN | NOT_FOUND | CONFLICT }>
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -44,7 +61,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// `GET /api/v1/delegate-tokens`.
+/// List the delegate tokens the caller may see (never their secrets).
+#[utoipa::path(
+    get,
+    path = "/delegate-tokens",
+    operation_id = "list_delegate_tokens",
+    tag = "delegate-tokens",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The tokens.", body = TokenList), Errors<API>)
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<TokenList>, ApiError> {
     let tokens = state.store().list_tokens(caller.visible()).await?;
     Ok(Json(TokenList {
@@ -52,7 +77,16 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     }))
 }
 
-/// `GET /api/v1/delegate-tokens/{id}`.
+/// One delegate token.
+#[utoipa::path(
+    get,
+    path = "/delegate-tokens/{id}",
+    operation_id = "get_delegate_token",
+    tag = "delegate-tokens",
+    security(("api_key" = [])),
+    params(("id" = TokenId, Path, description = "The token's id.")),
+    responses((status = 200, description = "The token.", body = TokenView), Errors<{ API | NOT_FOUND }>)
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -63,7 +97,22 @@ pub async fn get(
     Ok(Json(TokenView::from(&token)))
 }
 
-/// `POST /api/v1/delegate-tokens/{id}/revoke`. Revoking again is harmless.
+/// Revoke a delegate token.
+///
+/// New registrations with it are refused, and the sockets of the instances registered
+/// with it are closed. Revoking again is harmless.
+#[utoipa::path(
+    post,
+    path = "/delegate-tokens/{id}/revoke",
+    operation_id = "revoke_delegate_token",
+    tag = "delegate-tokens",
+    security(("api_key" = [])),
+    params(("id" = TokenId, Path, description = "The token's id.")),
+    responses(
+        (status = 200, description = "The token, revoked.", body = TokenView),
+        Errors<{ API | NOT_FOUND | FORBIDDEN }>
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,24 +11,24 @@ pub mod tasks;
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{get, post};
 use chrono::Utc;
 use switchboard_domain::DelegateInstance;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
 /// The `/delegate/v1` routes. Not behind the admin key: delegates authenticate with their
 /// token (registration) or their session credential (everything after).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/register", post(register::register))
-        .route("/stream", get(stream::stream))
-        .route("/tasks/{id}/acquire", post(tasks::acquire))
-        .route("/tasks/{id}/progress", post(tasks::progress))
-        .route("/tasks/{id}/result", post(tasks::result))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register::register))
+        .routes(routes!(stream::stream))
+        .routes(routes!(tasks::acquire))
+        .routes(routes!(tasks::progress))
+        .routes(routes!(tasks::result))
 }
 
 /// `instance` as this manager sees it now: its heartbeat may be ahead of the store by up to

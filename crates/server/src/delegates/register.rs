@@ -20,6 +20,8 @@ use switchboard_protocol::delegate::{RegisterRequest, Registered};
 use crate::error::{ApiError, Problem};
 use crate::extract::{is_json, parse};
 use crate::middleware::bearer_token;
+use crate::openapi::Errors;
+use crate::openapi::errors::{FORBIDDEN, JSON_BODY, LIMITED, STORE, bit};
 use crate::secrets;
 use crate::serve::Transport;
 use crate::state::AppState;
@@ -27,6 +29,31 @@ use crate::state::AppState;
 /// The most task types an instance may list.
 const MAX_TASK_TYPES: usize = 64;
 
+/// Register a delegate process, with a delegate token.
+///
+/// Creates the delegate (group) of that name in the token's scope, or joins it, and
+/// answers the instance's id, its own session credential (shown once) and where to open
+/// its socket. The token is checked before the body is read.
+#[utoipa::path(
+    post,
+    path = "/register",
+    operation_id = "register_delegate",
+    tag = "delegate",
+    security(("delegate_token" = [])),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The instance, with its session credential.", body = Registered),
+        Errors<{
+            STORE
+                | LIMITED
+                | JSON_BODY
+                | FORBIDDEN
+                | bit(Problem::Unauthorized)
+                | bit(Problem::TokenRevoked)
+                | bit(Problem::DelegateTooOld)
+        }>
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     transport: Option<Extension<Transport>>,

@@ -20,9 +20,29 @@ use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, PROTOCOL_VE
 use tokio::time::Instant;
 
 use super::hub::{Attached, Outbound};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+use crate::openapi::Errors;
+use crate::openapi::errors::{LIMITED, STORE, bit};
 use crate::state::AppState;
 
+/// Open the instance's WebSocket, with its session credential.
+///
+/// Protocol version 1 (`docs/protocol.md`): every frame is one JSON text message with a
+/// `type`. The manager sends `ServerMessage`s (a `hello` first, then task offers,
+/// validation requests, cancellations, drain and revocation notices); the delegate sends
+/// `DelegateMessage`s (heartbeats with its running tasks, validation results). Task
+/// payloads and results never travel here.
+#[utoipa::path(
+    get,
+    path = "/stream",
+    operation_id = "open_delegate_socket",
+    tag = "delegate",
+    security(("session" = [])),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol."),
+        Errors<{ STORE | LIMITED | bit(Problem::BadRequest) | bit(Problem::Unauthorized) | bit(Problem::TokenRevoked) }>
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

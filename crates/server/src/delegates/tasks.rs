@@ -17,11 +17,38 @@ use switchboard_store::Transition;
 
 use crate::error::{ApiError, Problem};
 use crate::extract::parse;
+use crate::openapi::Errors;
+use crate::openapi::errors::{BODY, CONFLICT, LIMITED, NOT_FOUND, STORE, bit};
 use crate::state::AppState;
+
+/// What every task report can be answered besides its success: the session check, the
+/// body, an unknown task, and the attempt fence.
+const REPORT_ERRORS: u32 = STORE
+    | LIMITED
+    | BODY
+    | NOT_FOUND
+    | CONFLICT
+    | bit(Problem::Unauthorized)
+    | bit(Problem::TokenRevoked)
+    | bit(Problem::StaleAttempt);
 
 /// The longest failure message kept.
 const ERROR_MAX_CHARS: usize = 4096;
 
+/// Take the attempt of a task this instance was offered, and get what to run.
+///
+/// The payload travels only here, over HTTPS. 409 `stale-attempt` when the attempt is no
+/// longer current: drop it.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/acquire",
+    operation_id = "acquire_task",
+    tag = "delegate",
+    security(("session" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    request_body = Acquire,
+    responses((status = 200, description = "What to run.", body = AcquiredTask), Errors<REPORT_ERRORS>)
+)]
 pub async fn acquire(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -51,6 +78,17 @@ pub async fn acquire(
     }))
 }
 
+/// Report progress of a running attempt (any JSON, at most 1 MiB).
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/progress",
+    operation_id = "report_task_progress",
+    tag = "delegate",
+    security(("session" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    request_body = Progress,
+    responses((status = 200, description = "Where the task stands.", body = TaskStatus), Errors<REPORT_ERRORS>)
+)]
 pub async fn progress(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -68,6 +106,17 @@ pub async fn progress(
     Ok(Json(status(&task)))
 }
 
+/// Report how an attempt ended, with its result (any JSON, at most 1 MiB).
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/result",
+    operation_id = "report_task_result",
+    tag = "delegate",
+    security(("session" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    request_body = TaskResult,
+    responses((status = 200, description = "Where the task stands now.", body = TaskStatus), Errors<REPORT_ERRORS>)
+)]
 pub async fn result(
     State(state): State<AppState>,
     Path(id): Path<String>,

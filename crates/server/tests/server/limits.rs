@@ -10,6 +10,7 @@ use switchboard_client::delegate::{Backoff, Event, Session, register};
 use switchboard_protocol::delegate::RegisterRequest;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use super::spec::Spec;
 use super::support::{ADMIN_KEY, PATIENCE, TestApp, problem, spawn_app, spawn_app_with};
 
 async fn token(app: &TestApp) -> String {
@@ -73,6 +74,10 @@ async fn an_api_key_over_its_rate_is_answered_429_and_other_keys_are_not() {
             .contains("more than 5 requests a second"),
         "{body}"
     );
+    // The OpenAPI document says so too (fetched without a key: it is not rate limited).
+    let spec = Spec::fetch(&app).await;
+    let documented = spec.problem_types(spec.operation(&reqwest::Method::GET, "/api/v1/status"), 429);
+    assert_eq!(documented, ["https://switchboard.dev/problems/rate-limited"]);
 
     // The other key has a bucket of its own.
     assert_eq!(app.get("/api/v1/status", Some(&key)).await.status(), 200);
