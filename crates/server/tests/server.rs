@@ -19,6 +19,7 @@ mod server {
     mod metrics;
     mod openapi;
     mod openapi_errors;
+    mod outage;
     mod permissions;
     mod quickstart;
     mod slow_clients;

@@ -1,10 +1,11 @@
 //! [`Instrumented`]: a [`Store`] that times every call and counts the failed ones, for
-//! `GET /metrics`. [`crate::AppState`] wraps whichever backend [`super::open_store`]
-//! opened in it, so every caller is measured without knowing it.
+//! `GET /metrics`, and fails calls fast while the database is known to be unreachable
+//! ([`Breaker`]). [`crate::AppState`] wraps whichever backend [`super::open_store`] opened
+//! in it, so every caller gets both without knowing it.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,25 +21,126 @@ use switchboard_store::{
 
 use crate::metrics::StoreCalls;
 
-/// A store whose calls are observed by [`StoreCalls`].
+/// A store whose calls are observed by [`StoreCalls`] and guarded by a [`Breaker`].
 #[derive(Debug)]
 pub struct Instrumented {
     inner: Arc<dyn Store>,
     calls: Arc<StoreCalls>,
+    breaker: Breaker,
 }
 
 impl Instrumented {
     pub fn new(inner: Arc<dyn Store>, calls: Arc<StoreCalls>) -> Self {
-        Self { inner, calls }
+        Self {
+            inner,
+            calls,
+            breaker: Breaker::default(),
+        }
     }
 
     async fn observe<T>(&self, op: &'static str, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         let started = Instant::now();
+        let admitted = self.breaker.admit(started);
+        if admitted == Admit::Refuse {
+            self.calls.observe(op, started.elapsed(), true);
+            return Err(StoreError::Unavailable(
+                "the database could not be reached moments ago; the manager is checking it again every second"
+                    .to_owned(),
+            ));
+        }
+        // Ends the probe even if this call is dropped before it answers (a request that
+        // timed out), so that the next call can probe.
+        let _probe = (admitted == Admit::Probe).then(|| ProbeGuard(&self.breaker));
         let result = call.await;
+        let unavailable = matches!(result, Err(StoreError::Unavailable(_)));
+        self.breaker.record(Instant::now(), unavailable);
         // Not found and conflicts are answers, not failures of the store.
-        let failed = matches!(result, Err(StoreError::Unavailable(_) | StoreError::Internal(_)));
+        let failed = unavailable || matches!(result, Err(StoreError::Internal(_)));
         self.calls.observe(op, started.elapsed(), failed);
         result
+    }
+}
+
+/// How long store calls fail fast after one found the database unreachable, before one
+/// call is let through to try again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// A circuit breaker over the store. When a call finds the database unreachable, calls
+/// fail at once (the API answers 503 with `Retry-After` without waiting on a connection
+/// pool that cannot connect) for [`RETRY_EVERY`]; then one call at a time is let through
+/// as a probe, and the first call that reaches the database closes the breaker.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    /// Set while the database is believed unreachable: until when calls fail fast.
+    open_until: Option<Instant>,
+    /// Whether a probe is in flight (then every other call fails fast).
+    probing: bool,
+}
+
+/// What the breaker lets a call do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// The database is believed reachable: go ahead.
+    Go,
+    /// The database was unreachable; this call is the one that tries again.
+    Probe,
+    /// The database was unreachable moments ago: fail now.
+    Refuse,
+}
+
+impl Breaker {
+    pub fn admit(&self, now: Instant) -> Admit {
+        let mut state = self.lock();
+        match state.open_until {
+            None => Admit::Go,
+            Some(until) if now < until || state.probing => Admit::Refuse,
+            Some(_) => {
+                state.probing = true;
+                Admit::Probe
+            }
+        }
+    }
+
+    /// What a call that was let through found: the database `unavailable`, or not.
+    pub fn record(&self, now: Instant, unavailable: bool) {
+        let mut state = self.lock();
+        if unavailable {
+            if state.open_until.is_none() {
+                tracing::warn!("the database is unreachable; store calls fail fast until it answers again");
+            }
+            state.open_until = Some(now + RETRY_EVERY);
+        } else if state.open_until.take().is_some() {
+            tracing::info!("the database answers again");
+        }
+    }
+
+    /// Whether calls are failing fast now.
+    #[cfg(test)]
+    fn is_open(&self) -> bool {
+        self.lock().open_until.is_some()
+    }
+
+    fn end_probe(&self) {
+        self.lock().probing = false;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BreakerState> {
+        // A panic while holding this lock cannot leave the state half-written: every
+        // critical section is one or two field assignments.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct ProbeGuard<'a>(&'a Breaker);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end_probe();
     }
 }
 
@@ -117,4 +219,55 @@ observed! {
     fn list_api_keys(&self, within: Option<&Scope>) -> Vec<ApiKey>;
     fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> ApiKey;
     fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> AdminKey;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_fails_calls_fast_then_lets_one_probe_through() {
+        let breaker = Breaker::default();
+        let t0 = Instant::now();
+        assert_eq!(breaker.admit(t0), Admit::Go);
+        breaker.record(t0, true);
+        assert!(breaker.is_open());
+        // Within the window: refused without trying.
+        assert_eq!(breaker.admit(t0 + Duration::from_millis(500)), Admit::Refuse);
+        // After it: one probe, and nobody else while it is in flight.
+        let later = t0 + RETRY_EVERY;
+        assert_eq!(breaker.admit(later), Admit::Probe);
+        assert_eq!(breaker.admit(later), Admit::Refuse);
+        // The probe fails: another window.
+        breaker.record(later, true);
+        breaker.end_probe();
+        assert_eq!(breaker.admit(later + Duration::from_millis(10)), Admit::Refuse);
+        // The next probe succeeds: calls go through again.
+        let again = later + RETRY_EVERY;
+        assert_eq!(breaker.admit(again), Admit::Probe);
+        breaker.record(again, false);
+        breaker.end_probe();
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.admit(again), Admit::Go);
+    }
+
+    #[test]
+    fn a_probe_dropped_before_it_answers_lets_the_next_call_probe() {
+        let breaker = Breaker::default();
+        let t0 = Instant::now();
+        breaker.record(t0, true);
+        let later = t0 + RETRY_EVERY;
+        assert_eq!(breaker.admit(later), Admit::Probe);
+        drop(ProbeGuard(&breaker));
+        assert_eq!(breaker.admit(later), Admit::Probe);
+    }
+
+    #[test]
+    fn a_success_of_a_call_already_in_flight_closes_the_breaker() {
+        let breaker = Breaker::default();
+        let t0 = Instant::now();
+        breaker.record(t0, true);
+        breaker.record(t0, false);
+        assert_eq!(breaker.admit(t0), Admit::Go);
+    }
 }

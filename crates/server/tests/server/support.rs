@@ -320,7 +320,7 @@ pub async fn spawn_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -
 
 /// A fresh schema in the `DATABASE_URL` database, as a URL whose connections use it.
 /// Schemas of runs over an hour old are dropped first (left by killed runs).
-async fn postgres_schema() -> Option<String> {
+pub async fn postgres_schema() -> Option<String> {
     use sqlx::Connection;
     use std::io::Write as _;
     static NOTICE: std::sync::Once = std::sync::Once::new();
