@@ -19,6 +19,7 @@ mod server {
     mod metrics;
     mod permissions;
     mod quickstart;
+    mod replicas;
     mod slow_clients;
     mod support;
     mod tls;
