@@ -20,6 +20,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -51,6 +52,8 @@ pub struct Cluster {
     ready: Notify,
     /// Whether the listener has subscribed (and so hears what is published from now on).
     listening: watch::Sender<bool>,
+    /// How many times the listener came back after losing its connection.
+    resyncs: AtomicU64,
 }
 
 impl Cluster {
@@ -62,6 +65,7 @@ impl Cluster {
             outbox: Mutex::default(),
             ready: Notify::new(),
             listening: watch::channel(false).0,
+            resyncs: AtomicU64::new(0),
         }
     }
 
@@ -77,6 +81,11 @@ impl Cluster {
     /// (kept by whichever replica holds each socket) count, not only this hub.
     pub fn is_shared(&self) -> bool {
         self.shared
+    }
+
+    /// How many times the listener lost its connection and listens again.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
     }
 
     /// Queues `event` for the other replicas (nothing when there can be none).
@@ -265,6 +274,7 @@ async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
                     // Offers missed meanwhile are released by the acknowledge timeout;
                     // placement looks at the whole queue again now.
                     tracing::info!("the replica listener reconnected; signals may have been missed");
+                    state.cluster().resyncs.fetch_add(1, Ordering::Relaxed);
                     state.dispatcher().wake();
                 }
                 // The stream does not end by itself; if it does, listen afresh.

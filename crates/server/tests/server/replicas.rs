@@ -220,3 +220,35 @@ async fn cancelling_on_replica_a_tells_the_delegate_on_replica_b() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_replica_whose_listening_connection_is_killed_listens_again_and_delivers() {
+    use sqlx::Connection;
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let switchboard_server::config::Database::Postgres(url) = &a.state.settings().database_url else {
+        unreachable!("replicas run on PostgreSQL");
+    };
+    let schema = url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = format('LISTEN \"switchboard:%s\"', $1::text)",
+    )
+    .bind(&schema)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(killed.len(), 2, "one listening connection per replica");
+    let started = Instant::now();
+    while b.state.cluster().resyncs() == 0 {
+        assert!(started.elapsed() < PATIENCE, "replica B never listened again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, secret) = token(&a).await;
+    let (registered, mut session, tasks) = connect(&b, &secret).await;
+    let (id, attempt, _) = submit(&a, &registered, &mut session, &tasks).await;
+    tasks.acquire(id, attempt).await.unwrap();
+}
