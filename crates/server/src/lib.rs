@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delegates;
 pub mod dispatch;
@@ -148,6 +149,7 @@ pub async fn run_with_tls(
     };
     let background = delegates::Background::start(&state);
     let dispatching = dispatch::lifecycle::Loops::start(&state);
+    let signalling = cluster::Signalling::start(&state);
     let closing = state.clone();
     let signal = async move {
         shutdown.await;
@@ -161,6 +163,7 @@ pub async fn run_with_tls(
     };
     serve::serve(listener, serving, signal).await;
     dispatching.stop().await;
+    signalling.stop().await;
     background.stop(&state).await;
     Ok(())
 }

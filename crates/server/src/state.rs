@@ -6,6 +6,7 @@ use std::sync::Arc;
 use switchboard_domain::SecretHash;
 use switchboard_store::Store;
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::delegates::heartbeats::Heartbeats;
 use crate::delegates::hub::Hub;
@@ -33,6 +34,8 @@ struct Inner {
     heartbeats: Heartbeats,
     /// Wakes placement, matches validation answers, announces task changes.
     dispatcher: Dispatcher,
+    /// What this replica tells the others and hears from them.
+    cluster: Cluster,
     /// What `GET /metrics` exposes.
     metrics: Metrics,
     /// Request rates per credential.
@@ -51,8 +54,10 @@ impl AppState {
         let metrics = Metrics::default();
         // Every store call is timed for `GET /metrics`.
         let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls()));
+        let cluster = Cluster::new(store.backend());
         Self {
             inner: Arc::new(Inner {
+                cluster,
                 store,
                 admin_key,
                 hub: Hub::default(),
@@ -86,6 +91,10 @@ impl AppState {
 
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.inner.dispatcher
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     pub fn metrics(&self) -> &Metrics {

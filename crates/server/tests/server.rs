@@ -22,6 +22,7 @@ mod server {
     mod outage;
     mod permissions;
     mod quickstart;
+    mod replicas;
     mod slow_clients;
     mod spec;
     mod support;

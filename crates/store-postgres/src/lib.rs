@@ -13,6 +13,7 @@ mod deadlines;
 mod delegates;
 mod error;
 mod keys;
+mod notify;
 mod rows;
 mod tasks;
 
@@ -81,6 +82,8 @@ impl Default for PgOptions {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The `LISTEN/NOTIFY` channel of this store's schema (see [`notify`]).
+    channel: String,
 }
 
 impl PgStore {
@@ -102,7 +105,14 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(map_err)?;
-        let store = Self { pool };
+        let (schema,): (String,) = sqlx::query_as("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await
+            .map_err(map_err)?;
+        let store = Self {
+            pool,
+            channel: notify::channel_for(&schema),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -358,5 +368,13 @@ impl Store for PgStore {
     }
     async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey> {
         keys::bootstrap_admin_key(&self.pool, candidate, at).await
+    }
+
+    async fn publish(&self, origin: uuid::Uuid, events: &[switchboard_store::ClusterEvent]) -> StoreResult<()> {
+        notify::publish(&self.pool, &self.channel, origin, events).await
+    }
+
+    async fn subscribe(&self) -> StoreResult<Option<switchboard_store::ClusterSignals>> {
+        notify::subscribe(&self.pool, &self.channel).await.map(Some)
     }
 }

@@ -519,4 +519,13 @@ impl switchboard_store::Store for SqliteStore {
     async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey> {
         keys::bootstrap_admin_key(&self.db, candidate, at).await
     }
+
+    /// One manager owns an SQLite file (`open_exclusive`): there is nobody to tell.
+    async fn publish(&self, _origin: uuid::Uuid, _events: &[switchboard_store::ClusterEvent]) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> StoreResult<Option<switchboard_store::ClusterSignals>> {
+        Ok(None)
+    }
 }

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod error;
 pub mod query;
 
@@ -32,6 +33,7 @@ use switchboard_domain::{
     Selectors, Task, TaskAttempt, TaskEvent, TaskId, TokenId,
 };
 
+pub use cluster::{ClusterEvent, ClusterSignal, ClusterSignals, SocketTarget};
 pub use error::{Conflict, StoreError, StoreResult};
 pub use query::{AuditQuery, Page, TaskQuery};
 
@@ -291,4 +293,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// no delegate token; otherwise answers what it finds. Atomic: of replicas starting
     /// together on a fresh store, exactly one gets [`AdminKey::Created`].
     async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey>;
+
+    // --- signals between replicas (see [`cluster`]) ------------------------------------
+
+    /// Sends `events`, published by the replica `origin`, to every replica listening on
+    /// this store (the sender included: listeners skip their own origin). One call is one
+    /// round trip whatever the number of events, so callers batch. A no-op where one
+    /// manager owns the store (SQLite).
+    async fn publish(&self, origin: uuid::Uuid, events: &[ClusterEvent]) -> StoreResult<()>;
+
+    /// Starts listening for the signals of other replicas; `None` where there can be no
+    /// other replica (SQLite).
+    async fn subscribe(&self) -> StoreResult<Option<ClusterSignals>>;
 }

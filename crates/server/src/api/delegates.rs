@@ -161,9 +161,12 @@ pub async fn delete(
     let existing = state.store().get_group(id).await?;
     caller.check(Permission::DelegatesDelete, &existing.scope, "delegate")?;
     state.store().delete_group(id).await?;
-    let told = state
-        .hub()
-        .close_group(id, close::REMOVED, "the delegate was deleted by an operator");
+    let told = crate::cluster::close_sockets(
+        &state,
+        switchboard_store::SocketTarget::Group(id),
+        close::REMOVED,
+        "the delegate was deleted by an operator",
+    );
     tracing::info!(group.id = %id, sockets = told, "delegate deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ use chrono::Utc;
 use switchboard_domain::{DelegateToken, Permission, Scope, SecretKind, TokenId, TokenStatus};
 use switchboard_protocol::socket::close;
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
+use switchboard_store::SocketTarget;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -122,9 +123,12 @@ pub async fn revoke(
     let existing = state.store().get_token(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate token")?;
     let token = state.store().revoke_token(id, Utc::now()).await?;
-    let closed = state
-        .hub()
-        .close_token(token.id, close::TOKEN_REVOKED, "the delegate token was revoked");
+    let closed = crate::cluster::close_sockets(
+        &state,
+        SocketTarget::Token(token.id),
+        close::TOKEN_REVOKED,
+        "the delegate token was revoked",
+    );
     tracing::info!(token.id = %token.id, token.name = %token.name, sockets = closed, "delegate token revoked");
     Ok(Json(TokenView::from(&token)))
 }

@@ -108,8 +108,8 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
     let end = match state.store().set_instance_connected(id, true).await {
         Ok(()) => {
             tracing::info!(instance.id = %id, "delegate connected");
-            // A new delegate may be what a queued task waits for.
-            state.dispatcher().wake();
+            // A new delegate may be what a queued task waits for, on any replica.
+            crate::cluster::wake_everywhere(&state);
             converse(&mut socket, &state, &instance, &mut rx).await
         }
         Err(e) => {

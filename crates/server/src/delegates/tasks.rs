@@ -68,7 +68,7 @@ pub async fn acquire(
         ))
         .await?;
     tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
-    state.dispatcher().changed(task.id());
+    crate::cluster::task_changed(&state, task.id());
     Ok(Json(AcquiredTask {
         task_id: task.id(),
         attempt,
@@ -143,7 +143,7 @@ pub async fn result(
     let task = state.store().transition_task(&transition).await?;
     state.metrics().task_finished(&task);
     tracing::info!(task.id = %task.id(), attempt = %report.attempt, state = %task.state, "task finished");
-    state.dispatcher().changed(task.id());
+    crate::cluster::task_changed(&state, task.id());
     // A slot is free: a queued task may fit now.
     state.dispatcher().wake();
     if task.state == TaskState::Succeeded {

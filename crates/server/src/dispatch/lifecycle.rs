@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use switchboard_domain::{Failure, FailureReason, InstanceId, SelectionKind, Task, TaskEvent, TaskId, TaskState};
-use switchboard_protocol::socket::ServerMessage;
 use switchboard_store::{StoreError, StoreResult, Transition};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -70,7 +69,7 @@ async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<
             let summary = format!("{}: {why}", after.state);
             let detail = serde_json::json!({"event": event, "attempt": task.attempt});
             record(state, task.id(), task.attempt, kind, &summary, Ok(detail)).await;
-            state.dispatcher().changed(task.id());
+            crate::cluster::task_changed(state, task.id());
             tracing::info!(task.id = %task.id(), attempt = %task.attempt, state = %after.state, why, "task moved");
         }
         // The task moved on meanwhile (a result arrived, it was cancelled): nothing to do.
@@ -124,13 +123,7 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
         )
         .await;
         if let Some(instance) = instance {
-            state.hub().send(
-                instance,
-                ServerMessage::CancelTask {
-                    task_id: task.id(),
-                    attempt: task.attempt,
-                },
-            );
+            crate::cluster::cancel(state, instance, task.id(), task.attempt);
         }
     }
     if !due.unacknowledged.is_empty() || !due.overrun.is_empty() {
@@ -161,13 +154,7 @@ pub async fn cancel(state: &AppState, id: TaskId) -> StoreResult<Task> {
         .await?;
     state.metrics().task_finished(&after);
     if let Some(instance) = before.instance_id {
-        state.hub().send(
-            instance,
-            ServerMessage::CancelTask {
-                task_id: id,
-                attempt: before.attempt,
-            },
-        );
+        crate::cluster::cancel(state, instance, id, before.attempt);
     }
     record(
         state,
@@ -178,7 +165,7 @@ pub async fn cancel(state: &AppState, id: TaskId) -> StoreResult<Task> {
         Ok(serde_json::Value::Null),
     )
     .await;
-    state.dispatcher().changed(id);
+    crate::cluster::task_changed(state, id);
     state.dispatcher().wake();
     Ok(after)
 }

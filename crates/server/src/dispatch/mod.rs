@@ -85,6 +85,11 @@ impl Dispatcher {
         self.changes.subscribe()
     }
 
+    /// How many listen for task changes now (long polls, mostly).
+    pub fn listeners(&self) -> usize {
+        self.changes.receiver_count()
+    }
+
     /// Delivers a validation answer to the placement waiting for it. Returns whether one
     /// was waiting.
     pub fn validation_answered(&self, request_id: &str, results: Vec<CheckResult>) -> bool {

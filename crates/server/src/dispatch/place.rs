@@ -47,7 +47,7 @@ pub async fn place(state: &AppState, id: TaskId) -> StoreResult<Placement> {
         dispatcher.forget_explanation(id);
     }
     if matches!(outcome, Ok(Placement::Assigned { .. } | Placement::Failed { .. })) {
-        dispatcher.changed(id);
+        crate::cluster::task_changed(state, id);
     }
     outcome
 }
@@ -111,15 +111,10 @@ async fn place_rounds(state: &AppState, id: TaskId) -> StoreResult<Placement> {
                 let summary = format!("assigned to instance {instance} as attempt {}", task.attempt);
                 let detail = serde_json::json!({"instance_id": instance, "attempt": task.attempt});
                 record(state, id, task.attempt, SelectionKind::Assigned, &summary, Ok(detail)).await;
-                let offer = ServerMessage::TaskAvailable {
-                    task_id: id,
-                    attempt: task.attempt,
-                };
-                if !state.hub().send(instance, offer) {
-                    // Its socket closed since the snapshot; the acknowledge timeout or the
-                    // loss handling puts the task back.
-                    tracing::warn!(task.id = %id, instance.id = %instance, "the chosen instance has no open socket here");
-                }
+                // To this replica's socket of the instance, else to whichever replica
+                // holds it. A socket closed since the snapshot gets nothing: the
+                // acknowledge timeout or the loss handling puts the task back.
+                crate::cluster::offer(state, instance, id, task.attempt);
                 tracing::info!(task.id = %id, instance.id = %instance, attempt = %task.attempt, "task assigned");
                 return Ok(Placement::Assigned {
                     instance,
@@ -189,7 +184,10 @@ async fn snapshot(
         .map(|mut i| {
             // One manager owns every socket of a single-node install, so its hub is the
             // truth about connections (a crash leaves stale `connected` flags behind).
-            i.connected = state.hub().is_connected(i.id);
+            // Replicas sharing PostgreSQL also trust the flag the socket's replica keeps;
+            // a crashed replica's flags go stale with their heartbeats (rule: liveness).
+            let here = state.hub().is_connected(i.id);
+            i.connected = here || (state.cluster().is_shared() && i.connected);
             if let Some(beat) = state.heartbeats().latest(i.id) {
                 i.last_heartbeat_at = i.last_heartbeat_at.max(beat.at);
             }

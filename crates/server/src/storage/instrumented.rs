@@ -15,8 +15,8 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AdminKey, AuditQuery, Backend, Claim, DueTasks, Inserted, Page, Store, StoreError, StoreResult, TaskQuery,
-    Transition,
+    AdminKey, AuditQuery, Backend, Claim, ClusterEvent, ClusterSignals, DueTasks, Inserted, Page, Store, StoreError,
+    StoreResult, TaskQuery, Transition,
 };
 
 use crate::metrics::StoreCalls;
@@ -154,6 +154,11 @@ macro_rules! observed {
                 self.inner.backend()
             }
 
+            /// Not timed: it opens a listener that lives as long as the manager.
+            async fn subscribe(&self) -> StoreResult<Option<ClusterSignals>> {
+                self.inner.subscribe().await
+            }
+
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$ret> {
                     self.observe(stringify!($name), self.inner.$name($($arg),*)).await
@@ -219,6 +224,7 @@ observed! {
     fn list_api_keys(&self, within: Option<&Scope>) -> Vec<ApiKey>;
     fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> ApiKey;
     fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> AdminKey;
+    fn publish(&self, origin: uuid::Uuid, events: &[ClusterEvent]) -> ();
 }
 
 #[cfg(test)]

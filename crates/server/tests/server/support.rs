@@ -318,6 +318,28 @@ pub async fn spawn_on(backend: Backend, configure: impl FnOnce(&mut Settings)) -
     }
 }
 
+/// Two managers, each served by [`run`] on its own port-0 listener, sharing one fresh
+/// PostgreSQL schema (replicas), once both listen for each other; `None` when PostgreSQL
+/// is not available and skipping is allowed (as [`spawn_on`]).
+pub async fn spawn_replicas(configure: impl Fn(&mut Settings)) -> Option<(TestApp, TestApp)> {
+    let url = postgres_schema().await?;
+    let replica = || {
+        spawn_app_with(|settings| {
+            settings.database_url = Database::Postgres(url.clone());
+            settings.db_max_connections = 8;
+            configure(settings);
+        })
+    };
+    let a = replica().await;
+    let b = replica().await;
+    for app in [&a, &b] {
+        tokio::time::timeout(PATIENCE, app.state.cluster().listening())
+            .await
+            .expect("each replica listens for the other");
+    }
+    Some((a, b))
+}
+
 /// A fresh schema in the `DATABASE_URL` database, as a URL whose connections use it.
 /// Schemas of runs over an hour old are dropped first (left by killed runs).
 pub async fn postgres_schema() -> Option<String> {

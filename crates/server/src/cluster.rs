@@ -1,0 +1,303 @@
+//! Several replicas on one store: what this manager tells the others, and what it does
+//! when they tell it something.
+//!
+//! Each replica holds only its own delegate sockets ([`crate::delegates::hub`]) and its
+//! own long-poll waiters ([`crate::dispatch::Dispatcher`]). Any replica may place any task
+//! (on PostgreSQL it sees every replica's connected instances), so when the instance it
+//! claimed for has its socket elsewhere, the offer travels as a [`ClusterEvent`]; so do a
+//! task's changes (for long polls held elsewhere), cancellations, and the closing of a
+//! revoked token's or a deleted group's sockets.
+//!
+//! Events are coalesced: [`Cluster::publish`] only appends to an outbox; the publisher
+//! task sends whatever is in it as one store call ([`Store::publish`], one `NOTIFY`
+//! statement on PostgreSQL) as soon as something arrives, then waits [`COALESCE`] before
+//! the next call. So the signalling cost is at most one round trip per [`COALESCE`]
+//! whatever the task rate, and a lone event leaves at once.
+//!
+//! Signals are hints: each replica's placement sweep (every `assign_interval`), the
+//! acknowledge timeout and the long polls' own timeouts cover a signal that was lost.
+//! On SQLite (one manager per file) nothing is published or heard.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use switchboard_domain::{Attempt, InstanceId, TaskId};
+use switchboard_protocol::socket::ServerMessage;
+use switchboard_store::{Backend, ClusterEvent, ClusterSignal, SocketTarget, Store};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// The shortest pause between two publishes of one replica: the coalescing window.
+pub const COALESCE: Duration = Duration::from_millis(2);
+
+/// How long the listener waits before trying to subscribe again when the store refused.
+const RESUBSCRIBE: Duration = Duration::from_secs(1);
+
+/// This replica's side of the signalling.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Who we are in the signals: our own come back to us and are skipped.
+    origin: uuid::Uuid,
+    /// Whether other replicas can share the store (PostgreSQL).
+    shared: bool,
+    /// Events waiting for the publisher. A std mutex: pushes and one swap, never held
+    /// across an await.
+    outbox: Mutex<Vec<ClusterEvent>>,
+    /// Wakes the publisher; a permit stored while it is busy makes it publish again.
+    ready: Notify,
+    /// Whether the listener has subscribed (and so hears what is published from now on).
+    listening: watch::Sender<bool>,
+    /// How many times the listener came back after losing its connection.
+    resyncs: AtomicU64,
+}
+
+impl Cluster {
+    /// The signalling of a manager on `backend`.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            origin: uuid::Uuid::new_v4(),
+            shared: backend == Backend::Postgres,
+            outbox: Mutex::default(),
+            ready: Notify::new(),
+            listening: watch::channel(false).0,
+            resyncs: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns once this replica hears the others (at once where there are none): what is
+    /// published after that reaches it.
+    pub async fn listening(&self) {
+        if self.shared {
+            let _ = self.listening.subscribe().wait_for(|l| *l).await;
+        }
+    }
+
+    /// Whether other replicas may share the store: then the store's `connected` flags
+    /// (kept by whichever replica holds each socket) count, not only this hub.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// How many times the listener lost its connection and listens again.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+
+    /// Queues `event` for the other replicas (nothing when there can be none).
+    pub fn publish(&self, event: ClusterEvent) {
+        if !self.shared {
+            return;
+        }
+        lock(&self.outbox).push(event);
+        self.ready.notify_one();
+    }
+
+    /// The queued events, in order, without repeats.
+    fn take(&self) -> Vec<ClusterEvent> {
+        let pending = std::mem::take(&mut *lock(&self.outbox));
+        let mut seen = HashSet::new();
+        pending.into_iter().filter(|e| seen.insert(e.clone())).collect()
+    }
+}
+
+/// Sends `task_available` to `instance` wherever its socket is.
+pub fn offer(state: &AppState, instance: InstanceId, task: TaskId, attempt: Attempt) {
+    let message = ServerMessage::TaskAvailable { task_id: task, attempt };
+    if !state.hub().send(instance, message) {
+        state.cluster().publish(ClusterEvent::TaskAvailable {
+            instance,
+            task,
+            attempt,
+        });
+    }
+}
+
+/// Sends `cancel_task` to `instance` wherever its socket is.
+pub fn cancel(state: &AppState, instance: InstanceId, task: TaskId, attempt: Attempt) {
+    let message = ServerMessage::CancelTask { task_id: task, attempt };
+    if !state.hub().send(instance, message) {
+        state.cluster().publish(ClusterEvent::Cancel {
+            instance,
+            task,
+            attempt,
+        });
+    }
+}
+
+/// Announces a change of `task` to the long polls of every replica.
+pub fn task_changed(state: &AppState, task: TaskId) {
+    state.dispatcher().changed(task);
+    state.cluster().publish(ClusterEvent::TaskChanged { task });
+}
+
+/// Wakes placement on every replica.
+pub fn wake_everywhere(state: &AppState) {
+    state.dispatcher().wake();
+    state.cluster().publish(ClusterEvent::Wake);
+}
+
+/// Closes the sockets of `target` on every replica. Returns how many were open here.
+pub fn close_sockets(state: &AppState, target: SocketTarget, code: u16, reason: &str) -> usize {
+    state.cluster().publish(ClusterEvent::CloseSockets {
+        target,
+        code,
+        reason: reason.to_owned(),
+    });
+    close_here(state, target, code, reason)
+}
+
+fn close_here(state: &AppState, target: SocketTarget, code: u16, reason: &str) -> usize {
+    match target {
+        SocketTarget::Token(token) => state.hub().close_token(token, code, reason),
+        SocketTarget::Group(group) => state.hub().close_group(group, code, reason),
+    }
+}
+
+/// Applies what another replica signalled, to this replica's sockets and waiters only.
+fn apply(state: &AppState, event: ClusterEvent) {
+    match event {
+        ClusterEvent::TaskAvailable {
+            instance,
+            task,
+            attempt,
+        } => {
+            if state
+                .hub()
+                .send(instance, ServerMessage::TaskAvailable { task_id: task, attempt })
+            {
+                tracing::debug!(task.id = %task, instance.id = %instance, "offer relayed from another replica");
+            }
+        }
+        ClusterEvent::Cancel {
+            instance,
+            task,
+            attempt,
+        } => {
+            state
+                .hub()
+                .send(instance, ServerMessage::CancelTask { task_id: task, attempt });
+        }
+        ClusterEvent::TaskChanged { task } => state.dispatcher().changed(task),
+        ClusterEvent::Wake => state.dispatcher().wake(),
+        ClusterEvent::CloseSockets { target, code, reason } => {
+            let closed = close_here(state, target, code, &reason);
+            if closed > 0 {
+                tracing::info!(?target, sockets = closed, "sockets closed for another replica");
+            }
+        }
+    }
+}
+
+/// The publisher and the listener of one running manager.
+#[derive(Debug)]
+pub struct Signalling {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Signalling {
+    /// Starts both when the store can be shared; otherwise there is nothing to run.
+    pub fn start(state: &AppState) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let tasks = if state.cluster().is_shared() {
+            vec![
+                tokio::spawn(publish_forever(state.clone(), stopped.clone())),
+                tokio::spawn(listen_forever(state.clone(), stopped)),
+            ]
+        } else {
+            Vec::new()
+        };
+        Self { stop, tasks }
+    }
+
+    /// Stops both, after a last publish of what is queued.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn publish_forever(state: AppState, mut stop: watch::Receiver<bool>) {
+    let cluster = state.cluster();
+    loop {
+        let stopping = tokio::select! {
+            () = cluster.ready.notified() => false,
+            _ = stop.changed() => true,
+        };
+        let events = cluster.take();
+        if !events.is_empty()
+            && let Err(e) = state.store().publish(cluster.origin, &events).await
+        {
+            // The other replicas' sweeps and timeouts cover what they miss.
+            tracing::warn!(error = %e, events = events.len(), "cannot signal the other replicas");
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(COALESCE) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
+    let store = state.store().clone();
+    loop {
+        let signals = tokio::select! {
+            s = subscribe(&*store) => s,
+            _ = stop.changed() => return,
+        };
+        let Some(mut signals) = signals else { return };
+        state.cluster().listening.send_replace(true);
+        loop {
+            let signal = tokio::select! {
+                s = signals.next() => s,
+                _ = stop.changed() => return,
+            };
+            match signal {
+                Some(ClusterSignal::Events { origin, events }) => {
+                    if origin != state.cluster().origin {
+                        for event in events {
+                            apply(&state, event);
+                        }
+                    }
+                }
+                Some(ClusterSignal::Resync) => {
+                    // Offers missed meanwhile are released by the acknowledge timeout;
+                    // placement looks at the whole queue again now.
+                    tracing::info!("the replica listener reconnected; signals may have been missed");
+                    state.cluster().resyncs.fetch_add(1, Ordering::Relaxed);
+                    state.dispatcher().wake();
+                }
+                // The stream does not end by itself; if it does, listen afresh.
+                None => break,
+            }
+        }
+    }
+}
+
+/// Subscribes, trying again until the store accepts; `None` when it has no signals.
+async fn subscribe(store: &dyn Store) -> Option<switchboard_store::ClusterSignals> {
+    loop {
+        match store.subscribe().await {
+            Ok(signals) => return signals,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for the other replicas; retrying");
+                tokio::time::sleep(RESUBSCRIBE).await;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section is one push or swap: a poisoned lock holds no half-done update.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

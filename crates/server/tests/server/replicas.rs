@@ -1,0 +1,254 @@
+//! Several replicas on one PostgreSQL: two managers in this process share one schema, a
+//! client-library delegate connects to replica B, and everything is asked of replica A.
+//! The sweeps and timers that would eventually repair a lost signal are pushed far out
+//! (`assign_interval`, `acknowledge_timeout`), so these cases pass only through the
+//! signals between replicas.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register};
+use switchboard_domain::{Attempt, TaskId};
+use switchboard_protocol::delegate::{Outcome, RegisterRequest, Registered, TaskResult};
+use switchboard_protocol::socket::ServerMessage;
+use switchboard_server::Settings;
+
+use super::support::{ADMIN_KEY, PATIENCE, TestApp, spawn_replicas};
+
+/// Long enough that neither a sweep nor a timer delivers anything during a case.
+fn without_repairs(settings: &mut Settings) {
+    settings.assign_interval = Duration::from_secs(600);
+    settings.acknowledge_timeout = Duration::from_secs(600);
+}
+
+/// A delegate token of account `acme`, created on `app`: (id, secret).
+async fn token(app: &TestApp) -> (String, String) {
+    let body = json!({"name": format!("t{}", TaskId::new().to_string().replace('-', "")), "account": "acme"});
+    let created: Value = app
+        .post("/api/v1/delegate-tokens", Some(ADMIN_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    (
+        created["id"].as_str().unwrap().to_owned(),
+        created["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A client-library delegate registered with and connected to `app`.
+async fn connect(app: &TestApp, token: &str) -> (Registered, Session, TaskClient) {
+    let request: RegisterRequest = serde_json::from_value(json!({
+        "name": "workers", "hostname": "on-b", "version": "1.0.0", "task_types": ["echo"], "capacity": 5
+    }))
+    .unwrap();
+    let registered = register(&app.client, &app.url(""), token, &request).await.unwrap();
+    let mut session = Session::start(registered.clone(), Backoff::default());
+    assert_eq!(next(&mut session).await, Event::Connected);
+    let tasks = TaskClient::new(app.client.clone(), &app.url(""), &registered.session_token);
+    (registered, session, tasks)
+}
+
+async fn next(session: &mut Session) -> Event {
+    tokio::time::timeout(PATIENCE, session.events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the session goes on")
+}
+
+/// The next offer the delegate gets.
+async fn offer(session: &mut Session) -> (TaskId, Attempt) {
+    loop {
+        if let Event::Message(ServerMessage::TaskAvailable { task_id, attempt }) = next(session).await {
+            return (task_id, attempt);
+        }
+    }
+}
+
+/// Submits an echo task to `app` until one is placed by `app` itself at submission on the
+/// delegate of `registered` (a sweep woken by the delegate's connection may claim the first
+/// one, on B, and deliver it without a signal: that one is run to the end and another
+/// submitted). Returns the task, its attempt, and when it was submitted.
+async fn submit(
+    app: &TestApp,
+    registered: &Registered,
+    session: &mut Session,
+    tasks: &TaskClient,
+) -> (TaskId, Attempt, Instant) {
+    let body = json!({"account": "acme", "type": "echo", "payload": {"n": 1}});
+    for _ in 0..5 {
+        let started = Instant::now();
+        let task: Value = app
+            .post("/api/v1/tasks", Some(ADMIN_KEY), &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id: TaskId = task["id"].as_str().unwrap().parse().unwrap();
+        let (offered, attempt) = offer(session).await;
+        assert_eq!(offered, id);
+        if task["instance_id"] == registered.instance_id.to_string() {
+            return (id, attempt, started);
+        }
+        tasks.acquire(id, attempt).await.unwrap();
+        tasks.result(id, &succeeded(attempt)).await.unwrap();
+    }
+    panic!("replica A never placed a task itself at submission");
+}
+
+fn succeeded(attempt: Attempt) -> TaskResult {
+    TaskResult {
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: None,
+        error: None,
+    }
+}
+
+#[tokio::test]
+async fn a_task_submitted_to_replica_a_reaches_a_delegate_on_replica_b_at_once() {
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (_, secret) = token(&a).await;
+    let (registered, mut session, tasks) = connect(&b, &secret).await;
+
+    let (id, attempt, started) = submit(&a, &registered, &mut session, &tasks).await;
+    let latency = started.elapsed();
+    eprintln!("cross-replica delivery: submit on A -> task_available on B's delegate in {latency:?}");
+    assert_eq!(attempt, Attempt(1));
+
+    let acquired = tasks.acquire(id, attempt).await.unwrap();
+    let report = TaskResult {
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: Some(acquired.payload),
+        error: None,
+    };
+    tasks.result(id, &report).await.unwrap();
+    let done: Value = a
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (done["state"].clone(), done["result"].clone()),
+        (json!("succeeded"), json!({"n": 1}))
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_on_replica_a_returns_when_the_delegate_reports_to_replica_b() {
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (_, secret) = token(&a).await;
+    let (registered, mut session, tasks) = connect(&b, &secret).await;
+    let (id, attempt, _) = submit(&a, &registered, &mut session, &tasks).await;
+    tasks.acquire(id, attempt).await.unwrap();
+
+    let before = a.state.dispatcher().listeners();
+    let poll = {
+        let (client, url) = (
+            a.client.clone(),
+            a.url(&format!("/api/v1/tasks/{id}/wait?state=running&timeout_ms=60000")),
+        );
+        tokio::spawn(async move { client.get(url).bearer_auth(ADMIN_KEY).send().await.unwrap() })
+    };
+    // The long poll is waiting on A once it listens for changes.
+    let waiting = Instant::now();
+    while a.state.dispatcher().listeners() == before {
+        assert!(waiting.elapsed() < PATIENCE, "the long poll never started waiting");
+        tokio::task::yield_now().await;
+    }
+    let reported = Instant::now();
+    tasks.result(id, &succeeded(attempt)).await.unwrap();
+    let answer = tokio::time::timeout(PATIENCE, poll).await.unwrap().unwrap();
+    let task: Value = answer.json().await.unwrap();
+    eprintln!(
+        "cross-replica long poll: result on B -> answer on A in {:?}",
+        reported.elapsed()
+    );
+    assert_eq!(task["state"], "succeeded", "{task}");
+}
+
+#[tokio::test]
+async fn revoking_a_token_on_replica_a_closes_its_socket_on_replica_b() {
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (token_id, secret) = token(&a).await;
+    let (_, mut session, _) = connect(&b, &secret).await;
+    let revoked = a
+        .post(
+            &format!("/api/v1/delegate-tokens/{token_id}/revoke"),
+            Some(ADMIN_KEY),
+            &json!({}),
+        )
+        .await;
+    assert!(revoked.status().is_success());
+    assert!(matches!(
+        next(&mut session).await,
+        Event::Message(ServerMessage::Revoked { .. })
+    ));
+    assert!(matches!(next(&mut session).await, Event::Ended { .. }));
+    assert_eq!(b.state.hub().len(), 0);
+}
+
+#[tokio::test]
+async fn cancelling_on_replica_a_tells_the_delegate_on_replica_b() {
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (_, secret) = token(&a).await;
+    let (registered, mut session, tasks) = connect(&b, &secret).await;
+    let (id, attempt, _) = submit(&a, &registered, &mut session, &tasks).await;
+    tasks.acquire(id, attempt).await.unwrap();
+
+    let cancelled: Value = a
+        .post(&format!("/api/v1/tasks/{id}/cancel"), Some(ADMIN_KEY), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cancelled["state"], "cancelled");
+    loop {
+        if let Event::Message(ServerMessage::CancelTask { task_id, attempt: told }) = next(&mut session).await {
+            assert_eq!((task_id, told), (id, attempt));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_replica_whose_listening_connection_is_killed_listens_again_and_delivers() {
+    use sqlx::Connection;
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let switchboard_server::config::Database::Postgres(url) = &a.state.settings().database_url else {
+        unreachable!("replicas run on PostgreSQL");
+    };
+    let schema = url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = format('LISTEN \"switchboard:%s\"', $1::text)",
+    )
+    .bind(&schema)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(killed.len(), 2, "one listening connection per replica");
+    let started = Instant::now();
+    while b.state.cluster().resyncs() == 0 {
+        assert!(started.elapsed() < PATIENCE, "replica B never listened again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (_, secret) = token(&a).await;
+    let (registered, mut session, tasks) = connect(&b, &secret).await;
+    let (id, attempt, _) = submit(&a, &registered, &mut session, &tasks).await;
+    tasks.acquire(id, attempt).await.unwrap();
+}
