@@ -156,7 +156,7 @@ pub async fn run_with_tls(
         tracing::info!(grace = %format_duration(grace), "shutting down");
         // Sockets are upgraded connections the server no longer tracks: tell them to go
         // (delegates reconnect, to another replica if there is one).
-        closing.hub().close_all(
+        closing.hub().shut_down(
             switchboard_protocol::socket::close::GOING_AWAY,
             "the manager is shutting down",
         );

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use switchboard_domain::{GroupId, InstanceId, TokenId};
 use switchboard_protocol::socket::ServerMessage;
@@ -43,6 +43,8 @@ pub struct Hub {
     /// Sockets counted against the `max_sockets` cap: reserved before the upgrade, so the
     /// cap holds while upgrades are in flight, and released when the socket's task ends.
     reserved: AtomicUsize,
+    /// Set by [`Hub::shut_down`].
+    shutting_down: AtomicBool,
 }
 
 /// A socket's membership in the hub, returned by [`Hub::attach`].
@@ -140,6 +142,18 @@ impl Hub {
     /// Tells every socket to close (shutdown).
     pub fn close_all(&self, code: u16, reason: &str) -> usize {
         self.close_where(|_| true, code, reason, None)
+    }
+
+    /// Shutdown: tells every socket to close, and from now on sockets that end are not
+    /// instances lost but delegates leaving for another replica (or for this manager once
+    /// it is back), with their tasks: see `stream::serve`.
+    pub fn shut_down(&self, code: u16, reason: &str) -> usize {
+        self.shutting_down.store(true, Ordering::Release);
+        self.close_all(code, reason)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     fn close_where(

@@ -131,8 +131,15 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
         if let Err(e) = state.store().set_instance_connected(id, false).await {
             tracing::warn!(instance.id = %id, error = %e, "cannot record the disconnection");
         }
-        tracing::info!(instance.id = %id, "delegate disconnected");
-        crate::dispatch::lifecycle::instance_lost(&state, id).await;
+        if state.hub().is_shutting_down() {
+            // This manager is going away, not the delegate: it reconnects (to another
+            // replica, or to this one once it is back) and goes on with its tasks, which
+            // its heartbeats keep alive. Were it gone for good, their run deadlines end them.
+            tracing::info!(instance.id = %id, "delegate let go at shutdown; its tasks stay with it");
+        } else {
+            tracing::info!(instance.id = %id, "delegate disconnected");
+            crate::dispatch::lifecycle::instance_lost(&state, id).await;
+        }
     }
     state.metrics().socket_closed();
 }

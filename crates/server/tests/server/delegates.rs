@@ -455,6 +455,65 @@ async fn delegates_reconnect_by_themselves_after_the_manager_restarts() {
 }
 
 #[tokio::test]
+async fn a_task_running_when_the_manager_shuts_down_stays_with_its_delegate_and_succeeds_after() {
+    use switchboard_client::delegate::TaskClient;
+    use switchboard_protocol::delegate::{Outcome, TaskResult};
+
+    let app = spawn_app().await;
+    let t = token(&app, "t", "acme").await;
+    let (r, mut session) = connected(&app, &t, &request("d", "h", &[])).await;
+    let body = json!({"account": "acme", "type": "echo", "payload": {"n": 1}, "max_attempts": 3});
+    let submitted: Value = app
+        .post("/api/v1/tasks", Some(ADMIN_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let (task_id, attempt) = loop {
+        if let Event::Message(ServerMessage::TaskAvailable { task_id, attempt }) = next_event(&mut session).await {
+            break (task_id, attempt);
+        }
+    };
+    let tasks = TaskClient::new(app.client.clone(), &app.url(""), &r.session_token);
+    tasks.acquire(task_id, attempt).await.unwrap();
+
+    // The manager stops (SIGTERM's path) while the delegate runs the task.
+    let address = app.address;
+    let (result, dir) = app.stop_keeping_data().await;
+    result.unwrap();
+    assert!(matches!(next_event(&mut session).await, Event::Disconnected { .. }));
+
+    let app = spawn_app_in(dir, address, |_| {}).await;
+    let task: Value = app
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (task["state"].as_str(), task["attempt"].as_u64()),
+        (Some("running"), Some(1)),
+        "the shutdown did not take the task from its delegate: {task}"
+    );
+    let report = TaskResult {
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: Some(json!({"n": 1})),
+        error: None,
+    };
+    tasks.result(task_id, &report).await.unwrap();
+    let task: Value = app
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["state"], "succeeded", "{task}");
+    assert_eq!(task["attempt"], 1, "it ran once: {task}");
+}
+
+#[tokio::test]
 async fn operators_change_tags_disable_and_delete_delegates_whose_instances_drain() {
     let app = spawn_app().await;
     let t = token(&app, "t", "acme").await;
