@@ -227,10 +227,13 @@ impl Signalling {
 async fn publish_forever(state: AppState, mut stop: watch::Receiver<bool>) {
     let cluster = state.cluster();
     loop {
-        let stopping = tokio::select! {
-            () = cluster.ready.notified() => false,
-            _ = stop.changed() => true,
-        };
+        // The stop may have been seen already, by the pause below: then this is the last
+        // round, whatever `changed` would say (it waits for a change not yet seen).
+        let stopping = *stop.borrow()
+            || tokio::select! {
+                () = cluster.ready.notified() => false,
+                _ = stop.changed() => true,
+            };
         let events = cluster.take();
         if !events.is_empty()
             && let Err(e) = state.store().publish(cluster.origin, &events).await

@@ -252,3 +252,94 @@ async fn a_replica_whose_listening_connection_is_killed_listens_again_and_delive
     let (id, attempt, _) = submit(&a, &registered, &mut session, &tasks).await;
     tasks.acquire(id, attempt).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_drained_with_a_task_running_lets_its_delegate_finish_it_through_another() {
+    let balancer = super::support::Balancer::start().await;
+    let public = balancer.url();
+    let Some((a, b)) = spawn_replicas(|s| s.public_url = Some(public.clone())).await else {
+        return;
+    };
+    balancer.set_upstreams(vec![a.address, b.address]);
+    let lb = reqwest::Client::new();
+    let (_, secret) = token(&a).await;
+    let request: RegisterRequest = serde_json::from_value(json!({
+        "name": "workers", "hostname": "behind-lb", "version": "1.0.0", "task_types": ["echo"], "capacity": 5
+    }))
+    .unwrap();
+    let registered = register(&lb, &public, &secret, &request).await.unwrap();
+    assert!(
+        registered.stream_url.starts_with(&public.replace("http", "ws")),
+        "{}",
+        registered.stream_url
+    );
+    let mut session = Session::start(
+        registered.clone(),
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+        },
+    );
+    assert_eq!(next(&mut session).await, Event::Connected);
+    let tasks = TaskClient::new(lb.clone(), &public, &registered.session_token);
+
+    // A task, running on the delegate.
+    let body = json!({"account": "acme", "type": "echo", "payload": {"n": 1}, "max_attempts": 3});
+    let submitted: Value = lb
+        .post(format!("{public}/api/v1/tasks"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let (task_id, attempt) = offer(&mut session).await;
+    assert_eq!(task_id.to_string(), id);
+    tasks.acquire(task_id, attempt).await.unwrap();
+
+    // Drain the replica that holds the socket (SIGTERM's path); the other stays.
+    let instance = registered.instance_id;
+    let (drained, stays) = if a.state.hub().is_connected(instance) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(!stays.state.hub().is_connected(instance));
+    balancer.set_upstreams(vec![stays.address, drained.address]);
+    drained.stop().await.unwrap();
+    loop {
+        match next(&mut session).await {
+            Event::Connected => break,
+            Event::Disconnected { .. } => continue, // the drain, and any retry
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        stays.state.hub().is_connected(instance),
+        "the delegate is on the other replica"
+    );
+
+    // The task was neither re-queued nor failed by the drain; the delegate finishes it.
+    let report = TaskResult {
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: Some(json!({"n": 1})),
+        error: None,
+    };
+    tasks.result(task_id, &report).await.unwrap();
+    let task: Value = stays
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (task["state"].as_str(), task["attempt"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{task}"
+    );
+    stays.stop().await.unwrap();
+}

@@ -414,3 +414,46 @@ macro_rules! both_backends {
         )*
     };
 }
+
+/// A TCP load balancer in front of replicas: each connection goes to the next upstream in
+/// turn, skipping those that refuse it (a replica that is gone). What delegates and
+/// pipeline engines see in production as the one URL of a replicated manager.
+pub struct Balancer {
+    pub address: SocketAddr,
+    upstreams: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+}
+
+impl Balancer {
+    pub async fn start() -> Balancer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let upstreams = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SocketAddr>::new()));
+        let shared = upstreams.clone();
+        tokio::spawn(async move {
+            let mut turn = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let candidates = shared.lock().expect("not poisoned").clone();
+                turn = turn.wrapping_add(1);
+                let start = turn;
+                tokio::spawn(async move {
+                    for i in 0..candidates.len() {
+                        let upstream = candidates[(start + i) % candidates.len()];
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Balancer { address, upstreams }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
+        *self.upstreams.lock().expect("not poisoned") = upstreams;
+    }
+}
