@@ -300,6 +300,21 @@ async fn subscribe(store: &dyn Store) -> Option<switchboard_store::ClusterSignal
     }
 }
 
+/// Whether this manager leads now (see [`switchboard_store::Store::lead`]): the periodic
+/// work that one replica at a time should do (timers, sweeps, retention) runs only where
+/// this is true. A store that cannot say counts as not leading: that work waits a tick.
+pub async fn leads(state: &AppState) -> bool {
+    let leads = match state.store().lead().await {
+        Ok(leads) => leads,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot tell whether this replica leads");
+            false
+        }
+    };
+    state.metrics().set_leader(leads);
+    leads
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Each critical section is one push or swap: a poisoned lock holds no half-done update.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -111,6 +111,7 @@ pub struct Metrics {
     validations: Family<OutcomeLabel, Counter>,
     store_calls: Arc<StoreCalls>,
     instances: Family<LivenessLabel, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -133,6 +134,7 @@ impl Default for Metrics {
             errors: Counter::default(),
         });
         let instances = Family::<LivenessLabel, Gauge>::default();
+        let leader = Gauge::default();
 
         registry.register(
             "tasks_submitted",
@@ -190,6 +192,11 @@ impl Default for Metrics {
             store_calls.seconds.clone(),
         );
         registry.register(
+            "leader",
+            "1 while this manager leads (runs the timers and sweeps for every replica), else 0",
+            leader.clone(),
+        );
+        registry.register(
             "delegate_instances",
             "Registered delegate instances by liveness (connected, stale, disconnected), as of the scrape",
             instances.clone(),
@@ -225,6 +232,7 @@ impl Default for Metrics {
             validations,
             store_calls,
             instances,
+            leader,
         }
     }
 }
@@ -286,6 +294,15 @@ impl Metrics {
     /// What the store wrapper reports into.
     pub fn store_calls(&self) -> Arc<StoreCalls> {
         self.store_calls.clone()
+    }
+
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
+    }
+
+    /// Whether this manager led at its last check.
+    pub fn is_leader(&self) -> bool {
+        self.leader.get() == 1
     }
 
     /// Sets the instance gauges to these counts.

@@ -13,6 +13,7 @@ mod deadlines;
 mod delegates;
 mod error;
 mod keys;
+mod lead;
 mod notify;
 mod rows;
 mod tasks;
@@ -84,6 +85,8 @@ pub struct PgStore {
     pool: PgPool,
     /// The `LISTEN/NOTIFY` channel of this store's schema (see [`notify`]).
     channel: String,
+    /// Whether this replica leads (see [`lead`]); shared by the store's clones.
+    lead: std::sync::Arc<lead::Lead>,
 }
 
 impl PgStore {
@@ -102,7 +105,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(map_err)?;
         let (schema,): (String,) = sqlx::query_as("SELECT current_schema()")
@@ -112,6 +115,7 @@ impl PgStore {
         let store = Self {
             pool,
             channel: notify::channel_for(&schema),
+            lead: std::sync::Arc::new(lead::Lead::new(connect)),
         };
         store.migrate().await?;
         Ok(store)
@@ -376,5 +380,9 @@ impl Store for PgStore {
 
     async fn subscribe(&self) -> StoreResult<Option<switchboard_store::ClusterSignals>> {
         notify::subscribe(&self.pool, &self.channel).await.map(Some)
+    }
+
+    async fn lead(&self) -> StoreResult<bool> {
+        self.lead.check().await
     }
 }

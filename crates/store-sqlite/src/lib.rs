@@ -528,4 +528,9 @@ impl switchboard_store::Store for SqliteStore {
     async fn subscribe(&self) -> StoreResult<Option<switchboard_store::ClusterSignals>> {
         Ok(None)
     }
+
+    async fn lead(&self) -> StoreResult<bool> {
+        // One manager per file (see `open_exclusive`): it always leads.
+        Ok(true)
+    }
 }

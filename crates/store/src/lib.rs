@@ -305,4 +305,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Starts listening for the signals of other replicas; `None` where there can be no
     /// other replica (SQLite).
     async fn subscribe(&self) -> StoreResult<Option<ClusterSignals>>;
+
+    /// Whether this manager leads: the one replica at a time that runs the periodic work
+    /// (timers, sweeps, retention). Cheap to call every tick. The lead passes to another
+    /// replica by itself when its holder dies; with SQLite, the one manager always leads.
+    async fn lead(&self) -> StoreResult<bool>;
 }

@@ -113,6 +113,10 @@ where
 async fn sweep(state: &AppState) {
     state.limits().api.forget_idle();
     state.limits().delegates.forget_idle();
+    // The rest is the same work on every replica: the one that leads does it.
+    if !crate::cluster::leads(state).await {
+        return;
+    }
     let settings = state.settings();
     let now = Utc::now();
     let retention = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);

@@ -230,6 +230,10 @@ async fn reap_forever(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                // One replica at a time: the others' timers would only lose the races.
+                if !crate::cluster::leads(&state).await {
+                    continue;
+                }
                 if let Err(e) = reap(&state).await {
                     tracing::warn!(error = %e, "the timer sweep failed; trying again next tick");
                 }

@@ -224,6 +224,7 @@ observed! {
     fn list_api_keys(&self, within: Option<&Scope>) -> Vec<ApiKey>;
     fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> ApiKey;
     fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> AdminKey;
+    fn lead(&self) -> bool;
     fn publish(&self, origin: uuid::Uuid, events: &[ClusterEvent]) -> ();
 }
 

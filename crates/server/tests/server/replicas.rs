@@ -343,3 +343,63 @@ async fn a_replica_drained_with_a_task_running_lets_its_delegate_finish_it_throu
     );
     stays.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_the_timers_and_another_takes_over_when_its_connection_dies() {
+    let Some((a, b)) = spawn_replicas(|s| {
+        // The timers run every 250ms at most; only the lead's matter here.
+        s.assign_interval = Duration::from_millis(200);
+    })
+    .await
+    else {
+        return;
+    };
+    let leaders = |a: &TestApp, b: &TestApp| (a.state.metrics().is_leader(), b.state.metrics().is_leader());
+    let started = Instant::now();
+    while leaders(&a, &b) != (true, false) && leaders(&a, &b) != (false, true) {
+        assert!(started.elapsed() < PATIENCE, "no single leader: {:?}", leaders(&a, &b));
+        tokio::time::sleep(Duration::from_millis(50)).await; // waiting for the first ticks
+    }
+    let (leader, other) = if a.state.metrics().is_leader() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+
+    // The leader's lock connection dies (as it does with its process): PostgreSQL frees
+    // the lock and the other replica takes the lead by itself.
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE locktype = 'advisory' AND classid = $1 AND granted",
+    )
+    .bind(0x5342_4c44_i64)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(!killed.is_empty(), "a lead lock is held");
+    let started = Instant::now();
+    while !other.state.metrics().is_leader() {
+        assert!(started.elapsed() < PATIENCE, "the other replica did not take the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await; // waiting for its next try
+    }
+    eprintln!("the lead passed over in {:?}", started.elapsed());
+
+    // The timers go on: a task that cannot be placed expires at its assign timeout.
+    let body = json!({
+        "account": "acme", "type": "echo", "wait_for_delegate": true, "assign_timeout_ms": 500
+    });
+    let submitted: Value = leader
+        .post("/api/v1/tasks", Some(ADMIN_KEY), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!(
+        "/api/v1/tasks/{}/wait?state=queued&timeout_ms=20000",
+        submitted["id"].as_str().unwrap()
+    );
+    let task: Value = other.get(&path, Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert_eq!(task["state"], "expired", "{task}");
+}

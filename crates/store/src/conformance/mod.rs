@@ -23,6 +23,7 @@ macro_rules! conformance_tests {
     ($fresh:path) => {
         $crate::conformance_tests!(@cases $fresh;
             registry::ready_after_migrations,
+            registry::a_lone_store_leads_and_keeps_the_lead,
             registry::token_names_are_unique_per_account_and_tokens_are_found_by_secret,
             registry::revoking_a_token_is_recorded_once,
             registry::groups_are_joined_by_name_within_a_scope,

@@ -12,6 +12,11 @@ pub async fn ready_after_migrations(store: Arc<dyn Store>) {
     store.check_ready().await.expect("a freshly migrated store is ready");
 }
 
+pub async fn a_lone_store_leads_and_keeps_the_lead(store: Arc<dyn Store>) {
+    assert!(store.lead().await.expect("lead"), "the only manager of a store leads");
+    assert!(store.lead().await.expect("lead"), "and keeps the lead while it lives");
+}
+
 pub async fn token_names_are_unique_per_account_and_tokens_are_found_by_secret(store: Arc<dyn Store>) {
     let t = token("acme", "prod");
     let s = secret(SecretKind::DelegateToken);
