@@ -31,6 +31,7 @@ use tokio::task::{JoinError, JoinSet};
 
 use crate::register::{NotRegistered, register_with_retry};
 use crate::registry::Registry;
+use crate::runlog::{Entry, Report, RunLog};
 use crate::settings::Settings;
 use crate::tasks::{BuiltIn, Runner, TaskOutcome};
 use crate::{checks, probe};
@@ -98,6 +99,16 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exi
         delegate.name = %settings.name,
         "registered"
     );
+    let run_log = match &settings.run_log {
+        None => None,
+        Some(path) => match RunLog::open(path) {
+            Ok(log) => Some(Arc::new(log)),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot open the run log");
+                return Exit::Failed;
+            }
+        },
+    };
     let tasks = TaskClient::new(http, &settings.manager, &registered.session_token);
     let session = Session::start_with_tls(registered, Backoff::default(), settings.tls.clone());
     let agent = Agent::new(
@@ -106,7 +117,8 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exi
         settings.check_timeout,
         &settings.tls,
     )
-    .with_tasks(tasks);
+    .with_tasks(tasks)
+    .with_run_log(run_log);
     agent.serve(session, shutdown).await
 }
 
@@ -140,6 +152,8 @@ pub struct Agent {
     /// The manager's task endpoints for this instance (absent in tests that only drive
     /// events).
     tasks: Option<TaskClient>,
+    /// Where each attempt run is recorded (`--run-log`), if anywhere.
+    run_log: Option<Arc<RunLog>>,
     /// Offered tasks being acquired, run and reported, each on its own.
     jobs: JoinSet<()>,
     /// The client capability checks use (no redirects, see `probe.rs`).
@@ -173,6 +187,7 @@ impl Agent {
             validations: JoinSet::new(),
             draining: false,
             tasks: None,
+            run_log: None,
             jobs: JoinSet::new(),
         }
     }
@@ -180,6 +195,12 @@ impl Agent {
     /// Gives the agent the task endpoints, so it acquires and runs what it is offered.
     pub fn with_tasks(mut self, tasks: TaskClient) -> Agent {
         self.tasks = Some(tasks);
+        self
+    }
+
+    /// Records every attempt this agent runs in `run_log`.
+    pub fn with_run_log(mut self, run_log: Option<Arc<RunLog>>) -> Agent {
+        self.run_log = run_log;
         self
     }
 
@@ -285,7 +306,9 @@ impl Agent {
                     return Step::Continue;
                 }
                 let (registry, runner) = (Arc::clone(&self.registry), self.runner.clone());
-                self.jobs.spawn(run_offered(tasks, registry, runner, task_id, attempt));
+                let run_log = self.run_log.clone();
+                self.jobs
+                    .spawn(run_offered(tasks, registry, runner, run_log, task_id, attempt));
                 Step::Continue
             }
             ServerMessage::CancelTask { task_id, attempt } => {
@@ -331,8 +354,16 @@ async fn close(mut session: Session) {
 }
 
 /// Acquires an offered attempt, runs it, and reports how it ended. A stale attempt (the
-/// manager moved on) is dropped at whichever step learns of it.
-async fn run_offered(tasks: TaskClient, registry: Arc<Registry>, runner: Runner, task_id: TaskId, attempt: Attempt) {
+/// manager moved on) is dropped at whichever step learns of it. An attempt that starts is
+/// recorded in `run_log` when it starts and once its report is answered.
+async fn run_offered(
+    tasks: TaskClient,
+    registry: Arc<Registry>,
+    runner: Runner,
+    run_log: Option<Arc<RunLog>>,
+    task_id: TaskId,
+    attempt: Attempt,
+) {
     let acquired = match tasks.acquire(task_id, attempt).await {
         Ok(acquired) => acquired,
         Err(e) => {
@@ -342,6 +373,8 @@ async fn run_offered(tasks: TaskClient, registry: Arc<Registry>, runner: Runner,
     };
     let timeout = Duration::from_millis(acquired.execution_timeout_ms);
     let running = RunningTask { task_id, attempt };
+    // Taken before the launch and after the end, so the recorded interval covers the run.
+    let started_at = chrono::Utc::now();
     let handle = match registry.launch(&runner, running, acquired.task_type.clone(), acquired.payload, timeout) {
         Ok(handle) => handle,
         Err(refused) => {
@@ -355,6 +388,13 @@ async fn run_offered(tasks: TaskClient, registry: Arc<Registry>, runner: Runner,
             return;
         }
     };
+    if let Some(log) = &run_log {
+        log.record(&Entry::Started {
+            task: task_id,
+            attempt,
+            at: started_at,
+        });
+    }
     tracing::info!(task.id = %task_id, task.attempt = %attempt, task.r#type = %acquired.task_type, "running task");
     let outcome = match handle.await {
         Ok(outcome) => outcome,
@@ -363,6 +403,7 @@ async fn run_offered(tasks: TaskClient, registry: Arc<Registry>, runner: Runner,
             result: serde_json::json!({"error": "crashed", "detail": e.to_string()}),
         },
     };
+    let ended_at = chrono::Utc::now();
     let report = if outcome.succeeded {
         TaskResult {
             attempt,
@@ -379,14 +420,28 @@ async fn run_offered(tasks: TaskClient, registry: Arc<Registry>, runner: Runner,
             error,
         }
     };
-    match tasks.result(task_id, &report).await {
+    let answer = match tasks.result(task_id, &report).await {
         Ok(status) => {
-            tracing::info!(task.id = %task_id, task.attempt = %attempt, state = %status.state, "task reported")
+            tracing::info!(task.id = %task_id, task.attempt = %attempt, state = %status.state, "task reported");
+            Report::Accepted
         }
         Err(e) if e.is_stale_attempt() => {
-            tracing::warn!(task.id = %task_id, task.attempt = %attempt, "the manager moved on from this attempt; result dropped")
+            tracing::warn!(task.id = %task_id, task.attempt = %attempt, "the manager moved on from this attempt; result dropped");
+            Report::Stale
         }
-        Err(e) => tracing::warn!(task.id = %task_id, task.attempt = %attempt, error = %e, "cannot report the result"),
+        Err(e) => {
+            tracing::warn!(task.id = %task_id, task.attempt = %attempt, error = %e, "cannot report the result");
+            Report::Failed
+        }
+    };
+    if let Some(log) = &run_log {
+        log.record(&Entry::Finished {
+            task: task_id,
+            attempt,
+            at: ended_at,
+            outcome: report.outcome,
+            report: answer,
+        });
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`tasks`], [`registry`] and [`cancel`]: the built-in task types, the tasks running
 //!   now, and how one is stopped.
 //! - [`logfile`] and [`telemetry`]: `delegate.log` with daily and size rotation.
+//! - [`runlog`]: `--run-log`, the delegate's own record of every attempt it ran.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod logfile;
 pub mod probe;
 pub mod register;
 pub mod registry;
+pub mod runlog;
 pub mod settings;
 pub mod tasks;
 pub mod telemetry;

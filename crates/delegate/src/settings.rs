@@ -144,6 +144,12 @@ struct Args {
     #[arg(long, env = "SWITCHBOARD_CHECK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     check_timeout: Duration,
 
+    /// Append one JSON line per task attempt started and finished to this file (task,
+    /// attempt, time, outcome, what the manager said to the report): this delegate's own
+    /// record of what it ran. Off by default.
+    #[arg(long, env = "SWITCHBOARD_RUN_LOG", value_name = "PATH")]
+    run_log: Option<PathBuf>,
+
     // The rotation limits are the original's; they are settable only so tests can use
     // small ones, hence hidden from --help.
     #[arg(long, hide = true, default_value_t = Limits::default().max_file_bytes)]
@@ -177,6 +183,8 @@ pub struct Settings {
     pub log_dir: PathBuf,
     pub log_limits: Limits,
     pub check_timeout: Duration,
+    /// Where to record every attempt run (`--run-log`), if anywhere.
+    pub run_log: Option<PathBuf>,
 }
 
 /// Why the settings could not be read.
@@ -311,6 +319,7 @@ impl TryFrom<Args> for Settings {
             log_dir: args.log_dir,
             log_limits,
             check_timeout: args.check_timeout,
+            run_log: args.run_log,
         })
     }
 }
@@ -399,6 +408,7 @@ mod tests {
         assert_eq!(s.flavour, ImageFlavour::Minimal);
         assert_eq!(s.log_dir, PathBuf::from("."));
         assert_eq!(s.check_timeout, Duration::from_secs(5));
+        assert_eq!(s.run_log, None);
         assert_eq!(s.log_limits, Limits::default());
         assert!(!s.hostname.is_empty());
         assert!(s.tls.ca_file().is_none());

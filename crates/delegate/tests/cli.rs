@@ -203,3 +203,7 @@ mod with_manager;
 /// The same over HTTPS and WSS, with `--ca-cert`.
 #[path = "cli/tls.rs"]
 mod tls;
+
+/// Replicas, a load balancer and reference delegates under injected faults (PostgreSQL).
+#[path = "cli/faults.rs"]
+mod faults;
