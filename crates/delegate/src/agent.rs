@@ -22,8 +22,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_client::Tls;
 use switchboard_client::delegate::{Backoff, Event, Session, TaskClient};
+use switchboard_client::{ClientError, Tls};
 use switchboard_domain::{Attempt, Capacity, Ident, TaskId};
 use switchboard_protocol::delegate::{Outcome, Registered, TaskResult};
 use switchboard_protocol::socket::{DelegateMessage, RunningTask, ServerMessage, close};
@@ -420,20 +420,7 @@ async fn run_offered(
             error,
         }
     };
-    let answer = match tasks.result(task_id, &report).await {
-        Ok(status) => {
-            tracing::info!(task.id = %task_id, task.attempt = %attempt, state = %status.state, "task reported");
-            Report::Accepted
-        }
-        Err(e) if e.is_stale_attempt() => {
-            tracing::warn!(task.id = %task_id, task.attempt = %attempt, "the manager moved on from this attempt; result dropped");
-            Report::Stale
-        }
-        Err(e) => {
-            tracing::warn!(task.id = %task_id, task.attempt = %attempt, error = %e, "cannot report the result");
-            Report::Failed
-        }
-    };
+    let answer = report_result(&tasks, task_id, &report, REPORT_BACKOFF, REPORT_PATIENCE).await;
     if let Some(log) = &run_log {
         log.record(&Entry::Finished {
             task: task_id,
@@ -442,6 +429,59 @@ async fn run_offered(
             outcome: report.outcome,
             report: answer,
         });
+    }
+}
+
+/// How long a result report is retried while the manager cannot take it (a replica that
+/// died, a database restarting): longer than a failover, shorter than forever.
+const REPORT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The pace of those retries.
+const REPORT_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
+
+/// Reports `report`, retrying (with jittered backoff, for up to `patience`) while the
+/// manager cannot be reached, answers 5xx or is over the rate: the result of work done is
+/// worth a few tries. A refusal that retrying cannot change (the attempt is no longer
+/// current, or any other 4xx) ends it at once.
+async fn report_result(
+    tasks: &TaskClient,
+    task_id: TaskId,
+    report: &TaskResult,
+    backoff: Backoff,
+    patience: Duration,
+) -> Report {
+    let attempt = report.attempt;
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut tries = 0u32;
+    loop {
+        let error = match tasks.result(task_id, report).await {
+            Ok(status) => {
+                tracing::info!(task.id = %task_id, task.attempt = %attempt, state = %status.state, "task reported");
+                return Report::Accepted;
+            }
+            Err(e) if e.is_stale_attempt() => {
+                tracing::warn!(task.id = %task_id, task.attempt = %attempt, "the manager moved on from this attempt; result dropped");
+                return Report::Stale;
+            }
+            Err(e) => e,
+        };
+        let retryable = match &error {
+            ClientError::Api(problem) => problem.status >= 500 || problem.status == 429,
+            ClientError::Unexpected { status, .. } => *status >= 500,
+            ClientError::Transport(_) => true,
+            ClientError::Closed => false,
+        };
+        let delay = backoff.delay(tries);
+        tries = tries.saturating_add(1);
+        if !retryable || tokio::time::Instant::now() + delay > deadline {
+            tracing::warn!(task.id = %task_id, task.attempt = %attempt, error = %error, tries, "cannot report the result");
+            return Report::Failed;
+        }
+        tracing::info!(task.id = %task_id, task.attempt = %attempt, error = %error, retry_in_ms = delay.as_millis(), "cannot report the result yet; retrying");
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -544,6 +584,77 @@ mod tests {
             got,
             vec![(capabilities[0].basis(), true), (capabilities[1].basis(), false)]
         );
+    }
+
+    fn answer(status_line: &'static str, body: &str) -> Answer {
+        Answer {
+            status_line,
+            content_type: "application/json",
+            body: body.to_owned(),
+        }
+    }
+
+    fn succeeded() -> TaskResult {
+        TaskResult {
+            attempt: Attempt(1),
+            outcome: Outcome::Succeeded,
+            result: Some(json!({"n": 1})),
+            error: None,
+        }
+    }
+
+    const QUICK: Backoff = Backoff {
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(5),
+    };
+
+    fn problem(status: u16, slug: &str) -> String {
+        json!({"type": format!("https://switchboard.dev/problems/{slug}"), "title": slug, "status": status, "detail": ""})
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_result_is_reported_again_while_the_manager_cannot_take_it() {
+        let (addr, seen) = scripted_http(vec![
+            Answer::hang_up(),
+            answer("503 Service Unavailable", &problem(503, "unavailable")),
+            answer("429 Too Many Requests", &problem(429, "rate-limited")),
+            answer(
+                "200 OK",
+                r#"{"task_id":"00000000-0000-0000-0000-000000000000","attempt":1,"state":"succeeded"}"#,
+            ),
+        ])
+        .await;
+        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_secs(30)).await;
+        assert_eq!(report, Report::Accepted);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            4,
+            "three failures, then the one that counted"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_retrying_cannot_change_ends_the_report_at_once() {
+        let (addr, seen) = scripted_http(vec![answer("409 Conflict", &problem(409, "stale-attempt"))]).await;
+        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_secs(30)).await;
+        assert_eq!(report, Report::Stale);
+        let (addr, seen_404) = scripted_http(vec![answer("404 Not Found", &problem(404, "not-found"))]).await;
+        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_secs(30)).await;
+        assert_eq!(report, Report::Failed);
+        assert_eq!((seen.lock().unwrap().len(), seen_404.lock().unwrap().len()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_report_gives_up_after_its_patience() {
+        let (addr, seen) = scripted_http(vec![answer("503 Service Unavailable", &problem(503, "unavailable"))]).await;
+        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_millis(50)).await;
+        assert_eq!(report, Report::Failed);
+        assert!(seen.lock().unwrap().len() >= 2, "it tried more than once");
     }
 
     #[tokio::test]

@@ -49,9 +49,11 @@ impl Lead {
             if connection.ping().await.is_ok() {
                 return Ok(true);
             }
-            // Gone: the database released the lock with the session.
+            // Gone: the database released the lock with the session. Wait a turn before
+            // trying again, so that another replica can take it.
             tracing::warn!("lost the lead: its connection ended");
             state.holding = None;
+            state.last_try = Some(Instant::now());
         }
         let now = Instant::now();
         if state.last_try.is_some_and(|at| now.duration_since(at) < TRY_EVERY) {
