@@ -389,3 +389,133 @@ async fn one_replica_leads_the_timers_and_another_takes_over_when_it_is_gone() {
     let task: Value = other.get(&path, Some(ADMIN_KEY)).await.json().await.unwrap();
     assert_eq!(task["state"], "expired", "{task}");
 }
+
+/// `switchboard_delegate_sockets_open` of the replica at `address`.
+async fn sockets_open(client: &reqwest::Client, address: &str) -> f64 {
+    let text = client
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("switchboard_delegate_sockets_open "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sockets gauge in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_a_replica_process_moves_its_delegate_to_another_where_its_task_finishes() {
+    use super::support::{Balancer, Binary, postgres_schema};
+
+    let Some(url) = postgres_schema().await else {
+        return;
+    };
+    let balancer = Balancer::start().await;
+    let public = balancer.url();
+    let env = [
+        ("SWITCHBOARD_DATABASE_URL", url.as_str()),
+        ("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY),
+        ("SWITCHBOARD_PUBLIC_URL", public.as_str()),
+    ];
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut replicas: Vec<Binary> = dirs
+        .iter()
+        .map(|dir| Binary::start_with_env(dir.path(), &["--listen", "127.0.0.1:0"], &env))
+        .collect();
+    balancer.set_upstreams(replicas.iter().map(|r| r.address.parse().unwrap()).collect());
+
+    let lb = reqwest::Client::new();
+    let created: Value = lb
+        .post(format!("{public}/api/v1/delegate-tokens"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "t", "account": "acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let request: RegisterRequest = serde_json::from_value(json!({
+        "name": "workers", "hostname": "behind-lb", "version": "1.0.0", "task_types": ["echo"], "capacity": 5
+    }))
+    .unwrap();
+    let registered = register(&lb, &public, created["token"].as_str().unwrap(), &request)
+        .await
+        .unwrap();
+    let mut session = Session::start(
+        registered.clone(),
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+        },
+    );
+    assert_eq!(next(&mut session).await, Event::Connected);
+    let tasks = TaskClient::new(lb.clone(), &public, &registered.session_token);
+    let body = json!({"account": "acme", "type": "echo", "payload": {"n": 1}, "max_attempts": 3});
+    let submitted: Value = lb
+        .post(format!("{public}/api/v1/tasks"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let (task_id, attempt) = offer(&mut session).await;
+    tasks.acquire(task_id, attempt).await.unwrap();
+
+    // SIGTERM the process that holds the socket; it drains and exits 0.
+    let mut holder = None;
+    for (i, replica) in replicas.iter().enumerate() {
+        if sockets_open(&lb, &replica.address).await == 1.0 {
+            holder = Some(i);
+        }
+    }
+    let holder = replicas.remove(holder.expect("one replica holds the socket"));
+    let other = replicas.pop().unwrap();
+    let status = tokio::task::spawn_blocking(move || holder.terminate()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "a drained replica exits cleanly: {status}");
+    loop {
+        match next(&mut session).await {
+            Event::Connected => break,
+            Event::Disconnected { .. } => continue, // the drain, and any retry
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        sockets_open(&lb, &other.address).await,
+        1.0,
+        "the delegate is on the other replica"
+    );
+
+    // The task was neither re-queued nor failed; the delegate finishes it there.
+    let report = TaskResult {
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: Some(json!({"n": 1})),
+        error: None,
+    };
+    tasks.result(task_id, &report).await.unwrap();
+    let task: Value = lb
+        .get(format!("{public}/api/v1/tasks/{id}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (task["state"].as_str(), task["attempt"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{task}"
+    );
+    session.stop();
+    let status = tokio::task::spawn_blocking(move || other.terminate()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}
