@@ -253,6 +253,102 @@ async fn a_replica_whose_listening_connection_is_killed_listens_again_and_delive
     tasks.acquire(id, attempt).await.unwrap();
 }
 
+/// A client-library delegate registered and connected through the balancer at `public`,
+/// with one task of its own acquired and running.
+struct RunningBehind {
+    lb: reqwest::Client,
+    public: String,
+    registered: Registered,
+    session: Session,
+    tasks: TaskClient,
+    id: String,
+    task_id: TaskId,
+    attempt: Attempt,
+}
+
+impl RunningBehind {
+    /// Creates a token, registers, connects, submits a task and acquires it, all through
+    /// the balancer.
+    async fn start(public: &str) -> RunningBehind {
+        let lb = reqwest::Client::new();
+        let created = lb_call(lb.post(format!("{public}/api/v1/delegate-tokens")).json(&json!({
+            "name": "t", "account": "acme"
+        })))
+        .await;
+        let request: RegisterRequest = serde_json::from_value(json!({
+            "name": "workers", "hostname": "behind-lb", "version": "1.0.0", "task_types": ["echo"], "capacity": 5
+        }))
+        .unwrap();
+        let registered = register(&lb, public, created["token"].as_str().unwrap(), &request)
+            .await
+            .unwrap();
+        assert!(
+            registered.stream_url.starts_with(&public.replace("http", "ws")),
+            "the socket URL is the balancer's: {}",
+            registered.stream_url
+        );
+        let backoff = Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+        };
+        let mut session = Session::start(registered.clone(), backoff);
+        assert_eq!(next(&mut session).await, Event::Connected);
+        let tasks = TaskClient::new(lb.clone(), public, &registered.session_token);
+        let body = json!({"account": "acme", "type": "echo", "payload": {"n": 1}, "max_attempts": 3});
+        let submitted = lb_call(lb.post(format!("{public}/api/v1/tasks")).json(&body)).await;
+        let id = submitted["id"].as_str().unwrap().to_owned();
+        let (task_id, attempt) = offer(&mut session).await;
+        assert_eq!(task_id.to_string(), id);
+        tasks.acquire(task_id, attempt).await.unwrap();
+        RunningBehind {
+            lb,
+            public: public.to_owned(),
+            registered,
+            session,
+            tasks,
+            id,
+            task_id,
+            attempt,
+        }
+    }
+
+    /// Waits out the disconnection of a drain until the session is connected again.
+    async fn reconnected(&mut self) {
+        loop {
+            match next(&mut self.session).await {
+                Event::Connected => return,
+                Event::Disconnected { .. } => continue, // the drain, and any retry
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Reports the task succeeded and checks that it ended so, as its first attempt: the
+    /// drain neither re-queued nor failed it.
+    async fn finish(&self) {
+        self.tasks.result(self.task_id, &succeeded(self.attempt)).await.unwrap();
+        let path = format!("{}/api/v1/tasks/{}", self.public, self.id);
+        let task = lb_call(self.lb.get(path)).await;
+        assert_eq!(
+            (task["state"].as_str(), task["attempt"].as_u64()),
+            (Some("succeeded"), Some(1)),
+            "{task}"
+        );
+    }
+}
+
+/// Sends `request` with the admin key and answers its JSON.
+async fn lb_call(request: reqwest::RequestBuilder) -> Value {
+    request
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_drained_with_a_task_running_lets_its_delegate_finish_it_through_another() {
     let balancer = super::support::Balancer::start().await;
@@ -261,86 +357,23 @@ async fn a_replica_drained_with_a_task_running_lets_its_delegate_finish_it_throu
         return;
     };
     balancer.set_upstreams(vec![a.address, b.address]);
-    let lb = reqwest::Client::new();
-    let (_, secret) = token(&a).await;
-    let request: RegisterRequest = serde_json::from_value(json!({
-        "name": "workers", "hostname": "behind-lb", "version": "1.0.0", "task_types": ["echo"], "capacity": 5
-    }))
-    .unwrap();
-    let registered = register(&lb, &public, &secret, &request).await.unwrap();
-    assert!(
-        registered.stream_url.starts_with(&public.replace("http", "ws")),
-        "{}",
-        registered.stream_url
-    );
-    let mut session = Session::start(
-        registered.clone(),
-        Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(500),
-        },
-    );
-    assert_eq!(next(&mut session).await, Event::Connected);
-    let tasks = TaskClient::new(lb.clone(), &public, &registered.session_token);
-
-    // A task, running on the delegate.
-    let body = json!({"account": "acme", "type": "echo", "payload": {"n": 1}, "max_attempts": 3});
-    let submitted: Value = lb
-        .post(format!("{public}/api/v1/tasks"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = submitted["id"].as_str().unwrap().to_owned();
-    let (task_id, attempt) = offer(&mut session).await;
-    assert_eq!(task_id.to_string(), id);
-    tasks.acquire(task_id, attempt).await.unwrap();
+    let mut worker = RunningBehind::start(&public).await;
 
     // Drain the replica that holds the socket (SIGTERM's path); the other stays.
-    let instance = registered.instance_id;
+    let instance = worker.registered.instance_id;
     let (drained, stays) = if a.state.hub().is_connected(instance) {
         (a, b)
     } else {
         (b, a)
     };
     assert!(!stays.state.hub().is_connected(instance));
-    balancer.set_upstreams(vec![stays.address, drained.address]);
     drained.stop().await.unwrap();
-    loop {
-        match next(&mut session).await {
-            Event::Connected => break,
-            Event::Disconnected { .. } => continue, // the drain, and any retry
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    worker.reconnected().await;
     assert!(
         stays.state.hub().is_connected(instance),
         "the delegate is on the other replica"
     );
-
-    // The task was neither re-queued nor failed by the drain; the delegate finishes it.
-    let report = TaskResult {
-        attempt,
-        outcome: Outcome::Succeeded,
-        result: Some(json!({"n": 1})),
-        error: None,
-    };
-    tasks.result(task_id, &report).await.unwrap();
-    let task: Value = stays
-        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (task["state"].as_str(), task["attempt"].as_u64()),
-        (Some("succeeded"), Some(1)),
-        "{task}"
-    );
+    worker.finish().await;
     stays.stop().await.unwrap();
 }
 
@@ -426,53 +459,12 @@ async fn sigterm_to_a_replica_process_moves_its_delegate_to_another_where_its_ta
         .map(|dir| Binary::start_with_env(dir.path(), &["--listen", "127.0.0.1:0"], &env))
         .collect();
     balancer.set_upstreams(replicas.iter().map(|r| r.address.parse().unwrap()).collect());
-
-    let lb = reqwest::Client::new();
-    let created: Value = lb
-        .post(format!("{public}/api/v1/delegate-tokens"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&json!({"name": "t", "account": "acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let request: RegisterRequest = serde_json::from_value(json!({
-        "name": "workers", "hostname": "behind-lb", "version": "1.0.0", "task_types": ["echo"], "capacity": 5
-    }))
-    .unwrap();
-    let registered = register(&lb, &public, created["token"].as_str().unwrap(), &request)
-        .await
-        .unwrap();
-    let mut session = Session::start(
-        registered.clone(),
-        Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(500),
-        },
-    );
-    assert_eq!(next(&mut session).await, Event::Connected);
-    let tasks = TaskClient::new(lb.clone(), &public, &registered.session_token);
-    let body = json!({"account": "acme", "type": "echo", "payload": {"n": 1}, "max_attempts": 3});
-    let submitted: Value = lb
-        .post(format!("{public}/api/v1/tasks"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = submitted["id"].as_str().unwrap().to_owned();
-    let (task_id, attempt) = offer(&mut session).await;
-    tasks.acquire(task_id, attempt).await.unwrap();
+    let mut worker = RunningBehind::start(&public).await;
 
     // SIGTERM the process that holds the socket; it drains and exits 0.
     let mut holder = None;
     for (i, replica) in replicas.iter().enumerate() {
-        if sockets_open(&lb, &replica.address).await == 1.0 {
+        if sockets_open(&worker.lb, &replica.address).await == 1.0 {
             holder = Some(i);
         }
     }
@@ -480,42 +472,14 @@ async fn sigterm_to_a_replica_process_moves_its_delegate_to_another_where_its_ta
     let other = replicas.pop().unwrap();
     let status = tokio::task::spawn_blocking(move || holder.terminate()).await.unwrap();
     assert_eq!(status.code(), Some(0), "a drained replica exits cleanly: {status}");
-    loop {
-        match next(&mut session).await {
-            Event::Connected => break,
-            Event::Disconnected { .. } => continue, // the drain, and any retry
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    worker.reconnected().await;
     assert_eq!(
-        sockets_open(&lb, &other.address).await,
+        sockets_open(&worker.lb, &other.address).await,
         1.0,
         "the delegate is on the other replica"
     );
-
-    // The task was neither re-queued nor failed; the delegate finishes it there.
-    let report = TaskResult {
-        attempt,
-        outcome: Outcome::Succeeded,
-        result: Some(json!({"n": 1})),
-        error: None,
-    };
-    tasks.result(task_id, &report).await.unwrap();
-    let task: Value = lb
-        .get(format!("{public}/api/v1/tasks/{id}"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (task["state"].as_str(), task["attempt"].as_u64()),
-        (Some("succeeded"), Some(1)),
-        "{task}"
-    );
-    session.stop();
+    worker.finish().await;
+    worker.session.stop();
     let status = tokio::task::spawn_blocking(move || other.terminate()).await.unwrap();
     assert_eq!(status.code(), Some(0));
 }
