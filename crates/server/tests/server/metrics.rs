@@ -164,15 +164,22 @@ async fn one_task_through_the_whole_path_is_counted() {
         0.0
     );
 
-    // The socket closing is counted too, and the instance is now disconnected.
+    // The socket closing is counted too, and the instance is now disconnected. A scrape
+    // is not one instant: the instance counts are read from the store before the socket
+    // gauge, so a scrape may see the socket closed and the instance not yet: wait for both.
     worker.abort();
     let started = std::time::Instant::now();
     let text = loop {
         let text = scrape(&app).await;
-        if must(&text, "switchboard_delegate_sockets_open") == 0.0 {
+        if must(&text, "switchboard_delegate_sockets_open") == 0.0
+            && must(&text, "switchboard_delegate_instances{liveness=\"disconnected\"}") == 1.0
+        {
             break text;
         }
-        assert!(started.elapsed() < PATIENCE, "the socket is still counted as open");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the socket is still counted as open:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await; // waiting for the close
     };
     assert_eq!(
