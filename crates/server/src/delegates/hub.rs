@@ -139,17 +139,12 @@ impl Hub {
         self.close_where(|e| e.group == group, code, reason, Some(drain))
     }
 
-    /// Tells every socket to close (shutdown).
-    pub fn close_all(&self, code: u16, reason: &str) -> usize {
-        self.close_where(|_| true, code, reason, None)
-    }
-
     /// Shutdown: tells every socket to close, and from now on sockets that end are not
     /// instances lost but delegates leaving for another replica (or for this manager once
     /// it is back), with their tasks: see `stream::serve`.
     pub fn shut_down(&self, code: u16, reason: &str) -> usize {
         self.shutting_down.store(true, Ordering::Release);
-        self.close_all(code, reason)
+        self.close_where(|_| true, code, reason, None)
     }
 
     pub fn is_shutting_down(&self) -> bool {
