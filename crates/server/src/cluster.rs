@@ -153,6 +153,10 @@ pub fn close_sockets(state: &AppState, target: SocketTarget, code: u16, reason: 
 
 fn close_here(state: &AppState, target: SocketTarget, code: u16, reason: &str) -> usize {
     match target {
+        SocketTarget::Token(token) => state.sessions().forget_token(token),
+        SocketTarget::Group(group) => state.sessions().forget_group(group),
+    }
+    match target {
         SocketTarget::Token(token) => state.hub().close_token(token, code, reason),
         SocketTarget::Group(group) => state.hub().close_group(group, code, reason),
     }
@@ -183,7 +187,12 @@ fn apply(state: &AppState, event: ClusterEvent) {
                 .send(instance, ServerMessage::CancelTask { task_id: task, attempt });
         }
         ClusterEvent::TaskChanged { task } => state.dispatcher().changed(task),
-        ClusterEvent::Wake => state.dispatcher().wake(),
+        // Sent when a delegate connects to another replica: a snapshot taken before it
+        // does not know that instance is there.
+        ClusterEvent::Wake => {
+            state.fleet().invalidate();
+            state.dispatcher().wake();
+        }
         ClusterEvent::CloseSockets { target, code, reason } => {
             let closed = close_here(state, target, code, &reason);
             if closed > 0 {
@@ -278,6 +287,8 @@ async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
                     // placement looks at the whole queue again now.
                     tracing::info!("the replica listener reconnected; signals may have been missed");
                     state.cluster().resyncs.fetch_add(1, Ordering::Relaxed);
+                    state.fleet().invalidate();
+                    state.sessions().forget_all();
                     state.dispatcher().wake();
                 }
                 // The stream does not end by itself; if it does, listen afresh.

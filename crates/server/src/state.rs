@@ -2,15 +2,18 @@
 //! hand a copy to each request.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use switchboard_domain::SecretHash;
 use switchboard_store::Store;
 
 use crate::cluster::Cluster;
 use crate::config::Settings;
+use crate::delegates::auth::Sessions;
 use crate::delegates::heartbeats::Heartbeats;
 use crate::delegates::hub::Hub;
 use crate::dispatch::Dispatcher;
+use crate::dispatch::fleet::Fleet;
 use crate::limits::{PerCredential, RateLimits};
 use crate::metrics::Metrics;
 use crate::storage::Instrumented;
@@ -36,6 +39,10 @@ struct Inner {
     dispatcher: Dispatcher,
     /// What this replica tells the others and hears from them.
     cluster: Cluster,
+    /// The registry snapshot placement decides against.
+    fleet: Fleet,
+    /// Delegate sessions authenticated moments ago.
+    sessions: Sessions,
     /// What `GET /metrics` exposes.
     metrics: Metrics,
     /// Request rates per credential.
@@ -53,11 +60,16 @@ impl AppState {
     pub fn with_admin_key(store: Arc<dyn Store>, settings: Settings, admin_key: Option<SecretHash>) -> Self {
         let metrics = Metrics::default();
         // Every store call is timed for `GET /metrics`.
-        let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls()));
+        // Bumped by the store writes that change the registry, so the kept snapshot is
+        // rebuilt after them.
+        let changes = Arc::new(AtomicU64::new(0));
+        let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls(), changes.clone()));
         let cluster = Cluster::new(store.backend());
         Self {
             inner: Arc::new(Inner {
                 cluster,
+                fleet: Fleet::new(changes),
+                sessions: Sessions::default(),
                 store,
                 admin_key,
                 hub: Hub::default(),
@@ -95,6 +107,14 @@ impl AppState {
 
     pub fn cluster(&self) -> &Cluster {
         &self.inner.cluster
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.inner.fleet
+    }
+
+    pub fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -170,6 +170,43 @@ impl Registry {
         self.last_success.get(&connector)
     }
 
+    /// Counts one more task on `id`: a claim made since the snapshot was taken, so that
+    /// the decisions made against this snapshot until the next one see the load it
+    /// added. Returns whether `id` is in the snapshot.
+    pub fn count_claim(&mut self, id: InstanceId) -> bool {
+        match self.by_instance.get(&id) {
+            Some(&slot) => {
+                let instance = &mut self.entries[slot].instance;
+                instance.active_tasks = instance.active_tasks.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks `id` as full: a claim found it at capacity, so its load in the snapshot was
+    /// behind. Returns whether `id` is in the snapshot.
+    pub fn mark_full(&mut self, id: InstanceId) -> bool {
+        match self.by_instance.get(&id) {
+            Some(&slot) => {
+                let instance = &mut self.entries[slot].instance;
+                instance.active_tasks = instance.active_tasks.max(instance.capacity.get());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes `success` as the connector's last success if it is newer than the one held.
+    pub fn note_last_success(&mut self, success: LastSuccess) {
+        match self.last_success.get(&success.connector_id) {
+            Some(old) if old.at > success.at => {}
+            _ => {
+                self.last_success.insert(success.connector_id, success);
+            }
+        }
+    }
+
     pub(crate) fn entry(&self, slot: Slot) -> &Entry {
         &self.entries[slot]
     }

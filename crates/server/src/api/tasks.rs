@@ -84,15 +84,22 @@ pub async fn submit(
     state.metrics().task_submitted();
     tracing::info!(task.id = %task.id(), task.r#type = %task.spec.task_type, scope = %task.spec.scope, "task submitted");
     // The task is stored: whatever happens to this placement, the queue sweep retries it.
-    let explanation = match dispatch::place(&state, task.id()).await {
-        Ok(Placement::Waiting { explanation } | Placement::Failed { explanation, .. }) => Some(explanation),
-        Ok(_) => None,
+    let id = task.id();
+    let (explanation, placed) = match dispatch::place::place_new(&state, task.clone()).await {
+        Ok(Placement::Waiting { explanation }) => (Some(explanation), Some(task)),
+        Ok(Placement::Failed { explanation, .. }) => (Some(explanation), None),
+        Ok(Placement::Assigned { task, .. }) => (None, Some(*task)),
+        Ok(Placement::NotQueued) => (None, None),
         Err(e) => {
-            tracing::warn!(task.id = %task.id(), error = %e, "placement at submission failed; the sweep retries");
-            None
+            tracing::warn!(task.id = %id, error = %e, "placement at submission failed; the sweep retries");
+            (None, None)
         }
     };
-    let task = state.store().get_task(task.id()).await?;
+    // The task as placement left it; read again only when placement does not know.
+    let task = match placed {
+        Some(task) => task,
+        None => state.store().get_task(id).await?,
+    };
     Ok((
         StatusCode::CREATED,
         Json(Submitted {

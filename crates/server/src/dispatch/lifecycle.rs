@@ -16,6 +16,11 @@ use crate::state::AppState;
 /// next sweep, a few hundred milliseconds later.
 const BATCH: u32 = 200;
 
+/// The shortest pause between two sweeps of the queue. Every result wakes the sweep (a
+/// slot is free); under load the wake-ups that arrive meanwhile are served by one sweep
+/// instead of one query of the queue each.
+const SWEEP_GAP: Duration = Duration::from_millis(10);
+
 /// An instance is gone (its socket closed): its assigned tasks go back to the queue at
 /// once; its running tasks are re-queued while attempts remain, else fail
 /// `delegate_lost`.
@@ -220,6 +225,10 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
                     tracing::warn!(task.id = %task.id(), error = %e, "placement failed; the next sweep retries");
                 }
             });
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SWEEP_GAP) => {}
+            _ = stop.changed() => return,
         }
     }
 }

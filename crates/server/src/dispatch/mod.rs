@@ -1,7 +1,7 @@
 //! The dispatcher: turns queued tasks into assignments, and keeps the lifecycle moving.
 //!
-//! * [`place`] runs the engine for one queued task against a fresh snapshot of the
-//!   registry, asks the chosen instance to validate capabilities it has no answer for,
+//! * [`place`] runs the engine for one queued task against a snapshot of the registry
+//!   ([`fleet`]: kept between placements, rebuilt when it may be wrong), asks the chosen instance to validate capabilities it has no answer for,
 //!   claims the task in the store (the store is the only arbiter: a lost race just means
 //!   another round), pushes `task_available` over the instance's socket, and records every
 //!   decision in the selection log. It fails a task at once when no registered delegate
@@ -14,6 +14,7 @@
 //!   with the last explanation), execution timeout (time out).
 //! * [`lifecycle::instance_lost`] releases or re-queues what a lost instance held.
 
+pub mod fleet;
 pub mod lifecycle;
 pub mod place;
 

@@ -1,17 +1,18 @@
 //! Placing one queued task: decide, validate if needed, claim, push, record.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use switchboard_domain::engine::{Context, Decision, Reason, Registry, TaskInputs, Verdict, decide};
+use switchboard_domain::engine::{Context, Decision, Reason, TaskInputs, Verdict};
 use switchboard_domain::{
-    Attempt, Capability, Failure, FailureReason, GroupId, Ident, InstanceId, Scope, SelectionKind, SelectionLogEntry,
-    Task, TaskEvent, TaskId, TaskState,
+    Attempt, Capability, Failure, FailureReason, InstanceId, SelectionKind, SelectionLogEntry, Task, TaskEvent, TaskId,
+    TaskState,
 };
 use switchboard_protocol::socket::ServerMessage;
 use switchboard_store::{Claim, StoreError, StoreResult, Transition};
 
+use super::fleet::Freshness;
 use crate::metrics::Validation;
 use crate::state::AppState;
 
@@ -25,8 +26,12 @@ const VALIDATION_TIMEOUT: Duration = Duration::from_secs(15);
 /// What became of a placement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Placement {
-    /// Assigned to this instance, with this attempt.
-    Assigned { instance: InstanceId, attempt: Attempt },
+    /// Assigned to this instance, with this attempt; the task as claimed.
+    Assigned {
+        instance: InstanceId,
+        attempt: Attempt,
+        task: Box<Task>,
+    },
     /// Left queued; the engine's one-line explanation says why.
     Waiting { explanation: String },
     /// Failed at once (no registered delegate could ever take it, or validation failed).
@@ -37,11 +42,20 @@ pub enum Placement {
 
 /// Places the queued task `id`, if it can be placed now.
 pub async fn place(state: &AppState, id: TaskId) -> StoreResult<Placement> {
+    place_known(state, id, None).await
+}
+
+/// Places a task just submitted, as the store answered its insert (saves reading it back).
+pub async fn place_new(state: &AppState, task: Task) -> StoreResult<Placement> {
+    place_known(state, task.id(), Some(task)).await
+}
+
+async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
     let dispatcher = state.dispatcher();
     if !dispatcher.begin_placing(id) {
         return Ok(Placement::NotQueued);
     }
-    let outcome = place_rounds(state, id).await;
+    let outcome = place_rounds(state, id, known).await;
     dispatcher.end_placing(id);
     if !matches!(outcome, Ok(Placement::Waiting { .. }) | Err(_)) {
         dispatcher.forget_explanation(id);
@@ -52,37 +66,43 @@ pub async fn place(state: &AppState, id: TaskId) -> StoreResult<Placement> {
     outcome
 }
 
-async fn place_rounds(state: &AppState, id: TaskId) -> StoreResult<Placement> {
+async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> StoreResult<Placement> {
     let store = state.store();
     // Instances that did not answer a validation question in time: skipped for this
     // placement only (they get the next one).
     let mut silent: BTreeSet<InstanceId> = BTreeSet::new();
     let mut last = String::new();
     for _ in 0..MAX_ROUNDS {
-        let task = store.get_task(id).await?;
+        let task = match known.take() {
+            Some(task) => task,
+            None => store.get_task(id).await?,
+        };
         if task.state != TaskState::Queued {
             return Ok(Placement::NotQueued);
         }
         let decision = evaluate(state, &task, &silent, false).await?;
         let attempt = task.attempt.next();
         last = decision.summary.to_string();
+        // The decision's entry is written with whatever follows it (the assignment, most
+        // often), in one store call; only a validation question writes it at once, to
+        // keep the log in order.
+        let mut entries = Vec::with_capacity(2);
         if state.dispatcher().explanation_changed(id, &last) {
-            record(
-                state,
+            entries.push(entry(
                 id,
                 attempt,
                 SelectionKind::Decision,
                 &last,
                 serde_json::to_value(&decision),
-            )
-            .await;
+            ));
         }
 
         let Some(instance) = decision.chosen else {
+            append(state, entries).await;
             if decision.summary.can_never_match() && !task.spec.wait_for_delegate {
                 return fail(state, id, FailureReason::NoEligibleDelegate, &last).await;
             }
-            if decision.summary.eligible == 0 && decision.summary.count(Reason::CapabilityUnreachable) > 0 {
+            if unreachable_everywhere(&decision) {
                 let detail = format!(
                     "no eligible delegate can reach what the task needs: {}",
                     unreachable(&decision)
@@ -93,6 +113,7 @@ async fn place_rounds(state: &AppState, id: TaskId) -> StoreResult<Placement> {
         };
 
         if !decision.to_validate.is_empty() {
+            append(state, std::mem::take(&mut entries)).await;
             match validate(state, id, attempt, instance, &decision.to_validate).await {
                 Answer::Reachable => {}
                 // The answers are stored: the next round's decision rejects the instance
@@ -105,12 +126,17 @@ async fn place_rounds(state: &AppState, id: TaskId) -> StoreResult<Placement> {
             }
         }
 
-        match store.claim_task(id, instance, Utc::now()).await? {
+        let claim = store.claim_task(id, instance, Utc::now()).await;
+        if let Ok(Claim::Claimed(task)) = &claim {
+            state.fleet().claimed(instance).await;
+            state.metrics().task_assigned(task);
+            let summary = format!("assigned to instance {instance} as attempt {}", task.attempt);
+            let detail = serde_json::json!({"instance_id": instance, "attempt": task.attempt});
+            entries.push(entry(id, task.attempt, SelectionKind::Assigned, &summary, Ok(detail)));
+        }
+        append(state, entries).await;
+        match claim? {
             Claim::Claimed(task) => {
-                state.metrics().task_assigned(&task);
-                let summary = format!("assigned to instance {instance} as attempt {}", task.attempt);
-                let detail = serde_json::json!({"instance_id": instance, "attempt": task.attempt});
-                record(state, id, task.attempt, SelectionKind::Assigned, &summary, Ok(detail)).await;
                 // To this replica's socket of the instance, else to whichever replica
                 // holds it. A socket closed since the snapshot gets nothing: the
                 // acknowledge timeout or the loss handling puts the task back.
@@ -119,18 +145,21 @@ async fn place_rounds(state: &AppState, id: TaskId) -> StoreResult<Placement> {
                 return Ok(Placement::Assigned {
                     instance,
                     attempt: task.attempt,
+                    task,
                 });
             }
             Claim::TaskNotQueued => return Ok(Placement::NotQueued),
             // Filled up or went away since the snapshot: decide again.
-            Claim::InstanceFull | Claim::InstanceGone => continue,
+            Claim::InstanceFull => state.fleet().full(instance).await,
+            Claim::InstanceGone => state.fleet().invalidate(),
         }
     }
     Ok(Placement::Waiting { explanation: last })
 }
 
-/// Runs the engine for `task` against a fresh snapshot. `explain_all` lists every
-/// instance of the account (a dry run); placements skip that work.
+/// Runs the engine for `task`. A placement (`explain_all` false) decides against the
+/// kept snapshot ([`super::fleet::Fleet`]); a dry run (`explain_all`: every instance of the account is
+/// explained) against one built for it.
 pub async fn evaluate(
     state: &AppState,
     task: &Task,
@@ -147,14 +176,22 @@ pub async fn evaluate(
         },
         _ => None,
     };
-    let mut tried: BTreeSet<InstanceId> = store
-        .task_attempts(task.id())
-        .await?
-        .into_iter()
-        .map(|a| a.instance_id)
-        .collect();
+    // A task never attempted has no attempts to read.
+    let mut tried: BTreeSet<InstanceId> = if task.attempt == Attempt::NONE {
+        BTreeSet::new()
+    } else {
+        store
+            .task_attempts(task.id())
+            .await?
+            .into_iter()
+            .map(|a| a.instance_id)
+            .collect()
+    };
     tried.extend(also_skip.iter().copied());
-    let registry = snapshot(state, task.spec.scope.account_id(), task.spec.connector_id).await?;
+    let last = match task.spec.connector_id {
+        Some(c) => store.last_success(c).await?,
+        None => None,
+    };
     let inputs = TaskInputs::for_task(&task.spec, connector_selectors.as_ref(), &tried);
     let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
     let context = Context {
@@ -162,45 +199,19 @@ pub async fn evaluate(
         explain_all,
         ..Context::new(Utc::now(), state.dispatcher().seed())
     };
-    Ok(state.metrics().time_decision(|| decide(&inputs, &registry, &context)))
+    let freshness = if explain_all { Freshness::Fresh } else { Freshness::Kept };
+    let waits = task.spec.wait_for_delegate;
+    let ends_task = |d: &Decision| (d.summary.can_never_match() && !waits) || unreachable_everywhere(d);
+    state
+        .fleet()
+        .decide(state, &inputs, last, &context, freshness, ends_task)
+        .await
 }
 
-/// The registry of one account as this manager sees it now: the store's groups,
-/// instances, capability results and connector memory, with this manager's sockets and
-/// heartbeats laid over (they are ahead of the store).
-async fn snapshot(
-    state: &AppState,
-    account: &Ident,
-    connector: Option<switchboard_domain::ConnectorId>,
-) -> StoreResult<Registry> {
-    let store = state.store();
-    let groups = store.list_groups(Some(&Scope::account(account.clone()))).await?;
-    let in_account: HashSet<GroupId> = groups.iter().map(|g| g.id).collect();
-    let instances: Vec<_> = store
-        .list_instances(None)
-        .await?
-        .into_iter()
-        .filter(|i| in_account.contains(&i.group_id))
-        .map(|mut i| {
-            // One manager owns every socket of a single-node install, so its hub is the
-            // truth about connections (a crash leaves stale `connected` flags behind).
-            // Replicas sharing PostgreSQL also trust the flag the socket's replica keeps;
-            // a crashed replica's flags go stale with their heartbeats (rule: liveness).
-            let here = state.hub().is_connected(i.id);
-            i.connected = here || (state.cluster().is_shared() && i.connected);
-            if let Some(beat) = state.heartbeats().latest(i.id) {
-                i.last_heartbeat_at = i.last_heartbeat_at.max(beat.at);
-            }
-            i
-        })
-        .collect();
-    let ids: Vec<InstanceId> = instances.iter().map(|i| i.id).collect();
-    let results = store.capability_results(&ids).await?;
-    let last = match connector {
-        Some(c) => store.last_success(c).await?.into_iter().collect(),
-        None => Vec::new(),
-    };
-    Ok(Registry::new(groups, instances, results, last))
+/// Whether no instance is eligible and some were rejected for a capability they
+/// reported they cannot reach: then the task fails `validation_failed`.
+fn unreachable_everywhere(decision: &Decision) -> bool {
+    decision.summary.eligible == 0 && decision.summary.count(Reason::CapabilityUnreachable) > 0
 }
 
 enum Answer {
@@ -345,15 +356,31 @@ pub(crate) async fn record(
     summary: &str,
     detail: Result<serde_json::Value, serde_json::Error>,
 ) {
-    let entry = SelectionLogEntry {
+    append(state, vec![entry(task, attempt, kind, summary, detail)]).await;
+}
+
+/// One selection-log entry, stamped now.
+fn entry(
+    task: TaskId,
+    attempt: Attempt,
+    kind: SelectionKind,
+    summary: &str,
+    detail: Result<serde_json::Value, serde_json::Error>,
+) -> SelectionLogEntry {
+    SelectionLogEntry {
         task_id: task,
         attempt,
         at: Utc::now(),
         kind,
         summary: summary.to_owned(),
         detail: detail.unwrap_or(serde_json::Value::Null),
-    };
-    if let Err(e) = state.store().append_selection_log(&[entry]).await {
-        tracing::warn!(task.id = %task, error = %e, "cannot write the selection log");
+    }
+}
+
+/// Appends `entries` in one store call (none for none); like [`record`], never fails.
+async fn append(state: &AppState, entries: Vec<SelectionLogEntry>) {
+    let Some(first) = entries.first() else { return };
+    if let Err(e) = state.store().append_selection_log(&entries).await {
+        tracing::warn!(task.id = %first.task_id, error = %e, "cannot write the selection log");
     }
 }

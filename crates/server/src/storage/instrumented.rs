@@ -4,6 +4,7 @@
 //! in it, so every caller gets both without knowing it.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,14 +28,33 @@ pub struct Instrumented {
     inner: Arc<dyn Store>,
     calls: Arc<StoreCalls>,
     breaker: Breaker,
+    /// Bumped after each successful call of [`REGISTRY_WRITES`].
+    registry_changes: Arc<AtomicU64>,
 }
 
+/// The writes that change what a registry snapshot holds (groups, instances, their
+/// connections and capability results): after one, placement's kept snapshot is rebuilt
+/// (see [`crate::dispatch::fleet`]). Heartbeats, load and last successes are not here:
+/// they change too often, and placement keeps up with them its own way.
+const REGISTRY_WRITES: &[&str] = &[
+    "upsert_group",
+    "set_group_tags",
+    "set_group_disabled",
+    "delete_group",
+    "register_instance",
+    "set_instance_connected",
+    "remove_silent_instances",
+    "remove_empty_groups",
+    "record_capability_result",
+];
+
 impl Instrumented {
-    pub fn new(inner: Arc<dyn Store>, calls: Arc<StoreCalls>) -> Self {
+    pub fn new(inner: Arc<dyn Store>, calls: Arc<StoreCalls>, registry_changes: Arc<AtomicU64>) -> Self {
         Self {
             inner,
             calls,
             breaker: Breaker::default(),
+            registry_changes,
         }
     }
 
@@ -57,6 +77,10 @@ impl Instrumented {
         // Not found and conflicts are answers, not failures of the store.
         let failed = unavailable || matches!(result, Err(StoreError::Internal(_)));
         self.calls.observe(op, started.elapsed(), failed);
+        // Also after a failure: a write that timed out may have been applied.
+        if REGISTRY_WRITES.contains(&op) {
+            self.registry_changes.fetch_add(1, Ordering::Relaxed);
+        }
         result
     }
 }

@@ -3,6 +3,7 @@
 
 mod prefer;
 mod rules;
+mod snapshot;
 mod summary;
 
 use std::collections::BTreeSet;
