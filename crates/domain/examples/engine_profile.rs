@@ -24,7 +24,9 @@ fn main() {
     let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let verdicts = args.next().as_deref() == Some("verdicts");
     let mut rng = fleet::Rng(0x5EED_0000 + size as u64);
+    let built = Instant::now();
     let fleet = fleet::fleet(size, &mut rng);
+    println!("fleet of {size} generated and indexed in {:?}", built.elapsed());
     let tasks = fleet::tasks(&fleet, &mut rng, 256);
     let ctx = Context {
         verdicts,

@@ -2,7 +2,7 @@
 //!
 //! A manager decides for many queued tasks against the same picture of its delegates, so
 //! the work that does not depend on the task is done here, once: each instance's selector
-//! set is computed, its group resolved, the inputs of its verdict packed into [`Facts`],
+//! set is computed, its group resolved, the inputs of its verdict packed into `Facts`,
 //! and the instances laid out and indexed so that a decision only walks the instances
 //! that could serve the task's scope:
 //!
@@ -10,7 +10,7 @@
 //!   scope** (account level, then each org followed by its projects), registration order
 //!   within. So an account is one range of slots, its disabled instances one range at its
 //!   end, and the instances of one group scope two ranges (enabled and disabled); see
-//!   [`AccountIndex`]. A task's scope is served by at most three group scopes (its
+//!   `AccountIndex`. A task's scope is served by at most three group scopes (its
 //!   account's, its org's, its project's), so the instances that can serve it are at most
 //!   three ranges, found by name, whatever the size of the account.
 //! - **by (account, selector)**: a posting list of the instances offering that selector,
@@ -18,7 +18,7 @@
 //!   selectors, and because slots are laid out by scope, the candidates within a scope's
 //!   range are a sub-slice found by binary search.
 //! - **task types are interned** into small numbers, so checking rule 4 is a bit test
-//!   instead of string comparisons (see [`TypeBits`]).
+//!   instead of string comparisons (see `TypeBits`).
 //! - **capability results by basis, then instance**: a task looks up each of its
 //!   capabilities once, then each instance is one hash probe per capability.
 //!

@@ -4,7 +4,7 @@
 //! detail an operator needs (the missing selectors, the heartbeat age, the capability and
 //! what the check saw). Rules 1 to 3 (enabled, scope, selectors) are answered by where
 //! the registry's indexes place an instance (see `super::walk`); rules 4 to 8 are checked
-//! here, per instance, by [`Prepared::check`], which reads only the instance's packed
+//! here, per instance, by `Prepared::check`, which reads only the instance's packed
 //! facts and allocates nothing: the detail of a rejection is only built when a verdict is
 //! written.
 
