@@ -7,6 +7,9 @@
 //! the same [`Decision`]. The manager acts on a decision (assigns, asks for validation,
 //! waits, fails the task) and stores it as JSON in the selection log; a dry run
 //! (`POST /api/v1/tasks/explain`) is the same call with [`Context::explain_all`] set.
+//! Placing a task needs only the choice and the summary: with [`Context::verdicts`] off,
+//! the same call gives exactly those, walking only the instances in the task's scope
+//! (see [`registry`] for the indexes and `walk` for the two walks).
 //!
 //! ```
 //! # use std::collections::BTreeSet;
