@@ -12,8 +12,7 @@ use std::cmp::Ordering;
 
 use serde::Serialize;
 
-use crate::connector::LastSuccess;
-use crate::ids::{GroupId, InstanceId};
+use crate::ids::InstanceId;
 
 /// A criterion of the preference order; on an eligible verdict, either a property the
 /// instance holds or what put it ahead of the next one.
@@ -33,100 +32,141 @@ pub enum Preference {
     TieBreak,
 }
 
-/// What the ranking needs to know about one surviving instance.
-#[derive(Debug, Clone)]
-pub(crate) struct Survivor<T> {
+/// Where one surviving instance stands on each criterion of the preference order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Standing {
     pub(crate) id: InstanceId,
-    pub(crate) group: GroupId,
+    /// The properties it holds as bits, the most important highest, so that more is
+    /// better: [`LAST_INSTANCE`], [`LAST_GROUP`], [`CAPABILITIES_KNOWN`].
+    held: u8,
     pub(crate) active: u32,
     pub(crate) capacity: u32,
-    /// Every capability of the task has a valid positive result.
-    pub(crate) capabilities_known: bool,
-    /// Whatever the caller carries along (its slot and pending validations).
-    pub(crate) data: T,
+    /// Its seeded random position, from [`tie_key`].
+    tie: u64,
+}
+
+/// It is the instance that last succeeded for the task's connector.
+pub(crate) const LAST_INSTANCE: u8 = 0b100;
+/// Its group last succeeded for the task's connector.
+pub(crate) const LAST_GROUP: u8 = 0b010;
+/// Every capability of the task has a valid positive result (never for a task without
+/// capabilities: then it says nothing).
+pub(crate) const CAPABILITIES_KNOWN: u8 = 0b001;
+
+impl Standing {
+    /// `held` is a combination of [`LAST_INSTANCE`], [`LAST_GROUP`] and
+    /// [`CAPABILITIES_KNOWN`]; `tie` comes from [`tie_key`].
+    pub(crate) fn new(id: InstanceId, held: u8, active: u32, capacity: u32, tie: u64) -> Self {
+        Standing {
+            id,
+            held,
+            active,
+            capacity,
+            tie,
+        }
+    }
+
+    /// The properties from the preference order it holds.
+    pub(crate) fn holds(&self) -> Vec<Preference> {
+        [
+            (LAST_INSTANCE, Preference::LastSuccessInstance),
+            (LAST_GROUP, Preference::LastSuccessGroup),
+            (CAPABILITIES_KNOWN, Preference::CapabilitiesKnown),
+        ]
+        .into_iter()
+        .filter_map(|(bit, p)| (self.held & bit != 0).then_some(p))
+        .collect()
+    }
+
+    /// Whether it comes before `other` in the preference order. The order is total (the
+    /// id settles equal hashes), so the best of a set is the same whichever way it is
+    /// found: by sorting everyone or by keeping the better of each pair. Spelled out
+    /// rather than through [`first_difference`], which also names the criterion, because
+    /// a placement compares every survivor with the best so far.
+    #[inline]
+    pub(crate) fn is_before(&self, other: &Standing) -> bool {
+        let (a, b) = (self, other);
+        if a.held != b.held {
+            return a.held > b.held;
+        }
+        let (load_a, load_b) = (
+            u64::from(a.active) * u64::from(b.capacity),
+            u64::from(b.active) * u64::from(a.capacity),
+        );
+        if load_a != load_b {
+            return load_a < load_b;
+        }
+        (a.tie, a.id) < (b.tie, b.id)
+    }
 }
 
 /// A survivor with its place in the order explained.
 #[derive(Debug, Clone)]
 pub(crate) struct Ranked<T> {
-    pub(crate) survivor: Survivor<T>,
-    /// The properties from the preference order it holds.
-    pub(crate) holds: Vec<Preference>,
+    pub(crate) standing: Standing,
+    /// Whatever the caller carries along (its slot and pending validations).
+    pub(crate) data: T,
     /// What put it ahead of the next one in the order; `None` for the last.
     pub(crate) ahead_by: Option<Preference>,
 }
 
-struct Keyed<T> {
-    survivor: Survivor<T>,
-    last_instance: bool,
-    last_group: bool,
-    tie: u64,
-}
-
-/// Orders the survivors best first.
-pub(crate) fn rank<T>(survivors: Vec<Survivor<T>>, last: Option<&LastSuccess>, seed: u64) -> Vec<Ranked<T>> {
-    let mut keyed: Vec<Keyed<T>> = survivors
-        .into_iter()
-        .map(|s| Keyed {
-            last_instance: last.is_some_and(|l| l.instance_id == s.id),
-            last_group: last.is_some_and(|l| l.group_id == s.group),
-            tie: tie_key(seed, s.id),
-            survivor: s,
-        })
-        .collect();
-    keyed.sort_by(|a, b| first_difference(a, b).map_or(Ordering::Equal, |(_, o)| o));
-    let ahead: Vec<Option<Preference>> = keyed
+/// Orders the survivors best first, each with what put it ahead of the next.
+pub(crate) fn rank<T>(mut survivors: Vec<(Standing, T)>) -> Vec<Ranked<T>> {
+    survivors.sort_unstable_by(|a, b| first_difference(&a.0, &b.0).map_or(Ordering::Equal, |(_, o)| o));
+    let ahead: Vec<Option<Preference>> = survivors
         .windows(2)
-        .map(|w| first_difference(&w[0], &w[1]).map(|(p, _)| p))
+        .map(|w| first_difference(&w[0].0, &w[1].0).map(|(p, _)| p))
         .chain(std::iter::once(None))
         .collect();
-    keyed
+    survivors
         .into_iter()
         .zip(ahead)
-        .map(|(k, ahead_by)| {
-            let holds = [
-                (k.last_instance, Preference::LastSuccessInstance),
-                (k.last_group, Preference::LastSuccessGroup),
-                (k.survivor.capabilities_known, Preference::CapabilitiesKnown),
-            ]
-            .into_iter()
-            .filter_map(|(held, p)| held.then_some(p))
-            .collect();
-            Ranked {
-                survivor: k.survivor,
-                holds,
-                ahead_by,
-            }
+        .map(|((standing, data), ahead_by)| Ranked {
+            standing,
+            data,
+            ahead_by,
         })
         .collect()
 }
 
 /// The first criterion on which `a` and `b` differ, and which way (`Less`: `a` first).
-fn first_difference<T>(a: &Keyed<T>, b: &Keyed<T>) -> Option<(Preference, Ordering)> {
-    let (sa, sb) = (&a.survivor, &b.survivor);
+fn first_difference(a: &Standing, b: &Standing) -> Option<(Preference, Ordering)> {
     // Loads compared as exact fractions: active_a / capacity_a vs active_b / capacity_b.
-    let load = (u64::from(sa.active) * u64::from(sb.capacity)).cmp(&(u64::from(sb.active) * u64::from(sa.capacity)));
+    let load = (u64::from(a.active) * u64::from(b.capacity)).cmp(&(u64::from(b.active) * u64::from(a.capacity)));
+    let held = |s: &Standing, bit: u8| s.held & bit != 0;
     [
-        (Preference::LastSuccessInstance, b.last_instance.cmp(&a.last_instance)),
-        (Preference::LastSuccessGroup, b.last_group.cmp(&a.last_group)),
+        (
+            Preference::LastSuccessInstance,
+            held(b, LAST_INSTANCE).cmp(&held(a, LAST_INSTANCE)),
+        ),
+        (
+            Preference::LastSuccessGroup,
+            held(b, LAST_GROUP).cmp(&held(a, LAST_GROUP)),
+        ),
         (
             Preference::CapabilitiesKnown,
-            sb.capabilities_known.cmp(&sa.capabilities_known),
+            held(b, CAPABILITIES_KNOWN).cmp(&held(a, CAPABILITIES_KNOWN)),
         ),
         (Preference::LowerLoad, load),
         // The id settles the (astronomically unlikely) equal hash, keeping the order total.
-        (Preference::TieBreak, a.tie.cmp(&b.tie).then(sa.id.cmp(&sb.id))),
+        (Preference::TieBreak, a.tie.cmp(&b.tie).then(a.id.cmp(&b.id))),
     ]
     .into_iter()
     .find(|(_, o)| o.is_ne())
 }
 
 /// The seeded random position of an instance: splitmix64 over the seed mixed with both
-/// halves of the id.
-fn tie_key(seed: u64, id: InstanceId) -> u64 {
+/// halves of the id, `id_hash` being [`id_hash`] of the id (the part that does not depend
+/// on the seed, which the registry computes once per instance).
+pub(crate) fn tie_key(seed: u64, id_hash: u64) -> u64 {
+    splitmix64(seed ^ id_hash)
+}
+
+/// The seed-independent half of [`tie_key`].
+pub(crate) fn id_hash(id: InstanceId) -> u64 {
     let v = id.0.as_u128();
     let (hi, lo) = ((v >> 64) as u64, v as u64);
-    splitmix64(seed ^ splitmix64(hi ^ splitmix64(lo)))
+    splitmix64(hi ^ splitmix64(lo))
 }
 
 /// One step of splitmix64 (Steele, Lea and Flood), used as a hash: fast, and every input

@@ -162,6 +162,16 @@ impl World {
     }
 
     fn decide(&self, reg: &Registry, explain_all: bool) -> Decision {
+        self.decide_with(
+            reg,
+            Context {
+                explain_all,
+                ..Context::new(now(), self.seed)
+            },
+        )
+    }
+
+    fn decide_with(&self, reg: &Registry, ctx: Context) -> Decision {
         let task = TaskInputs {
             scope: &self.scope,
             task_type: &self.task_type,
@@ -169,10 +179,6 @@ impl World {
             connector_id: self.connector,
             capabilities: &self.capabilities,
             tried: &self.tried,
-        };
-        let ctx = Context {
-            explain_all,
-            ..Context::new(now(), self.seed)
         };
         decide(&task, reg, &ctx)
     }
@@ -312,6 +318,22 @@ proptest! {
         // Quick mode looks only at instances offering every selector.
         let offering = w.in_account().filter(|i| !w.lacks_selector(i)).count();
         prop_assert_eq!(quick.verdicts.len(), offering);
+    }
+
+    #[test]
+    fn placing_without_verdicts_chooses_and_summarizes_exactly_as_with_them(w in arb_world()) {
+        let reg = w.registry(false);
+        let full = w.decide(&reg, false);
+        let quick = w.decide_with(&reg, Context { verdicts: false, ..Context::new(now(), w.seed) });
+        prop_assert_eq!(quick.chosen, full.chosen);
+        prop_assert_eq!(&quick.to_validate, &full.to_validate);
+        prop_assert_eq!(&quick.summary, &full.summary);
+        prop_assert_eq!(quick.summary.to_string(), full.summary.to_string());
+        prop_assert_eq!(&quick.ranked[..], &full.ranked[..full.ranked.len().min(1)]);
+        prop_assert!(quick.verdicts.is_empty());
+        // And whatever order the snapshot listed the instances in.
+        let reversed = w.decide_with(&w.registry(true), Context { verdicts: false, ..Context::new(now(), w.seed) });
+        prop_assert_eq!(&reversed, &quick);
     }
 
     #[test]

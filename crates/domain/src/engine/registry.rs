@@ -2,32 +2,49 @@
 //!
 //! A manager decides for many queued tasks against the same picture of its delegates, so
 //! the work that does not depend on the task is done here, once: each instance's selector
-//! set is computed, its group resolved, and two indexes are built:
+//! set is computed, its group resolved, the inputs of its verdict packed into `Facts`,
+//! and the instances laid out and indexed so that a decision only walks the instances
+//! that could serve the task's scope:
 //!
-//! - **by account**: the instances of each account. Nothing crosses accounts, so instances
-//!   of other accounts are never looked at.
-//! - **by (account, selector)**: a posting list of the instances offering that selector.
-//!   A task's candidates are the intersection of the lists of its effective selectors,
-//!   walked from the shortest list, so an instance lacking a selector is never visited.
+//! - **Slots are laid out by account, then enabled before disabled, then by the group's
+//!   scope** (account level, then each org followed by its projects), registration order
+//!   within. So an account is one range of slots, its disabled instances one range at its
+//!   end, and the instances of one group scope two ranges (enabled and disabled); see
+//!   `AccountIndex`. A task's scope is served by at most three group scopes (its
+//!   account's, its org's, its project's), so the instances that can serve it are at most
+//!   three ranges, found by name, whatever the size of the account.
+//! - **by (account, selector)**: a posting list of the instances offering that selector,
+//!   in slot order. A task's candidates are the intersection of the lists of its effective
+//!   selectors, and because slots are laid out by scope, the candidates within a scope's
+//!   range are a sub-slice found by binary search.
+//! - **task types are interned** into small numbers, so checking rule 4 is a bit test
+//!   instead of string comparisons (see `TypeBits`).
+//! - **capability results by basis, then instance**: a task looks up each of its
+//!   capabilities once, then each instance is one hash probe per capability.
 //!
-//! Everything the index leaves out lacks at least one selector; how many there are is
-//! the account's size minus the candidates, which keeps the summary exact without
-//! evaluating them one by one.
+//! Everything the selector index leaves out lacks at least one selector, and everything
+//! outside the scope ranges is out of scope or disabled: how many of each is a matter of
+//! range and list lengths, which keeps the summary exact without evaluating them one by
+//! one (see `super::walk`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 
+use super::prefer;
 use crate::capability::{CapabilityBasis, CapabilityResult};
 use crate::connector::LastSuccess;
 use crate::delegate::{DelegateGroup, DelegateInstance};
-use crate::ident::Ident;
+use crate::ident::{Ident, Scope};
 use crate::ids::{ConnectorId, GroupId, InstanceId};
 use crate::selector::{Selector, Selectors};
+use crate::task::TaskType;
 
-/// Where an instance sits in [`Registry`]'s arrays; posting lists hold these, not ids,
-/// so they stay small and sort in registration order.
+/// Where an instance sits in [`Registry`]'s arrays; posting lists hold these, not ids, so
+/// they stay small, and the layout (see the module docs) makes ranges of them meaningful.
 pub(crate) type Slot = usize;
 
-/// One instance with what every decision needs about it, resolved once.
+/// One instance with what an explanation needs about it, resolved once.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) instance: DelegateInstance,
@@ -35,13 +52,76 @@ pub(crate) struct Entry {
     pub(crate) group: usize,
     /// The full selector set (group tags, own tags, implicit selectors).
     pub(crate) selectors: Selectors,
+    /// Its place in registration order (the order the snapshot listed it in), which orders
+    /// the rejected verdicts of one reason; slots follow the index layout instead.
+    pub(crate) seq: usize,
 }
 
-/// The instances of one account and its selector posting lists.
+/// What rules 1 and 4 to 8 and the preference order read about an instance, packed small
+/// and kept apart from [`Entry`], so a walk over thousands of instances stays in a few
+/// cache lines per instance and never follows a pointer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Facts {
+    pub(crate) id: InstanceId,
+    /// The whole seconds of its last heartbeat (Unix time): settles rule 5 with one
+    /// integer comparison unless the cut-off falls in the same second.
+    pub(crate) heartbeat_secs: i64,
+    /// The seed-independent half of the random tie-break (see [`prefer::id_hash`]).
+    pub(crate) id_hash: u64,
+    pub(crate) types: TypeBits,
+    /// Index into [`Registry::groups`].
+    pub(crate) group: u32,
+    pub(crate) active: u32,
+    pub(crate) capacity: u32,
+    pub(crate) connected: bool,
+}
+
+/// The task types an instance lists, as a bit set over the registry's interned types (a
+/// type's bit is its number modulo 64). Exact while the registry knows at most 64 types,
+/// the common case by far; beyond that a set bit is confirmed on the instance's own list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TypeBits(u64);
+
+impl TypeBits {
+    fn bit(number: usize) -> u64 {
+        1 << (number % 64)
+    }
+}
+
+/// A task type as the registry knows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WantedType {
+    /// Its bit in [`TypeBits`]; zero when no instance lists it.
+    bit: u64,
+    /// Whether a set bit is proof (the registry has at most 64 types).
+    exact: bool,
+}
+
+/// The instances of one group scope: two ranges of slots, enabled and disabled.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScopeRanges {
+    pub(crate) enabled: Range<Slot>,
+    pub(crate) disabled: Range<Slot>,
+}
+
+/// The group scopes of one org: its own level and its projects.
+#[derive(Debug, Default)]
+pub(crate) struct OrgIndex {
+    pub(crate) own: ScopeRanges,
+    pub(crate) projects: HashMap<Ident, ScopeRanges>,
+}
+
+/// The instances of one account, laid out as the module docs say, and its selector
+/// posting lists.
 #[derive(Debug, Default)]
 pub(crate) struct AccountIndex {
-    /// Every instance of the account, in slot order.
-    pub(crate) all: Vec<Slot>,
+    /// Every instance of the account.
+    pub(crate) all: Range<Slot>,
+    /// The instances of disabled groups: the tail of `all`.
+    pub(crate) disabled: Range<Slot>,
+    /// The instances of account-level groups.
+    pub(crate) own: ScopeRanges,
+    pub(crate) orgs: HashMap<Ident, OrgIndex>,
     /// Selector to the instances offering it, in slot order.
     pub(crate) by_selector: HashMap<Selector, Vec<Slot>>,
 }
@@ -51,11 +131,17 @@ pub(crate) struct AccountIndex {
 #[derive(Debug, Default)]
 pub struct Registry {
     groups: Vec<DelegateGroup>,
+    group_index: HashMap<GroupId, usize>,
     entries: Vec<Entry>,
+    /// Parallel to `entries`: the walk reads these, explanations read the entries.
+    facts: Vec<Facts>,
     by_account: HashMap<Ident, AccountIndex>,
     by_instance: HashMap<InstanceId, Slot>,
-    /// The newest result per instance and capability basis; older ones are superseded.
-    results: HashMap<InstanceId, HashMap<CapabilityBasis, CapabilityResult>>,
+    /// Task types numbered in order of first appearance; see [`TypeBits`].
+    task_types: HashMap<TaskType, usize>,
+    /// The newest result per capability basis and instance; older ones are superseded.
+    /// Keyed by basis first so a decision resolves each of its task's capabilities once.
+    results: HashMap<CapabilityBasis, HashMap<InstanceId, CapabilityResult>>,
     /// The newest success per connector.
     last_success: HashMap<ConnectorId, LastSuccess>,
     /// Instances whose group was not in the snapshot: they are left out, because without
@@ -74,12 +160,11 @@ impl Registry {
         last_successes: impl IntoIterator<Item = LastSuccess>,
     ) -> Self {
         let mut reg = Registry::default();
-        let mut group_slot: HashMap<GroupId, usize> = HashMap::new();
         for g in groups {
-            match group_slot.get(&g.id) {
+            match reg.group_index.get(&g.id) {
                 Some(&i) => reg.groups[i] = g,
                 None => {
-                    group_slot.insert(g.id, reg.groups.len());
+                    reg.group_index.insert(g.id, reg.groups.len());
                     reg.groups.push(g);
                 }
             }
@@ -92,20 +177,22 @@ impl Registry {
                 order.push(id);
             }
         }
+        let mut placed = Vec::with_capacity(order.len());
         for id in order {
             let Some(instance) = latest.remove(&id) else { continue };
-            let Some(&group) = group_slot.get(&instance.group_id) else {
+            let Some(&group) = reg.group_index.get(&instance.group_id) else {
                 reg.orphans += 1;
                 continue;
             };
-            reg.insert(instance, group);
+            placed.push((instance, group));
         }
+        reg.lay_out(placed);
         for r in results {
-            let per = reg.results.entry(r.instance_id).or_default();
-            match per.get(&r.basis) {
+            let per = reg.results.entry(r.basis.clone()).or_default();
+            match per.get(&r.instance_id) {
                 Some(old) if old.checked_at > r.checked_at => {}
                 _ => {
-                    per.insert(r.basis.clone(), r);
+                    per.insert(r.instance_id, r);
                 }
             }
         }
@@ -120,21 +207,79 @@ impl Registry {
         reg
     }
 
-    fn insert(&mut self, instance: DelegateInstance, group: usize) {
-        let slot = self.entries.len();
-        let g = &self.groups[group];
-        let selectors = instance.selector_set(g);
-        let index = self.by_account.entry(g.scope.account_id().clone()).or_default();
-        index.all.push(slot);
-        for s in &selectors {
-            index.by_selector.entry(s.clone()).or_default().push(slot);
-        }
-        self.by_instance.insert(instance.id, slot);
-        self.entries.push(Entry {
-            instance,
-            group,
-            selectors,
+    /// Assigns slots in the layout the module docs describe and builds the indexes.
+    fn lay_out(&mut self, placed: Vec<(DelegateInstance, usize)>) {
+        let mut placed: Vec<(usize, DelegateInstance, usize)> = placed
+            .into_iter()
+            .enumerate()
+            .map(|(seq, (i, g))| (seq, i, g))
+            .collect();
+        // Stable, so registration order holds within one group scope.
+        placed.sort_by(|a, b| {
+            let (ga, gb) = (&self.groups[a.2], &self.groups[b.2]);
+            (ga.scope.account_id(), ga.disabled, &ga.scope).cmp(&(gb.scope.account_id(), gb.disabled, &gb.scope))
         });
+        for (seq, instance, group) in placed {
+            let slot = self.entries.len();
+            let g = &self.groups[group];
+            let selectors = instance.selector_set(g);
+            let mut types = TypeBits::default();
+            for t in &instance.task_types {
+                let next = self.task_types.len();
+                types.0 |= TypeBits::bit(*self.task_types.entry(t.clone()).or_insert(next));
+            }
+            let index = self.by_account.entry(g.scope.account_id().clone()).or_default();
+            if index.all.is_empty() {
+                index.all = slot..slot;
+                index.disabled = slot..slot;
+            }
+            index.all.end = slot + 1;
+            if !g.disabled {
+                index.disabled = slot + 1..slot + 1;
+            } else {
+                index.disabled.end = slot + 1;
+            }
+            let ranges = match (g.scope.org(), g.scope.project()) {
+                (None, _) => &mut index.own,
+                (Some(org), None) => &mut index.orgs.entry(org.clone()).or_default().own,
+                (Some(org), Some(project)) => index
+                    .orgs
+                    .entry(org.clone())
+                    .or_default()
+                    .projects
+                    .entry(project.clone())
+                    .or_default(),
+            };
+            let range = if g.disabled {
+                &mut ranges.disabled
+            } else {
+                &mut ranges.enabled
+            };
+            if range.start == range.end {
+                *range = slot..slot;
+            }
+            range.end = slot + 1;
+            for s in &selectors {
+                index.by_selector.entry(s.clone()).or_default().push(slot);
+            }
+            self.by_instance.insert(instance.id, slot);
+            self.facts.push(Facts {
+                id: instance.id,
+                heartbeat_secs: instance.last_heartbeat_at.timestamp(),
+                id_hash: prefer::id_hash(instance.id),
+                types,
+                group: u32::try_from(group).expect("fewer than 4 billion groups"),
+                active: instance.active_tasks,
+                capacity: instance.capacity.get(),
+                connected: instance.connected,
+            });
+            self.entries.push(Entry {
+                instance,
+                group,
+                selectors,
+                seq,
+            });
+        }
     }
 
     /// How many instances are in the snapshot (orphans excluded).
@@ -162,7 +307,12 @@ impl Registry {
 
     /// The newest result of `instance` for `basis`, valid or not.
     pub fn result(&self, instance: InstanceId, basis: &CapabilityBasis) -> Option<&CapabilityResult> {
-        self.results.get(&instance)?.get(basis)
+        self.results.get(basis)?.get(&instance)
+    }
+
+    /// The newest results for `basis`, by instance.
+    pub(crate) fn results_for(&self, basis: &CapabilityBasis) -> Option<&HashMap<InstanceId, CapabilityResult>> {
+        self.results.get(basis)
     }
 
     /// Who last succeeded for `connector`.
@@ -178,6 +328,7 @@ impl Registry {
             Some(&slot) => {
                 let instance = &mut self.entries[slot].instance;
                 instance.active_tasks = instance.active_tasks.saturating_add(1);
+                self.facts[slot].active = instance.active_tasks;
                 true
             }
             None => false,
@@ -191,6 +342,7 @@ impl Registry {
             Some(&slot) => {
                 let instance = &mut self.entries[slot].instance;
                 instance.active_tasks = instance.active_tasks.max(instance.capacity.get());
+                self.facts[slot].active = instance.active_tasks;
                 true
             }
             None => false,
@@ -207,8 +359,18 @@ impl Registry {
         }
     }
 
+    /// The index of a group in the snapshot.
+    pub(crate) fn group_index(&self, id: GroupId) -> Option<usize> {
+        self.group_index.get(&id).copied()
+    }
+
     pub(crate) fn entry(&self, slot: Slot) -> &Entry {
         &self.entries[slot]
+    }
+
+    #[inline]
+    pub(crate) fn facts(&self, slot: Slot) -> &Facts {
+        &self.facts[slot]
     }
 
     pub(crate) fn group(&self, entry: &Entry) -> &DelegateGroup {
@@ -218,40 +380,198 @@ impl Registry {
     pub(crate) fn account(&self, account: &Ident) -> Option<&AccountIndex> {
         self.by_account.get(account)
     }
+
+    /// How the registry knows `task_type`.
+    pub(crate) fn wanted_type(&self, task_type: &TaskType) -> WantedType {
+        WantedType {
+            bit: self.task_types.get(task_type).map_or(0, |&n| TypeBits::bit(n)),
+            exact: self.task_types.len() <= 64,
+        }
+    }
+
+    /// Rule 4: whether the instance in `slot` lists the wanted type.
+    #[inline]
+    pub(crate) fn supports(&self, slot: Slot, wanted: WantedType, task_type: &TaskType) -> bool {
+        self.facts[slot].types.0 & wanted.bit != 0
+            && (wanted.exact || self.entries[slot].instance.task_types.contains(task_type))
+    }
 }
 
 impl AccountIndex {
-    /// The instances offering every selector of `wanted`, in slot order. Walks only the
-    /// shortest posting list and checks the others on each of its instances, so the cost
-    /// is bounded by the rarest selector, not by the account's size.
-    pub(crate) fn candidates(&self, wanted: &Selectors, registry: &Registry) -> Vec<Slot> {
+    /// The slot ranges whose groups serve `scope` (a scope of this account): the
+    /// account-level groups, the groups of its org, the groups of its project. Each
+    /// comes as its enabled and its disabled range; absent levels are empty.
+    pub(crate) fn serving(&self, scope: &Scope) -> [ScopeRanges; 3] {
+        let org = scope.org().and_then(|o| self.orgs.get(o));
+        let project = org.zip(scope.project()).and_then(|(o, p)| o.projects.get(p));
+        [
+            self.own.clone(),
+            org.map(|o| o.own.clone()).unwrap_or_default(),
+            project.cloned().unwrap_or_default(),
+        ]
+    }
+
+    /// The instances offering every selector of `wanted`, in slot order. With one
+    /// selector that is its posting list as is; with more, the intersection of the lists
+    /// (see [`intersect`]), so the cost is bounded by the rarest selector, not by the
+    /// account's size.
+    pub(crate) fn candidates<'a>(&'a self, wanted: &Selectors) -> Candidates<'a> {
         if wanted.is_empty() {
-            return self.all.clone();
+            return Candidates::Range(self.all.clone());
         }
         let mut lists = Vec::with_capacity(wanted.len());
         for s in wanted {
             match self.by_selector.get(s) {
-                Some(list) => lists.push((s, list)),
-                None => return Vec::new(),
+                Some(list) => lists.push(list.as_slice()),
+                None => return Candidates::List(Cow::Borrowed(&[])),
             }
         }
-        lists.sort_by_key(|(_, list)| list.len());
-        let (shortest, rest) = lists.split_first().map(|(f, r)| (f.1, r)).unwrap_or((&self.all, &[]));
-        shortest
-            .iter()
-            .copied()
-            .filter(|&slot| rest.iter().all(|(s, _)| registry.entry(slot).selectors.contains(*s)))
-            .collect()
+        lists.sort_by_key(|list| list.len());
+        match lists.as_slice() {
+            [only] => Candidates::List(Cow::Borrowed(only)),
+            [shortest, rest @ ..] => Candidates::List(Cow::Owned(intersect(shortest, rest))),
+            [] => unreachable!("wanted is not empty"),
+        }
     }
 
     /// The effective selectors that at least one instance of the account lacks: exactly
     /// the selectors the instances the index skipped are missing, taken together. Computed
     /// from list sizes alone.
-    pub(crate) fn missing_somewhere(&self, wanted: &Selectors) -> Selectors {
+    pub(crate) fn missing_somewhere<'a>(&self, wanted: &'a Selectors) -> impl Iterator<Item = &'a Selector> {
         wanted
             .iter()
             .filter(|s| self.by_selector.get(*s).map_or(0, Vec::len) < self.all.len())
-            .cloned()
-            .collect()
+    }
+}
+
+/// The slots of `shortest` that are in every list of `rest` (all sorted), intersecting
+/// one list at a time, so later steps work on an ever shorter result.
+fn intersect(shortest: &[Slot], rest: &[&[Slot]]) -> Vec<Slot> {
+    let mut found = shortest.to_vec();
+    for list in rest {
+        found = intersect_two(&found, list);
+    }
+    found
+}
+
+/// The slots of `short` also in `long`, both sorted. Lists of similar lengths are merged
+/// (a few instructions per slot of either list). When `long` is much longer, each slot of
+/// `short` is looked up in it by galloping forward from the previous hit: probing 1, 2,
+/// 4... places ahead, then a binary search, so the cost follows the shorter list.
+fn intersect_two(short: &[Slot], long: &[Slot]) -> Vec<Slot> {
+    let mut found = Vec::with_capacity(short.len());
+    if short.len() * 16 < long.len() {
+        let mut from = 0;
+        for &slot in short {
+            let (mut below, mut probe, mut step) = (from, from, 1);
+            while probe < long.len() && long[probe] < slot {
+                below = probe + 1;
+                probe += step;
+                step *= 2;
+            }
+            from = below + long[below..probe.min(long.len())].partition_point(|&s| s < slot);
+            if long.get(from) == Some(&slot) {
+                found.push(slot);
+            }
+        }
+    } else {
+        let (mut i, mut j) = (0, 0);
+        while i < short.len() && j < long.len() {
+            let (a, b) = (short[i], long[j]);
+            if a == b {
+                found.push(a);
+            }
+            i += usize::from(a <= b);
+            j += usize::from(b <= a);
+        }
+    }
+    found
+}
+
+/// The instances of an account that offer every effective selector, in slot order.
+#[derive(Debug)]
+pub(crate) enum Candidates<'a> {
+    /// A task without selectors: the whole account.
+    Range(Range<Slot>),
+    /// The intersection of the selectors' posting lists.
+    List(Cow<'a, [Slot]>),
+}
+
+impl Candidates<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Candidates::Range(r) => r.len(),
+            Candidates::List(l) => l.len(),
+        }
+    }
+
+    /// The candidates within `range`, found by binary search.
+    pub(crate) fn within(&self, range: &Range<Slot>) -> Candidates<'_> {
+        match self {
+            Candidates::Range(r) => Candidates::Range(range.start.max(r.start)..range.end.min(r.end)),
+            Candidates::List(l) => {
+                let (from, to) = (
+                    l.partition_point(|&s| s < range.start),
+                    l.partition_point(|&s| s < range.end),
+                );
+                Candidates::List(Cow::Borrowed(&l[from..to.max(from)]))
+            }
+        }
+    }
+
+    /// Every candidate, in slot order.
+    pub(crate) fn iter(&self) -> CandidateIter<'_> {
+        match self {
+            Candidates::Range(r) => CandidateIter::Range(r.clone()),
+            Candidates::List(l) => CandidateIter::List(l.iter()),
+        }
+    }
+}
+
+/// Iterates [`Candidates`] without boxing.
+#[derive(Debug)]
+pub(crate) enum CandidateIter<'a> {
+    Range(Range<Slot>),
+    List(std::slice::Iter<'a, Slot>),
+}
+
+impl Iterator for CandidateIter<'_> {
+    type Item = Slot;
+
+    fn next(&mut self) -> Option<Slot> {
+        match self {
+            CandidateIter::Range(r) => r.next(),
+            CandidateIter::List(l) => l.next().copied(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn intersecting_posting_lists_keeps_exactly_the_common_slots(
+            lists in prop::collection::vec(prop::collection::btree_set(0..2_000usize, 0..400), 2..4),
+            rare in prop::collection::btree_set(0..2_000usize, 0..8),
+        ) {
+            // A rare list next to long ones takes the galloping path, similar lengths the merge.
+            for lists in [lists.clone(), [vec![rare], lists].concat()] {
+                let mut sorted: Vec<Vec<Slot>> = lists.iter().map(|l| l.iter().copied().collect()).collect();
+                sorted.sort_by_key(Vec::len);
+                let rest: Vec<&[Slot]> = sorted[1..].iter().map(Vec::as_slice).collect();
+                let expected: Vec<Slot> = lists[0]
+                    .iter()
+                    .copied()
+                    .filter(|s| lists.iter().all(|l: &BTreeSet<Slot>| l.contains(s)))
+                    .collect();
+                prop_assert_eq!(intersect(&sorted[0], &rest), expected);
+            }
+        }
     }
 }

@@ -2,19 +2,25 @@
 //!
 //! The first rule that fails is the instance's reason, and its [`Rejection`] carries the
 //! detail an operator needs (the missing selectors, the heartbeat age, the capability and
-//! what the check saw). An instance that passes all eight comes out with the capabilities
-//! it has not checked yet, which feed both the preference order and validation.
+//! what the check saw). Rules 1 to 3 (enabled, scope, selectors) are answered by where
+//! the registry's indexes place an instance (see `super::walk`); rules 4 to 8 are checked
+//! here, per instance, by `Prepared::check`, which reads only the instance's packed
+//! facts and allocates nothing: the detail of a rejection is only built when a verdict is
+//! written.
 
+use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::registry::{Entry, Registry};
+use super::prefer::{CAPABILITIES_KNOWN, LAST_GROUP, LAST_INSTANCE, Standing, tie_key};
+use super::registry::{Entry, Registry, Slot, WantedType};
 use super::{Context, TaskInputs};
-use crate::capability::CapabilityBasis;
-use crate::delegate::{DelegateGroup, Liveness};
+use crate::capability::{CapabilityBasis, CapabilityResult};
 use crate::ident::Scope;
+use crate::ids::InstanceId;
 use crate::selection::Rule;
 use crate::selector::Selectors;
 use crate::task::TaskType;
@@ -75,6 +81,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in rule order (the order they compare in).
+    pub const ALL: [Reason; 9] = [
+        Reason::Disabled,
+        Reason::OutOfScope,
+        Reason::LacksSelectors,
+        Reason::UnsupportedTaskType,
+        Reason::Disconnected,
+        Reason::StaleHeartbeat,
+        Reason::AtCapacity,
+        Reason::AlreadyTried,
+        Reason::CapabilityUnreachable,
+    ];
+
     pub fn rule(self) -> Rule {
         match self {
             Reason::Disabled => Rule::Enabled,
@@ -152,81 +171,185 @@ pub(crate) fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> Strin
     format!("[{}]", parts.join(", "))
 }
 
-/// What an instance that passed every rule still lacks: the indexes (into the task's
-/// capabilities) of those it has no valid result for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pass {
-    pub(crate) unchecked: Vec<usize>,
+/// What the rules need of a task, resolved against the registry once per decision, so
+/// checking one instance is a handful of comparisons on its [`Facts`](super::registry::Facts).
+#[derive(Debug)]
+pub(crate) struct Prepared<'a> {
+    task: TaskInputs<'a>,
+    ctx: &'a Context,
+    wanted_type: WantedType,
+    /// A heartbeat at or after this instant is fresh (rule 5), with its whole seconds.
+    /// `None` when `now` minus the timeout is not a representable instant; then each age
+    /// is computed.
+    fresh_from: Option<(DateTime<Utc>, i64)>,
+    /// Per capability of the task, the registry's results for its basis.
+    results: Vec<Option<&'a HashMap<InstanceId, CapabilityResult>>>,
+    /// Whether the task has tried instances at all (most have not: skip the lookup).
+    any_tried: bool,
+    /// Who last succeeded for the task's connector: the instance, and its group's index.
+    last_instance: Option<InstanceId>,
+    last_group: Option<usize>,
 }
 
-/// Applies rules 1 to 8, in order, to one instance.
-pub(crate) fn evaluate(reg: &Registry, entry: &Entry, task: &TaskInputs<'_>, ctx: &Context) -> Result<Pass, Rejection> {
-    let group = reg.group(entry);
-    let instance = &entry.instance;
-    if group.disabled {
-        return Err(Rejection::Disabled);
-    }
-    if !group.scope.contains(task.scope) {
-        return Err(Rejection::OutOfScope {
-            delegate_scope: group.scope.clone(),
-        });
-    }
-    let missing = missing_selectors(entry, task);
-    if !missing.is_empty() {
-        return Err(Rejection::LacksSelectors { missing });
-    }
-    if !supports(entry, task) {
-        return Err(Rejection::UnsupportedTaskType {
-            task_type: task.task_type.clone(),
-        });
-    }
-    let heartbeat_age_secs = (ctx.now - instance.last_heartbeat_at).num_seconds();
-    match instance.liveness(ctx.now, ctx.heartbeat_timeout) {
-        Liveness::Connected => {}
-        Liveness::Stale => return Err(Rejection::StaleHeartbeat { heartbeat_age_secs }),
-        Liveness::Disconnected => return Err(Rejection::Disconnected { heartbeat_age_secs }),
-    }
-    if !instance.has_free_slot() {
-        return Err(Rejection::AtCapacity {
-            active: instance.active_tasks,
-            capacity: instance.capacity.get(),
-        });
-    }
-    if task.tried.contains(&instance.id) {
-        return Err(Rejection::AlreadyTried);
-    }
-    let mut unchecked = Vec::new();
-    for (i, capability) in task.capabilities.iter().enumerate() {
-        let basis = capability.basis();
-        match reg.result(instance.id, &basis) {
-            Some(r) if r.is_valid_at(ctx.now, ctx.ttl) => {
-                if !r.reachable {
-                    return Err(Rejection::CapabilityUnreachable {
-                        capability: basis,
-                        detail: r.detail.clone(),
-                        checked_at: r.checked_at,
-                        valid_until: r.checked_at + ctx.ttl.negative,
-                    });
-                }
-            }
-            _ => unchecked.push(i),
+/// The outcome of rules 4 to 8 for an instance already known to be enabled, in scope and
+/// offering every selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Eligible; `capabilities_known` is its part of the preference order that depends
+    /// on the task (see [`Prepared::standing`]).
+    Pass { capabilities_known: bool },
+    /// The first rule it fails.
+    Fail(Reason),
+    /// Rule 8: a valid negative result for this capability (an index into the task's).
+    Unreachable(usize),
+}
+
+impl<'a> Prepared<'a> {
+    pub(crate) fn new(reg: &'a Registry, task: &TaskInputs<'a>, ctx: &'a Context) -> Self {
+        let last = task.connector_id.and_then(|c| reg.last_success(c));
+        Prepared {
+            task: *task,
+            ctx,
+            wanted_type: reg.wanted_type(task.task_type),
+            fresh_from: ctx
+                .now
+                .checked_sub_signed(ctx.heartbeat_timeout)
+                .map(|from| (from, from.timestamp())),
+            results: task.capabilities.iter().map(|c| reg.results_for(&c.basis())).collect(),
+            any_tried: !task.tried.is_empty(),
+            last_instance: last.map(|l| l.instance_id),
+            last_group: last.and_then(|l| reg.group_index(l.group_id)),
         }
     }
-    Ok(Pass { unchecked })
+
+    pub(crate) fn task(&self) -> &TaskInputs<'a> {
+        &self.task
+    }
+
+    /// Rule 4, which with scope and selectors decides whether an instance could ever take
+    /// the task.
+    #[inline]
+    pub(crate) fn supports(&self, reg: &Registry, slot: Slot) -> bool {
+        reg.supports(slot, self.wanted_type, self.task.task_type)
+    }
+
+    /// Applies rules 4 to 8, in order, to the instance in `slot`; rules 1 to 3 are the
+    /// walk's business (they follow from where the index found the instance).
+    #[inline(always)]
+    pub(crate) fn check(&self, reg: &Registry, slot: Slot) -> Check {
+        let f = reg.facts(slot);
+        if !self.supports(reg, slot) {
+            return Check::Fail(Reason::UnsupportedTaskType);
+        }
+        if !f.connected {
+            return Check::Fail(Reason::Disconnected);
+        }
+        let fresh = match self.fresh_from {
+            Some((from, from_secs)) => match f.heartbeat_secs.cmp(&from_secs) {
+                Ordering::Greater => true,
+                Ordering::Less => false,
+                Ordering::Equal => reg.entry(slot).instance.last_heartbeat_at >= from,
+            },
+            None => self.ctx.now - reg.entry(slot).instance.last_heartbeat_at <= self.ctx.heartbeat_timeout,
+        };
+        if !fresh {
+            return Check::Fail(Reason::StaleHeartbeat);
+        }
+        if f.active >= f.capacity {
+            return Check::Fail(Reason::AtCapacity);
+        }
+        if self.any_tried && self.task.tried.contains(&f.id) {
+            return Check::Fail(Reason::AlreadyTried);
+        }
+        // Vacuous for a task without capabilities: then it says nothing.
+        let mut known = !self.results.is_empty();
+        for (i, results) in self.results.iter().enumerate() {
+            match results.and_then(|r| r.get(&f.id)) {
+                Some(r) if r.is_valid_at(self.ctx.now, self.ctx.ttl) => {
+                    if !r.reachable {
+                        return Check::Unreachable(i);
+                    }
+                }
+                _ => known = false,
+            }
+        }
+        Check::Pass {
+            capabilities_known: known,
+        }
+    }
+
+    /// Where the eligible instance in `slot` stands in the preference order.
+    #[inline]
+    pub(crate) fn standing(&self, reg: &Registry, slot: Slot, capabilities_known: bool) -> Standing {
+        let f = reg.facts(slot);
+        let held = [
+            (self.last_instance == Some(f.id), LAST_INSTANCE),
+            (self.last_group == Some(f.group as usize), LAST_GROUP),
+            (capabilities_known, CAPABILITIES_KNOWN),
+        ]
+        .into_iter()
+        .fold(0, |held, (holds, bit)| if holds { held | bit } else { held });
+        Standing::new(f.id, held, f.active, f.capacity, tie_key(self.ctx.seed, f.id_hash))
+    }
+
+    /// The task's capabilities (indexes) that the eligible instance in `slot` has no
+    /// valid result for: it must validate them first.
+    pub(crate) fn unchecked(&self, reg: &Registry, slot: Slot) -> Vec<usize> {
+        let id = reg.facts(slot).id;
+        self.results
+            .iter()
+            .enumerate()
+            .filter(|(_, results)| {
+                !results
+                    .and_then(|r| r.get(&id))
+                    .is_some_and(|r| r.is_valid_at(self.ctx.now, self.ctx.ttl))
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The detail of a rejection of the instance in `slot`, for its verdict. `reason` is
+    /// what the walk or [`Prepared::check`] found; `capability` is the index from
+    /// [`Check::Unreachable`] (ignored for the other reasons).
+    pub(crate) fn rejection(&self, reg: &Registry, slot: Slot, reason: Reason, capability: usize) -> Rejection {
+        let entry = reg.entry(slot);
+        let instance = &entry.instance;
+        let heartbeat_age_secs = (self.ctx.now - instance.last_heartbeat_at).num_seconds();
+        match reason {
+            Reason::Disabled => Rejection::Disabled,
+            Reason::OutOfScope => Rejection::OutOfScope {
+                delegate_scope: reg.group(entry).scope.clone(),
+            },
+            Reason::LacksSelectors => Rejection::LacksSelectors {
+                missing: missing_selectors(entry, &self.task),
+            },
+            Reason::UnsupportedTaskType => Rejection::UnsupportedTaskType {
+                task_type: self.task.task_type.clone(),
+            },
+            Reason::Disconnected => Rejection::Disconnected { heartbeat_age_secs },
+            Reason::StaleHeartbeat => Rejection::StaleHeartbeat { heartbeat_age_secs },
+            Reason::AtCapacity => Rejection::AtCapacity {
+                active: instance.active_tasks,
+                capacity: instance.capacity.get(),
+            },
+            Reason::AlreadyTried => Rejection::AlreadyTried,
+            Reason::CapabilityUnreachable => {
+                let capability = self.task.capabilities[capability].basis();
+                let r = reg
+                    .result(instance.id, &capability)
+                    .expect("an unreachable capability has a result");
+                Rejection::CapabilityUnreachable {
+                    detail: r.detail.clone(),
+                    checked_at: r.checked_at,
+                    valid_until: r.checked_at + self.ctx.ttl.negative,
+                    capability,
+                }
+            }
+        }
+    }
 }
 
 /// The effective selectors the instance does not offer.
 pub(crate) fn missing_selectors(entry: &Entry, task: &TaskInputs<'_>) -> Selectors {
     task.selectors.difference(&entry.selectors).cloned().collect()
-}
-
-fn supports(entry: &Entry, task: &TaskInputs<'_>) -> bool {
-    entry.instance.task_types.contains(task.task_type)
-}
-
-/// Whether the registration-time rules (scope, selectors, task type) let this instance
-/// ever take the task, whatever its group's switch, liveness, load or results. A task
-/// for which this holds of no instance can never match.
-pub(crate) fn could_ever_take(group: &DelegateGroup, entry: &Entry, task: &TaskInputs<'_>) -> bool {
-    group.scope.contains(task.scope) && task.selectors.is_subset(&entry.selectors) && supports(entry, task)
 }

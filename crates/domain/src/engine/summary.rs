@@ -5,14 +5,15 @@
 //! a task whose outlook is [`Outlook::Never`] fails at once as `no_eligible_delegate`
 //! (unless its submitter asked to wait), one that is [`Outlook::Temporary`] waits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
 
-use super::rules::{Reason, Rejection, list};
+use super::TaskInputs;
+use super::rules::{Reason, list};
 use crate::selection::Rule;
-use crate::selector::Selectors;
+use crate::selector::Selector;
 
 /// Whether the task can be placed now, later, or never.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -68,16 +69,23 @@ impl Summary {
     }
 }
 
-/// Accumulates a [`Summary`] while the engine evaluates instances.
+/// Accumulates a [`Summary`] while the engine walks instances. It counts, and notes only
+/// what the line lists in brackets (the missing selectors, the unreachable capabilities);
+/// the strings are made once, in [`Tally::finish`], not per instance.
 #[derive(Debug, Default)]
-pub(crate) struct Tally {
+pub(crate) struct Tally<'t> {
     considered: usize,
     eligible: usize,
     could_match: bool,
-    counts: BTreeMap<Reason, (usize, BTreeSet<String>)>,
+    /// Rejections per reason, indexed by the reason's place in [`Reason::ALL`].
+    counts: [usize; Reason::ALL.len()],
+    /// The effective selectors missing from at least one instance.
+    missing: BTreeSet<&'t Selector>,
+    /// The task's capabilities (indexes) that rejected at least one instance.
+    unreachable: BTreeSet<usize>,
 }
 
-impl Tally {
+impl<'t> Tally<'t> {
     pub(crate) fn new(considered: usize) -> Self {
         Tally {
             considered,
@@ -92,42 +100,54 @@ impl Tally {
 
     /// Records one rejection; `could_ever_take` says whether the instance passes the
     /// registration-time rules even though an earlier or later rule rejected it.
-    pub(crate) fn rejected(&mut self, rejection: &Rejection, could_ever_take: bool) {
+    pub(crate) fn rejected(&mut self, reason: Reason, could_ever_take: bool) {
+        self.rejected_many(reason, 1);
         self.could_match |= could_ever_take;
-        let (n, listed) = self.counts.entry(rejection.reason()).or_default();
-        *n += 1;
-        match rejection {
-            Rejection::LacksSelectors { missing } => listed.extend(missing.iter().map(ToString::to_string)),
-            Rejection::UnsupportedTaskType { task_type } => {
-                listed.insert(task_type.to_string());
-            }
-            Rejection::CapabilityUnreachable { capability, .. } => {
-                listed.insert(capability.to_string());
-            }
-            _ => {}
-        }
     }
 
-    /// Records `n` instances the index skipped for lacking selectors, all of them
-    /// together missing `missing`; they count without being looked at.
-    pub(crate) fn skipped(&mut self, n: usize, missing: &Selectors) {
-        if n == 0 {
-            return;
-        }
-        let (count, listed) = self.counts.entry(Reason::LacksSelectors).or_default();
-        *count += n;
-        listed.extend(missing.iter().map(ToString::to_string));
+    /// Records `n` rejections for `reason`, counted without being looked at one by one;
+    /// whether any of them could ever take the task is for [`Tally::could_match`].
+    pub(crate) fn rejected_many(&mut self, reason: Reason, n: usize) {
+        self.counts[reason as usize] += n;
     }
 
-    pub(crate) fn finish(self) -> Summary {
-        let mut rejected: Vec<ReasonCount> = self
-            .counts
+    /// Notes that some rejected instance could take the task if its state changed.
+    pub(crate) fn could_match(&mut self) {
+        self.could_match = true;
+    }
+
+    /// Notes selectors that instances rejected for lacking selectors miss.
+    pub(crate) fn missing(&mut self, selectors: impl IntoIterator<Item = &'t Selector>) {
+        self.missing.extend(selectors);
+    }
+
+    /// Notes the capability (an index into the task's) an instance was rejected for.
+    pub(crate) fn unreachable(&mut self, capability: usize) {
+        self.unreachable.insert(capability);
+    }
+
+    pub(crate) fn finish(self, task: &TaskInputs<'_>) -> Summary {
+        let listed = |reason: Reason| -> Vec<String> {
+            let set: BTreeSet<String> = match reason {
+                Reason::LacksSelectors => self.missing.iter().map(ToString::to_string).collect(),
+                Reason::UnsupportedTaskType => [task.task_type.to_string()].into(),
+                Reason::CapabilityUnreachable => self
+                    .unreachable
+                    .iter()
+                    .map(|&i| task.capabilities[i].basis().to_string())
+                    .collect(),
+                _ => BTreeSet::new(),
+            };
+            set.into_iter().collect()
+        };
+        let mut rejected: Vec<ReasonCount> = Reason::ALL
             .into_iter()
-            .map(|(reason, (count, listed))| ReasonCount {
+            .filter(|&reason| self.counts[reason as usize] > 0)
+            .map(|reason| ReasonCount {
                 reason,
                 rule: reason.rule(),
-                count,
-                listed: listed.into_iter().collect(),
+                count: self.counts[reason as usize],
+                listed: listed(reason),
             })
             .collect();
         rejected.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));

@@ -65,6 +65,17 @@ impl Task {
         )
     }
 
+    /// Decides as a placement does: without verdicts.
+    fn place(&self, reg: &Registry) -> Decision {
+        self.decide_with(
+            reg,
+            Context {
+                verdicts: false,
+                ..Context::new(now(), 7)
+            },
+        )
+    }
+
     fn decide_with(&self, reg: &Registry, ctx: Context) -> Decision {
         decide(&self.inputs(), reg, &ctx)
     }

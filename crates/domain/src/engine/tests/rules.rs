@@ -169,6 +169,67 @@ fn the_heartbeat_timeout_comes_from_the_context() {
 }
 
 #[test]
+fn a_heartbeat_exactly_as_old_as_the_timeout_is_fresh_and_a_nanosecond_older_is_stale() {
+    // Both fall in the cut-off's second, where the whole-second comparison cannot decide.
+    let g = group(1, "acme", "k8s", &[]);
+    let mut edge = instance(1, &g);
+    edge.last_heartbeat_at = now() - Duration::minutes(5);
+    let mut over = instance(2, &g);
+    over.last_heartbeat_at = now() - Duration::minutes(5) - Duration::nanoseconds(1);
+    let reg = registry(vec![g], vec![edge.clone(), over.clone()]);
+    let task = Task::new("acme", &[]);
+    let d = task.decide(&reg);
+    assert_eq!(rejected_by(&d, over.id), Some(Rule::Liveness));
+    assert_eq!(d.chosen, Some(edge.id));
+    let placing = task.place(&reg);
+    assert_eq!((placing.chosen, &placing.summary), (d.chosen, &d.summary));
+}
+
+#[test]
+fn an_unbounded_heartbeat_timeout_keeps_every_connected_instance_fresh() {
+    // What the server passes when its setting does not fit a chrono duration.
+    let g = group(1, "acme", "k8s", &[]);
+    let mut old = instance(1, &g);
+    old.last_heartbeat_at = now() - Duration::days(3650);
+    let reg = registry(vec![g], vec![old.clone()]);
+    let ctx = Context {
+        heartbeat_timeout: Duration::MAX,
+        ..Context::new(now(), 1)
+    };
+    let task = Task::new("acme", &[]);
+    assert_eq!(task.decide_with(&reg, ctx).chosen, Some(old.id));
+    let placing = Context { verdicts: false, ..ctx };
+    assert_eq!(task.decide_with(&reg, placing).chosen, Some(old.id));
+}
+
+#[test]
+fn task_types_are_told_apart_beyond_the_sixty_four_the_type_bits_hold_exactly() {
+    // 70 types: `t0` and `t64` share a bit, so the instance's own list must decide.
+    let g = group(1, "acme", "k8s", &[]);
+    let mut all = instance(1, &g);
+    all.task_types = (0..70)
+        .filter(|n| *n != 64)
+        .map(|n| task_type(&format!("t{n}")))
+        .collect();
+    let mut other = instance(2, &g);
+    other.task_types = vec![task_type("t64")];
+    let reg = registry(vec![g], vec![all.clone(), other.clone()]);
+    for (wanted, eligible) in [("t0", all.id), ("t64", other.id), ("t69", all.id)] {
+        let mut task = Task::new("acme", &[]);
+        task.task_type = task_type(wanted);
+        let d = task.decide(&reg);
+        assert_eq!(d.chosen, Some(eligible), "{wanted}");
+        assert_eq!(
+            d.summary.count(crate::engine::Reason::UnsupportedTaskType),
+            1,
+            "{wanted}"
+        );
+        let placing = task.place(&reg);
+        assert_eq!((placing.chosen, &placing.summary), (d.chosen, &d.summary), "{wanted}");
+    }
+}
+
+#[test]
 fn an_instance_at_capacity_is_rejected_with_its_load() {
     let g = group(1, "acme", "k8s", &[]);
     let mut i = instance(1, &g);
