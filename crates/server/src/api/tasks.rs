@@ -143,7 +143,7 @@ pub async fn explain(
     let request = json_body(&headers, &body)?;
     let task = Task::queued(new_task(&state, &caller, request, None).await?);
     caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
-    let decision = dispatch::place::evaluate(&state, &task, &Default::default(), true).await?;
+    let decision = dispatch::place::evaluate(&state, &task, &Default::default(), dispatch::place::Detail::All).await?;
     let explanation = decision.summary.to_string();
     Ok(Json(Explained { decision, explanation }))
 }

@@ -64,6 +64,19 @@ struct Kept {
     generation: u64,
 }
 
+/// What the caller does with a decision: how far an old snapshot is trusted for it, and
+/// how much of it is worked out.
+#[derive(Debug)]
+pub struct Use<E, V> {
+    pub freshness: Freshness,
+    /// Which decisions the caller acts on by failing the task: those are trusted only
+    /// from a snapshot built for them.
+    pub ends_task: E,
+    /// Which decisions made without verdicts ([`Context::verdicts`] off) are made again
+    /// with them, on the same snapshot and seed (so with the same choice).
+    pub verdicts: V,
+}
+
 /// How far a decision may trust an old snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
@@ -92,18 +105,21 @@ impl Fleet {
         self.rebuilds.load(Ordering::Relaxed)
     }
 
-    /// Decides for `inputs`, `last` being the freshest last success of its connector.
-    /// `ends_task` says which decisions the caller would act on by failing the task:
-    /// those are trusted only from a snapshot built for them.
+    /// Decides for `inputs`, `last` being the freshest last success of its connector,
+    /// as far as `use_` says.
     pub async fn decide(
         &self,
         state: &AppState,
         inputs: &TaskInputs<'_>,
         last: Option<LastSuccess>,
         context: &Context,
-        freshness: Freshness,
-        ends_task: impl Fn(&Decision) -> bool,
+        use_: Use<impl Fn(&Decision) -> bool, impl Fn(&Decision) -> bool>,
     ) -> StoreResult<Decision> {
+        let Use {
+            freshness,
+            ends_task,
+            verdicts,
+        } = use_;
         let mut kept = self.kept.lock().await;
         let mut built_now = false;
         loop {
@@ -122,10 +138,18 @@ impl Fleet {
             let decision = state.metrics().time_decision(|| decide(inputs, &k.registry, context));
             let trusted =
                 built_now || decision.chosen.is_some() || (!ends_task(&decision) && k.built.elapsed() <= TRUST_WAIT);
-            if trusted {
+            if !trusted {
+                *kept = None;
+                continue;
+            }
+            if context.verdicts || !verdicts(&decision) {
                 return Ok(decision);
             }
-            *kept = None;
+            let full = Context {
+                verdicts: true,
+                ..*context
+            };
+            return Ok(decide(inputs, &k.registry, &full));
         }
     }
 

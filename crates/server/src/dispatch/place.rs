@@ -12,7 +12,7 @@ use switchboard_domain::{
 use switchboard_protocol::socket::ServerMessage;
 use switchboard_store::{Claim, StoreError, StoreResult, Transition};
 
-use super::fleet::Freshness;
+use super::fleet::{Freshness, Use};
 use crate::metrics::Validation;
 use crate::state::AppState;
 
@@ -80,7 +80,7 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
         if task.state != TaskState::Queued {
             return Ok(Placement::NotQueued);
         }
-        let decision = evaluate(state, &task, &silent, false).await?;
+        let decision = evaluate(state, &task, &silent, Detail::Placement).await?;
         let attempt = task.attempt.next();
         last = decision.summary.to_string();
         // The decision's entry is written with whatever follows it (the assignment, most
@@ -157,14 +157,30 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
     Ok(Placement::Waiting { explanation: last })
 }
 
-/// Runs the engine for `task`. A placement (`explain_all` false) decides against the
-/// kept snapshot ([`super::fleet::Fleet`]); a dry run (`explain_all`: every instance of the account is
-/// explained) against one built for it.
+/// The most instances a task's account may hold for an assigning decision to be logged
+/// with a verdict for each; beyond it the log keeps the summary and the choice.
+pub const VERDICTS_LOGGED_UP_TO: usize = 200;
+
+/// How much of a decision to work out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// What a placement logs, against the kept snapshot ([`super::fleet::Fleet`]): the
+    /// choice and the summary (no per-instance verdicts: the cheap mode), then again
+    /// with a verdict per instance the index found when nobody takes the task now (an
+    /// operator will ask why) or the account is small ([`VERDICTS_LOGGED_UP_TO`]).
+    Placement,
+    /// A verdict for every instance of the account, against a snapshot built for it (a
+    /// dry run an operator reads).
+    All,
+}
+
+/// Runs the engine for `task`, skipping the instances in `also_skip` besides those that
+/// already had an attempt.
 pub async fn evaluate(
     state: &AppState,
     task: &Task,
     also_skip: &BTreeSet<InstanceId>,
-    explain_all: bool,
+    detail: Detail,
 ) -> StoreResult<Decision> {
     let store = state.store();
     let connector_selectors = match (task.spec.selectors.is_empty(), task.spec.connector_id) {
@@ -196,16 +212,23 @@ pub async fn evaluate(
     let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
     let context = Context {
         heartbeat_timeout: timeout,
-        explain_all,
+        explain_all: detail == Detail::All,
+        verdicts: detail == Detail::All,
         ..Context::new(Utc::now(), state.dispatcher().seed())
     };
-    let freshness = if explain_all { Freshness::Fresh } else { Freshness::Kept };
+    let freshness = if detail == Detail::All {
+        Freshness::Fresh
+    } else {
+        Freshness::Kept
+    };
     let waits = task.spec.wait_for_delegate;
     let ends_task = |d: &Decision| (d.summary.can_never_match() && !waits) || unreachable_everywhere(d);
-    state
-        .fleet()
-        .decide(state, &inputs, last, &context, freshness, ends_task)
-        .await
+    let use_ = Use {
+        freshness,
+        ends_task,
+        verdicts: |d: &Decision| d.chosen.is_none() || d.summary.considered <= VERDICTS_LOGGED_UP_TO,
+    };
+    state.fleet().decide(state, &inputs, last, &context, use_).await
 }
 
 /// Whether no instance is eligible and some were rejected for a capability they
