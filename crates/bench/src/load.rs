@@ -186,6 +186,9 @@ pub struct Step {
     pub complete: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// Where the manager's time went (filled in by the scenario, which knows the manager).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manager: Option<crate::scenario::Usage>,
 }
 
 /// Submits at `offer.rate` for `offer.duration` (open loop), waits for the tasks to
@@ -258,6 +261,7 @@ pub async fn run_step(
         acquire: Latency::of(&stats.acquire),
         complete: Latency::of(&stats.complete),
         first_error: stats.first_error,
+        manager: None,
     }
 }
 

@@ -137,7 +137,17 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
             num(s.complete.p99_ms, 2),
             (s.submit_errors + s.result_errors).to_string(),
             if sustained(s, args.max_p99_ms) { "yes" } else { "no" }.to_owned(),
+            cpu(s),
         ]);
+    }
+    if let Some(top) = result.steps.last().and_then(|s| s.manager.as_ref()) {
+        table.note(format!(
+            "manager at the highest rate, per lifecycle: {:.1} store writes; most store time: {}; {:.1} decisions of {} ms",
+            top.store_writes_per_task,
+            top.top_store_ops(3),
+            top.decisions_per_task,
+            top.decision_mean_ms.map_or("-".to_owned(), |ms| num(ms, 3))
+        ));
     }
     table.note(format!(
         "best sustained: {} lifecycles/s (measured {} /s); offers not acquired: {acquire_errors}; socket drops: {disconnects}",
@@ -193,7 +203,9 @@ async fn ramp(ctx: &Ctx, rig: &Rig, label: &str, args: &F1Args) -> Result<Vec<St
     let step = |rate: f64| {
         let bar = progress(&format!("{label}: {rate:.0}/s"));
         async move {
-            let s = run_step(&rig.operator, &rig.recorder, &rig.layout, offer(rate), &bar).await;
+            let before = rig.snapshot(ctx).await;
+            let mut s = run_step(&rig.operator, &rig.recorder, &rig.layout, offer(rate), &bar).await;
+            s.manager = Some(rig.usage_since(ctx, &before, s.completed).await);
             bar.finish_and_clear();
             eprintln!(
                 "{label}: offered {rate:.0}/s, completed {}/{} at {:.0}/s, lifecycle p99 {:.1} ms{}",
@@ -248,6 +260,14 @@ async fn ramp(ctx: &Ctx, rig: &Rig, label: &str, args: &F1Args) -> Result<Vec<St
     }
     steps.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
     Ok(steps)
+}
+
+/// The manager's CPU during a step, for a table cell.
+pub fn cpu(step: &Step) -> String {
+    step.manager
+        .as_ref()
+        .and_then(|u| u.cpu_percent)
+        .map_or("-".to_owned(), |c| num(c, 0))
 }
 
 /// p50 and p99 of notification, acquire and lifecycle against offered rate.

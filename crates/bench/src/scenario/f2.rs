@@ -60,7 +60,9 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F2Args) -> Result<Vec<Point
             duration: Duration::from_secs(args.duration_secs.max(1)),
             drain: Duration::from_secs(args.f1.drain_secs),
         };
-        let step = run_step(&rig.operator, &rig.recorder, &rig.layout, offer, &bar).await;
+        let before = rig.snapshot(ctx).await;
+        let mut step = run_step(&rig.operator, &rig.recorder, &rig.layout, offer, &bar).await;
+        step.manager = Some(rig.usage_since(ctx, &before, step.completed).await);
         bar.finish_and_clear();
         rig.wait_idle(ctx, Duration::from_secs(60)).await;
         points.push(Point { fraction, step });
@@ -85,6 +87,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F2Args) -> Result<Vec<Point
             "p99",
             "p99.9",
             "lifecycle p99",
+            "mgr CPU %",
         ],
     );
     for p in &points {
@@ -101,6 +104,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F2Args) -> Result<Vec<Point
             num(s.acquire.p99_ms, 2),
             num(s.acquire.p999_ms, 2),
             num(s.complete.p99_ms, 2),
+            f1::cpu(s),
         ]);
     }
     table.note("targets at 50 % of F1: notification p50 < 2 ms, p99 < 10 ms");

@@ -7,6 +7,7 @@ pub mod f3;
 pub mod f4;
 pub mod suite;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::BenchError;
 use crate::fleet::{Fleet, Layout};
 use crate::load::Recorder;
 use crate::manager::{Launch, Manager, StoreKind, manager_binary};
+use crate::metrics::{self, Scrape};
 use crate::postgres::{self, Reference};
 use crate::procfs::Machine;
 use crate::report::write_json;
@@ -276,9 +278,103 @@ impl Rig {
         }
     }
 
+    /// What the manager has done so far, to compare with after a step.
+    pub async fn snapshot(&self, ctx: &Ctx) -> Snapshot {
+        Snapshot {
+            scrape: self.manager.scrape(&ctx.http).await.unwrap_or_default(),
+            cpu_seconds: self.manager.cpu_seconds(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Where the manager's time went since `before`, per task completed in between.
+    pub async fn usage_since(&self, ctx: &Ctx, before: &Snapshot, completed: u64) -> Usage {
+        let after = self.snapshot(ctx).await;
+        let elapsed = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let per_task = |delta: f64| delta / completed.max(1) as f64;
+        let delta = |series: &str, label: &str| -> BTreeMap<String, f64> {
+            let old = before.scrape.by_label(series, label);
+            after
+                .scrape
+                .by_label(series, label)
+                .into_iter()
+                .map(|(op, n)| {
+                    let d = n - old.get(&op).copied().unwrap_or(0.0);
+                    (op, d)
+                })
+                .filter(|(_, d)| *d > 0.0)
+                .collect()
+        };
+        let calls = delta("switchboard_store_call_seconds_count", "op");
+        let seconds = delta("switchboard_store_call_seconds_sum", "op");
+        let decisions = after.scrape.value("switchboard_assignment_decision_seconds_count")
+            - before.scrape.value("switchboard_assignment_decision_seconds_count");
+        let decision_seconds = after.scrape.value("switchboard_assignment_decision_seconds_sum")
+            - before.scrape.value("switchboard_assignment_decision_seconds_sum");
+        Usage {
+            cpu_percent: after
+                .cpu_seconds
+                .zip(before.cpu_seconds)
+                .map(|(a, b)| (a - b) / elapsed * 100.0),
+            store_writes_per_task: per_task(
+                calls
+                    .iter()
+                    .filter(|(op, _)| !metrics::is_read(op))
+                    .map(|(_, n)| n)
+                    .sum(),
+            ),
+            store_calls_per_task: calls.iter().map(|(op, n)| (op.clone(), per_task(*n))).collect(),
+            store_ms_per_task: seconds
+                .iter()
+                .map(|(op, s)| (op.clone(), per_task(s * 1000.0)))
+                .collect(),
+            decisions_per_task: per_task(decisions),
+            decision_mean_ms: (decisions > 0.0).then(|| decision_seconds / decisions * 1000.0),
+        }
+    }
+
     pub async fn down(self) {
         self.fleet.stop().await;
         self.manager.stop().await;
+    }
+}
+
+/// The manager's counters and CPU time at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    scrape: Scrape,
+    cpu_seconds: Option<f64>,
+    at: Instant,
+}
+
+/// Where the manager's time went during a step: the profile beside each figure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    /// The manager's CPU time over the step, in % of one core.
+    pub cpu_percent: Option<f64>,
+    pub store_writes_per_task: f64,
+    /// Store calls per completed task, by operation.
+    pub store_calls_per_task: BTreeMap<String, f64>,
+    /// Milliseconds spent in store calls per completed task, by operation (calls overlap).
+    pub store_ms_per_task: BTreeMap<String, f64>,
+    pub decisions_per_task: f64,
+    /// The engine's mean time per decision.
+    pub decision_mean_ms: Option<f64>,
+}
+
+impl Usage {
+    /// The `n` operations with the most store time per task, as `op 1.2 ms (3.0 calls)`.
+    pub fn top_store_ops(&self, n: usize) -> String {
+        let mut ops: Vec<(&String, &f64)> = self.store_ms_per_task.iter().collect();
+        ops.sort_by(|a, b| b.1.total_cmp(a.1));
+        ops.iter()
+            .take(n)
+            .map(|(op, ms)| {
+                let calls = self.store_calls_per_task.get(*op).copied().unwrap_or(0.0);
+                format!("{op} {ms:.2} ms ({calls:.1} calls)")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
