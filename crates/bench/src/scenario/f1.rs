@@ -39,7 +39,7 @@ pub struct F1Args {
     #[arg(long, value_delimiter = ',')]
     pub rates: Vec<f64>,
     /// The first rate tried, in tasks a second.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 25.0)]
     pub start_rate: f64,
     /// Each next rate is the last one times this.
     #[arg(long, default_value_t = 1.5)]
@@ -48,7 +48,7 @@ pub struct F1Args {
     #[arg(long, default_value_t = 20_000.0)]
     pub max_rate: f64,
     /// Bisection steps between the best sustained and the first failed rate.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub refine: u32,
     /// How long each rate is offered.
     #[arg(long, default_value_t = 10)]

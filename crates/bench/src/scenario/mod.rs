@@ -34,7 +34,7 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postg
 pub struct Common {
     /// The PostgreSQL server (any database on it): each run makes a fresh database there
     /// and drops it at the end [default: postgres://postgres@127.0.0.1:5432/postgres].
-    #[arg(long, env = "DATABASE_URL", global = true)]
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Drive this manager instead of starting one (its store is whatever it was started on;
     /// --store then only labels the results and picks the reference).
