@@ -35,16 +35,26 @@ impl Table {
     pub fn render(&self) -> String {
         let columns = self.headers.len();
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+        // A short row (a size skipped, with why) runs its last cell on unaligned, so a
+        // long explanation does not widen the column it starts in.
+        for row in self.rows.iter().filter(|row| row.len() >= columns) {
             for (i, cell) in row.iter().enumerate().take(columns) {
                 widths[i] = widths[i].max(cell.chars().count());
             }
         }
         let line = |cells: &[String]| {
+            let last = cells.len().saturating_sub(1);
             cells
                 .iter()
                 .zip(&widths)
-                .map(|(cell, width)| format!("{cell:>width$}"))
+                .enumerate()
+                .map(|(i, (cell, width))| {
+                    if i == last && cells.len() < columns {
+                        cell.clone()
+                    } else {
+                        format!("{cell:>width$}")
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("  ")
         };
@@ -92,12 +102,14 @@ mod tests {
     fn columns_are_aligned_to_the_widest_cell() {
         let mut t = Table::new("T", &["a", "long header"]);
         t.row(vec!["12345".into(), "1".into()]);
+        t.row(vec!["skipped: a long reason".into()]);
         t.note("n");
         let text = t.render();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[1], "T");
         assert_eq!(lines[2], "    a  long header");
         assert_eq!(lines[4], "12345            1");
-        assert_eq!(lines[5], "n");
+        assert_eq!(lines[5], "skipped: a long reason");
+        assert_eq!(lines[6], "n");
     }
 }

@@ -176,7 +176,7 @@ async fn grow(
                 kib_per_socket: None,
                 bench_rss_kib: None,
                 skipped: Some(format!(
-                    "needs about {} open files per process; the limit here is {limit} (hard limit; raise it with ulimit -Hn as root)",
+                    "needs about {} open files per process, over this machine's limit of {limit} (RLIMIT_NOFILE, already raised to its hard limit)",
                     size as u64 + HEADROOM
                 )),
             });

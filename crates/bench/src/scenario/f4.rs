@@ -124,7 +124,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F4Args) -> Result<Vec<Point
         let limit = ctx.machine.open_files_limit;
         if case.delegates as u64 + HEADROOM > limit {
             points.push(skipped(case, format!(
-                "needs about {} open files per process; the limit here is {limit} (hard limit; raise it with ulimit -Hn as root)",
+                "needs about {} open files per process, over this machine's limit of {limit} (RLIMIT_NOFILE, already raised to its hard limit)",
                 case.delegates as u64 + HEADROOM
             )));
             continue;
