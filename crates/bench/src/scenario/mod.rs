@@ -225,6 +225,30 @@ impl Rig {
         capacity: u32,
     ) -> Result<Rig, BenchError> {
         let manager = ctx.manager(store, label, &[]).await?;
+        match Self::fleet(ctx, &manager, label, delegates, capacity).await {
+            Ok((operator, layout, recorder, fleet)) => Ok(Rig {
+                manager,
+                operator,
+                fleet,
+                layout,
+                recorder,
+            }),
+            Err(e) => {
+                // Stopped properly, so that its fresh database is dropped too.
+                manager.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers and connects the fleet of [`Rig::up`].
+    async fn fleet(
+        ctx: &Ctx,
+        manager: &Manager,
+        label: &str,
+        delegates: usize,
+        capacity: u32,
+    ) -> Result<(Client, Layout, Arc<Recorder>, Fleet), BenchError> {
         let operator = Client::new(manager.url.clone(), Some(manager.api_key.clone()))
             .map_err(|e| BenchError::Setup(e.to_string()))?;
         let layout = Layout::new(delegates)?;
@@ -245,17 +269,12 @@ impl Rig {
         let connected = fleet.wait_connected(delegates, Duration::from_secs(300), &bar).await;
         bar.finish_and_clear();
         if connected < delegates {
+            fleet.stop().await;
             return Err(BenchError::Manager(format!(
                 "only {connected} of {delegates} delegates connected within 5 minutes"
             )));
         }
-        Ok(Rig {
-            manager,
-            operator,
-            fleet,
-            layout,
-            recorder,
-        })
+        Ok((operator, layout, recorder, fleet))
     }
 
     /// Waits (at most `patience`) until the manager has finished every task submitted to
