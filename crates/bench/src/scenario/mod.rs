@@ -85,6 +85,7 @@ impl Ctx {
             Some(dir) => dir.clone(),
             None => default_out_dir()?,
         };
+        std::fs::create_dir_all(&out)?;
         Ok(Ctx {
             common,
             out,
@@ -117,7 +118,6 @@ impl Ctx {
         if let (Some(url), Some(key)) = (&self.common.manager, &self.common.api_key) {
             return Ok(Manager::external(url, key, self.common.manager_pid));
         }
-        std::fs::create_dir_all(&self.out)?;
         let launch = Launch {
             binary: manager_binary(self.common.manager_bin.as_deref())?,
             store,
