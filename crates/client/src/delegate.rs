@@ -12,7 +12,13 @@
 //! Over `https://` and `wss://`, registration and the socket trust the same [`Tls`]:
 //! build the reqwest client with [`Tls::http_client`] and start the session with
 //! [`Session::start_with_tls`].
+//!
+//! A process that holds very many sockets to one manager (the benchmark tool) runs out of
+//! ephemeral ports on one source address (about 28,000 on Linux); [`Session::start_bound`]
+//! binds the socket to a chosen local address, such as one of `127.0.0.x`, so the ports
+//! of several addresses can be used.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +36,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::{ClientError, Tls, decode};
+
+/// The socket's read buffer.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Registers an instance with `token` at the manager `base` URL.
 pub async fn register(
@@ -156,6 +165,12 @@ impl Session {
 
     /// Like [`Session::start`], trusting what `tls` trusts for a `wss://` socket.
     pub fn start_with_tls(registered: Registered, backoff: Backoff, tls: Tls) -> Session {
+        Self::start_bound(registered, backoff, tls, None)
+    }
+
+    /// Like [`Session::start_with_tls`], with the socket bound to `local_address` (port
+    /// chosen by the system) when one is given.
+    pub fn start_bound(registered: Registered, backoff: Backoff, tls: Tls, local_address: Option<IpAddr>) -> Session {
         let (events_tx, events) = mpsc::channel(1024);
         let (outgoing, outgoing_rx) = mpsc::channel(256);
         let (running, running_rx) = watch::channel(Vec::new());
@@ -164,6 +179,7 @@ impl Session {
             registered,
             backoff,
             tls,
+            local_address,
             events: events_tx,
             outgoing: outgoing_rx,
             running: running_rx,
@@ -206,6 +222,8 @@ struct Worker {
     backoff: Backoff,
     /// Whom a `wss://` socket trusts; unused for `ws://`.
     tls: Tls,
+    /// The local address the socket is bound to; `None` lets the system choose.
+    local_address: Option<IpAddr>,
     events: mpsc::Sender<Event>,
     outgoing: mpsc::Receiver<DelegateMessage>,
     running: watch::Receiver<Vec<RunningTask>>,
@@ -253,12 +271,23 @@ impl Worker {
             Ok(v) => request.headers_mut().insert("authorization", v),
             Err(_) => return Ended::Final("the session token is not a valid header value".into()),
         };
+        // Frames are small JSON messages: a 4 KiB read buffer instead of tungstenite's
+        // 128 KiB (allocated and filled per socket) keeps a process that holds thousands
+        // of sockets, like the benchmark's simulated fleet, small. Larger frames still
+        // arrive, over several reads.
         let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES));
         let connector = Some(self.tls.connector());
-        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector);
-        let (socket, _) = match connecting.await {
+        let connected = match self.local_address {
+            None => tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector).await,
+            Some(local) => match connect_bound(local, &request).await {
+                Ok(tcp) => tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(config), connector).await,
+                Err(e) => return Ended::Retry(format!("cannot connect from {local}: {e}")),
+            },
+        };
+        let (socket, _) = match connected {
             Ok(s) => s,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) if resp.status().as_u16() == 401 => {
                 return Ended::Final("the manager no longer knows this instance's session: register again".into());
@@ -323,6 +352,38 @@ impl Worker {
     }
 }
 
+/// A TCP connection to the request's host and port from `local` (any free port of it).
+async fn connect_bound(
+    local: IpAddr,
+    request: &tokio_tungstenite::tungstenite::handshake::client::Request,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host} has no address"));
+    for remote in tokio::net::lookup_host((host, port)).await? {
+        if remote.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = match local {
+            IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        match socket.connect(remote).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 async fn send<S>(sink: &mut S, message: &DelegateMessage) -> Result<(), String>
 where
     S: futures::Sink<Message> + Unpin,
@@ -335,6 +396,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bound_socket_connects_from_the_chosen_local_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let request = format!("ws://127.0.0.1:{port}/delegate/v1/stream")
+            .into_client_request()
+            .unwrap();
+        let local: IpAddr = "127.0.0.2".parse().unwrap();
+        let (connected, accepted) = tokio::join!(connect_bound(local, &request), listener.accept());
+        assert_eq!(connected.unwrap().local_addr().unwrap().ip(), local);
+        assert_eq!(accepted.unwrap().1.ip(), local);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

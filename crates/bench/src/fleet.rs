@@ -1,0 +1,336 @@
+//! The simulated delegates: real registrations over HTTP and real WebSockets through the
+//! client library, spread over several `127.0.0.x` source addresses so that a large fleet
+//! does not run out of ephemeral ports on one.
+//!
+//! Delegate `i` sits at scope level `i % 3` (the account, an org of it, a project of that
+//! org) with tag `t<(i / 3) % 16>`, in the group named after both, so the fleet covers
+//! every scope and tag about evenly. Each one acquires whatever it is offered and reports
+//! it succeeded at once; the time it takes is the manager's.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register};
+use switchboard_client::{Client, ClientError, Tls};
+use switchboard_domain::{Attempt, Ident, ImageFlavour, TaskId, TaskType};
+use switchboard_protocol::delegate::{Outcome, RegisterRequest, TaskResult};
+use switchboard_protocol::socket::ServerMessage;
+use switchboard_protocol::tokens::CreateToken;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::BenchError;
+use crate::load::{Recorder, Stamp};
+
+/// Distinct tags across the fleet.
+pub const TAGS: usize = 16;
+/// Scope levels: account, org, project.
+pub const LEVELS: usize = 3;
+const LEVEL_NAMES: [&str; LEVELS] = ["account", "org", "project"];
+
+/// Where each delegate sits, and so what tasks can go to it.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub account: Ident,
+    org: Ident,
+    project: Ident,
+    pub task_type: TaskType,
+    /// How many delegates the tasks are spread over.
+    pub delegates: usize,
+    tags: Vec<String>,
+}
+
+/// The scope and tag of one delegate.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot<'a> {
+    pub level: usize,
+    pub org: Option<&'a Ident>,
+    pub project: Option<&'a Ident>,
+    pub tag: &'a str,
+}
+
+impl Layout {
+    pub fn new(delegates: usize) -> Result<Layout, BenchError> {
+        let ident = |s: &str| Ident::parse(s).map_err(|e| BenchError::Setup(format!("{s}: {e}")));
+        Ok(Layout {
+            account: ident("bench")?,
+            org: ident("o1")?,
+            project: ident("p1")?,
+            task_type: TaskType(ident("bench")?),
+            delegates,
+            tags: (0..TAGS).map(|t| format!("t{t:02}")).collect(),
+        })
+    }
+
+    pub fn slot(&self, i: usize) -> Slot<'_> {
+        let level = i % LEVELS;
+        Slot {
+            level,
+            org: (level >= 1).then_some(&self.org),
+            project: (level >= 2).then_some(&self.project),
+            tag: &self.tags[(i / LEVELS) % TAGS],
+        }
+    }
+}
+
+/// Counters every delegate updates.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Sockets open (a hello received and no disconnect since).
+    connected: AtomicUsize,
+    disconnects: AtomicU64,
+    /// Offers that could not be acquired (another attempt took over, or an error).
+    acquire_errors: AtomicU64,
+}
+
+/// A fleet of simulated delegates registered with one manager.
+#[derive(Debug)]
+pub struct Fleet {
+    base: String,
+    token: String,
+    layout: Layout,
+    capacity: u32,
+    /// One HTTP client per source address, bound to it.
+    sources: Vec<(IpAddr, reqwest::Client)>,
+    recorder: Arc<Recorder>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    delegates: Vec<JoinHandle<()>>,
+}
+
+/// Registrations in flight at once while a fleet grows.
+const REGISTERING: usize = 64;
+
+impl Fleet {
+    /// Creates the fleet's delegate token (at the account, so delegates can narrow to the
+    /// org and the project) and the HTTP clients of `sources` source addresses
+    /// (127.0.0.1 to 127.0.0.N).
+    pub async fn new(
+        operator: &Client,
+        base: &str,
+        layout: Layout,
+        capacity: u32,
+        sources: usize,
+        recorder: Arc<Recorder>,
+    ) -> Result<Fleet, BenchError> {
+        let name = Ident::parse(&format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let token = operator
+            .create_token(&CreateToken {
+                name,
+                account: layout.account.clone(),
+                org: None,
+                project: None,
+            })
+            .await
+            .map_err(|e| BenchError::Manager(format!("cannot create the fleet's delegate token: {e}")))?
+            .token;
+        let sources = (1..=sources.clamp(1, 250))
+            .map(|n| {
+                let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(n).unwrap_or(1)));
+                let http = Tls::default()
+                    .http_client()
+                    .local_address(ip)
+                    .timeout(Duration::from_secs(60))
+                    .build()
+                    .map_err(|e| BenchError::Setup(format!("cannot build an HTTP client: {e}")))?;
+                Ok((ip, http))
+            })
+            .collect::<Result<Vec<_>, BenchError>>()?;
+        Ok(Fleet {
+            base: base.to_owned(),
+            token,
+            layout,
+            capacity,
+            sources,
+            recorder,
+            shared: Arc::default(),
+            stop: watch::channel(false).0,
+            delegates: Vec::new(),
+        })
+    }
+
+    pub fn connected(&self) -> usize {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn disconnects(&self) -> u64 {
+        self.shared.disconnects.load(Ordering::Relaxed)
+    }
+
+    pub fn acquire_errors(&self) -> u64 {
+        self.shared.acquire_errors.load(Ordering::Relaxed)
+    }
+
+    /// Registers delegates until there are `size`, and starts their sessions.
+    pub async fn grow(&mut self, size: usize, bar: &ProgressBar) -> Result<(), BenchError> {
+        let from = self.delegates.len();
+        bar.set_length(size.saturating_sub(from) as u64);
+        bar.set_position(0);
+        let this = &*self;
+        let mut registered = futures::stream::iter(from..size)
+            .map(|i| async move { (i, this.register(i).await) })
+            .buffer_unordered(REGISTERING);
+        let mut started = Vec::with_capacity(size.saturating_sub(from));
+        while let Some((i, outcome)) = registered.next().await {
+            let registered = outcome?;
+            let (ip, http) = &this.sources[i % this.sources.len()];
+            let tasks = TaskClient::new(http.clone(), &this.base, &registered.session_token);
+            let session = Session::start_bound(registered, Backoff::default(), Tls::default(), Some(*ip));
+            started.push(tokio::spawn(delegate(
+                session,
+                tasks,
+                Arc::clone(&this.recorder),
+                Arc::clone(&this.shared),
+                this.stop.subscribe(),
+            )));
+            bar.inc(1);
+        }
+        drop(registered);
+        self.delegates.extend(started);
+        Ok(())
+    }
+
+    /// Registers delegate `i`, retrying while the manager is busy (429, 5xx, transport).
+    async fn register(&self, i: usize) -> Result<switchboard_protocol::delegate::Registered, BenchError> {
+        let slot = self.layout.slot(i);
+        let name = format!("sim-{}-{}", LEVEL_NAMES[slot.level], slot.tag);
+        let request = RegisterRequest {
+            name: Ident::parse(&name).map_err(|e| BenchError::Setup(e.to_string()))?,
+            hostname: format!("sim-{i}"),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            flavour: ImageFlavour::Minimal,
+            tags: vec![slot.tag.to_owned()],
+            task_types: vec![self.layout.task_type.clone()],
+            capacity: Some(self.capacity),
+            org: slot.org.cloned(),
+            project: slot.project.cloned(),
+        };
+        let (_, http) = &self.sources[i % self.sources.len()];
+        let backoff = Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(2),
+        };
+        let mut attempt = 0;
+        loop {
+            match register(http, &self.base, &self.token, &request).await {
+                Ok(registered) => return Ok(registered),
+                Err(e) if attempt < 20 && retryable(&e) => {
+                    tokio::time::sleep(backoff.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(BenchError::Manager(format!("cannot register delegate {i}: {e}"))),
+            }
+        }
+    }
+
+    /// Waits until `count` sockets are open, or `patience` has passed; returns how many are.
+    pub async fn wait_connected(&self, count: usize, patience: Duration, bar: &ProgressBar) -> usize {
+        let deadline = Instant::now() + patience;
+        bar.set_length(count as u64);
+        loop {
+            let now = self.connected();
+            bar.set_position(now.min(count) as u64);
+            if now >= count || Instant::now() >= deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Closes every socket and waits (at most 30 s) for the delegates to end.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let all = futures::future::join_all(self.delegates);
+        let _ = tokio::time::timeout(Duration::from_secs(30), all).await;
+    }
+}
+
+fn retryable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Api(problem) => problem.status == 429 || problem.status >= 500,
+        ClientError::Unexpected { status, .. } => *status == 429 || *status >= 500,
+        ClientError::Transport(_) => true,
+        ClientError::Closed => false,
+    }
+}
+
+/// One simulated delegate: counts its socket's ups and downs, and takes every offer.
+async fn delegate(
+    mut session: Session,
+    tasks: TaskClient,
+    recorder: Arc<Recorder>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connected = false;
+    loop {
+        let event = tokio::select! {
+            event = session.events.recv() => event,
+            _ = stop.changed() => None,
+        };
+        match event {
+            Some(Event::Connected) => {
+                if !connected {
+                    connected = true;
+                    shared.connected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Some(Event::Disconnected { .. }) => {
+                shared.disconnects.fetch_add(1, Ordering::Relaxed);
+                if connected {
+                    connected = false;
+                    shared.connected.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            Some(Event::Message(ServerMessage::TaskAvailable { task_id, attempt })) => {
+                let notified = Instant::now();
+                let (tasks, recorder, shared) = (tasks.clone(), Arc::clone(&recorder), Arc::clone(&shared));
+                tokio::spawn(async move { take(&tasks, task_id, attempt, notified, &recorder, &shared).await });
+            }
+            Some(Event::Message(_)) => {}
+            Some(Event::Ended { .. }) | None => break,
+        }
+    }
+    session.stop();
+    if connected {
+        shared.connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Acquires an offered attempt and reports it succeeded.
+async fn take(
+    tasks: &TaskClient,
+    task: TaskId,
+    attempt: Attempt,
+    notified: Instant,
+    recorder: &Recorder,
+    shared: &Shared,
+) {
+    let acquired = match tasks.acquire(task, attempt).await {
+        Ok(acquired) => acquired,
+        Err(_) => {
+            shared.acquire_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let acquired_at = Instant::now();
+    let stamp: Option<Stamp> = serde_json::from_value(acquired.payload).ok();
+    let report = TaskResult {
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: None,
+        error: None,
+    };
+    let reported = tasks.result(task, &report).await;
+    let done = Instant::now();
+    match (stamp, reported) {
+        (Some(stamp), Ok(_)) => recorder.completed(&stamp, notified, acquired_at, done),
+        (Some(stamp), Err(_)) => recorder.result_failed(stamp.run),
+        (None, _) => {}
+    }
+}

@@ -1,0 +1,272 @@
+//! The manager under test: a real `switchboard serve` process that the tool starts (the
+//! default) against a fresh store, or one already running that it is pointed at.
+//!
+//! A started manager listens on 127.0.0.1 with a port the system picks, has a random
+//! admin key handed to it in `SWITCHBOARD_ADMIN_KEY`, and runs with the request-rate
+//! limits off and `max_sockets` high: the bench measures the manager's engine and I/O, not
+//! the limits that protect it from a misbehaving client. Its store is a fresh SQLite file
+//! in a temporary directory or a fresh PostgreSQL database, removed when it stops. Its
+//! stderr (warnings and errors only) goes to a log file next to the results.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::BenchError;
+use crate::metrics::Scrape;
+use crate::postgres::FreshDatabase;
+use crate::procfs;
+
+/// Where a started manager keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+}
+
+/// How to start a manager.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The `switchboard` binary.
+    pub binary: PathBuf,
+    pub store: StoreKind,
+    /// The PostgreSQL server to make a fresh database on (its maintenance database).
+    pub database_url: String,
+    /// The manager's PostgreSQL pool (`db_max_connections`).
+    pub pool: u32,
+    /// Where the manager's stderr is written.
+    pub log: PathBuf,
+    /// More settings, as `SWITCHBOARD_*` variables (a heartbeat interval, say).
+    pub settings: Vec<(String, String)>,
+}
+
+/// A manager to drive.
+#[derive(Debug)]
+pub struct Manager {
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// A key with every permission (the admin key of a started manager).
+    pub api_key: String,
+    /// Its process id, when known: memory and CPU are read from `/proc`.
+    pub pid: Option<u32>,
+    started: Option<Started>,
+}
+
+/// What the tool owns of a manager it started.
+#[derive(Debug)]
+struct Started {
+    child: Child,
+    /// The SQLite file's directory (kept as long as the manager runs).
+    _dir: tempfile::TempDir,
+    database: Option<FreshDatabase>,
+}
+
+/// How long a manager may take to print its "listening on" line (a fresh PostgreSQL
+/// database is migrated first).
+const STARTUP: Duration = Duration::from_secs(120);
+
+impl Manager {
+    /// A manager that is already running; `pid` when it runs on this machine.
+    pub fn external(url: &str, api_key: &str, pid: Option<u32>) -> Manager {
+        Manager {
+            url: url.trim_end_matches('/').to_owned(),
+            api_key: api_key.to_owned(),
+            pid,
+            started: None,
+        }
+    }
+
+    /// Starts `switchboard serve` on a fresh store and waits until it listens.
+    pub async fn start(launch: &Launch) -> Result<Manager, BenchError> {
+        let dir = tempfile::Builder::new().prefix("switchboard-bench-").tempdir()?;
+        let database = match launch.store {
+            StoreKind::Sqlite => None,
+            StoreKind::Postgres => Some(FreshDatabase::create(&launch.database_url).await?),
+        };
+        let database_url = match &database {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("switchboard.db").display()),
+        };
+        let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
+        let log = std::fs::File::create(&launch.log)?;
+        let mut command = Command::new(&launch.binary);
+        command
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+            .env("SWITCHBOARD_DATABASE_URL", &database_url)
+            .env("SWITCHBOARD_ADMIN_KEY", &api_key)
+            .env("SWITCHBOARD_DB_MAX_CONNECTIONS", launch.pool.to_string())
+            .env("SWITCHBOARD_API_RATE_LIMIT", "0")
+            .env("SWITCHBOARD_DELEGATE_RATE_LIMIT", "0")
+            .env("SWITCHBOARD_MAX_SOCKETS", "10000000")
+            .env("SWITCHBOARD_LOG_LEVEL", "warn")
+            .env("SWITCHBOARD_SHUTDOWN_GRACE", "2s")
+            .envs(launch.settings.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| BenchError::Manager(format!("cannot start {}: {e}", launch.binary.display())))?;
+        let pid = child.id();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Manager("no stdout from the manager".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let banner = tokio::time::timeout(STARTUP, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("switchboard listening on ") {
+                    return Some(rest.to_owned());
+                }
+            }
+            None
+        })
+        .await;
+        let address = match banner {
+            Ok(Some(rest)) => rest.split_whitespace().next().unwrap_or_default().to_owned(),
+            Ok(None) | Err(_) => {
+                let _ = child.kill().await;
+                if let Some(db) = database {
+                    db.drop_now().await;
+                }
+                let log = std::fs::read_to_string(&launch.log).unwrap_or_default();
+                return Err(BenchError::Manager(format!(
+                    "the manager did not start listening within {STARTUP:?}; its log ({}): {}",
+                    launch.log.display(),
+                    log.trim()
+                )));
+            }
+        };
+        // Keep reading, so that a later line on stdout never meets a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Manager {
+            url: address,
+            api_key,
+            pid,
+            started: Some(Started {
+                child,
+                _dir: dir,
+                database,
+            }),
+        })
+    }
+
+    /// Its resident memory in KiB, when it runs on this machine.
+    pub fn rss_kib(&self) -> Option<u64> {
+        procfs::rss_kib(self.pid?)
+    }
+
+    /// The CPU time it has used, in seconds, when it runs on this machine.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        procfs::cpu_seconds(self.pid?)
+    }
+
+    /// Reads its `/metrics`.
+    pub async fn scrape(&self, http: &reqwest::Client) -> Result<Scrape, BenchError> {
+        let text = http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| BenchError::Manager(format!("cannot read /metrics: {e}")))?
+            .text()
+            .await
+            .map_err(|e| BenchError::Manager(format!("cannot read /metrics: {e}")))?;
+        Ok(Scrape::parse(&text))
+    }
+
+    /// Stops a manager the tool started (SIGTERM, then SIGKILL after 20 s) and removes its
+    /// store; leaves an external one alone.
+    pub async fn stop(mut self) {
+        let Some(mut started) = self.started.take() else {
+            return;
+        };
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+        }
+        if tokio::time::timeout(Duration::from_secs(20), started.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = started.child.kill().await;
+        }
+        if let Some(db) = started.database.take() {
+            db.drop_now().await;
+        }
+    }
+}
+
+/// The `switchboard` binary: `explicit` if given, else the one next to this executable
+/// (cargo puts every binary of a profile in one directory). When it is missing and this
+/// tool was started by cargo (`cargo run`, `cargo test`), it is built with the same
+/// cargo, profile and target directory first, so a fresh clone needs one command.
+pub fn manager_binary(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(path.to_owned())
+        } else {
+            Err(BenchError::Manager(format!("no manager binary at {}", path.display())))
+        };
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let binary = dir.join("switchboard");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    let advice =
+        "build it with `cargo build --release -p switchboard-server --bin switchboard`, or name one with --manager-bin";
+    let (Ok(cargo), Some(profile), Some(target)) = (
+        std::env::var("CARGO"),
+        dir.file_name().and_then(|n| n.to_str()),
+        dir.parent(),
+    ) else {
+        return Err(BenchError::Manager(format!(
+            "no manager binary at {}: {advice}",
+            binary.display()
+        )));
+    };
+    let profile = if profile == "debug" { "dev" } else { profile };
+    eprintln!("building the manager binary (cargo build --profile {profile} -p switchboard-server --bin switchboard)");
+    let built = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--profile",
+            profile,
+            "-p",
+            "switchboard-server",
+            "--bin",
+            "switchboard",
+        ])
+        .arg("--target-dir")
+        .arg(target)
+        .status()?;
+    if built.success() && binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(BenchError::Manager(format!(
+            "no manager binary at {} and building it failed: {advice}",
+            binary.display()
+        )))
+    }
+}

@@ -1,0 +1,409 @@
+//! What every scenario shares: the options common to all, the manager each one starts, the
+//! `pgbench` reference (measured once per invocation), and where results go.
+
+pub mod f1;
+pub mod f2;
+pub mod f3;
+pub mod f4;
+pub mod suite;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use switchboard_client::Client;
+use tokio::sync::Mutex;
+
+use crate::BenchError;
+use crate::fleet::{Fleet, Layout};
+use crate::load::Recorder;
+use crate::manager::{Launch, Manager, StoreKind, manager_binary};
+use crate::metrics::{self, Scrape};
+use crate::postgres::{self, Reference};
+use crate::procfs::Machine;
+use crate::report::write_json;
+
+/// The PostgreSQL server used when neither `--database-url` nor `DATABASE_URL` names one.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Options of every scenario.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// The PostgreSQL server (any database on it): each run makes a fresh database there
+    /// and drops it at the end [default: postgres://postgres@127.0.0.1:5432/postgres].
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Drive this manager instead of starting one (its store is whatever it was started on;
+    /// --store then only labels the results and picks the reference).
+    #[arg(long, value_name = "URL", global = true, requires = "api_key")]
+    pub manager: Option<String>,
+    /// An API key with every permission on --manager.
+    #[arg(long, env = "SWITCHBOARD_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The process id of --manager, to read its memory and CPU time from /proc.
+    #[arg(long, global = true)]
+    pub manager_pid: Option<u32>,
+    /// The `switchboard` binary to start [default: the one next to this executable].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub manager_bin: Option<PathBuf>,
+    /// Where the JSON, the charts and the managers' logs go [default: target/bench].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub out: Option<PathBuf>,
+    /// The manager's PostgreSQL pool size, and pgbench's client count.
+    #[arg(long, default_value_t = 16, global = true)]
+    pub pool: u32,
+    /// Source addresses (127.0.0.1 to 127.0.0.N) the delegates connect from [default: 4,
+    /// or one per 10,000 delegates].
+    #[arg(long, global = true)]
+    pub sources: Option<usize>,
+    /// The pgbench executable.
+    #[arg(long, value_name = "PATH", default_value = "pgbench", global = true)]
+    pub pgbench: PathBuf,
+    /// How long each pgbench script runs.
+    #[arg(long, default_value_t = 10, global = true)]
+    pub reference_secs: u64,
+}
+
+/// One invocation's shared state.
+#[derive(Debug)]
+pub struct Ctx {
+    pub common: Common,
+    pub out: PathBuf,
+    pub machine: Machine,
+    /// For `/metrics`.
+    pub http: reqwest::Client,
+    /// The pgbench figures once measured (`Some(None)`: measuring failed).
+    reference: Mutex<Option<Option<Reference>>>,
+}
+
+impl Ctx {
+    pub fn new(common: Common) -> Result<Ctx, BenchError> {
+        let out = match &common.out {
+            Some(dir) => dir.clone(),
+            None => default_out_dir()?,
+        };
+        std::fs::create_dir_all(&out)?;
+        Ok(Ctx {
+            common,
+            out,
+            machine: Machine::describe(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| BenchError::Setup(e.to_string()))?,
+            reference: Mutex::new(None),
+        })
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.common.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+
+    /// Source addresses for a fleet of `delegates`.
+    pub fn sources(&self, delegates: usize) -> usize {
+        self.common.sources.unwrap_or_else(|| delegates.div_ceil(10_000).max(4))
+    }
+
+    /// The manager to drive: `--manager`, or a fresh one on `store` with `settings`
+    /// (`SWITCHBOARD_*` pairs), logging to `<out>/<label>.manager.log`.
+    pub async fn manager(
+        &self,
+        store: StoreKind,
+        label: &str,
+        settings: &[(&str, String)],
+    ) -> Result<Manager, BenchError> {
+        if let (Some(url), Some(key)) = (&self.common.manager, &self.common.api_key) {
+            return Ok(Manager::external(url, key, self.common.manager_pid));
+        }
+        let launch = Launch {
+            binary: manager_binary(self.common.manager_bin.as_deref())?,
+            store,
+            database_url: self.database_url().to_owned(),
+            pool: self.common.pool,
+            log: self.out.join(format!("{label}.manager.log")),
+            settings: settings.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        };
+        Manager::start(&launch).await
+    }
+
+    /// The pgbench reference for a PostgreSQL scenario, measured on first use.
+    pub async fn reference(&self, store: StoreKind) -> Option<Reference> {
+        if store != StoreKind::Postgres {
+            return None;
+        }
+        let mut cached = self.reference.lock().await;
+        if let Some(reference) = cached.as_ref() {
+            return reference.clone();
+        }
+        eprintln!(
+            "reference: pgbench single-row INSERT and UPDATE, {} clients, {} s each",
+            self.common.pool, self.common.reference_secs
+        );
+        let measured = postgres::reference(
+            &self.common.pgbench,
+            self.database_url(),
+            self.common.pool,
+            self.common.reference_secs,
+        )
+        .await;
+        let reference = match measured {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("reference not measured: {e}");
+                None
+            }
+        };
+        *cached = Some(reference.clone());
+        reference
+    }
+
+    /// Writes a scenario's JSON, with the machine and the reference beside its figures.
+    pub fn write(
+        &self,
+        scenario: &str,
+        store: StoreKind,
+        reference: Option<&Reference>,
+        mut body: serde_json::Value,
+    ) -> Result<PathBuf, BenchError> {
+        if let Some(map) = body.as_object_mut() {
+            map.insert("scenario".into(), json!(scenario));
+            map.insert("store".into(), json!(store.as_str()));
+            map.insert("machine".into(), json!(self.machine));
+            map.insert("reference".into(), json!(reference));
+            map.insert(
+                "manager".into(),
+                json!(if self.common.manager.is_some() {
+                    "external"
+                } else {
+                    "started"
+                }),
+            );
+        }
+        let path = write_json(&self.out, scenario, store.as_str(), &body)?;
+        println!("wrote {}", path.display());
+        Ok(path)
+    }
+
+    pub fn chart_path(&self, scenario: &str, store: StoreKind, what: &str) -> PathBuf {
+        self.out.join(format!("{scenario}-{}-{what}.svg", store.as_str()))
+    }
+}
+
+/// `target/bench` of the target directory this executable was built in, else
+/// `./target/bench`.
+fn default_out_dir() -> Result<PathBuf, BenchError> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .find(|dir| dir.file_name().is_some_and(|name| name == "target"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    Ok(target.join("bench"))
+}
+
+/// A manager with a fleet of connected delegates and an operator client: what the
+/// load scenarios (F1, F2) run on.
+#[derive(Debug)]
+pub struct Rig {
+    pub manager: Manager,
+    pub operator: Client,
+    pub fleet: Fleet,
+    pub layout: Layout,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Rig {
+    /// Starts a manager and connects `delegates` delegates of `capacity` to it.
+    pub async fn up(
+        ctx: &Ctx,
+        store: StoreKind,
+        label: &str,
+        delegates: usize,
+        capacity: u32,
+    ) -> Result<Rig, BenchError> {
+        let manager = ctx.manager(store, label, &[]).await?;
+        match Self::fleet(ctx, &manager, label, delegates, capacity).await {
+            Ok((operator, layout, recorder, fleet)) => Ok(Rig {
+                manager,
+                operator,
+                fleet,
+                layout,
+                recorder,
+            }),
+            Err(e) => {
+                // Stopped properly, so that its fresh database is dropped too.
+                manager.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers and connects the fleet of [`Rig::up`].
+    async fn fleet(
+        ctx: &Ctx,
+        manager: &Manager,
+        label: &str,
+        delegates: usize,
+        capacity: u32,
+    ) -> Result<(Client, Layout, Arc<Recorder>, Fleet), BenchError> {
+        let operator = Client::new(manager.url.clone(), Some(manager.api_key.clone()))
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let layout = Layout::new(delegates)?;
+        let recorder = Arc::new(Recorder::default());
+        let mut fleet = Fleet::new(
+            &operator,
+            &manager.url,
+            layout.clone(),
+            capacity,
+            ctx.sources(delegates),
+            Arc::clone(&recorder),
+        )
+        .await?;
+        let bar = progress(&format!("{label}: registering {delegates} delegates"));
+        fleet.grow(delegates, &bar).await?;
+        bar.finish_and_clear();
+        let bar = progress(&format!("{label}: connecting"));
+        let connected = fleet.wait_connected(delegates, Duration::from_secs(300), &bar).await;
+        bar.finish_and_clear();
+        if connected < delegates {
+            fleet.stop().await;
+            return Err(BenchError::Manager(format!(
+                "only {connected} of {delegates} delegates connected within 5 minutes"
+            )));
+        }
+        Ok((operator, layout, recorder, fleet))
+    }
+
+    /// Waits (at most `patience`) until the manager has finished every task submitted to
+    /// it, so that the next step starts without a backlog.
+    pub async fn wait_idle(&self, ctx: &Ctx, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            let Ok(scrape) = self.manager.scrape(&ctx.http).await else {
+                return;
+            };
+            let submitted = scrape.value("switchboard_tasks_submitted_total");
+            let finished: f64 = scrape
+                .by_label("switchboard_tasks_finished_total", "state")
+                .values()
+                .sum();
+            if finished >= submitted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What the manager has done so far, to compare with after a step.
+    pub async fn snapshot(&self, ctx: &Ctx) -> Snapshot {
+        Snapshot {
+            scrape: self.manager.scrape(&ctx.http).await.unwrap_or_default(),
+            cpu_seconds: self.manager.cpu_seconds(),
+            at: Instant::now(),
+        }
+    }
+
+    /// Where the manager's time went since `before`, per task completed in between.
+    pub async fn usage_since(&self, ctx: &Ctx, before: &Snapshot, completed: u64) -> Usage {
+        let after = self.snapshot(ctx).await;
+        let elapsed = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let per_task = |delta: f64| delta / completed.max(1) as f64;
+        let delta = |series: &str, label: &str| -> BTreeMap<String, f64> {
+            let old = before.scrape.by_label(series, label);
+            after
+                .scrape
+                .by_label(series, label)
+                .into_iter()
+                .map(|(op, n)| {
+                    let d = n - old.get(&op).copied().unwrap_or(0.0);
+                    (op, d)
+                })
+                .filter(|(_, d)| *d > 0.0)
+                .collect()
+        };
+        let calls = delta("switchboard_store_call_seconds_count", "op");
+        let seconds = delta("switchboard_store_call_seconds_sum", "op");
+        let decisions = after.scrape.value("switchboard_assignment_decision_seconds_count")
+            - before.scrape.value("switchboard_assignment_decision_seconds_count");
+        let decision_seconds = after.scrape.value("switchboard_assignment_decision_seconds_sum")
+            - before.scrape.value("switchboard_assignment_decision_seconds_sum");
+        Usage {
+            cpu_percent: after
+                .cpu_seconds
+                .zip(before.cpu_seconds)
+                .map(|(a, b)| (a - b) / elapsed * 100.0),
+            store_writes_per_task: per_task(
+                calls
+                    .iter()
+                    .filter(|(op, _)| !metrics::is_read(op))
+                    .map(|(_, n)| n)
+                    .sum(),
+            ),
+            store_calls_per_task: calls.iter().map(|(op, n)| (op.clone(), per_task(*n))).collect(),
+            store_ms_per_task: seconds
+                .iter()
+                .map(|(op, s)| (op.clone(), per_task(s * 1000.0)))
+                .collect(),
+            decisions_per_task: per_task(decisions),
+            decision_mean_ms: (decisions > 0.0).then(|| decision_seconds / decisions * 1000.0),
+        }
+    }
+
+    pub async fn down(self) {
+        self.fleet.stop().await;
+        self.manager.stop().await;
+    }
+}
+
+/// The manager's counters and CPU time at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    scrape: Scrape,
+    cpu_seconds: Option<f64>,
+    at: Instant,
+}
+
+/// Where the manager's time went during a step: the profile beside each figure.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    /// The manager's CPU time over the step, in % of one core.
+    pub cpu_percent: Option<f64>,
+    pub store_writes_per_task: f64,
+    /// Store calls per completed task, by operation.
+    pub store_calls_per_task: BTreeMap<String, f64>,
+    /// Milliseconds spent in store calls per completed task, by operation (calls overlap).
+    pub store_ms_per_task: BTreeMap<String, f64>,
+    pub decisions_per_task: f64,
+    /// The engine's mean time per decision.
+    pub decision_mean_ms: Option<f64>,
+}
+
+impl Usage {
+    /// The `n` operations with the most store time per task, as `op 1.2 ms (3.0 calls)`.
+    pub fn top_store_ops(&self, n: usize) -> String {
+        let mut ops: Vec<(&String, &f64)> = self.store_ms_per_task.iter().collect();
+        ops.sort_by(|a, b| b.1.total_cmp(a.1));
+        ops.iter()
+            .take(n)
+            .map(|(op, ms)| {
+                let calls = self.store_calls_per_task.get(*op).copied().unwrap_or(0.0);
+                format!("{op} {ms:.2} ms ({calls:.1} calls)")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A progress bar of counted items (hidden when stderr is not a terminal).
+pub fn progress(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(message.to_owned());
+    bar
+}
