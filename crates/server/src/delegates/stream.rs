@@ -56,7 +56,13 @@ pub async fn stream(
         ))
     })?;
     let place = SocketPlace::take(&state)?;
+    // Delegate frames are small JSON messages. tungstenite's default read buffer is
+    // 128 KiB, allocated and filled for every socket: at 10,000 sockets that was most of
+    // the manager's memory (docs/benchmarks.md, F3). Larger frames still arrive, over
+    // several reads; writes go out per message.
     Ok(upgrade
+        .read_buffer_size(SOCKET_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
@@ -64,6 +70,9 @@ pub async fn stream(
             drop(place);
         }))
 }
+
+/// The read buffer of each delegate socket.
+const SOCKET_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// One of the `max_sockets` places, held from before the upgrade until the socket's task
 /// ends (or the upgrade fails and the closure holding it is dropped).
