@@ -201,7 +201,7 @@ pub(crate) async fn delete_group(pool: &PgPool, id: GroupId) -> StoreResult<()> 
 // --- instances ---------------------------------------------------------------------------
 
 pub(crate) async fn register_instance(pool: &PgPool, i: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    let mut tx = crate::begin(pool).await?;
     sqlx::query(
         "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags,
              task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected)

@@ -89,6 +89,32 @@ pub struct PgStore {
     lead: std::sync::Arc<lead::Lead>,
 }
 
+/// Starts a transaction on a connection from `pool`.
+///
+/// The `BEGIN` runs in a task of its own, which the caller only awaits. A caller can be
+/// dropped at any `.await` (the server's request timeout, a client that hangs up), and
+/// sqlx 0.8's `begin` is not safe to drop while it waits for the server's answer: it
+/// counts the transaction only once that answer is read, so the guard meant to roll back
+/// a dropped `BEGIN` finds nothing to undo, and the pool's liveness ping does not look at
+/// the session's transaction status. The connection would go back to the pool inside a
+/// transaction, and its next borrower's single-statement writes would run in it:
+/// acknowledged, visible to that connection alone, and lost when it closes. In a task,
+/// the `BEGIN` always finishes; if its caller is gone, the finished `Transaction` is
+/// dropped with the task's output, which queues the `ROLLBACK` before the connection
+/// returns to the pool.
+///
+/// Only the `BEGIN` is moved, not the whole transaction: every other step is already
+/// safe to drop (a dropped `Transaction` queues a rollback; a dropped `COMMIT` was either
+/// queued already, so it reaches the server ahead of that rollback and commits, or was
+/// not, so nothing commits), and moving the work would mean owned copies of every
+/// argument of every write.
+pub(crate) async fn begin(pool: &PgPool) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await.map_err(map_err) })
+        .await
+        .map_err(|e| StoreError::Internal(format!("the task starting a transaction failed: {e}")))?
+}
+
 impl PgStore {
     /// Connects, then applies any migration not yet applied (under the migrator's advisory
     /// lock, so replicas starting together do not race).

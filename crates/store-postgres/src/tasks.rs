@@ -147,7 +147,7 @@ pub(crate) async fn claim_task(
     instance: InstanceId,
     at: DateTime<Utc>,
 ) -> StoreResult<Claim> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    let mut tx = crate::begin(pool).await?;
     // Task first, then instance: the lock order every transaction here follows. The
     // conditional update is the arbiter: a concurrent claimer blocks on the row lock, then
     // re-checks `state = 'queued'` against the committed row and updates nothing.
@@ -220,7 +220,7 @@ async fn lock_task(tx: &mut Transaction<'_, Postgres>, id: TaskId, fence: Option
 }
 
 pub(crate) async fn transition_task(pool: &PgPool, t: &Transition) -> StoreResult<Task> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    let mut tx = crate::begin(pool).await?;
     let mut task = lock_task(&mut tx, t.task_id, t.fence).await?;
     let released = task
         .apply(t.event, t.at, t.failure.clone(), t.result.clone())
@@ -284,7 +284,7 @@ pub(crate) async fn record_progress(
     progress: &serde_json::Value,
     at: DateTime<Utc>,
 ) -> StoreResult<Task> {
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    let mut tx = crate::begin(pool).await?;
     let task = lock_task(&mut tx, id, Some(attempt)).await?;
     if task.state != TaskState::Running {
         return Err(Conflict::TaskState(task.state).into());

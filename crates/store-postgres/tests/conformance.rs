@@ -1,4 +1,5 @@
-//! The store conformance suite against a real PostgreSQL.
+//! The store conformance suite against a real PostgreSQL, and the cases only this backend
+//! has (`pooled`).
 //!
 //! The database comes from `DATABASE_URL`; each test gets its own schema (dropped by a
 //! later run once it is an hour old, so a failed run leaves nothing for long). Without
@@ -6,6 +7,8 @@
 //! the terminal, unless `CI=true`: then it fails loudly, because CI must run it.
 
 #![allow(clippy::unwrap_used)]
+
+mod pooled;
 
 use std::io::Write;
 use std::sync::{Arc, Once};
@@ -24,7 +27,7 @@ fn in_ci() -> bool {
 
 /// Skips (with one notice written straight to the terminal, past the test harness's
 /// output capture) or, under CI, fails.
-fn skip(reason: &str) -> Option<Arc<dyn Store>> {
+fn skip<T>(reason: &str) -> Option<T> {
     if in_ci() {
         panic!("CI=true requires the PostgreSQL suite, but {reason}");
     }
@@ -39,6 +42,21 @@ fn skip(reason: &str) -> Option<Arc<dyn Store>> {
 }
 
 async fn fresh_store() -> Option<Arc<dyn Store>> {
+    let options = fresh_schema().await?;
+    let store = PgStore::connect_with(
+        options,
+        &PgOptions {
+            max_connections: 8,
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .expect("the store connects and migrates a fresh schema");
+    Some(Arc::new(store))
+}
+
+/// Connection options for a new, empty schema of its own (`None`: skip, see [`skip`]).
+pub(crate) async fn fresh_schema() -> Option<PgConnectOptions> {
     let Ok(url) = std::env::var("DATABASE_URL") else {
         return skip("DATABASE_URL is not set");
     };
@@ -55,18 +73,7 @@ async fn fresh_store() -> Option<Arc<dyn Store>> {
         .await
         .unwrap();
     admin.close().await.unwrap();
-
-    let options = options.options([("search_path", schema.as_str())]);
-    let store = PgStore::connect_with(
-        options,
-        &PgOptions {
-            max_connections: 8,
-            ..PgOptions::default()
-        },
-    )
-    .await
-    .expect("the store connects and migrates a fresh schema");
-    Some(Arc::new(store))
+    Some(options.options([("search_path", schema.as_str())]))
 }
 
 /// Drops test schemas more than an hour old: left by runs that failed or were killed.

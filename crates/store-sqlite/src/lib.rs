@@ -109,8 +109,30 @@ pub(crate) struct Db {
 impl Db {
     /// Starts a write transaction on the writer, holding the database's write lock from
     /// the start (see the module documentation).
+    ///
+    /// The `BEGIN` runs in a task of its own, which the caller only awaits. A caller can
+    /// be dropped at any `.await` (the server's request timeout, a client that hangs up),
+    /// and sqlx 0.8's `begin_with` is not safe to drop at all of them: after the worker
+    /// has run `BEGIN IMMEDIATE` and reported it, `begin_with` awaits once more (to check
+    /// the statement really opened a transaction) before it builds the `Transaction`
+    /// whose drop would roll back. Dropped there, it hands the writer back to the pool
+    /// inside a transaction nobody owns; since there is one writer, every later write then
+    /// fails ("attempted to call begin_with at non-zero transaction depth"). In a task,
+    /// the `BEGIN` always finishes; if its caller is gone, the finished `Transaction` is
+    /// dropped with the task's output, which rolls it back before the connection returns.
+    ///
+    /// Only the `BEGIN` is moved, not the whole transaction: every other step is already
+    /// safe to drop (a dropped `Transaction` rolls back; a dropped `COMMIT` still
+    /// commits, and sqlx then skips the rollback), and moving the work would mean owned
+    /// copies of every argument of every write. A caller that gives up while queued for
+    /// the writer still costs one empty `BEGIN IMMEDIATE`/`ROLLBACK` when its turn comes,
+    /// which writes and syncs nothing. The writer pool's check before it hands the
+    /// connection out ([`not_in_transaction`]) stays as the backstop.
     pub(crate) async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+        let writer = self.writer.clone();
+        tokio::spawn(async move { writer.begin_with("BEGIN IMMEDIATE").await.map_err(map_err) })
+            .await
+            .map_err(|e| StoreError::Internal(format!("the task starting a transaction failed: {e}")))?
     }
 }
 
@@ -158,6 +180,7 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(not_in_transaction(conn)) }))
             .connect_with(
                 options
                     .clone()
@@ -185,6 +208,21 @@ impl SqliteStore {
         self.db.reader.close().await;
         self.db.writer.close().await;
     }
+}
+
+/// Whether the writer may be handed out: not inside a transaction. [`Db::write`] makes sure
+/// a cancelled caller never leaves one open; should some other path ever do so, the pool
+/// closes the connection instead of handing it out (closing rolls the transaction back)
+/// and opens a new one, so one stray transaction cannot block every later write. The
+/// check costs nothing: the pool has just pinged the connection, which runs any rollback
+/// still queued on it, so sqlx's depth count is current.
+fn not_in_transaction(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    if conn.is_in_transaction() {
+        tracing::error!("the SQLite writer came back inside a transaction; closing it, which rolls that back");
+        return false;
+    }
+    true
 }
 
 /// The lock file of the database at `path`: `<path>.lock`, beside it. A file of its own,

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod audit;
+pub mod cancellation;
 pub mod deadlines;
 pub mod fixtures;
 pub mod placement;
@@ -54,6 +55,7 @@ macro_rules! conformance_tests {
             placement::capability_results_replace_older_ones,
             placement::the_selection_log_keeps_order_and_is_pruned_by_age,
             audit::the_audit_log_lists_newest_first_filters_by_scope_and_key_and_prunes_by_age,
+            cancellation::a_claim_cancelled_at_any_await_is_all_or_nothing_and_the_store_still_writes,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {
