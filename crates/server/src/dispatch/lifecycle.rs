@@ -9,7 +9,7 @@ use switchboard_store::{StoreError, StoreResult, Transition};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::place::{place, record};
+use super::place::{Placement, place_known, record};
 use crate::state::AppState;
 
 /// The most tasks one sweep of the queue or of the timers handles; the rest wait for the
@@ -201,13 +201,41 @@ impl Loops {
     }
 }
 
+/// How many placements a sweep runs at once (each may wait on a validation answer).
+const SWEEP_PARALLEL: usize = 8;
+
+/// A sweep woken by a change stops after this many placements in a row left their task
+/// waiting: a freed slot is taken by the first tasks that fit, and deciding again for
+/// every task behind them only repeats the same "no". The sweep every
+/// `assign_interval` goes through the whole batch, so a task stuck at the head of the
+/// queue (waiting for a delegate that does not exist yet) never hides the ones behind it
+/// for longer than that.
+const WAITING_IN_A_ROW: usize = 8;
+
 async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
     let every = state.settings().assign_interval;
+    let mut next_full = tokio::time::Instant::now() + every;
+    let mut last: Option<JoinHandle<()>> = None;
     loop {
-        tokio::select! {
-            () = state.dispatcher().woken() => {}
-            () = tokio::time::sleep(every) => {}
+        let mut woken = tokio::select! {
+            () = state.dispatcher().woken() => true,
+            () = tokio::time::sleep_until(next_full) => false,
             _ = stop.changed() => return,
+        };
+        if !woken {
+            next_full = tokio::time::Instant::now() + every;
+        }
+        // A wake-up during a sweep is served by the next sweep, once that one ends (or
+        // at the next period, should its placements wait on validation answers).
+        if woken && let Some(running) = last.as_mut().filter(|s| !s.is_finished()) {
+            tokio::select! {
+                _ = running => {}
+                () = tokio::time::sleep_until(next_full) => {
+                    next_full = tokio::time::Instant::now() + every;
+                    woken = false;
+                }
+                _ = stop.changed() => return,
+            }
         }
         let queued = match state.store().queued_tasks(None, BATCH).await {
             Ok(q) => q,
@@ -216,19 +244,44 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        // Each placement runs on its own: one waiting for a validation answer must not
-        // hold up the others.
-        for task in queued {
-            let state = state.clone();
-            tokio::spawn(async move {
-                if let Err(e) = place(&state, task.id()).await {
-                    tracing::warn!(task.id = %task.id(), error = %e, "placement failed; the next sweep retries");
-                }
-            });
-        }
+        // A few placements at a time, in queue order, in a task of its own so that the
+        // loop hears the next wake-up and the next period meanwhile.
+        let stop_early = woken;
+        let state_ = state.clone();
+        last = Some(tokio::spawn(async move { sweep(&state_, queued, stop_early).await }));
         tokio::select! {
             () = tokio::time::sleep(SWEEP_GAP) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Places `queued` in order, [`SWEEP_PARALLEL`] at a time; with `stop_early`, stops
+/// starting new placements after [`WAITING_IN_A_ROW`] waiting ones in a row.
+async fn sweep(state: &AppState, queued: Vec<Task>, stop_early: bool) {
+    let mut running = tokio::task::JoinSet::new();
+    let mut waiting_in_a_row = 0;
+    let mut queued = queued.into_iter();
+    loop {
+        while running.len() < SWEEP_PARALLEL && !(stop_early && waiting_in_a_row >= WAITING_IN_A_ROW) {
+            let Some(task) = queued.next() else { break };
+            let state = state.clone();
+            // The row just read is the placement's first look at the task; a claim on a
+            // row that changed meanwhile is refused by the store.
+            running.spawn(async move {
+                let id = task.id();
+                let outcome = place_known(&state, id, Some(task)).await;
+                if let Err(e) = &outcome {
+                    tracing::warn!(task.id = %id, error = %e, "placement failed; the next sweep retries");
+                }
+                outcome
+            });
+        }
+        let Some(done) = running.join_next().await else { return };
+        match done {
+            Ok(Ok(Placement::Waiting { .. })) => waiting_in_a_row += 1,
+            Ok(Ok(_)) => waiting_in_a_row = 0,
+            Ok(Err(_)) | Err(_) => {}
         }
     }
 }

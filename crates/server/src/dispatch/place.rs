@@ -50,7 +50,8 @@ pub async fn place_new(state: &AppState, task: Task) -> StoreResult<Placement> {
     place_known(state, task.id(), Some(task)).await
 }
 
-async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
+/// Places `id`, starting from `known` if the caller has just read it (else it is read).
+pub(crate) async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
     let dispatcher = state.dispatcher();
     if !dispatcher.begin_placing(id) {
         return Ok(Placement::NotQueued);
@@ -134,7 +135,15 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
             let detail = serde_json::json!({"instance_id": instance, "attempt": task.attempt});
             entries.push(entry(id, task.attempt, SelectionKind::Assigned, &summary, Ok(detail)));
         }
-        append(state, entries).await;
+        // A claim lost to a full or vanished instance is not worth a log entry: the next
+        // round decides again, and its decision is the one that counts.
+        if matches!(claim, Ok(Claim::InstanceFull | Claim::InstanceGone)) {
+            if !entries.is_empty() {
+                state.dispatcher().forget_explanation(id);
+            }
+        } else {
+            append(state, entries).await;
+        }
         match claim? {
             Claim::Claimed(task) => {
                 // To this replica's socket of the instance, else to whichever replica
