@@ -13,7 +13,9 @@
 //!
 //! `SWITCHBOARD_FAULTS` picks the form: unset or `short` (what `cargo test` and `.ci/run`
 //! run: about a minute), `long` (at least 10 minutes, 100,000 tasks, every fault
-//! repeated), `off` (skipped). Without `DATABASE_URL` it is skipped with a notice, except
+//! repeated; `SWITCHBOARD_FAULTS_RATE=N` submits at N a second instead of 160, for 625 s
+//! all the same, for a machine that cannot keep up with 160), `off` (skipped). Without
+//! `DATABASE_URL` it is skipped with a notice, except
 //! under `CI=true`, where PostgreSQL is required. See docs/operations.md.
 
 #[path = "faults/check.rs"]
@@ -100,8 +102,8 @@ impl Scale {
                 name: "long",
                 replicas: 3,
                 delegates: 30,
-                tasks: 100_000,
-                rate: 160, // 625 s of submission
+                tasks: 625 * long_rate() as usize,
+                rate: long_rate(), // 625 s of submission: 100,000 tasks at the default
                 faults: (0..10).flat_map(|n| cycle(60 * n as u64, 3, 30, n)).collect(),
                 settle: s(300),
             }),
@@ -116,6 +118,18 @@ impl Scale {
             }),
             Ok(other) => panic!("SWITCHBOARD_FAULTS must be short, long or off, not {other:?}"),
         }
+    }
+}
+
+/// The long form's submission rate: `SWITCHBOARD_FAULTS_RATE`, else 160 a second.
+fn long_rate() -> u32 {
+    match std::env::var("SWITCHBOARD_FAULTS_RATE") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|r| *r > 0)
+            .unwrap_or_else(|| panic!("SWITCHBOARD_FAULTS_RATE must be a positive whole number, not {v:?}")),
+        Err(_) => 160,
     }
 }
 
