@@ -85,10 +85,11 @@ pub async fn submit(
     tracing::info!(task.id = %task.id(), task.r#type = %task.spec.task_type, scope = %task.spec.scope, "task submitted");
     // The task is stored: whatever happens to this placement, the queue sweep retries it.
     let id = task.id();
-    let (explanation, placed) = match dispatch::place::place_new(&state, task.clone()).await {
-        Ok(Placement::Waiting { explanation }) => (Some(explanation), Some(task)),
+    let queued = TaskView::from(&task);
+    let (explanation, placed) = match dispatch::place::place_task(&state, task).await {
+        Ok(Placement::Waiting { explanation }) => (Some(explanation), Some(queued)),
         Ok(Placement::Failed { explanation, .. }) => (Some(explanation), None),
-        Ok(Placement::Assigned { task, .. }) => (None, Some(*task)),
+        Ok(Placement::Assigned { task, .. }) => (None, Some(TaskView::from(&*task))),
         Ok(Placement::NotQueued) => (None, None),
         Err(e) => {
             tracing::warn!(task.id = %id, error = %e, "placement at submission failed; the sweep retries");
@@ -97,16 +98,10 @@ pub async fn submit(
     };
     // The task as placement left it; read again only when placement does not know.
     let task = match placed {
-        Some(task) => task,
-        None => state.store().get_task(id).await?,
+        Some(view) => view,
+        None => TaskView::from(&state.store().get_task(id).await?),
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(Submitted {
-            task: TaskView::from(&task),
-            explanation,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(Submitted { task, explanation })))
 }
 
 /// The answer to `POST /api/v1/tasks/explain`: the engine's decision and its summary line.

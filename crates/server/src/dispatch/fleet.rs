@@ -53,7 +53,6 @@ pub struct Fleet {
     /// An async mutex, held while a snapshot is built: concurrent placements wait for
     /// the one build instead of each reading the whole fleet.
     kept: Mutex<Option<Kept>>,
-    rebuilds: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -91,18 +90,12 @@ impl Fleet {
         Self {
             changes,
             kept: Mutex::new(None),
-            rebuilds: AtomicU64::new(0),
         }
     }
 
     /// The next decision builds a new snapshot.
     pub fn invalidate(&self) {
         self.changes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many snapshots were built since start.
-    pub fn rebuilds(&self) -> u64 {
-        self.rebuilds.load(Ordering::Relaxed)
     }
 
     /// Decides for `inputs`, `last` being the freshest last success of its connector,
@@ -176,7 +169,6 @@ impl Fleet {
     async fn build(&self, state: &AppState) -> StoreResult<Kept> {
         let generation = self.changes.load(Ordering::Relaxed);
         let registry = snapshot(state).await?;
-        self.rebuilds.fetch_add(1, Ordering::Relaxed);
         Ok(Kept {
             registry,
             built: Instant::now(),

@@ -9,7 +9,7 @@ use switchboard_store::{StoreError, StoreResult, Transition};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::place::{Placement, place_known, record};
+use super::place::{Placement, place_task, record};
 use crate::state::AppState;
 
 /// The most tasks one sweep of the queue or of the timers handles; the rest wait for the
@@ -266,11 +266,9 @@ async fn sweep(state: &AppState, queued: Vec<Task>, stop_early: bool) {
         while running.len() < SWEEP_PARALLEL && !(stop_early && waiting_in_a_row >= WAITING_IN_A_ROW) {
             let Some(task) = queued.next() else { break };
             let state = state.clone();
-            // The row just read is the placement's first look at the task; a claim on a
-            // row that changed meanwhile is refused by the store.
             running.spawn(async move {
                 let id = task.id();
-                let outcome = place_known(&state, id, Some(task)).await;
+                let outcome = place_task(&state, task).await;
                 if let Err(e) = &outcome {
                     tracing::warn!(task.id = %id, error = %e, "placement failed; the next sweep retries");
                 }

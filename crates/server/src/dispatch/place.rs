@@ -45,13 +45,14 @@ pub async fn place(state: &AppState, id: TaskId) -> StoreResult<Placement> {
     place_known(state, id, None).await
 }
 
-/// Places a task just submitted, as the store answered its insert (saves reading it back).
-pub async fn place_new(state: &AppState, task: Task) -> StoreResult<Placement> {
+/// Places a queued task the caller has just read or inserted: its first round starts
+/// from that row instead of reading it again (a claim on a row that changed meanwhile is
+/// refused by the store).
+pub async fn place_task(state: &AppState, task: Task) -> StoreResult<Placement> {
     place_known(state, task.id(), Some(task)).await
 }
 
-/// Places `id`, starting from `known` if the caller has just read it (else it is read).
-pub(crate) async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
+async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
     let dispatcher = state.dispatcher();
     if !dispatcher.begin_placing(id) {
         return Ok(Placement::NotQueued);
