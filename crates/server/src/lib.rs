@@ -31,6 +31,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
@@ -80,6 +81,9 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::serve))
         .routes(routes!(openapi::document))
         .routes(routes!(openapi::docs))
+        .routes(routes!(ui::index_without_slash))
+        .routes(routes!(ui::index))
+        .routes(routes!(ui::file))
         .nest("/api/v1", api)
         .nest("/delegate/v1", delegate)
 }

@@ -4,9 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, Uri};
 use serde::Serialize;
+use switchboard_protocol::keys::ApiKeyView;
 use switchboard_store::StoreError;
 use utoipa::ToSchema;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::Errors;
 use crate::openapi::errors::{ANY, API, STORE};
@@ -84,9 +86,22 @@ pub struct Status {
     pub version: &'static str,
     /// The storage backend: `postgres` or `sqlite`.
     pub store: &'static str,
+    /// Who the request's credential is, so a client (the dashboard) can say whom it is
+    /// signed in as and offer only what the key may do. The routes still check.
+    pub caller: CallerView,
 }
 
-/// What this manager is: its version and storage backend.
+/// The credential a request came with.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallerView {
+    /// The bootstrap admin key: every permission in every account.
+    Admin,
+    /// A scoped API key (never its secret).
+    ApiKey(ApiKeyView),
+}
+
+/// What this manager is (its version and storage backend) and who is asking.
 #[utoipa::path(
     get,
     path = "/status",
@@ -95,10 +110,14 @@ pub struct Status {
     security(("api_key" = [])),
     responses((status = 200, description = "This manager.", body = Status), Errors<API>)
 )]
-pub async fn status(State(state): State<AppState>) -> Json<Status> {
+pub async fn status(State(state): State<AppState>, caller: Caller) -> Json<Status> {
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),
         store: state.store().backend().as_str(),
+        caller: match caller {
+            Caller::Admin => CallerView::Admin,
+            Caller::Key(key) => CallerView::ApiKey(ApiKeyView::from(key.as_ref())),
+        },
     })
 }
 

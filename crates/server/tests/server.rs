@@ -9,8 +9,10 @@ mod server {
     mod api;
     mod audit;
     mod binary;
+    mod browser;
     mod cli;
     mod connectors;
+    mod dashboard;
     mod delegate_tasks;
     mod delegates;
     mod dispatch;

@@ -12,9 +12,9 @@
 //! never about timings.
 //!
 //! `SWITCHBOARD_FAULTS` picks the form: unset or `short` (what `cargo test` and `.ci/run`
-//! run: about a minute), `long` (at least 10 minutes, 100,000 tasks, every fault
-//! repeated; `SWITCHBOARD_FAULTS_RATE=N` submits at N a second instead of 160, for 625 s
-//! all the same, for a machine that cannot keep up with 160), `off` (skipped). Without
+//! run: about a minute), `long` (100,000 tasks at 160 a second, so 625 s, with the
+//! fault cycle repeated every minute; `SWITCHBOARD_FAULTS_RATE=N` submits the same 100,000
+//! at N a second instead, for a machine that cannot keep up with 160), `off` (skipped). Without
 //! `DATABASE_URL` it is skipped with a notice, except
 //! under `CI=true`, where PostgreSQL is required. See docs/operations.md.
 
@@ -98,15 +98,23 @@ impl Scale {
         };
         match std::env::var("SWITCHBOARD_FAULTS").as_deref() {
             Ok("off") => None,
-            Ok("long") => Some(Scale {
-                name: "long",
-                replicas: 3,
-                delegates: 30,
-                tasks: 625 * long_rate() as usize,
-                rate: long_rate(), // 625 s of submission: 100,000 tasks at the default
-                faults: (0..10).flat_map(|n| cycle(60 * n as u64, 3, 30, n)).collect(),
-                settle: s(300),
-            }),
+            Ok("long") => {
+                // 100,000 tasks whatever the rate: 625 s of submission at the default 160 a
+                // second, longer at a lower rate; a fault cycle every minute throughout.
+                let (tasks, rate) = (100_000, long_rate());
+                let minutes = (tasks as u64).div_ceil(u64::from(rate) * 60).max(10);
+                Some(Scale {
+                    name: "long",
+                    replicas: 3,
+                    delegates: 30,
+                    tasks,
+                    rate,
+                    faults: (0..minutes as usize)
+                        .flat_map(|n| cycle(60 * n as u64, 3, 30, n))
+                        .collect(),
+                    settle: s(300),
+                })
+            }
             Ok("short") | Err(_) => Some(Scale {
                 name: "short",
                 replicas: 3,

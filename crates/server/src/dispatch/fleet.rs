@@ -138,8 +138,11 @@ impl Fleet {
             if context.verdicts || !verdicts(&decision) {
                 return Ok(decision);
             }
+            // Every instance of the account gets its verdict, not only those the index
+            // looked at: the log is where an operator reads why each one was passed over.
             let full = Context {
                 verdicts: true,
+                explain_all: true,
                 ..*context
             };
             return Ok(decide(inputs, &k.registry, &full));

@@ -176,8 +176,8 @@ pub const VERDICTS_LOGGED_UP_TO: usize = 200;
 pub enum Detail {
     /// What a placement logs, against the kept snapshot ([`super::fleet::Fleet`]): the
     /// choice and the summary (no per-instance verdicts: the cheap mode), then again
-    /// with a verdict per instance the index found when nobody takes the task now (an
-    /// operator will ask why) or the account is small ([`VERDICTS_LOGGED_UP_TO`]).
+    /// with a verdict for every instance of the account when nobody takes the task now
+    /// (an operator will ask why) or the account is small ([`VERDICTS_LOGGED_UP_TO`]).
     Placement,
     /// A verdict for every instance of the account, against a snapshot built for it (a
     /// dry run an operator reads).

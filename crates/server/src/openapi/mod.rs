@@ -53,7 +53,8 @@ lists the types it can answer with, per status. Request bodies refuse unknown fi
         (name = "status", description = "What this manager is."),
         (name = "delegate", description = "The delegate's own API: registration, the socket, task reports."),
         (name = "probes", description = "Liveness, readiness and metrics, without credentials."),
-        (name = "reference", description = "This document and its HTML rendering.")
+        (name = "reference", description = "This document and its HTML rendering."),
+        (name = "dashboard", description = "The operator dashboard's page and files, at `/ui/`.")
     )
 )]
 struct Base;

@@ -72,8 +72,41 @@ async fn status_reports_version_and_store_to_the_admin_key() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
-        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "store": "sqlite"})
+        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "store": "sqlite", "caller": {"kind": "admin"}})
     );
+}
+
+#[tokio::test]
+async fn status_tells_an_api_key_who_it_is_without_its_secret() {
+    let app = spawn_app().await;
+    let created: Value = app
+        .post(
+            "/api/v1/api-keys",
+            Some(ADMIN_KEY),
+            &serde_json::json!({"name": "viewer", "account": "acme", "org": "web", "permissions": ["pipelines:execute"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = created["key"].as_str().unwrap();
+    let body: Value = app.get("/api/v1/status", Some(secret)).await.json().await.unwrap();
+    let caller = &body["caller"];
+    assert_eq!(caller["kind"], "api_key");
+    assert_eq!(caller["id"], created["id"]);
+    assert_eq!(
+        (
+            caller["name"].as_str(),
+            caller["account"].as_str(),
+            caller["org"].as_str()
+        ),
+        (Some("viewer"), Some("acme"), Some("web"))
+    );
+    assert_eq!(
+        caller["permissions"],
+        serde_json::json!(["delegates:view", "pipelines:execute"])
+    );
+    assert!(!body.to_string().contains(secret), "the secret is echoed: {body}");
 }
 
 #[tokio::test]

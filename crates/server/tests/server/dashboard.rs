@@ -1,0 +1,302 @@
+//! The dashboard in a real browser (headless Chromium over WebDriver) against a real
+//! manager with client-library delegates on real sockets: an operator signs in, sees the
+//! fleet, finds out why a task waits, watches it succeed once a matching delegate starts,
+//! and revokes a token. Screenshots of the delegate, task (waiting, then succeeded),
+//! explain and narrow delegate pages go to
+//! `target/tmp/dashboard/` (`SWITCHBOARD_SCREENSHOTS=<dir>` writes them there instead;
+//! docs/ui/ holds the committed ones).
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register};
+use switchboard_protocol::delegate::{Outcome, RegisterRequest, TaskResult};
+use switchboard_protocol::socket::ServerMessage;
+
+use super::browser::Browser;
+use super::support::{ADMIN_KEY, PATIENCE, TestApp, spawn_app};
+
+/// A delegate that runs every task it is offered and reports success; stops when dropped.
+struct Delegate(tokio::task::JoinHandle<()>);
+
+impl Drop for Delegate {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn delegate(app: &TestApp, token: &str, group: &str, hostname: &str, tags: &[&str]) -> Delegate {
+    let request: RegisterRequest = serde_json::from_value(json!({
+        "name": group, "hostname": hostname, "version": "1.4.2", "tags": tags,
+        "task_types": ["echo"], "capacity": 4
+    }))
+    .unwrap();
+    let registered = register(&app.client, &app.url(""), token, &request).await.unwrap();
+    let mut session = Session::start(registered.clone(), Backoff::default());
+    let first = tokio::time::timeout(PATIENCE, session.events.recv()).await.unwrap();
+    assert_eq!(first, Some(Event::Connected));
+    let tasks = TaskClient::new(app.client.clone(), &app.url(""), &registered.session_token);
+    Delegate(tokio::spawn(async move {
+        while let Some(event) = session.events.recv().await {
+            if let Event::Message(ServerMessage::TaskAvailable { task_id, attempt }) = event {
+                let Ok(acquired) = tasks.acquire(task_id, attempt).await else {
+                    continue;
+                };
+                let report = TaskResult {
+                    attempt,
+                    outcome: Outcome::Succeeded,
+                    result: Some(json!({"echoed": acquired.payload})),
+                    error: None,
+                };
+                let _ = tasks.result(task_id, &report).await;
+            }
+        }
+    }))
+}
+
+async fn created(app: &TestApp, path: &str, body: Value) -> Value {
+    let response = app.post(path, Some(ADMIN_KEY), &body).await;
+    assert_eq!(response.status(), 201, "{path}");
+    response.json().await.unwrap()
+}
+
+fn screenshots() -> PathBuf {
+    std::env::var_os("SWITCHBOARD_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard"))
+}
+
+#[tokio::test]
+async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloading() {
+    let Some(browser) = Browser::start(1280, 800).await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let shots = screenshots();
+
+    // An operator's key for account acme, and two tokens: the fleet's and a GPU box's.
+    let key = created(
+        &app,
+        "/api/v1/api-keys",
+        json!({"name": "night-shift", "account": "acme",
+               "permissions": ["delegates:edit", "delegates:delete", "pipelines:execute"]}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fleet = created(
+        &app,
+        "/api/v1/delegate-tokens",
+        json!({"name": "fleet", "account": "acme"}),
+    )
+    .await;
+    let gpu = created(
+        &app,
+        "/api/v1/delegate-tokens",
+        json!({"name": "gpu", "account": "acme"}),
+    )
+    .await;
+    let mut fleet_delegates = Vec::new();
+    for n in 1..=3 {
+        let token = fleet["token"].as_str().unwrap();
+        fleet_delegates.push(delegate(&app, token, "builders", &format!("builder-{n}"), &["linux"]).await);
+    }
+
+    // Sign in.
+    browser.goto(&app.url("/ui/")).await;
+    browser.fill("#api-key", &key).await;
+    browser.click("#signin-form button[type=submit]").await;
+    let who = browser
+        .wait_text("#who-name", "the key's name", |t| !t.is_empty())
+        .await;
+    assert_eq!(who, "night-shift (acme)");
+    // A mark that only survives if the page is never reloaded from here on.
+    browser
+        .script("window.stillTheSamePage = 'yes'; return null;", json!([]))
+        .await;
+
+    // Three delegates connected.
+    let counts = browser
+        .wait_text("#delegate-counts", "three connected", |t| t.contains("3 connected"))
+        .await;
+    assert!(counts.contains("1 delegate, 3 instances"), "{counts}");
+    let group = browser.text("section[data-group=builders]").await.unwrap();
+    for needle in ["builder-1", "builder-2", "builder-3", "1.4.2", "0/4", "linux", "acme"] {
+        assert!(
+            group.contains(needle),
+            "{needle:?} missing from the delegate card: {group}"
+        );
+    }
+    browser.screenshot(&shots.join("delegates.png")).await;
+
+    // Explain a task that needs a GPU: nobody can take it now, and the page says why.
+    browser.click("#nav a[data-view=explain]").await;
+    browser.fill("#build input[name=selectors]", "gpu").await;
+    browser.click("#build button[type=submit]").await;
+    browser.click("#explain-run").await;
+    let summary = browser
+        .wait_text("#explain-summary", "the decision", |t| !t.is_empty())
+        .await;
+    assert!(summary.starts_with("0/3 delegates eligible"), "{summary}");
+    assert!(summary.contains("gpu"), "{summary}");
+    let verdicts = browser.text("#explain-answer table.verdicts").await.unwrap();
+    assert_eq!(verdicts.matches("lacks selectors gpu").count(), 3, "{verdicts}");
+    browser
+        .script(
+            "document.getElementById('explain-summary').scrollIntoView(); return null;",
+            json!([]),
+        )
+        .await;
+    browser.screenshot(&shots.join("explain.png")).await;
+
+    // Submit it: it waits in the queue, and its page shows the reason per instance.
+    browser.click("#submit-task").await;
+    browser.wait_text("#task-state", "queued", |t| t == "queued").await;
+    let hash = browser.script("return location.hash;", json!([])).await;
+    let task_id = hash.as_str().unwrap().trim_start_matches("#/tasks/").to_owned();
+    let stored: Value = app
+        .get(&format!("/api/v1/tasks/{task_id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["state"], "queued", "{stored}");
+    let headline = browser.text("#task-summary").await.unwrap();
+    assert!(headline.starts_with("0/3 delegates eligible"), "{headline}");
+    let log = browser
+        .wait_text(
+            "article.log-entry[data-kind=decision] table.verdicts",
+            "the verdicts",
+            |t| t.matches("lacks selectors gpu").count() == 3,
+        )
+        .await;
+    assert_eq!(log.matches("selectors").count(), 6, "rule and reason per row: {log}");
+    browser
+        .script(
+            "document.getElementById('h-log').scrollIntoView(); return null;",
+            json!([]),
+        )
+        .await;
+    browser.screenshot(&shots.join("task-waiting.png")).await;
+
+    // A matching delegate starts: the task is placed, runs and succeeds, and the page
+    // follows by itself.
+    let gpu_delegate = delegate(&app, gpu["token"].as_str().unwrap(), "gpu-boxes", "gpu-1", &["gpu"]).await;
+    browser
+        .wait_text("#task-state", "succeeded", |t| t == "succeeded")
+        .await;
+    let result = browser
+        .wait_text("#task-result", "the result", |t| t.contains("echoed"))
+        .await;
+    assert!(result.contains("echoed"), "{result}");
+    let timeline = browser.text("#timeline").await.unwrap();
+    for step in ["submitted", "decision", "assigned", "ended: succeeded"] {
+        assert!(
+            timeline.contains(step),
+            "{step:?} missing from the timeline: {timeline}"
+        );
+    }
+    let headline = browser.text("#task-summary").await.unwrap();
+    assert!(headline.starts_with("Succeeded on instance "), "{headline}");
+    browser.script("window.scrollTo(0, 0); return null;", json!([])).await;
+    browser.screenshot(&shots.join("task.png")).await;
+
+    // The task list shows it, newest first, filtered by state.
+    browser.click("#nav a[data-view=tasks]").await;
+    browser
+        .wait_text(&format!("tr[data-task=\"{task_id}\"]"), "the task", |t| {
+            t.contains("succeeded")
+        })
+        .await;
+
+    // Revoke the GPU token: its delegate is disconnected, the fleet is untouched.
+    browser.click("#nav a[data-view=credentials]").await;
+    browser.click("#revoke-token-gpu").await;
+    browser
+        .wait_text("#revoke-token-gpu", "the confirmation", |t| t.starts_with("Really"))
+        .await;
+    browser.click("#revoke-token-gpu").await;
+    browser
+        .wait_text("tr[data-token=gpu]", "revoked", |t| t.contains("revoked"))
+        .await;
+    browser.click("#nav a[data-view=delegates]").await;
+    browser
+        .wait_text("section[data-group=gpu-boxes] tbody", "disconnected", |t| {
+            t.contains("disconnected")
+        })
+        .await;
+    let counts = browser
+        .wait_text("#delegate-counts", "the new counts", |t| t.contains("1 disconnected"))
+        .await;
+    assert!(counts.contains("3 connected"), "{counts}");
+    drop(gpu_delegate);
+
+    let same = browser
+        .script("return window.stillTheSamePage || 'reloaded';", json!([]))
+        .await;
+    assert_eq!(same, "yes", "the page was reloaded");
+
+    // Keyboard: the skip link comes before everything else and moves focus to the content.
+    browser
+        .script("document.querySelector('.brand').focus(); return null;", json!([]))
+        .await;
+    browser.press(&["\u{E008}", "\u{E004}"]).await;
+    let focused = browser
+        .script("return document.activeElement.className;", json!([]))
+        .await;
+    assert_eq!(focused, "skip", "Shift+Tab from the first header link");
+    browser.press(&["\u{E007}"]).await;
+    let focused = browser.script("return document.activeElement.id;", json!([])).await;
+    assert_eq!(focused, "main", "Enter on the skip link");
+
+    // A narrow screen: nothing wider than the window but the tables' own scroll boxes.
+    browser.resize(390, 844).await;
+    let overflow = browser
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(overflow, 0, "the page scrolls sideways at 390 px");
+    browser.screenshot(&shots.join("delegates-narrow.png")).await;
+
+    browser.quit().await;
+    drop(fleet_delegates);
+    app.stop().await.unwrap();
+}
+
+/// The page and its files, without a browser: what the dashboard test cannot show when
+/// Chromium is missing.
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy_and_no_credentials() {
+    let app = spawn_app().await;
+    for (path, kind, needle) in [
+        ("/ui/", "text/html", "/ui/app.js"),
+        ("/ui", "text/html", "/ui/app.css"),
+        ("/ui/app.js", "text/javascript", "/api/v1"),
+        ("/ui/app.css", "text/css", "@media"),
+    ] {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        assert!(
+            header("content-type").starts_with(kind),
+            "{path}: {}",
+            header("content-type")
+        );
+        let policy = header("content-security-policy");
+        assert!(
+            policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"),
+            "{policy}"
+        );
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        assert!(response.text().await.unwrap().contains(needle), "{path} lacks {needle}");
+    }
+    let missing = app.get("/ui/secrets.txt", None).await;
+    let body = super::support::problem(missing, 404, "not-found").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("app.js and app.css"),
+        "{body}"
+    );
+}

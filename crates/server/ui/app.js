@@ -1,0 +1,726 @@
+// The Switchboard dashboard: one page, no build step, no dependencies. Everything it
+// shows comes from /api/v1 with the API key the operator signed in with, so it sees and
+// may change exactly what that key may; the manager checks every call.
+//
+// Views are chosen by the URL's hash (#/delegates, #/tasks, #/tasks/<id>, #/explain,
+// #/credentials). The delegate and task views poll every POLL_MS and redraw only when
+// the data changed, so focus and half-typed input survive the refresh.
+
+'use strict';
+
+(() => {
+  const POLL_MS = 2000;
+  const KEY = 'switchboard.api-key';
+  const STATES = ['queued', 'assigned', 'running', 'succeeded', 'failed', 'cancelled', 'expired', 'timed_out'];
+  const ENDED = new Set(['succeeded', 'failed', 'cancelled', 'expired', 'timed_out']);
+  const PERMISSIONS = ['delegates:view', 'delegates:edit', 'delegates:delete', 'pipelines:execute', 'connectors:access'];
+
+  const main = document.getElementById('main');
+  const notice = document.getElementById('notice');
+  let me = null; // GET /api/v1/status: { version, store, caller }
+  let poller = null;
+  let generation = 0; // bumped on every navigation: a late answer for an old view is dropped
+
+  // ---- helpers -------------------------------------------------------------------------
+
+  const esc = (v) => String(v ?? '').replace(/[&<>"']/g, (c) => (
+    { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+
+  // Markup that is already safe: what html`` and raw() return. Anything else put into
+  // html`` is escaped, so data from the API can never become markup.
+  class Safe {
+    constructor(text) { this.text = text; }
+    toString() { return this.text; }
+  }
+  const raw = (text) => new Safe(String(text));
+  const piece = (v) => (v instanceof Safe ? v.text : esc(v));
+
+  function html(strings, ...values) {
+    let out = strings[0];
+    values.forEach((v, i) => {
+      out += (Array.isArray(v) ? v.map(piece).join('') : piece(v)) + strings[i + 1];
+    });
+    return new Safe(out);
+  }
+
+  function say(text, isError = false) {
+    notice.textContent = text;
+    notice.classList.toggle('error', isError);
+  }
+
+  class ApiError extends Error {
+    constructor(status, problem) {
+      super(problem.detail || problem.title || `HTTP ${status}`);
+      this.status = status;
+      this.problem = problem;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ''}` };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    const response = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)),
+    });
+    if (response.status === 204) return null;
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = { detail: text }; }
+    if (!response.ok) {
+      if (response.status === 401 && me) signOut('Your API key was refused; sign in again.');
+      throw new ApiError(response.status, data || {});
+    }
+    return data;
+  }
+
+  const may = (permission) => me && (me.caller.kind === 'admin' || me.caller.permissions.includes(permission));
+
+  function scopeText(o) {
+    return [o.account, o.org, o.project].filter(Boolean).join(' / ');
+  }
+
+  function badge(state, text) {
+    return html`<span class="badge s-${state}">${text ?? state.replace('_', ' ')}</span>`;
+  }
+
+  function tags(list) {
+    if (!list || list.length === 0) return raw('<span class="muted">none</span>');
+    return raw(list.map((t) => html`<span class="tag">${t}</span>`).join(''));
+  }
+
+  function when(iso) {
+    if (!iso) return '';
+    const d = new Date(iso);
+    return d.toLocaleString(undefined, { hour12: false });
+  }
+
+  function age(ms) {
+    if (ms < 1000) return `${ms} ms`;
+    const s = Math.round(ms / 1000);
+    if (s < 120) return `${s} s`;
+    const m = Math.round(s / 60);
+    return m < 120 ? `${m} min` : `${Math.round(m / 60)} h`;
+  }
+
+  function route() {
+    const hash = location.hash.replace(/^#\/?/, '');
+    const [path, query] = hash.split('?');
+    const parts = path.split('/').filter(Boolean);
+    return { parts, query: new URLSearchParams(query || '') };
+  }
+
+  // Runs `load` now and every POLL_MS while this view is shown; `draw` gets the data
+  // only when its fingerprint changed (and always the first time).
+  function live(load, draw, fingerprint = JSON.stringify) {
+    const mine = generation;
+    let last = null;
+    const tick = async () => {
+      try {
+        const data = await load();
+        if (mine !== generation) return;
+        const print = fingerprint(data);
+        if (print !== last) {
+          last = print;
+          draw(data);
+        }
+        if (notice.classList.contains('error') && notice.dataset.live) say('');
+      } catch (e) {
+        if (mine !== generation) return;
+        say(`Could not refresh: ${e.message}`, true);
+        notice.dataset.live = '1';
+      }
+    };
+    poller = setInterval(tick, POLL_MS);
+    return tick();
+  }
+
+  async function act(button, what, work) {
+    button.disabled = true;
+    try {
+      await work();
+      say(what);
+      return true;
+    } catch (e) {
+      say(e.message, true);
+      return false;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // A destructive button asks once more in place ("Really revoke?") instead of a modal.
+  function confirmed(button) {
+    if (button.dataset.armed) return true;
+    button.dataset.armed = '1';
+    button.dataset.label = button.textContent;
+    button.textContent = `Really ${button.textContent.toLowerCase()}?`;
+    setTimeout(() => {
+      if (!button.isConnected) return;
+      delete button.dataset.armed;
+      button.textContent = button.dataset.label;
+    }, 5000);
+    return false;
+  }
+
+  // ---- sign-in ---------------------------------------------------------------------------
+
+  function showSignIn(message) {
+    document.getElementById('nav').hidden = true;
+    document.getElementById('who').hidden = true;
+    main.innerHTML = html`
+      <section class="card signin" aria-labelledby="signin-title">
+        <h1 id="signin-title">Sign in</h1>
+        <p>Use an API key (or the admin key). The dashboard shows what that key may see.</p>
+        <form id="signin-form">
+          <label>API key <input id="api-key" name="key" type="password" autocomplete="current-password" required></label>
+          <p><button type="submit">Sign in</button></p>
+          <p id="signin-error" class="muted" role="alert">${message || ''}</p>
+        </form>
+      </section>`;
+    const form = document.getElementById('signin-form');
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(KEY, document.getElementById('api-key').value.trim());
+      try {
+        me = await api('GET', '/status');
+        enter();
+      } catch (e) {
+        me = null;
+        sessionStorage.removeItem(KEY);
+        document.getElementById('signin-error').textContent = `Sign-in failed: ${e.message}`;
+      }
+    });
+    document.getElementById('api-key').focus();
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(KEY);
+    me = null;
+    stop();
+    showSignIn(message);
+  }
+
+  function enter() {
+    document.getElementById('nav').hidden = false;
+    const who = document.getElementById('who');
+    who.hidden = false;
+    const c = me.caller;
+    document.getElementById('who-name').textContent = c.kind === 'admin'
+      ? 'admin key'
+      : `${c.name} (${scopeText(c)})`;
+    if (!location.hash || location.hash === '#' || location.hash === '#/') location.hash = '#/delegates';
+    else show();
+  }
+
+  // ---- delegates -------------------------------------------------------------------------
+
+  function delegatesView() {
+    main.innerHTML = html`<h1>Delegates</h1><div id="live-delegates" aria-live="off"><p class="muted">Loading…</p></div>`;
+    const box = document.getElementById('live-delegates');
+    // The heartbeat age changes every poll: it is left out of the fingerprint and
+    // updated in place, so the table is redrawn only when something else changed.
+    const fingerprint = (d) => JSON.stringify(d.items.map((g) => ({ ...g, instances: g.instances.map(({ heartbeat_age_ms, ...i }) => i) })));
+    return live(() => api('GET', '/delegates'), (data) => {
+      const active = document.activeElement && document.activeElement.id;
+      box.innerHTML = drawDelegates(data.items);
+      for (const cell of box.querySelectorAll('[data-age]')) {
+        cell.textContent = age(Number(cell.dataset.age));
+      }
+      if (active && document.getElementById(active)) document.getElementById(active).focus();
+    }, (d) => {
+      // Ages alone changed: refresh them without a redraw.
+      for (const g of d.items) for (const i of g.instances) {
+        const cell = box.querySelector(`[data-age-of="${i.id}"]`);
+        if (cell) cell.textContent = age(i.heartbeat_age_ms);
+      }
+      return fingerprint(d);
+    });
+  }
+
+  function drawDelegates(groups) {
+    const all = groups.flatMap((g) => g.instances);
+    const count = (s) => all.filter((i) => i.state === s).length;
+    if (groups.length === 0) {
+      return html`<p>No delegates are registered in what this key may see. Create a token under
+        <a href="#/credentials">Tokens &amp; keys</a> and start a delegate with it.</p>`;
+    }
+    const counts = html`<p class="counts" id="delegate-counts">
+      <span>${groups.length} delegate${groups.length === 1 ? '' : 's'}, ${all.length} instance${all.length === 1 ? '' : 's'}:</span>
+      ${badge('connected', `${count('connected')} connected`)}
+      ${badge('stale', `${count('stale')} stale`)}
+      ${badge('disconnected', `${count('disconnected')} disconnected`)}</p>`;
+    return counts + groups.map(drawGroup).join('');
+  }
+
+  function drawGroup(g) {
+    const edit = may('delegates:edit');
+    const actions = [];
+    if (edit) {
+      actions.push(g.disabled
+        ? html`<button type="button" class="secondary" data-act="enable" data-id="${g.id}">Enable</button>`
+        : html`<button type="button" class="secondary" data-act="disable" data-id="${g.id}">Disable</button>`);
+    }
+    if (may('delegates:delete')) {
+      actions.push(html`<button type="button" class="danger" data-act="delete" data-id="${g.id}" id="delete-${g.id}">Delete</button>`);
+    }
+    const rows = g.instances.map((i) => html`
+      <tr data-instance="${i.id}">
+        <td><span class="mono">${i.hostname}</span><br><small class="muted mono">${i.id}</small></td>
+        <td>${badge(i.state)}</td>
+        <td data-age="${i.heartbeat_age_ms}" data-age-of="${i.id}"></td>
+        <td>${i.version} <small class="muted">${i.flavour}</small></td>
+        <td><meter min="0" max="${i.capacity}" value="${i.load}" aria-hidden="true"></meter> ${i.load}/${i.capacity}</td>
+        <td>${tags(i.tags)}</td>
+        <td>${tags(i.selectors)}</td>
+        <td>${tags(i.task_types)}</td>
+        <td>${i.token_name ?? raw('<span class="muted">deleted</span>')}</td>
+      </tr>`).join('');
+    const tagForm = edit ? html`
+      <form class="inline" data-tags="${g.id}">
+        <label>Group tags (comma-separated)
+          <input name="tags" id="tags-${g.id}" value="${g.tags.join(', ')}" size="30"></label>
+        <button type="submit" class="secondary">Save tags</button>
+      </form>` : '';
+    return html`
+      <section class="card" aria-labelledby="g-${g.id}" data-group="${g.name}">
+        <div class="card-head">
+          <h2 id="g-${g.id}">${g.name}</h2>
+          <span class="badge s-scope">${scopeText(g)}</span>
+          ${g.disabled ? badge('disabled') : ''}
+          <span>Tags: ${tags(g.tags)}</span>
+          <div class="actions">${raw(actions.join(''))}</div>
+        </div>
+        <div class="table-wrap"><table>
+          <caption class="muted">${g.instances.length} instance${g.instances.length === 1 ? '' : 's'}</caption>
+          <thead><tr><th scope="col">Host</th><th scope="col">State</th><th scope="col">Heartbeat</th>
+            <th scope="col">Version</th><th scope="col">Load</th><th scope="col">Tags</th>
+            <th scope="col">Selectors</th><th scope="col">Task types</th><th scope="col">Token</th></tr></thead>
+          <tbody>${raw(rows || '<tr><td colspan="9" class="muted">No instances.</td></tr>')}</tbody>
+        </table></div>
+        ${raw(tagForm)}
+      </section>`;
+  }
+
+  main.addEventListener('click', async (event) => {
+    const button = event.target.closest('button[data-act]');
+    if (!button) return;
+    const { act: what, id } = button.dataset;
+    if (what === 'enable') await act(button, 'Delegate enabled.', () => api('POST', `/delegates/${id}/enable`));
+    if (what === 'disable') await act(button, 'Delegate disabled: it gets no new tasks.', () => api('POST', `/delegates/${id}/disable`));
+    if (what === 'delete' && confirmed(button)) await act(button, 'Delegate deleted.', () => api('DELETE', `/delegates/${id}`));
+    if (what === 'revoke-token' && confirmed(button)) {
+      if (await act(button, 'Token revoked: its delegates are disconnected.', () => api('POST', `/delegate-tokens/${id}/revoke`))) credentialsView();
+    }
+    if (what === 'revoke-key' && confirmed(button)) {
+      if (await act(button, 'API key revoked.', () => api('POST', `/api-keys/${id}/revoke`))) credentialsView();
+    }
+    if (what === 'cancel-task' && confirmed(button)) await act(button, 'Task cancelled.', () => api('POST', `/tasks/${id}/cancel`));
+  });
+
+  main.addEventListener('submit', async (event) => {
+    const form = event.target;
+    if (!form.dataset.tags) return;
+    event.preventDefault();
+    const list = form.elements.tags.value.split(',').map((t) => t.trim()).filter(Boolean);
+    await act(form.querySelector('button'), 'Tags saved.', () => api('PUT', `/delegates/${form.dataset.tags}/tags`, { tags: list }));
+  });
+
+  // ---- tasks -----------------------------------------------------------------------------
+
+  function tasksView(query) {
+    const q = (k) => query.get(k) || '';
+    const stateOptions = ['', ...STATES].map((s) => html`<option value="${s}" ${raw(s === q('state') ? 'selected' : '')}>${s || 'any'}</option>`).join('');
+    main.innerHTML = html`
+      <h1>Tasks</h1>
+      <form class="filters card" id="task-filters" aria-label="Filter tasks">
+        <label>State <select name="state">${raw(stateOptions)}</select></label>
+        <label>Account <input name="account" value="${q('account')}" size="12"></label>
+        <label>Org <input name="org" value="${q('org')}" size="10"></label>
+        <label>Project <input name="project" value="${q('project')}" size="10"></label>
+        <label>Type <input name="type" value="${q('type')}" size="12"></label>
+        <label>Connector <input name="connector" value="${q('connector')}" size="14"></label>
+        <button type="submit">Filter</button>
+        <a href="#/tasks">Clear</a>
+      </form>
+      <div id="live-tasks"><p class="muted">Loading…</p></div>`;
+    document.getElementById('task-filters').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const params = new URLSearchParams();
+      for (const [k, v] of new FormData(event.target)) if (v.trim()) params.set(k, v.trim());
+      location.hash = `#/tasks?${params}`;
+    });
+    const params = new URLSearchParams(query);
+    if (!params.has('limit')) params.set('limit', '25');
+    const box = document.getElementById('live-tasks');
+    return live(() => api('GET', `/tasks?${params}`), (page) => {
+      const rows = page.items.map((t) => html`
+        <tr data-task="${t.id}">
+          <td>${when(t.created_at)}</td>
+          <td><a class="mono" href="#/tasks/${t.id}">${t.id}</a></td>
+          <td>${t.type}</td>
+          <td>${badge(t.state)}</td>
+          <td>${scopeText(t)}</td>
+          <td>${tags(t.selectors)}</td>
+          <td>${t.runs}/${t.max_attempts}</td>
+          <td class="mono">${t.instance_id ?? ''}</td>
+          <td>${t.failure ? `${t.failure.reason}: ${t.failure.detail}` : ''}</td>
+        </tr>`).join('');
+      const next = new URLSearchParams(query);
+      if (page.next) next.set('before', page.next);
+      box.innerHTML = html`
+        <div class="table-wrap"><table>
+          <caption class="muted">Newest first${query.get('before') ? ' (older page)' : ''}</caption>
+          <thead><tr><th scope="col">Created</th><th scope="col">Task</th><th scope="col">Type</th>
+            <th scope="col">State</th><th scope="col">Scope</th><th scope="col">Selectors</th>
+            <th scope="col">Runs</th><th scope="col">Instance</th><th scope="col">Failure</th></tr></thead>
+          <tbody>${raw(rows || '<tr><td colspan="9" class="muted">No tasks match.</td></tr>')}</tbody>
+        </table></div>
+        <nav class="pager" aria-label="Pages">
+          ${raw(query.get('before') ? html`<a href="#/tasks?${withoutBefore(query)}">Newest</a>` : '')}
+          ${raw(page.next ? html`<a href="#/tasks?${next}">Older</a>` : '')}
+        </nav>`;
+    });
+  }
+
+  function withoutBefore(query) {
+    const q = new URLSearchParams(query);
+    q.delete('before');
+    return q.toString();
+  }
+
+  // ---- one task --------------------------------------------------------------------------
+
+  function taskView(id) {
+    main.innerHTML = html`<div id="live-task"><p class="muted">Loading…</p></div>`;
+    const box = document.getElementById('live-task');
+    return live(async () => {
+      const [task, log] = await Promise.all([api('GET', `/tasks/${id}`), api('GET', `/tasks/${id}/selection-log`)]);
+      return { task, log: log.items };
+    }, ({ task, log }) => {
+      const active = document.activeElement && document.activeElement.id;
+      box.innerHTML = drawTask(task, log);
+      if (active && document.getElementById(active)) document.getElementById(active).focus();
+    });
+  }
+
+  function drawTask(t, log) {
+    const decisions = log.filter((e) => e.kind === 'decision');
+    const lastDecision = decisions[decisions.length - 1];
+    const assigned = log.filter((e) => e.kind === 'assigned').pop();
+    const runs = `${t.runs} run${t.runs === 1 ? '' : 's'}`;
+    let headline;
+    if (t.failure) headline = `${t.state.replace('_', ' ')}: ${t.failure.reason}: ${t.failure.detail}`;
+    else if (t.state === 'succeeded') headline = `Succeeded${assigned ? ` on instance ${assigned.detail.instance_id}` : ''} after ${runs}.`;
+    else if (ENDED.has(t.state)) headline = `${t.state.replace('_', ' ')} after ${runs}.`;
+    else if (t.state !== 'queued' && assigned) headline = `${t.state} on instance ${assigned.detail.instance_id} (attempt ${t.attempt}).`;
+    else headline = lastDecision ? lastDecision.summary : 'Waiting for the first decision.';
+    const cancel = !ENDED.has(t.state) && may('pipelines:execute')
+      ? html`<button type="button" class="danger" data-act="cancel-task" data-id="${t.id}" id="cancel-task">Cancel</button>` : '';
+    const facts = [
+      ['Type', t.type], ['Scope', scopeText(t)], ['Selectors', tags(t.selectors)],
+      ['Connector', t.connector ?? '—'], ['Capabilities', t.capabilities.length ? t.capabilities.map(capText).join(', ') : '—'],
+      ['Priority', t.priority], ['Attempt', `${t.attempt} (${t.runs} of ${t.max_attempts} runs used)`],
+      ['Instance', t.instance_id ?? '—'], ['Waits for a delegate', t.wait_for_delegate ? 'yes' : 'no'],
+      ['Assign timeout', age(t.assign_timeout_ms)], ['Execution timeout', age(t.execution_timeout_ms)],
+    ].map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`).join('');
+    return html`
+      <div class="card-head">
+        <h1>Task <span class="mono">${t.id}</span></h1>
+        <span id="task-state">${badge(t.state)}</span>
+        <div class="actions">${raw(cancel)}</div>
+      </div>
+      <p class="summary-line" id="task-summary">${headline}</p>
+      <div class="grid">
+        <section class="card" aria-labelledby="h-facts"><h2 id="h-facts">Details</h2><dl class="facts">${raw(facts)}</dl></section>
+        <section class="card" aria-labelledby="h-timeline"><h2 id="h-timeline">Timeline</h2>${raw(drawTimeline(t, log))}</section>
+      </div>
+      <section class="card" aria-labelledby="h-attempts"><h2 id="h-attempts">Attempts</h2>${raw(drawAttempts(t, log))}</section>
+      <section class="card" aria-labelledby="h-result"><h2 id="h-result">Result</h2>${raw(drawResult(t))}</section>
+      <section class="card" aria-labelledby="h-log"><h2 id="h-log">Selection log</h2>${raw(drawLog(log))}</section>`;
+  }
+
+  function capText(c) {
+    if (typeof c === 'string') return c;
+    return Object.values(c).join(' ');
+  }
+
+  function drawTimeline(t, log) {
+    const events = [{ at: t.created_at, text: 'submitted' }];
+    for (const e of log) events.push({ at: e.at, text: `${e.kind.replace('_', ' ')} (attempt ${e.attempt}): ${e.summary}` });
+    if (t.started_at) events.push({ at: t.started_at, text: 'started running' });
+    if (t.finished_at) events.push({ at: t.finished_at, text: `ended: ${t.state.replace('_', ' ')}` });
+    events.sort((a, b) => new Date(a.at) - new Date(b.at));
+    return html`<ol class="timeline" id="timeline">${raw(events.map((e) => html`<li><time datetime="${e.at}">${when(e.at)}</time>${e.text}</li>`).join(''))}</ol>`;
+  }
+
+  function drawAttempts(t, log) {
+    const attempts = new Map();
+    for (const e of log) {
+      if (e.kind === 'assigned') attempts.set(e.attempt, { attempt: e.attempt, instance: e.detail.instance_id, at: e.at, end: '' });
+      if (e.kind === 'requeued' && attempts.has(e.attempt)) attempts.get(e.attempt).end = e.summary;
+    }
+    if (t.attempt > 0 && attempts.has(t.attempt) && !attempts.get(t.attempt).end) {
+      attempts.get(t.attempt).end = ENDED.has(t.state) ? t.state.replace('_', ' ') : `${t.state} now`;
+    }
+    if (attempts.size === 0) return '<p class="muted">Not assigned yet.</p>';
+    const rows = [...attempts.values()].map((a) => html`<tr><td>${a.attempt}</td><td class="mono">${a.instance}</td><td>${when(a.at)}</td><td>${a.end}</td></tr>`).join('');
+    return html`<div class="table-wrap"><table><thead><tr><th scope="col">Attempt</th><th scope="col">Instance</th>
+      <th scope="col">Assigned</th><th scope="col">How it ended</th></tr></thead><tbody>${raw(rows)}</tbody></table></div>`;
+  }
+
+  function drawResult(t) {
+    const parts = [];
+    if (t.failure) parts.push(html`<p><strong>${t.failure.reason}</strong>: ${t.failure.detail}</p>`);
+    if (t.result !== undefined) parts.push(html`<pre id="task-result">${JSON.stringify(t.result, null, 2)}</pre>`);
+    if (t.progress !== undefined) parts.push(html`<h3>Last progress</h3><pre>${JSON.stringify(t.progress, null, 2)}</pre>`);
+    return parts.join('') || '<p class="muted">No result yet.</p>';
+  }
+
+  function drawLog(log) {
+    if (log.length === 0) return '<p class="muted">Nothing logged yet.</p>';
+    // Newest first: what explains the task's state now is on top.
+    return [...log].reverse().map((e) => {
+      const verdicts = e.kind === 'decision' && e.detail && Array.isArray(e.detail.verdicts) ? e.detail.verdicts : null;
+      return html`
+        <article class="log-entry" data-kind="${e.kind}">
+          <h3><time datetime="${e.at}">${when(e.at)}</time> · ${e.kind} · attempt ${e.attempt}</h3>
+          <p class="summary-line">${e.summary}</p>
+          ${raw(verdicts ? verdictTable(verdicts) : '')}
+        </article>`;
+    }).join('');
+  }
+
+  // One row per instance: the rule that kept or rejected it, and why.
+  function verdictTable(verdicts) {
+    if (verdicts.length === 0) return '<p class="muted">No instance in the task\'s account.</p>';
+    const rows = verdicts.map((v) => html`
+      <tr data-verdict="${v.verdict}">
+        <td>${v.delegate}</td>
+        <td class="mono">${v.hostname}</td>
+        <td>${badge(v.verdict === 'eligible' ? 'eligible' : 'rejected', v.verdict === 'eligible' ? `eligible #${v.rank}` : 'rejected')}</td>
+        <td>${v.rule ?? 'all rules passed'}</td>
+        <td>${why(v)}</td>
+      </tr>`).join('');
+    return html`<div class="table-wrap"><table class="verdicts"><thead><tr><th scope="col">Delegate</th><th scope="col">Host</th>
+      <th scope="col">Verdict</th><th scope="col">Rule</th><th scope="col">Why</th></tr></thead><tbody>${raw(rows)}</tbody></table></div>`;
+  }
+
+  function why(v) {
+    if (v.verdict === 'eligible') {
+      const bits = [];
+      if (v.preferred && v.preferred.length) bits.push(`preferred: ${v.preferred.join(', ')}`);
+      if (v.ahead_by) bits.push(`ahead by ${v.ahead_by}`);
+      if (v.load) bits.push(`load ${v.load.active ?? ''}/${v.load.capacity ?? ''}`);
+      if (v.unchecked && v.unchecked.length) bits.push(`must validate ${v.unchecked.map(capText).join(', ')}`);
+      return bits.join('; ');
+    }
+    const d = v.detail || {};
+    switch (d.reason) {
+      case 'disabled': return 'its delegate is disabled';
+      case 'out_of_scope': return `serves ${scopeText(d.delegate_scope || {})}, not the task's scope`;
+      case 'lacks_selectors': return `lacks selectors ${(d.missing || []).join(', ')}`;
+      case 'unsupported_task_type': return `does not run tasks of type ${d.task_type}`;
+      case 'disconnected': return `disconnected (last heartbeat ${d.heartbeat_age_secs} s ago)`;
+      case 'stale_heartbeat': return `heartbeat stale (${d.heartbeat_age_secs} s old)`;
+      case 'at_capacity': return `at capacity (${d.active}/${d.capacity})`;
+      case 'already_tried': return 'already tried this task';
+      case 'capability_unreachable': return `cannot reach ${capText(d.capability)}: ${d.detail}`;
+      default: return JSON.stringify(d);
+    }
+  }
+
+  // ---- explain ---------------------------------------------------------------------------
+
+  const SAMPLE = { account: 'acme', type: 'echo', payload: {}, selectors: [], wait_for_delegate: true };
+
+  function explainView() {
+    const account = me.caller.kind === 'api_key' ? me.caller.account : 'acme';
+    const body = JSON.stringify({ ...SAMPLE, account }, null, 2);
+    main.innerHTML = html`
+      <h1>Explain</h1>
+      <p>Which delegates would take this task now, and why the others would not. Nothing is
+        submitted until you press <em>Submit task</em>.</p>
+      <form class="card" id="build" aria-label="Build a task body">
+        <div class="filters">
+          <label>Account <input name="account" value="${account}" size="12"></label>
+          <label>Org <input name="org" size="10"></label>
+          <label>Project <input name="project" size="10"></label>
+          <label>Type <input name="type" value="echo" size="12"></label>
+          <label>Selectors (comma-separated) <input name="selectors" size="24"></label>
+          <label>Connector <input name="connector" size="14"></label>
+          <label class="check"><input type="checkbox" name="wait" checked> wait for a delegate</label>
+          <button type="submit" class="secondary">Build body</button>
+        </div>
+      </form>
+      <form class="card" id="explain-form">
+        <label for="task-body">Task body (JSON, as for POST /api/v1/tasks)</label>
+        <textarea id="task-body" spellcheck="false">${body}</textarea>
+        <p class="actions">
+          <button type="submit" id="explain-run">Explain</button>
+          ${raw(may('pipelines:execute') ? '<button type="button" class="secondary" id="submit-task">Submit task</button>' : '')}
+        </p>
+      </form>
+      <div id="explain-answer"></div>`;
+
+    document.getElementById('build').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const f = new FormData(event.target);
+      const built = { account: f.get('account').trim(), type: f.get('type').trim(), payload: {} };
+      for (const k of ['org', 'project', 'connector']) if (f.get(k).trim()) built[k] = f.get(k).trim();
+      built.selectors = f.get('selectors').split(',').map((s) => s.trim()).filter(Boolean);
+      built.wait_for_delegate = f.get('wait') === 'on';
+      document.getElementById('task-body').value = JSON.stringify(built, null, 2);
+    });
+    document.getElementById('explain-form').addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const out = document.getElementById('explain-answer');
+      try {
+        const answer = await api('POST', '/tasks/explain', document.getElementById('task-body').value);
+        out.innerHTML = html`
+          <p class="summary-line" id="explain-summary">${answer.explanation}</p>
+          ${raw(verdictTable(answer.verdicts || []))}`;
+        say('');
+      } catch (e) {
+        out.innerHTML = html`<p class="summary-line" role="alert">The body was refused: ${e.message}</p>`;
+      }
+    });
+    const submit = document.getElementById('submit-task');
+    if (submit) {
+      submit.addEventListener('click', async () => {
+        try {
+          const task = await api('POST', '/tasks', document.getElementById('task-body').value);
+          say(task.explanation ? `Submitted; ${task.explanation}` : 'Submitted.');
+          location.hash = `#/tasks/${task.id}`;
+        } catch (e) {
+          say(`Not submitted: ${e.message}`, true);
+        }
+      });
+    }
+  }
+
+  // ---- tokens and keys -------------------------------------------------------------------
+
+  async function credentialsView(secret) {
+    const mine = generation;
+    const [tokens, keys] = await Promise.all([api('GET', '/delegate-tokens'), api('GET', '/api-keys')]);
+    if (mine !== generation) return;
+    const account = me.caller.kind === 'api_key' ? me.caller.account : '';
+    const edit = may('delegates:edit');
+    const tokenRows = tokens.items.map((t) => html`
+      <tr data-token="${t.name}">
+        <td>${t.name}</td><td>${scopeText(t)}</td><td>${badge(t.status)}</td>
+        <td>${when(t.created_at)}</td><td>${when(t.revoked_at)}</td>
+        <td>${raw(edit && t.status === 'active' ? html`<button type="button" class="danger" data-act="revoke-token" data-id="${t.id}" id="revoke-token-${t.name}">Revoke</button>` : '')}</td>
+      </tr>`).join('');
+    const keyRows = keys.items.map((k) => html`
+      <tr data-key="${k.name}">
+        <td>${k.name}</td><td>${scopeText(k)}</td><td>${tags(k.permissions)}</td>
+        <td>${when(k.created_at)}</td><td>${k.revoked_at ? badge('revoked') : badge('active')}</td>
+        <td>${raw(!k.revoked_at ? html`<button type="button" class="danger" data-act="revoke-key" data-id="${k.id}" id="revoke-key-${k.name}">Revoke</button>` : '')}</td>
+      </tr>`).join('');
+    const checks = PERMISSIONS.map((p) => html`<label class="check"><input type="checkbox" name="perm" value="${p}" ${raw(p === 'delegates:view' ? 'checked disabled' : '')}> ${p}</label>`).join('');
+    main.innerHTML = html`
+      <h1>Tokens &amp; keys</h1>
+      ${raw(secret ? html`<div class="secret" role="alert" id="secret"><strong>${secret.what} created.</strong> Copy it now; it is not shown again:<br><code id="secret-value">${secret.value}</code></div>` : '')}
+      <section class="card" aria-labelledby="h-tokens">
+        <div class="card-head"><h2 id="h-tokens">Delegate tokens</h2></div>
+        <div class="table-wrap"><table><thead><tr><th scope="col">Name</th><th scope="col">Scope</th><th scope="col">Status</th>
+          <th scope="col">Created</th><th scope="col">Revoked</th><th scope="col"><span class="muted">Action</span></th></tr></thead>
+          <tbody>${raw(tokenRows || '<tr><td colspan="6" class="muted">No tokens.</td></tr>')}</tbody></table></div>
+        ${raw(edit ? html`<h3>New token</h3><form class="inline" id="new-token">
+          <label>Name <input name="name" required size="14"></label>
+          <label>Account <input name="account" value="${account}" required size="12"></label>
+          <label>Org <input name="org" size="10"></label><label>Project <input name="project" size="10"></label>
+          <button type="submit">Create token</button></form>` : '')}
+      </section>
+      <section class="card" aria-labelledby="h-keys">
+        <div class="card-head"><h2 id="h-keys">API keys</h2></div>
+        <div class="table-wrap"><table><thead><tr><th scope="col">Name</th><th scope="col">Scope</th><th scope="col">Permissions</th>
+          <th scope="col">Created</th><th scope="col">Status</th><th scope="col"><span class="muted">Action</span></th></tr></thead>
+          <tbody>${raw(keyRows || '<tr><td colspan="6" class="muted">No API keys.</td></tr>')}</tbody></table></div>
+        <h3>New API key</h3><form id="new-key">
+          <div class="filters"><label>Name <input name="name" required size="14"></label>
+          <label>Account <input name="account" value="${account}" required size="12"></label>
+          <label>Org <input name="org" size="10"></label><label>Project <input name="project" size="10"></label></div>
+          <fieldset><legend>Permissions</legend>${raw(checks)}</fieldset>
+          <p><button type="submit">Create API key</button></p></form>
+      </section>`;
+    const scopeOf = (f) => {
+      const body = { name: f.get('name').trim(), account: f.get('account').trim() };
+      for (const k of ['org', 'project']) if (f.get(k).trim()) body[k] = f.get(k).trim();
+      return body;
+    };
+    const newToken = document.getElementById('new-token');
+    if (newToken) {
+      newToken.addEventListener('submit', async (event) => {
+        event.preventDefault();
+        try {
+          const made = await api('POST', '/delegate-tokens', scopeOf(new FormData(newToken)));
+          say('');
+          credentialsView({ what: `Token ${made.name}`, value: made.token });
+        } catch (e) { say(e.message, true); }
+      });
+    }
+    const newKey = document.getElementById('new-key');
+    newKey.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const f = new FormData(newKey);
+      try {
+        const made = await api('POST', '/api-keys', { ...scopeOf(f), permissions: f.getAll('perm') });
+        say('');
+        credentialsView({ what: `API key ${made.name}`, value: made.key });
+      } catch (e) { say(e.message, true); }
+    });
+  }
+
+  // ---- navigation ------------------------------------------------------------------------
+
+  function stop() {
+    generation += 1;
+    if (poller) clearInterval(poller);
+    poller = null;
+  }
+
+  function show() {
+    if (!me) return;
+    stop();
+    const { parts, query } = route();
+    const view = parts[0] || 'delegates';
+    for (const a of document.querySelectorAll('#nav a')) {
+      if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
+      else a.removeAttribute('aria-current');
+    }
+    if (!notice.classList.contains('error')) say('');
+    delete notice.dataset.live;
+    let shown;
+    if (view === 'tasks' && parts[1]) shown = taskView(parts[1]);
+    else if (view === 'tasks') shown = tasksView(query);
+    else if (view === 'explain') shown = explainView();
+    else if (view === 'credentials') shown = credentialsView();
+    else shown = delegatesView();
+    Promise.resolve(shown).catch((e) => say(e.message, true));
+    document.title = `Switchboard · ${view}`;
+    main.focus({ preventScroll: true });
+  }
+
+  window.addEventListener('hashchange', show);
+  // The skip link focuses the content without touching the hash the views live in.
+  document.querySelector('.skip').addEventListener('click', (event) => {
+    event.preventDefault();
+    main.focus();
+  });
+  document.getElementById('sign-out').addEventListener('click', () => signOut('Signed out.'));
+
+  (async () => {
+    if (!sessionStorage.getItem(KEY)) return showSignIn();
+    try {
+      me = await api('GET', '/status');
+      enter();
+    } catch (e) {
+      sessionStorage.removeItem(KEY);
+      showSignIn(`Sign in again: ${e.message}`);
+    }
+  })();
+})();
