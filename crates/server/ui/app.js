@@ -19,6 +19,7 @@
   const notice = document.getElementById('notice');
   let me = null; // GET /api/v1/status: { version, store, caller }
   let poller = null;
+  let refresh = () => {}; // redraws the live view now (after an action), not at the next poll
   let generation = 0; // bumped on every navigation: a late answer for an old view is dropped
 
   // ---- helpers -------------------------------------------------------------------------
@@ -133,6 +134,7 @@
       }
     };
     poller = setInterval(tick, POLL_MS);
+    refresh = tick;
     return tick();
   }
 
@@ -141,6 +143,7 @@
     try {
       await work();
       say(what);
+      refresh();
       return true;
     } catch (e) {
       say(e.message, true);
@@ -681,6 +684,7 @@
     generation += 1;
     if (poller) clearInterval(poller);
     poller = null;
+    refresh = () => {};
   }
 
   function show() {

@@ -97,6 +97,14 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         json!({"name": "gpu", "account": "acme"}),
     )
     .await;
+    // Another account's delegate, which this key may not see.
+    let other = created(
+        &app,
+        "/api/v1/delegate-tokens",
+        json!({"name": "globex", "account": "globex"}),
+    )
+    .await;
+    let _hidden = delegate(&app, other["token"].as_str().unwrap(), "globex-pool", "g-1", &["linux"]).await;
     let mut fleet_delegates = Vec::new();
     for n in 1..=3 {
         let token = fleet["token"].as_str().unwrap();
@@ -120,7 +128,7 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     let counts = browser
         .wait_text("#delegate-counts", "three connected", |t| t.contains("3 connected"))
         .await;
-    assert!(counts.contains("1 delegate, 3 instances"), "{counts}");
+    assert!(counts.contains("1 delegate, 3 instances"), "only acme's: {counts}");
     let group = browser.text("section[data-group=builders]").await.unwrap();
     for needle in ["builder-1", "builder-2", "builder-3", "1.4.2", "0/4", "linux", "acme"] {
         assert!(
@@ -202,16 +210,66 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     browser.script("window.scrollTo(0, 0); return null;", json!([])).await;
     browser.screenshot(&shots.join("task.png")).await;
 
-    // The task list shows it, newest first, filtered by state.
+    // The task list shows it; filtered to queued tasks, it does not.
     browser.click("#nav a[data-view=tasks]").await;
     browser
         .wait_text(&format!("tr[data-task=\"{task_id}\"]"), "the task", |t| {
             t.contains("succeeded")
         })
         .await;
+    browser
+        .script(
+            "document.querySelector('#task-filters select[name=state]').value = 'queued'; return null;",
+            json!([]),
+        )
+        .await;
+    browser.click("#task-filters button[type=submit]").await;
+    browser
+        .wait_text("#live-tasks tbody", "no queued task", |t| t.contains("No tasks match"))
+        .await;
+
+    // Group tags and disabling, as the delegate page offers them.
+    browser.click("#nav a[data-view=delegates]").await;
+    let groups = app.state.store().list_groups(None).await.unwrap();
+    let builders = groups.iter().find(|g| g.name.as_str() == "builders").unwrap().id;
+    browser.fill(&format!("#tags-{builders}"), "linux-pool, eu").await;
+    browser.click(&format!("form[data-tags=\"{builders}\"] button")).await;
+    browser
+        .wait_text("section[data-group=builders] .card-head", "the new tags", |t| {
+            t.contains("linux-pool") && t.contains("eu")
+        })
+        .await;
+    browser
+        .click(&format!("button[data-act=disable][data-id=\"{builders}\"]"))
+        .await;
+    browser
+        .wait_text("section[data-group=builders] .card-head", "disabled", |t| {
+            t.contains("disabled")
+        })
+        .await;
+    browser
+        .click(&format!("button[data-act=enable][data-id=\"{builders}\"]"))
+        .await;
+    browser
+        .wait_text("section[data-group=builders] .card-head", "enabled again", |t| {
+            !t.contains("disabled") && t.contains("Disable")
+        })
+        .await;
+
+    // A new token: its secret is shown once, and registers a delegate.
+    browser.click("#nav a[data-view=credentials]").await;
+    browser.fill("#new-token input[name=name]", "lab").await;
+    browser.click("#new-token button[type=submit]").await;
+    let secret = browser
+        .wait_text("#secret-value", "the secret", |t| !t.is_empty())
+        .await;
+    let request: RegisterRequest =
+        serde_json::from_value(json!({"name": "lab", "hostname": "lab-1", "version": "1.4.2", "task_types": ["echo"]}))
+            .unwrap();
+    let lab = register(&app.client, &app.url(""), &secret, &request).await;
+    assert!(lab.is_ok(), "the shown secret registers a delegate: {lab:?}");
 
     // Revoke the GPU token: its delegate is disconnected, the fleet is untouched.
-    browser.click("#nav a[data-view=credentials]").await;
     browser.click("#revoke-token-gpu").await;
     browser
         .wait_text("#revoke-token-gpu", "the confirmation", |t| t.starts_with("Really"))
@@ -227,9 +285,9 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         })
         .await;
     let counts = browser
-        .wait_text("#delegate-counts", "the new counts", |t| t.contains("1 disconnected"))
+        .wait_text("#delegate-counts", "the new counts", |t| t.contains("2 disconnected"))
         .await;
-    assert!(counts.contains("3 connected"), "{counts}");
+    assert!(counts.contains("3 connected"), "{counts}"); // and lab-1, never connected
     drop(gpu_delegate);
 
     let same = browser
