@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use switchboard_domain::{Attempt, InstanceId, TaskId};
-use switchboard_protocol::socket::ServerMessage;
-use switchboard_store::{Backend, ClusterEvent, ClusterSignal, SocketTarget, Store};
+use switchboard_domain::{Attempt, InstanceId, TaskId, TokenStatus};
+use switchboard_protocol::socket::{ServerMessage, close};
+use switchboard_store::{Backend, ClusterEvent, ClusterSignal, SocketTarget, Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -75,6 +75,12 @@ impl Cluster {
         if self.shared {
             let _ = self.listening.subscribe().wait_for(|l| *l).await;
         }
+    }
+
+    /// Whether this replica hears the others now (always, where there can be none):
+    /// false before the listener first subscribes and while its connection is lost.
+    pub fn is_listening(&self) -> bool {
+        !self.shared || *self.listening.borrow()
     }
 
     /// Whether other replicas may share the store: then the store's `connected` flags
@@ -282,19 +288,65 @@ async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
                         }
                     }
                 }
+                Some(ClusterSignal::Lost) => {
+                    state.cluster().listening.send_replace(false);
+                }
                 Some(ClusterSignal::Resync) => {
                     // Offers missed meanwhile are released by the acknowledge timeout;
                     // placement looks at the whole queue again now.
                     tracing::info!("the replica listener reconnected; signals may have been missed");
+                    state.cluster().listening.send_replace(true);
                     state.cluster().resyncs.fetch_add(1, Ordering::Relaxed);
                     state.fleet().invalidate();
                     state.sessions().forget_all();
                     state.dispatcher().wake();
+                    tokio::spawn(recheck_sockets(state.clone()));
                 }
                 // The stream does not end by itself; if it does, listen afresh.
                 None => break,
             }
         }
+    }
+}
+
+/// After a gap in the signals: closes the sockets here whose token another replica
+/// revoked, or whose group it deleted, meanwhile (its signal to close them may be lost).
+async fn recheck_sockets(state: AppState) {
+    let (tokens, groups) = state.hub().targets();
+    let mut closed = 0;
+    for token in tokens {
+        match state.store().get_token(token).await {
+            Ok(t) if t.status == TokenStatus::Active => {}
+            Ok(_) | Err(StoreError::NotFound(_)) => {
+                closed += close_here(
+                    &state,
+                    SocketTarget::Token(token),
+                    close::TOKEN_REVOKED,
+                    "the delegate token was revoked",
+                );
+            }
+            Err(e) => return tracing::warn!(error = %e, "cannot recheck the sockets' tokens after a resync"),
+        }
+    }
+    for group in groups {
+        match state.store().get_group(group).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound(_)) => {
+                closed += close_here(
+                    &state,
+                    SocketTarget::Group(group),
+                    close::REMOVED,
+                    "the delegate was deleted by an operator",
+                );
+            }
+            Err(e) => return tracing::warn!(error = %e, "cannot recheck the sockets' groups after a resync"),
+        }
+    }
+    if closed > 0 {
+        tracing::info!(
+            sockets = closed,
+            "sockets closed after a resync: revoked or deleted meanwhile"
+        );
     }
 }
 

@@ -45,12 +45,19 @@ pub struct Ready {
     pub status: &'static str,
     /// The storage backend: `postgres` or `sqlite`.
     pub store: &'static str,
+    /// Whether this replica hears the others' signals: `listening` (PostgreSQL) or
+    /// `alone` (SQLite: there can be no other).
+    #[schema(example = "listening")]
+    pub replicas: &'static str,
 }
 
-/// Readiness: the store answers and its migrations are applied.
+/// Readiness: the store answers, its migrations are applied, and (on PostgreSQL) this
+/// replica hears the other replicas' signals.
 ///
 /// A load balancer can route to this replica while it answers 200. The 503 says which of
-/// those failed; the error itself is logged.
+/// those failed; the error itself is logged. A replica that does not hear the others
+/// would not learn of their revocations, cancellations and offers for its sockets until
+/// its listener is back.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -61,9 +68,20 @@ pub struct Ready {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let backend = state.store().backend().as_str();
     match state.store().check_ready().await {
+        Ok(()) if !state.cluster().is_listening() => Err(ApiError::unavailable(
+            "this replica does not hear the other replicas yet (its listening connection to PostgreSQL is \
+             being set up or re-established); see the server log"
+                .to_owned(),
+            1,
+        )),
         Ok(()) => Ok(Json(Ready {
             status: "ready",
             store: backend,
+            replicas: if state.cluster().is_shared() {
+                "listening"
+            } else {
+                "alone"
+            },
         })),
         Err(error) => {
             tracing::warn!(store = backend, %error, "not ready");

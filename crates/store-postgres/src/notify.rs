@@ -92,15 +92,16 @@ pub(crate) async fn publish(
 pub(crate) async fn subscribe(pool: &PgPool, channel: &str) -> StoreResult<ClusterSignals> {
     let mut listener = PgListener::connect_with(pool).await.map_err(map_err)?;
     listener.listen(channel).await.map_err(map_err)?;
-    let stream = futures::stream::unfold(listener, |mut listener| async move {
-        let mut lost = false;
+    // The state carries whether the connection is known lost: `Lost` is said once, then
+    // the stream reconnects (backing off) and says `Resync`.
+    let stream = futures::stream::unfold((listener, false), |(mut listener, mut lost)| async move {
         let mut pause = RETRY_FIRST;
         loop {
             if lost {
                 // Reconnect (listening again) before saying so, so that a re-examination
                 // prompted by the resync cannot miss what is notified after it.
                 match sqlx::query("SELECT 1").execute(&mut listener).await {
-                    Ok(_) => return Some((ClusterSignal::Resync, listener)),
+                    Ok(_) => return Some((ClusterSignal::Resync, (listener, false))),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reconnect the replica listener; retrying");
                         tokio::time::sleep(pause).await;
@@ -116,18 +117,19 @@ pub(crate) async fn subscribe(pool: &PgPool, channel: &str) -> StoreResult<Clust
                             origin: p.origin,
                             events: p.events,
                         };
-                        return Some((signal, listener));
+                        return Some((signal, (listener, false)));
                     }
                     // From a newer or older release with events this one does not know:
                     // the periodic sweeps cover what it announced.
                     Err(e) => tracing::warn!(error = %e, "ignoring an unreadable replica signal"),
                 },
                 // The connection broke and sqlx has already reconnected and listens again.
-                Ok(None) => return Some((ClusterSignal::Resync, listener)),
+                Ok(None) => return Some((ClusterSignal::Resync, (listener, false))),
                 Err(e) => {
                     tracing::warn!(error = %e, "the replica listener lost its connection");
-                    lost = true;
                     tokio::time::sleep(pause).await;
+                    lost = true;
+                    return Some((ClusterSignal::Lost, (listener, lost)));
                 }
             }
         }

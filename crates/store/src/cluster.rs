@@ -65,8 +65,12 @@ pub enum ClusterSignal {
         origin: uuid::Uuid,
         events: Vec<ClusterEvent>,
     },
+    /// The listening connection broke: until [`ClusterSignal::Resync`], signals from
+    /// the other replicas are not heard (the replica says so in `/readyz`).
+    Lost,
     /// The listening connection was lost and is back: signals may have been missed
-    /// meanwhile, so the listener should re-examine what it can (placement, long polls).
+    /// meanwhile, so the listener should re-examine what it can (placement, long polls,
+    /// sockets of tokens revoked or groups deleted elsewhere).
     Resync,
 }
 

@@ -122,6 +122,14 @@ impl Hub {
             .is_some_and(|e| e.tx.try_send(Outbound::Send(message)).is_ok())
     }
 
+    /// The tokens and groups of the sockets open here, each once.
+    pub fn targets(&self) -> (Vec<TokenId>, Vec<GroupId>) {
+        let sockets = self.lock();
+        let tokens: std::collections::BTreeSet<TokenId> = sockets.values().map(|e| e.token).collect();
+        let groups: std::collections::BTreeSet<GroupId> = sockets.values().map(|e| e.group).collect();
+        (tokens.into_iter().collect(), groups.into_iter().collect())
+    }
+
     /// Tells every socket registered with `token` that it was revoked, then to close.
     /// Returns how many.
     pub fn close_token(&self, token: TokenId, code: u16, reason: &str) -> usize {

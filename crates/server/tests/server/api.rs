@@ -24,6 +24,7 @@ async fn readyz_answers_ready_on_a_fresh_sqlite_store() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["store"], "sqlite");
+    assert_eq!(body["replicas"], "alone");
 }
 
 #[tokio::test]

@@ -103,6 +103,13 @@ async fn with_postgres_out_of_reach_requests_fail_fast_and_the_manager_recovers_
         tokio::time::sleep(Duration::from_millis(100)).await; // waiting for the next probe
     }
     eprintln!("ready again {:?} after the database came back", started.elapsed());
+    // Ready means the replica listener is back too, not only the pool.
+    let ready: Value = app.get("/readyz", None).await.json().await.unwrap();
+    assert_eq!(ready["replicas"], "listening", "{ready}");
+    assert!(
+        app.state.cluster().resyncs() >= 1,
+        "the listener never said it was back"
+    );
     let listed: Value = app
         .get("/api/v1/delegate-tokens", Some(ADMIN_KEY))
         .await

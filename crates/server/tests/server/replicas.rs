@@ -253,6 +253,46 @@ async fn a_replica_whose_listening_connection_is_killed_listens_again_and_delive
     tasks.acquire(id, attempt).await.unwrap();
 }
 
+#[tokio::test]
+async fn a_token_revoked_while_the_signal_was_missed_closes_its_socket_when_the_listener_is_back() {
+    use sqlx::Connection;
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (token_id, secret) = token(&a).await;
+    let (_, mut session, _) = connect(&b, &secret).await;
+    // Revoked in the store with no signal at all: what B sees when the signal was sent
+    // while its listening connection was down.
+    a.state
+        .store()
+        .revoke_token(token_id.parse().unwrap(), chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(b.state.hub().len(), 1, "nothing told B yet");
+    let switchboard_server::config::Database::Postgres(url) = &b.state.settings().database_url else {
+        unreachable!("replicas run on PostgreSQL");
+    };
+    let schema = url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = format('LISTEN \"switchboard:%s\"', $1::text)",
+    )
+    .bind(&schema)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    // B's listener comes back, rechecks the tokens of its sockets, and closes this one.
+    assert!(matches!(
+        next(&mut session).await,
+        Event::Message(ServerMessage::Revoked { .. })
+    ));
+    assert!(matches!(next(&mut session).await, Event::Ended { .. }));
+    assert!(b.state.cluster().resyncs() >= 1);
+    assert_eq!(b.state.hub().len(), 0);
+}
+
 /// A client-library delegate registered and connected through the balancer at `public`,
 /// with one task of its own acquired and running.
 struct RunningBehind {
