@@ -14,7 +14,7 @@ use switchboard_protocol::delegate::{Outcome, RegisterRequest, TaskResult};
 use switchboard_protocol::socket::ServerMessage;
 
 use super::browser::Browser;
-use super::support::{ADMIN_KEY, PATIENCE, TestApp, spawn_app};
+use super::support::{ADMIN_KEY, PATIENCE, TestApp, spawn_app, spawn_app_with};
 
 /// A delegate that runs every task it is offered and reports success; stops when dropped.
 struct Delegate(tokio::task::JoinHandle<()>);
@@ -71,7 +71,9 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     let Some(browser) = Browser::start(1280, 800).await else {
         return;
     };
-    let app = spawn_app().await;
+    // A short drain: the test is not about shutdown, and a browser that keeps a
+    // connection open must not hold the stop for the default 30 s.
+    let app = spawn_app_with(|s| s.shutdown_grace = std::time::Duration::from_secs(2)).await;
     let shots = screenshots();
 
     // An operator's key for account acme, and two tokens: the fleet's and a GPU box's.
@@ -319,9 +321,9 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     assert_eq!(overflow, 0, "the page scrolls sideways at 390 px");
     browser.screenshot(&shots.join("delegates-narrow.png")).await;
 
-    browser.quit().await;
     drop(fleet_delegates);
-    app.stop().await.unwrap();
+    browser.quit().await;
+    app.stop().await.expect("the manager stops");
 }
 
 /// The page and its files, without a browser: what the dashboard test cannot show when
