@@ -292,6 +292,25 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     assert!(counts.contains("3 connected"), "{counts}"); // and lab-1, never connected
     drop(gpu_delegate);
 
+    // Delete the lab delegate (asked twice): it leaves the page.
+    browser.click("section[data-group=lab] button[data-act=delete]").await;
+    browser
+        .wait_text(
+            "section[data-group=lab] button[data-act=delete]",
+            "the confirmation",
+            |t| t.starts_with("Really"),
+        )
+        .await;
+    browser.click("section[data-group=lab] button[data-act=delete]").await;
+    browser
+        .wait_text("#live-delegates", "the lab delegate gone", |t| !t.contains("lab-1"))
+        .await;
+    let groups = app.state.store().list_groups(None).await.unwrap();
+    assert!(
+        !groups.iter().any(|g| g.name.as_str() == "lab"),
+        "deleted in the store too"
+    );
+
     let same = browser
         .script("return window.stillTheSamePage || 'reloaded';", json!([]))
         .await;
