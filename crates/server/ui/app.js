@@ -45,7 +45,7 @@
   }
 
   function say(text, isError = false) {
-    notice.textContent = text;
+    if (notice.textContent !== text) notice.textContent = text;
     notice.classList.toggle('error', isError);
   }
 
@@ -57,8 +57,8 @@
     }
   }
 
-  async function api(method, path, body) {
-    const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ''}` };
+  async function api(method, path, body, extra = {}) {
+    const headers = { ...extra, Authorization: `Bearer ${sessionStorage.getItem(KEY) || ''}` };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     const response = await fetch(`/api/v1${path}`, {
       method,
@@ -112,15 +112,21 @@
     return { parts, query: new URLSearchParams(query || '') };
   }
 
-  // Runs `load` now and every POLL_MS while this view is shown; `draw` gets the data
-  // only when its fingerprint changed (and always the first time).
+  // Runs `load` now and again POLL_MS after each answer while this view is shown;
+  // `draw` gets the data only when its fingerprint changed (and always the first time).
+  // An answer older than one already drawn (a poll overtaken by a refresh after an
+  // action) is dropped.
   function live(load, draw, fingerprint = JSON.stringify) {
     const mine = generation;
     let last = null;
+    let asked = 0;
+    let drawn = 0;
     const tick = async () => {
+      const n = ++asked;
       try {
         const data = await load();
-        if (mine !== generation) return;
+        if (mine !== generation || n < drawn) return;
+        drawn = n;
         const print = fingerprint(data);
         if (print !== last) {
           last = print;
@@ -133,9 +139,25 @@
         notice.dataset.live = '1';
       }
     };
-    poller = setInterval(tick, POLL_MS);
+    const loop = async () => {
+      await tick();
+      if (mine === generation) poller = setTimeout(loop, POLL_MS);
+    };
     refresh = tick;
-    return tick();
+    return loop();
+  }
+
+  // Redraws `box` with `markup`, keeping what the operator was doing: the focused
+  // control and anything typed into an input of the box.
+  function redraw(box, markup) {
+    const active = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
+    const typed = [...box.querySelectorAll('input[id]')].map((i) => [i.id, i.value, i.defaultValue]);
+    box.innerHTML = markup;
+    for (const [id, value, original] of typed) {
+      const input = document.getElementById(id);
+      if (input && value !== original) input.value = value;
+    }
+    if (active && document.getElementById(active)) document.getElementById(active).focus();
   }
 
   async function act(button, what, work) {
@@ -224,14 +246,15 @@
     const box = document.getElementById('live-delegates');
     // The heartbeat age changes every poll: it is left out of the fingerprint and
     // updated in place, so the table is redrawn only when something else changed.
-    const fingerprint = (d) => JSON.stringify(d.items.map((g) => ({ ...g, instances: g.instances.map(({ heartbeat_age_ms, ...i }) => i) })));
+    const fingerprint = (d) => JSON.stringify(d.items.map((g) => ({
+      ...g,
+      instances: g.instances.map(({ heartbeat_age_ms, last_heartbeat_at, ...i }) => i),
+    })));
     return live(() => api('GET', '/delegates'), (data) => {
-      const active = document.activeElement && document.activeElement.id;
-      box.innerHTML = drawDelegates(data.items);
+      redraw(box, drawDelegates(data.items));
       for (const cell of box.querySelectorAll('[data-age]')) {
         cell.textContent = age(Number(cell.dataset.age));
       }
-      if (active && document.getElementById(active)) document.getElementById(active).focus();
     }, (d) => {
       // Ages alone changed: refresh them without a redraw.
       for (const g of d.items) for (const i of g.instances) {
@@ -262,8 +285,8 @@
     const actions = [];
     if (edit) {
       actions.push(g.disabled
-        ? html`<button type="button" class="secondary" data-act="enable" data-id="${g.id}">Enable</button>`
-        : html`<button type="button" class="secondary" data-act="disable" data-id="${g.id}">Disable</button>`);
+        ? html`<button type="button" class="secondary" data-act="enable" data-id="${g.id}" id="enable-${g.id}">Enable</button>`
+        : html`<button type="button" class="secondary" data-act="disable" data-id="${g.id}" id="disable-${g.id}">Disable</button>`);
     }
     if (may('delegates:delete')) {
       actions.push(html`<button type="button" class="danger" data-act="delete" data-id="${g.id}" id="delete-${g.id}">Delete</button>`);
@@ -284,7 +307,7 @@
       <form class="inline" data-tags="${g.id}">
         <label>Group tags (comma-separated)
           <input name="tags" id="tags-${g.id}" value="${g.tags.join(', ')}" size="30"></label>
-        <button type="submit" class="secondary">Save tags</button>
+        <button type="submit" class="secondary" id="save-tags-${g.id}">Save tags</button>
       </form>` : '';
     return html`
       <section class="card" aria-labelledby="g-${g.id}" data-group="${g.name}">
@@ -314,10 +337,10 @@
     if (what === 'disable') await act(button, 'Delegate disabled: it gets no new tasks.', () => api('POST', `/delegates/${id}/disable`));
     if (what === 'delete' && confirmed(button)) await act(button, 'Delegate deleted.', () => api('DELETE', `/delegates/${id}`));
     if (what === 'revoke-token' && confirmed(button)) {
-      if (await act(button, 'Token revoked: its delegates are disconnected.', () => api('POST', `/delegate-tokens/${id}/revoke`))) credentialsView();
+      if (await act(button, 'Token revoked: its delegates are disconnected.', () => api('POST', `/delegate-tokens/${id}/revoke`))) reloadCredentials();
     }
     if (what === 'revoke-key' && confirmed(button)) {
-      if (await act(button, 'API key revoked.', () => api('POST', `/api-keys/${id}/revoke`))) credentialsView();
+      if (await act(button, 'API key revoked.', () => api('POST', `/api-keys/${id}/revoke`))) reloadCredentials();
     }
     if (what === 'cancel-task' && confirmed(button)) await act(button, 'Task cancelled.', () => api('POST', `/tasks/${id}/cancel`));
   });
@@ -399,13 +422,10 @@
     main.innerHTML = html`<div id="live-task"><p class="muted">Loading…</p></div>`;
     const box = document.getElementById('live-task');
     return live(async () => {
-      const [task, log] = await Promise.all([api('GET', `/tasks/${id}`), api('GET', `/tasks/${id}/selection-log`)]);
+      const path = `/tasks/${encodeURIComponent(id)}`;
+      const [task, log] = await Promise.all([api('GET', path), api('GET', `${path}/selection-log`)]);
       return { task, log: log.items };
-    }, ({ task, log }) => {
-      const active = document.activeElement && document.activeElement.id;
-      box.innerHTML = drawTask(task, log);
-      if (active && document.getElementById(active)) document.getElementById(active).focus();
-    });
+    }, ({ task, log }) => redraw(box, drawTask(task, log)));
   }
 
   function drawTask(t, log) {
@@ -565,9 +585,12 @@
           ${raw(may('pipelines:execute') ? '<button type="button" class="secondary" id="submit-task">Submit task</button>' : '')}
         </p>
       </form>
-      <div id="explain-answer"></div>`;
+      <div id="explain-answer" aria-live="polite"></div>`;
+    // One Idempotency-Key per body as it stands: a double click or a retry submits it once.
+    let idempotency = null;
 
     document.getElementById('build').addEventListener('submit', (event) => {
+      idempotency = null;
       event.preventDefault();
       const f = new FormData(event.target);
       const built = { account: f.get('account').trim(), type: f.get('type').trim(), payload: {} };
@@ -591,13 +614,18 @@
     });
     const submit = document.getElementById('submit-task');
     if (submit) {
+      document.getElementById('task-body').addEventListener('input', () => { idempotency = null; });
       submit.addEventListener('click', async () => {
+        idempotency = idempotency || crypto.randomUUID();
+        submit.disabled = true;
         try {
-          const task = await api('POST', '/tasks', document.getElementById('task-body').value);
+          const task = await api('POST', '/tasks', document.getElementById('task-body').value, { 'Idempotency-Key': idempotency });
           say(task.explanation ? `Submitted; ${task.explanation}` : 'Submitted.');
           location.hash = `#/tasks/${task.id}`;
         } catch (e) {
           say(`Not submitted: ${e.message}`, true);
+        } finally {
+          submit.disabled = false;
         }
       });
     }
@@ -605,8 +633,13 @@
 
   // ---- tokens and keys -------------------------------------------------------------------
 
+  function reloadCredentials(secret) {
+    credentialsView(secret).catch((e) => say(e.message, true));
+  }
+
   async function credentialsView(secret) {
     const mine = generation;
+    if (!secret) main.innerHTML = html`<h1>Tokens &amp; keys</h1><p class="muted">Loading…</p>`;
     const [tokens, keys] = await Promise.all([api('GET', '/delegate-tokens'), api('GET', '/api-keys')]);
     if (mine !== generation) return;
     const account = me.caller.kind === 'api_key' ? me.caller.account : '';
@@ -615,18 +648,18 @@
       <tr data-token="${t.name}">
         <td>${t.name}</td><td>${scopeText(t)}</td><td>${badge(t.status)}</td>
         <td>${when(t.created_at)}</td><td>${when(t.revoked_at)}</td>
-        <td>${raw(edit && t.status === 'active' ? html`<button type="button" class="danger" data-act="revoke-token" data-id="${t.id}" id="revoke-token-${t.name}">Revoke</button>` : '')}</td>
+        <td>${raw(edit && t.status === 'active' ? html`<button type="button" class="danger" data-act="revoke-token" data-id="${t.id}" id="revoke-token-${t.id}">Revoke</button>` : '')}</td>
       </tr>`).join('');
     const keyRows = keys.items.map((k) => html`
       <tr data-key="${k.name}">
         <td>${k.name}</td><td>${scopeText(k)}</td><td>${tags(k.permissions)}</td>
         <td>${when(k.created_at)}</td><td>${k.revoked_at ? badge('revoked') : badge('active')}</td>
-        <td>${raw(!k.revoked_at ? html`<button type="button" class="danger" data-act="revoke-key" data-id="${k.id}" id="revoke-key-${k.name}">Revoke</button>` : '')}</td>
+        <td>${raw(!k.revoked_at ? html`<button type="button" class="danger" data-act="revoke-key" data-id="${k.id}" id="revoke-key-${k.id}">Revoke</button>` : '')}</td>
       </tr>`).join('');
     const checks = PERMISSIONS.map((p) => html`<label class="check"><input type="checkbox" name="perm" value="${p}" ${raw(p === 'delegates:view' ? 'checked disabled' : '')}> ${p}</label>`).join('');
     main.innerHTML = html`
       <h1>Tokens &amp; keys</h1>
-      ${raw(secret ? html`<div class="secret" role="alert" id="secret"><strong>${secret.what} created.</strong> Copy it now; it is not shown again:<br><code id="secret-value">${secret.value}</code></div>` : '')}
+      ${raw(secret ? html`<div class="secret" id="secret" tabindex="-1"><strong>${secret.what} created.</strong> Copy it now; it is not shown again:<br><code id="secret-value">${secret.value}</code></div>` : '')}
       <section class="card" aria-labelledby="h-tokens">
         <div class="card-head"><h2 id="h-tokens">Delegate tokens</h2></div>
         <div class="table-wrap"><table><thead><tr><th scope="col">Name</th><th scope="col">Scope</th><th scope="col">Status</th>
@@ -650,6 +683,8 @@
           <fieldset><legend>Permissions</legend>${raw(checks)}</fieldset>
           <p><button type="submit">Create API key</button></p></form>
       </section>`;
+    const shown = document.getElementById('secret');
+    if (shown) shown.focus();
     const scopeOf = (f) => {
       const body = { name: f.get('name').trim(), account: f.get('account').trim() };
       for (const k of ['org', 'project']) if (f.get(k).trim()) body[k] = f.get(k).trim();
@@ -662,7 +697,7 @@
         try {
           const made = await api('POST', '/delegate-tokens', scopeOf(new FormData(newToken)));
           say('');
-          credentialsView({ what: `Token ${made.name}`, value: made.token });
+          reloadCredentials({ what: `Token ${made.name}`, value: made.token });
         } catch (e) { say(e.message, true); }
       });
     }
@@ -673,7 +708,7 @@
       try {
         const made = await api('POST', '/api-keys', { ...scopeOf(f), permissions: f.getAll('perm') });
         say('');
-        credentialsView({ what: `API key ${made.name}`, value: made.key });
+        reloadCredentials({ what: `API key ${made.name}`, value: made.key });
       } catch (e) { say(e.message, true); }
     });
   }
@@ -682,7 +717,7 @@
 
   function stop() {
     generation += 1;
-    if (poller) clearInterval(poller);
+    if (poller) clearTimeout(poller);
     poller = null;
     refresh = () => {};
   }

@@ -153,22 +153,52 @@ impl Browser {
         }
     }
 
+    /// Clicks `css` once it is there. A page that redraws between the lookup and the
+    /// click makes the reference stale: then it looks again (bounded).
     pub async fn click(&self, css: &str) {
-        let element = self.wait_element(css).await;
-        self.post(&format!("/element/{element}/click"), json!({}))
-            .await
-            .unwrap();
+        self.on_element(css, "click", |element| {
+            (format!("/element/{element}/click"), json!({}), None)
+        })
+        .await;
     }
 
     /// Replaces the text of the input `css` with `text`, as typed keys.
     pub async fn fill(&self, css: &str, text: &str) {
-        let element = self.wait_element(css).await;
-        self.post(&format!("/element/{element}/clear"), json!({}))
-            .await
-            .unwrap();
-        self.post(&format!("/element/{element}/value"), json!({ "text": text }))
-            .await
-            .unwrap();
+        self.on_element(css, "fill", |element| {
+            let clear = (format!("/element/{element}/clear"), json!({}));
+            (
+                format!("/element/{element}/value"),
+                json!({ "text": text }),
+                Some(clear),
+            )
+        })
+        .await;
+    }
+
+    async fn on_element(
+        &self,
+        css: &str,
+        what: &str,
+        command: impl Fn(&str) -> (String, Value, Option<(String, Value)>),
+    ) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let element = self.wait_element(css).await;
+            let (path, body, first) = command(&element);
+            let done = match first {
+                Some((before, body)) => self.post(&before, body).await.map(|_| ()),
+                None => Ok(()),
+            };
+            let done = match done {
+                Ok(()) => self.post(&path, body).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("could not {what} {css:?} within {PATIENCE:?}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// The rendered text of `css`, or `None` when nothing matches now.
@@ -187,10 +217,12 @@ impl Browser {
         let deadline = Instant::now() + PATIENCE;
         let mut last = None;
         loop {
-            last = self.text(css).await.or(last);
-            if let Some(text) = last.as_deref().filter(|t| ok(t)) {
+            // Only what is on the page now counts; `last` is for the failure message.
+            let now = self.text(css).await;
+            if let Some(text) = now.as_deref().filter(|t| ok(t)) {
                 return text.to_owned();
             }
+            last = now.or(last);
             assert!(
                 Instant::now() < deadline,
                 "{css:?} never showed {what} within {PATIENCE:?}; last text: {last:?}"

@@ -113,8 +113,14 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         fleet_delegates.push(delegate(&app, token, "builders", &format!("builder-{n}"), &["linux"]).await);
     }
 
-    // Sign in.
+    // Sign in, counting anything the page's security policy blocks from here on.
     browser.goto(&app.url("/ui/")).await;
+    browser
+        .script(
+            "window.blocked = []; document.addEventListener('securitypolicyviolation', (e) => window.blocked.push(e.violatedDirective)); return null;",
+            json!([]),
+        )
+        .await;
     browser.fill("#api-key", &key).await;
     browser.click("#signin-form button[type=submit]").await;
     let who = browser
@@ -196,10 +202,9 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     browser
         .wait_text("#task-state", "succeeded", |t| t == "succeeded")
         .await;
-    let result = browser
+    browser
         .wait_text("#task-result", "the result", |t| t.contains("echoed"))
         .await;
-    assert!(result.contains("echoed"), "{result}");
     let timeline = browser.text("#timeline").await.unwrap();
     for step in ["submitted", "decision", "assigned", "ended: succeeded"] {
         assert!(
@@ -265,18 +270,21 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     let secret = browser
         .wait_text("#secret-value", "the secret", |t| !t.is_empty())
         .await;
-    let request: RegisterRequest =
-        serde_json::from_value(json!({"name": "lab", "hostname": "lab-1", "version": "1.4.2", "task_types": ["echo"]}))
-            .unwrap();
+    // A hostname is free text: markup in it must show as text.
+    let request: RegisterRequest = serde_json::from_value(
+        json!({"name": "lab", "hostname": "lab-1<img src=x id=pwn>", "version": "1.4.2", "task_types": ["echo"]}),
+    )
+    .unwrap();
     let lab = register(&app.client, &app.url(""), &secret, &request).await;
     assert!(lab.is_ok(), "the shown secret registers a delegate: {lab:?}");
 
     // Revoke the GPU token: its delegate is disconnected, the fleet is untouched.
-    browser.click("#revoke-token-gpu").await;
+    let revoke = "tr[data-token=gpu] button[data-act=revoke-token]";
+    browser.click(revoke).await;
     browser
-        .wait_text("#revoke-token-gpu", "the confirmation", |t| t.starts_with("Really"))
+        .wait_text(revoke, "the confirmation", |t| t.starts_with("Really"))
         .await;
-    browser.click("#revoke-token-gpu").await;
+    browser.click(revoke).await;
     browser
         .wait_text("tr[data-token=gpu]", "revoked", |t| t.contains("revoked"))
         .await;
@@ -291,6 +299,12 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         .await;
     assert!(counts.contains("3 connected"), "{counts}"); // and lab-1, never connected
     drop(gpu_delegate);
+    let lab = browser.text("section[data-group=lab] tbody").await.unwrap();
+    assert!(lab.contains("lab-1<img src=x id=pwn>"), "the hostname as text: {lab}");
+    let injected = browser
+        .script("return document.getElementById('pwn') === null;", json!([]))
+        .await;
+    assert_eq!(injected, true, "a hostname became markup");
 
     // Delete the lab delegate (asked twice): it leaves the page.
     browser.click("section[data-group=lab] button[data-act=delete]").await;
@@ -311,6 +325,8 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         "deleted in the store too"
     );
 
+    let blocked = browser.script("return window.blocked;", json!([])).await;
+    assert_eq!(blocked, json!([]), "the security policy blocked parts of the page");
     let same = browser
         .script("return window.stillTheSamePage || 'reloaded';", json!([]))
         .await;
@@ -339,6 +355,17 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         .await;
     assert_eq!(overflow, 0, "the page scrolls sideways at 390 px");
     browser.screenshot(&shots.join("delegates-narrow.png")).await;
+    browser.goto(&format!("{}#/tasks/{task_id}", app.url("/ui/"))).await;
+    browser
+        .wait_text("#task-state", "the task page", |t| t == "succeeded")
+        .await;
+    let overflow = browser
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(overflow, 0, "the task page scrolls sideways at 390 px");
 
     drop(fleet_delegates);
     browser.quit().await;
