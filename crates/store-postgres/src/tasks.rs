@@ -201,27 +201,21 @@ pub(crate) async fn claim_task(
 }
 
 /// Loads a task under a row lock and checks the fence.
-async fn lock_task(tx: &mut Transaction<'_, Postgres>, id: TaskId, fence: Option<Attempt>) -> StoreResult<Task> {
+/// The task, locked until the transaction ends.
+async fn lock_task(tx: &mut Transaction<'_, Postgres>, id: TaskId) -> StoreResult<Task> {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE");
     let row = sqlx::query(&sql)
         .bind(id.0)
         .fetch_optional(&mut **tx)
         .await
         .map_err(map_err)?;
-    let task = rows::task(&row.ok_or(StoreError::NotFound("task"))?)?;
-    match fence {
-        Some(presented) if presented != task.attempt => Err(Conflict::StaleAttempt {
-            presented,
-            current: task.attempt,
-        }
-        .into()),
-        _ => Ok(task),
-    }
+    rows::task(&row.ok_or(StoreError::NotFound("task"))?)
 }
 
 pub(crate) async fn transition_task(pool: &PgPool, t: &Transition) -> StoreResult<Task> {
     let mut tx = crate::begin(pool).await?;
-    let mut task = lock_task(&mut tx, t.task_id, t.fence).await?;
+    let mut task = lock_task(&mut tx, t.task_id).await?;
+    t.check_fences(&task)?;
     let released = task
         .apply(t.event, t.at, t.failure.clone(), t.result.clone())
         .map_err(Conflict::from)?;
@@ -285,7 +279,14 @@ pub(crate) async fn record_progress(
     at: DateTime<Utc>,
 ) -> StoreResult<Task> {
     let mut tx = crate::begin(pool).await?;
-    let task = lock_task(&mut tx, id, Some(attempt)).await?;
+    let task = lock_task(&mut tx, id).await?;
+    if attempt != task.attempt {
+        return Err(Conflict::StaleAttempt {
+            presented: attempt,
+            current: task.attempt,
+        }
+        .into());
+    }
     if task.state != TaskState::Running {
         return Err(Conflict::TaskState(task.state).into());
     }

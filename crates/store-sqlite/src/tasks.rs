@@ -208,15 +208,7 @@ pub(crate) async fn claim_task(db: &Db, task: TaskId, instance: InstanceId, at: 
 pub(crate) async fn transition_task(db: &Db, t: &Transition) -> StoreResult<Task> {
     let mut tx = db.write().await?;
     let mut task = load_task(&mut tx, t.task_id).await?;
-    if let Some(presented) = t.fence
-        && presented != task.attempt
-    {
-        return Err(Conflict::StaleAttempt {
-            presented,
-            current: task.attempt,
-        }
-        .into());
-    }
+    t.check_fences(&task)?;
     let from = task.state;
     // The pure half (the state machine, which fields change) is the domain's, so this
     // backend cannot disagree with the others; it refuses `Assign` too.

@@ -30,6 +30,9 @@ pub enum Conflict {
     /// A report named an attempt that is no longer current (fencing).
     #[error("attempt {presented} is not the current attempt ({current}) of this task")]
     StaleAttempt { presented: Attempt, current: Attempt },
+    /// A delegate reported on an attempt that is current but not assigned to it.
+    #[error("attempt {attempt} of this task is not assigned to this instance (the task is {state})")]
+    NotHolder { attempt: Attempt, state: TaskState },
     /// The state machine refuses the change.
     #[error(transparent)]
     Transition(#[from] InvalidTransition),

@@ -75,6 +75,10 @@ pub struct Transition {
     /// The attempt the caller believes current. `None` for operator and system actions
     /// that apply whatever the attempt (cancel, expire, the fail-fast of placement).
     pub fence: Option<Attempt>,
+    /// The instance the caller says holds that attempt (a delegate's own report): refused
+    /// with [`Conflict::NotHolder`] unless the task is assigned to it, so a delegate's
+    /// report needs no read of the task before it.
+    pub holder: Option<InstanceId>,
     pub event: TaskEvent,
     pub at: DateTime<Utc>,
     /// With `Fail`, `TimeOut` and `Release`/`Requeue`: why.
@@ -88,11 +92,43 @@ impl Transition {
         Self {
             task_id,
             fence,
+            holder: None,
             event,
             at,
             failure: None,
             result: None,
         }
+    }
+
+    /// The same transition, allowed only to `instance` (see [`Transition::holder`]).
+    pub fn held_by(self, instance: InstanceId) -> Self {
+        Self {
+            holder: Some(instance),
+            ..self
+        }
+    }
+
+    /// Whether `task` passes this transition's fences: the attempt it names is current
+    /// and, when it names a holder, the task is assigned to that instance. Every backend
+    /// checks through this, so they refuse alike.
+    pub fn check_fences(&self, task: &Task) -> Result<(), Conflict> {
+        if let Some(presented) = self.fence
+            && presented != task.attempt
+        {
+            return Err(Conflict::StaleAttempt {
+                presented,
+                current: task.attempt,
+            });
+        }
+        if let Some(holder) = self.holder
+            && task.instance_id != Some(holder)
+        {
+            return Err(Conflict::NotHolder {
+                attempt: task.attempt,
+                state: task.state,
+            });
+        }
+        Ok(())
     }
 }
 

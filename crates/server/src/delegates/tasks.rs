@@ -57,16 +57,9 @@ pub async fn acquire(
 ) -> Result<Json<AcquiredTask>, ApiError> {
     let instance = super::auth::trusted_instance(&state, &headers).await?;
     let Acquire { attempt } = parse(&body)?;
-    let task = offered(&state, &id, &instance, attempt).await?;
-    let task = state
-        .store()
-        .transition_task(&Transition::new(
-            task.id(),
-            Some(attempt),
-            TaskEvent::Acquire,
-            Utc::now(),
-        ))
-        .await?;
+    // Fenced in the store by attempt and holder: no read of the task before it.
+    let transition = Transition::new(task_id(&id)?, Some(attempt), TaskEvent::Acquire, Utc::now());
+    let task = state.store().transition_task(&transition.held_by(instance.id)).await?;
     tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
     crate::cluster::task_changed(&state, task.id());
     Ok(Json(AcquiredTask {
@@ -128,9 +121,9 @@ pub async fn result(
     if let Some(result) = &report.result {
         check_size("result", result)?;
     }
-    let task = offered(&state, &id, &instance, report.attempt).await?;
     let now = Utc::now();
-    let mut transition = Transition::new(task.id(), Some(report.attempt), TaskEvent::Succeed, now);
+    let mut transition =
+        Transition::new(task_id(&id)?, Some(report.attempt), TaskEvent::Succeed, now).held_by(instance.id);
     transition.result = report.result;
     if report.outcome == Outcome::Failed {
         transition.event = TaskEvent::Fail;
@@ -152,12 +145,14 @@ pub async fn result(
     Ok(Json(status(&task)))
 }
 
+fn task_id(id: &str) -> Result<TaskId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::not_found(format!("there is no task {id:?} (ids are UUIDs)")))
+}
+
 /// The task, if `attempt` is its current attempt and it was offered to `instance`.
 async fn offered(state: &AppState, id: &str, instance: &DelegateInstance, attempt: Attempt) -> Result<Task, ApiError> {
-    let id: TaskId = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("there is no task {id:?} (ids are UUIDs)")))?;
-    let task = state.store().get_task(id).await?;
+    let task = state.store().get_task(task_id(id)?).await?;
     if task.attempt != attempt {
         return Err(ApiError::new(
             Problem::StaleAttempt,

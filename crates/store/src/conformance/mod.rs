@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             tasks::a_claim_assigns_once_and_respects_capacity,
             tasks::claims_are_exact_under_concurrency,
             tasks::transitions_are_fenced_by_attempt,
+            tasks::a_report_from_an_instance_that_does_not_hold_the_attempt_changes_nothing,
             tasks::transitions_follow_the_state_machine_and_free_slots,
             tasks::a_lost_running_task_requeues_and_runs_again_on_another_instance,
             tasks::progress_is_fenced_and_only_for_running_tasks,

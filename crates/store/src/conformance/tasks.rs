@@ -335,6 +335,59 @@ pub async fn transitions_are_fenced_by_attempt(store: Arc<dyn Store>) {
     assert_eq!((running.state, running.runs), (TaskState::Running, 1));
 }
 
+pub async fn a_report_from_an_instance_that_does_not_hold_the_attempt_changes_nothing(store: Arc<dyn Store>) {
+    let (_, instances) = fleet(&store, "acme", "k8s", 2, 5).await;
+    let t = queued(&store, task("acme")).await;
+    let at = now();
+    let assigned = claimed(store.claim_task(t.id(), instances[0].id, at).await.expect("claim"));
+    // The other instance names the current attempt, but it was not offered to it.
+    for event in [TaskEvent::Acquire, TaskEvent::Succeed, TaskEvent::Fail] {
+        let transition = Transition::new(t.id(), Some(Attempt(1)), event, at).held_by(instances[1].id);
+        let err = store.transition_task(&transition).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Conflict(Conflict::NotHolder {
+                    attempt: Attempt(1),
+                    state: TaskState::Assigned
+                })
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        store.get_task(t.id()).await.expect("by id"),
+        assigned,
+        "nothing changed"
+    );
+    // A stale attempt is refused as stale whoever presents it.
+    let stale = Transition::new(t.id(), Some(Attempt(0)), TaskEvent::Acquire, at).held_by(instances[0].id);
+    assert!(matches!(
+        store.transition_task(&stale).await.unwrap_err(),
+        StoreError::Conflict(Conflict::StaleAttempt { .. })
+    ));
+    // The holder goes through, and once the task has ended nobody holds it.
+    let holder = |event| Transition::new(t.id(), Some(Attempt(1)), event, at).held_by(instances[0].id);
+    let running = store
+        .transition_task(&holder(TaskEvent::Acquire))
+        .await
+        .expect("acquire");
+    assert_eq!(running.state, TaskState::Running);
+    let done = store
+        .transition_task(&holder(TaskEvent::Succeed))
+        .await
+        .expect("succeed");
+    assert_eq!(done.state, TaskState::Succeeded);
+    let again = store.transition_task(&holder(TaskEvent::Succeed)).await.unwrap_err();
+    assert!(
+        matches!(
+            again,
+            StoreError::Conflict(Conflict::NotHolder { .. } | Conflict::Transition(_))
+        ),
+        "{again:?}"
+    );
+}
+
 pub async fn transitions_follow_the_state_machine_and_free_slots(store: Arc<dyn Store>) {
     let (_, instances) = fleet(&store, "acme", "k8s", 1, 1).await;
     let i = instances[0].id;
