@@ -20,8 +20,6 @@
 
 #[path = "faults/check.rs"]
 mod check;
-#[path = "faults/net.rs"]
-mod net;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,7 +35,7 @@ use switchboard_protocol::tasks::SubmitTask;
 use tokio::sync::Semaphore;
 
 use check::Row;
-use net::{Balancer, Relay};
+use switchboard_testkit::{Balancer, Relay, drop_schema, postgres_schema};
 
 const ADMIN: &str = "fault-suite-admin-key-0123456789";
 /// How long a process may take to come up (a replica ready, a delegate registered).
@@ -147,7 +145,8 @@ async fn under_replica_database_and_delegate_faults_nothing_is_lost_or_run_twice
         eprintln!("fault suite skipped: SWITCHBOARD_FAULTS=off");
         return;
     };
-    let Some((url, schema)) = postgres_schema().await else {
+    let Some(switchboard_testkit::PgSchema { url, name: schema }) = postgres_schema("sbfault", "the fault suite").await
+    else {
         return;
     };
     let began = Instant::now();
@@ -174,7 +173,8 @@ async fn under_replica_database_and_delegate_faults_nothing_is_lost_or_run_twice
     };
     assert!(relayed.contains(&relay.address), "cannot point {url} at the relay");
     let ports: Vec<u16> = (0..scale.replicas).map(|_| free_port()).collect();
-    let balancer = Balancer::start(ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()).await;
+    let balancer = Balancer::start().await;
+    balancer.set_upstreams(ports.iter().map(|p| format!("127.0.0.1:{p}")));
     let lb = format!("http://{}", balancer.address);
 
     // The replicas, one after the other (the first migrates the fresh schema).
@@ -582,62 +582,4 @@ fn free_port() -> u16 {
 /// Keeps the work directory (replica and delegate logs) for a failed run; returns its path.
 fn keep(work: tempfile::TempDir) -> String {
     work.keep().display().to_string()
-}
-
-/// A fresh schema in the `DATABASE_URL` database and a URL whose connections use it, as
-/// the server's tests make them; `None` (with a notice) when PostgreSQL is not available,
-/// which `CI=true` turns into a failure. Schemas of runs over an hour old are dropped.
-async fn postgres_schema() -> Option<(String, String)> {
-    use sqlx::Connection;
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let skip = |why: String| {
-        assert!(!in_ci, "CI=true requires the fault suite, but {why}");
-        eprintln!("\n*** fault suite SKIPPED: {why}. Set DATABASE_URL to run it. ***\n");
-        None
-    };
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        return skip("DATABASE_URL is not set".into());
-    };
-    let mut admin = match sqlx::PgConnection::connect(&url).await {
-        Ok(c) => c,
-        Err(e) => return skip(format!("PostgreSQL at DATABASE_URL is unreachable ({e})")),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970");
-    let stale: Vec<String> =
-        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sbfault\\_%'")
-            .fetch_all(&mut admin)
-            .await
-            .expect("list schemas");
-    for name in stale {
-        let created = name.split('_').nth(1).and_then(|s| s.parse::<u64>().ok());
-        if created.is_some_and(|c| now.as_secs().saturating_sub(c) > 3600) {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .execute(&mut admin)
-                .await;
-        }
-    }
-    let schema = format!(
-        "sbfault_{}_{}_{}",
-        now.as_secs(),
-        std::process::id(),
-        now.subsec_nanos()
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("create schema");
-    let _ = admin.close().await;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some((format!("{url}{separator}options=-c%20search_path%3D{schema}"), schema))
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    use sqlx::Connection;
-    if let Ok(mut admin) = sqlx::PgConnection::connect(url).await {
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .execute(&mut admin)
-            .await;
-    }
 }

@@ -4,59 +4,14 @@
 //! everything it had acknowledged still there.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use switchboard_testkit::Relay;
 
 use super::support::{ADMIN_KEY, PATIENCE, postgres_schema, problem, spawn_app_with};
 use switchboard_server::config::Database;
-
-/// Forwards connections to `upstream` while open; when cut, drops every connection it
-/// carries and closes new ones at once (what a database restart looks like to a client).
-struct Relay {
-    address: String,
-    open: watch::Sender<bool>,
-}
-
-impl Relay {
-    async fn start(upstream: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let (open, watching) = watch::channel(true);
-        let upstream = Arc::new(upstream);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut cut = watching.clone();
-                if !*cut.borrow() {
-                    continue; // dropped: closed at once
-                }
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream.as_str()).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.wait_for(|open| !*open) => {}
-                    }
-                });
-            }
-        });
-        Relay { address, open }
-    }
-
-    fn cut(&self) {
-        self.open.send_replace(false);
-    }
-
-    fn restore(&self) {
-        self.open.send_replace(true);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_postgres_out_of_reach_requests_fail_fast_and_the_manager_recovers_by_itself() {

@@ -498,7 +498,7 @@ async fn sigterm_to_a_replica_process_moves_its_delegate_to_another_where_its_ta
         .iter()
         .map(|dir| Binary::start_with_env(dir.path(), &["--listen", "127.0.0.1:0"], &env))
         .collect();
-    balancer.set_upstreams(replicas.iter().map(|r| r.address.parse().unwrap()).collect());
+    balancer.set_upstreams(replicas.iter().map(|r| r.address.clone()));
     let mut worker = RunningBehind::start(&public).await;
 
     // SIGTERM the process that holds the socket; it drains and exits 0.

@@ -340,58 +340,12 @@ pub async fn spawn_replicas(configure: impl Fn(&mut Settings)) -> Option<(TestAp
     Some((a, b))
 }
 
-/// A fresh schema in the `DATABASE_URL` database, as a URL whose connections use it.
-/// Schemas of runs over an hour old are dropped first (left by killed runs).
+/// A fresh schema in the `DATABASE_URL` database, as a URL whose connections use it;
+/// `None` (with a notice) without PostgreSQL, a failure under `CI=true`.
 pub async fn postgres_schema() -> Option<String> {
-    use sqlx::Connection;
-    use std::io::Write as _;
-    static NOTICE: std::sync::Once = std::sync::Once::new();
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    let skip = |why: String| {
-        assert!(!in_ci, "CI=true requires the PostgreSQL end-to-end cases, but {why}");
-        NOTICE.call_once(|| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n*** PostgreSQL end-to-end cases SKIPPED: {why}. Set DATABASE_URL to run them. ***\n"
-            );
-        });
-        None
-    };
-    let Ok(url) = std::env::var("DATABASE_URL") else {
-        return skip("DATABASE_URL is not set".into());
-    };
-    let mut admin = match sqlx::PgConnection::connect(&url).await {
-        Ok(c) => c,
-        Err(e) => return skip(format!("PostgreSQL at DATABASE_URL is unreachable ({e})")),
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    let stale: Vec<(String,)> = sqlx::query_as("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sbe2e\\_%'")
-        .fetch_all(&mut admin)
+    switchboard_testkit::postgres_schema("sbe2e", "the PostgreSQL end-to-end cases")
         .await
-        .expect("list schemas");
-    for (name,) in stale {
-        let created = name
-            .split('_')
-            .nth(1)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(now);
-        if now.saturating_sub(created) > 3600 {
-            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .execute(&mut admin)
-                .await;
-        }
-    }
-    let schema = format!("sbe2e_{now}_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("create schema");
-    let _ = admin.close().await;
-    let separator = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{separator}options=-c%20search_path%3D{schema}"))
+        .map(|schema| schema.url)
 }
 
 /// Runs an async case `fn(Backend)` once per backend, as `<case>::sqlite` and
@@ -415,45 +369,5 @@ macro_rules! both_backends {
     };
 }
 
-/// A TCP load balancer in front of replicas: each connection goes to the next upstream in
-/// turn, skipping those that refuse it (a replica that is gone). What delegates and
-/// pipeline engines see in production as the one URL of a replicated manager.
-pub struct Balancer {
-    pub address: SocketAddr,
-    upstreams: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
-}
-
-impl Balancer {
-    pub async fn start() -> Balancer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
-        let upstreams = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SocketAddr>::new()));
-        let shared = upstreams.clone();
-        tokio::spawn(async move {
-            let mut turn = 0usize;
-            while let Ok((mut client, _)) = listener.accept().await {
-                let candidates = shared.lock().expect("not poisoned").clone();
-                turn = turn.wrapping_add(1);
-                let start = turn;
-                tokio::spawn(async move {
-                    for i in 0..candidates.len() {
-                        let upstream = candidates[(start + i) % candidates.len()];
-                        if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Balancer { address, upstreams }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
-        *self.upstreams.lock().expect("not poisoned") = upstreams;
-    }
-}
+/// The load balancer in front of replicas (see `switchboard_testkit`).
+pub use switchboard_testkit::Balancer;
