@@ -223,25 +223,10 @@ async fn cancelling_on_replica_a_tells_the_delegate_on_replica_b() {
 
 #[tokio::test]
 async fn a_replica_whose_listening_connection_is_killed_listens_again_and_delivers() {
-    use sqlx::Connection;
     let Some((a, b)) = spawn_replicas(without_repairs).await else {
         return;
     };
-    let switchboard_server::config::Database::Postgres(url) = &a.state.settings().database_url else {
-        unreachable!("replicas run on PostgreSQL");
-    };
-    let schema = url.rsplit("search_path%3D").next().unwrap().to_owned();
-    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    let killed: Vec<(bool,)> = sqlx::query_as(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = format('LISTEN \"switchboard:%s\"', $1::text)",
-    )
-    .bind(&schema)
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(killed.len(), 2, "one listening connection per replica");
+    assert_eq!(kill_listeners(&a).await, 2, "one listening connection per replica");
     let started = Instant::now();
     while b.state.cluster().resyncs() == 0 {
         assert!(started.elapsed() < PATIENCE, "replica B never listened again");
@@ -255,7 +240,6 @@ async fn a_replica_whose_listening_connection_is_killed_listens_again_and_delive
 
 #[tokio::test]
 async fn a_token_revoked_while_the_signal_was_missed_closes_its_socket_when_the_listener_is_back() {
-    use sqlx::Connection;
     let Some((a, b)) = spawn_replicas(without_repairs).await else {
         return;
     };
@@ -269,20 +253,7 @@ async fn a_token_revoked_while_the_signal_was_missed_closes_its_socket_when_the_
         .await
         .unwrap();
     assert_eq!(b.state.hub().len(), 1, "nothing told B yet");
-    let switchboard_server::config::Database::Postgres(url) = &b.state.settings().database_url else {
-        unreachable!("replicas run on PostgreSQL");
-    };
-    let schema = url.rsplit("search_path%3D").next().unwrap().to_owned();
-    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = format('LISTEN \"switchboard:%s\"', $1::text)",
-    )
-    .bind(&schema)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    assert_eq!(kill_listeners(&b).await, 2);
     // B's listener comes back, rechecks the tokens of its sockets, and closes this one.
     assert!(matches!(
         next(&mut session).await,
@@ -291,6 +262,27 @@ async fn a_token_revoked_while_the_signal_was_missed_closes_its_socket_when_the_
     assert!(matches!(next(&mut session).await, Event::Ended { .. }));
     assert!(b.state.cluster().resyncs() >= 1);
     assert_eq!(b.state.hub().len(), 0);
+}
+
+/// Terminates the listening connection of every replica sharing `app`'s schema (what a
+/// network cut or a PostgreSQL restart does to it); returns how many there were.
+async fn kill_listeners(app: &TestApp) -> usize {
+    use sqlx::Connection;
+    let switchboard_server::config::Database::Postgres(url) = &app.state.settings().database_url else {
+        unreachable!("replicas run on PostgreSQL");
+    };
+    let schema = url.rsplit("search_path%3D").next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = format('LISTEN \"switchboard:%s\"', $1::text)",
+    )
+    .bind(&schema)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    killed.len()
 }
 
 /// A client-library delegate registered and connected through the balancer at `public`,
