@@ -302,8 +302,12 @@ async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
                     state.dispatcher().wake();
                     tokio::spawn(recheck_sockets(state.clone()));
                 }
-                // The stream does not end by itself; if it does, listen afresh.
-                None => break,
+                // The stream does not end by itself; if it does, listen afresh (not
+                // hearing the others until then).
+                None => {
+                    state.cluster().listening.send_replace(false);
+                    break;
+                }
             }
         }
     }
