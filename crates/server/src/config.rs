@@ -153,6 +153,18 @@ settings! {
     flag(long, value_name = "DURATION")
     group_retention: Duration = Duration::from_secs(7 * 24 * 3600), parse = values::parse_positive_duration;
 
+    /// How long the connections a manager records count without it renewing its lease
+    /// (10s): a crashed replica's delegates stop looking connected within this. Renewed
+    /// every quarter of it. PostgreSQL only (one SQLite manager forgets them at start).
+    flag(long, value_name = "DURATION")
+    connection_lease: Duration = Duration::from_secs(10), parse = values::parse_positive_duration;
+
+    /// How long a delegate has to answer a capability question (15s); one that does not
+    /// is recorded as unable to reach it, like a negative answer (kept 5 min), so the task
+    /// goes to another delegate meanwhile.
+    flag(long, value_name = "DURATION")
+    validation_timeout: Duration = Duration::from_secs(15), parse = values::parse_positive_duration;
+
     /// An assigned task not acquired within this long goes back to the queue (30s).
     flag(long, value_name = "DURATION")
     acknowledge_timeout: Duration = Duration::from_secs(30), parse = values::parse_positive_duration;

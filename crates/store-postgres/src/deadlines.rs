@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use switchboard_domain::{Attempt, InstanceId, Task, TaskId};
-use switchboard_store::{DueTasks, StoreError, StoreResult};
+use switchboard_store::{DueQuery, DueTasks, StoreError, StoreResult};
 use uuid::Uuid;
 
 use crate::map_err;
@@ -26,15 +26,12 @@ pub(crate) async fn tasks_held_by(pool: &PgPool, instance: InstanceId) -> StoreR
     found.iter().map(rows::task).collect()
 }
 
-pub(crate) async fn due_tasks(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    unacknowledged_before: DateTime<Utc>,
-    limit: u32,
-) -> StoreResult<DueTasks> {
-    // One statement, so one round trip and one snapshot for the three timers. Each branch
-    // is an ordered range scan of its partial index that stops after `limit` rows; the
-    // outer sort only orders those few (UNION ALL alone promises no order).
+pub(crate) async fn due_tasks(pool: &PgPool, query: &DueQuery) -> StoreResult<DueTasks> {
+    // One statement, so one round trip and one snapshot for the four timers. Each of the
+    // first three branches is an ordered range scan of its partial index that stops after
+    // `limit` rows; the fourth reads the instances whose heartbeat is too old (by their
+    // heartbeat index, few in a healthy fleet) and their tasks (by `tasks_by_instance`).
+    // The outer sort only orders those few (UNION ALL alone promises no order).
     let sql = format!(
         "SELECT * FROM (
              (SELECT 'expired' AS due, assign_deadline AS due_at, {TASK_COLUMNS} FROM tasks
@@ -45,13 +42,18 @@ pub(crate) async fn due_tasks(
              UNION ALL
              (SELECT 'overrun', run_deadline, {TASK_COLUMNS} FROM tasks
               WHERE state = 'running' AND run_deadline < $1 ORDER BY run_deadline, id LIMIT $3)
+             UNION ALL
+             (SELECT 'lost', assigned_at, {TASK_COLUMNS} FROM tasks
+              WHERE instance_id IN (SELECT id FROM delegate_instances WHERE last_heartbeat_at < $4)
+              ORDER BY assigned_at, id LIMIT $3)
          ) AS due_tasks
          ORDER BY due_at, id"
     );
     let found = sqlx::query(&sql)
-        .bind(now)
-        .bind(unacknowledged_before)
-        .bind(i64::from(limit))
+        .bind(query.now)
+        .bind(query.unacknowledged_before)
+        .bind(i64::from(query.limit))
+        .bind(query.heartbeat_before)
         .fetch_all(pool)
         .await
         .map_err(map_err)?;
@@ -62,6 +64,7 @@ pub(crate) async fn due_tasks(
             "expired" => due.expired.push(task),
             "unacknowledged" => due.unacknowledged.push(task),
             "overrun" => due.overrun.push(task),
+            "lost" => due.lost.push(task),
             other => return Err(StoreError::Internal(format!("unknown timer {other:?}"))),
         }
     }

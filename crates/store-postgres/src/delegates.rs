@@ -1,5 +1,7 @@
 //! Delegate tokens, groups, instances, connectors and connector memory.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -200,11 +202,22 @@ pub(crate) async fn delete_group(pool: &PgPool, id: GroupId) -> StoreResult<()> 
 
 // --- instances ---------------------------------------------------------------------------
 
-pub(crate) async fn register_instance(pool: &PgPool, i: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
+/// Every read of instances: the row, with `connected` worked out from the lease of the
+/// manager that recorded the connection (migration 0006). One expression, so placement,
+/// the API and the metrics cannot disagree about it.
+const INSTANCE_SELECT: &str = "SELECT i.*, EXISTS (SELECT 1 FROM manager_leases l \
+     WHERE l.id = i.connected_via AND l.expires_at > now()) AS connected FROM delegate_instances i";
+
+pub(crate) async fn register_instance(
+    pool: &PgPool,
+    replica: Uuid,
+    i: &DelegateInstance,
+    session: &SecretHash,
+) -> StoreResult<()> {
     let mut tx = crate::begin(pool).await?;
     sqlx::query(
         "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags,
-             task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected)
+             task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected_via)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(i.id.0)
@@ -220,7 +233,7 @@ pub(crate) async fn register_instance(pool: &PgPool, i: &DelegateInstance, sessi
     .bind(i.active_tasks as i32)
     .bind(i.registered_at)
     .bind(i.last_heartbeat_at)
-    .bind(i.connected)
+    .bind(i.connected.then_some(replica))
     .execute(&mut *tx)
     .await
     .map_err(|e| match e {
@@ -250,7 +263,7 @@ pub(crate) async fn remove_silent_instances(
     let rows: Vec<(Uuid,)> = sqlx::query_as(
         "WITH gone AS (
              DELETE FROM delegate_instances
-             WHERE last_heartbeat_at < $1 AND NOT connected AND active_tasks = 0
+             WHERE last_heartbeat_at < $1 AND connected_via IS NULL AND active_tasks = 0
              RETURNING id, group_id),
          touched AS (
              UPDATE delegate_groups SET last_instance_at = GREATEST(last_instance_at, $2)
@@ -279,7 +292,7 @@ pub(crate) async fn remove_empty_groups(pool: &PgPool, before: DateTime<Utc>) ->
 }
 
 pub(crate) async fn get_instance(pool: &PgPool, id: InstanceId) -> StoreResult<DelegateInstance> {
-    let row = sqlx::query("SELECT * FROM delegate_instances WHERE id = $1")
+    let row = sqlx::query(&format!("{INSTANCE_SELECT} WHERE i.id = $1"))
         .bind(id.0)
         .fetch_one(pool)
         .await
@@ -288,7 +301,7 @@ pub(crate) async fn get_instance(pool: &PgPool, id: InstanceId) -> StoreResult<D
 }
 
 pub(crate) async fn instance_by_session(pool: &PgPool, session: &SecretHash) -> StoreResult<Option<DelegateInstance>> {
-    let row = sqlx::query("SELECT * FROM delegate_instances WHERE session_hash = $1")
+    let row = sqlx::query(&format!("{INSTANCE_SELECT} WHERE i.session_hash = $1"))
         .bind(session.as_bytes())
         .fetch_optional(pool)
         .await
@@ -297,9 +310,9 @@ pub(crate) async fn instance_by_session(pool: &PgPool, session: &SecretHash) -> 
 }
 
 pub(crate) async fn list_instances(pool: &PgPool, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>> {
-    let rows = sqlx::query(
-        "SELECT * FROM delegate_instances WHERE ($1::uuid IS NULL OR group_id = $1) ORDER BY group_id, registered_at",
-    )
+    let rows = sqlx::query(&format!(
+        "{INSTANCE_SELECT} WHERE ($1::uuid IS NULL OR i.group_id = $1) ORDER BY i.group_id, i.registered_at"
+    ))
     .bind(group.map(|g| g.0))
     .fetch_all(pool)
     .await
@@ -329,17 +342,76 @@ pub(crate) async fn record_heartbeats(pool: &PgPool, beats: &[(InstanceId, DateT
     Ok(done.rows_affected())
 }
 
-pub(crate) async fn set_instance_connected(pool: &PgPool, id: InstanceId, connected: bool) -> StoreResult<()> {
-    let done = sqlx::query("UPDATE delegate_instances SET connected = $2 WHERE id = $1")
+/// Records that `replica` holds the instance's socket, or lets go of it. Letting go
+/// clears only a connection `replica` recorded: when the delegate has reconnected to
+/// another replica meanwhile, that one's record stays and the answer is `false`.
+pub(crate) async fn set_instance_connected(
+    pool: &PgPool,
+    replica: Uuid,
+    id: InstanceId,
+    connected: bool,
+) -> StoreResult<bool> {
+    let row: Option<(bool,)> = if connected {
+        sqlx::query_as("UPDATE delegate_instances SET connected_via = $2 WHERE id = $1 RETURNING true")
+            .bind(id.0)
+            .bind(replica)
+            .fetch_optional(pool)
+            .await
+            .map_err(map_err)?
+    } else {
+        // One statement: the instance's existence and whether we held it, in one snapshot.
+        sqlx::query_as(
+            "WITH cleared AS (UPDATE delegate_instances SET connected_via = NULL
+                              WHERE id = $1 AND connected_via = $2 RETURNING id)
+             SELECT EXISTS (SELECT 1 FROM cleared) OR connected_via IS NULL
+             FROM delegate_instances WHERE id = $1",
+        )
         .bind(id.0)
-        .bind(connected)
-        .execute(pool)
+        .bind(replica)
+        .fetch_optional(pool)
         .await
-        .map_err(map_err)?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound("delegate instance"));
+        .map_err(map_err)?
+    };
+    match row {
+        Some((held,)) => Ok(held),
+        None => Err(StoreError::NotFound("delegate instance")),
     }
-    Ok(())
+}
+
+/// Renews `replica`'s lease for `lease` from now, then clears the connections of the
+/// managers whose lease lapsed and forgets those leases. Returns whether `replica`'s own
+/// lease was still live; `false` (a first renewal, or one after the database was out of
+/// reach for longer than the lease) tells the caller to record its sockets again, since
+/// another replica may have cleared them.
+pub(crate) async fn renew_lease(pool: &PgPool, replica: Uuid, lease: Duration) -> StoreResult<bool> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    // `xmax = 0` tells an inserted row from an updated one; the WHERE of the upsert keeps
+    // a lapsed lease from being extended silently: it is then re-inserted as new.
+    let (was_live,): (bool,) = sqlx::query_as(
+        "WITH renewed AS (
+             UPDATE manager_leases SET expires_at = now() + $2 * interval '1 millisecond'
+             WHERE id = $1 AND expires_at > now() RETURNING id),
+         inserted AS (
+             INSERT INTO manager_leases (id, expires_at)
+             SELECT $1, now() + $2 * interval '1 millisecond' WHERE NOT EXISTS (SELECT 1 FROM renewed)
+             ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+             RETURNING id)
+         SELECT EXISTS (SELECT 1 FROM renewed)",
+    )
+    .bind(replica)
+    .bind(lease_ms)
+    .fetch_one(pool)
+    .await
+    .map_err(map_err)?;
+    sqlx::query(
+        "WITH lapsed AS (DELETE FROM manager_leases WHERE expires_at <= now() AND id <> $1 RETURNING id)
+         UPDATE delegate_instances SET connected_via = NULL WHERE connected_via IN (SELECT id FROM lapsed)",
+    )
+    .bind(replica)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(was_live)
 }
 
 // --- connectors --------------------------------------------------------------------------

@@ -30,9 +30,10 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AdminKey, AuditQuery, Backend, Claim, DueTasks, Inserted, Page, Store, StoreError, StoreResult, TaskQuery,
-    Transition,
+    AdminKey, AuditQuery, Backend, Claim, DueQuery, DueTasks, Inserted, Page, Store, StoreError, StoreResult,
+    TaskQuery, Transition,
 };
+use uuid::Uuid;
 
 pub use error::map_err;
 
@@ -59,6 +60,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin_key",
         include_str!("../../../migrations/postgres/0005_admin_key.sql"),
     ),
+    (
+        6,
+        "connection_leases",
+        include_str!("../../../migrations/postgres/0006_connection_leases.sql"),
+    ),
 ];
 
 /// Settings of the connection pool.
@@ -68,6 +74,9 @@ pub struct PgOptions {
     /// How long a call waits for a free connection (and a new connection for the server)
     /// before failing with [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// How long the connections this store records count without a renewal of its lease
+    /// ([`Store::renew_lease`]); the first lease is taken when it connects.
+    pub connection_lease: Duration,
 }
 
 impl Default for PgOptions {
@@ -75,6 +84,7 @@ impl Default for PgOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            connection_lease: Duration::from_secs(10),
         }
     }
 }
@@ -87,6 +97,12 @@ pub struct PgStore {
     channel: String,
     /// Whether this replica leads (see [`lead`]); shared by the store's clones.
     lead: std::sync::Arc<lead::Lead>,
+    /// This replica in `manager_leases`: the connections it records count while its lease
+    /// lives (see [`delegates::renew_lease`]). New at every start, so a restarted replica
+    /// never inherits the connections its previous life recorded.
+    replica: Uuid,
+    /// How long its lease lasts from each renewal.
+    lease: Duration,
 }
 
 /// Starts a transaction on a connection from `pool`.
@@ -142,8 +158,11 @@ impl PgStore {
             pool,
             channel: notify::channel_for(&schema),
             lead: std::sync::Arc::new(lead::Lead::new(connect)),
+            replica: Uuid::new_v4(),
+            lease: options.connection_lease,
         };
         store.migrate().await?;
+        delegates::renew_lease(&store.pool, store.replica, store.lease).await?;
         Ok(store)
     }
 
@@ -265,7 +284,7 @@ impl Store for PgStore {
     }
 
     async fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
-        delegates::register_instance(&self.pool, instance, session).await
+        delegates::register_instance(&self.pool, self.replica, instance, session).await
     }
     async fn get_instance(&self, id: InstanceId) -> StoreResult<DelegateInstance> {
         delegates::get_instance(&self.pool, id).await
@@ -279,8 +298,11 @@ impl Store for PgStore {
     async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
         delegates::record_heartbeats(&self.pool, beats).await
     }
-    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()> {
-        delegates::set_instance_connected(&self.pool, id, connected).await
+    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<bool> {
+        delegates::set_instance_connected(&self.pool, self.replica, id, connected).await
+    }
+    async fn renew_lease(&self) -> StoreResult<bool> {
+        delegates::renew_lease(&self.pool, self.replica, self.lease).await
     }
 
     async fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>> {
@@ -345,13 +367,8 @@ impl Store for PgStore {
     async fn tasks_held_by(&self, instance: InstanceId) -> StoreResult<Vec<Task>> {
         deadlines::tasks_held_by(&self.pool, instance).await
     }
-    async fn due_tasks(
-        &self,
-        now: DateTime<Utc>,
-        unacknowledged_before: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<DueTasks> {
-        deadlines::due_tasks(&self.pool, now, unacknowledged_before, limit).await
+    async fn due_tasks(&self, query: &DueQuery) -> StoreResult<DueTasks> {
+        deadlines::due_tasks(&self.pool, query).await
     }
     async fn extend_run_deadlines(&self, beats: &[(TaskId, Attempt, DateTime<Utc>)]) -> StoreResult<u64> {
         deadlines::extend_run_deadlines(&self.pool, beats).await

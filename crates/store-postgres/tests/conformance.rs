@@ -1,5 +1,5 @@
 //! The store conformance suite against a real PostgreSQL, and the cases only this backend
-//! has (`pooled`).
+//! has (`pooled`, `leases`).
 //!
 //! The database comes from `DATABASE_URL`; each test gets its own schema (dropped by a
 //! later run once it is an hour old, so a failed run leaves nothing for long). Without
@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod leases;
 mod pooled;
 
 use std::io::Write;

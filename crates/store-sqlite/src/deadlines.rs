@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use switchboard_domain::{Attempt, InstanceId, Task, TaskId};
-use switchboard_store::{DueTasks, StoreError, StoreResult};
+use switchboard_store::{DueQuery, DueTasks, StoreError, StoreResult};
 
 use crate::rows::{self, TASK_COLUMNS, get, ms, to_json};
 use crate::{Db, map_err};
@@ -27,13 +27,10 @@ pub(crate) async fn tasks_held_by(db: &Db, instance: InstanceId) -> StoreResult<
     found.iter().map(rows::task).collect()
 }
 
-pub(crate) async fn due_tasks(
-    db: &Db,
-    now: DateTime<Utc>,
-    unacknowledged_before: DateTime<Utc>,
-    limit: u32,
-) -> StoreResult<DueTasks> {
-    // One statement, so one snapshot for the three timers. Each branch is an ordered range
+pub(crate) async fn due_tasks(db: &Db, query: &DueQuery) -> StoreResult<DueTasks> {
+    // One statement, so one snapshot for the four timers (the fourth, tasks held by an
+    // instance whose heartbeat is too old, reads those few instances by their heartbeat
+    // index and their tasks by `tasks_by_instance`). Each branch is an ordered range
     // scan of its partial index that stops after `limit` rows (a subquery, since a
     // compound SELECT allows only one ORDER BY and LIMIT); the outer sort only orders
     // those few. INDEXED BY, because without `ANALYZE` statistics (the store never
@@ -51,11 +48,16 @@ pub(crate) async fn due_tasks(
          SELECT * FROM (SELECT 'overrun', run_deadline, {TASK_COLUMNS} \
              FROM tasks INDEXED BY tasks_run_due \
              WHERE state = 'running' AND run_deadline < ?1 ORDER BY run_deadline, id LIMIT ?3) \
+         UNION ALL \
+         SELECT * FROM (SELECT 'lost', assigned_at, {TASK_COLUMNS} FROM tasks \
+             WHERE instance_id IN (SELECT id FROM delegate_instances WHERE last_heartbeat_at < ?4) \
+             ORDER BY assigned_at, id LIMIT ?3) \
          ORDER BY due_at, id"
     ))
-    .bind(ms(now))
-    .bind(ms(unacknowledged_before))
-    .bind(i64::from(limit))
+    .bind(ms(query.now))
+    .bind(ms(query.unacknowledged_before))
+    .bind(i64::from(query.limit))
+    .bind(ms(query.heartbeat_before))
     .fetch_all(&db.reader)
     .await
     .map_err(map_err)?;
@@ -66,6 +68,7 @@ pub(crate) async fn due_tasks(
             "expired" => due.expired.push(task),
             "unacknowledged" => due.unacknowledged.push(task),
             "overrun" => due.overrun.push(task),
+            "lost" => due.lost.push(task),
             other => return Err(StoreError::Internal(format!("unknown timer {other:?}"))),
         }
     }

@@ -347,6 +347,22 @@ pub(crate) async fn record_heartbeats(db: &Db, beats: &[(InstanceId, DateTime<Ut
     Ok(done.rows_affected())
 }
 
+/// Forgets every recorded connection: for a manager that just took the file's lock, so
+/// holds no socket yet. Returns how many were recorded (by a manager that crashed).
+pub(crate) async fn forget_connections(db: &Db) -> StoreResult<u64> {
+    let done = sqlx::query("UPDATE delegate_instances SET connected = 0 WHERE connected = 1")
+        .execute(&db.writer)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() > 0 {
+        tracing::info!(
+            instances = done.rows_affected(),
+            "forgot connections recorded by a manager that did not stop cleanly"
+        );
+    }
+    Ok(done.rows_affected())
+}
+
 pub(crate) async fn set_instance_connected(db: &Db, id: InstanceId, connected: bool) -> StoreResult<()> {
     let done = sqlx::query("UPDATE delegate_instances SET connected = ? WHERE id = ?")
         .bind(connected)

@@ -56,7 +56,8 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AdminKey, AuditQuery, Backend, Claim, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition,
+    AdminKey, AuditQuery, Backend, Claim, DueQuery, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery,
+    Transition,
 };
 
 pub use error::map_err;
@@ -162,9 +163,16 @@ impl SqliteStore {
     /// `<path>.lock`, and refuses (unavailable, saying why) while another process holds
     /// it. Several managers on one file would each believe their own in-memory view of
     /// connected delegates; PostgreSQL is the store for several replicas.
+    ///
+    /// Holding the lock also proves that no manager holds a delegate socket recorded in
+    /// the file: a connection recorded by a manager that crashed would otherwise look
+    /// live for ever (PRODUCT.md: "a connection is only as alive as its manager"), so
+    /// every recorded connection is forgotten here, before anything reads them.
     pub async fn open_exclusive(path: &Path) -> StoreResult<Self> {
         let lock = lock_exclusive(path)?;
-        Self::open_with(path, Some(Arc::new(lock))).await
+        let store = Self::open_with(path, Some(Arc::new(lock))).await?;
+        delegates::forget_connections(&store.db).await?;
+        Ok(store)
     }
 
     async fn open_with(path: &Path, lock: Option<Arc<File>>) -> StoreResult<Self> {
@@ -399,8 +407,15 @@ impl switchboard_store::Store for SqliteStore {
         delegates::record_heartbeats(&self.db, beats).await
     }
 
-    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()> {
-        delegates::set_instance_connected(&self.db, id, connected).await
+    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<bool> {
+        delegates::set_instance_connected(&self.db, id, connected).await?;
+        // One manager per file: nobody else can hold the socket.
+        Ok(true)
+    }
+
+    async fn renew_lease(&self) -> StoreResult<bool> {
+        // No lease: the one manager's connections were forgotten when it opened the file.
+        Ok(true)
     }
 
     // --- connectors --------------------------------------------------------------------
@@ -485,13 +500,8 @@ impl switchboard_store::Store for SqliteStore {
         deadlines::tasks_held_by(&self.db, instance).await
     }
 
-    async fn due_tasks(
-        &self,
-        now: DateTime<Utc>,
-        unacknowledged_before: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<DueTasks> {
-        deadlines::due_tasks(&self.db, now, unacknowledged_before, limit).await
+    async fn due_tasks(&self, query: &DueQuery) -> StoreResult<DueTasks> {
+        deadlines::due_tasks(&self.db, query).await
     }
 
     async fn extend_run_deadlines(&self, beats: &[(TaskId, Attempt, DateTime<Utc>)]) -> StoreResult<u64> {

@@ -132,6 +132,19 @@ impl Transition {
     }
 }
 
+/// What [`Store::due_tasks`] looks for: the cut-off of each timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueQuery {
+    /// Assign and run deadlines before this are due.
+    pub now: DateTime<Utc>,
+    /// Assigned before this and not acquired: the acknowledge timeout passed.
+    pub unacknowledged_before: DateTime<Utc>,
+    /// Held by an instance whose stored heartbeat is older than this: it is lost.
+    pub heartbeat_before: DateTime<Utc>,
+    /// At most this many of each kind.
+    pub limit: u32,
+}
+
 /// The answer of [`Store::due_tasks`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DueTasks {
@@ -141,6 +154,10 @@ pub struct DueTasks {
     pub unacknowledged: Vec<Task>,
     /// Running past the run deadline: to time out.
     pub overrun: Vec<Task>,
+    /// Assigned or running on an instance whose heartbeat is too old: to release or
+    /// re-queue, as for an instance whose socket closed. A task may also be listed under
+    /// another kind; the second change of it is refused by its fence.
+    pub lost: Vec<Task>,
 }
 
 /// What [`Store::bootstrap_admin_key`] found.
@@ -221,7 +238,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes many heartbeats in one statement; a heartbeat never moves time backwards.
     /// Returns how many instances were updated.
     async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64>;
-    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<()>;
+    /// Records that this manager holds (`true`) or no longer holds (`false`) the socket of
+    /// `id`. A connection counts only while the manager that recorded it renews its lease
+    /// ([`Store::renew_lease`]). Letting go clears only a connection this manager
+    /// recorded: `false` when another manager holds the instance's socket now (the delegate
+    /// reconnected there, so it is not lost), `true` otherwise.
+    async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<bool>;
+
+    /// Keeps this manager's recorded connections counting for one more lease (a setting
+    /// of the backend, taken first when the store opens), and stops counting (clears)
+    /// those of managers whose lease lapsed: a manager that crashed leaves no instance
+    /// looking connected for longer than its lease. Returns whether this manager's lease
+    /// was still live; on `false` (after the store was out of reach for longer than the
+    /// lease) the caller records its open sockets again. Where one manager owns the store
+    /// (SQLite) there is no lease: the store forgets every recorded connection when it
+    /// opens, and this answers `true`.
+    async fn renew_lease(&self) -> StoreResult<bool>;
 
     /// Removes the instances whose last heartbeat is older than `before`, that have no
     /// open socket and hold no task; their groups remember `at` as the last time they had
@@ -279,14 +311,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Tasks a timer is due for, at most `limit` of each kind, oldest due first: queued
     /// tasks past their assign deadline ([`Task::assign_deadline`] before `now`), assigned
-    /// tasks assigned before `unacknowledged_before` (the acknowledge timeout), and running
-    /// tasks past their [`Task::run_deadline`].
-    async fn due_tasks(
-        &self,
-        now: DateTime<Utc>,
-        unacknowledged_before: DateTime<Utc>,
-        limit: u32,
-    ) -> StoreResult<DueTasks>;
+    /// tasks assigned before `unacknowledged_before` (the acknowledge timeout), running
+    /// tasks past their [`Task::run_deadline`], and tasks held by an instance whose last
+    /// stored heartbeat is before `heartbeat_before` (lost by liveness).
+    async fn due_tasks(&self, query: &DueQuery) -> StoreResult<DueTasks>;
 
     /// Pushes forward the run deadline of running tasks that heartbeats listed: for each
     /// `(task, attempt, at)` whose task is running that attempt, `run_deadline = at +

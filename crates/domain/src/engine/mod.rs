@@ -25,7 +25,7 @@
 //! let decision = decide(&task, &registry, &Context::new(Utc::now(), 42));
 //! assert_eq!(decision.chosen, None);
 //! assert!(decision.summary.can_never_match());
-//! assert_eq!(decision.summary.to_string(), "0/0 delegates eligible: no delegates in this account");
+//! assert_eq!(decision.summary.to_string(), "0/0 delegates eligible: no delegates in this account; can never match");
 //! ```
 
 pub mod prefer;

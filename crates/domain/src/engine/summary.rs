@@ -1,7 +1,7 @@
 //! The summary of a decision: one line for people and a few counts for machines.
 //!
-//! `0/12 delegates eligible: 5 lack selectors [gpu], 4 stale heartbeat, 3 out of scope`
-//! is what an operator reads in a selection log; [`Outlook`] is what the manager acts on:
+//! `0/12 delegates eligible: 5 lack selectors [gpu], 4 stale heartbeat, 3 out of scope;
+//! waiting for a heartbeat` is what an operator reads in a selection log; [`Outlook`] is what the manager acts on:
 //! a task whose outlook is [`Outlook::Never`] fails at once as `no_eligible_delegate`
 //! (unless its submitter asked to wait), one that is [`Outlook::Temporary`] waits.
 
@@ -171,7 +171,8 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{} delegates eligible", self.eligible, self.considered)?;
         if self.considered == 0 {
-            return f.write_str(": no delegates in this account");
+            f.write_str(": no delegates in this account")?;
+            return self.fmt_outlook(f);
         }
         if self.eligible > 0 {
             return Ok(());
@@ -200,6 +201,45 @@ impl fmt::Display for Summary {
             };
             write!(f, "{sep}{} {label}", c.count)?;
         }
-        Ok(())
+        self.fmt_outlook(f)
+    }
+}
+
+impl Summary {
+    /// The kind of wait, after the counts: what could end it when it is temporary, or
+    /// that nothing registered ever could (PRODUCT.md: "Explanations say the kind of
+    /// wait in the one-line summary itself").
+    fn fmt_outlook(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.outlook {
+            Outlook::Eligible => Ok(()),
+            Outlook::Never => f.write_str("; can never match"),
+            Outlook::Temporary => {
+                let waits: Vec<&str> = self.rejected.iter().filter_map(|c| waiting_for(c.reason)).collect();
+                if waits.is_empty() {
+                    return f.write_str("; waiting");
+                }
+                let mut unique: Vec<&str> = Vec::with_capacity(waits.len());
+                for w in waits {
+                    if !unique.contains(&w) {
+                        unique.push(w);
+                    }
+                }
+                write!(f, "; waiting for {}", unique.join(" or "))
+            }
+        }
+    }
+}
+
+/// What a rejection for `reason` waits for, when a change of state can lift it; `None`
+/// for the reasons fixed at registration (scope, selectors, task type).
+fn waiting_for(reason: Reason) -> Option<&'static str> {
+    match reason {
+        Reason::Disabled => Some("a delegate to be enabled"),
+        Reason::OutOfScope | Reason::LacksSelectors | Reason::UnsupportedTaskType => None,
+        Reason::Disconnected => Some("a delegate to connect"),
+        Reason::StaleHeartbeat => Some("a heartbeat"),
+        Reason::AtCapacity => Some("capacity"),
+        Reason::AlreadyTried => Some("an instance not yet tried"),
+        Reason::CapabilityUnreachable => Some("a capability check to pass"),
     }
 }

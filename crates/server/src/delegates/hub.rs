@@ -106,6 +106,11 @@ impl Hub {
         self.lock().contains_key(&instance)
     }
 
+    /// The instances whose socket is open here.
+    pub fn instances(&self) -> Vec<InstanceId> {
+        self.lock().keys().copied().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }

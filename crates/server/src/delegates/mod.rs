@@ -32,7 +32,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `instance` as this manager sees it now: its heartbeat may be ahead of the store by up to
-/// one flush interval, and its hub knows for certain which sockets are open here.
+/// one flush interval, and its hub knows for certain which sockets are open here. The one
+/// rule for "is this instance connected and fresh", used by placement (the fleet
+/// snapshot), the API and the metrics alike: an open socket here, or a connection the
+/// store records for a manager whose lease lives (see [`Store::renew_lease`]).
+///
+/// [`Store::renew_lease`]: switchboard_store::Store::renew_lease
 pub fn current(state: &AppState, mut instance: DelegateInstance) -> DelegateInstance {
     if let Some(beat) = state.heartbeats().latest(instance.id) {
         instance.last_heartbeat_at = instance.last_heartbeat_at.max(beat.at);
@@ -49,9 +54,17 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts the heartbeat flusher and the sweep.
+    /// Starts the heartbeat flusher, the lease keeper and the sweep.
     pub fn start(state: &AppState) -> Self {
         let (stop, stopped) = watch::channel(false);
+        let lease = {
+            let state = state.clone();
+            let every = state.settings().connection_lease / 4;
+            periodic(every, stopped.clone(), move || {
+                let state = state.clone();
+                async move { keep_lease(&state).await }
+            })
+        };
         let flusher = {
             let state = state.clone();
             let every = state.settings().heartbeat_flush_interval;
@@ -74,7 +87,7 @@ impl Background {
         };
         Self {
             stop,
-            tasks: vec![flusher, sweeper],
+            tasks: vec![flusher, lease, sweeper],
         }
     }
 
@@ -87,6 +100,32 @@ impl Background {
         if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
             tracing::warn!(error = %e, "cannot write the last heartbeats before stopping");
         }
+    }
+}
+
+/// Renews this manager's connection lease (see [`switchboard_store::Store::renew_lease`]);
+/// when it had lapsed (the store was out of reach for longer than the lease, and another
+/// replica may have cleared this one's connections), records every socket open here again.
+/// Renewed every quarter of the lease, so three renewals in a row may fail before the
+/// connections stop counting.
+pub async fn keep_lease(state: &AppState) {
+    match state.store().renew_lease().await {
+        Ok(true) => {}
+        Ok(false) => {
+            let open = state.hub().instances();
+            if !open.is_empty() {
+                tracing::info!(
+                    sockets = open.len(),
+                    "connection lease had lapsed; recording this manager's sockets again"
+                );
+            }
+            for id in open {
+                if let Err(e) = state.store().set_instance_connected(id, true).await {
+                    tracing::warn!(instance.id = %id, error = %e, "cannot record a connection again");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot renew the connection lease; retrying"),
     }
 }
 

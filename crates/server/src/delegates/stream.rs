@@ -15,7 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
-use switchboard_domain::{CapabilityResult, DelegateInstance};
+use switchboard_domain::{CapabilityResult, DelegateInstance, TaskState};
 use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage, close};
 use tokio::time::Instant;
 
@@ -115,11 +115,12 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
     state.metrics().socket_opened();
     let Attached { generation, mut rx } = state.hub().attach(id, instance.token_id, instance.group_id);
     let end = match state.store().set_instance_connected(id, true).await {
-        Ok(()) => {
+        Ok(_) => {
             tracing::info!(instance.id = %id, "delegate connected");
             // A new delegate may be what a queued task waits for, on any replica.
             crate::cluster::wake_everywhere(&state);
-            converse(&mut socket, &state, &instance, &mut rx).await
+            let pending = unacquired_offers(&state, &instance).await;
+            converse(&mut socket, &state, &instance, &mut rx, pending).await
         }
         Err(e) => {
             tracing::warn!(instance.id = %id, error = %e, "cannot record the connection; closing the socket");
@@ -137,10 +138,18 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
     // Only the current socket of the instance marks it disconnected: a replaced one's
     // successor is already connected.
     if state.hub().detach(id, generation) {
-        if let Err(e) = state.store().set_instance_connected(id, false).await {
-            tracing::warn!(instance.id = %id, error = %e, "cannot record the disconnection");
-        }
-        if state.hub().is_shutting_down() {
+        // Whether the instance is gone: not when it reconnected to another replica
+        // meanwhile (whose record of the connection stays).
+        let gone = match state.store().set_instance_connected(id, false).await {
+            Ok(held_here) => held_here,
+            Err(e) => {
+                tracing::warn!(instance.id = %id, error = %e, "cannot record the disconnection");
+                true
+            }
+        };
+        if !gone {
+            tracing::info!(instance.id = %id, "delegate moved to another replica; its tasks stay with it");
+        } else if state.hub().is_shutting_down() {
             // This manager is going away, not the delegate: it reconnects (to another
             // replica, or to this one once it is back) and goes on with its tasks, which
             // its heartbeats keep alive. Were it gone for good, their run deadlines end them.
@@ -153,11 +162,34 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
     state.metrics().socket_closed();
 }
 
+/// The offers this instance holds and has not acquired: an offer sent to a socket that
+/// closed before the delegate read it is lost with that socket, so each new socket of the
+/// instance is offered them again (after `hello`). Without this the task would wait for
+/// the acknowledge timeout and then never go back to the instance, which counts as
+/// having tried it. A store that cannot say leaves them to that timeout.
+async fn unacquired_offers(state: &AppState, instance: &DelegateInstance) -> Vec<ServerMessage> {
+    match state.store().tasks_held_by(instance.id).await {
+        Ok(held) => held
+            .into_iter()
+            .filter(|t| t.state == TaskState::Assigned)
+            .map(|t| ServerMessage::TaskAvailable {
+                task_id: t.id(),
+                attempt: t.attempt,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(instance.id = %instance.id, error = %e, "cannot read the instance's offers to send them again");
+            Vec::new()
+        }
+    }
+}
+
 async fn converse(
     socket: &mut WebSocket,
     state: &AppState,
     instance: &DelegateInstance,
     rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    pending: Vec<ServerMessage>,
 ) -> End {
     let settings = state.settings();
     let silence: Duration = settings.socket_silence_timeout;
@@ -169,6 +201,11 @@ async fn converse(
     };
     if send(socket, &hello).await.is_err() {
         return End::Gone;
+    }
+    for offer in &pending {
+        if send(socket, offer).await.is_err() {
+            return End::Gone;
+        }
     }
     let deadline = tokio::time::sleep(silence);
     tokio::pin!(deadline);

@@ -190,18 +190,10 @@ async fn snapshot(state: &AppState) -> StoreResult<Registry> {
         .list_instances(None)
         .await?
         .into_iter()
-        .map(|mut i| {
-            // One manager owns every socket of a single-node install, so its hub is the
-            // truth about connections (a crash leaves stale `connected` flags behind).
-            // Replicas sharing PostgreSQL also trust the flag the socket's replica keeps;
-            // a crashed replica's flags go stale with their heartbeats (rule: liveness).
-            let here = state.hub().is_connected(i.id);
-            i.connected = here || (state.cluster().is_shared() && i.connected);
-            if let Some(beat) = state.heartbeats().latest(i.id) {
-                i.last_heartbeat_at = i.last_heartbeat_at.max(beat.at);
-            }
-            i
-        })
+        // The one rule the API and the metrics use too: this manager's sockets and
+        // heartbeats over what the store records (whose connections count only while the
+        // manager that recorded them lives).
+        .map(|i| crate::delegates::current(state, i))
         .collect();
     let ids: Vec<InstanceId> = instances.iter().map(|i| i.id).collect();
     let results = store.capability_results(&ids).await?;

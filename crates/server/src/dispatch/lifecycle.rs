@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use switchboard_domain::{Failure, FailureReason, InstanceId, SelectionKind, Task, TaskEvent, TaskId, TaskState};
-use switchboard_store::{StoreError, StoreResult, Transition};
+use switchboard_store::{DueQuery, StoreError, StoreResult, Transition};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -21,6 +21,24 @@ const BATCH: u32 = 200;
 /// instead of one query of the queue each.
 const SWEEP_GAP: Duration = Duration::from_millis(10);
 
+/// How an instance was lost, for the records of the tasks it held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Its socket closed (not at this manager's shutdown).
+    Disconnected,
+    /// Its last heartbeat is older than the heartbeat timeout, socket open or not.
+    Stale,
+}
+
+impl Loss {
+    fn what(self) -> &'static str {
+        match self {
+            Loss::Disconnected => "disconnected",
+            Loss::Stale => "stopped sending heartbeats",
+        }
+    }
+}
+
 /// An instance is gone (its socket closed): its assigned tasks go back to the queue at
 /// once; its running tasks are re-queued while attempts remain, else fail
 /// `delegate_lost`.
@@ -28,35 +46,46 @@ pub async fn instance_lost(state: &AppState, instance: InstanceId) {
     let held = match state.store().tasks_held_by(instance).await {
         Ok(held) => held,
         Err(e) => {
-            // The acknowledge timeout and the periodic sweep catch these later.
+            // The reaper's liveness timer and the acknowledge timeout catch these later.
             tracing::warn!(instance.id = %instance, error = %e, "cannot list the tasks of a lost instance");
             return;
         }
     };
-    for task in held {
-        let (event, failure, why) = match task.state {
-            TaskState::Assigned => (
-                TaskEvent::Release,
-                None,
-                "its instance disconnected before acquiring it",
-            ),
-            TaskState::Running if task.attempts_remain() => (
-                TaskEvent::Requeue,
-                None,
-                "its instance disconnected while running it; attempts remain",
-            ),
-            _ => (
-                TaskEvent::Fail,
-                Some(Failure {
-                    reason: FailureReason::DelegateLost,
-                    detail: format!("instance {instance} disconnected while running it and no attempts remain"),
-                }),
-                "its instance disconnected while running it; no attempts remain",
-            ),
-        };
-        apply(state, &task, event, failure, why).await;
+    for task in &held {
+        lose(state, task, Loss::Disconnected).await;
     }
     state.dispatcher().wake();
+}
+
+/// Takes `task` from the instance that held it, lost as `loss` says (PRODUCT.md: an
+/// instance that disappears, socket closed or heartbeat too old, releases its assigned
+/// tasks at once; its running ones are re-queued while attempts remain, else fail
+/// `delegate_lost`). Fenced by the task's attempt, so a task that moved on meanwhile is
+/// left alone.
+async fn lose(state: &AppState, task: &Task, loss: Loss) {
+    let what = loss.what();
+    let instance = task.instance_id.map(|i| i.to_string()).unwrap_or_default();
+    let (event, failure, why) = match task.state {
+        TaskState::Assigned => (
+            TaskEvent::Release,
+            None,
+            format!("its instance {what} before acquiring it"),
+        ),
+        TaskState::Running if task.attempts_remain() => (
+            TaskEvent::Requeue,
+            None,
+            format!("its instance {what} while running it; attempts remain"),
+        ),
+        _ => (
+            TaskEvent::Fail,
+            Some(Failure {
+                reason: FailureReason::DelegateLost,
+                detail: format!("instance {instance} {what} while running it and no attempts remain"),
+            }),
+            format!("its instance {what} while running it; no attempts remain"),
+        ),
+    };
+    apply(state, task, event, failure, &why).await;
 }
 
 /// Applies one fenced transition for the task's current attempt and records it.
@@ -87,11 +116,28 @@ async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<
 
 /// Applies the timers once: expires queued tasks past their assign timeout (with the last
 /// explanation), releases assignments not acknowledged in time, times out runs whose
-/// deadline passed.
+/// deadline passed, and takes their tasks from instances whose heartbeat is too old.
 pub async fn reap(state: &AppState) -> StoreResult<()> {
     let now = Utc::now();
-    let ack = chrono::Duration::from_std(state.settings().acknowledge_timeout).unwrap_or(chrono::Duration::MAX);
-    let due = state.store().due_tasks(now, now - ack, BATCH).await?;
+    let settings = state.settings();
+    let duration = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    // The stored heartbeat is up to one flush interval behind the one the instance's
+    // manager holds in memory (`delegates::heartbeats`): an instance counts as lost only
+    // once even that margin has passed, so a replica slow to flush never costs a delegate
+    // its tasks. Placement, which only withholds new tasks, uses the timeout alone.
+    let heartbeat_before = now
+        .checked_sub_signed(duration(settings.heartbeat_timeout))
+        .and_then(|t| t.checked_sub_signed(duration(settings.heartbeat_flush_interval)))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    let query = DueQuery {
+        now,
+        unacknowledged_before: now
+            .checked_sub_signed(duration(settings.acknowledge_timeout))
+            .unwrap_or(now),
+        heartbeat_before,
+        limit: BATCH,
+    };
+    let due = state.store().due_tasks(&query).await?;
     for task in &due.expired {
         let last = last_explanation(state, task.id()).await;
         apply(
@@ -131,7 +177,15 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
             crate::cluster::cancel(state, instance, task.id(), task.attempt);
         }
     }
-    if !due.unacknowledged.is_empty() || !due.overrun.is_empty() {
+    for task in &due.lost {
+        // This manager's own view of the instance's heartbeat may be newer than the store's.
+        let beat = task.instance_id.and_then(|i| state.heartbeats().latest(i));
+        if beat.is_some_and(|b| b.at >= heartbeat_before) {
+            continue;
+        }
+        lose(state, task, Loss::Stale).await;
+    }
+    if !due.unacknowledged.is_empty() || !due.overrun.is_empty() || !due.lost.is_empty() {
         state.dispatcher().wake();
     }
     Ok(())

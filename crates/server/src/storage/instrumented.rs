@@ -16,8 +16,8 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AdminKey, AuditQuery, Backend, Claim, ClusterEvent, ClusterSignals, DueTasks, Inserted, Page, Store, StoreError,
-    StoreResult, TaskQuery, Transition,
+    AdminKey, AuditQuery, Backend, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks, Inserted, Page, Store,
+    StoreError, StoreResult, TaskQuery, Transition,
 };
 
 use crate::metrics::StoreCalls;
@@ -214,7 +214,8 @@ observed! {
     fn instance_by_session(&self, session: &SecretHash) -> Option<DelegateInstance>;
     fn list_instances(&self, group: Option<GroupId>) -> Vec<DelegateInstance>;
     fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> u64;
-    fn set_instance_connected(&self, id: InstanceId, connected: bool) -> ();
+    fn set_instance_connected(&self, id: InstanceId, connected: bool) -> bool;
+    fn renew_lease(&self) -> bool;
     fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> Vec<InstanceId>;
     fn remove_empty_groups(&self, before: DateTime<Utc>) -> Vec<GroupId>;
     fn create_connector(&self, connector: &Connector) -> ();
@@ -233,7 +234,7 @@ observed! {
     fn record_progress(&self, task: TaskId, attempt: Attempt, progress: &serde_json::Value, at: DateTime<Utc>) -> Task;
     fn task_attempts(&self, task: TaskId) -> Vec<TaskAttempt>;
     fn tasks_held_by(&self, instance: InstanceId) -> Vec<Task>;
-    fn due_tasks(&self, now: DateTime<Utc>, unacknowledged_before: DateTime<Utc>, limit: u32) -> DueTasks;
+    fn due_tasks(&self, query: &DueQuery) -> DueTasks;
     fn extend_run_deadlines(&self, beats: &[(TaskId, Attempt, DateTime<Utc>)]) -> u64;
     fn record_capability_result(&self, result: &CapabilityResult) -> ();
     fn capability_results(&self, instances: &[InstanceId]) -> Vec<CapabilityResult>;

@@ -20,6 +20,7 @@ pub async fn open_store(settings: &Settings) -> StoreResult<Arc<dyn Store>> {
         Database::Postgres(url) => {
             let options = PgOptions {
                 max_connections: settings.db_max_connections,
+                connection_lease: settings.connection_lease,
                 ..PgOptions::default()
             };
             Ok(Arc::new(PgStore::connect(url, &options).await?))

@@ -93,3 +93,35 @@ async fn two_stores_on_one_file_claim_each_task_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_manager_opening_the_file_forgets_the_connections_a_crashed_one_recorded() {
+    let path = crate::common::database_path();
+    // A manager records its delegates' connections, then dies without letting go (the
+    // fixture's instances are registered connected; no close, no disconnect).
+    let crashed: Arc<dyn Store> = Arc::new(SqliteStore::open_exclusive(&path).await.expect("opens"));
+    let (_, instances) = fleet(&crashed, "acme", "k8s", 2, 5).await;
+    assert!(crashed.get_instance(instances[0].id).await.expect("by id").connected);
+    drop(crashed);
+
+    let next = SqliteStore::open_exclusive(&path)
+        .await
+        .expect("the next manager opens");
+    for i in &instances {
+        assert!(
+            !next.get_instance(i.id).await.expect("by id").connected,
+            "a connection recorded by a manager that is gone still counts"
+        );
+    }
+    assert!(
+        next.renew_lease().await.expect("no lease to renew"),
+        "one manager never lapses"
+    );
+    assert!(
+        next.set_instance_connected(instances[0].id, true)
+            .await
+            .expect("recorded"),
+        "nobody else can hold the socket"
+    );
+    assert!(next.get_instance(instances[0].id).await.expect("by id").connected);
+}

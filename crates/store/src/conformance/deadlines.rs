@@ -7,8 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use switchboard_domain::{Attempt, InstanceId, Task, TaskEvent, TaskId, TaskState};
 
-use super::fixtures::{fleet, now, queued, task};
-use crate::{Claim, Store, Transition};
+use super::fixtures::{fleet, instance, now, queued, secret, task};
+use crate::{Claim, DueQuery, Store, Transition};
+use switchboard_domain::SecretKind;
 
 fn claimed(c: Claim) -> Task {
     match c {
@@ -41,6 +42,16 @@ async fn assign(
             ))
             .await
             .expect("acquired"),
+    }
+}
+
+/// The timers' cut-offs at `now`, with no instance's heartbeat counted as too old.
+fn timers(now: DateTime<Utc>, unacknowledged_before: DateTime<Utc>, limit: u32) -> DueQuery {
+    DueQuery {
+        now,
+        unacknowledged_before,
+        heartbeat_before: now - TimeDelta::days(1),
+        limit,
     }
 }
 
@@ -124,7 +135,7 @@ pub async fn due_tasks_finds_expired_unacknowledged_and_overrun_tasks(store: Arc
         .await
         .expect("extended");
 
-    let due = store.due_tasks(now, ago(1), 100).await.expect("due");
+    let due = store.due_tasks(&timers(now, ago(1), 100)).await.expect("due");
     assert_eq!(ids(&due.expired), [expired_long_ago.id(), expired.id()]);
     assert_eq!(
         ids(&due.unacknowledged),
@@ -138,7 +149,7 @@ pub async fn due_tasks_finds_expired_unacknowledged_and_overrun_tasks(store: Arc
     );
 
     // The limit applies to each kind, keeping the oldest due.
-    let first = store.due_tasks(now, ago(1), 1).await.expect("due");
+    let first = store.due_tasks(&timers(now, ago(1), 1)).await.expect("due");
     assert_eq!(
         (ids(&first.expired), ids(&first.unacknowledged), ids(&first.overrun)),
         (
@@ -148,8 +159,59 @@ pub async fn due_tasks_finds_expired_unacknowledged_and_overrun_tasks(store: Arc
         )
     );
     // Nothing is due before the earliest deadline.
-    let early = store.due_tasks(ago(60), ago(60), 100).await.expect("due");
+    let early = store.due_tasks(&timers(ago(60), ago(60), 100)).await.expect("due");
     assert_eq!(early, crate::DueTasks::default());
+}
+
+pub async fn due_tasks_finds_the_tasks_of_instances_whose_heartbeat_is_too_old(store: Arc<dyn Store>) {
+    let (g, instances) = fleet(&store, "acme", "k8s", 1, 5).await;
+    let beating = instances[0].id;
+    let now = now();
+    let ago = |s: i64| now - TimeDelta::seconds(s);
+    // An instance whose last heartbeat is 10 s old; the other beat just now.
+    let mut silent = instance(g.id, instances[0].token_id, "silent-host", 5);
+    silent.last_heartbeat_at = ago(10);
+    store
+        .register_instance(&silent, &secret(SecretKind::Session).hash())
+        .await
+        .expect("instance stored");
+    store.record_heartbeats(&[(beating, now)]).await.expect("beat");
+    let fresh = || async { queued(&store, task("acme")).await };
+    let assigned = assign(&store, &fresh().await, silent.id, ago(2), None).await;
+    let running = assign(&store, &fresh().await, silent.id, ago(1), Some(ago(1))).await;
+    assign(&store, &fresh().await, beating, ago(3), Some(ago(3))).await;
+    fresh().await;
+    let lost_before = |cutoff: DateTime<Utc>, limit: u32| {
+        let store = store.clone();
+        async move {
+            let due = store
+                .due_tasks(&DueQuery {
+                    heartbeat_before: cutoff,
+                    ..timers(now, ago(60), limit)
+                })
+                .await
+                .expect("due");
+            assert_eq!(
+                (due.expired.len(), due.unacknowledged.len(), due.overrun.len()),
+                (0, 0, 0),
+                "no other timer is due"
+            );
+            due.lost
+        }
+    };
+
+    // A 5 s cut-off finds the silent instance's two tasks, in assignment order, whole.
+    let lost = lost_before(ago(5), 100).await;
+    assert_eq!(ids(&lost), [assigned.id(), running.id()]);
+    assert_eq!(
+        lost.iter().map(|t| t.state).collect::<Vec<_>>(),
+        [TaskState::Assigned, TaskState::Running]
+    );
+    // A cut-off older than every heartbeat finds nothing.
+    assert!(lost_before(ago(11), 100).await.is_empty());
+    // One after every heartbeat finds every held task; the limit applies to this kind too.
+    assert_eq!(lost_before(now + TimeDelta::seconds(1), 100).await.len(), 3);
+    assert_eq!(lost_before(now + TimeDelta::seconds(1), 1).await.len(), 1);
 }
 
 pub async fn heartbeats_push_run_deadlines_forward_but_never_back(store: Arc<dyn Store>) {

@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             tasks::task_lists_filter_and_paginate_newest_first,
             deadlines::tasks_held_by_an_instance_are_its_assigned_and_running_ones,
             deadlines::due_tasks_finds_expired_unacknowledged_and_overrun_tasks,
+            deadlines::due_tasks_finds_the_tasks_of_instances_whose_heartbeat_is_too_old,
             deadlines::heartbeats_push_run_deadlines_forward_but_never_back,
             placement::capability_results_replace_older_ones,
             placement::the_selection_log_keeps_order_and_is_pruned_by_age,

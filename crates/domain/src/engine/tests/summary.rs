@@ -26,7 +26,7 @@ fn the_summary_line_counts_reasons_largest_first_and_lists_missing_selectors() {
     let d = Task::new("acme/eng", &["gpu"]).decide(&registry(groups, instances));
     assert_eq!(
         d.summary.to_string(),
-        "0/12 delegates eligible: 5 lack selectors [gpu], 4 stale heartbeat, 3 out of scope"
+        "0/12 delegates eligible: 5 lack selectors [gpu], 4 stale heartbeat, 3 out of scope; waiting for a heartbeat"
     );
     assert_eq!(d.summary.outlook, Outlook::Temporary, "the stale ones could come back");
     assert_eq!(d.verdicts.len(), 7, "the five without gpu were never looked at");
@@ -63,7 +63,7 @@ fn a_task_that_scope_selectors_and_type_rule_out_everywhere_can_never_match() {
     let d = task.decide(&registry(groups, instances));
     assert_eq!(
         d.summary.to_string(),
-        "0/12 delegates eligible: 5 lack selectors [gpu], 4 do not support type echo, 3 out of scope"
+        "0/12 delegates eligible: 5 lack selectors [gpu], 4 do not support type echo, 3 out of scope; can never match"
     );
     assert!(d.summary.can_never_match());
 }
@@ -74,7 +74,7 @@ fn a_task_in_an_account_without_delegates_can_never_match() {
     let d = Task::new("globex", &[]).decide(&registry(groups, instances));
     assert_eq!(
         d.summary.to_string(),
-        "0/0 delegates eligible: no delegates in this account"
+        "0/0 delegates eligible: no delegates in this account; can never match"
     );
     assert_eq!(d.summary.outlook, Outlook::Never);
 }
@@ -88,7 +88,10 @@ fn a_disabled_group_makes_the_wait_temporary_only_if_it_could_take_the_task() {
     let d = Task::new("acme", &[]).decide(&reg);
     assert_eq!(
         (d.summary.to_string().as_str(), d.summary.outlook),
-        ("0/1 delegates eligible: 1 disabled", Outlook::Temporary)
+        (
+            "0/1 delegates eligible: 1 disabled; waiting for a delegate to be enabled",
+            Outlook::Temporary
+        )
     );
     let mut echo = Task::new("acme", &[]);
     echo.task_type = task_type("echo");
@@ -115,7 +118,7 @@ fn busy_tried_and_unreachable_instances_make_the_wait_temporary() {
     let d = task.decide(&registry_with(vec![g], vec![busy, tried, blocked], results, vec![]));
     assert_eq!(
         d.summary.to_string(),
-        "0/3 delegates eligible: 1 at capacity, 1 already tried, 1 cannot reach [tcp:db:5432]"
+        "0/3 delegates eligible: 1 at capacity, 1 already tried, 1 cannot reach [tcp:db:5432]; waiting for capacity or an instance not yet tried or a capability check to pass"
     );
     assert_eq!(d.summary.outlook, Outlook::Temporary);
 }
