@@ -25,6 +25,7 @@ mod server {
     mod permissions;
     mod quickstart;
     mod replicas;
+    mod rules;
     mod slow_clients;
     mod spec;
     mod support;

@@ -195,6 +195,10 @@ pub struct InstanceVerdict {
     pub group_id: GroupId,
     /// The delegate (group) name.
     pub delegate: Ident,
+    /// The delegate's scope: what the API checks before showing this verdict to a caller
+    /// (one outside it learns only that some instances were left out).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::ident::ScopeParts))]
+    pub scope: crate::ident::Scope,
     pub hostname: String,
     #[serde(flatten)]
     pub verdict: Verdict,

@@ -212,6 +212,7 @@ pub(crate) fn explained<'a>(
             instance_id: entry.instance.id,
             group_id: entry.instance.group_id,
             delegate: reg.group(entry).name.clone(),
+            scope: reg.group(entry).scope.clone(),
             hostname: entry.instance.hostname.clone(),
             verdict,
         }

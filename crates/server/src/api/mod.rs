@@ -6,6 +6,7 @@ pub mod delegates;
 pub mod keys;
 pub mod tasks;
 pub mod tokens;
+pub mod visible;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -109,8 +109,13 @@ pub async fn submit(
 pub struct Explained {
     #[serde(flatten)]
     decision: Decision,
-    /// The decision in one line, e.g. `0/12 delegates eligible: 5 lack selectors [gpu]`.
+    /// The decision in one line, e.g. `0/12 delegates eligible: 5 lack selectors [gpu];
+    /// can never match`.
     explanation: String,
+    /// How many instances were left out of `verdicts` (and of `chosen` and `ranked`)
+    /// because they lie outside the caller's scope: counted, never named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hidden_instances: Option<usize>,
 }
 
 /// Dry-run a submission: which instance would take this task now, and why the others
@@ -134,13 +139,20 @@ pub async fn explain(
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Explained>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let request = json_body(&headers, &body)?;
     let task = Task::queued(new_task(&state, &caller, request, None).await?);
     caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
     let decision = dispatch::place::evaluate(&state, &task, &Default::default(), dispatch::place::Detail::All).await?;
     let explanation = decision.summary.to_string();
-    Ok(Json(Explained { decision, explanation }))
+    let mut answer = serde_json::to_value(Explained {
+        decision,
+        explanation,
+        hidden_instances: None,
+    })
+    .map_err(|_| ApiError::internal())?;
+    super::visible::decision(&caller, &mut answer);
+    Ok(Json(answer))
 }
 
 /// One task.
@@ -213,8 +225,9 @@ pub async fn selection_log(
     Path(id): Path<String>,
 ) -> Result<Json<LogAnswer>, ApiError> {
     let id = visible_task(&state, &caller, &id).await?.id();
+    let entries = state.store().selection_log(id).await?;
     Ok(Json(LogAnswer {
-        items: state.store().selection_log(id).await?,
+        items: super::visible::selection_log(state.store().as_ref(), &caller, entries).await?,
     }))
 }
 

@@ -276,7 +276,7 @@ async fn handle(state: &AppState, instance: &DelegateInstance, message: Delegate
                 }
             }
             // Stored first, so the placement that asked (and any later one) sees them.
-            state.dispatcher().validation_answered(&request_id, results);
+            crate::dispatch::place::answered(state, &request_id, &results);
             state.dispatcher().wake();
         }
     }

@@ -22,11 +22,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use switchboard_domain::TaskId;
-use switchboard_protocol::socket::CheckResult;
-use tokio::sync::{Notify, broadcast, oneshot};
+use switchboard_domain::{Attempt, Capability, InstanceId, TaskId};
+use tokio::sync::{Notify, broadcast};
 
 pub use place::{Placement, place};
+
+/// A capability question sent to an instance on behalf of a task, awaiting its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    pub task: TaskId,
+    pub attempt: Attempt,
+    pub instance: InstanceId,
+    pub capabilities: Vec<Capability>,
+}
 
 /// The dispatcher's in-memory coordination. Everything durable is in the store; this only
 /// wakes loops, matches validation answers to their questions, and announces task changes
@@ -35,9 +43,11 @@ pub use place::{Placement, place};
 pub struct Dispatcher {
     wake: Notify,
     seeds: AtomicU64,
-    /// Validation questions awaiting an answer, by request id. A std mutex: inserts and
-    /// removals only, never held across an await.
-    validations: Mutex<HashMap<String, oneshot::Sender<Vec<CheckResult>>>>,
+    /// Validation questions awaiting an answer, by request id. A std mutex: inserts,
+    /// removals and a scan of the few outstanding questions, never held across an await.
+    /// Each entry leaves when its answer arrives or its timeout fires
+    /// ([`place::ask`] spawns that timer), whichever is first.
+    validations: Mutex<HashMap<String, Question>>,
     /// Tasks a placement is running for right now in this process, so the queue sweep
     /// and a submission never place the same task twice at once (the store would keep it
     /// correct anyway; this saves the duplicate work and validation questions).
@@ -91,21 +101,22 @@ impl Dispatcher {
         self.changes.receiver_count()
     }
 
-    /// Delivers a validation answer to the placement waiting for it. Returns whether one
-    /// was waiting.
-    pub fn validation_answered(&self, request_id: &str, results: Vec<CheckResult>) -> bool {
-        let waiting = lock(&self.validations).remove(request_id);
-        waiting.is_some_and(|tx| tx.send(results).is_ok())
+    /// The question `request_id` answers, if it is still outstanding (it is then no
+    /// longer: an answer or a timeout settles it once).
+    pub fn settle_question(&self, request_id: &str) -> Option<Question> {
+        lock(&self.validations).remove(request_id)
     }
 
-    pub(crate) fn expect_validation(&self, request_id: String) -> oneshot::Receiver<Vec<CheckResult>> {
-        let (tx, rx) = oneshot::channel();
-        lock(&self.validations).insert(request_id, tx);
-        rx
+    pub(crate) fn ask(&self, request_id: String, question: Question) {
+        lock(&self.validations).insert(request_id, question);
     }
 
-    pub(crate) fn forget_validation(&self, request_id: &str) {
-        lock(&self.validations).remove(request_id);
+    /// The instance `task` waits on for an answer, if a question about it is outstanding.
+    pub(crate) fn asking(&self, task: TaskId) -> Option<InstanceId> {
+        lock(&self.validations)
+            .values()
+            .find(|q| q.task == task)
+            .map(|q| q.instance)
     }
 
     /// Whether `summary` differs from the last one recorded for `task` (and remembers it).

@@ -6,12 +6,13 @@ use std::time::Duration;
 use chrono::Utc;
 use switchboard_domain::engine::{Context, Decision, Reason, TaskInputs, Verdict};
 use switchboard_domain::{
-    Attempt, Capability, Failure, FailureReason, InstanceId, SelectionKind, SelectionLogEntry, Task, TaskEvent, TaskId,
-    TaskState,
+    Attempt, Capability, CapabilityResult, Failure, FailureReason, InstanceId, SelectionKind, SelectionLogEntry, Task,
+    TaskEvent, TaskId, TaskState,
 };
-use switchboard_protocol::socket::ServerMessage;
+use switchboard_protocol::socket::{CheckResult, ServerMessage};
 use switchboard_store::{Claim, StoreError, StoreResult, Transition};
 
+use super::Question;
 use super::fleet::{Freshness, Use};
 use crate::metrics::Validation;
 use crate::state::AppState;
@@ -19,9 +20,6 @@ use crate::state::AppState;
 /// How many decide-and-claim rounds one placement makes before leaving the task to the
 /// next sweep (each lost claim race or refused validation costs one).
 const MAX_ROUNDS: usize = 8;
-
-/// How long a chosen instance has to answer a validation question.
-const VALIDATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What became of a placement.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,9 +68,16 @@ async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> Store
 
 async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> StoreResult<Placement> {
     let store = state.store();
-    // Instances that did not answer a validation question in time: skipped for this
-    // placement only (they get the next one).
-    let mut silent: BTreeSet<InstanceId> = BTreeSet::new();
+    // A question about this task is out: its answer (or its timeout) places the task
+    // again; deciding now would only ask again.
+    if state.dispatcher().asking(id).is_some() {
+        return Ok(Placement::Waiting {
+            explanation: "validating: waiting for a delegate's answer".to_owned(),
+        });
+    }
+    // Chosen instances whose socket is on another replica: this one cannot ask them, so
+    // this placement passes them over (the replica holding the socket asks in its sweep).
+    let mut unreachable_here: BTreeSet<InstanceId> = BTreeSet::new();
     let mut last = String::new();
     for _ in 0..MAX_ROUNDS {
         let task = match known.take() {
@@ -82,7 +87,7 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
         if task.state != TaskState::Queued {
             return Ok(Placement::NotQueued);
         }
-        let decision = evaluate(state, &task, &silent, Detail::Placement).await?;
+        let decision = evaluate(state, &task, &unreachable_here, Detail::Placement).await?;
         let attempt = task.attempt.next();
         last = decision.summary.to_string();
         // The decision's entry is written with whatever follows it (the assignment, most
@@ -116,16 +121,18 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
 
         if !decision.to_validate.is_empty() {
             append(state, std::mem::take(&mut entries)).await;
-            match validate(state, id, attempt, instance, &decision.to_validate).await {
-                Answer::Reachable => {}
-                // The answers are stored: the next round's decision rejects the instance
-                // by its negative result (rule 8), or picks another.
-                Answer::Unreachable => continue,
-                Answer::Silent => {
-                    silent.insert(instance);
-                    continue;
-                }
+            // Never wait here for the answer (PRODUCT.md: "a submission never waits on a
+            // delegate"): the task stays queued, and the answer or its timeout places it
+            // again (see `answered`, `ask`).
+            if ask(state, id, attempt, instance, &decision.to_validate).await {
+                // The line goes to the submitter, who may not see that instance: it is
+                // named only in the selection log (redacted per reader).
+                return Ok(Placement::Waiting {
+                    explanation: format!("{last}; validating: waiting for a delegate's answer"),
+                });
             }
+            unreachable_here.insert(instance);
+            continue;
         }
 
         let claim = store.claim_task(id, instance, Utc::now()).await;
@@ -247,42 +254,36 @@ fn unreachable_everywhere(decision: &Decision) -> bool {
     decision.summary.eligible == 0 && decision.summary.count(Reason::CapabilityUnreachable) > 0
 }
 
-enum Answer {
-    Reachable,
-    Unreachable,
-    Silent,
-}
-
-impl Answer {
-    fn outcome(&self) -> Validation {
-        match self {
-            Answer::Reachable => Validation::Reachable,
-            Answer::Unreachable => Validation::Unreachable,
-            Answer::Silent => Validation::Silent,
-        }
-    }
-}
-
-/// Asks `instance` to check `capabilities` and waits for its answer (which the socket
-/// handler also stores, for later tasks).
-async fn validate(
+/// Asks `instance` to check `capabilities` for `task`, and returns at once: `false` when
+/// its socket is not on this manager (or cannot take the message). The answer arrives on
+/// the socket ([`answered`]); a timer of `validation_timeout` settles a question nobody
+/// answers as if the instance had answered that it cannot reach them, so a silent
+/// instance holds the task no longer than that and is passed over, for every task that
+/// needs those capabilities, for as long as a negative result lives (5 min).
+async fn ask(
     state: &AppState,
     task: TaskId,
     attempt: Attempt,
     instance: InstanceId,
     capabilities: &[Capability],
-) -> Answer {
+) -> bool {
     let dispatcher = state.dispatcher();
     let request_id = uuid::Uuid::new_v4().to_string();
-    let answer = dispatcher.expect_validation(request_id.clone());
-    let question = ServerMessage::Validate {
+    let question = Question {
+        task,
+        attempt,
+        instance,
+        capabilities: capabilities.to_vec(),
+    };
+    // Registered before it is sent, so an answer cannot arrive first.
+    dispatcher.ask(request_id.clone(), question);
+    let message = ServerMessage::Validate {
         request_id: request_id.clone(),
         capabilities: capabilities.to_vec(),
     };
-    if !state.hub().send(instance, question) {
-        dispatcher.forget_validation(&request_id);
-        state.metrics().validation(Validation::Silent);
-        return Answer::Silent;
+    if !state.hub().send(instance, message) {
+        dispatcher.settle_question(&request_id);
+        return false;
     }
     let bases: Vec<String> = capabilities.iter().map(|c| c.basis().to_string()).collect();
     let asked = format!("asked instance {instance} to validate {}", bases.join(", "));
@@ -295,42 +296,94 @@ async fn validate(
         Ok(serde_json::json!({"instance_id": instance, "capabilities": bases})),
     )
     .await;
-    let result = tokio::time::timeout(VALIDATION_TIMEOUT, answer).await;
-    dispatcher.forget_validation(&request_id);
-    let (answer, summary) = match result {
-        Ok(Ok(results)) if results.iter().all(|r| r.reachable) => {
-            (Answer::Reachable, format!("instance {instance} can reach it"))
+    let timeout = state.settings().validation_timeout;
+    let state = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if let Some(question) = state.dispatcher().settle_question(&request_id) {
+            unanswered(&state, question, timeout).await;
         }
-        Ok(Ok(results)) => {
-            let failed: Vec<String> = results
-                .iter()
-                .filter(|r| !r.reachable)
-                .map(|r| format!("{} ({})", r.basis, r.detail))
-                .collect();
-            (
-                Answer::Unreachable,
-                format!("instance {instance} cannot reach {}", failed.join(", ")),
-            )
-        }
-        _ => (
-            Answer::Silent,
-            format!(
-                "instance {instance} did not answer within {}s",
-                VALIDATION_TIMEOUT.as_secs()
-            ),
-        ),
+    });
+    true
+}
+
+/// The answer to question `request_id` arrived (the socket handler stored its results
+/// first): records it in the task's log and places the task again, in a task of its own. An answer to a
+/// question already settled (by its timeout) or never asked changes only the stored
+/// results, which later decisions use.
+pub fn answered(state: &AppState, request_id: &str, results: &[CheckResult]) {
+    let Some(question) = state.dispatcher().settle_question(request_id) else {
+        return;
     };
+    let instance = question.instance;
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.reachable)
+        .map(|r| format!("{} ({})", r.basis, r.detail))
+        .collect();
+    let (outcome, summary) = if failed.is_empty() {
+        (Validation::Reachable, format!("instance {instance} can reach it"))
+    } else {
+        (
+            Validation::Unreachable,
+            format!("instance {instance} cannot reach {}", failed.join(", ")),
+        )
+    };
+    state.metrics().validation(outcome);
+    // Not on the socket's own task: placing may take a few store calls.
+    let state = state.clone();
+    tokio::spawn(async move { settled(&state, &question, &summary).await });
+}
+
+/// Nobody answered `question` within `timeout`: the instance is recorded as unable to
+/// reach what it was asked about (a negative result, with the lifetime of one), and the
+/// task is placed again, elsewhere.
+async fn unanswered(state: &AppState, question: Question, timeout: Duration) {
+    let instance = question.instance;
+    let now = Utc::now();
+    let detail = format!(
+        "did not answer within the validation timeout of {}",
+        crate::config::format_duration(timeout)
+    );
+    for capability in &question.capabilities {
+        let result = CapabilityResult {
+            instance_id: instance,
+            basis: capability.basis(),
+            reachable: false,
+            detail: detail.clone(),
+            checked_at: now,
+        };
+        if let Err(e) = state.store().record_capability_result(&result).await {
+            tracing::warn!(instance.id = %instance, error = %e, "cannot record a validation timeout");
+        }
+    }
+    state.metrics().validation(Validation::Silent);
+    tracing::info!(task.id = %question.task, instance.id = %instance, "validation question not answered in time");
+    settled(state, &question, &format!("instance {instance} {detail}")).await;
+}
+
+/// Logs how `question` was settled and places its task again.
+async fn settled(state: &AppState, question: &Question, summary: &str) {
     record(
         state,
-        task,
-        attempt,
+        question.task,
+        question.attempt,
         SelectionKind::Validation,
-        &summary,
-        Ok(serde_json::json!({"instance_id": instance})),
+        summary,
+        Ok(serde_json::json!({"instance_id": question.instance})),
     )
     .await;
-    state.metrics().validation(answer.outcome());
-    answer
+    place_again(state.clone(), question.task).await;
+}
+
+/// [`place`] behind a boxed future: placement asks questions whose settling places again,
+/// and a future type cannot contain itself.
+fn place_again(state: AppState, task: TaskId) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        if let Err(e) = place(&state, task).await {
+            tracing::warn!(task.id = %task, error = %e, "placement after a validation answer failed; the sweep retries");
+        }
+    })
 }
 
 /// What each instance rejected by its capability results could not reach.

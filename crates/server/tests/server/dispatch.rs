@@ -14,7 +14,7 @@ use switchboard_protocol::socket::{CheckResult, DelegateMessage, RunningTask, Se
 
 use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
 
-async fn token(app: &TestApp) -> String {
+pub(super) async fn token(app: &TestApp) -> String {
     let body = json!({"name": format!("t{}", uuid_like()), "account": "acme"});
     let created: Value = app
         .post("/api/v1/delegate-tokens", Some(ADMIN_KEY), &body)
@@ -31,7 +31,7 @@ fn uuid_like() -> String {
 
 /// What a test delegate does with offers.
 #[derive(Clone, Copy, PartialEq)]
-enum Behaviour {
+pub(super) enum Behaviour {
     /// Acquire, then report success with the payload as result.
     Work,
     /// Acquire and keep it running (never report).
@@ -42,8 +42,8 @@ enum Behaviour {
     HoldListed,
 }
 
-struct Worker {
-    registered: Registered,
+pub(super) struct Worker {
+    pub(super) registered: Registered,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -54,7 +54,7 @@ impl Drop for Worker {
 }
 
 /// A connected client-library delegate that handles offers as `behaviour` says.
-async fn worker(app: &TestApp, token: &str, hostname: &str, tags: &[&str], behaviour: Behaviour) -> Worker {
+pub(super) async fn worker(app: &TestApp, token: &str, hostname: &str, tags: &[&str], behaviour: Behaviour) -> Worker {
     let request = json!({
         "name": "workers", "hostname": hostname, "version": "1.0.0", "tags": tags, "task_types": ["echo"], "capacity": 5
     });
@@ -64,7 +64,13 @@ async fn worker(app: &TestApp, token: &str, hostname: &str, tags: &[&str], behav
 /// A worker registered with `request`. It answers validation questions by really
 /// connecting, except to the ports in `firewalled`, which it cannot reach (the network
 /// between it and them is "blocked").
-async fn worker_with(app: &TestApp, token: &str, request: Value, behaviour: Behaviour, firewalled: &[u16]) -> Worker {
+pub(super) async fn worker_with(
+    app: &TestApp,
+    token: &str,
+    request: Value,
+    behaviour: Behaviour,
+    firewalled: &[u16],
+) -> Worker {
     let request: RegisterRequest = serde_json::from_value(request).unwrap();
     let registered = register(&app.client, &app.url(""), token, &request).await.unwrap();
     let mut session = Session::start(registered.clone(), Backoff::default());
@@ -144,13 +150,13 @@ async fn check(capability: &Capability, firewalled: &[u16]) -> CheckResult {
     }
 }
 
-async fn submit(app: &TestApp, body: Value) -> (StatusCode, Value) {
+pub(super) async fn submit(app: &TestApp, body: Value) -> (StatusCode, Value) {
     let response = app.post("/api/v1/tasks", Some(ADMIN_KEY), &body).await;
     (response.status(), response.json().await.unwrap())
 }
 
 /// Long-polls until the task leaves `seen`; returns the task.
-async fn wait_past(app: &TestApp, id: &str, seen: &str) -> Value {
+pub(super) async fn wait_past(app: &TestApp, id: &str, seen: &str) -> Value {
     let path = format!("/api/v1/tasks/{id}/wait?state={seen}&timeout_ms=20000");
     let task: Value = app.get(&path, Some(ADMIN_KEY)).await.json().await.unwrap();
     assert_ne!(task["state"], seen, "the task did not move on from {seen}");
@@ -158,7 +164,7 @@ async fn wait_past(app: &TestApp, id: &str, seen: &str) -> Value {
 }
 
 /// Long-polls until the task reaches `state` (through whatever states come first).
-async fn wait_for(app: &TestApp, id: &str, state: &str) -> Value {
+pub(super) async fn wait_for(app: &TestApp, id: &str, state: &str) -> Value {
     let started = std::time::Instant::now();
     let mut task: Value = app
         .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
@@ -177,7 +183,7 @@ async fn wait_for(app: &TestApp, id: &str, state: &str) -> Value {
     task
 }
 
-async fn log(app: &TestApp, id: &str) -> Vec<Value> {
+pub(super) async fn log(app: &TestApp, id: &str) -> Vec<Value> {
     let answer: Value = app
         .get(&format!("/api/v1/tasks/{id}/selection-log"), Some(ADMIN_KEY))
         .await
@@ -732,9 +738,11 @@ async fn a_capability_reachable_from_one_delegate_only_goes_there_and_the_answer
     let mut questions = 0;
     for _ in 0..3 {
         let (_, task) = submit(&app, needs_db.clone()).await;
-        assert_eq!(task["instance_id"], open.registered.instance_id.to_string(), "{task}");
         let id = task["id"].as_str().unwrap();
-        wait_for(&app, id, "succeeded").await;
+        // The first submission is answered before the delegates are asked (it says
+        // so); the answers then place it.
+        let done = wait_for(&app, id, "succeeded").await;
+        assert_eq!(done["instance_id"], open.registered.instance_id.to_string(), "{done}");
         questions += log(&app, id)
             .await
             .iter()
@@ -759,7 +767,8 @@ async fn a_capability_reachable_from_one_delegate_only_goes_there_and_the_answer
     let both_walled = worker_with(&app, &t, request("walled-too"), Behaviour::Work, &[art_port]).await;
     drop(open);
     let needs_art = json!({"account": "acme", "type": "echo", "selectors": ["walled-too"], "capabilities": [{"kind": "tcp", "host": "127.0.0.1", "port": art_port}]});
-    let (_, failed) = submit(&app, needs_art).await;
+    let (_, submitted) = submit(&app, needs_art).await;
+    let failed = wait_for(&app, submitted["id"].as_str().unwrap(), "failed").await;
     assert_eq!(failed["failure"]["reason"], "validation_failed", "{failed}");
     assert!(
         failed["failure"]["detail"].as_str().unwrap().contains("walled-too"),

@@ -211,6 +211,12 @@ impl Binary {
         }
     }
 
+    /// Kills it with SIGKILL (a crash: nothing is cleaned up) and waits for it to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL is sent");
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (boundedly) for the exit status.
     pub fn terminate(self) -> ExitStatus {
         let pid = self.child.id().to_string();
