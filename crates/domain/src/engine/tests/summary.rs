@@ -136,7 +136,7 @@ fn a_decision_serializes_with_stable_snake_case_names() {
         json["verdicts"][0],
         serde_json::json!({
             "instance_id": ok.id.to_string(), "group_id": ok.group_id.to_string(),
-            "delegate": "k8s", "hostname": "host-1", "verdict": "eligible", "rank": 1,
+            "delegate": "k8s", "scope": {"account": "acme"}, "hostname": "host-1", "verdict": "eligible", "rank": 1,
             "preferred": [], "load": {"active": 0, "capacity": 10}, "unchecked": [],
         })
     );
@@ -144,7 +144,7 @@ fn a_decision_serializes_with_stable_snake_case_names() {
         json["verdicts"][1],
         serde_json::json!({
             "instance_id": stale.id.to_string(), "group_id": stale.group_id.to_string(),
-            "delegate": "k8s", "hostname": "host-2", "verdict": "rejected", "rule": "liveness",
+            "delegate": "k8s", "scope": {"account": "acme"}, "hostname": "host-2", "verdict": "rejected", "rule": "liveness",
             "detail": {"reason": "stale_heartbeat", "heartbeat_age_secs": 360},
         })
     );
