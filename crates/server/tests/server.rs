@@ -23,6 +23,7 @@ mod server {
     mod openapi_errors;
     mod outage;
     mod permissions;
+    mod queries;
     mod quickstart;
     mod replicas;
     mod slow_clients;

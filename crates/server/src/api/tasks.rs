@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::Deserialize;
@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::dispatch::{self, Placement};
 use crate::error::{ApiError, Problem};
-use crate::extract::{is_json, parse};
+use crate::extract::{ApiQuery, is_json, parse};
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
 use crate::state::AppState;
@@ -249,7 +249,7 @@ pub async fn wait(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
     let id = visible_task(&state, &caller, &id).await?.id();
     let limit = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(300_000));
@@ -324,7 +324,7 @@ pub struct ListAnswer {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListAnswer>, ApiError> {
     let within = match q.account {
         Some(account) => {
@@ -348,8 +348,16 @@ pub async fn list(
         Some(raw) => raw
             .split(',')
             .map(|s| {
-                TaskState::parse(s.trim())
-                    .ok_or_else(|| ApiError::validation("state", format!("{s:?} is not a task state")))
+                TaskState::parse(s.trim()).ok_or_else(|| {
+                    let states: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::validation(
+                        "state",
+                        format!(
+                            "{s:?} is not a task state; `state` takes a comma-separated list of {}",
+                            states.join(", ")
+                        ),
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
