@@ -18,6 +18,7 @@ mod server {
     mod dispatch;
     mod fuzz;
     mod limits;
+    mod long_poll;
     mod metrics;
     mod openapi;
     mod openapi_errors;
