@@ -26,6 +26,7 @@ mod server {
     mod permissions;
     mod queries;
     mod quickstart;
+    mod raw_heads;
     mod replicas;
     mod slow_clients;
     mod spec;
