@@ -98,6 +98,13 @@ where
     }
 }
 
+/// The query string of a list route that has no filters: every parameter is refused by
+/// name, so a filter the route does not have (`/api-keys?account=acme`) is never silently
+/// ignored to answer everything.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NoFilters {}
+
 /// Deserializes a raw query string (without the `?`) into `T`, every refusal naming its
 /// parameter.
 pub fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, ApiError> {

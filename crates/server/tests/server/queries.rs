@@ -1,6 +1,7 @@
 //! Every query string of the API is read by one extractor: an unknown or repeated
 //! parameter, or a value of the wrong kind, is a 422 `validation` problem whose `field` is
-//! the parameter and whose detail says what it takes, on every route that has one. On
+//! the parameter and whose detail says what it takes, on every route that has one; and
+//! the lists without filters refuse one by name. On
 //! both stores, since the list routes' filters reach each store's queries.
 
 use serde_json::{Value, json};
@@ -34,6 +35,14 @@ async fn every_bad_query_parameter_is_a_422_naming_it(backend: Backend) {
         ("/api/v1/audit?key_id=nope", "key_id", "key_id"),
         ("/api/v1/audit?limit=1&limit=2", "limit", "more than once"),
         ("/api/v1/connectors?acount=acme", "acount", "`account`"),
+        // Lists without filters refuse one rather than ignore it and answer everything.
+        ("/api/v1/api-keys?account=acme", "account", "takes no query parameters"),
+        (
+            "/api/v1/delegate-tokens?account=acme",
+            "account",
+            "takes no query parameters",
+        ),
+        ("/api/v1/delegates?account=acme", "account", "takes no query parameters"),
         (
             "/api/v1/connectors?account=acme&account=globex",
             "account",
@@ -61,6 +70,8 @@ async fn every_bad_query_parameter_is_a_422_naming_it(backend: Backend) {
         "/api/v1/tasks?account=acme&state=queued,running&limit=5",
         "/api/v1/audit?since=2026-01-31T12%3A00%3A00Z&limit=5",
         "/api/v1/connectors?account=acme",
+        "/api/v1/api-keys",
+        "/api/v1/delegates",
         &format!("{wait}?state=running&timeout_ms=0"),
     ] {
         assert_eq!(app.get(path, Some(ADMIN_KEY)).await.status(), 200, "{path}");
