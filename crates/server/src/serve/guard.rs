@@ -24,9 +24,12 @@
 //! `CONNECT`, and after framing it cannot follow (hyper then refuses the body itself), it
 //! steps aside for the rest of the connection.
 //!
-//! Cost on the normal path: each head is parsed twice (here and by hyper), a few hundred
-//! nanoseconds; body bytes of a `Content-Length` body are read straight into hyper's
-//! buffer.
+//! Cost on the normal path: each head is parsed twice (here and by hyper), and copied
+//! once more; body bytes of a `Content-Length` body are read straight into hyper's buffer.
+//! Measured on keep-alive `GET /healthz` and 1 MiB POSTs, the difference is within noise.
+//! A head trickled in small pieces is parsed again only when one of its lines ends, so a
+//! slow client cannot make the guard parse a 64 KiB head once per byte (and hyper, which
+//! reparses its buffer on every read, now gets each head whole).
 
 use std::io;
 use std::pin::Pin;
@@ -164,6 +167,9 @@ pub struct Guarded<S> {
     ready_at: usize,
     /// Heads handed to hyper so far (the stand-in included).
     heads: u64,
+    /// How much of the head being received has been looked at, and its line ends there.
+    scanned: usize,
+    lines: usize,
     /// The client closed its side.
     eof: bool,
     refusals: std::sync::Arc<Refusals>,
@@ -178,6 +184,8 @@ impl<S> Guarded<S> {
             ready: Vec::new(),
             ready_at: 0,
             heads: 0,
+            scanned: 0,
+            lines: 0,
             eof: false,
             refusals,
         }
@@ -191,26 +199,7 @@ impl<S> Guarded<S> {
     /// Examines pending bytes as far as they go; `true` when something changed.
     fn advance(&mut self) -> bool {
         match self.state {
-            State::Head if self.pending.is_empty() => false,
-            State::Head => match check(&self.pending) {
-                Check::Partial => false,
-                Check::Complete { len, then } => {
-                    self.pass(len);
-                    self.heads += 1;
-                    self.state = then;
-                    true
-                }
-                Check::Refused(refusal) => {
-                    self.refusals.store(self.heads, refusal);
-                    self.heads += 1;
-                    self.pending.clear();
-                    // After whatever checked bytes hyper has yet to read, so answers stay
-                    // in order.
-                    self.ready.extend_from_slice(STAND_IN);
-                    self.state = State::Refused;
-                    true
-                }
-            },
+            State::Head => self.head(),
             State::Body(left) => {
                 let n = usize::try_from(left).unwrap_or(usize::MAX).min(self.pending.len());
                 if n == 0 {
@@ -228,6 +217,56 @@ impl<S> Guarded<S> {
                 true
             }
             State::Refused => false,
+        }
+    }
+
+    /// Checks the head being received, once there is something new to judge.
+    ///
+    /// The head is parsed again only when a line of it has ended (or a limit is passed),
+    /// never for each byte of a trickled line: at most about [`MAX_HEADERS`] parses of at
+    /// most [`MAX_HEAD`] bytes per head, whatever the client's pace.
+    fn head(&mut self) -> bool {
+        // Empty lines before a request line are to be ignored (RFC 9112 §2.2): dropped
+        // here, so they count against nothing.
+        let blank = self.pending.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        if blank > 0 && self.scanned == 0 {
+            self.pending.drain(..blank);
+        }
+        if self.pending.is_empty() {
+            return false;
+        }
+        let fresh = self.pending[self.scanned.min(self.pending.len())..]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        self.lines += fresh;
+        self.scanned = self.pending.len();
+        let over = (self.lines == 0 && self.pending.len() > MAX_REQUEST_LINE + 1) || self.pending.len() > MAX_HEAD;
+        if fresh == 0 && !over {
+            return false;
+        }
+        let outcome = check(&self.pending);
+        if outcome != Check::Partial {
+            (self.scanned, self.lines) = (0, 0);
+        }
+        match outcome {
+            Check::Partial => false,
+            Check::Complete { len, then } => {
+                self.pass(len);
+                self.heads += 1;
+                self.state = then;
+                true
+            }
+            Check::Refused(refusal) => {
+                self.refusals.store(self.heads, refusal);
+                self.heads += 1;
+                self.pending.clear();
+                // After whatever checked bytes hyper has yet to read, so answers stay in
+                // order.
+                self.ready.extend_from_slice(STAND_IN);
+                self.state = State::Refused;
+                true
+            }
         }
     }
 
@@ -600,6 +639,26 @@ mod tests {
         guarded.read_exact(&mut seen).await.unwrap();
         let next = guarded.read(&mut [0; 1]).now_or_never().map(Result::unwrap);
         (seen, next, refusals)
+    }
+
+    #[tokio::test]
+    async fn a_head_trickled_a_byte_at_a_time_passes_whole_and_blank_lines_before_it_are_dropped() {
+        let head = b"GET /healthz HTTP/1.1\r\nHost: a\r\nx-long: 0123456789\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(64);
+        let refusals = Arc::new(Refusals::default());
+        let mut guarded = Guarded::new(server, Arc::clone(&refusals));
+        let writer = tokio::spawn(async move {
+            for byte in b"\r\n\r\n".iter().chain(head) {
+                client.write_all(&[*byte]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        let mut seen = vec![0; head.len()];
+        guarded.read_exact(&mut seen).await.unwrap();
+        assert_eq!(seen, head.to_vec());
+        drop(writer.await.unwrap());
+        assert!(refusals.next().is_none());
     }
 
     #[tokio::test]
