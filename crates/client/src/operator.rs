@@ -233,7 +233,11 @@ impl Client {
     }
 
     /// A long poll: the task as soon as it is in a state other than `seen` (at once when
-    /// `seen` is `None`), or as it is after `timeout_ms`.
+    /// `seen` is `None`), or as it is after `timeout_ms` (at most
+    /// [`WAIT_MAX_MS`](switchboard_protocol::tasks::WAIT_MAX_MS); the server refuses more).
+    ///
+    /// The server gives a long poll its wait on top of its `request_timeout` (30 s by
+    /// default), so this request's own timeout is the wait plus as much again.
     pub async fn wait_task(&self, id: &str, seen: Option<TaskState>, timeout_ms: u64) -> Result<TaskView, ClientError> {
         let mut q = vec![("timeout_ms", timeout_ms.to_string())];
         if let Some(state) = seen {

@@ -6,6 +6,12 @@ use switchboard_domain::{
     Attempt, Capability, ConnectorId, Failure, Ident, InstanceId, Selector, Task, TaskId, TaskState, TaskType,
 };
 
+/// How long `GET /api/v1/tasks/{id}/wait` waits without a `timeout_ms`, in milliseconds.
+pub const WAIT_DEFAULT_MS: u64 = 30_000;
+
+/// The longest `timeout_ms` of `GET /api/v1/tasks/{id}/wait` (5 min); more is refused.
+pub const WAIT_MAX_MS: u64 = 300_000;
+
 /// `POST /api/v1/tasks` (and the same body for `POST /api/v1/tasks/explain`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

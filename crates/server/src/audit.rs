@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Query, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -21,6 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, QUERY};
 use crate::state::AppState;
@@ -118,7 +119,7 @@ pub struct AuditAnswer {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(f): Query<AuditFilter>,
+    ApiQuery(f): ApiQuery<AuditFilter>,
 ) -> Result<Json<AuditAnswer>, ApiError> {
     let limit = f.limit.unwrap_or(100).clamp(1, switchboard_store::query::MAX_PAGE);
     let query = AuditQuery {

@@ -295,8 +295,13 @@ pub enum TasksCommand {
     /// Print each state of a task until it ends; exits 0 whatever the end state.
     Watch {
         id: String,
-        /// How long each long poll waits, in milliseconds.
-        #[arg(long, default_value_t = commands::DEFAULT_POLL_MS, value_name = "MS")]
+        /// How long each long poll waits, in milliseconds (0 to 300000, the server's limit).
+        #[arg(
+            long,
+            default_value_t = commands::DEFAULT_POLL_MS,
+            value_name = "MS",
+            value_parser = clap::value_parser!(u64).range(0..=switchboard_protocol::tasks::WAIT_MAX_MS)
+        )]
         poll_ms: u64,
     },
     /// A dry run: which delegates would take this task now, and why not the others.

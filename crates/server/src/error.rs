@@ -36,6 +36,10 @@ pub enum Problem {
     NotAcceptable,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// A request line over the limit (`serve::guard::MAX_REQUEST_LINE`).
+    UriTooLong,
+    /// Too many header fields, or a head over the limit (`serve::guard`).
+    HeadersTooLarge,
     /// Over the credential's request rate.
     RateLimited,
     Validation,
@@ -46,7 +50,7 @@ pub enum Problem {
 
 impl Problem {
     /// Every problem type, in the order of the table below.
-    pub const ALL: [Problem; 18] = [
+    pub const ALL: [Problem; 20] = [
         Problem::BadRequest,
         Problem::Unauthorized,
         Problem::Forbidden,
@@ -60,6 +64,8 @@ impl Problem {
         Problem::NotAcceptable,
         Problem::PayloadTooLarge,
         Problem::UnsupportedMediaType,
+        Problem::UriTooLong,
+        Problem::HeadersTooLarge,
         Problem::RateLimited,
         Problem::Validation,
         Problem::Timeout,
@@ -95,6 +101,12 @@ impl Problem {
                 "unsupported-media-type",
                 "Unsupported media type",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            Problem::UriTooLong => ("uri-too-long", "URI too long", StatusCode::URI_TOO_LONG),
+            Problem::HeadersTooLarge => (
+                "headers-too-large",
+                "Request header fields too large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ),
             Problem::Validation => ("validation", "Invalid request", StatusCode::UNPROCESSABLE_ENTITY),
             Problem::Timeout => ("timeout", "Request timed out", StatusCode::SERVICE_UNAVAILABLE),
@@ -132,6 +144,8 @@ impl Problem {
             StatusCode::TOO_MANY_REQUESTS => Problem::RateLimited,
             StatusCode::PAYLOAD_TOO_LARGE => Problem::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::UnsupportedMediaType,
+            StatusCode::URI_TOO_LONG => Problem::UriTooLong,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Problem::HeadersTooLarge,
             StatusCode::UNPROCESSABLE_ENTITY => Problem::Validation,
             StatusCode::SERVICE_UNAVAILABLE => Problem::Unavailable,
             s if s.is_server_error() => Problem::Internal,
@@ -230,6 +244,11 @@ impl ApiError {
 
     pub fn detail(&self) -> &str {
         &self.detail
+    }
+
+    /// The offending field or parameter, when one is to blame.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
     }
 }
 
@@ -415,6 +434,8 @@ mod tests {
             | Problem::NotAcceptable
             | Problem::PayloadTooLarge
             | Problem::UnsupportedMediaType
+            | Problem::UriTooLong
+            | Problem::HeadersTooLarge
             | Problem::RateLimited
             | Problem::Validation
             | Problem::Timeout

@@ -1,17 +1,28 @@
-//! [`ApiJson`]: the JSON body extractor of every handler, whose rejection is an
-//! [`ApiError`] rather than axum's plain-text one.
+//! [`ApiJson`]: the JSON body extractor of every handler, and [`ApiQuery`]: the query
+//! string extractor of every handler; both reject with an [`ApiError`] rather than
+//! axum's plain-text rejection.
 //!
 //! It tells the client precisely what was wrong: a missing or wrong content type (415), a
 //! body over the limit (413), text that is not JSON (400), or JSON of the wrong shape
 //! (422, with the path of the offending field, e.g. `selectors[2]`). Request types use
 //! `#[serde(deny_unknown_fields)]`, so a misspelt field is a 422 naming it rather than a
 //! silently ignored one.
+//!
+//! A query string is held to the same rules: an unknown parameter, a repeated one, or a
+//! value of the wrong kind is a 422 `validation` whose `field` is the parameter and whose
+//! detail says what the parameter accepts (taken from the route's documented parameters,
+//! so the answer and `/openapi.json` cannot disagree).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
+use utoipa::IntoParams;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, Object, Schema, SchemaFormat, SchemaType, Type};
 
 use crate::error::{ApiError, Problem};
 
@@ -65,6 +76,156 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
     Ok(value)
+}
+
+/// A query string, deserialized into `T`: the only way a handler reads one.
+///
+/// `T` is the route's documented parameters (`IntoParams`): a parameter it does not list
+/// is refused by name, and so is one given twice (no parameter is repeatable; lists are
+/// comma-separated, like `state=queued,running`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + IntoParams,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(ApiQuery)
+    }
+}
+
+/// The query string of a list route that has no filters: every parameter is refused by
+/// name, so a filter the route does not have (`/api-keys?account=acme`) is never silently
+/// ignored to answer everything.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NoFilters {}
+
+/// Deserializes a raw query string (without the `?`) into `T`, every refusal naming its
+/// parameter.
+pub fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, ApiError> {
+    let params = T::into_params(|| Some(ParameterIn::Query));
+    let names = || {
+        params
+            .iter()
+            .map(|p| format!("`{}`", p.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (key, _) in form_urlencoded::parse(raw.as_bytes()) {
+        if !params.iter().any(|p| p.name == key) {
+            let takes = if params.is_empty() {
+                "this route takes no query parameters".to_owned()
+            } else {
+                format!("this route takes {}", names())
+            };
+            return Err(ApiError::validation(
+                key.as_ref(),
+                format!("unknown query parameter `{key}`; {takes}"),
+            ));
+        }
+        if !seen.insert(key.clone()) {
+            return Err(ApiError::validation(
+                key.as_ref(),
+                format!("the query parameter `{key}` is given more than once; give it once"),
+            ));
+        }
+    }
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let field = error.path().to_string();
+        let inner = error.into_inner();
+        match params.iter().find(|p| p.name == field) {
+            Some(param) => ApiError::validation(
+                field.as_str(),
+                format!(
+                    "the query parameter `{field}` is not valid: {inner}; it takes {}",
+                    accepted(param)
+                ),
+            ),
+            // Every parameter was checked above: this is a whole-query rule of `T`.
+            None => ApiError::new(Problem::Validation, format!("invalid query string: {inner}")),
+        }
+    })
+}
+
+/// What a documented parameter accepts, in words: its kind (from the schema) and its
+/// description.
+fn accepted(param: &Parameter) -> String {
+    let kind = match &param.schema {
+        Some(RefOr::T(Schema::Object(object))) => kind(object),
+        Some(RefOr::Ref(reference)) => {
+            let name = reference.ref_location.rsplit('/').next().unwrap_or_default();
+            let article = if name.starts_with(['A', 'E', 'I', 'O', 'U']) {
+                "an"
+            } else {
+                "a"
+            };
+            format!("{article} {name}")
+        }
+        _ => "a value".to_owned(),
+    };
+    // Doc comments wrap: one line reads better in a detail.
+    let description = param
+        .description
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if description.is_empty() {
+        kind
+    } else {
+        format!("{kind} ({description})")
+    }
+}
+
+fn kind(object: &Object) -> String {
+    if let Some(values) = &object.enum_values {
+        let values: Vec<String> = values
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .collect();
+        return format!("one of {}", values.join(", "));
+    }
+    let is = |t: Type| {
+        matches!(&object.schema_type, SchemaType::Type(x) if *x == t)
+            || matches!(&object.schema_type, SchemaType::Array(xs) if xs.contains(&t))
+    };
+    let format = match &object.format {
+        Some(SchemaFormat::KnownFormat(known)) => Some(known),
+        _ => None,
+    };
+    if is(Type::Integer) {
+        let low = object.minimum.as_ref().map(number);
+        let high = object.maximum.as_ref().map(number);
+        return match (low, high) {
+            (Some(low), Some(high)) => format!("a whole number from {low} to {high}"),
+            (Some(low), None) => format!("a whole number of at least {low}"),
+            _ => "a whole number".to_owned(),
+        };
+    }
+    if is(Type::Boolean) {
+        return "true or false".to_owned();
+    }
+    match format {
+        Some(KnownFormat::DateTime) => "an RFC 3339 date and time such as 2026-01-31T12:00:00Z".to_owned(),
+        _ if matches!(&object.format, Some(SchemaFormat::Custom(f)) if f == "uuid") => "a UUID".to_owned(),
+        _ => "text".to_owned(),
+    }
+}
+
+fn number(n: &utoipa::Number) -> String {
+    match n {
+        utoipa::Number::Int(n) => n.to_string(),
+        utoipa::Number::UInt(n) => n.to_string(),
+        utoipa::Number::Float(n) => n.to_string(),
+    }
 }
 
 /// `application/json` or any `application/*+json`, parameters (`; charset=utf-8`) allowed.
@@ -124,6 +285,53 @@ mod tests {
         for body in [&b"{\"name\": "[..], b"name=a", b"{}{}", b""] {
             let error = parse::<serde_json::Value>(body).expect_err("not json");
             assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{body:?}");
+        }
+    }
+
+    /// A query like the routes' own: a number, an enum, a date, an identifier.
+    #[derive(Debug, Deserialize, utoipa::IntoParams)]
+    #[into_params(parameter_in = Query)]
+    #[allow(dead_code)] // only deserialized
+    struct Filter {
+        /// At most this many.
+        limit: Option<u32>,
+        /// The state last seen.
+        state: Option<switchboard_domain::TaskState>,
+        /// Only after this time.
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only in this account.
+        account: Option<switchboard_domain::Ident>,
+    }
+
+    fn refused(query: &str) -> ApiError {
+        parse_query::<Filter>(query).expect_err(query)
+    }
+
+    #[test]
+    fn a_good_query_string_parses_and_an_empty_one_is_no_filter() {
+        let filter = parse_query::<Filter>("limit=5&state=queued&since=2026-01-31T12%3A00%3A00Z&account=acme").unwrap();
+        assert_eq!(filter.limit, Some(5));
+        assert_eq!(filter.state, Some(switchboard_domain::TaskState::Queued));
+        assert!(filter.since.is_some() && filter.account.is_some());
+        assert!(parse_query::<Filter>("").unwrap().limit.is_none());
+    }
+
+    #[test]
+    fn every_bad_query_string_is_a_422_naming_the_parameter_and_what_it_takes() {
+        for (query, field, says) in [
+            ("limt=5", "limt", "`limit`, `state`, `since`, `account`"),
+            ("limit=1&limit=2", "limit", "more than once"),
+            ("limit=-1", "limit", "a whole number of at least 0"),
+            ("limit=", "limit", "At most this many"),
+            ("state=bogus", "state", "queued"),
+            ("since=notadate", "since", "RFC 3339"),
+            ("account=1acme", "account", "Only in this account"),
+        ] {
+            let error = refused(query);
+            assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+            assert_eq!(error.problem(), Problem::Validation, "{query}");
+            assert_eq!(error.field(), Some(field), "{query}: {}", error.detail());
+            assert!(error.detail().contains(says), "{query}: {}", error.detail());
         }
     }
 

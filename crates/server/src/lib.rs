@@ -158,6 +158,8 @@ pub async fn run_with_tls(
     let signal = async move {
         shutdown.await;
         tracing::info!(grace = %format_duration(grace), "shutting down");
+        // Long polls answer the task as it is now, so they end within the grace.
+        closing.begin_shutdown();
         // Sockets are upgraded connections the server no longer tracks: tell them to go
         // (delegates reconnect, to another replica if there is one).
         closing.hub().shut_down(
@@ -202,6 +204,17 @@ mod tests {
             .route(
                 "/slow",
                 get(|| async { tokio::time::sleep(Duration::from_secs(10)).await }),
+            )
+            // A long poll declaring a 200 ms wait: it may take that plus the 50 ms limit.
+            .route(
+                "/poll/{ms}",
+                get(
+                    |poll: middleware::LongPoll, axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                        poll.wait(Duration::from_millis(200));
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        "waited"
+                    },
+                ),
             );
         with_middleware(router, &settings)
     }
@@ -271,6 +284,20 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(json["type"], "https://switchboard.dev/problems/timeout");
         assert!(json["detail"].as_str().expect("detail").contains("50ms"), "{json}");
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_is_limited_by_its_own_wait_plus_the_request_timeout() {
+        // 150 ms: three times the request timeout, within the declared wait.
+        let response = test_app()
+            .oneshot(Request::get("/poll/150").body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        // Past wait + limit (250 ms), it is cut off like any request, saying the limit it had.
+        let (response, json) = send(Request::get("/poll/10000").body(Body::empty()).expect("request")).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(json["detail"].as_str().expect("detail").contains("250ms"), "{json}");
     }
 
     #[tokio::test]

@@ -1,21 +1,22 @@
-//! The request middlewares of our own: admin-key authentication, the request timeout,
-//! the body read timeout, and the safety net that turns any bare error response into
+//! The request middlewares of our own: admin-key authentication, the request timeout
+//! (lengthened by a [`LongPoll`] for its own wait), the body read timeout, and the safety net that turns any bare error response into
 //! problem+json.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use switchboard_domain::{Secret, SecretKind};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::auth::Caller;
 use crate::config::format_duration;
@@ -67,20 +68,72 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Answers 503 (`timeout` problem) when a request takes longer than `request_timeout`.
 /// The handler's future is dropped, so it stops at its next await point.
-pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(timeout = %format_duration(limit), "request timed out");
-            ApiError::new(
-                Problem::Timeout,
-                format!(
-                    "the request took longer than the server's limit of {}",
-                    format_duration(limit)
-                ),
-            )
-            .into_response()
+///
+/// One exception, and one rule for it: a route whose job is to wait (a long poll) takes
+/// the [`LongPoll`] extractor and declares its wait, which is added to the request's
+/// limit. Its own documented bound governs the wait; `request_timeout` still bounds the
+/// work around it.
+pub async fn timeout(State(limit): State<Duration>, mut request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let deadline = Deadline(Arc::new(Mutex::new(start + limit)));
+    request.extensions_mut().insert(deadline.clone());
+    let response = next.run(request);
+    tokio::pin!(response);
+    loop {
+        let at = deadline.at();
+        match tokio::time::timeout_at(at, &mut response).await {
+            Ok(response) => return response,
+            // A long poll lengthened the limit meanwhile: keep waiting, up to the new one.
+            Err(_) if deadline.at() > at => {}
+            Err(_) => break,
         }
+    }
+    let total = deadline.at() - start;
+    tracing::warn!(timeout = %format_duration(total), "request timed out");
+    ApiError::new(
+        Problem::Timeout,
+        format!(
+            "the request took longer than the server's limit of {}",
+            format_duration(total)
+        ),
+    )
+    .into_response()
+}
+
+/// When [`timeout`] cuts the request off, in its extensions for [`LongPoll`] to lengthen.
+#[derive(Debug, Clone)]
+struct Deadline(Arc<Mutex<Instant>>);
+
+impl Deadline {
+    fn at(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The extractor of a long poll: a route that waits on purpose, for as long as its caller
+/// asked within its own documented maximum. [`LongPoll::wait`] adds that wait to the
+/// request's `request_timeout`, so a wait of any allowed length answers itself (200 with
+/// the resource as it is) rather than being cut off with a 503.
+///
+/// Outside the [`timeout`] middleware (a test router) it changes nothing.
+#[derive(Debug, Clone)]
+pub struct LongPoll(Option<Deadline>);
+
+impl LongPoll {
+    /// Declares that this request will wait up to `wait` before it answers.
+    pub fn wait(&self, wait: Duration) {
+        if let Some(deadline) = &self.0 {
+            let mut at = deadline.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *at += wait;
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LongPoll {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(LongPoll(parts.extensions.get::<Deadline>().cloned()))
     }
 }
 

@@ -7,6 +7,10 @@
 //! and the request heads (hyper's header read timeout, the same setting). Slow bodies are
 //! the job of [`crate::middleware::body_read_timeout`], because only a handler reads them.
 //!
+//! Every request head is checked by [`guard`] before hyper reads it, so that a head hyper
+//! could not parse is answered as problem+json with a request id, like every other error,
+//! rather than by hyper's own bare 400, 414 or 431.
+//!
 //! Handlers see the peer address as axum's `ConnectInfo<SocketAddr>` (the audit log
 //! records it), inserted into every request of the connection.
 //!
@@ -16,11 +20,18 @@
 //! connections (the delegate sockets) are no longer hyper's and not waited for; the
 //! shutdown future closes them through the hub.
 
+pub mod guard;
+
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,6 +41,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::config::format_duration;
+use crate::error::ApiError;
 
 /// How a request reached the server, in every request's extensions: handlers that hand
 /// the client a URL (the socket URL at registration) keep the scheme it used.
@@ -146,15 +158,24 @@ impl Serving {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app.clone();
+        let refusals = Arc::new(guard::Refusals::default());
+        let stream = guard::Guarded::new(stream, Arc::clone(&refusals));
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            // The stand-in for a head the guard refused: answered here, never routed.
+            if let Some(refusal) = refusals.next() {
+                return Either::Left(std::future::ready(Ok::<_, Infallible>(refused(refusal, peer))));
+            }
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(transport);
-            app.clone().oneshot(request)
+            Either::Right(app.clone().oneshot(request))
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout);
+            .header_read_timeout(self.header_read_timeout)
+            // The guard's limit, so hyper never meets a head the guard let through with
+            // more fields than hyper takes.
+            .max_headers(guard::MAX_HEADERS);
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         tokio::pin!(connection);
         let mut stopping = false;
@@ -174,4 +195,18 @@ impl Serving {
             }
         }
     }
+}
+
+/// The answer to a head the guard refused: problem+json with a request id of its own (the
+/// request never reached the middleware that gives one), and the connection closes.
+fn refused(refusal: guard::Refusal, peer: SocketAddr) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    tracing::info!(peer = %peer, request_id = %id, status = refusal.problem.status().as_u16(), detail = %refusal.detail, "refused a request head");
+    let mut response = ApiError::new(refusal.problem, refusal.detail).into_response();
+    let headers = response.headers_mut();
+    if let Ok(id) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", id);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

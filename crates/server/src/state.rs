@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 
 use switchboard_domain::SecretHash;
 use switchboard_store::Store;
+use tokio::sync::watch;
 
 use crate::cluster::Cluster;
 use crate::config::Settings;
@@ -47,6 +48,9 @@ struct Inner {
     metrics: Metrics,
     /// Request rates per credential.
     limits: RateLimits,
+    /// Set once shutdown begins: long polls then answer at once, so they do not hold the
+    /// drain for their whole wait.
+    stopping: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -81,6 +85,7 @@ impl AppState {
                     delegates: PerCredential::new(settings.delegate_rate_limit, "delegate credential"),
                 },
                 settings,
+                stopping: watch::Sender::new(false),
             }),
         }
     }
@@ -123,6 +128,25 @@ impl AppState {
 
     pub fn limits(&self) -> &RateLimits {
         &self.inner.limits
+    }
+
+    /// Tells long polls that shutdown has begun (see [`crate::run_with_tls`]).
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun; what a long poll waits on besides its change.
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.inner.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    /// How many requests are waiting on [`AppState::shutting_down`] (the long polls in
+    /// flight), for tests that must stop the server during one.
+    pub fn long_polls(&self) -> usize {
+        self.inner.stopping.receiver_count()
     }
 
     /// `None` when no admin key is configured, and then `/api/v1` refuses everything.

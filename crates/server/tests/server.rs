@@ -18,12 +18,15 @@ mod server {
     mod dispatch;
     mod fuzz;
     mod limits;
+    mod long_poll;
     mod metrics;
     mod openapi;
     mod openapi_errors;
     mod outage;
     mod permissions;
+    mod queries;
     mod quickstart;
+    mod raw_heads;
     mod replicas;
     mod rules;
     mod slow_clients;

@@ -6,8 +6,7 @@
 //! changes scope: moving it would silently change which delegates its tasks may reach.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use switchboard_domain::selector::parse_selectors;
@@ -17,7 +16,7 @@ use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConne
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY};
 use crate::state::AppState;
@@ -71,11 +70,7 @@ pub async fn create(
     operation_id = "list_connectors",
     tag = "connectors",
     security(("api_key" = [])),
-    params(
-        ("account" = Option<Ident>, Query, description = "Only connectors in this account."),
-        ("org" = Option<Ident>, Query, description = "Only connectors in this org (needs `account`)."),
-        ("project" = Option<Ident>, Query, description = "Only connectors in this project (needs `account` and `org`).")
-    ),
+    params(ConnectorFilter),
     responses(
         (status = 200, description = "The connectors.", body = ConnectorList),
         Errors<{ API | QUERY | INVALID }>
@@ -84,10 +79,9 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ApiQuery(filter): ApiQuery<ConnectorFilter>,
 ) -> Result<Json<ConnectorList>, ApiError> {
-    let Query(pairs) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let Ok(within) = caller.narrow(filter(&pairs)?) else {
+    let Ok(within) = caller.narrow(filter.scope()?) else {
         return Ok(Json(ConnectorList { items: Vec::new() }));
     };
     let connectors = state.store().list_connectors(within.as_ref()).await?;
@@ -194,49 +188,40 @@ fn parse(raw: &[String]) -> Result<Selectors, ApiError> {
     Ok(selectors)
 }
 
-/// The scope of a list's query string: none, `account`, `account` + `org`, or all three.
-/// Unknown and repeated parameters are refused, so a misspelt filter never silently lists
-/// everything.
-fn filter(pairs: &[(String, String)]) -> Result<Option<Scope>, ApiError> {
-    let (mut account, mut org, mut project) = (None, None, None);
-    for (key, value) in pairs {
-        let slot = match key.as_str() {
-            "account" => &mut account,
-            "org" => &mut org,
-            "project" => &mut project,
-            _ => {
-                return Err(ApiError::validation(
-                    key.as_str(),
-                    format!("unknown query parameter {key:?}; the filters are account, org and project"),
-                ));
-            }
+/// The query string of `GET /api/v1/connectors`. Unknown and repeated parameters are
+/// refused by [`ApiQuery`], so a misspelt filter never silently lists everything.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorFilter {
+    /// Only connectors in this account.
+    account: Option<Ident>,
+    /// Only connectors in this org (needs `account`).
+    org: Option<Ident>,
+    /// Only connectors in this project (needs `account` and `org`).
+    project: Option<Ident>,
+}
+
+impl ConnectorFilter {
+    /// The scope asked for: none, `account`, `account` + `org`, or all three.
+    fn scope(self) -> Result<Option<Scope>, ApiError> {
+        let Some(account) = self.account else {
+            return match (self.org, self.project) {
+                (None, None) => Ok(None),
+                (Some(_), _) => Err(ApiError::validation(
+                    "org",
+                    "an `org` filter needs its `account`: add `account=...` to the query",
+                )),
+                (None, Some(_)) => Err(ApiError::validation(
+                    "project",
+                    "a `project` filter needs its `account` and `org`: add both to the query",
+                )),
+            };
         };
-        if slot.is_some() {
-            return Err(ApiError::validation(
-                key.as_str(),
-                format!("the query parameter {key:?} is given more than once"),
-            ));
-        }
-        let ident = Ident::parse(value)
-            .map_err(|e| ApiError::validation(key.as_str(), format!("`{key}` {e} (in the query string)")))?;
-        *slot = Some(ident);
+        Scope::new(account, self.org, self.project)
+            .map(Some)
+            .map_err(|e| ApiError::validation("project", e.to_string()))
     }
-    let Some(account) = account else {
-        return match (org, project) {
-            (None, None) => Ok(None),
-            (Some(_), _) => Err(ApiError::validation(
-                "org",
-                "an `org` filter needs its `account`: add `account=...` to the query",
-            )),
-            (None, Some(_)) => Err(ApiError::validation(
-                "project",
-                "a `project` filter needs its `account` and `org`: add both to the query",
-            )),
-        };
-    };
-    Scope::new(account, org, project)
-        .map(Some)
-        .map_err(|e| ApiError::validation("project", e.to_string()))
 }
 
 /// Now, to the millisecond the stores keep, so the answer to a write equals a later read.

@@ -14,9 +14,9 @@ use switchboard_protocol::socket::close;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery, NoFilters};
 use crate::openapi::Errors;
-use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND};
+use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::state::AppState;
 
 /// List the delegates the caller may see, with their instances and liveness.
@@ -26,9 +26,13 @@ use crate::state::AppState;
     operation_id = "list_delegates",
     tag = "delegates",
     security(("api_key" = [])),
-    responses((status = 200, description = "The delegates.", body = DelegateList), Errors<API>)
+    responses((status = 200, description = "The delegates.", body = DelegateList), Errors<{ API | QUERY }>)
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<DelegateList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    _: ApiQuery<NoFilters>,
+) -> Result<Json<DelegateList>, ApiError> {
     let groups = state.store().list_groups(caller.visible()).await?;
     let instances = state.store().list_instances(None).await?;
     let tokens = token_names(&state).await?;

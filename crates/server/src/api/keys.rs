@@ -12,9 +12,9 @@ use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAp
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery, NoFilters};
 use crate::openapi::Errors;
-use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND};
+use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::secrets;
 use crate::state::AppState;
 
@@ -78,9 +78,13 @@ pub async fn create(
     operation_id = "list_api_keys",
     tag = "api-keys",
     security(("api_key" = [])),
-    responses((status = 200, description = "The keys.", body = ApiKeyList), Errors<API>)
+    responses((status = 200, description = "The keys.", body = ApiKeyList), Errors<{ API | QUERY }>)
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<ApiKeyList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    _: ApiQuery<NoFilters>,
+) -> Result<Json<ApiKeyList>, ApiError> {
     let keys = state.store().list_api_keys(caller.visible()).await?;
     Ok(Json(ApiKeyList {
         items: keys.iter().map(ApiKeyView::from).collect(),

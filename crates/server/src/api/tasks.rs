@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use serde::Deserialize;
@@ -16,14 +16,15 @@ use switchboard_domain::task::{PAYLOAD_MAX_BYTES, fingerprint, limits};
 use switchboard_domain::{
     ConnectorId, Idempotency, NewTask, Permission, Scope, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
 };
-use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
+use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView, WAIT_DEFAULT_MS, WAIT_MAX_MS};
 use switchboard_store::{Inserted, StoreError, TaskQuery};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::dispatch::{self, Placement};
 use crate::error::{ApiError, Problem};
-use crate::extract::{is_json, parse};
+use crate::extract::{ApiQuery, is_json, parse};
+use crate::middleware::LongPoll;
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
 use crate::state::AppState;
@@ -238,14 +239,17 @@ pub async fn selection_log(
 pub struct WaitQuery {
     /// The state the caller last saw; the answer comes when the task is in another one.
     state: Option<TaskState>,
-    /// How long to wait at most, in milliseconds (default 30 s, at most 5 min).
+    /// How long to wait at most, in milliseconds: 0 (answer at once) to 300000 (5 min),
+    /// default 30000. The wait is not cut off by `request_timeout`.
+    #[param(maximum = 300_000)]
     timeout_ms: Option<u64>,
 }
 
 /// Wait for a task to change state (a long poll).
 ///
 /// Answers as soon as the task is in a state other than `state` (at once if it already
-/// is), or after the timeout with the task as it is.
+/// is), or after `timeout_ms` (or when the manager begins to shut down) with the task as
+/// it is, always 200. A `timeout_ms` above 5 min is refused (422).
 #[utoipa::path(
     get,
     path = "/tasks/{id}/wait",
@@ -261,13 +265,25 @@ pub struct WaitQuery {
 pub async fn wait(
     State(state): State<AppState>,
     caller: Caller,
+    long_poll: LongPoll,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
+    let timeout_ms = q.timeout_ms.unwrap_or(WAIT_DEFAULT_MS);
+    if timeout_ms > WAIT_MAX_MS {
+        return Err(ApiError::validation(
+            "timeout_ms",
+            format!("timeout_ms must be 0 to {WAIT_MAX_MS} milliseconds (5 min); got {timeout_ms}"),
+        ));
+    }
+    let limit = Duration::from_millis(timeout_ms);
+    // The wait is this route's own, bounded above: `request_timeout` covers the rest.
+    long_poll.wait(limit);
     let id = visible_task(&state, &caller, &id).await?.id();
-    let limit = Duration::from_millis(q.timeout_ms.unwrap_or(30_000).min(300_000));
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = state.dispatcher().subscribe();
+    let stopping = state.shutting_down();
+    tokio::pin!(stopping);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let task = state.store().get_task(id).await?;
@@ -284,10 +300,14 @@ pub async fn wait(
                 }
             }
         };
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
-            return Ok(Json(TaskView::from(&state.store().get_task(id).await?)));
+        tokio::select! {
+            () = changed => {}
+            // The wait is over, or the manager is stopping: the task as it is now.
+            () = tokio::time::sleep_until(deadline) => break,
+            () = &mut stopping => break,
         }
     }
+    Ok(Json(TaskView::from(&state.store().get_task(id).await?)))
 }
 
 /// The query string of `GET /api/v1/tasks`.
@@ -337,7 +357,7 @@ pub struct ListAnswer {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListAnswer>, ApiError> {
     let within = match q.account {
         Some(account) => {
@@ -361,8 +381,16 @@ pub async fn list(
         Some(raw) => raw
             .split(',')
             .map(|s| {
-                TaskState::parse(s.trim())
-                    .ok_or_else(|| ApiError::validation("state", format!("{s:?} is not a task state")))
+                TaskState::parse(s.trim()).ok_or_else(|| {
+                    let states: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::validation(
+                        "state",
+                        format!(
+                            "{s:?} is not a task state; `state` takes a comma-separated list of {}",
+                            states.join(", ")
+                        ),
+                    )
+                })
             })
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),

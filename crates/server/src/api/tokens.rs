@@ -14,9 +14,9 @@ use switchboard_store::SocketTarget;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery, NoFilters};
 use crate::openapi::Errors;
-use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND};
+use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::secrets;
 use crate::state::AppState;
 
@@ -69,9 +69,13 @@ pub async fn create(
     operation_id = "list_delegate_tokens",
     tag = "delegate-tokens",
     security(("api_key" = [])),
-    responses((status = 200, description = "The tokens.", body = TokenList), Errors<API>)
+    responses((status = 200, description = "The tokens.", body = TokenList), Errors<{ API | QUERY }>)
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<TokenList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    _: ApiQuery<NoFilters>,
+) -> Result<Json<TokenList>, ApiError> {
     let tokens = state.store().list_tokens(caller.visible()).await?;
     Ok(Json(TokenList {
         items: tokens.iter().map(TokenView::from).collect(),

@@ -414,8 +414,9 @@ fn submission(task: TaskArgs) -> SubmitTask {
     }
 }
 
-/// How long each long poll of `tasks watch` and `tasks submit --wait` waits by default.
-pub(super) const DEFAULT_POLL_MS: u64 = 30_000;
+/// How long each long poll of `tasks watch` and `tasks submit --wait` waits by default:
+/// the server's own default. The server lets a long poll run past `request_timeout`.
+pub(super) const DEFAULT_POLL_MS: u64 = switchboard_protocol::tasks::WAIT_DEFAULT_MS;
 
 /// Prints each state of task `id` until it ends (JSON lines with `--output json`); answers
 /// the task as it ended.

@@ -41,8 +41,10 @@ pub const JSON_BODY: u32 = BODY | bit(Problem::UnsupportedMediaType);
 /// the wrong shape (422). The routes of a delegate's task reports take it whatever its
 /// content type.
 pub const BODY: u32 = bit(Problem::BadRequest) | bit(Problem::PayloadTooLarge) | bit(Problem::Validation);
-/// A query string that does not parse into the route's parameters.
-pub const QUERY: u32 = bit(Problem::BadRequest);
+/// A query string that does not fit the route's parameters: an unknown or repeated
+/// parameter, or a value of the wrong kind (422 naming the parameter, see
+/// [`crate::extract::ApiQuery`]).
+pub const QUERY: u32 = bit(Problem::Validation);
 /// A value that parses but is refused (a filter without its account, a bad state name).
 pub const INVALID: u32 = bit(Problem::Validation);
 /// The resource does not exist, or is outside the caller's scope (answered alike).

@@ -240,7 +240,7 @@ fn table(f: &Fixture) -> Vec<Case> {
             "/api/v1/audit",
             "/api/v1/audit?user=x",
         )
-        .answers(400, "bad-request"),
+        .answers(422, "validation"),
         // Wrong types.
         case("wrong type", M::POST, "/api/v1/tasks", "/api/v1/tasks")
             .json(task(json!({"priority": "high"})))
@@ -262,7 +262,7 @@ fn table(f: &Fixture) -> Vec<Case> {
             "/api/v1/tasks/{id}/wait",
             format!("/api/v1/tasks/{}/wait?timeout_ms=soon", f.task),
         )
-        .answers(400, "bad-request"),
+        .answers(422, "validation"),
         case("wrong content type", M::POST, "/api/v1/tasks", "/api/v1/tasks")
             .content_type("text/plain")
             .json(task(json!({})))
@@ -382,7 +382,7 @@ fn table(f: &Fixture) -> Vec<Case> {
             "/api/v1/tasks",
             "/api/v1/tasks?account=a%21b",
         )
-        .answers(400, "bad-request"),
+        .answers(422, "validation"),
         case(
             "project without org",
             M::POST,

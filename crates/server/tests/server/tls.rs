@@ -59,7 +59,7 @@ impl Pki {
 }
 
 /// The manager over TLS, its client trusting the CA.
-async fn spawn_tls_app(pki: &Pki) -> TestApp {
+pub(super) async fn spawn_tls_app(pki: &Pki) -> TestApp {
     let mut app = spawn_app_with(|s| {
         s.tls_cert = Some(pki.cert.clone());
         s.tls_key = Some(pki.key.clone());
