@@ -89,7 +89,8 @@ pub struct AuditFilter {
     since: Option<chrono::DateTime<Utc>>,
     /// The `next` cursor of the previous page.
     before_id: Option<i64>,
-    /// At most this many entries (default 100).
+    /// At most this many entries: 1 to 500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -121,7 +122,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(f): ApiQuery<AuditFilter>,
 ) -> Result<Json<AuditAnswer>, ApiError> {
-    let limit = f.limit.unwrap_or(100).clamp(1, switchboard_store::query::MAX_PAGE);
+    let limit = crate::api::page_limit(f.limit, 100)?;
     let query = AuditQuery {
         within: caller.visible().cloned(),
         key_id: f.key_id,

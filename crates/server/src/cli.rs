@@ -289,7 +289,8 @@ pub enum TasksCommand {
         /// The `next` cursor of the previous page.
         #[arg(long)]
         before: Option<String>,
-        #[arg(long)]
+        /// At most this many (1 to 500, the server's page limit).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: Option<u32>,
     },
     /// Print each state of a task until it ends; exits 0 whatever the end state.

@@ -1,6 +1,6 @@
 //! The request middlewares of our own: admin-key authentication, the request timeout
-//! (lengthened by a [`LongPoll`] for its own wait), the body read timeout, and the safety net that turns any bare error response into
-//! problem+json.
+//! (lengthened by a [`LongPoll`] for its own wait), the body read timeout, and the safety
+//! net that turns any bare error response into problem+json.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,7 +120,8 @@ impl Deadline {
 pub struct LongPoll(Option<Deadline>);
 
 impl LongPoll {
-    /// Declares that this request will wait up to `wait` before it answers.
+    /// Declares, once, that this request will wait up to `wait` (already checked against
+    /// the route's documented maximum) before it answers.
     pub fn wait(&self, wait: Duration) {
         if let Some(deadline) = &self.0 {
             let mut at = deadline.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

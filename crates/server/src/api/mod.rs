@@ -11,7 +11,22 @@ pub mod visible;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The `limit` of a list's page: 1 to [`MAX_PAGE`](switchboard_store::query::MAX_PAGE),
+/// `default` when absent. Outside that it is refused by name, not quietly changed: a
+/// client asking for 0 or 10000 learns that it cannot have them.
+pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    use switchboard_store::query::MAX_PAGE;
+    match limit.unwrap_or(default) {
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        other => Err(ApiError::validation(
+            "limit",
+            format!("the query parameter `limit` must be 1 to {MAX_PAGE}; got {other} (the `next` cursor pages on)"),
+        )),
+    }
+}
 
 /// The `/api/v1` routes, without the authentication layer (see [`crate::router`]). Each
 /// handler's `#[utoipa::path]` gives its path and method: registering it here is what

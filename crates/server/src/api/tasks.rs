@@ -330,7 +330,8 @@ pub struct ListQuery {
     connector: Option<ConnectorId>,
     /// The `next` cursor of the previous page.
     before: Option<TaskId>,
-    /// At most this many tasks (default 50).
+    /// At most this many tasks: 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -359,6 +360,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListAnswer>, ApiError> {
+    let limit = super::page_limit(q.limit, 50)?;
     let within = match q.account {
         Some(account) => {
             Some(Scope::new(account, q.org, q.project).map_err(|e| ApiError::validation("project", e.to_string()))?)
@@ -401,7 +403,7 @@ pub async fn list(
         task_type: q.task_type,
         connector: q.connector,
         before: q.before,
-        limit: q.limit.unwrap_or(50),
+        limit,
     };
     let page = state.store().list_tasks(&query).await?;
     Ok(Json(ListAnswer {
