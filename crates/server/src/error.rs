@@ -231,6 +231,11 @@ impl ApiError {
     pub fn detail(&self) -> &str {
         &self.detail
     }
+
+    /// The offending field's path, when one is to blame.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
 }
 
 /// The RFC 9457 body of every error answer (`application/problem+json`).
