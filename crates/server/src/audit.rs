@@ -22,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::Errors;
-use crate::openapi::errors::{API, QUERY};
+use crate::openapi::errors::{API, INVALID, QUERY};
 use crate::state::AppState;
 
 /// Routes that take a body but change nothing.
@@ -88,7 +88,8 @@ pub struct AuditFilter {
     since: Option<chrono::DateTime<Utc>>,
     /// The `next` cursor of the previous page.
     before_id: Option<i64>,
-    /// At most this many entries (default 100).
+    /// At most this many entries (default 100; 1 to 500, as `page_limit` enforces).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -113,14 +114,14 @@ pub struct AuditAnswer {
     tag = "audit",
     security(("api_key" = [])),
     params(AuditFilter),
-    responses((status = 200, description = "A page of entries.", body = AuditAnswer), Errors<{ API | QUERY }>)
+    responses((status = 200, description = "A page of entries.", body = AuditAnswer), Errors<{ API | QUERY | INVALID }>)
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(f): Query<AuditFilter>,
 ) -> Result<Json<AuditAnswer>, ApiError> {
-    let limit = f.limit.unwrap_or(100).clamp(1, switchboard_store::query::MAX_PAGE);
+    let limit = crate::api::page_limit(f.limit, 100)?;
     let query = AuditQuery {
         within: caller.visible().cloned(),
         key_id: f.key_id,

@@ -10,7 +10,24 @@ pub mod tokens;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::error::ApiError;
 use crate::state::AppState;
+
+/// A list's `limit` parameter: `default` when absent, else 1 to
+/// [`MAX_PAGE`](switchboard_store::query::MAX_PAGE), as the document states (the query
+/// structs' `#[param(minimum, maximum)]`). Outside that, a 422 naming `limit`, rather than
+/// a silent clamp the caller would mistake for the end of the list.
+pub fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    use switchboard_store::query::MAX_PAGE;
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::validation(
+            "limit",
+            format!("limit must be 1 to {MAX_PAGE}, got {n}"),
+        )),
+    }
+}
 
 /// The `/api/v1` routes, without the authentication layer (see [`crate::router`]). Each
 /// handler's `#[utoipa::path]` gives its path and method: registering it here is what

@@ -47,7 +47,8 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
         "Idempotency-Key" = Option<String>,
         Header,
         description = "Makes a retried submission safe: the same key with the same body answers the \
-                       original task; with another body, 422 `idempotency-mismatch`. 1 to 255 characters."
+                       original task; with another body, 422 `idempotency-mismatch`. 1 to 255 visible ASCII \
+                       characters (no spaces); anything else is a 400 `bad-request`."
     )),
     request_body = SubmitTask,
     responses(
@@ -297,7 +298,8 @@ pub struct ListQuery {
     connector: Option<ConnectorId>,
     /// The `next` cursor of the previous page.
     before: Option<TaskId>,
-    /// At most this many tasks (default 50).
+    /// At most this many tasks (default 50; 1 to 500, as `page_limit` enforces).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -360,7 +362,7 @@ pub async fn list(
         task_type: q.task_type,
         connector: q.connector,
         before: q.before,
-        limit: q.limit.unwrap_or(50),
+        limit: super::page_limit(q.limit, 50)?,
     };
     let page = state.store().list_tasks(&query).await?;
     Ok(Json(ListAnswer {
@@ -385,11 +387,12 @@ fn idempotency(headers: &HeaderMap, request: &SubmitTask) -> Result<Option<Idemp
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
+    // What the refusal says: visible ASCII only. `to_str` alone lets spaces and tabs in
+    // (and hyper has already trimmed those at the ends).
     let key = raw
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX);
+        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX && k.bytes().all(|b| b.is_ascii_graphic()));
     let Some(key) = key else {
         return Err(ApiError::bad_request(format!(
             "the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
