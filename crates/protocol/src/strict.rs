@@ -42,6 +42,7 @@ pub const NUL_IN_KEY: &str =
 ///
 /// `nul` is a prefilter's answer: a body without the bytes `\u0000` cannot hold a NUL
 /// (JSON forbids it unescaped), so its strings need not be looked at.
+#[derive(Debug)]
 pub struct Strict<D> {
     inner: D,
     nul: bool,
