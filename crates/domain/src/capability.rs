@@ -41,7 +41,7 @@ pub enum Capability {
     Tcp {
         #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 253))]
         host: String,
-        #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
         port: u16,
     },
 }

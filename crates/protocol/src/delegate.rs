@@ -10,7 +10,12 @@ use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, TaskType};
 pub struct RegisterRequest {
     /// The delegate (group) to create or join.
     pub name: Ident,
+    /// 1 to 253 characters (after trimming), no control characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 253))]
     pub hostname: String,
+    /// 1 to 64 characters (after trimming), no control characters; compared with the
+    /// manager's `min_delegate_version` when one is set.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub version: String,
     #[serde(default = "default_flavour")]
     pub flavour: ImageFlavour,
@@ -21,6 +26,7 @@ pub struct RegisterRequest {
     pub task_types: Vec<TaskType>,
     /// Parallel tasks; 10 when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000))]
     pub capacity: Option<u32>,
     /// A narrower scope than the token's, never a wider one. The account is always the
     /// token's.

@@ -17,8 +17,8 @@ pub struct CreateApiKey {
     pub org: Option<Ident>,
     #[serde(default)]
     pub project: Option<Ident>,
-    /// `delegates:view` is always granted, listed or not.
-    #[serde(default)]
+    /// `delegates:view` is always granted, listed or not. Each may be listed once.
+    #[serde(default, deserialize_with = "crate::unique::set")]
     pub permissions: BTreeSet<Permission>,
 }
 

@@ -11,5 +11,7 @@ pub mod delegate;
 pub mod fleet;
 pub mod keys;
 pub mod socket;
+pub mod strict;
 pub mod tasks;
 pub mod tokens;
+pub mod unique;

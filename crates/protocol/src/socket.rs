@@ -4,7 +4,7 @@
 //! notifications and heartbeats only: task payloads and results always travel over HTTPS.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use switchboard_domain::{Attempt, Capability, CapabilityBasis, InstanceId, TaskId};
 
 /// The protocol version this build speaks.
@@ -83,9 +83,14 @@ pub enum ServerMessage {
 }
 
 /// Messages from a delegate to the manager.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Deserialize` is written out (below) rather than derived: serde reads an internally
+/// tagged enum's variant from a buffer of its own, where [`Strict`](crate::strict::Strict)
+/// cannot see it, and the manager refuses an array in place of any object of a frame
+/// (`running[0]`, `results[0]`) as it does in HTTP bodies.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum DelegateMessage {
     /// I am alive; these are the tasks I run.
     Heartbeat {
@@ -97,6 +102,50 @@ pub enum DelegateMessage {
         request_id: String,
         results: Vec<CheckResult>,
     },
+}
+
+/// [`DelegateMessage`] as serde derives it externally tagged (`{"heartbeat": {...}}`), so
+/// that every struct in it is read through [`Strict`](crate::strict::Strict).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum DelegateWire {
+    Heartbeat {
+        #[serde(default)]
+        running: Vec<RunningTask>,
+    },
+    ValidationResult {
+        request_id: String,
+        results: Vec<CheckResult>,
+    },
+}
+
+impl<'de> Deserialize<'de> for DelegateMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_json::{Map, Value};
+        let mut object = Map::deserialize(deserializer)?;
+        let tag = match object.remove("type") {
+            Some(Value::String(tag)) => tag,
+            Some(_) => return Err(D::Error::custom("`type` must be a string")),
+            None => return Err(D::Error::missing_field("type")),
+        };
+        let external = Value::Object(Map::from_iter([(tag.clone(), Value::Object(object))]));
+        let wire = serde_path_to_error::deserialize(crate::strict::Strict::new(external, true)).map_err(|e| {
+            // The path starts with the variant, which the frame spells as its `type`.
+            let path = e.path().to_string();
+            let path = path.strip_prefix(&tag).unwrap_or(&path).trim_start_matches('.');
+            match path {
+                "" | "?" => D::Error::custom(e.into_inner()),
+                _ => D::Error::custom(format_args!("at {path}: {}", e.into_inner())),
+            }
+        })?;
+        Ok(match wire {
+            DelegateWire::Heartbeat { running } => DelegateMessage::Heartbeat { running },
+            DelegateWire::ValidationResult { request_id, results } => {
+                DelegateMessage::ValidationResult { request_id, results }
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -121,5 +170,19 @@ mod tests {
         assert!(serde_json::from_str::<DelegateMessage>(r#"{"type":"launch_missiles"}"#).is_err());
         assert!(serde_json::from_str::<DelegateMessage>(r#"{"type":"heartbeat","extra":1}"#).is_err());
         assert!(serde_json::from_str::<DelegateMessage>(r#"{"running":[]}"#).is_err());
+        assert!(serde_json::from_str::<DelegateMessage>(r#"["heartbeat",[]]"#).is_err());
+    }
+
+    #[test]
+    fn an_array_for_a_nested_object_is_refused_naming_where() {
+        let running = r#"{"type":"heartbeat","running":[["00000000-0000-0000-0000-000000000000",1]]}"#;
+        let error = serde_json::from_str::<DelegateMessage>(running).expect_err("an array for a task");
+        assert!(
+            error.to_string().contains("at running[0]: an array where an object"),
+            "{error}"
+        );
+        let valid =
+            r#"{"type":"validation_result","request_id":"r","results":[{"basis":"tcp:db:1","reachable":true}]}"#;
+        assert!(serde_json::from_str::<DelegateMessage>(valid).is_ok());
     }
 }

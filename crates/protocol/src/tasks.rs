@@ -27,24 +27,32 @@ pub struct SubmitTask {
     /// Any JSON, at most 1 MiB; handed to the delegate when it acquires the task.
     #[serde(default)]
     pub payload: serde_json::Value,
-    /// Delegate selectors (raw; normalized by the server). When empty, the connector's
-    /// selectors apply.
+    /// Delegate selectors (raw; normalized by the server), at most 32. When empty, the
+    /// connector's selectors apply.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
     pub selectors: Vec<String>,
     #[serde(default)]
     pub connector: Option<ConnectorId>,
+    /// At most 16.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
     pub capabilities: Vec<Capability>,
+    /// Higher runs first, -1000 to 1000 (default 0).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = -1000, maximum = 1000))]
     pub priority: i32,
-    /// How long it may wait to be assigned (default 5 min).
+    /// How long it may wait to be assigned (default 5 min, at most 7 days).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604_800_000))]
     pub assign_timeout_ms: Option<u64>,
-    /// How long it may run without a heartbeat listing it (default 30 min).
+    /// How long it may run without a heartbeat listing it (default 30 min, at most 24 h).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400_000))]
     pub execution_timeout_ms: Option<u64>,
-    /// How many times it may start running (default 1).
+    /// How many times it may start running (default 1, at most 10).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
     pub max_attempts: Option<u32>,
     /// Wait in the queue even when no registered delegate could ever take it.
     #[serde(default)]

@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::openapi::Errors;
-use crate::openapi::errors::{API, QUERY};
+use crate::openapi::errors::{API, INVALID, QUERY};
 use crate::state::AppState;
 
 /// Routes that take a body but change nothing.
@@ -115,7 +115,7 @@ pub struct AuditAnswer {
     tag = "audit",
     security(("api_key" = [])),
     params(AuditFilter),
-    responses((status = 200, description = "A page of entries.", body = AuditAnswer), Errors<{ API | QUERY }>)
+    responses((status = 200, description = "A page of entries.", body = AuditAnswer), Errors<{ API | QUERY | INVALID }>)
 )]
 pub async fn list(
     State(state): State<AppState>,

@@ -24,6 +24,8 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, Object, Schema, SchemaFormat, SchemaType, Type};
 
+use switchboard_protocol::strict;
+
 use crate::error::{ApiError, Problem};
 
 /// A JSON request body, deserialized into `T`.
@@ -59,22 +61,90 @@ where
 }
 
 /// Deserializes `bytes`, sorting serde's errors into syntax (400) and shape (422).
+///
+/// Every JSON body of the API comes through here (and every delegate socket frame, through
+/// [`decode`]), so this is where the document's rules that serde's derives do not keep
+/// are kept: no array in place of an object, no U+0000 in a string or key (see
+/// [`strict`]).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            Category::Data if path == "." => ApiError::new(Problem::Validation, format!("invalid body: {inner}")),
-            Category::Data => ApiError::validation(path.clone(), format!("invalid value at {path}: {inner}")),
-            Category::Eof => ApiError::bad_request(format!("the body is not complete JSON: {inner}")),
-            Category::Syntax | Category::Io => ApiError::bad_request(format!("the body is not valid JSON: {inner}")),
+    decode(bytes).map_err(|refusal| match refusal.kind {
+        RefusalKind::Shape if refusal.path.is_empty() => {
+            ApiError::new(Problem::Validation, format!("invalid body: {}", refusal.message))
         }
-    })?;
+        RefusalKind::Shape => ApiError::validation(
+            refusal.path.clone(),
+            format!("invalid value at {}: {}", refusal.path, refusal.message),
+        ),
+        RefusalKind::Incomplete => ApiError::bad_request(format!("the body is not complete JSON: {}", refusal.message)),
+        RefusalKind::Syntax => ApiError::bad_request(format!("the body is not valid JSON: {}", refusal.message)),
+    })
+}
+
+/// Why a JSON text was refused by [`decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    /// Where, as `payload.a` or `capabilities[0]`; empty for the whole document.
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Not JSON: bad syntax, a lone surrogate escape, nesting past the limit, trailing text.
+    Syntax,
+    /// JSON that stops before its end.
+    Incomplete,
+    /// JSON of the wrong shape: a wrong type, an unknown field, an array for an object, a
+    /// string holding U+0000, a value the type refuses.
+    Shape,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "at {}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Deserializes one JSON text into `T` under the rules of [`strict`], with the path of
+/// whatever was refused.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let strict = strict::Strict::new(&mut deserializer, strict::may_hold_nul(bytes));
+    let value = serde_path_to_error::deserialize(strict).map_err(|error| {
+        let path = path_text(error.path());
+        let inner = error.into_inner();
+        let kind = match inner.classify() {
+            Category::Data => RefusalKind::Shape,
+            Category::Eof => RefusalKind::Incomplete,
+            Category::Syntax | Category::Io => RefusalKind::Syntax,
+        };
+        Refusal {
+            kind,
+            path,
+            message: inner.to_string(),
+        }
+    });
+    // A shape refusal can come before the parser has seen the whole text (an array
+    // refused at its `[`): text that is not JSON at all is told so (400), whatever its
+    // shape. Only refusals pay for this second, shape-free read.
+    let value = match value {
+        Err(refusal) if refusal.kind == RefusalKind::Shape => match syntax_error(bytes) {
+            Some(syntax) => return Err(syntax),
+            None => return Err(refusal),
+        },
+        other => other?,
+    };
     // Trailing text after the value (`{}{}`) is malformed input, not something to ignore.
-    deserializer
-        .end()
-        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    deserializer.end().map_err(|e| Refusal {
+        kind: RefusalKind::Syntax,
+        path: String::new(),
+        message: e.to_string(),
+    })?;
     Ok(value)
 }
 
@@ -228,6 +298,47 @@ fn number(n: &utoipa::Number) -> String {
     }
 }
 
+/// Why `bytes` is not one complete JSON text, if it is not.
+fn syntax_error(bytes: &[u8]) -> Option<Refusal> {
+    let error = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).err()?;
+    let kind = match error.classify() {
+        Category::Eof => RefusalKind::Incomplete,
+        Category::Syntax | Category::Io => RefusalKind::Syntax,
+        Category::Data => return None,
+    };
+    Some(Refusal {
+        kind,
+        path: String::new(),
+        message: error.to_string(),
+    })
+}
+
+/// The path as `a.b[0]`, without the `?` that `serde_path_to_error` writes for a key that
+/// failed before it was read (a key holding U+0000): the object is what is named then.
+fn path_text(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut text = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => text.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(key);
+            }
+            Segment::Enum { variant } => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(variant);
+            }
+            Segment::Unknown => break,
+        }
+    }
+    text
+}
+
 /// `application/json` or any `application/*+json`, parameters (`; charset=utf-8`) allowed.
 pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
@@ -332,6 +443,76 @@ mod tests {
             assert_eq!(error.problem(), Problem::Validation, "{query}");
             assert_eq!(error.field(), Some(field), "{query}: {}", error.detail());
             assert!(error.detail().contains(says), "{query}: {}", error.detail());
+        }
+    }
+
+    /// A nested struct and an internally tagged enum, as the request types have them.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Option<Item>,
+        #[serde(default)]
+        checks: Vec<switchboard_domain::Capability>,
+        #[serde(default)]
+        payload: serde_json::Value,
+    }
+
+    #[test]
+    fn an_array_where_an_object_is_required_is_a_422_at_any_depth() {
+        for (body, field) in [
+            (&br#"["a", []]"#[..], None),
+            (br#"{"inner":[1]}"#, Some("inner")),
+            (br#"{"checks":[["tcp","db",5432]]}"#, Some("checks[0]")),
+        ] {
+            let error = parse::<Outer>(body).expect_err("an array for an object");
+            assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
+            assert!(
+                error.detail().contains("an array where an object"),
+                "{}",
+                error.detail()
+            );
+            assert_eq!(error.field(), field, "{body:?}");
+        }
+        // Where the schema takes any JSON, an array is a value like any other.
+        let ok = parse::<Outer>(br#"{"payload":[[1],{"a":[2]}],"checks":[{"kind":"tcp","host":"db","port":1}]}"#);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_nul_in_a_string_or_a_key_is_a_422_naming_where() {
+        for (body, field) in [
+            (&br#"{"payload":{"a":"x\u0000y"}}"#[..], "payload.a"),
+            (br#"{"payload":["ok","\u0000"]}"#, "payload[1]"),
+            (br#"{"payload":{"a":{"b\u0000":1}}}"#, "payload.a"),
+            (
+                br#"{"checks":[{"kind":"tcp","host":"d\u0000b","port":1}]}"#,
+                "checks[0].host",
+            ),
+        ] {
+            let error = parse::<Outer>(body).expect_err("a NUL");
+            assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
+            assert!(error.detail().contains("U+0000"), "{}", error.detail());
+            assert_eq!(error.field(), Some(field), "{}", error.detail());
+        }
+    }
+
+    #[test]
+    fn an_escaped_backslash_before_u0000_is_not_a_nul() {
+        let outer = parse::<Outer>(br#"{"payload":{"a":"\\u0000"}}"#).expect("no NUL");
+        assert_eq!(outer.payload["a"], "\\u0000");
+    }
+
+    #[test]
+    fn a_lone_surrogate_or_deep_nesting_is_a_400() {
+        let deep = format!("{{\"payload\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        for body in [
+            &br#"{"payload":"\ud800"}"#[..],
+            br#"{"payload":{"\udc00":1}}"#,
+            deep.as_bytes(),
+        ] {
+            let error = parse::<Outer>(body).expect_err("refused");
+            assert_eq!(error.problem(), Problem::BadRequest, "{}", error.detail());
         }
     }
 

@@ -50,15 +50,19 @@ pub async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX)
 }
 
-/// One of the dashboard's files: `app.js` or `app.css`.
+/// One of the dashboard's files: `app.js`, `app.css`, or the page itself as `index.html`.
 #[utoipa::path(
     get,
     path = "/ui/{file}",
     operation_id = "dashboard_file",
     tag = "dashboard",
-    params(("file" = String, Path, description = "`app.js` or `app.css`.")),
+    params(("file" = String, Path, description = "`app.js`, `app.css`, or `index.html` (the page again).")),
     responses(
-        (status = 200, description = "The file.", content((String = "text/javascript"), (String = "text/css"))),
+        (
+            status = 200,
+            description = "The file.",
+            content((String = "text/javascript"), (String = "text/css"), (String = "text/html"))
+        ),
         Errors<{ ANY | NOT_FOUND }>
     )
 )]
@@ -70,7 +74,7 @@ pub async fn file(Path(file): Path<String>) -> Result<Response, ApiError> {
         _ => {
             let shown: String = file.chars().take(100).collect();
             Err(ApiError::not_found(format!(
-                "the dashboard has no file {shown:?}; it has app.js and app.css"
+                "the dashboard has no file {shown:?}; it has app.js, app.css and index.html"
             )))
         }
     }

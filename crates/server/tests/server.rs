@@ -16,6 +16,7 @@ mod server {
     mod delegate_tasks;
     mod delegates;
     mod dispatch;
+    mod edge;
     mod fuzz;
     mod limits;
     mod long_poll;

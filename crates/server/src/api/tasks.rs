@@ -48,7 +48,8 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
         "Idempotency-Key" = Option<String>,
         Header,
         description = "Makes a retried submission safe: the same key with the same body answers the \
-                       original task; with another body, 422 `idempotency-mismatch`. 1 to 255 characters."
+                       original task; with another body, 422 `idempotency-mismatch`. 1 to 255 visible ASCII \
+                       characters (no spaces); anything else is a 400 `bad-request`."
     )),
     request_body = SubmitTask,
     responses(
@@ -428,11 +429,12 @@ fn idempotency(headers: &HeaderMap, request: &SubmitTask) -> Result<Option<Idemp
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
+    // What the refusal says: visible ASCII only. `to_str` alone lets spaces and tabs in
+    // (and hyper has already trimmed those at the ends).
     let key = raw
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX);
+        .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX && k.bytes().all(|b| b.is_ascii_graphic()));
     let Some(key) = key else {
         return Err(ApiError::bad_request(format!(
             "the Idempotency-Key header must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"

@@ -4,8 +4,8 @@
 //! socket carries heartbeats and validation answers up, notifications down. The manager
 //! pings on an interval and closes a socket it has heard nothing from (no frame, no pong)
 //! for the silence limit. Anything that breaks the protocol (a frame that is not JSON, an
-//! unknown message, a binary frame, a frame over the size limit) closes *this* socket with
-//! a close code and a reason, and nothing else.
+//! unknown message, a string holding U+0000, a binary frame, a frame over the size limit)
+//! closes *this* socket with a close code and a reason, and nothing else.
 
 use std::time::Duration;
 
@@ -223,7 +223,10 @@ async fn converse(
                 };
                 deadline.as_mut().reset(Instant::now() + silence);
                 match message {
-                    Message::Text(text) => match serde_json::from_str::<DelegateMessage>(text.as_str()) {
+                    // The same strict parse as the HTTP bodies: a frame that holds U+0000
+                    // (which PostgreSQL cannot store in a validation result's detail) or
+                    // an array for an object is not a protocol message.
+                    Message::Text(text) => match crate::extract::decode::<DelegateMessage>(text.as_bytes()) {
                         Ok(m) => handle(state, instance, m).await,
                         Err(e) => return End::Close(close::INVALID_MESSAGE, format!("not a protocol message: {e}")),
                     },

@@ -39,6 +39,8 @@ struct Case {
     content_type: &'static str,
     accept: &'static str,
     body: Vec<u8>,
+    /// Extra request headers.
+    headers: Vec<(&'static str, String)>,
     status: u16,
     slug: &'static str,
 }
@@ -53,6 +55,7 @@ fn case(what: &'static str, method: Method, template: &'static str, path: impl I
         content_type: "application/json",
         accept: "*/*",
         body: Vec::new(),
+        headers: Vec::new(),
         status: 0,
         slug: "",
     }
@@ -66,6 +69,11 @@ impl Case {
 
     fn raw(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
         self
     }
 
@@ -498,6 +506,63 @@ fn table(f: &Fixture) -> Vec<Case> {
         .accept("text/plain")
         .json(json!({}))
         .answers(406, "not-acceptable"),
+        // What an outside acceptance run found (issue 14): the same answer on every store.
+        case("a NUL in a string", M::POST, "/api/v1/tasks", "/api/v1/tasks")
+            .raw(&br#"{"account":"acme","type":"echo","payload":{"a":"x\u0000"}}"#[..])
+            .answers(422, "validation"),
+        case("a NUL in a key", M::POST, "/api/v1/tasks", "/api/v1/tasks")
+            .raw(&br#"{"account":"acme","type":"echo","payload":{"\u0000":1}}"#[..])
+            .answers(422, "validation"),
+        case(
+            "a NUL in a report",
+            M::POST,
+            "/delegate/v1/tasks/{id}/result",
+            format!("/delegate/v1/tasks/{}/result", f.task),
+        )
+        .key(&f.session)
+        .raw(&br#"{"attempt":1,"outcome":"failed","error":"\u0000"}"#[..])
+        .answers(422, "validation"),
+        case("a lone surrogate", M::POST, "/api/v1/tasks", "/api/v1/tasks")
+            .raw(&br#"{"account":"acme","type":"echo","payload":"\ud800"}"#[..])
+            .answers(400, "bad-request"),
+        case(
+            "an array for an object",
+            M::POST,
+            "/api/v1/delegate-tokens",
+            "/api/v1/delegate-tokens",
+        )
+        .json(json!(["name", "acme"]))
+        .answers(422, "validation"),
+        case("an array for a capability", M::POST, "/api/v1/tasks", "/api/v1/tasks")
+            .json(task(json!({"capabilities": [["tcp", "db", 5432]]})))
+            .answers(422, "validation"),
+        case("a permission twice", M::POST, "/api/v1/api-keys", "/api/v1/api-keys")
+            .json(json!({"name": "k", "account": "acme", "permissions": ["delegates:edit", "delegates:edit"]}))
+            .answers(422, "validation"),
+        case(
+            "a limit past the page",
+            M::GET,
+            "/api/v1/tasks",
+            "/api/v1/tasks?limit=2147483648",
+        )
+        .answers(422, "validation"),
+        case("a limit of zero", M::GET, "/api/v1/audit", "/api/v1/audit?limit=0").answers(422, "validation"),
+        case(
+            "a limit past u32",
+            M::GET,
+            "/api/v1/tasks",
+            "/api/v1/tasks?limit=1180591620717411303424",
+        )
+        .answers(400, "bad-request"),
+        case(
+            "an Idempotency-Key with a space",
+            M::POST,
+            "/api/v1/tasks",
+            "/api/v1/tasks",
+        )
+        .header("idempotency-key", "two words")
+        .json(task(json!({})))
+        .answers(400, "bad-request"),
     ]
 }
 
@@ -529,6 +594,9 @@ async fn bad_requests_are_answered_with_the_problem_types_the_document_and_error
             .header(header::ACCEPT, c.accept);
         if let Some(key) = &c.key {
             request = request.bearer_auth(key);
+        }
+        for (name, value) in &c.headers {
+            request = request.header(*name, value);
         }
         let response = request.body(c.body.clone()).send().await.unwrap();
         let status = response.status().as_u16();
