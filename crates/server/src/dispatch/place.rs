@@ -386,19 +386,24 @@ fn place_again(state: AppState, task: TaskId) -> std::pin::Pin<Box<dyn Future<Ou
     })
 }
 
-/// What each instance rejected by its capability results could not reach.
+/// What the instances rejected by their capability results could not reach, each
+/// distinct answer once with how many gave it. The failure goes to the submitter, whose
+/// key may not see those instances, so it names none: the selection log does, redacted
+/// for each reader (`api::visible`).
 fn unreachable(decision: &Decision) -> String {
-    let parts: Vec<String> = decision
-        .verdicts
-        .iter()
-        .filter_map(|v| match &v.verdict {
-            Verdict::Rejected { detail, .. } if detail.reason() == Reason::CapabilityUnreachable => {
-                Some(format!("{} ({}): {detail}", v.hostname, v.instance_id))
-            }
-            _ => None,
-        })
+    let mut answers: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for v in &decision.verdicts {
+        if let Verdict::Rejected { detail, .. } = &v.verdict
+            && detail.reason() == Reason::CapabilityUnreachable
+        {
+            *answers.entry(detail.to_string()).or_default() += 1;
+        }
+    }
+    let parts: Vec<String> = answers
+        .into_iter()
+        .map(|(answer, n)| format!("{answer} ({n} instance{})", if n == 1 { "" } else { "s" }))
         .collect();
-    parts.join("; ")
+    format!("{}; the selection log names the instances", parts.join("; "))
 }
 
 async fn fail(state: &AppState, id: TaskId, reason: FailureReason, detail: &str) -> StoreResult<Placement> {
