@@ -368,12 +368,13 @@ async fn every_documented_range_of_a_query_or_task_field_is_what_the_server_enfo
         "capabilities[0]",
     )
     .await;
-    problem(
+    let past_u32 = problem(
         app.get("/api/v1/tasks?limit=4294967296", Some(ADMIN_KEY)).await,
-        400,
-        "bad-request",
+        422,
+        "validation",
     )
     .await;
+    assert_eq!(past_u32["field"], "limit", "{past_u32}");
 }
 
 #[tokio::test]

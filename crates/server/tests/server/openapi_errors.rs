@@ -553,7 +553,7 @@ fn table(f: &Fixture) -> Vec<Case> {
             "/api/v1/tasks",
             "/api/v1/tasks?limit=1180591620717411303424",
         )
-        .answers(400, "bad-request"),
+        .answers(422, "validation"),
         case(
             "an Idempotency-Key with a space",
             M::POST,
