@@ -12,7 +12,8 @@ CREATE TABLE manager_leases (
 );
 
 ALTER TABLE delegate_instances ADD COLUMN connected_via uuid;
--- The boolean it replaces outlived its writer (dropping it drops delegate_instances_liveness).
-ALTER TABLE delegate_instances DROP COLUMN connected;
+-- The boolean `connected` it replaces stays for one release, unread by this one: a replica
+-- of the previous release, still running during a rolling upgrade, reads and writes it
+-- (migrations only ever add, docs/operations.md). A later migration drops it.
 CREATE INDEX delegate_instances_connected_via ON delegate_instances (connected_via)
     WHERE connected_via IS NOT NULL;

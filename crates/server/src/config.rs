@@ -257,6 +257,9 @@ impl fmt::Display for Origin {
     }
 }
 
+/// The shortest `connection_lease` accepted.
+const MIN_CONNECTION_LEASE: Duration = Duration::from_secs(1);
+
 /// Why the settings could not be loaded. Each message is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -287,6 +290,8 @@ pub enum ConfigError {
         flag_name(missing)
     )]
     Incomplete { given: &'static str, missing: &'static str },
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 /// The environment variable of a setting: `SWITCHBOARD_` and the key in capitals.
@@ -358,7 +363,27 @@ impl Settings {
                 missing: "tls_cert",
             }),
             _ => Ok(()),
+        }?;
+        // A delegate beats every interval; one that looked stale between two beats would
+        // lose its tasks to the liveness timer every time.
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(ConfigError::Inconsistent(format!(
+                "heartbeat_timeout ({}) must be longer than heartbeat_interval ({}): delegates beat every \
+                 interval and would look stale, and lose their tasks, between two beats",
+                format_duration(self.heartbeat_timeout),
+                format_duration(self.heartbeat_interval)
+            )));
         }
+        // Renewed every quarter of it: a shorter lease would mean thousands of writes a
+        // second, and one missed renewal would make every delegate look disconnected.
+        if self.connection_lease < MIN_CONNECTION_LEASE {
+            return Err(ConfigError::Inconsistent(format!(
+                "connection_lease ({}) must be at least {}",
+                format_duration(self.connection_lease),
+                format_duration(MIN_CONNECTION_LEASE)
+            )));
+        }
+        Ok(())
     }
 
     fn apply(&mut self, key: &str, raw: &str, origin: Origin) -> Result<(), ConfigError> {
@@ -471,6 +496,18 @@ mod tests {
 
     fn path_of(file: &tempfile::NamedTempFile) -> &str {
         file.path().to_str().expect("utf-8 temp path")
+    }
+
+    #[test]
+    fn a_heartbeat_timeout_not_longer_than_the_interval_and_a_tiny_lease_are_refused() {
+        let refused = load(&["--heartbeat-interval", "60s", "--heartbeat-timeout", "60s"], &[])
+            .expect_err("stale between two beats")
+            .to_string();
+        assert!(refused.contains("heartbeat_timeout (1m) must be longer than heartbeat_interval (1m)"), "{refused}");
+        let refused = load(&["--connection-lease", "100ms"], &[]).expect_err("too short").to_string();
+        assert!(refused.contains("connection_lease (100ms) must be at least 1s"), "{refused}");
+        load(&["--heartbeat-interval", "1s", "--heartbeat-timeout", "2s", "--connection-lease", "1s"], &[])
+            .expect("fine");
     }
 
     #[test]

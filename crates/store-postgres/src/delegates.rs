@@ -205,8 +205,12 @@ pub(crate) async fn delete_group(pool: &PgPool, id: GroupId) -> StoreResult<()> 
 /// Every read of instances: the row, with `connected` worked out from the lease of the
 /// manager that recorded the connection (migration 0006). One expression, so placement,
 /// the API and the metrics cannot disagree about it.
-const INSTANCE_SELECT: &str = "SELECT i.*, EXISTS (SELECT 1 FROM manager_leases l \
-     WHERE l.id = i.connected_via AND l.expires_at > now()) AS connected FROM delegate_instances i";
+/// The columns are named, not `i.*`: the table still has the previous release's
+/// `connected` flag, which this release never reads.
+const INSTANCE_SELECT: &str = "SELECT i.id, i.group_id, i.token_id, i.hostname, i.version, i.flavour, i.tags, \
+     i.task_types, i.capacity, i.active_tasks, i.registered_at, i.last_heartbeat_at, \
+     EXISTS (SELECT 1 FROM manager_leases l WHERE l.id = i.connected_via AND l.expires_at > now()) AS connected \
+     FROM delegate_instances i";
 
 pub(crate) async fn register_instance(
     pool: &PgPool,
@@ -263,7 +267,9 @@ pub(crate) async fn remove_silent_instances(
     let rows: Vec<(Uuid,)> = sqlx::query_as(
         "WITH gone AS (
              DELETE FROM delegate_instances
-             WHERE last_heartbeat_at < $1 AND connected_via IS NULL AND active_tasks = 0
+             WHERE last_heartbeat_at < $1 AND active_tasks = 0
+               AND NOT EXISTS (SELECT 1 FROM manager_leases l
+                               WHERE l.id = delegate_instances.connected_via AND l.expires_at > now())
              RETURNING id, group_id),
          touched AS (
              UPDATE delegate_groups SET last_instance_at = GREATEST(last_instance_at, $2)
@@ -344,7 +350,8 @@ pub(crate) async fn record_heartbeats(pool: &PgPool, beats: &[(InstanceId, DateT
 
 /// Records that `replica` holds the instance's socket, or lets go of it. Letting go
 /// clears only a connection `replica` recorded: when the delegate has reconnected to
-/// another replica meanwhile, that one's record stays and the answer is `false`.
+/// another live replica meanwhile, that one's record stays and the answer is `false`
+/// (a record left by a replica whose lease is gone holds nothing: `true`).
 pub(crate) async fn set_instance_connected(
     pool: &PgPool,
     replica: Uuid,
@@ -359,12 +366,15 @@ pub(crate) async fn set_instance_connected(
             .await
             .map_err(map_err)?
     } else {
-        // One statement: the instance's existence and whether we held it, in one snapshot.
+        // One statement: the instance's existence and whether another live replica
+        // holds it, in one snapshot (which sees the row as it was before `cleared`).
         sqlx::query_as(
             "WITH cleared AS (UPDATE delegate_instances SET connected_via = NULL
                               WHERE id = $1 AND connected_via = $2 RETURNING id)
-             SELECT EXISTS (SELECT 1 FROM cleared) OR connected_via IS NULL
-             FROM delegate_instances WHERE id = $1",
+             SELECT EXISTS (SELECT 1 FROM cleared)
+                 OR NOT EXISTS (SELECT 1 FROM manager_leases l
+                                WHERE l.id = i.connected_via AND l.expires_at > now())
+             FROM delegate_instances i WHERE i.id = $1",
         )
         .bind(id.0)
         .bind(replica)
@@ -385,8 +395,8 @@ pub(crate) async fn set_instance_connected(
 /// another replica may have cleared them.
 pub(crate) async fn renew_lease(pool: &PgPool, replica: Uuid, lease: Duration) -> StoreResult<bool> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    // `xmax = 0` tells an inserted row from an updated one; the WHERE of the upsert keeps
-    // a lapsed lease from being extended silently: it is then re-inserted as new.
+    // `renewed` extends only a live lease; a lapsed one (or none) is written afresh by
+    // `inserted`, and the answer says which happened.
     let (was_live,): (bool,) = sqlx::query_as(
         "WITH renewed AS (
              UPDATE manager_leases SET expires_at = now() + $2 * interval '1 millisecond'

@@ -49,7 +49,7 @@ pub(crate) async fn due_tasks(db: &Db, query: &DueQuery) -> StoreResult<DueTasks
              FROM tasks INDEXED BY tasks_run_due \
              WHERE state = 'running' AND run_deadline < ?1 ORDER BY run_deadline, id LIMIT ?3) \
          UNION ALL \
-         SELECT * FROM (SELECT 'lost', assigned_at, {TASK_COLUMNS} FROM tasks \
+         SELECT * FROM (SELECT 'lost', assigned_at, {TASK_COLUMNS} FROM tasks INDEXED BY tasks_by_instance \
              WHERE instance_id IN (SELECT id FROM delegate_instances WHERE last_heartbeat_at < ?4) \
              ORDER BY assigned_at, id LIMIT ?3) \
          ORDER BY due_at, id"

@@ -227,9 +227,15 @@ pub async fn selection_log(
     Path(id): Path<String>,
 ) -> Result<Json<LogAnswer>, ApiError> {
     let id = visible_task(&state, &caller, &id).await?.id();
-    let entries = state.store().selection_log(id).await?;
+    let store = state.store().as_ref();
+    let entries = store.selection_log(id).await?;
+    // Only a narrow key needs the holders (an account-wide one sees everything).
+    let holders = match caller.visible().and_then(|s| s.org()) {
+        Some(_) => store.task_attempts(id).await?.into_iter().map(|a| a.instance_id).collect(),
+        None => Vec::new(),
+    };
     Ok(Json(LogAnswer {
-        items: super::visible::selection_log(state.store().as_ref(), &caller, entries).await?,
+        items: super::visible::selection_log(store, &caller, holders, entries).await?,
     }))
 }
 

@@ -7,7 +7,9 @@
 //! instances are left out of verdicts and details, their ids become `null`, their ids in
 //! summary lines a neutral phrase, and each redacted decision counts them in
 //! `hidden_instances`. The engine's own counts ("3 out of scope") stay, as they name no
-//! one.
+//! one. The instances that held the task (its attempts) are named whatever their scope:
+//! the task itself names its holder (`instance_id`), and an account-wide delegate serving
+//! a project's task is part of that task's record.
 //!
 //! Everything is redacted on the way out, from the JSON as stored, so the log keeps the
 //! whole truth for operators whose key sees all of it.
@@ -57,7 +59,8 @@ impl<'c> Visibility<'c> {
                 continue;
             };
             let sees = serde_json::from_value::<Scope>(scope.clone()).is_ok_and(|s| self.sees_scope(&s));
-            self.seen.insert(id, sees);
+            // Never over what is known already (a holder stays named).
+            self.seen.entry(id).or_insert(sees);
         }
     }
 
@@ -126,15 +129,18 @@ impl<'c> Visibility<'c> {
     }
 }
 
-/// A selection log as `caller` may read it.
+/// A selection log as `caller` may read it; `holders` are the instances that held the
+/// task (named whatever their scope, as the task itself names them).
 pub async fn selection_log(
     store: &dyn Store,
     caller: &Caller,
+    holders: impl IntoIterator<Item = InstanceId>,
     mut entries: Vec<SelectionLogEntry>,
 ) -> StoreResult<Vec<SelectionLogEntry>> {
     let Some(mut visibility) = Visibility::of(caller) else {
         return Ok(entries);
     };
+    visibility.seen.extend(holders.into_iter().map(|id| (id, true)));
     for entry in &entries {
         visibility.learn(&entry.detail);
     }

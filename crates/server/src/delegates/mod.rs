@@ -59,7 +59,8 @@ impl Background {
         let (stop, stopped) = watch::channel(false);
         let lease = {
             let state = state.clone();
-            let every = state.settings().connection_lease / 4;
+            // `interval` refuses a zero period: a lease of a few nanoseconds still ticks.
+            let every = (state.settings().connection_lease / 4).max(Duration::from_millis(1));
             periodic(every, stopped.clone(), move || {
                 let state = state.clone();
                 async move { keep_lease(&state).await }

@@ -265,6 +265,9 @@ async fn handle(state: &AppState, instance: &DelegateInstance, message: Delegate
             state.heartbeats().record(instance.id, Utc::now(), running);
         }
         DelegateMessage::ValidationResult { request_id, results } => {
+            // Settled before the results are written: the question's timer, firing
+            // during those writes, must not record this instance as silent.
+            let question = state.dispatcher().settle_question(&request_id);
             let now = Utc::now();
             for r in results.iter().cloned() {
                 let result = CapabilityResult {
@@ -279,7 +282,9 @@ async fn handle(state: &AppState, instance: &DelegateInstance, message: Delegate
                 }
             }
             // Stored first, so the placement that asked (and any later one) sees them.
-            crate::dispatch::place::answered(state, &request_id, &results);
+            if let Some(question) = question {
+                crate::dispatch::place::answered(state, question, &results);
+            }
             state.dispatcher().wake();
         }
     }

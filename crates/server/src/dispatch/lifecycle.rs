@@ -86,6 +86,14 @@ async fn lose(state: &AppState, task: &Task, loss: Loss) {
         ),
     };
     apply(state, task, event, failure, &why).await;
+    // A stale instance may still have its socket, and still be running the task: it is
+    // told to stop, as a run past its deadline is (a closed socket hears nothing).
+    if loss == Loss::Stale
+        && task.state == TaskState::Running
+        && let Some(instance) = task.instance_id
+    {
+        crate::cluster::cancel(state, instance, task.id(), task.attempt);
+    }
 }
 
 /// Applies one fenced transition for the task's current attempt and records it.
@@ -125,15 +133,17 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
     // manager holds in memory (`delegates::heartbeats`): an instance counts as lost only
     // once even that margin has passed, so a replica slow to flush never costs a delegate
     // its tasks. Placement, which only withholds new tasks, uses the timeout alone.
-    let heartbeat_before = now
-        .checked_sub_signed(duration(settings.heartbeat_timeout))
-        .and_then(|t| t.checked_sub_signed(duration(settings.heartbeat_flush_interval)))
-        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    // A cut-off no earlier than 1970: a timeout of centuries means "never", and every
+    // database takes that date (PostgreSQL refuses those before 4713 BC).
+    let before = |d: Duration| {
+        now.checked_sub_signed(duration(d))
+            .filter(|t| *t > chrono::DateTime::UNIX_EPOCH)
+            .unwrap_or(chrono::DateTime::UNIX_EPOCH)
+    };
+    let heartbeat_before = before(settings.heartbeat_timeout.saturating_add(settings.heartbeat_flush_interval));
     let query = DueQuery {
         now,
-        unacknowledged_before: now
-            .checked_sub_signed(duration(settings.acknowledge_timeout))
-            .unwrap_or(now),
+        unacknowledged_before: before(settings.acknowledge_timeout),
         heartbeat_before,
         limit: BATCH,
     };

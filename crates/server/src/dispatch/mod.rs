@@ -86,8 +86,14 @@ impl Dispatcher {
         self.seeds.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
     }
 
-    /// Announces that a task changed (for long-polling clients).
+    /// Announces that a task changed (for long-polling clients), here or on another
+    /// replica. Its last explanation is forgotten too: whatever the change (placed, ended,
+    /// cancelled, expired, re-queued), the next decision about it, if any, is news worth
+    /// a log entry; and a task that left the queue leaves no entry behind in the map.
     pub fn changed(&self, task: TaskId) {
+        self.forget_explanation(task);
+        // A question asked for it is moot now; its answer is still stored when it comes.
+        lock(&self.validations).retain(|_, q| q.task != task);
         let _ = self.changes.send(task);
     }
 
@@ -134,13 +140,53 @@ impl Dispatcher {
         lock(&self.explained).remove(&task);
     }
 
-    /// Marks `task` as being placed; false if it already is.
-    pub(crate) fn begin_placing(&self, task: TaskId) -> bool {
-        lock(&self.placing).insert(task)
+    /// Marks `task` as being placed, for as long as the returned guard lives; `None` if
+    /// it already is. A guard, not a pair of calls: a placement whose future is dropped
+    /// (a submission's request timed out, its client hung up) must not leave the task
+    /// marked, or every later sweep here would skip it until it expired.
+    pub(crate) fn begin_placing(&self, task: TaskId) -> Option<Placing<'_>> {
+        lock(&self.placing).insert(task).then_some(Placing { dispatcher: self, task })
+    }
+}
+
+/// A placement under way (see [`Dispatcher::begin_placing`]); unmarks its task when dropped.
+#[derive(Debug)]
+pub(crate) struct Placing<'d> {
+    dispatcher: &'d Dispatcher,
+    task: TaskId,
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        lock(&self.dispatcher.placing).remove(&self.task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placement_dropped_midway_leaves_its_task_free_for_the_next() {
+        let dispatcher = Dispatcher::default();
+        let task = TaskId::new();
+        let placing = dispatcher.begin_placing(task).expect("free");
+        assert!(dispatcher.begin_placing(task).is_none(), "placed twice at once");
+        // A submission's future dropped at an await (its request timed out) drops this.
+        drop(placing);
+        assert!(dispatcher.begin_placing(task).is_some(), "the task stays marked for ever");
     }
 
-    pub(crate) fn end_placing(&self, task: TaskId) {
-        lock(&self.placing).remove(&task);
+    #[test]
+    fn a_change_of_a_task_forgets_its_last_explanation() {
+        let dispatcher = Dispatcher::default();
+        let task = TaskId::new();
+        assert!(dispatcher.explanation_changed(task, "0/1 delegates eligible"));
+        assert!(!dispatcher.explanation_changed(task, "0/1 delegates eligible"));
+        // Cancelled, expired or placed, here or by another replica.
+        dispatcher.changed(task);
+        assert!(lock(&dispatcher.explained).is_empty(), "an ended task stays in the map");
+        assert!(dispatcher.explanation_changed(task, "0/1 delegates eligible"));
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use switchboard_domain::engine::{Context, Decision, Reason, TaskInputs, Verdict};
+use switchboard_domain::engine::{Context, Decision, Reason, Rejection, TaskInputs, Verdict};
 use switchboard_domain::{
     Attempt, Capability, CapabilityResult, Failure, FailureReason, InstanceId, SelectionKind, SelectionLogEntry, Task,
     TaskEvent, TaskId, TaskState,
@@ -52,11 +52,11 @@ pub async fn place_task(state: &AppState, task: Task) -> StoreResult<Placement> 
 
 async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
     let dispatcher = state.dispatcher();
-    if !dispatcher.begin_placing(id) {
+    let Some(placing) = dispatcher.begin_placing(id) else {
         return Ok(Placement::NotQueued);
-    }
+    };
     let outcome = place_rounds(state, id, known).await;
-    dispatcher.end_placing(id);
+    drop(placing);
     if !matches!(outcome, Ok(Placement::Waiting { .. }) | Err(_)) {
         dispatcher.forget_explanation(id);
     }
@@ -249,10 +249,19 @@ pub async fn evaluate(
 }
 
 /// Whether no instance is eligible and some were rejected for a capability they
-/// reported they cannot reach: then the task fails `validation_failed`.
+/// reported they cannot reach: then the task fails `validation_failed`. Not while one of
+/// them is rejected only for not answering in time ([`SILENT`]): that one may answer once
+/// its result expires, so the task waits for it instead.
 fn unreachable_everywhere(decision: &Decision) -> bool {
-    decision.summary.eligible == 0 && decision.summary.count(Reason::CapabilityUnreachable) > 0
+    let silent = decision.verdicts.iter().any(|v| {
+        matches!(&v.verdict, Verdict::Rejected { detail: Rejection::CapabilityUnreachable { detail, .. }, .. }
+            if detail.starts_with(SILENT))
+    });
+    decision.summary.eligible == 0 && decision.summary.count(Reason::CapabilityUnreachable) > 0 && !silent
 }
+
+/// How the result recorded for an instance that did not answer a question begins.
+const SILENT: &str = "did not answer within the validation timeout";
 
 /// Asks `instance` to check `capabilities` for `task`, and returns at once: `false` when
 /// its socket is not on this manager (or cannot take the message). The answer arrives on
@@ -275,14 +284,27 @@ async fn ask(
         instance,
         capabilities: capabilities.to_vec(),
     };
-    // Registered before it is sent, so an answer cannot arrive first.
+    // Registered before it is sent, so an answer cannot arrive first; its timer starts
+    // at once, so the entry leaves the map even if this placement's future is dropped at
+    // the next await (a submission's request timed out).
     dispatcher.ask(request_id.clone(), question);
+    let timeout = state.settings().validation_timeout;
+    let timer = {
+        let (state, request_id) = (state.clone(), request_id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(question) = state.dispatcher().settle_question(&request_id) {
+                unanswered(&state, question, timeout).await;
+            }
+        })
+    };
     let message = ServerMessage::Validate {
         request_id: request_id.clone(),
         capabilities: capabilities.to_vec(),
     };
     if !state.hub().send(instance, message) {
         dispatcher.settle_question(&request_id);
+        timer.abort();
         return false;
     }
     let bases: Vec<String> = capabilities.iter().map(|c| c.basis().to_string()).collect();
@@ -296,25 +318,15 @@ async fn ask(
         Ok(serde_json::json!({"instance_id": instance, "capabilities": bases})),
     )
     .await;
-    let timeout = state.settings().validation_timeout;
-    let state = state.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(timeout).await;
-        if let Some(question) = state.dispatcher().settle_question(&request_id) {
-            unanswered(&state, question, timeout).await;
-        }
-    });
     true
 }
 
-/// The answer to question `request_id` arrived (the socket handler stored its results
-/// first): records it in the task's log and places the task again, in a task of its own. An answer to a
-/// question already settled (by its timeout) or never asked changes only the stored
-/// results, which later decisions use.
-pub fn answered(state: &AppState, request_id: &str, results: &[CheckResult]) {
-    let Some(question) = state.dispatcher().settle_question(request_id) else {
-        return;
-    };
+/// The answer to `question` arrived (the socket handler settled the question first, so
+/// its timer cannot count it silent, then stored the results): records it in the task's
+/// log and places the task again, in a task of its own. An answer to a question already
+/// settled (by its timeout) or never asked changes only the stored results, which later
+/// decisions use.
+pub fn answered(state: &AppState, question: Question, results: &[CheckResult]) {
     let instance = question.instance;
     let failed: Vec<String> = results
         .iter()
@@ -342,7 +354,7 @@ async fn unanswered(state: &AppState, question: Question, timeout: Duration) {
     let instance = question.instance;
     let now = Utc::now();
     let detail = format!(
-        "did not answer within the validation timeout of {}",
+        "{SILENT} of {}",
         crate::config::format_duration(timeout)
     );
     for capability in &question.capabilities {
@@ -393,10 +405,12 @@ fn place_again(state: AppState, task: TaskId) -> std::pin::Pin<Box<dyn Future<Ou
 fn unreachable(decision: &Decision) -> String {
     let mut answers: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for v in &decision.verdicts {
-        if let Verdict::Rejected { detail, .. } = &v.verdict
-            && detail.reason() == Reason::CapabilityUnreachable
+        if let Verdict::Rejected {
+            detail: Rejection::CapabilityUnreachable { capability, detail, .. },
+            ..
+        } = &v.verdict
         {
-            *answers.entry(detail.to_string()).or_default() += 1;
+            *answers.entry(format!("cannot reach {capability}: {detail}")).or_default() += 1;
         }
     }
     let parts: Vec<String> = answers

@@ -29,7 +29,7 @@ fn request(hostname: &str) -> Value {
 /// and execution (30 min) timeouts.
 async fn an_instance_whose_heartbeat_is_too_old_loses_its_tasks_with_its_socket_open(backend: Backend) {
     let Some(app) = spawn_on(backend, |s| {
-        s.heartbeat_timeout = Duration::from_secs(2);
+        s.heartbeat_timeout = Duration::from_secs(3);
         s.heartbeat_flush_interval = Duration::from_millis(200);
     })
     .await
@@ -37,18 +37,18 @@ async fn an_instance_whose_heartbeat_is_too_old_loses_its_tasks_with_its_socket_
         return;
     };
     let t = token(&app).await;
-    let _ignores = worker(&app, &t, "ignores", &[], Behaviour::Ignore).await;
+    // Each delegate is registered right before its task, so its heartbeat (the one at
+    // registration) is fresh when the task reaches it.
     let _holds = worker(&app, &t, "holds", &[], Behaviour::Hold).await;
-
+    let (_, acquired) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["holds"]})).await;
+    let acquired_id = acquired["id"].as_str().unwrap();
+    let _ignores = worker(&app, &t, "ignores", &[], Behaviour::Ignore).await;
     let (_, offered) = submit(
         &app,
         json!({"account": "acme", "type": "echo", "selectors": ["ignores"]}),
     )
     .await;
     assert_eq!(offered["state"], "assigned", "{offered}");
-    let (_, acquired) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["holds"]})).await;
-    let acquired_id = acquired["id"].as_str().unwrap();
-    wait_for(&app, acquired_id, "running").await;
 
     let released = wait_past(&app, offered["id"].as_str().unwrap(), "assigned").await;
     assert_eq!(released["state"], "queued", "{released}");
@@ -63,8 +63,10 @@ async fn an_instance_whose_heartbeat_is_too_old_loses_its_tasks_with_its_socket_
             .any(|l| l.contains("stopped sending heartbeats before acquiring it")),
         "{lines:?}"
     );
+    // It ran (was acquired) before it was lost.
     let failed = wait_for(&app, acquired_id, "failed").await;
     assert_eq!(failed["failure"]["reason"], "delegate_lost", "{failed}");
+    assert!(failed["started_at"].is_string(), "it was never acquired: {failed}");
 }
 
 /// A delegate that never answers `validate`: connected and beating, deaf to questions.
@@ -88,7 +90,7 @@ async fn deaf(app: &TestApp, token: &str, hostname: &str) -> (InstanceId, tokio:
 /// after the validation timeout (recorded as unable), and a delegate that answers gets
 /// the task.
 async fn a_submission_never_waits_on_validation_and_a_silent_instance_is_passed_over(backend: Backend) {
-    let Some(app) = spawn_on(backend, |s| s.validation_timeout = Duration::from_millis(500)).await else {
+    let Some(app) = spawn_on(backend, |s| s.validation_timeout = Duration::from_secs(1)).await else {
         return;
     };
     let t = token(&app).await;
