@@ -22,7 +22,9 @@ pub struct RegisterRequest {
     /// The instance's own tags (raw; the server normalizes them).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// At most 64.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
     pub task_types: Vec<TaskType>,
     /// Parallel tasks; 10 when absent.
     #[serde(default)]

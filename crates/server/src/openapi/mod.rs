@@ -8,6 +8,7 @@
 //! each operation lists its error answers as a set of [`Problem`](crate::Problem) types
 //! ([`errors`]). The conformance tests check the document against real answers.
 
+mod bounds;
 pub mod errors;
 mod page;
 
@@ -109,10 +110,12 @@ pub struct Reference {
 
 impl Reference {
     pub fn new(document: &OpenApi) -> Arc<Self> {
+        let mut document = document.clone();
+        bounds::unsigned_int32(&mut document);
         // Serializing plain maps and strings cannot fail; the fallbacks keep the routes up.
         // The JSON keeps the document's order (fields as declared); the page reads it as a
         // `Value`, whose maps are sorted.
-        let json = serde_json::to_string_pretty(document).unwrap_or_default();
+        let json = serde_json::to_string_pretty(&document).unwrap_or_default();
         let value = serde_json::from_str(&json).unwrap_or_default();
         Arc::new(Self {
             html: page::render(&value).into(),

@@ -347,7 +347,30 @@ async fn every_documented_range_of_a_query_or_task_field_is_what_the_server_enfo
         }
         checked.push(format!("SubmitTask.{name}"));
     }
+    // The task body's lists: at the documented `maxItems`, and one past it.
+    for (name, schema) in submit["properties"].as_object().unwrap() {
+        let Some(max) = schema.get("maxItems").and_then(Value::as_u64) else {
+            continue;
+        };
+        let item = |i: u64| match name.as_str() {
+            "selectors" => json!(format!("s{i}")),
+            "capabilities" => json!({"kind": "tcp", "host": format!("h{i}"), "port": 1}),
+            other => panic!("no item generator for {other}"),
+        };
+        for (n, ok) in [(max, true), (max + 1, false)] {
+            let body = json!({"account": "acme", "type": "echo", name.as_str(): (0..n).map(item).collect::<Vec<_>>()});
+            let response = app.post("/api/v1/tasks/explain", Some(ADMIN_KEY), &body).await;
+            if ok {
+                assert_eq!(response.status(), 200, "{n} {name}");
+            } else {
+                refused(response, name).await;
+            }
+        }
+        checked.push(format!("SubmitTask.{name}[]"));
+    }
     for expected in [
+        "SubmitTask.selectors[]",
+        "SubmitTask.capabilities[]",
         "/api/v1/tasks?limit",
         "/api/v1/audit?limit",
         "SubmitTask.priority",
