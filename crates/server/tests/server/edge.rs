@@ -229,16 +229,20 @@ async fn a_nul_or_an_array_in_a_socket_frame_closes_that_socket_with_1007(backen
     ] {
         let mut socket = socket(&me).await;
         socket.send(Message::text(frame)).await.unwrap();
-        let (code, reason) = loop {
-            match tokio::time::timeout(PATIENCE, socket.next())
-                .await
-                .expect("closed in time")
-            {
-                Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
-                Some(Ok(_)) => continue,
-                other => panic!("{frame}: expected a close frame, got {other:?}"),
+        // One deadline for the whole wait: the manager's pings would otherwise keep a
+        // per-frame timeout from ever firing on a socket it does not close.
+        let closing = async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
+                    Some(Ok(_)) => continue,
+                    other => panic!("{frame}: expected a close frame, got {other:?}"),
+                }
             }
         };
+        let (code, reason) = tokio::time::timeout(PATIENCE, closing)
+            .await
+            .unwrap_or_else(|_| panic!("{frame}: the socket stayed open"));
         assert_eq!(code, close::INVALID_MESSAGE, "{frame}: {reason}");
         assert!(reason.contains(named), "{frame}: {reason}");
     }
