@@ -21,6 +21,7 @@ pub struct RegisterRequest {
     pub flavour: ImageFlavour,
     /// The instance's own tags (raw; the server normalizes them).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::SelectorInput>))]
     pub tags: Vec<String>,
     /// At most 64.
     #[serde(default)]

@@ -464,3 +464,24 @@ async fn every_dashboard_file_is_answered_with_a_content_type_the_document_lists
         );
     }
 }
+
+#[tokio::test]
+async fn a_selector_is_refused_past_the_length_the_document_gives_it() {
+    let app = spawn_app().await;
+    let spec = Spec::fetch(&app).await;
+    let input = &spec.0["components"]["schemas"]["SelectorInput"];
+    let max = input["maxLength"].as_u64().expect("a documented maxLength") as usize;
+    for (selector, ok) in [
+        ("s".repeat(max), true),
+        ("s".repeat(max + 1), false),
+        (String::new(), false),
+    ] {
+        let body = json!({"account": "acme", "type": "echo", "selectors": [selector]});
+        let response = app.post("/api/v1/tasks/explain", Some(ADMIN_KEY), &body).await;
+        if ok {
+            assert_eq!(response.status(), 200, "{} characters", selector.len());
+        } else {
+            refused(response, "selectors").await;
+        }
+    }
+}
