@@ -8,9 +8,9 @@
 //! each operation lists its error answers as a set of [`Problem`](crate::Problem) types
 //! ([`errors`]). The conformance tests check the document against real answers.
 
-mod bounds;
 pub mod errors;
 mod page;
+mod truths;
 
 use std::sync::Arc;
 
@@ -111,7 +111,8 @@ pub struct Reference {
 impl Reference {
     pub fn new(document: &OpenApi) -> Arc<Self> {
         let mut document = document.clone();
-        bounds::unsigned_int32(&mut document);
+        truths::unsigned_int32(&mut document);
+        truths::closed_tagged_variants(&mut document);
         // Serializing plain maps and strings cannot fail; the fallbacks keep the routes up.
         // The JSON keeps the document's order (fields as declared); the page reads it as a
         // `Value`, whose maps are sorted.
