@@ -36,7 +36,9 @@ pub use errors::Errors;
 `/delegate/v1`; pipelines and operators use `/api/v1` with an API key.\n\n\
 Every error answer is `application/problem+json` whose `type` is a stable URI \
 (`https://switchboard.dev/problems/<slug>`, listed in `docs/errors.md`); each operation \
-lists the types it can answer with, per status. Request bodies refuse unknown fields."
+lists the types it can answer with, per status. Request bodies refuse unknown fields, an array \
+where an object is required, numbers outside the `minimum`/`maximum` given, repeated items where \
+`uniqueItems` is set, and any string or key holding U+0000 (422 `validation`, naming the field)."
     ),
     components(schemas(
         crate::error::ProblemBody,
