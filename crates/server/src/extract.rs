@@ -6,6 +6,13 @@
 //! (422, with the path of the offending field, e.g. `selectors[2]`). Request types use
 //! `#[serde(deny_unknown_fields)]`, so a misspelt field is a 422 naming it rather than a
 //! silently ignored one.
+//!
+//! [`parse`] (and [`decode`] under it, which the delegate socket uses for its frames) is
+//! the one JSON parse of the server. It reads through
+//! [`Strict`](switchboard_protocol::strict::Strict), so an array where an object is
+//! required and a string or key holding U+0000 are 422s naming the field, the same on
+//! SQLite and PostgreSQL (which cannot store U+0000). Handlers that read the body as
+//! bytes first (submission, registration, task reports) call [`parse`] themselves.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};

@@ -402,7 +402,10 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy_and_no_cre
     let missing = app.get("/ui/secrets.txt", None).await;
     let body = super::support::problem(missing, 404, "not-found").await;
     assert!(
-        body["detail"].as_str().unwrap().contains("app.js, app.css and index.html"),
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("app.js, app.css and index.html"),
         "{body}"
     );
 }
