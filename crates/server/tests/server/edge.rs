@@ -23,6 +23,7 @@ both_backends!(
     a_nul_in_a_delegate_report_is_refused_and_the_task_keeps_running,
     a_nul_or_an_array_in_a_socket_frame_closes_that_socket_with_1007,
     arrays_are_refused_wherever_the_document_requires_an_object,
+    a_nul_in_names_tags_or_registration_fields_is_refused_naming_the_field,
 );
 
 /// `body` as sent, byte for byte (with the JSON content type), so escapes arrive as written.
@@ -193,6 +194,76 @@ async fn a_nul_in_a_delegate_report_is_refused_and_the_task_keeps_running(backen
     assert_eq!(done.json::<Value>().await.unwrap()["state"], "succeeded");
     let stored = app.state.store().get_task(id).await.unwrap();
     assert_eq!(stored.result, Some(json!({"out": "\\u0000"})));
+}
+
+async fn a_nul_in_names_tags_or_registration_fields_is_refused_naming_the_field(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let me = delegate(&app).await;
+    let token: Value = app
+        .post(
+            "/api/v1/delegate-tokens",
+            Some(ADMIN_KEY),
+            &json!({"name": "t2", "account": "acme"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let before = app.state.store().list_instances(None).await.unwrap().len();
+    for (path, key, body, field) in [
+        (
+            "/api/v1/delegate-tokens",
+            ADMIN_KEY,
+            r#"{"name":"a\u0000","account":"acme"}"#,
+            "name",
+        ),
+        (
+            "/api/v1/api-keys",
+            ADMIN_KEY,
+            r#"{"name":"k","account":"acme\u0000"}"#,
+            "account",
+        ),
+        (
+            "/api/v1/connectors",
+            ADMIN_KEY,
+            r#"{"name":"c","account":"acme","selectors":["\u0000"]}"#,
+            "selectors[0]",
+        ),
+        (
+            "/delegate/v1/register",
+            token.as_str(),
+            r#"{"name":"d","hostname":"h\u0000","version":"1.0.0"}"#,
+            "hostname",
+        ),
+        (
+            "/delegate/v1/register",
+            token.as_str(),
+            r#"{"name":"d","hostname":"h","version":"1\u0000"}"#,
+            "version",
+        ),
+        (
+            "/delegate/v1/register",
+            token.as_str(),
+            r#"{"name":"d","hostname":"h","version":"1","tags":["x\u0000"]}"#,
+            "tags[0]",
+        ),
+    ] {
+        let detail = refused(send(&app, "POST", path, key, body).await, field).await;
+        assert!(detail.contains("U+0000"), "{path}: {detail}");
+    }
+    let tags = format!("/api/v1/delegates/{}/tags", me.group_id);
+    refused(
+        send(&app, "PUT", &tags, ADMIN_KEY, r#"{"tags":["ok","\u0000"]}"#).await,
+        "tags[1]",
+    )
+    .await;
+    assert_eq!(app.state.store().list_instances(None).await.unwrap().len(), before);
+    assert_eq!(app.state.store().list_tokens(None).await.unwrap().len(), 2);
+    assert_eq!(app.state.store().list_api_keys(None).await.unwrap().len(), 0);
+    assert_eq!(app.state.store().list_connectors(None).await.unwrap().len(), 0);
 }
 
 /// Opens the instance's socket and reads its hello.
