@@ -23,6 +23,7 @@ pub struct CreateConnector {
     /// The delegate selectors that tasks naming this connector inherit when they have
     /// none of their own.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::SelectorInput>))]
     pub selectors: Vec<String>,
 }
 
@@ -33,6 +34,7 @@ pub struct CreateConnector {
 #[serde(deny_unknown_fields)]
 pub struct UpdateConnector {
     pub name: Ident,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::SelectorInput>))]
     pub selectors: Vec<String>,
 }
 

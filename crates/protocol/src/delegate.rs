@@ -21,8 +21,11 @@ pub struct RegisterRequest {
     pub flavour: ImageFlavour,
     /// The instance's own tags (raw; the server normalizes them).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::SelectorInput>))]
     pub tags: Vec<String>,
+    /// At most 64.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_items = 64))]
     pub task_types: Vec<TaskType>,
     /// Parallel tasks; 10 when absent.
     #[serde(default)]

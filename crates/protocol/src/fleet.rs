@@ -59,5 +59,6 @@ pub struct DelegateList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetTags {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::SelectorInput>))]
     pub tags: Vec<String>,
 }

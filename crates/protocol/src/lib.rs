@@ -10,6 +10,8 @@ pub mod connectors;
 pub mod delegate;
 pub mod fleet;
 pub mod keys;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod socket;
 pub mod strict;
 pub mod tasks;

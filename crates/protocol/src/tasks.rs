@@ -30,7 +30,10 @@ pub struct SubmitTask {
     /// Delegate selectors (raw; normalized by the server), at most 32. When empty, the
     /// connector's selectors apply.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(max_items = 32))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_items = 32, value_type = Vec<crate::schema::SelectorInput>)
+    )]
     pub selectors: Vec<String>,
     #[serde(default)]
     pub connector: Option<ConnectorId>,

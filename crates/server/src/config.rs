@@ -503,11 +503,29 @@ mod tests {
         let refused = load(&["--heartbeat-interval", "60s", "--heartbeat-timeout", "60s"], &[])
             .expect_err("stale between two beats")
             .to_string();
-        assert!(refused.contains("heartbeat_timeout (1m) must be longer than heartbeat_interval (1m)"), "{refused}");
-        let refused = load(&["--connection-lease", "100ms"], &[]).expect_err("too short").to_string();
-        assert!(refused.contains("connection_lease (100ms) must be at least 1s"), "{refused}");
-        load(&["--heartbeat-interval", "1s", "--heartbeat-timeout", "2s", "--connection-lease", "1s"], &[])
-            .expect("fine");
+        assert!(
+            refused.contains("heartbeat_timeout (1m) must be longer than heartbeat_interval (1m)"),
+            "{refused}"
+        );
+        let refused = load(&["--connection-lease", "100ms"], &[])
+            .expect_err("too short")
+            .to_string();
+        assert!(
+            refused.contains("connection_lease (100ms) must be at least 1s"),
+            "{refused}"
+        );
+        load(
+            &[
+                "--heartbeat-interval",
+                "1s",
+                "--heartbeat-timeout",
+                "2s",
+                "--connection-lease",
+                "1s",
+            ],
+            &[],
+        )
+        .expect("fine");
     }
 
     #[test]

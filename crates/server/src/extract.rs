@@ -12,6 +12,13 @@
 //! value of the wrong kind is a 422 `validation` whose `field` is the parameter and whose
 //! detail says what the parameter accepts (taken from the route's documented parameters,
 //! so the answer and `/openapi.json` cannot disagree).
+//!
+//! [`parse`] (and [`decode`] under it, which the delegate socket uses for its frames) is
+//! the one JSON parse of the server. It reads through
+//! [`Strict`](switchboard_protocol::strict::Strict), so an array where an object is
+//! required and a string or key holding U+0000 are 422s naming the field, the same on
+//! SQLite and PostgreSQL (which cannot store U+0000). Handlers that read the body as
+//! bytes first (submission, registration, task reports) call [`parse`] themselves.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};

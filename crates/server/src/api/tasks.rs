@@ -231,7 +231,12 @@ pub async fn selection_log(
     let entries = store.selection_log(id).await?;
     // Only a narrow key needs the holders (an account-wide one sees everything).
     let holders = match caller.visible().and_then(|s| s.org()) {
-        Some(_) => store.task_attempts(id).await?.into_iter().map(|a| a.instance_id).collect(),
+        Some(_) => store
+            .task_attempts(id)
+            .await?
+            .into_iter()
+            .map(|a| a.instance_id)
+            .collect(),
         None => Vec::new(),
     };
     Ok(Json(LogAnswer {

@@ -140,7 +140,11 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
             .filter(|t| *t > chrono::DateTime::UNIX_EPOCH)
             .unwrap_or(chrono::DateTime::UNIX_EPOCH)
     };
-    let heartbeat_before = before(settings.heartbeat_timeout.saturating_add(settings.heartbeat_flush_interval));
+    let heartbeat_before = before(
+        settings
+            .heartbeat_timeout
+            .saturating_add(settings.heartbeat_flush_interval),
+    );
     let query = DueQuery {
         now,
         unacknowledged_before: before(settings.acknowledge_timeout),

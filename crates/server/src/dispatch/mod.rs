@@ -145,7 +145,9 @@ impl Dispatcher {
     /// (a submission's request timed out, its client hung up) must not leave the task
     /// marked, or every later sweep here would skip it until it expired.
     pub(crate) fn begin_placing(&self, task: TaskId) -> Option<Placing<'_>> {
-        lock(&self.placing).insert(task).then_some(Placing { dispatcher: self, task })
+        lock(&self.placing)
+            .insert(task)
+            .then_some(Placing { dispatcher: self, task })
     }
 }
 
@@ -162,6 +164,12 @@ impl Drop for Placing<'_> {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section is one map operation, so a poisoned lock holds no half-done
+    // update.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +182,10 @@ mod tests {
         assert!(dispatcher.begin_placing(task).is_none(), "placed twice at once");
         // A submission's future dropped at an await (its request timed out) drops this.
         drop(placing);
-        assert!(dispatcher.begin_placing(task).is_some(), "the task stays marked for ever");
+        assert!(
+            dispatcher.begin_placing(task).is_some(),
+            "the task stays marked for ever"
+        );
     }
 
     #[test]
@@ -188,10 +199,4 @@ mod tests {
         assert!(lock(&dispatcher.explained).is_empty(), "an ended task stays in the map");
         assert!(dispatcher.explanation_changed(task, "0/1 delegates eligible"));
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one map operation, so a poisoned lock holds no half-done
-    // update.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -353,10 +353,7 @@ pub fn answered(state: &AppState, question: Question, results: &[CheckResult]) {
 async fn unanswered(state: &AppState, question: Question, timeout: Duration) {
     let instance = question.instance;
     let now = Utc::now();
-    let detail = format!(
-        "{SILENT} of {}",
-        crate::config::format_duration(timeout)
-    );
+    let detail = format!("{SILENT} of {}", crate::config::format_duration(timeout));
     for capability in &question.capabilities {
         let result = CapabilityResult {
             instance_id: instance,
@@ -410,7 +407,9 @@ fn unreachable(decision: &Decision) -> String {
             ..
         } = &v.verdict
         {
-            *answers.entry(format!("cannot reach {capability}: {detail}")).or_default() += 1;
+            *answers
+                .entry(format!("cannot reach {capability}: {detail}"))
+                .or_default() += 1;
         }
     }
     let parts: Vec<String> = answers

@@ -10,6 +10,7 @@
 
 pub mod errors;
 mod page;
+mod truths;
 
 use std::sync::Arc;
 
@@ -35,7 +36,9 @@ pub use errors::Errors;
 `/delegate/v1`; pipelines and operators use `/api/v1` with an API key.\n\n\
 Every error answer is `application/problem+json` whose `type` is a stable URI \
 (`https://switchboard.dev/problems/<slug>`, listed in `docs/errors.md`); each operation \
-lists the types it can answer with, per status. Request bodies refuse unknown fields."
+lists the types it can answer with, per status. Request bodies refuse unknown fields, an array \
+where an object is required, numbers outside the `minimum`/`maximum` given, repeated items where \
+`uniqueItems` is set, and any string or key holding U+0000 (422 `validation`, naming the field)."
     ),
     components(schemas(
         crate::error::ProblemBody,
@@ -109,10 +112,13 @@ pub struct Reference {
 
 impl Reference {
     pub fn new(document: &OpenApi) -> Arc<Self> {
+        let mut document = document.clone();
+        truths::unsigned_int32(&mut document);
+        truths::closed_tagged_variants(&mut document);
         // Serializing plain maps and strings cannot fail; the fallbacks keep the routes up.
         // The JSON keeps the document's order (fields as declared); the page reads it as a
         // `Value`, whose maps are sorted.
-        let json = serde_json::to_string_pretty(document).unwrap_or_default();
+        let json = serde_json::to_string_pretty(&document).unwrap_or_default();
         let value = serde_json::from_str(&json).unwrap_or_default();
         Arc::new(Self {
             html: page::render(&value).into(),

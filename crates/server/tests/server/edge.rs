@@ -23,6 +23,7 @@ both_backends!(
     a_nul_in_a_delegate_report_is_refused_and_the_task_keeps_running,
     a_nul_or_an_array_in_a_socket_frame_closes_that_socket_with_1007,
     arrays_are_refused_wherever_the_document_requires_an_object,
+    a_nul_in_names_tags_or_registration_fields_is_refused_naming_the_field,
 );
 
 /// `body` as sent, byte for byte (with the JSON content type), so escapes arrive as written.
@@ -195,6 +196,76 @@ async fn a_nul_in_a_delegate_report_is_refused_and_the_task_keeps_running(backen
     assert_eq!(stored.result, Some(json!({"out": "\\u0000"})));
 }
 
+async fn a_nul_in_names_tags_or_registration_fields_is_refused_naming_the_field(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let me = delegate(&app).await;
+    let token: Value = app
+        .post(
+            "/api/v1/delegate-tokens",
+            Some(ADMIN_KEY),
+            &json!({"name": "t2", "account": "acme"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let before = app.state.store().list_instances(None).await.unwrap().len();
+    for (path, key, body, field) in [
+        (
+            "/api/v1/delegate-tokens",
+            ADMIN_KEY,
+            r#"{"name":"a\u0000","account":"acme"}"#,
+            "name",
+        ),
+        (
+            "/api/v1/api-keys",
+            ADMIN_KEY,
+            r#"{"name":"k","account":"acme\u0000"}"#,
+            "account",
+        ),
+        (
+            "/api/v1/connectors",
+            ADMIN_KEY,
+            r#"{"name":"c","account":"acme","selectors":["\u0000"]}"#,
+            "selectors[0]",
+        ),
+        (
+            "/delegate/v1/register",
+            token.as_str(),
+            r#"{"name":"d","hostname":"h\u0000","version":"1.0.0"}"#,
+            "hostname",
+        ),
+        (
+            "/delegate/v1/register",
+            token.as_str(),
+            r#"{"name":"d","hostname":"h","version":"1\u0000"}"#,
+            "version",
+        ),
+        (
+            "/delegate/v1/register",
+            token.as_str(),
+            r#"{"name":"d","hostname":"h","version":"1","tags":["x\u0000"]}"#,
+            "tags[0]",
+        ),
+    ] {
+        let detail = refused(send(&app, "POST", path, key, body).await, field).await;
+        assert!(detail.contains("U+0000"), "{path}: {detail}");
+    }
+    let tags = format!("/api/v1/delegates/{}/tags", me.group_id);
+    refused(
+        send(&app, "PUT", &tags, ADMIN_KEY, r#"{"tags":["ok","\u0000"]}"#).await,
+        "tags[1]",
+    )
+    .await;
+    assert_eq!(app.state.store().list_instances(None).await.unwrap().len(), before);
+    assert_eq!(app.state.store().list_tokens(None).await.unwrap().len(), 2);
+    assert_eq!(app.state.store().list_api_keys(None).await.unwrap().len(), 0);
+    assert_eq!(app.state.store().list_connectors(None).await.unwrap().len(), 0);
+}
+
 /// Opens the instance's socket and reads its hello.
 async fn socket(
     r: &Registered,
@@ -229,16 +300,20 @@ async fn a_nul_or_an_array_in_a_socket_frame_closes_that_socket_with_1007(backen
     ] {
         let mut socket = socket(&me).await;
         socket.send(Message::text(frame)).await.unwrap();
-        let (code, reason) = loop {
-            match tokio::time::timeout(PATIENCE, socket.next())
-                .await
-                .expect("closed in time")
-            {
-                Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
-                Some(Ok(_)) => continue,
-                other => panic!("{frame}: expected a close frame, got {other:?}"),
+        // One deadline for the whole wait: the manager's pings would otherwise keep a
+        // per-frame timeout from ever firing on a socket it does not close.
+        let closing = async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
+                    Some(Ok(_)) => continue,
+                    other => panic!("{frame}: expected a close frame, got {other:?}"),
+                }
             }
         };
+        let (code, reason) = tokio::time::timeout(PATIENCE, closing)
+            .await
+            .unwrap_or_else(|_| panic!("{frame}: the socket stayed open"));
         assert_eq!(code, close::INVALID_MESSAGE, "{frame}: {reason}");
         assert!(reason.contains(named), "{frame}: {reason}");
     }
@@ -347,7 +422,30 @@ async fn every_documented_range_of_a_query_or_task_field_is_what_the_server_enfo
         }
         checked.push(format!("SubmitTask.{name}"));
     }
+    // The task body's lists: at the documented `maxItems`, and one past it.
+    for (name, schema) in submit["properties"].as_object().unwrap() {
+        let Some(max) = schema.get("maxItems").and_then(Value::as_u64) else {
+            continue;
+        };
+        let item = |i: u64| match name.as_str() {
+            "selectors" => json!(format!("s{i}")),
+            "capabilities" => json!({"kind": "tcp", "host": format!("h{i}"), "port": 1}),
+            other => panic!("no item generator for {other}"),
+        };
+        for (n, ok) in [(max, true), (max + 1, false)] {
+            let body = json!({"account": "acme", "type": "echo", name.as_str(): (0..n).map(item).collect::<Vec<_>>()});
+            let response = app.post("/api/v1/tasks/explain", Some(ADMIN_KEY), &body).await;
+            if ok {
+                assert_eq!(response.status(), 200, "{n} {name}");
+            } else {
+                refused(response, name).await;
+            }
+        }
+        checked.push(format!("SubmitTask.{name}[]"));
+    }
     for expected in [
+        "SubmitTask.selectors[]",
+        "SubmitTask.capabilities[]",
         "/api/v1/tasks?limit",
         "/api/v1/audit?limit",
         "SubmitTask.priority",
@@ -436,5 +534,26 @@ async fn every_dashboard_file_is_answered_with_a_content_type_the_document_lists
             listed.iter().any(|m| content_type.starts_with(m.as_str())),
             "{file} is sent as {content_type}; the document lists {listed:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_selector_is_refused_past_the_length_the_document_gives_it() {
+    let app = spawn_app().await;
+    let spec = Spec::fetch(&app).await;
+    let input = &spec.0["components"]["schemas"]["SelectorInput"];
+    let max = input["maxLength"].as_u64().expect("a documented maxLength") as usize;
+    for (selector, ok) in [
+        ("s".repeat(max), true),
+        ("s".repeat(max + 1), false),
+        (String::new(), false),
+    ] {
+        let body = json!({"account": "acme", "type": "echo", "selectors": [selector]});
+        let response = app.post("/api/v1/tasks/explain", Some(ADMIN_KEY), &body).await;
+        if ok {
+            assert_eq!(response.status(), 200, "{} characters", selector.len());
+        } else {
+            refused(response, "selectors").await;
+        }
     }
 }

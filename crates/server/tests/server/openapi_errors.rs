@@ -522,6 +522,15 @@ fn table(f: &Fixture) -> Vec<Case> {
         .key(&f.session)
         .raw(&br#"{"attempt":1,"outcome":"failed","error":"\u0000"}"#[..])
         .answers(422, "validation"),
+        case(
+            "an attempt past u32",
+            M::POST,
+            "/delegate/v1/tasks/{id}/acquire",
+            format!("/delegate/v1/tasks/{}/acquire", f.task),
+        )
+        .key(&f.session)
+        .raw(&br#"{"attempt":4294967296}"#[..])
+        .answers(422, "validation"),
         case("a lone surrogate", M::POST, "/api/v1/tasks", "/api/v1/tasks")
             .raw(&br#"{"account":"acme","type":"echo","payload":"\ud800"}"#[..])
             .answers(400, "bad-request"),
