@@ -1,9 +1,10 @@
 //! The summary of a decision: one line for people and a few counts for machines.
 //!
 //! `0/12 delegates eligible: 5 lack selectors [gpu], 4 stale heartbeat, 3 out of scope;
-//! waiting for a heartbeat` is what an operator reads in a selection log; [`Outlook`] is what the manager acts on:
-//! a task whose outlook is [`Outlook::Never`] fails at once as `no_eligible_delegate`
-//! (unless its submitter asked to wait), one that is [`Outlook::Temporary`] waits.
+//! waiting for a heartbeat` is what an operator reads in a selection log (the kind of wait
+//! closes the line); [`Outlook`] is what the manager acts on: a task whose outlook is
+//! [`Outlook::Never`] fails at once as `no_eligible_delegate` (unless its submitter asked
+//! to wait), one that is [`Outlook::Temporary`] waits.
 
 use std::collections::BTreeSet;
 use std::fmt;

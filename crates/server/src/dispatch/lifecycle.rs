@@ -269,7 +269,8 @@ impl Loops {
     }
 }
 
-/// How many placements a sweep runs at once (each may wait on a validation answer).
+/// How many placements a sweep runs at once (each a few store calls; none waits on a
+/// delegate, since validation questions are answered asynchronously).
 const SWEEP_PARALLEL: usize = 8;
 
 /// A sweep woken by a change stops after this many placements in a row left their task
@@ -294,7 +295,7 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
             next_full = tokio::time::Instant::now() + every;
         }
         // A wake-up during a sweep is served by the next sweep, once that one ends (or
-        // at the next period, should its placements wait on validation answers).
+        // at the next period, should its placements be slow).
         if woken && let Some(running) = last.as_mut().filter(|s| !s.is_finished()) {
             tokio::select! {
                 _ = running => {}

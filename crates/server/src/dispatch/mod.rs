@@ -11,7 +11,8 @@
 //!   connects, a slot frees, a result or a validation answer arrives: [`Dispatcher::wake`])
 //!   and on an interval anyway, so a missed wake-up never strands a task.
 //! * The reaper applies the timers: acknowledge timeout (release), assign timeout (expire,
-//!   with the last explanation), execution timeout (time out).
+//!   with the last explanation), execution timeout (time out), liveness (the tasks of an
+//!   instance whose heartbeat is too old, as if its socket closed).
 //! * [`lifecycle::instance_lost`] releases or re-queues what a lost instance held.
 
 pub mod fleet;
