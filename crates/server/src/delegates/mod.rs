@@ -124,6 +124,11 @@ pub async fn keep_lease(state: &AppState) {
                 if let Err(e) = state.store().set_instance_connected(id, true).await {
                     tracing::warn!(instance.id = %id, error = %e, "cannot record a connection again");
                 }
+                // The socket may have closed meanwhile, its let-go written before this
+                // record: undo it, or the instance would look connected for good.
+                if !state.hub().is_connected(id) {
+                    let _ = state.store().set_instance_connected(id, false).await;
+                }
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot renew the connection lease; retrying"),

@@ -90,6 +90,10 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
         let decision = evaluate(state, &task, &unreachable_here, Detail::Placement).await?;
         let attempt = task.attempt.next();
         last = decision.summary.to_string();
+        if decision.chosen.is_some() && !decision.to_validate.is_empty() {
+            // The kind of wait, as for any other (PRODUCT.md): here, a capability check.
+            last.push_str("; waiting for a capability check");
+        }
         // The decision's entry is written with whatever follows it (the assignment, most
         // often), in one store call; only a validation question writes it at once, to
         // keep the log in order.
@@ -128,7 +132,7 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
                 // The line goes to the submitter, who may not see that instance: it is
                 // named only in the selection log (redacted per reader).
                 return Ok(Placement::Waiting {
-                    explanation: format!("{last}; validating: waiting for a delegate's answer"),
+                    explanation: format!("{last}: validating, waiting for a delegate's answer"),
                 });
             }
             unreachable_here.insert(instance);
