@@ -146,9 +146,11 @@ impl Dispatcher {
     /// (a submission's request timed out, its client hung up) must not leave the task
     /// marked, or every later sweep here would skip it until it expired.
     pub(crate) fn begin_placing(&self, task: TaskId) -> Option<Placing<'_>> {
-        lock(&self.placing)
-            .insert(task)
-            .then_some(Placing { dispatcher: self, task })
+        // The lock is released before a guard exists (its drop takes the same lock), and
+        // a guard is made only when the task was free: `then_some` would build one either
+        // way and, dropping the unused one, unmark the placement under way.
+        let free = lock(&self.placing).insert(task);
+        free.then(|| Placing { dispatcher: self, task })
     }
 }
 
