@@ -621,10 +621,15 @@ async fn scope_decides_who_may_take_a_task_across_the_full_3x3_table(backend: Ba
                 assert_eq!(verdict["rule"], "scope", "{verdict}");
             }
         }
+        // Read from its attempt once it ran: the submission's own answer may say `queued`
+        // when the queue sweep began placing the new task a moment before it did.
         let (_, task) = submit(&app, body).await;
+        let id = task["id"].as_str().unwrap();
+        wait_for(&app, id, "succeeded").await;
+        let attempts = app.state.store().task_attempts(id.parse().unwrap()).await.unwrap();
         let level = by_level
             .iter()
-            .find(|(_, w)| task["instance_id"] == w.registered.instance_id.to_string())
+            .find(|(_, w)| attempts.iter().any(|a| a.instance_id == w.registered.instance_id))
             .map(|(l, _)| *l);
         assert!(
             level.is_some_and(|l| allowed.contains(&l)),
