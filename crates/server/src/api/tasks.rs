@@ -71,6 +71,10 @@ pub async fn submit(
     if spec.connector_id.is_some() {
         caller.check(Permission::ConnectorsAccess, &spec.scope, "scope")?;
     }
+    // Marked as being placed before it exists, so that a queue sweep reading the new row
+    // leaves it to this placement, whose outcome is the answer. The id is new, so the
+    // mark is free; should it not be, the sweep places the task and the answer says queued.
+    let placing = state.dispatcher().begin_placing(spec.id);
     let task = match state.store().insert_task(&spec).await? {
         Inserted::Existing(task) => {
             return Ok((
@@ -88,7 +92,11 @@ pub async fn submit(
     // The task is stored: whatever happens to this placement, the queue sweep retries it.
     let id = task.id();
     let queued = TaskView::from(&task);
-    let (explanation, placed) = match dispatch::place::place_task(&state, task).await {
+    let placement = match placing {
+        Some(placing) => dispatch::place::place_submitted(&state, task, placing).await,
+        None => dispatch::place::place_task(&state, task).await,
+    };
+    let (explanation, placed) = match placement {
         Ok(Placement::Waiting { explanation }) => (Some(explanation), Some(queued)),
         Ok(Placement::Failed { explanation, .. }) => (Some(explanation), None),
         Ok(Placement::Assigned { task, .. }) => (None, Some(TaskView::from(&*task))),

@@ -145,7 +145,7 @@ impl Dispatcher {
     /// it already is. A guard, not a pair of calls: a placement whose future is dropped
     /// (a submission's request timed out, its client hung up) must not leave the task
     /// marked, or every later sweep here would skip it until it expired.
-    pub(crate) fn begin_placing(&self, task: TaskId) -> Option<Placing<'_>> {
+    pub fn begin_placing(&self, task: TaskId) -> Option<Placing<'_>> {
         // The lock is released before a guard exists (its drop takes the same lock), and
         // a guard is made only when the task was free: `then_some` would build one either
         // way and, dropping the unused one, unmark the placement under way.
@@ -156,7 +156,7 @@ impl Dispatcher {
 
 /// A placement under way (see [`Dispatcher::begin_placing`]); unmarks its task when dropped.
 #[derive(Debug)]
-pub(crate) struct Placing<'d> {
+pub struct Placing<'d> {
     dispatcher: &'d Dispatcher,
     task: TaskId,
 }

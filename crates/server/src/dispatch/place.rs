@@ -12,7 +12,7 @@ use switchboard_domain::{
 use switchboard_protocol::socket::{CheckResult, ServerMessage};
 use switchboard_store::{Claim, StoreError, StoreResult, Transition};
 
-use super::Question;
+use super::{Placing, Question};
 use super::fleet::{Freshness, Use};
 use crate::metrics::Validation;
 use crate::state::AppState;
@@ -50,11 +50,22 @@ pub async fn place_task(state: &AppState, task: Task) -> StoreResult<Placement> 
     place_known(state, task.id(), Some(task)).await
 }
 
+/// Places a task just inserted under `placing`, the mark its submission took before
+/// inserting it: the queue sweep, which may read the new row before this placement
+/// starts, passes over it, so the submitter is answered with this placement's outcome.
+pub async fn place_submitted(state: &AppState, task: Task, placing: Placing<'_>) -> StoreResult<Placement> {
+    place_marked(state, task.id(), Some(task), placing).await
+}
+
 async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
-    let dispatcher = state.dispatcher();
-    let Some(placing) = dispatcher.begin_placing(id) else {
+    let Some(placing) = state.dispatcher().begin_placing(id) else {
         return Ok(Placement::NotQueued);
     };
+    place_marked(state, id, known, placing).await
+}
+
+async fn place_marked(state: &AppState, id: TaskId, known: Option<Task>, placing: Placing<'_>) -> StoreResult<Placement> {
+    let dispatcher = state.dispatcher();
     let outcome = place_rounds(state, id, known).await;
     drop(placing);
     if !matches!(outcome, Ok(Placement::Waiting { .. }) | Err(_)) {
