@@ -12,8 +12,8 @@ use switchboard_domain::{
 use switchboard_protocol::socket::{CheckResult, ServerMessage};
 use switchboard_store::{Claim, StoreError, StoreResult, Transition};
 
-use super::{Placing, Question};
 use super::fleet::{Freshness, Use};
+use super::{Placing, Question};
 use crate::metrics::Validation;
 use crate::state::AppState;
 
@@ -64,7 +64,12 @@ async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> Store
     place_marked(state, id, known, placing).await
 }
 
-async fn place_marked(state: &AppState, id: TaskId, known: Option<Task>, placing: Placing<'_>) -> StoreResult<Placement> {
+async fn place_marked(
+    state: &AppState,
+    id: TaskId,
+    known: Option<Task>,
+    placing: Placing<'_>,
+) -> StoreResult<Placement> {
     let dispatcher = state.dispatcher();
     let outcome = place_rounds(state, id, known).await;
     drop(placing);
