@@ -7,39 +7,7 @@ use switchboard_store::query::MAX_PAGE;
 use switchboard_store::{AuditQuery, StoreResult};
 
 use crate::map_err;
-use crate::rows::{self, scope_values, within, within_sql};
-
-pub(crate) async fn append_audit(pool: &PgPool, e: &AuditEntry) -> StoreResult<AuditEntry> {
-    let (account, org, project, path) = match &e.key_scope {
-        Some(s) => {
-            let (a, o, p, path) = scope_values(s);
-            (Some(a), o, p, Some(path))
-        }
-        None => (None, None, None, None),
-    };
-    let row = sqlx::query(
-        "INSERT INTO audit_log
-             (at, actor, key_id, account, org, project, scope_path, method, route, path, status, remote)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         RETURNING *",
-    )
-    .bind(e.at)
-    .bind(&e.actor)
-    .bind(e.key_id.map(|k| k.0))
-    .bind(account)
-    .bind(org)
-    .bind(project)
-    .bind(path)
-    .bind(&e.method)
-    .bind(&e.route)
-    .bind(&e.path)
-    .bind(i32::from(e.status))
-    .bind(&e.remote)
-    .fetch_one(pool)
-    .await
-    .map_err(map_err)?;
-    rows::audit_entry(&row)
-}
+use crate::rows::{self, within, within_sql};
 
 pub(crate) async fn list_audit(pool: &PgPool, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
     // With a scope, `account = $1` also leaves out the admin key's entries (no account).

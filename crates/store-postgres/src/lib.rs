@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod batch;
 mod deadlines;
 mod delegates;
 mod error;
@@ -18,6 +19,7 @@ mod notify;
 mod rows;
 mod tasks;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,12 +28,13 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
-    Task, TaskAttempt, TaskId, TokenId,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Scope, SecretHash, SelectionLogEntry, Selectors, Task,
+    TaskAttempt, TaskId, TokenId,
 };
+use switchboard_store::committer::{Committer, Limits};
 use switchboard_store::{
-    AdminKey, AuditQuery, Backend, Claim, DueQuery, DueTasks, Inserted, Page, Store, StoreError, StoreResult,
-    TaskQuery, Transition,
+    AdminKey, AuditQuery, Backend, BatchSnapshot, DueQuery, DueTasks, Page, Store, StoreError, StoreResult, TaskQuery,
+    TaskWrite, Written,
 };
 use uuid::Uuid;
 
@@ -77,6 +80,8 @@ pub struct PgOptions {
     /// How long the connections this store records count without a renewal of its lease
     /// ([`Store::renew_lease`]); the first lease is taken when it connects.
     pub connection_lease: Duration,
+    /// How big a batch of task writes may grow, and how many commit at once.
+    pub batches: Limits,
 }
 
 impl Default for PgOptions {
@@ -85,6 +90,10 @@ impl Default for PgOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             connection_lease: Duration::from_secs(10),
+            batches: Limits {
+                in_flight: 2,
+                ..Limits::default()
+            },
         }
     }
 }
@@ -103,6 +112,8 @@ pub struct PgStore {
     replica: Uuid,
     /// How long its lease lasts from each renewal.
     lease: Duration,
+    /// Every write on the task path, in batches ([`batch`]).
+    committer: Committer,
 }
 
 /// Starts a transaction on a connection from `pool`.
@@ -154,12 +165,14 @@ impl PgStore {
             .fetch_one(&pool)
             .await
             .map_err(map_err)?;
+        let committer = Committer::start(Arc::new(batch::PgWriter { pool: pool.clone() }), options.batches);
         let store = Self {
             pool,
             channel: notify::channel_for(&schema),
             lead: std::sync::Arc::new(lead::Lead::new(connect)),
             replica: Uuid::new_v4(),
             lease: options.connection_lease,
+            committer,
         };
         store.migrate().await?;
         delegates::renew_lease(&store.pool, store.replica, store.lease).await?;
@@ -234,6 +247,14 @@ async fn check_ready(pool: &PgPool) -> StoreResult<()> {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn write_tasks(&self, writes: Vec<TaskWrite>) -> StoreResult<Vec<StoreResult<Written>>> {
+        self.committer.write(writes).await
+    }
+
+    fn batch_stats(&self) -> Option<BatchSnapshot> {
+        Some(self.committer.stats())
+    }
+
     fn backend(&self) -> Backend {
         Backend::Postgres
     }
@@ -334,9 +355,6 @@ impl Store for PgStore {
         delegates::last_success(&self.pool, connector).await
     }
 
-    async fn insert_task(&self, task: &NewTask) -> StoreResult<Inserted> {
-        tasks::insert_task(&self.pool, task).await
-    }
     async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
         tasks::get_task(&self.pool, id).await
     }
@@ -345,21 +363,6 @@ impl Store for PgStore {
     }
     async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
         tasks::queued_tasks(&self.pool, account, limit).await
-    }
-    async fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim> {
-        tasks::claim_task(&self.pool, task, instance, at).await
-    }
-    async fn transition_task(&self, transition: &Transition) -> StoreResult<Task> {
-        tasks::transition_task(&self.pool, transition).await
-    }
-    async fn record_progress(
-        &self,
-        task: TaskId,
-        attempt: Attempt,
-        progress: &serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Task> {
-        tasks::record_progress(&self.pool, task, attempt, progress, at).await
     }
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.pool, task).await
@@ -381,9 +384,6 @@ impl Store for PgStore {
         tasks::capability_results(&self.pool, instances).await
     }
 
-    async fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> StoreResult<()> {
-        tasks::append_selection_log(&self.pool, entries).await
-    }
     async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>> {
         tasks::selection_log(&self.pool, task).await
     }
@@ -391,9 +391,6 @@ impl Store for PgStore {
         tasks::prune_selection_log(&self.pool, before).await
     }
 
-    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<AuditEntry> {
-        audit::append_audit(&self.pool, entry).await
-    }
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         audit::list_audit(&self.pool, query).await
     }

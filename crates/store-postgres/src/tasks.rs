@@ -2,88 +2,17 @@
 //! and the selection log.
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
 use switchboard_domain::{
-    Attempt, CapabilityBasis, CapabilityResult, Ident, InstanceId, NewTask, SelectionKind, SelectionLogEntry, Task,
-    TaskAttempt, TaskEvent, TaskId, TaskState,
+    Attempt, CapabilityBasis, CapabilityResult, Ident, InstanceId, SelectionKind, SelectionLogEntry, Task, TaskAttempt,
+    TaskId,
 };
-use switchboard_store::{Claim, Conflict, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition};
+use switchboard_store::{Page, StoreError, StoreResult, TaskQuery};
 use uuid::Uuid;
 
-use crate::error::is_unique_violation;
 use crate::map_err;
-use crate::rows::{self, TASK_COLUMNS, scope_values, within, within_sql};
-
-fn millis(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-pub(crate) async fn insert_task(pool: &PgPool, t: &NewTask) -> StoreResult<Inserted> {
-    let (account, org, project, path) = scope_values(&t.scope);
-    let (key, fingerprint) = match &t.idempotency {
-        Some(i) => (Some(i.key.as_str()), Some(i.fingerprint.as_str())),
-        None => (None, None),
-    };
-    let sql = format!(
-        "INSERT INTO tasks (id, account, org, project, scope_path, task_type, payload, selectors, connector_id,
-             capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate,
-             idempotency_key, idempotency_fingerprint, state, created_at, updated_at, assign_deadline)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, 'queued', $18, $18,
-             $18 + $12 * interval '1 millisecond')
-         ON CONFLICT (account, idempotency_key) DO NOTHING
-         RETURNING {TASK_COLUMNS}"
-    );
-    let inserted = sqlx::query(&sql)
-        .bind(t.id.0)
-        .bind(&account)
-        .bind(org)
-        .bind(project)
-        .bind(path)
-        .bind(t.task_type.as_str())
-        .bind(Json(&t.payload))
-        .bind(Json(&t.selectors))
-        .bind(t.connector_id.map(|c| c.0))
-        .bind(Json(&t.capabilities))
-        .bind(t.priority)
-        .bind(millis(t.assign_timeout))
-        .bind(millis(t.execution_timeout))
-        .bind(t.max_attempts as i32)
-        .bind(t.wait_for_delegate)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(t.created_at)
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23503") => StoreError::NotFound("connector"),
-            e if is_unique_violation(&e) => Conflict::Duplicate {
-                what: "task",
-                name: t.id.to_string(),
-            }
-            .into(),
-            e => map_err(e),
-        })?;
-    if let Some(row) = inserted {
-        return Ok(Inserted::Created(rows::task(&row)?));
-    }
-    // The idempotency key was taken (only it can make DO NOTHING skip the insert).
-    let Some(idem) = &t.idempotency else {
-        return Err(StoreError::Internal("insert skipped without an idempotency key".into()));
-    };
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE account = $1 AND idempotency_key = $2");
-    let row = sqlx::query(&sql)
-        .bind(&account)
-        .bind(&idem.key)
-        .fetch_one(pool)
-        .await
-        .map_err(map_err)?;
-    let existing = rows::task(&row)?;
-    match &existing.spec.idempotency {
-        Some(prev) if prev.fingerprint == idem.fingerprint => Ok(Inserted::Existing(existing)),
-        _ => Err(Conflict::IdempotencyMismatch(idem.key.clone()).into()),
-    }
-}
+use crate::rows::{self, TASK_COLUMNS, within, within_sql};
 
 pub(crate) async fn get_task(pool: &PgPool, id: TaskId) -> StoreResult<Task> {
     let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
@@ -139,167 +68,6 @@ pub(crate) async fn queued_tasks(pool: &PgPool, account: Option<&Ident>, limit: 
         .await
         .map_err(map_err)?;
     rows.iter().map(rows::task).collect()
-}
-
-pub(crate) async fn claim_task(
-    pool: &PgPool,
-    task: TaskId,
-    instance: InstanceId,
-    at: DateTime<Utc>,
-) -> StoreResult<Claim> {
-    let mut tx = crate::begin(pool).await?;
-    // Task first, then instance: the lock order every transaction here follows. The
-    // conditional update is the arbiter: a concurrent claimer blocks on the row lock, then
-    // re-checks `state = 'queued'` against the committed row and updates nothing.
-    let sql = format!(
-        "UPDATE tasks SET state = 'assigned', attempt = attempt + 1, instance_id = $2, assigned_at = $3, updated_at = $3
-         WHERE id = $1 AND state = 'queued'
-         RETURNING {TASK_COLUMNS}"
-    );
-    let Some(row) = sqlx::query(&sql)
-        .bind(task.0)
-        .bind(instance.0)
-        .bind(at)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?
-    else {
-        return Ok(Claim::TaskNotQueued);
-    };
-    let claimed = rows::task(&row)?;
-    let slot = sqlx::query(
-        "UPDATE delegate_instances SET active_tasks = active_tasks + 1 WHERE id = $1 AND active_tasks < capacity
-         RETURNING id",
-    )
-    .bind(instance.0)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    if slot.is_none() {
-        let exists = sqlx::query("SELECT 1 FROM delegate_instances WHERE id = $1")
-            .bind(instance.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        tx.rollback().await.map_err(map_err)?;
-        return Ok(if exists.is_some() {
-            Claim::InstanceFull
-        } else {
-            Claim::InstanceGone
-        });
-    }
-    sqlx::query("INSERT INTO task_attempts (task_id, attempt, instance_id, assigned_at) VALUES ($1, $2, $3, $4)")
-        .bind(task.0)
-        .bind(claimed.attempt.0 as i32)
-        .bind(instance.0)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    tx.commit().await.map_err(map_err)?;
-    Ok(Claim::Claimed(Box::new(claimed)))
-}
-
-/// Loads a task under a row lock and checks the fence.
-/// The task, locked until the transaction ends.
-async fn lock_task(tx: &mut Transaction<'_, Postgres>, id: TaskId) -> StoreResult<Task> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE");
-    let row = sqlx::query(&sql)
-        .bind(id.0)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    rows::task(&row.ok_or(StoreError::NotFound("task"))?)
-}
-
-pub(crate) async fn transition_task(pool: &PgPool, t: &Transition) -> StoreResult<Task> {
-    let mut tx = crate::begin(pool).await?;
-    let mut task = lock_task(&mut tx, t.task_id).await?;
-    t.check_fences(&task)?;
-    let released = task
-        .apply(t.event, t.at, t.failure.clone(), t.result.clone())
-        .map_err(Conflict::from)?;
-    let sql = format!(
-        "UPDATE tasks SET state = $2, runs = $3, instance_id = $4, started_at = $5, finished_at = $6,
-             failure_reason = $7, failure_detail = $8, result = $9, updated_at = $10, run_deadline = $11
-         WHERE id = $1 RETURNING {TASK_COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(task.id().0)
-        .bind(task.state.as_str())
-        .bind(task.runs as i32)
-        .bind(task.instance_id.map(|i| i.0))
-        .bind(task.started_at)
-        .bind(task.finished_at)
-        .bind(task.failure.as_ref().map(|f| f.reason.as_str()))
-        .bind(task.failure.as_ref().map(|f| f.detail.as_str()))
-        .bind(task.result.as_ref().map(Json))
-        .bind(task.updated_at)
-        .bind(task.run_deadline)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    if let Some(instance) = released {
-        // The instance may have been removed meanwhile; then there is no slot to free.
-        sqlx::query("UPDATE delegate_instances SET active_tasks = active_tasks - 1 WHERE id = $1 AND active_tasks > 0")
-            .bind(instance.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-    }
-    let (acquired, ended) = match (t.event, released) {
-        (TaskEvent::Acquire, _) => (Some(t.at), None),
-        (_, Some(_)) => (None, Some(t.at)),
-        _ => (None, None),
-    };
-    if acquired.is_some() || ended.is_some() {
-        sqlx::query(
-            "UPDATE task_attempts SET acquired_at = COALESCE($3, acquired_at), ended_at = COALESCE($4, ended_at),
-                 outcome = COALESCE($5, outcome)
-             WHERE task_id = $1 AND attempt = $2",
-        )
-        .bind(task.id().0)
-        .bind(task.attempt.0 as i32)
-        .bind(acquired)
-        .bind(ended)
-        .bind(ended.map(|_| task.state.as_str()))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    }
-    tx.commit().await.map_err(map_err)?;
-    rows::task(&row)
-}
-
-pub(crate) async fn record_progress(
-    pool: &PgPool,
-    id: TaskId,
-    attempt: Attempt,
-    progress: &serde_json::Value,
-    at: DateTime<Utc>,
-) -> StoreResult<Task> {
-    let mut tx = crate::begin(pool).await?;
-    let task = lock_task(&mut tx, id).await?;
-    if attempt != task.attempt {
-        return Err(Conflict::StaleAttempt {
-            presented: attempt,
-            current: task.attempt,
-        }
-        .into());
-    }
-    if task.state != TaskState::Running {
-        return Err(Conflict::TaskState(task.state).into());
-    }
-    let sql = format!("UPDATE tasks SET progress = $2, updated_at = $3 WHERE id = $1 RETURNING {TASK_COLUMNS}");
-    let row = sqlx::query(&sql)
-        .bind(id.0)
-        .bind(Json(progress))
-        .bind(at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    tx.commit().await.map_err(map_err)?;
-    rows::task(&row)
 }
 
 pub(crate) async fn task_attempts(pool: &PgPool, id: TaskId) -> StoreResult<Vec<TaskAttempt>> {
@@ -359,17 +127,19 @@ pub(crate) async fn capability_results(pool: &PgPool, instances: &[InstanceId]) 
 
 // --- selection log -----------------------------------------------------------------------
 
-pub(crate) async fn append_selection_log(pool: &PgPool, entries: &[SelectionLogEntry]) -> StoreResult<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
+/// Appends selection-log entries in one statement, in the given order (the batch
+/// writer's last step but the audit rows).
+pub(crate) async fn insert_selection_log(
+    conn: &mut sqlx::PgConnection,
+    entries: &[SelectionLogEntry],
+) -> Result<(), sqlx::Error> {
     let tasks: Vec<Uuid> = entries.iter().map(|e| e.task_id.0).collect();
     let attempts: Vec<i32> = entries.iter().map(|e| e.attempt.0 as i32).collect();
     let ats: Vec<DateTime<Utc>> = entries.iter().map(|e| e.at).collect();
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
     let summaries: Vec<&str> = entries.iter().map(|e| e.summary.as_str()).collect();
     let details: Vec<Json<&serde_json::Value>> = entries.iter().map(|e| Json(&e.detail)).collect();
-    // One statement for the batch; WITH ORDINALITY keeps the entries in the given order.
+    // WITH ORDINALITY keeps the entries in the given order.
     sqlx::query(
         "INSERT INTO selection_log (task_id, attempt, at, kind, summary, detail)
          SELECT t, a, at, k, s, d
@@ -383,12 +153,8 @@ pub(crate) async fn append_selection_log(pool: &PgPool, entries: &[SelectionLogE
     .bind(&kinds)
     .bind(&summaries)
     .bind(&details)
-    .execute(pool)
-    .await
-    .map_err(|e| match e {
-        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23503") => StoreError::NotFound("task"),
-        e => map_err(e),
-    })?;
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -6,39 +6,8 @@ use switchboard_domain::AuditEntry;
 use switchboard_store::query::MAX_PAGE;
 use switchboard_store::{AuditQuery, StoreResult};
 
-use crate::rows::{self, AUDIT_COLUMNS, ms, scope_values};
+use crate::rows::{self, AUDIT_COLUMNS, ms};
 use crate::{Db, map_err};
-
-pub(crate) async fn append_audit(db: &Db, e: &AuditEntry) -> StoreResult<AuditEntry> {
-    let (account, org, project, path) = match &e.key_scope {
-        Some(s) => {
-            let (a, o, p, path) = scope_values(s);
-            (Some(a), o, p, Some(path))
-        }
-        None => (None, None, None, None),
-    };
-    let row = sqlx::query(&format!(
-        "INSERT INTO audit_log \
-         (at, actor, key_id, account, org, project, scope_path, method, route, path, status, remote) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {AUDIT_COLUMNS}"
-    ))
-    .bind(ms(e.at))
-    .bind(&e.actor)
-    .bind(e.key_id.map(|k| k.0))
-    .bind(account)
-    .bind(org)
-    .bind(project)
-    .bind(path)
-    .bind(&e.method)
-    .bind(&e.route)
-    .bind(&e.path)
-    .bind(i64::from(e.status))
-    .bind(&e.remote)
-    .fetch_one(&db.writer)
-    .await
-    .map_err(map_err)?;
-    rows::audit_entry(&row)
-}
 
 pub(crate) async fn list_audit(db: &Db, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
     let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));

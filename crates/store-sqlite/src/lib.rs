@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod batch;
 mod deadlines;
 mod delegates;
 mod error;
@@ -52,13 +53,12 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
-    Task, TaskAttempt, TaskId, TokenId,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Scope, SecretHash, SelectionLogEntry, Selectors, Task,
+    TaskAttempt, TaskId, TokenId,
 };
-use switchboard_store::{
-    AdminKey, AuditQuery, Backend, Claim, DueQuery, DueTasks, Inserted, Page, StoreError, StoreResult, TaskQuery,
-    Transition,
-};
+use switchboard_store::committer::{Committer, Limits};
+use switchboard_store::{AdminKey, AuditQuery, Backend, DueQuery, DueTasks, Page, StoreError, StoreResult, TaskQuery};
+use switchboard_store::{BatchSnapshot, TaskWrite, Written};
 
 pub use error::map_err;
 
@@ -94,6 +94,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: Db,
+    /// Every write on the task path, in batches ([`batch`]): one at a time, as the file
+    /// has one writer.
+    committer: Committer,
     /// With [`SqliteStore::open_exclusive`]: the lock file, held while any clone lives.
     _lock: Option<Arc<File>>,
 }
@@ -204,8 +207,11 @@ impl SqliteStore {
             .await
             .map_err(map_err)?;
         tracing::info!(path = %path.display(), "SQLite store open, migrations applied");
+        let db = Db { writer, reader };
+        let committer = Committer::start(Arc::new(batch::SqliteWriter { db: db.clone() }), Limits::default());
         Ok(Self {
-            db: Db { writer, reader },
+            db,
+            committer,
             _lock: lock,
         })
     }
@@ -325,6 +331,14 @@ async fn check_ready(db: &Db) -> StoreResult<()> {
 
 #[async_trait]
 impl switchboard_store::Store for SqliteStore {
+    async fn write_tasks(&self, writes: Vec<TaskWrite>) -> StoreResult<Vec<StoreResult<Written>>> {
+        self.committer.write(writes).await
+    }
+
+    fn batch_stats(&self) -> Option<BatchSnapshot> {
+        Some(self.committer.stats())
+    }
+
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }
@@ -458,10 +472,6 @@ impl switchboard_store::Store for SqliteStore {
 
     // --- tasks -----------------------------------------------------------------------
 
-    async fn insert_task(&self, task: &NewTask) -> StoreResult<Inserted> {
-        tasks::insert_task(&self.db, task).await
-    }
-
     async fn get_task(&self, id: TaskId) -> StoreResult<Task> {
         tasks::get_task(&self.db, id).await
     }
@@ -472,24 +482,6 @@ impl switchboard_store::Store for SqliteStore {
 
     async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
         tasks::queued_tasks(&self.db, account, limit).await
-    }
-
-    async fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim> {
-        tasks::claim_task(&self.db, task, instance, at).await
-    }
-
-    async fn transition_task(&self, transition: &Transition) -> StoreResult<Task> {
-        tasks::transition_task(&self.db, transition).await
-    }
-
-    async fn record_progress(
-        &self,
-        task: TaskId,
-        attempt: Attempt,
-        progress: &serde_json::Value,
-        at: DateTime<Utc>,
-    ) -> StoreResult<Task> {
-        tasks::record_progress(&self.db, task, attempt, progress, at).await
     }
 
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
@@ -520,10 +512,6 @@ impl switchboard_store::Store for SqliteStore {
 
     // --- selection log -----------------------------------------------------------------
 
-    async fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> StoreResult<()> {
-        tasks::append_selection_log(&self.db, entries).await
-    }
-
     async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>> {
         tasks::selection_log(&self.db, task).await
     }
@@ -533,10 +521,6 @@ impl switchboard_store::Store for SqliteStore {
     }
 
     // --- audit log ---------------------------------------------------------------------
-
-    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<AuditEntry> {
-        audit::append_audit(&self.db, entry).await
-    }
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         audit::list_audit(&self.db, query).await

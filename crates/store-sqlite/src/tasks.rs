@@ -6,115 +6,22 @@
 //! slot, the attempt is current) still hold when it writes.
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
-use switchboard_domain::{
-    Attempt, CapabilityResult, Ident, InstanceId, NewTask, SelectionLogEntry, Task, TaskAttempt, TaskEvent, TaskId,
-};
-use switchboard_store::{Claim, Conflict, Inserted, Page, StoreError, StoreResult, TaskQuery, Transition};
+use sqlx::{QueryBuilder, Sqlite};
+use switchboard_domain::{CapabilityResult, Ident, InstanceId, SelectionLogEntry, Task, TaskAttempt, TaskId};
+use switchboard_store::{Page, StoreError, StoreResult, TaskQuery};
 
-use crate::error::{is_foreign_key_violation, is_unique_violation};
-use crate::rows::{self, ATTEMPT_COLUMNS, TASK_COLUMNS, ms, scope_values, to_json};
-use crate::{Db, exists, map_err};
+use crate::error::is_foreign_key_violation;
+use crate::rows::{self, ATTEMPT_COLUMNS, TASK_COLUMNS, ms, to_json};
+use crate::{Db, map_err};
 
-fn duration_ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-pub(crate) async fn insert_task(db: &Db, task: &NewTask) -> StoreResult<Inserted> {
-    let (account, org, project, path) = scope_values(&task.scope);
-    let (key, fingerprint) = match &task.idempotency {
-        Some(i) => (Some(i.key.as_str()), Some(i.fingerprint.as_str())),
-        None => (None, None),
-    };
-    let mut tx = db.write().await?;
-    // DO NOTHING on a reused idempotency key (never on another conflict: a reused id is a
-    // bug and fails), then read the task that holds the key. Keys are NULL without
-    // idempotency, and NULLs never conflict.
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO tasks (id, account, org, project, scope_path, task_type, payload, selectors, connector_id, \
-         capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate, \
-         idempotency_key, idempotency_fingerprint, state, attempt, runs, created_at, updated_at, \
-         assign_deadline) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, 0, ?, ?, ?) \
-         ON CONFLICT (account, idempotency_key) DO NOTHING RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(task.id.0)
-    .bind(&account)
-    .bind(org)
-    .bind(project)
-    .bind(path)
-    .bind(task.task_type.as_str())
-    .bind(to_json(&task.payload)?)
-    .bind(to_json(&task.selectors)?)
-    .bind(task.connector_id.map(|c| c.0))
-    .bind(to_json(&task.capabilities)?)
-    .bind(task.priority)
-    .bind(duration_ms(task.assign_timeout))
-    .bind(duration_ms(task.execution_timeout))
-    .bind(i64::from(task.max_attempts))
-    .bind(task.wait_for_delegate)
-    .bind(key)
-    .bind(fingerprint)
-    .bind(ms(task.created_at))
-    .bind(ms(task.created_at))
-    // The same sum as `Task::assign_deadline`, on the stored (millisecond) values.
-    .bind(ms(task.created_at).saturating_add(duration_ms(task.assign_timeout)))
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| {
-        if is_foreign_key_violation(&e) {
-            StoreError::NotFound("connector")
-        } else if is_unique_violation(&e) {
-            Conflict::Duplicate {
-                what: "task",
-                name: task.id.to_string(),
-            }
-            .into()
-        } else {
-            map_err(e)
-        }
-    })?;
-
-    let outcome = match (inserted, &task.idempotency) {
-        (Some(row), _) => Inserted::Created(rows::task(&row)?),
-        (None, Some(idem)) => {
-            let row = sqlx::query(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE account = ? AND idempotency_key = ?"
-            ))
-            .bind(&account)
-            .bind(&idem.key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let existing = rows::task(&row)?;
-            match &existing.spec.idempotency {
-                Some(stored) if stored.fingerprint == idem.fingerprint => Inserted::Existing(existing),
-                _ => return Err(Conflict::IdempotencyMismatch(idem.key.clone()).into()),
-            }
-        }
-        (None, None) => {
-            return Err(StoreError::Internal(
-                "task insert ignored without an idempotency key".into(),
-            ));
-        }
-    };
-    tx.commit().await.map_err(map_err)?;
-    Ok(outcome)
-}
-
-async fn load_task(conn: &mut SqliteConnection, id: TaskId) -> StoreResult<Task> {
+pub(crate) async fn get_task(db: &Db, id: TaskId) -> StoreResult<Task> {
     let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
         .bind(id.0)
-        .fetch_optional(conn)
+        .fetch_optional(&db.reader)
         .await
         .map_err(map_err)?
         .ok_or(StoreError::NotFound("task"))?;
     rows::task(&row)
-}
-
-pub(crate) async fn get_task(db: &Db, id: TaskId) -> StoreResult<Task> {
-    let mut conn = db.reader.acquire().await.map_err(map_err)?;
-    load_task(&mut conn, id).await
 }
 
 pub(crate) async fn list_tasks(db: &Db, query: &TaskQuery) -> StoreResult<Page<Task>> {
@@ -160,149 +67,6 @@ pub(crate) async fn queued_tasks(db: &Db, account: Option<&Ident>, limit: u32) -
         .push_bind(i64::from(limit));
     let found = q.build().fetch_all(&db.reader).await.map_err(map_err)?;
     found.iter().map(rows::task).collect()
-}
-
-pub(crate) async fn claim_task(db: &Db, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim> {
-    let mut tx = db.write().await?;
-    // The task first, as the PostgreSQL store does: a task that is no longer queued is
-    // `TaskNotQueued` whatever became of the instance. Any early return drops the
-    // transaction, which rolls back what it wrote.
-    let claimed = sqlx::query(&format!(
-        "UPDATE tasks SET state = 'assigned', attempt = attempt + 1, instance_id = ?, assigned_at = ?, \
-         updated_at = ? WHERE id = ? AND state = 'queued' RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(instance.0)
-    .bind(ms(at))
-    .bind(ms(at))
-    .bind(task.0)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let Some(row) = claimed else {
-        return Ok(Claim::TaskNotQueued);
-    };
-    let claimed = rows::task(&row)?;
-    let slot = sqlx::query(
-        "UPDATE delegate_instances SET active_tasks = active_tasks + 1 WHERE id = ? AND active_tasks < capacity",
-    )
-    .bind(instance.0)
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    if slot.rows_affected() == 0 {
-        let gone = !exists(&mut tx, "delegate_instances", instance.0).await?;
-        return Ok(if gone { Claim::InstanceGone } else { Claim::InstanceFull });
-    }
-    sqlx::query("INSERT INTO task_attempts (task_id, attempt, instance_id, assigned_at) VALUES (?, ?, ?, ?)")
-        .bind(task.0)
-        .bind(i64::from(claimed.attempt.0))
-        .bind(instance.0)
-        .bind(ms(at))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-    tx.commit().await.map_err(map_err)?;
-    Ok(Claim::Claimed(Box::new(claimed)))
-}
-
-pub(crate) async fn transition_task(db: &Db, t: &Transition) -> StoreResult<Task> {
-    let mut tx = db.write().await?;
-    let mut task = load_task(&mut tx, t.task_id).await?;
-    t.check_fences(&task)?;
-    let from = task.state;
-    // The pure half (the state machine, which fields change) is the domain's, so this
-    // backend cannot disagree with the others; it refuses `Assign` too.
-    let freed = task
-        .apply(t.event, t.at, t.failure.clone(), t.result.clone())
-        .map_err(Conflict::Transition)?;
-    let to = task.state;
-    let row = sqlx::query(&format!(
-        "UPDATE tasks SET state = ?, runs = ?, instance_id = ?, failure_reason = ?, failure_detail = ?, \
-         result = ?, updated_at = ?, started_at = ?, finished_at = ?, run_deadline = ? WHERE id = ? \
-         RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(to.as_str())
-    .bind(i64::from(task.runs))
-    .bind(task.instance_id.map(|i| i.0))
-    .bind(task.failure.as_ref().map(|f| f.reason.as_str()))
-    .bind(task.failure.as_ref().map(|f| f.detail.as_str()))
-    .bind(task.result.as_ref().map(to_json).transpose()?)
-    .bind(ms(task.updated_at))
-    .bind(task.started_at.map(ms))
-    .bind(task.finished_at.map(ms))
-    .bind(task.run_deadline.map(ms))
-    .bind(task.id().0)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let updated = rows::task(&row)?;
-    if let Some(instance) = freed {
-        // The instance may have been removed meanwhile: then there is no slot to free.
-        sqlx::query("UPDATE delegate_instances SET active_tasks = active_tasks - 1 WHERE id = ? AND active_tasks > 0")
-            .bind(instance.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-    }
-    let attempt = i64::from(task.attempt.0);
-    if t.event == TaskEvent::Acquire {
-        sqlx::query("UPDATE task_attempts SET acquired_at = ? WHERE task_id = ? AND attempt = ?")
-            .bind(ms(t.at))
-            .bind(task.id().0)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-    }
-    if from.holds_instance() && !to.holds_instance() {
-        sqlx::query("UPDATE task_attempts SET ended_at = ?, outcome = ? WHERE task_id = ? AND attempt = ?")
-            .bind(ms(t.at))
-            .bind(to.as_str())
-            .bind(task.id().0)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-    }
-    tx.commit().await.map_err(map_err)?;
-    Ok(updated)
-}
-
-pub(crate) async fn record_progress(
-    db: &Db,
-    task: TaskId,
-    attempt: Attempt,
-    progress: &serde_json::Value,
-    at: DateTime<Utc>,
-) -> StoreResult<Task> {
-    let mut tx = db.write().await?;
-    let updated = sqlx::query(&format!(
-        "UPDATE tasks SET progress = ?, updated_at = ? WHERE id = ? AND attempt = ? AND state = 'running' \
-         RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(to_json(progress)?)
-    .bind(ms(at))
-    .bind(task.0)
-    .bind(i64::from(attempt.0))
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(map_err)?;
-    let Some(row) = updated else {
-        // Refused: say why, from the same snapshot. A stale attempt wins over the state,
-        // since the reporter's view of the task is what is out of date.
-        let current = load_task(&mut tx, task).await?;
-        if current.attempt != attempt {
-            return Err(Conflict::StaleAttempt {
-                presented: attempt,
-                current: current.attempt,
-            }
-            .into());
-        }
-        return Err(Conflict::TaskState(current.state).into());
-    };
-    let task = rows::task(&row)?;
-    tx.commit().await.map_err(map_err)?;
-    Ok(task)
 }
 
 pub(crate) async fn task_attempts(db: &Db, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
@@ -362,36 +126,6 @@ pub(crate) async fn capability_results(db: &Db, instances: &[InstanceId]) -> Sto
 }
 
 // --- selection log -----------------------------------------------------------------------
-
-pub(crate) async fn append_selection_log(db: &Db, entries: &[SelectionLogEntry]) -> StoreResult<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    // One transaction, so a batch is appended whole or not at all, with one commit (one
-    // sync) for all of it.
-    let mut tx = db.write().await?;
-    for entry in entries {
-        sqlx::query(
-            "INSERT INTO selection_log (task_id, attempt, at, kind, summary, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(entry.task_id.0)
-        .bind(i64::from(entry.attempt.0))
-        .bind(ms(entry.at))
-        .bind(entry.kind.as_str())
-        .bind(&entry.summary)
-        .bind(to_json(&entry.detail)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if is_foreign_key_violation(&e) {
-                StoreError::NotFound("task")
-            } else {
-                map_err(e)
-            }
-        })?;
-    }
-    tx.commit().await.map_err(map_err)
-}
 
 pub(crate) async fn selection_log(db: &Db, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>> {
     // Oldest first: ids grow with every insert (AUTOINCREMENT never reuses one).

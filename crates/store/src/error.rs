@@ -4,7 +4,7 @@ use switchboard_domain::{Attempt, InvalidTransition, TaskState};
 
 /// Why a store call failed. Backends map their driver errors into this in one place
 /// (`From<sqlx::Error>`), so the server never inspects driver errors.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The named thing does not exist (or is outside what the caller may see).
     #[error("{0} not found")]

@@ -18,7 +18,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod cluster;
+pub mod committer;
 mod error;
 pub mod query;
 
@@ -33,7 +35,9 @@ use switchboard_domain::{
     Selectors, Task, TaskAttempt, TaskEvent, TaskId, TokenId,
 };
 
+pub use batch::{ClaimWrite, Submission, TaskWrite, Written};
 pub use cluster::{ClusterEvent, ClusterSignal, ClusterSignals, SocketTarget};
+pub use committer::BatchSnapshot;
 pub use error::{Conflict, StoreError, StoreResult};
 pub use query::{AuditQuery, Page, TaskQuery};
 
@@ -276,9 +280,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // --- tasks -----------------------------------------------------------------------
 
+    // Every write on the task path goes through `write_tasks`: the methods below that
+    // write one thing are shorthands for a batch of one item, and they join the same
+    // batches as everyone else's (see [`committer`]).
+
+    /// Commits `writes` with the next batch, in one transaction with whatever else is
+    /// waiting; answers once it committed, one outcome per item, in order. An item that
+    /// is refused changes nothing and does not affect the others; `Err` when the batch
+    /// failed as a whole (then nothing of it is stored). See [`batch`].
+    async fn write_tasks(&self, writes: Vec<TaskWrite>) -> StoreResult<Vec<StoreResult<Written>>>;
+
+    /// Counts of the batches committed so far (`None` for a store that does not batch).
+    fn batch_stats(&self) -> Option<BatchSnapshot> {
+        None
+    }
+
     /// Stores a queued task, or returns the one stored under the same idempotency key in
     /// the same account ([`Conflict::IdempotencyMismatch`] when the request differs).
-    async fn insert_task(&self, task: &NewTask) -> StoreResult<Inserted>;
+    async fn insert_task(&self, task: &NewTask) -> StoreResult<Inserted> {
+        let submission = Submission {
+            task: task.clone(),
+            claim: None,
+            log: Vec::new(),
+            log_if_claimed: Vec::new(),
+            audit: None,
+        };
+        Ok(self.submit_task(submission).await?.0)
+    }
+
+    /// Stores a new task as [`Store::insert_task`] does, claimed at once by the instance
+    /// the submission names (if it still has a free slot), with its log entries and audit
+    /// row: one commit. The claim's outcome is `None` without a claim or for a replay.
+    async fn submit_task(&self, submission: Submission) -> StoreResult<(Inserted, Option<Claim>)> {
+        match one(self, TaskWrite::Submit(Box::new(submission))).await? {
+            Written::Submitted { inserted, claim } => Ok((inserted, claim)),
+            other => Err(unexpected(&other)),
+        }
+    }
     async fn get_task(&self, id: TaskId) -> StoreResult<Task>;
     /// Newest first, filtered and paginated.
     async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Page<Task>>;
@@ -288,12 +326,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Assigns a queued task to an instance with a free slot, atomically: the task moves
     /// to `assigned` with the next attempt number and the instance's active count goes up
     /// by one, or nothing changes. Exactly once under any concurrency.
-    async fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim>;
+    async fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> StoreResult<Claim> {
+        let claim = ClaimWrite {
+            task,
+            instance,
+            at,
+            after: None,
+            log_if_claimed: Vec::new(),
+        };
+        match one(self, TaskWrite::Claim(claim)).await? {
+            Written::Claim(claim) => Ok(claim),
+            other => Err(unexpected(&other)),
+        }
+    }
 
     /// Applies a fenced state change (see [`Transition`]), keeping the instance's active
     /// count and the attempt record in step. [`Conflict::StaleAttempt`] or
     /// [`Conflict::Transition`] when refused; nothing changes then.
-    async fn transition_task(&self, transition: &Transition) -> StoreResult<Task>;
+    async fn transition_task(&self, transition: &Transition) -> StoreResult<Task> {
+        match one(self, TaskWrite::Transition(Box::new(transition.clone()))).await? {
+            Written::Task(task) => Ok(*task),
+            other => Err(unexpected(&other)),
+        }
+    }
 
     /// Records progress of a running task, fenced by its attempt.
     async fn record_progress(
@@ -302,7 +357,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         attempt: Attempt,
         progress: &serde_json::Value,
         at: DateTime<Utc>,
-    ) -> StoreResult<Task>;
+    ) -> StoreResult<Task> {
+        let write = TaskWrite::Progress {
+            task,
+            attempt,
+            progress: progress.clone(),
+            at,
+        };
+        match one(self, write).await? {
+            Written::Task(task) => Ok(*task),
+            other => Err(unexpected(&other)),
+        }
+    }
 
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>>;
 
@@ -330,7 +396,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // --- selection log -----------------------------------------------------------------
 
-    async fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> StoreResult<()>;
+    async fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        one(self, TaskWrite::Log(entries.to_vec())).await.map(|_| ())
+    }
     /// Oldest first.
     async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>>;
     /// Deletes entries older than `before`; returns how many.
@@ -339,7 +410,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // --- audit log ---------------------------------------------------------------------
 
     /// Appends an entry; returns it with its id (increasing across the store).
-    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<AuditEntry>;
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<AuditEntry> {
+        match one(self, TaskWrite::Audit(Box::new(entry.clone()))).await? {
+            Written::Audited(entry) => Ok(*entry),
+            other => Err(unexpected(&other)),
+        }
+    }
     /// Entries newest first, filtered (see [`AuditQuery`]).
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
     /// Deletes entries older than `before`; returns how many.
@@ -374,4 +450,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (timers, sweeps, retention). Cheap to call every tick. The lead passes to another
     /// replica by itself when its holder dies; with SQLite, the one manager always leads.
     async fn lead(&self) -> StoreResult<bool>;
+}
+
+/// Writes one item through [`Store::write_tasks`] and returns its outcome.
+async fn one<S: Store + ?Sized>(store: &S, write: TaskWrite) -> StoreResult<Written> {
+    store
+        .write_tasks(vec![write])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Internal("a batch of one write answered nothing".into())))
+}
+
+fn unexpected(written: &Written) -> StoreError {
+    StoreError::Internal(format!(
+        "a write answered with the outcome of another kind: {written:?}"
+    ))
 }

@@ -16,8 +16,8 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AdminKey, AuditQuery, Backend, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks, Inserted, Page, Store,
-    StoreError, StoreResult, TaskQuery, Transition,
+    AdminKey, AuditQuery, Backend, BatchSnapshot, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks, Inserted,
+    Page, Store, StoreError, StoreResult, Submission, TaskQuery, TaskWrite, Transition, Written,
 };
 
 use crate::metrics::StoreCalls;
@@ -178,6 +178,10 @@ macro_rules! observed {
                 self.inner.backend()
             }
 
+            fn batch_stats(&self) -> Option<BatchSnapshot> {
+                self.inner.batch_stats()
+            }
+
             /// Not timed: it opens a listener that lives as long as the manager.
             async fn subscribe(&self) -> StoreResult<Option<ClusterSignals>> {
                 self.inner.subscribe().await
@@ -225,7 +229,9 @@ observed! {
     fn delete_connector(&self, id: ConnectorId) -> ();
     fn record_last_success(&self, success: &LastSuccess) -> ();
     fn last_success(&self, connector: ConnectorId) -> Option<LastSuccess>;
+    fn write_tasks(&self, writes: Vec<TaskWrite>) -> Vec<StoreResult<Written>>;
     fn insert_task(&self, task: &NewTask) -> Inserted;
+    fn submit_task(&self, submission: Submission) -> (Inserted, Option<Claim>);
     fn get_task(&self, id: TaskId) -> Task;
     fn list_tasks(&self, query: &TaskQuery) -> Page<Task>;
     fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> Vec<Task>;

@@ -1,0 +1,631 @@
+//! Task writes in batches: what a batch may hold, and how one is decided.
+//!
+//! Every write on the task path (a submission, a claim, a fenced transition, progress,
+//! selection-log entries, audit rows) is a [`TaskWrite`]. A backend's
+//! [`crate::Store::write_tasks`] takes many of them, from many callers, and commits them
+//! in **one transaction**; the [`crate::committer::Committer`] is what gathers them.
+//!
+//! A backend does three things per batch, and only the first and last touch the database:
+//!
+//! 1. **Load**, with set-based reads and row locks: the tasks the items name (locked, in
+//!    id order), the instances whose slots they use or free (locked, in id order, after
+//!    the tasks: the lock order every transaction of a backend follows), the tasks already
+//!    stored under the submissions' idempotency keys, the connectors they name. That is
+//!    a [`Loaded`].
+//! 2. **Plan** ([`plan`], pure, here): the items are applied in order to that loaded
+//!    state, in memory, by the same rules as one write at a time (the domain's state
+//!    machine, [`crate::Transition::check_fences`], the capacity check of a claim). Each
+//!    item gets its own outcome; an item that is refused (stale attempt, not the holder,
+//!    instance full, idempotency mismatch, a connector that does not exist) changes
+//!    nothing and is refused alone. What the accepted items change is gathered in a
+//!    [`Plan`]: rows to insert, rows to update, slot counts to move, log rows to append.
+//! 3. **Write** the plan with one multi-row statement per table, and commit. A database
+//!    error fails the whole batch and changes nothing (the transaction rolls back); no
+//!    caller is answered before the commit.
+//!
+//! Planning once over the whole batch is what lets a batch of hundreds of items cost a
+//! handful of round trips, and it keeps the backends from disagreeing: the rules live
+//! here once.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use switchboard_domain::{
+    Attempt, AuditEntry, ConnectorId, InstanceId, NewTask, SelectionLogEntry, Task, TaskEvent, TaskId, TaskState,
+};
+
+use crate::{Claim, Conflict, Inserted, StoreError, StoreResult, Transition};
+
+/// One write on the task path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskWrite {
+    /// Stores a new task, and may claim it at once for the instance the engine chose.
+    Submit(Box<Submission>),
+    /// Assigns a queued task to an instance with a free slot.
+    Claim(ClaimWrite),
+    /// A fenced change of state (every event but assign).
+    Transition(Box<Transition>),
+    /// Progress of a running task, fenced by its attempt.
+    Progress {
+        task: TaskId,
+        attempt: Attempt,
+        progress: serde_json::Value,
+        at: DateTime<Utc>,
+    },
+    /// Selection-log entries, in order; refused whole when one names a task that does
+    /// not exist.
+    Log(Vec<SelectionLogEntry>),
+    /// An audit row.
+    Audit(Box<AuditEntry>),
+}
+
+/// A submission: the task, and what its first placement decided before it was stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub task: NewTask,
+    /// The instance to assign the new task to, in the same commit. When it has no free
+    /// slot (it filled up since the engine looked) or is gone, the task is stored queued
+    /// and the outcome says why ([`Written::Submitted::claim`]).
+    pub claim: Option<InstanceId>,
+    /// Written with a task this item creates (not with an idempotent replay).
+    pub log: Vec<SelectionLogEntry>,
+    /// Written too when the claim holds (the assignment's entries).
+    pub log_if_claimed: Vec<SelectionLogEntry>,
+    /// The submission's audit row, written whatever the outcome but a refusal; its
+    /// `status` is set here: 201 for a task created, 200 for a replay.
+    pub audit: Option<AuditEntry>,
+}
+
+/// A claim, with the log entries that go with it when it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimWrite {
+    pub task: TaskId,
+    pub instance: InstanceId,
+    pub at: DateTime<Utc>,
+    /// Refused as [`Claim::TaskNotQueued`] unless the task's current attempt is this one
+    /// (the attempt the caller decided on): then entries written with the claim, which
+    /// name the new attempt, are right. `None`: whatever the attempt.
+    pub after: Option<Attempt>,
+    /// Written when the claim holds, after the task changes.
+    pub log_if_claimed: Vec<SelectionLogEntry>,
+}
+
+/// What one [`TaskWrite`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// `claim` is `None` when the submission asked for none or was a replay.
+    Submitted {
+        inserted: Inserted,
+        claim: Option<Claim>,
+    },
+    Claim(Claim),
+    /// The task after a transition or progress.
+    Task(Box<Task>),
+    Logged,
+    Audited(Box<AuditEntry>),
+}
+
+impl TaskWrite {
+    /// The rows this item may add or change, for bounding a batch.
+    pub fn rows(&self) -> usize {
+        match self {
+            TaskWrite::Submit(s) => 1 + s.log.len() + s.log_if_claimed.len() + usize::from(s.audit.is_some()),
+            TaskWrite::Claim(c) => 2 + c.log_if_claimed.len(),
+            TaskWrite::Transition(_) | TaskWrite::Progress { .. } | TaskWrite::Audit(_) => 1,
+            TaskWrite::Log(entries) => entries.len().max(1),
+        }
+    }
+
+    /// About how many bytes this item carries, for bounding a batch (JSON documents
+    /// counted by a walk, no serialization).
+    pub fn approx_bytes(&self) -> usize {
+        const ROW: usize = 256;
+        let log = |entries: &[SelectionLogEntry]| {
+            entries
+                .iter()
+                .map(|e| ROW + e.summary.len() + json_size(&e.detail))
+                .sum::<usize>()
+        };
+        match self {
+            TaskWrite::Submit(s) => {
+                ROW + json_size(&s.task.payload)
+                    + log(&s.log)
+                    + log(&s.log_if_claimed)
+                    + ROW * usize::from(s.audit.is_some())
+            }
+            TaskWrite::Claim(c) => ROW + log(&c.log_if_claimed),
+            TaskWrite::Transition(t) => {
+                ROW + t.result.as_ref().map_or(0, json_size) + t.failure.as_ref().map_or(0, |f| f.detail.len())
+            }
+            TaskWrite::Progress { progress, .. } => ROW + json_size(progress),
+            TaskWrite::Log(entries) => log(entries),
+            TaskWrite::Audit(_) => ROW,
+        }
+    }
+
+    /// The tasks this item reads or changes that must already be stored.
+    fn stored_tasks(&self, into: &mut Vec<TaskId>) {
+        match self {
+            TaskWrite::Submit(_) | TaskWrite::Audit(_) => {}
+            TaskWrite::Claim(c) => into.push(c.task),
+            TaskWrite::Transition(t) => into.push(t.task_id),
+            TaskWrite::Progress { task, .. } => into.push(*task),
+            TaskWrite::Log(entries) => into.extend(entries.iter().map(|e| e.task_id)),
+        }
+    }
+
+    /// Timestamps cut to what the backend keeps, so the tasks a batch answers with are
+    /// the rows a later read returns.
+    fn truncate_times(&mut self, precision: Precision) {
+        let cut = |at: &mut DateTime<Utc>| *at = precision.truncate(*at);
+        let cut_log = |entries: &mut Vec<SelectionLogEntry>| entries.iter_mut().for_each(|e| cut(&mut e.at));
+        match self {
+            TaskWrite::Submit(s) => {
+                cut(&mut s.task.created_at);
+                cut_log(&mut s.log);
+                cut_log(&mut s.log_if_claimed);
+                if let Some(a) = &mut s.audit {
+                    cut(&mut a.at);
+                }
+            }
+            TaskWrite::Claim(c) => {
+                cut(&mut c.at);
+                cut_log(&mut c.log_if_claimed);
+            }
+            TaskWrite::Transition(t) => cut(&mut t.at),
+            TaskWrite::Progress { at, .. } => cut(at),
+            TaskWrite::Log(entries) => cut_log(entries),
+            TaskWrite::Audit(a) => cut(&mut a.at),
+        }
+    }
+}
+
+/// About the size of `value` as JSON text.
+fn json_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 20,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_size(v) + 1).sum::<usize>(),
+        Value::Object(fields) => 2 + fields.iter().map(|(k, v)| k.len() + 4 + json_size(v)).sum::<usize>(),
+    }
+}
+
+/// How finely a backend stores timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Micros,
+    Millis,
+}
+
+impl Precision {
+    pub fn truncate(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let step = match self {
+            Precision::Micros => 1_000,
+            Precision::Millis => 1_000_000,
+        };
+        let nanos = at.timestamp_subsec_nanos();
+        at - chrono::Duration::nanoseconds(i64::from(nanos % step))
+    }
+}
+
+/// What a backend must read before planning `writes` (step 1 of the module's recipe).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wanted {
+    /// Stored tasks the items name, sorted and without repeats: lock them in this order.
+    pub tasks: Vec<TaskId>,
+    /// `(account, key)` of the submissions' idempotency keys.
+    pub idempotency: Vec<(String, String)>,
+    /// Connectors the submissions name.
+    pub connectors: Vec<ConnectorId>,
+    /// Instances the claims name. Add the instances of the loaded tasks ([`Wanted::instances`]),
+    /// whose slots a transition may free, before reading them.
+    pub claimed_instances: Vec<InstanceId>,
+}
+
+impl Wanted {
+    /// Truncates the items' timestamps to the backend's precision and says what to load.
+    pub fn of(writes: &mut [TaskWrite], precision: Precision) -> Wanted {
+        let mut wanted = Wanted::default();
+        for w in writes.iter_mut() {
+            w.truncate_times(precision);
+            w.stored_tasks(&mut wanted.tasks);
+            match w {
+                TaskWrite::Submit(s) => {
+                    if let Some(i) = &s.task.idempotency {
+                        wanted
+                            .idempotency
+                            .push((s.task.scope.account_id().as_str().to_owned(), i.key.clone()));
+                    }
+                    wanted.connectors.extend(s.task.connector_id);
+                    wanted.claimed_instances.extend(s.claim);
+                }
+                TaskWrite::Claim(c) => wanted.claimed_instances.push(c.instance),
+                _ => {}
+            }
+        }
+        wanted.tasks.sort_unstable();
+        wanted.tasks.dedup();
+        wanted.connectors.sort_unstable();
+        wanted.connectors.dedup();
+        wanted
+    }
+
+    /// Every instance to read (and lock, in this order): those claimed and those holding
+    /// the loaded tasks.
+    pub fn instances<'t>(&self, tasks: impl IntoIterator<Item = &'t Task>) -> Vec<InstanceId> {
+        let mut ids: Vec<InstanceId> = self.claimed_instances.clone();
+        ids.extend(tasks.into_iter().filter_map(|t| t.instance_id));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// An instance's slots, as loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    pub active: u32,
+    pub capacity: u32,
+}
+
+/// What a backend read for a batch (step 1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Loaded {
+    pub tasks: HashMap<TaskId, Task>,
+    pub instances: HashMap<InstanceId, Slots>,
+    /// The tasks stored under the submissions' idempotency keys, by `(account, key)`.
+    pub by_idempotency: HashMap<(String, String), Task>,
+    pub connectors: HashSet<ConnectorId>,
+}
+
+/// An attempt row to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAttempt {
+    pub task: TaskId,
+    pub attempt: Attempt,
+    pub instance: InstanceId,
+    pub assigned_at: DateTime<Utc>,
+    pub acquired_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<TaskState>,
+}
+
+/// A change of a stored attempt row: fields to set where `Some`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptChange {
+    pub task: TaskId,
+    pub attempt: Attempt,
+    pub acquired_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<TaskState>,
+}
+
+/// What the accepted items of a batch change (step 3 writes it), and each item's answer.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// One answer per item, in order.
+    pub outcomes: Vec<StoreResult<Written>>,
+    /// New tasks, in their state after the batch (a submission claimed at once is
+    /// inserted assigned), in submission order.
+    pub inserts: Vec<Task>,
+    /// Stored tasks that changed, in their state after the batch, each once.
+    pub updates: Vec<Task>,
+    /// Per instance, how much its active count moves (never zero here).
+    pub slot_changes: Vec<(InstanceId, i64)>,
+    pub new_attempts: Vec<NewAttempt>,
+    pub attempt_changes: Vec<AttemptChange>,
+    /// In order.
+    pub log: Vec<SelectionLogEntry>,
+    /// In order; their ids are the backend's to give.
+    pub audits: Vec<AuditEntry>,
+}
+
+impl Plan {
+    /// Whether the batch writes nothing (every item refused, or none).
+    pub fn is_empty(&self) -> bool {
+        self.inserts.is_empty()
+            && self.updates.is_empty()
+            && self.slot_changes.is_empty()
+            && self.new_attempts.is_empty()
+            && self.attempt_changes.is_empty()
+            && self.log.is_empty()
+            && self.audits.is_empty()
+    }
+
+    /// Gives the audit rows their stored ids (in the order of [`Plan::audits`]) in the
+    /// answers that return them.
+    pub fn number_audits(&mut self, ids: &[i64]) {
+        let mut ids = ids.iter();
+        for outcome in &mut self.outcomes {
+            if let Ok(Written::Audited(entry)) = outcome
+                && let Some(id) = ids.next()
+            {
+                entry.id = *id;
+            }
+        }
+    }
+}
+
+/// Applies `writes` in order to `loaded` (step 2): each item's outcome and, for the
+/// accepted ones, the rows to write.
+///
+/// Takes the writes by reference, so a backend can plan the same batch again after a
+/// retryable failure (a deadlock, a race on an idempotency key with another replica).
+pub fn plan(writes: &[TaskWrite], mut loaded: Loaded) -> Plan {
+    let mut p = Planner::default();
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for w in writes {
+        let outcome = match w.clone() {
+            TaskWrite::Submit(s) => p.submit(*s, &mut loaded),
+            TaskWrite::Claim(c) => p.claim(c, &mut loaded).map(Written::Claim),
+            TaskWrite::Transition(t) => p.transition(&t, &mut loaded),
+            TaskWrite::Progress {
+                task,
+                attempt,
+                progress,
+                at,
+            } => p.progress(task, attempt, progress, at, &mut loaded),
+            TaskWrite::Log(entries) => p.log(entries, &loaded),
+            TaskWrite::Audit(entry) => {
+                p.plan.audits.push((*entry).clone());
+                Ok(Written::Audited(entry))
+            }
+        };
+        outcomes.push(outcome);
+    }
+    p.finish(outcomes, loaded)
+}
+
+#[derive(Default)]
+struct Planner {
+    plan: Plan,
+    /// Ids of the tasks inserted by this batch (their rows are in `plan.inserts`, and
+    /// also in `Loaded::tasks` while the batch is planned).
+    inserted: HashSet<TaskId>,
+    /// Stored tasks changed by this batch.
+    changed: HashSet<TaskId>,
+    slots: HashMap<InstanceId, i64>,
+    /// Where each attempt inserted by this batch is in `plan.new_attempts`.
+    new_attempt_at: HashMap<(TaskId, Attempt), usize>,
+}
+
+impl Planner {
+    fn submit(&mut self, s: Submission, loaded: &mut Loaded) -> StoreResult<Written> {
+        let Submission {
+            task: spec,
+            claim,
+            log,
+            log_if_claimed,
+            audit,
+        } = s;
+        let account = spec.scope.account_id().as_str().to_owned();
+        if let Some(idem) = &spec.idempotency
+            && let Some(existing) = loaded.by_idempotency.get(&(account.clone(), idem.key.clone()))
+        {
+            let same = existing
+                .spec
+                .idempotency
+                .as_ref()
+                .is_some_and(|prev| prev.fingerprint == idem.fingerprint);
+            if !same {
+                return Err(Conflict::IdempotencyMismatch(idem.key.clone()).into());
+            }
+            // The task as it is now: a replay in the same batch as its original sees what
+            // the original's claim made of it.
+            let existing = loaded.tasks.get(&existing.id()).unwrap_or(existing).clone();
+            self.audit(audit, 200);
+            return Ok(Written::Submitted {
+                inserted: Inserted::Existing(existing),
+                claim: None,
+            });
+        }
+        if let Some(connector) = spec.connector_id
+            && !loaded.connectors.contains(&connector)
+        {
+            return Err(StoreError::NotFound("connector"));
+        }
+        if loaded.tasks.contains_key(&spec.id) {
+            return Err(Conflict::Duplicate {
+                what: "task",
+                name: spec.id.to_string(),
+            }
+            .into());
+        }
+        let task = Task::queued(spec);
+        let id = task.id();
+        if let Some(idem) = &task.spec.idempotency {
+            loaded.by_idempotency.insert((account, idem.key.clone()), task.clone());
+        }
+        loaded.tasks.insert(id, task);
+        self.inserted.insert(id);
+        let created_at = loaded.tasks[&id].spec.created_at;
+        self.plan.log.extend(log);
+        let claimed = claim.map(|instance| {
+            self.claim(
+                ClaimWrite {
+                    task: id,
+                    instance,
+                    at: created_at,
+                    after: Some(Attempt::NONE),
+                    log_if_claimed,
+                },
+                loaded,
+            )
+            .unwrap_or(Claim::TaskNotQueued)
+        });
+        self.audit(audit, 201);
+        let task = loaded.tasks[&id].clone();
+        Ok(Written::Submitted {
+            inserted: Inserted::Created(task),
+            claim: claimed,
+        })
+    }
+
+    fn audit(&mut self, audit: Option<AuditEntry>, status: u16) {
+        if let Some(mut entry) = audit {
+            entry.status = status;
+            self.plan.audits.push(entry);
+        }
+    }
+
+    fn claim(&mut self, c: ClaimWrite, loaded: &mut Loaded) -> StoreResult<Claim> {
+        let Some(task) = loaded.tasks.get_mut(&c.task) else {
+            return Err(StoreError::NotFound("task"));
+        };
+        if task.state != TaskState::Queued || c.after.is_some_and(|a| a != task.attempt) {
+            return Ok(Claim::TaskNotQueued);
+        }
+        let Some(slots) = loaded.instances.get_mut(&c.instance) else {
+            return Ok(Claim::InstanceGone);
+        };
+        if slots.active >= slots.capacity {
+            return Ok(Claim::InstanceFull);
+        }
+        slots.active += 1;
+        *self.slots.entry(c.instance).or_default() += 1;
+        task.state = TaskState::Assigned;
+        task.attempt = task.attempt.next();
+        task.instance_id = Some(c.instance);
+        task.assigned_at = Some(c.at);
+        task.updated_at = c.at;
+        let (id, attempt) = (task.id(), task.attempt);
+        let claimed = task.clone();
+        self.touched(id);
+        self.new_attempt_at.insert((id, attempt), self.plan.new_attempts.len());
+        self.plan.new_attempts.push(NewAttempt {
+            task: id,
+            attempt,
+            instance: c.instance,
+            assigned_at: c.at,
+            acquired_at: None,
+            ended_at: None,
+            outcome: None,
+        });
+        self.plan.log.extend(c.log_if_claimed);
+        Ok(Claim::Claimed(Box::new(claimed)))
+    }
+
+    fn transition(&mut self, t: &Transition, loaded: &mut Loaded) -> StoreResult<Written> {
+        let task = loaded.tasks.get_mut(&t.task_id).ok_or(StoreError::NotFound("task"))?;
+        t.check_fences(task)?;
+        let from = task.state;
+        let mut next = task.clone();
+        let freed = next
+            .apply(t.event, t.at, t.failure.clone(), t.result.clone())
+            .map_err(Conflict::from)?;
+        *task = next;
+        let (id, attempt, to) = (task.id(), task.attempt, task.state);
+        let answer = task.clone();
+        self.touched(id);
+        if let Some(instance) = freed
+            && let Some(slots) = loaded.instances.get_mut(&instance)
+        {
+            // The instance may have been removed meanwhile: then there is no slot to free.
+            if slots.active > 0 {
+                slots.active -= 1;
+                *self.slots.entry(instance).or_default() -= 1;
+            }
+        }
+        let acquired_at = (t.event == TaskEvent::Acquire).then_some(t.at);
+        let ended = from.holds_instance() && !to.holds_instance();
+        if acquired_at.is_some() || ended {
+            self.change_attempt(AttemptChange {
+                task: id,
+                attempt,
+                acquired_at,
+                ended_at: ended.then_some(t.at),
+                outcome: ended.then_some(to),
+            });
+        }
+        Ok(Written::Task(Box::new(answer)))
+    }
+
+    fn progress(
+        &mut self,
+        id: TaskId,
+        attempt: Attempt,
+        progress: serde_json::Value,
+        at: DateTime<Utc>,
+        loaded: &mut Loaded,
+    ) -> StoreResult<Written> {
+        let task = loaded.tasks.get_mut(&id).ok_or(StoreError::NotFound("task"))?;
+        // A stale attempt wins over the state: the reporter's view is what is out of date.
+        if task.attempt != attempt {
+            return Err(Conflict::StaleAttempt {
+                presented: attempt,
+                current: task.attempt,
+            }
+            .into());
+        }
+        if task.state != TaskState::Running {
+            return Err(Conflict::TaskState(task.state).into());
+        }
+        task.progress = Some(progress);
+        task.updated_at = at;
+        let answer = task.clone();
+        self.touched(id);
+        Ok(Written::Task(Box::new(answer)))
+    }
+
+    fn log(&mut self, entries: Vec<SelectionLogEntry>, loaded: &Loaded) -> StoreResult<Written> {
+        if entries.iter().any(|e| !loaded.tasks.contains_key(&e.task_id)) {
+            return Err(StoreError::NotFound("task"));
+        }
+        self.plan.log.extend(entries);
+        Ok(Written::Logged)
+    }
+
+    fn touched(&mut self, id: TaskId) {
+        if !self.inserted.contains(&id) {
+            self.changed.insert(id);
+        }
+    }
+
+    fn change_attempt(&mut self, change: AttemptChange) {
+        if let Some(&at) = self.new_attempt_at.get(&(change.task, change.attempt)) {
+            let row = &mut self.plan.new_attempts[at];
+            row.acquired_at = change.acquired_at.or(row.acquired_at);
+            row.ended_at = change.ended_at.or(row.ended_at);
+            row.outcome = change.outcome.or(row.outcome);
+            return;
+        }
+        if let Some(row) = self
+            .plan
+            .attempt_changes
+            .iter_mut()
+            .find(|r| r.task == change.task && r.attempt == change.attempt)
+        {
+            row.acquired_at = change.acquired_at.or(row.acquired_at);
+            row.ended_at = change.ended_at.or(row.ended_at);
+            row.outcome = change.outcome.or(row.outcome);
+            return;
+        }
+        self.plan.attempt_changes.push(change);
+    }
+
+    fn finish(mut self, outcomes: Vec<StoreResult<Written>>, mut loaded: Loaded) -> Plan {
+        self.plan.outcomes = outcomes;
+        // Inserted in submission order: the order of `Submit` items among the outcomes.
+        let mut inserts: Vec<Task> = Vec::with_capacity(self.inserted.len());
+        for outcome in &self.plan.outcomes {
+            if let Ok(Written::Submitted {
+                inserted: Inserted::Created(t),
+                ..
+            }) = outcome
+                && let Some(task) = loaded.tasks.remove(&t.id())
+            {
+                inserts.push(task);
+            }
+        }
+        self.plan.inserts = inserts;
+        let mut changed: Vec<TaskId> = self.changed.into_iter().collect();
+        changed.sort_unstable();
+        self.plan.updates = changed.into_iter().filter_map(|id| loaded.tasks.remove(&id)).collect();
+        let mut slots: Vec<(InstanceId, i64)> = self.slots.into_iter().filter(|(_, d)| *d != 0).collect();
+        slots.sort_unstable_by_key(|(id, _)| *id);
+        self.plan.slot_changes = slots;
+        self.plan
+    }
+}
