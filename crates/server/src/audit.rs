@@ -4,7 +4,8 @@
 //! It is a middleware inside authentication, so it sees the [`Caller`] and the answer.
 //! The change itself is committed by the handler before the entry is written; if the
 //! audit write fails, the failure is logged and counted, and the change stands: an
-//! acknowledged write is never rolled back for want of its audit line.
+//! acknowledged write is never rolled back for want of its audit line. A submission is
+//! the exception: its entry is written in the task's own commit ([`Prepared`]).
 
 use std::net::SocketAddr;
 
@@ -50,10 +51,6 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         .get::<OriginalUri>()
         .map_or_else(|| request.uri().clone(), |o| o.0.clone());
     let (method, path) = (request.method().to_string(), uri.path().to_owned());
-    let response = next.run(request).await;
-    if !response.status().is_success() {
-        return response;
-    }
     let caller = caller.unwrap_or(Caller::Admin);
     let actor = caller.describe();
     let (key_id, key_scope) = match &caller {
@@ -69,14 +66,34 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
         method,
         route: route.unwrap_or_default(),
         path,
-        status: response.status().as_u16(),
+        status: 0,
         remote,
+    };
+    let mut request = request;
+    request.extensions_mut().insert(Prepared(entry.clone()));
+    let response = next.run(request).await;
+    if !response.status().is_success() || response.extensions().get::<Audited>().is_some() {
+        return response;
+    }
+    let entry = AuditEntry {
+        status: response.status().as_u16(),
+        ..entry
     };
     if let Err(e) = state.store().append_audit(&entry).await {
         tracing::error!(error = %e, route = %entry.route, "cannot write the audit log; the change stands");
     }
     response
 }
+
+/// The audit entry of the request under way, for a handler that writes it in the same
+/// commit as its change (a task submission): it then marks its answer [`Audited`], and
+/// the middleware writes nothing more. The handler sets the status.
+#[derive(Debug, Clone)]
+pub struct Prepared(pub AuditEntry);
+
+/// On a response whose audit entry the handler wrote with its change.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
 
 /// The query string of `GET /api/v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -375,10 +375,39 @@ pub async fn serve(State(state): State<AppState>) -> Response {
         }
         state.metrics().set_instances(counts);
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        state.metrics().encode(),
-    )
-        .into_response()
+    let mut body = state.metrics().encode();
+    if let Some(batches) = state.store().batch_stats() {
+        // Counted by the store's committer, read here: inserted before the end marker.
+        let end = body.rfind("# EOF").unwrap_or(body.len());
+        body.insert_str(end, &encode_batches(&batches));
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+}
+
+/// The committer's batches, in the OpenMetrics text format: a histogram of task writes
+/// per committed batch (its count is the commits of the task path) and a counter of
+/// batches that failed whole.
+fn encode_batches(b: &switchboard_store::BatchSnapshot) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let name = "switchboard_store_batch_items";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Task writes per committed batch of the store's committer."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, count) in switchboard_store::committer::BUCKETS.iter().zip(&b.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}.0\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", b.batches);
+    let _ = writeln!(out, "{name}_sum {}.0", b.items);
+    let _ = writeln!(out, "{name}_count {}", b.batches);
+    let failed = "switchboard_store_batches_failed";
+    let _ = writeln!(
+        out,
+        "# HELP {failed} Batches of task writes that failed whole (nothing of them stored)."
+    );
+    let _ = writeln!(out, "# TYPE {failed} counter");
+    let _ = writeln!(out, "{failed}_total {}", b.failed);
+    out
 }

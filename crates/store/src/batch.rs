@@ -91,6 +91,9 @@ pub struct ClaimWrite {
 }
 
 /// What one [`TaskWrite`] did.
+// A submission's answer holds a whole task; answers live only until their caller reads
+// them, so they are not boxed for the sake of the smaller ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {
     /// `claim` is `None` when the submission asked for none or was a replay.
@@ -320,6 +323,9 @@ pub struct Plan {
     pub log: Vec<SelectionLogEntry>,
     /// In order; their ids are the backend's to give.
     pub audits: Vec<AuditEntry>,
+    /// For each of [`Plan::audits`], the outcome that answers with it (an `Audit` item's),
+    /// or `None` (a submission's row).
+    audit_answers: Vec<Option<usize>>,
 }
 
 impl Plan {
@@ -337,10 +343,9 @@ impl Plan {
     /// Gives the audit rows their stored ids (in the order of [`Plan::audits`]) in the
     /// answers that return them.
     pub fn number_audits(&mut self, ids: &[i64]) {
-        let mut ids = ids.iter();
-        for outcome in &mut self.outcomes {
-            if let Ok(Written::Audited(entry)) = outcome
-                && let Some(id) = ids.next()
+        for (answer, id) in self.audit_answers.iter().zip(ids) {
+            if let Some(at) = answer
+                && let Some(Ok(Written::Audited(entry))) = self.outcomes.get_mut(*at)
             {
                 entry.id = *id;
             }
@@ -368,8 +373,14 @@ pub fn plan(writes: &[TaskWrite], mut loaded: Loaded) -> Plan {
                 at,
             } => p.progress(task, attempt, progress, at, &mut loaded),
             TaskWrite::Log(entries) => p.log(entries, &loaded),
+            // Refused alone rather than failing the batch on the schema's check.
+            TaskWrite::Audit(entry) if !(100..=599).contains(&entry.status) => Err(StoreError::Internal(format!(
+                "an audit row with status {} (not an HTTP status)",
+                entry.status
+            ))),
             TaskWrite::Audit(entry) => {
                 p.plan.audits.push((*entry).clone());
+                p.plan.audit_answers.push(Some(outcomes.len()));
                 Ok(Written::Audited(entry))
             }
         };
@@ -467,6 +478,7 @@ impl Planner {
         if let Some(mut entry) = audit {
             entry.status = status;
             self.plan.audits.push(entry);
+            self.plan.audit_answers.push(None);
         }
     }
 
@@ -627,5 +639,151 @@ impl Planner {
         slots.sort_unstable_by_key(|(id, _)| *id);
         self.plan.slot_changes = slots;
         self.plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_domain::task::limits;
+    use switchboard_domain::{Idempotency, Ident, Scope, Selectors, TaskType};
+
+    use super::*;
+
+    fn new_task(key: Option<&str>) -> NewTask {
+        NewTask {
+            id: TaskId::new(),
+            scope: Scope::parse_path("acme").expect("scope"),
+            task_type: TaskType(Ident::parse("echo").expect("type")),
+            payload: serde_json::json!({}),
+            selectors: Selectors::new(),
+            connector_id: None,
+            capabilities: vec![],
+            priority: 0,
+            assign_timeout: limits::DEFAULT_ASSIGN_TIMEOUT,
+            execution_timeout: limits::DEFAULT_EXECUTION_TIMEOUT,
+            max_attempts: 1,
+            wait_for_delegate: false,
+            idempotency: key.map(|k| Idempotency {
+                key: k.into(),
+                fingerprint: "f".into(),
+            }),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn loaded(tasks: &[&Task], instances: &[(InstanceId, u32, u32)]) -> Loaded {
+        Loaded {
+            tasks: tasks.iter().map(|t| (t.id(), (*t).clone())).collect(),
+            instances: instances
+                .iter()
+                .map(|&(id, active, capacity)| (id, Slots { active, capacity }))
+                .collect(),
+            ..Loaded::default()
+        }
+    }
+
+    fn claim(task: TaskId, instance: InstanceId) -> TaskWrite {
+        TaskWrite::Claim(ClaimWrite {
+            task,
+            instance,
+            at: Utc::now(),
+            after: None,
+            log_if_claimed: vec![],
+        })
+    }
+
+    #[test]
+    fn claims_in_one_batch_count_the_slots_the_batch_already_took() {
+        let (a, b, c) = (
+            Task::queued(new_task(None)),
+            Task::queued(new_task(None)),
+            Task::queued(new_task(None)),
+        );
+        let i = InstanceId::new();
+        let writes = vec![claim(a.id(), i), claim(a.id(), i), claim(b.id(), i), claim(c.id(), i)];
+        let plan = plan(&writes, loaded(&[&a, &b, &c], &[(i, 0, 2)]));
+        let claims: Vec<_> = plan
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(Written::Claim(Claim::Claimed(_))) => "claimed",
+                Ok(Written::Claim(Claim::TaskNotQueued)) => "not queued",
+                Ok(Written::Claim(Claim::InstanceFull)) => "full",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(claims, ["claimed", "not queued", "claimed", "full"]);
+        assert_eq!(plan.slot_changes, vec![(i, 2)]);
+        assert_eq!(plan.new_attempts.len(), 2);
+        assert_eq!(plan.updates.len(), 2, "each changed task written once");
+    }
+
+    #[test]
+    fn a_task_claimed_and_ended_in_one_batch_writes_one_attempt_row_and_no_slot() {
+        let t = Task::queued(new_task(None));
+        let i = InstanceId::new();
+        let at = Utc::now();
+        let writes = vec![
+            claim(t.id(), i),
+            TaskWrite::Transition(Box::new(Transition::new(
+                t.id(),
+                Some(Attempt(1)),
+                TaskEvent::Acquire,
+                at,
+            ))),
+            TaskWrite::Transition(Box::new(
+                Transition::new(t.id(), Some(Attempt(1)), TaskEvent::Succeed, at).held_by(i),
+            )),
+        ];
+        let plan = plan(&writes, loaded(&[&t], &[(i, 0, 1)]));
+        assert!(plan.outcomes.iter().all(Result::is_ok), "{:?}", plan.outcomes);
+        assert_eq!(plan.updates[0].state, TaskState::Succeeded);
+        assert!(
+            plan.slot_changes.is_empty(),
+            "the slot taken is given back: {:?}",
+            plan.slot_changes
+        );
+        assert!(plan.attempt_changes.is_empty());
+        let row = &plan.new_attempts[0];
+        assert_eq!(
+            (row.acquired_at, row.ended_at, row.outcome),
+            (Some(at), Some(at), Some(TaskState::Succeeded))
+        );
+    }
+
+    #[test]
+    fn a_replay_in_the_batch_of_its_original_answers_the_original_as_claimed() {
+        let first = new_task(Some("k"));
+        let replay = NewTask {
+            id: TaskId::new(),
+            ..first.clone()
+        };
+        let i = InstanceId::new();
+        let submit = |t: NewTask| {
+            TaskWrite::Submit(Box::new(Submission {
+                task: t,
+                claim: Some(i),
+                log: vec![],
+                log_if_claimed: vec![],
+                audit: None,
+            }))
+        };
+        let plan = plan(&[submit(first.clone()), submit(replay)], loaded(&[], &[(i, 0, 5)]));
+        assert!(matches!(
+            &plan.outcomes[1],
+            Ok(Written::Submitted { inserted: Inserted::Existing(t), claim: None })
+                if t.id() == first.id && t.state == TaskState::Assigned
+        ));
+        assert_eq!(plan.inserts.len(), 1, "stored once");
+        assert_eq!(plan.slot_changes, vec![(i, 1)], "claimed once");
+    }
+
+    #[test]
+    fn timestamps_are_cut_to_the_backends_precision() {
+        let at = DateTime::parse_from_rfc3339("2026-12-01T10:00:00.123456789Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(Precision::Micros.truncate(at).timestamp_subsec_nanos(), 123_456_000);
+        assert_eq!(Precision::Millis.truncate(at).timestamp_subsec_nanos(), 123_000_000);
     }
 }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::Deserialize;
 use switchboard_domain::engine::Decision;
@@ -20,6 +20,7 @@ use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView, WAIT_DEFAULT_
 use switchboard_store::{Inserted, StoreError, TaskQuery};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit;
 use crate::auth::Caller;
 use crate::dispatch::{self, Placement};
 use crate::error::{ApiError, Problem};
@@ -61,9 +62,10 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
+    prepared: Option<Extension<audit::Prepared>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+) -> Result<(StatusCode, Option<Extension<audit::Audited>>, Json<Submitted>), ApiError> {
     let request = json_body(&headers, &body)?;
     let idempotency = idempotency(&headers, &request)?;
     let spec = new_task(&state, &caller, request, idempotency).await?;
@@ -71,37 +73,32 @@ pub async fn submit(
     if spec.connector_id.is_some() {
         caller.check(Permission::ConnectorsAccess, &spec.scope, "scope")?;
     }
-    // Marked as being placed before it exists, so that a queue sweep reading the new row
-    // leaves it to this placement, whose outcome is the answer. The id is new, so the
-    // mark is free; should it not be, the sweep places the task and the answer says queued.
-    let placing = state.dispatcher().begin_placing(spec.id);
-    let task = match state.store().insert_task(&spec).await? {
+    // Stored with its first placement's decision (and its claim, and this request's
+    // audit entry) in one commit: see `dispatch::place::submit`.
+    let audit = prepared.map(|Extension(audit::Prepared(entry))| entry);
+    let audited = audit.is_some();
+    let id = spec.id;
+    let submitted = dispatch::place::submit(&state, spec, audit).await?;
+    let task = match submitted.inserted {
         Inserted::Existing(task) => {
-            return Ok((
-                StatusCode::OK,
-                Json(Submitted {
-                    task: TaskView::from(&task),
-                    explanation: None,
-                }),
-            ));
+            let answer = Json(Submitted {
+                task: TaskView::from(&task),
+                explanation: None,
+            });
+            return Ok((StatusCode::OK, audited.then_some(Extension(audit::Audited)), answer));
         }
         Inserted::Created(task) => task,
     };
-    state.metrics().task_submitted();
-    tracing::info!(task.id = %task.id(), task.r#type = %task.spec.task_type, scope = %task.spec.scope, "task submitted");
-    // The task is stored: whatever happens to this placement, the queue sweep retries it.
-    let id = task.id();
+    tracing::info!(task.id = %id, task.r#type = %task.spec.task_type, scope = %task.spec.scope, "task submitted");
     let queued = TaskView::from(&task);
-    let placement = match placing {
-        Some(placing) => dispatch::place::place_submitted(&state, task, placing).await,
-        None => dispatch::place::place_task(&state, task).await,
-    };
-    let (explanation, placed) = match placement {
-        Ok(Placement::Waiting { explanation }) => (Some(explanation), Some(queued)),
-        Ok(Placement::Failed { explanation, .. }) => (Some(explanation), None),
-        Ok(Placement::Assigned { task, .. }) => (None, Some(TaskView::from(&*task))),
-        Ok(Placement::NotQueued) => (None, None),
-        Err(e) => {
+    let (explanation, placed) = match submitted.placement {
+        Some(Ok(Placement::Waiting { explanation })) => (Some(explanation), Some(queued)),
+        Some(Ok(Placement::Failed { explanation, .. })) => (Some(explanation), None),
+        Some(Ok(Placement::Assigned { task, .. })) => (None, Some(TaskView::from(&*task))),
+        Some(Ok(Placement::NotQueued)) | None => (None, None),
+        // The task is stored: whatever happened to this placement, the queue sweep
+        // retries it.
+        Some(Err(e)) => {
             tracing::warn!(task.id = %id, error = %e, "placement at submission failed; the sweep retries");
             (None, None)
         }
@@ -111,7 +108,11 @@ pub async fn submit(
         Some(view) => view,
         None => TaskView::from(&state.store().get_task(id).await?),
     };
-    Ok((StatusCode::CREATED, Json(Submitted { task, explanation })))
+    Ok((
+        StatusCode::CREATED,
+        audited.then_some(Extension(audit::Audited)),
+        Json(Submitted { task, explanation }),
+    ))
 }
 
 /// The answer to `POST /api/v1/tasks/explain`: the engine's decision and its summary line.

@@ -6,11 +6,13 @@ use std::time::Duration;
 use chrono::Utc;
 use switchboard_domain::engine::{Context, Decision, Reason, Rejection, TaskInputs, Verdict};
 use switchboard_domain::{
-    Attempt, Capability, CapabilityResult, Failure, FailureReason, InstanceId, SelectionKind, SelectionLogEntry, Task,
-    TaskEvent, TaskId, TaskState,
+    Attempt, AuditEntry, Capability, CapabilityResult, Failure, FailureReason, InstanceId, NewTask, SelectionKind,
+    SelectionLogEntry, Task, TaskEvent, TaskId, TaskState,
 };
 use switchboard_protocol::socket::{CheckResult, ServerMessage};
-use switchboard_store::{Claim, StoreError, StoreResult, Transition};
+use switchboard_store::{
+    Claim, ClaimWrite, Inserted, StoreError, StoreResult, Submission, TaskWrite, Transition, Written,
+};
 
 use super::fleet::{Freshness, Use};
 use super::{Placing, Question};
@@ -50,18 +52,97 @@ pub async fn place_task(state: &AppState, task: Task) -> StoreResult<Placement> 
     place_known(state, task.id(), Some(task)).await
 }
 
-/// Places a task just inserted under `placing`, the mark its submission took before
-/// inserting it: the queue sweep, which may read the new row before this placement
-/// starts, passes over it, so the submitter is answered with this placement's outcome.
-pub async fn place_submitted(state: &AppState, task: Task, placing: Placing<'_>) -> StoreResult<Placement> {
-    place_marked(state, task.id(), Some(task), placing).await
+/// What a submission became: the task as stored (or the one stored before under the same
+/// idempotency key), and, for a new task, its first placement.
+#[derive(Debug)]
+pub struct Submitted {
+    pub inserted: Inserted,
+    /// `None` for a replay.
+    pub placement: Option<StoreResult<Placement>>,
+}
+
+/// Submits a new task: the engine decides first (in memory), and the task is stored
+/// already assigned to the chosen instance, with its decision and assignment log entries
+/// and `audit`, in one commit; the notification leaves after it. When nobody can take the
+/// task now, it is stored queued with its explanation, in the same one commit; when the
+/// chosen instance filled up meanwhile, it is stored queued and placed again at once.
+///
+/// `Err` when the task was not stored (the idempotency key was used for another request,
+/// its connector does not exist, the store failed): nothing was acknowledged then.
+pub async fn submit(state: &AppState, spec: NewTask, audit: Option<AuditEntry>) -> StoreResult<Submitted> {
+    let id = spec.id;
+    // Marked as being placed before it exists, so that a queue sweep reading the new row
+    // leaves it to this placement, whose outcome is the answer. The id is new, so the
+    // mark is free.
+    let placing = state.dispatcher().begin_placing(id);
+    let mut pending = Pending {
+        submission: Some(Submission {
+            task: spec.clone(),
+            claim: None,
+            log: Vec::new(),
+            log_if_claimed: Vec::new(),
+            audit,
+        }),
+        inserted: None,
+    };
+    let known = Some(Task::queued(spec));
+    let outcome = match placing {
+        Some(placing) => place_marked(state, id, known, placing, Some(&mut pending)).await,
+        None => place_rounds(state, id, known, Some(&mut pending)).await,
+    };
+    match (pending.inserted, outcome) {
+        (None, Err(e)) => Err(e),
+        (None, Ok(_)) => Err(StoreError::Internal("a submission's placement stored nothing".into())),
+        (Some(inserted @ Inserted::Existing(_)), _) => Ok(Submitted {
+            inserted,
+            placement: None,
+        }),
+        (Some(inserted), outcome) => Ok(Submitted {
+            inserted,
+            placement: Some(outcome),
+        }),
+    }
+}
+
+/// A submission not yet stored: its first round writes it, with whatever that round
+/// decided, in one commit ([`Store::submit_task`]).
+struct Pending {
+    submission: Option<Submission>,
+    /// What storing it answered.
+    inserted: Option<Inserted>,
+}
+
+impl Pending {
+    /// Stores the submission with `log` (and the claim for `instance`, with
+    /// `log_if_claimed`, if any). `None` when the task was stored before (a replay).
+    async fn store(
+        &mut self,
+        state: &AppState,
+        claim: Option<InstanceId>,
+        log: Vec<SelectionLogEntry>,
+        log_if_claimed: Vec<SelectionLogEntry>,
+    ) -> StoreResult<Option<Option<Claim>>> {
+        let Some(mut submission) = self.submission.take() else {
+            return Err(StoreError::Internal("a submission stored twice".into()));
+        };
+        submission.claim = claim;
+        submission.log = log;
+        submission.log_if_claimed = log_if_claimed;
+        let (inserted, claim) = state.store().submit_task(submission).await?;
+        let created = matches!(inserted, Inserted::Created(_));
+        if created {
+            state.metrics().task_submitted();
+        }
+        self.inserted = Some(inserted);
+        Ok(created.then_some(claim))
+    }
 }
 
 async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
     let Some(placing) = state.dispatcher().begin_placing(id) else {
         return Ok(Placement::NotQueued);
     };
-    place_marked(state, id, known, placing).await
+    place_marked(state, id, known, placing, None).await
 }
 
 async fn place_marked(
@@ -69,9 +150,10 @@ async fn place_marked(
     id: TaskId,
     known: Option<Task>,
     placing: Placing<'_>,
+    pending: Option<&mut Pending>,
 ) -> StoreResult<Placement> {
     let dispatcher = state.dispatcher();
-    let outcome = place_rounds(state, id, known).await;
+    let outcome = place_rounds(state, id, known, pending).await;
     drop(placing);
     if !matches!(outcome, Ok(Placement::Waiting { .. }) | Err(_)) {
         dispatcher.forget_explanation(id);
@@ -82,7 +164,14 @@ async fn place_marked(
     outcome
 }
 
-async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> StoreResult<Placement> {
+/// The decide-and-claim rounds of one placement. With `pending`, the task is not stored
+/// yet: the first round stores it with what it decided.
+async fn place_rounds(
+    state: &AppState,
+    id: TaskId,
+    mut known: Option<Task>,
+    mut pending: Option<&mut Pending>,
+) -> StoreResult<Placement> {
     let store = state.store();
     // A question about this task is out: its answer (or its timeout) places the task
     // again; deciding now would only ask again.
@@ -125,7 +214,14 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
         }
 
         let Some(instance) = decision.chosen else {
-            append(state, entries).await;
+            match pending.take() {
+                Some(p) => {
+                    if p.store(state, None, entries, Vec::new()).await?.is_none() {
+                        return Ok(Placement::NotQueued);
+                    }
+                }
+                None => append(state, entries).await,
+            }
             if decision.summary.can_never_match() && !task.spec.wait_for_delegate {
                 return fail(state, id, FailureReason::NoEligibleDelegate, &last).await;
             }
@@ -140,7 +236,17 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
         };
 
         if !decision.to_validate.is_empty() {
-            append(state, std::mem::take(&mut entries)).await;
+            match pending.take() {
+                Some(p) => {
+                    if p.store(state, None, std::mem::take(&mut entries), Vec::new())
+                        .await?
+                        .is_none()
+                    {
+                        return Ok(Placement::NotQueued);
+                    }
+                }
+                None => append(state, std::mem::take(&mut entries)).await,
+            }
             // Never wait here for the answer (PRODUCT.md: "a submission never waits on a
             // delegate"): the task stays queued, and the answer or its timeout places it
             // again (see `answered`, `ask`).
@@ -155,22 +261,31 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
             continue;
         }
 
-        let claim = store.claim_task(id, instance, Utc::now()).await;
+        let next = task.attempt.next();
+        let summary = format!("assigned to instance {instance} as attempt {next}");
+        let detail = serde_json::json!({"instance_id": instance, "attempt": next});
+        let assigned = entry(id, next, SelectionKind::Assigned, &summary, Ok(detail));
+        let claim = match pending.take() {
+            // The submission and its claim in one commit; the decision's entry is kept
+            // whatever becomes of the claim, since the task is stored with it.
+            Some(p) => match p.store(state, Some(instance), entries, vec![assigned]).await? {
+                None => return Ok(Placement::NotQueued),
+                Some(claim) => Ok(claim.unwrap_or(Claim::TaskNotQueued)),
+            },
+            None => {
+                // The entries are written only if the claim holds: a claim lost to a full
+                // or vanished instance is not worth one, as the next round decides again
+                // and its decision is the one that counts (so it must not look unchanged).
+                if !entries.is_empty() {
+                    state.dispatcher().forget_explanation(id);
+                }
+                entries.push(assigned);
+                claim(state, id, instance, task.attempt, entries).await
+            }
+        };
         if let Ok(Claim::Claimed(task)) = &claim {
             state.fleet().claimed(instance).await;
             state.metrics().task_assigned(task);
-            let summary = format!("assigned to instance {instance} as attempt {}", task.attempt);
-            let detail = serde_json::json!({"instance_id": instance, "attempt": task.attempt});
-            entries.push(entry(id, task.attempt, SelectionKind::Assigned, &summary, Ok(detail)));
-        }
-        // A claim lost to a full or vanished instance is not worth a log entry: the next
-        // round decides again, and its decision is the one that counts.
-        if matches!(claim, Ok(Claim::InstanceFull | Claim::InstanceGone)) {
-            if !entries.is_empty() {
-                state.dispatcher().forget_explanation(id);
-            }
-        } else {
-            append(state, entries).await;
         }
         match claim? {
             Claim::Claimed(task) => {
@@ -192,6 +307,29 @@ async fn place_rounds(state: &AppState, id: TaskId, mut known: Option<Task>) -> 
         }
     }
     Ok(Placement::Waiting { explanation: last })
+}
+
+/// Claims queued `task` (still at attempt `after`) for `instance`, with `entries` written
+/// only if the claim holds: one write, batched with everyone else's.
+async fn claim(
+    state: &AppState,
+    task: TaskId,
+    instance: InstanceId,
+    after: Attempt,
+    entries: Vec<SelectionLogEntry>,
+) -> StoreResult<Claim> {
+    let write = TaskWrite::Claim(ClaimWrite {
+        task,
+        instance,
+        at: Utc::now(),
+        after: Some(after),
+        log_if_claimed: entries,
+    });
+    match state.store().write_tasks(vec![write]).await?.pop() {
+        Some(Ok(Written::Claim(claim))) => Ok(claim),
+        Some(Err(e)) => Err(e),
+        other => Err(StoreError::Internal(format!("a claim answered {other:?}"))),
+    }
 }
 
 /// The most instances a task's account may hold for an assigning decision to be logged

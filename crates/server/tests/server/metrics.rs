@@ -150,11 +150,18 @@ async fn one_task_through_the_whole_path_is_counted() {
     assert!(must(&text, "switchboard_assignment_decision_seconds_count") >= 1.0);
     assert_eq!(must(&text, "switchboard_delegate_sockets_open"), 1.0);
     assert_eq!(must(&text, "switchboard_store_errors_total"), 0.0);
+    // The task stored already claimed, in one write.
     assert_eq!(
-        must(&text, "switchboard_store_call_seconds_count{op=\"insert_task\"}"),
+        must(&text, "switchboard_store_call_seconds_count{op=\"submit_task\"}"),
         1.0
     );
-    assert!(must(&text, "switchboard_store_call_seconds_count{op=\"claim_task\"}") >= 1.0);
+    assert_eq!(
+        must(&text, "switchboard_store_call_seconds_count{op=\"claim_task\"}"),
+        0.0
+    );
+    // Submission, acquire, result: one after the other, so three batches at least.
+    assert!(must(&text, "switchboard_store_batch_items_count") >= 3.0);
+    assert_eq!(must(&text, "switchboard_store_batches_failed_total"), 0.0);
     assert_eq!(
         must(&text, "switchboard_delegate_instances{liveness=\"connected\"}"),
         1.0

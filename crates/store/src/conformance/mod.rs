@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod audit;
+pub mod batches;
 pub mod cancellation;
 pub mod deadlines;
 pub mod fixtures;
@@ -58,6 +59,9 @@ macro_rules! conformance_tests {
             placement::the_selection_log_keeps_order_and_is_pruned_by_age,
             audit::the_audit_log_lists_newest_first_filters_by_scope_and_key_and_prunes_by_age,
             cancellation::a_claim_cancelled_at_any_await_is_all_or_nothing_and_the_store_still_writes,
+            batches::a_batch_commits_its_accepted_items_and_refuses_the_others_alone,
+            batches::a_submission_is_stored_claimed_with_its_log_and_audit_in_one_write,
+            batches::a_caller_that_stops_waiting_leaves_its_writes_whole,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {
