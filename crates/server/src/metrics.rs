@@ -402,6 +402,13 @@ fn encode_batches(b: &switchboard_store::BatchSnapshot) -> String {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", b.batches);
     let _ = writeln!(out, "{name}_sum {}.0", b.items);
     let _ = writeln!(out, "{name}_count {}", b.batches);
+    let busy = "switchboard_store_batch_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {busy} Time spent writing committed batches, begin to commit (overlapping when several are in flight)."
+    );
+    let _ = writeln!(out, "# TYPE {busy} counter");
+    let _ = writeln!(out, "{busy}_total {}", b.busy_seconds);
     let failed = "switchboard_store_batches_failed";
     let _ = writeln!(
         out,

@@ -12,6 +12,7 @@ mod server {
     mod browser;
     mod cli;
     mod connectors;
+    mod crash;
     mod dashboard;
     mod delegate_tasks;
     mod delegates;

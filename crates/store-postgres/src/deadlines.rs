@@ -89,6 +89,14 @@ pub(crate) async fn extend_run_deadlines(
     // latest beat. The fence (attempt and state) is in the join, so a stale or finished
     // entry matches nothing; the last condition keeps a late, older beat from moving a
     // deadline back, and skips writing rows whose deadline would not change.
+    // Locked first in id order, as the committer's batches lock tasks, so this waits for
+    // a batch but never deadlocks with one.
+    let mut tx = crate::begin(pool).await?;
+    sqlx::query("SELECT id FROM tasks WHERE id = ANY($1) AND state = 'running' ORDER BY id FOR NO KEY UPDATE")
+        .bind(&tasks)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
     let done = sqlx::query(
         "UPDATE tasks SET run_deadline = beats.at + tasks.execution_timeout_ms * interval '1 millisecond'
          FROM (SELECT t, a, max(at) AS at FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS u(t, a, at)
@@ -99,8 +107,9 @@ pub(crate) async fn extend_run_deadlines(
     .bind(&tasks)
     .bind(&attempts)
     .bind(&ats)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)?;
     Ok(done.rows_affected())
 }

@@ -332,8 +332,17 @@ pub(crate) async fn record_heartbeats(pool: &PgPool, beats: &[(InstanceId, DateT
     }
     let ids: Vec<Uuid> = beats.iter().map(|b| b.0.0).collect();
     let ats: Vec<DateTime<Utc>> = beats.iter().map(|b| b.1).collect();
-    // One statement per batch, whatever its size. GREATEST keeps a late-arriving older
-    // beat from moving the clock back; DISTINCT ON keeps one row per instance.
+    // The rows are locked first, in id order: the order of every other transaction that
+    // locks instances (the committer's batches), so a flush waits for a batch but never
+    // deadlocks with one. Then one statement, whatever the size. GREATEST keeps a
+    // late-arriving older beat from moving the clock back; DISTINCT ON keeps one row per
+    // instance.
+    let mut tx = crate::begin(pool).await?;
+    sqlx::query("SELECT id FROM delegate_instances WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
     let done = sqlx::query(
         "UPDATE delegate_instances i SET last_heartbeat_at = GREATEST(i.last_heartbeat_at, b.at)
          FROM (SELECT DISTINCT ON (id) id, at FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)
@@ -342,9 +351,10 @@ pub(crate) async fn record_heartbeats(pool: &PgPool, beats: &[(InstanceId, DateT
     )
     .bind(&ids)
     .bind(&ats)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)?;
     Ok(done.rows_affected())
 }
 

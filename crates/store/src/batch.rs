@@ -222,9 +222,13 @@ pub struct Wanted {
     pub idempotency: Vec<(String, String)>,
     /// Connectors the submissions name.
     pub connectors: Vec<ConnectorId>,
-    /// Instances the claims name. Add the instances of the loaded tasks ([`Wanted::instances`]),
-    /// whose slots a transition may free, before reading them.
+    /// Instances the claims name. Add the instances of the loaded tasks a transition may
+    /// free a slot of ([`Wanted::instances`]) before reading them.
     pub claimed_instances: Vec<InstanceId>,
+    /// Tasks named by a transition that may free a slot (any but an acquire, which keeps
+    /// the task on its instance): only their instances are read and locked, so a batch
+    /// of acquires leaves the hot instance rows alone.
+    pub freeing: Vec<TaskId>,
 }
 
 impl Wanted {
@@ -245,9 +249,12 @@ impl Wanted {
                     wanted.claimed_instances.extend(s.claim);
                 }
                 TaskWrite::Claim(c) => wanted.claimed_instances.push(c.instance),
+                TaskWrite::Transition(t) if t.event != TaskEvent::Acquire => wanted.freeing.push(t.task_id),
                 _ => {}
             }
         }
+        wanted.freeing.sort_unstable();
+        wanted.freeing.dedup();
         wanted.tasks.sort_unstable();
         wanted.tasks.dedup();
         wanted.connectors.sort_unstable();
@@ -256,10 +263,15 @@ impl Wanted {
     }
 
     /// Every instance to read (and lock, in this order): those claimed and those holding
-    /// the loaded tasks.
+    /// the loaded tasks a transition may free.
     pub fn instances<'t>(&self, tasks: impl IntoIterator<Item = &'t Task>) -> Vec<InstanceId> {
         let mut ids: Vec<InstanceId> = self.claimed_instances.clone();
-        ids.extend(tasks.into_iter().filter_map(|t| t.instance_id));
+        ids.extend(
+            tasks
+                .into_iter()
+                .filter(|t| self.freeing.binary_search(&t.id()).is_ok())
+                .filter_map(|t| t.instance_id),
+        );
         ids.sort_unstable();
         ids.dedup();
         ids

@@ -63,6 +63,9 @@ pub struct BatchStats {
     batches: AtomicU64,
     items: AtomicU64,
     failed: AtomicU64,
+    /// Time spent writing committed batches, from the start of their transaction to the
+    /// end of their commit.
+    busy_micros: AtomicU64,
     /// Batches by items: at most 1, 2, 4, ... 512, and more.
     buckets: [AtomicU64; BUCKETS.len() + 1],
 }
@@ -71,7 +74,7 @@ pub struct BatchStats {
 pub const BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
 /// A reading of [`BatchStats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchSnapshot {
     /// Batches committed.
     pub batches: u64,
@@ -79,13 +82,17 @@ pub struct BatchSnapshot {
     pub items: u64,
     /// Batches that failed whole.
     pub failed: u64,
+    /// Seconds spent writing the committed batches (with several in flight, they overlap).
+    pub busy_seconds: f64,
     /// Committed batches by items, cumulative per [`BUCKETS`] bound, then the total.
     pub cumulative: Vec<u64>,
 }
 
 impl BatchStats {
-    fn committed(&self, items: usize) {
+    fn committed(&self, items: usize, took: std::time::Duration) {
         self.batches.fetch_add(1, Ordering::Relaxed);
+        self.busy_micros
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.items.fetch_add(items as u64, Ordering::Relaxed);
         let bucket = BUCKETS.iter().position(|&b| items as u64 <= b).unwrap_or(BUCKETS.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -105,6 +112,7 @@ impl BatchStats {
             batches: self.batches.load(Ordering::Relaxed),
             items: self.items.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            busy_seconds: self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
             cumulative,
         }
     }
@@ -219,9 +227,10 @@ async fn commit(writer: &dyn BatchWriter, batch: Vec<Job>, stats: &BatchStats) {
         writes.extend(job.writes);
     }
     let items = writes.len();
+    let started = std::time::Instant::now();
     match writer.write_batch(writes).await {
         Ok(outcomes) if outcomes.len() == items => {
-            stats.committed(items);
+            stats.committed(items, started.elapsed());
             let mut outcomes = outcomes.into_iter();
             for (answer, n) in answers.into_iter().zip(sizes) {
                 // A caller that stopped waiting is not told; its writes stand.
@@ -240,6 +249,13 @@ async fn commit(writer: &dyn BatchWriter, batch: Vec<Job>, stats: &BatchStats) {
         }
         Err(e) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
+            // Whatever failed the batch may be another caller's doing, and nothing of it
+            // was stored: every caller may try again (503), not only when the database is
+            // out of reach.
+            let e = match e {
+                StoreError::Internal(why) => StoreError::Unavailable(format!("a batch of task writes failed: {why}")),
+                other => other,
+            };
             for answer in answers {
                 let _ = answer.send(Err(e.clone()));
             }
