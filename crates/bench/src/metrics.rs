@@ -126,7 +126,7 @@ impl Histogram {
             return None;
         }
         let rank = q.clamp(0.0, 1.0) * total;
-        let mut lower = self.buckets.first().map_or(0.0, |(le, _)| le.min(1.0).max(0.0));
+        let mut lower = self.buckets.first().map_or(0.0, |(le, _)| le.clamp(0.0, 1.0));
         let mut below = 0.0;
         for &(le, n) in &self.buckets {
             if n >= rank && n > below {
