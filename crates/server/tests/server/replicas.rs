@@ -244,6 +244,34 @@ async fn a_token_revoked_on_replica_a_is_refused_at_once_by_replica_b_that_trust
 }
 
 #[tokio::test]
+async fn a_delegate_deleted_on_replica_a_has_its_sessions_refused_at_once_by_replica_b() {
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (_, secret) = token(&a).await;
+    let (registered, mut session, _) = connect(&b, &secret).await;
+    // B trusts the session (the task does not exist: refused after the session's check).
+    let unknown = TaskId::new();
+    problem(report(&b, &registered, unknown, Attempt(1)).await, 404, "not-found").await;
+    assert_eq!(b.state.sessions().len(), 1, "B holds the session");
+
+    let deleted = a
+        .client
+        .delete(a.url(&format!("/api/v1/delegates/{}", registered.group_id)))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+    // B forgets the group's sessions before it tells their sockets to drain.
+    assert!(matches!(
+        next(&mut session).await,
+        Event::Message(ServerMessage::Drain { .. })
+    ));
+    problem(report(&b, &registered, unknown, Attempt(1)).await, 401, "unauthorized").await;
+}
+
+#[tokio::test]
 async fn cancelling_on_replica_a_tells_the_delegate_on_replica_b() {
     let Some((a, b)) = spawn_replicas(without_repairs).await else {
         return;
