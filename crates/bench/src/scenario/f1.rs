@@ -147,7 +147,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
             cpu(s),
         ]);
     }
-    let cores = cores_table(store, &result.steps);
+    let cores = cores_table("F1", store, &result.steps);
     if let Some(top) = result.steps.last().and_then(|s| s.manager.as_ref()) {
         table.note(format!(
             "manager at the highest rate, per lifecycle: {:.1} store writes; most store time: {}; {:.1} decisions of {} ms",
@@ -284,11 +284,12 @@ async fn ramp(ctx: &Ctx, rig: &Rig, label: &str, args: &F1Args) -> Result<Vec<St
     Ok(steps)
 }
 
-/// Per step, where the cores went and what was committed, per lifecycle ("-": unknown).
-pub fn cores_table(store: StoreKind, steps: &[Step]) -> Table {
+/// Per step of `scenario`, where the cores went and what was committed, per lifecycle
+/// ("-": unknown).
+pub fn cores_table(scenario: &str, store: StoreKind, steps: &[Step]) -> Table {
     let mut table = Table::new(
         format!(
-            "F1 {}: per lifecycle, CPU (µs, and % of one core) and store commits; batches of task writes",
+            "{scenario} {}: per lifecycle, CPU (µs, and % of one core) and store commits; batches of task writes",
             store.as_str()
         ),
         &[
