@@ -240,7 +240,8 @@ async fn a_token_revoked_on_replica_a_is_refused_at_once_by_replica_b_that_trust
         .json()
         .await
         .unwrap();
-    assert_eq!(task["state"], "running", "the report was not taken: {task}");
+    // Running still, or failed as its delegate's socket closed: not succeeded.
+    assert_ne!(task["state"], "succeeded", "the report was not taken: {task}");
 }
 
 #[tokio::test]
