@@ -19,6 +19,7 @@ mod postgres;
 mod procfs;
 mod report;
 mod scenario;
+mod sqlite;
 mod stats;
 
 use std::process::ExitCode;

@@ -168,6 +168,13 @@ impl Manager {
         })
     }
 
+    /// The URL of the fresh PostgreSQL database of a manager the tool started (unknown for
+    /// an external one).
+    pub fn database_url(&self) -> Option<&str> {
+        let database = self.started.as_ref()?.database.as_ref()?;
+        Some(database.url.as_str())
+    }
+
     /// Its resident memory in KiB, when it runs on this machine.
     pub fn rss_kib(&self) -> Option<u64> {
         procfs::rss_kib(self.pid?)

@@ -1,6 +1,7 @@
 //! PostgreSQL for a run: a fresh database per manager (created on the server named by
-//! `--database-url`, dropped when the run ends), and the `pgbench` reference measured
-//! against the same server in the same run.
+//! `--database-url`, dropped when the run ends), what the server says about that database
+//! at each step's start and end (its backends, its commits), and the `pgbench` reference
+//! measured against the same server in the same run.
 //!
 //! Databases are named `sbbench_<unix seconds>_<random>`; one left behind by a run that
 //! was killed is dropped by the first run that starts more than an hour later.
@@ -84,6 +85,65 @@ async fn connect(url: &str) -> Result<PgConnection, BenchError> {
     PgConnection::connect(url)
         .await
         .map_err(|e| BenchError::Postgres(format!("cannot connect to PostgreSQL at the database URL: {e}")))
+}
+
+/// A connection of the bench's own to a manager's database, to read the server's view of
+/// it between steps.
+#[derive(Debug)]
+pub struct Monitor {
+    /// A `tokio` mutex: a reading holds the connection across its query's await.
+    conn: tokio::sync::Mutex<PgConnection>,
+}
+
+/// The server's view of one database at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// The backends connected to the database (the manager's pool, autovacuum workers),
+    /// this monitor's own excluded.
+    pub backends: Vec<u32>,
+    /// `pg_stat_database.xact_commit`: every committed transaction, read-only ones
+    /// included. Each backend reports its counts when it goes idle, at most once a second
+    /// (an idle one within 10 s), so the figure trails the commits by up to that much.
+    pub xact_commit: i64,
+    /// The next transaction id: it advances by one per transaction that wrote (committed
+    /// or not), at once and exactly, but for the whole server, not this database alone.
+    pub next_xid: i64,
+}
+
+impl Monitor {
+    pub async fn connect(url: &str) -> Result<Monitor, BenchError> {
+        Ok(Monitor {
+            conn: tokio::sync::Mutex::new(connect(url).await?),
+        })
+    }
+
+    /// One reading, in a single statement (so this monitor adds one read-only commit per
+    /// reading to `xact_commit`, nothing to `next_xid`).
+    pub async fn read(&self) -> Result<Reading, BenchError> {
+        let mut conn = self.conn.lock().await;
+        let (backends, xact_commit, next_xid): (Option<Vec<i32>>, Option<i64>, i64) = sqlx::query_as(
+            "SELECT (SELECT array_agg(pid) FROM pg_stat_activity \
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()), \
+                    (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()), \
+                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| BenchError::Postgres(format!("cannot read pg_stat_activity: {e}")))?;
+        Ok(Reading {
+            backends: backends
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|pid| u32::try_from(pid).ok())
+                .collect(),
+            xact_commit: xact_commit.unwrap_or(0),
+            next_xid,
+        })
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.into_inner().close().await;
+    }
 }
 
 /// What `pgbench` measured: single-row transactions a second at `clients` connections.

@@ -1,5 +1,6 @@
-//! What `/proc` says about a process (the manager's memory and CPU time) and about the
-//! machine the figures were taken on. Linux only: elsewhere every reading is `None`.
+//! What `/proc` says about a process (the manager's memory and CPU time, PostgreSQL's
+//! backends', the bench's own) and about the machine the figures were taken on. Linux
+//! only: elsewhere every reading is `None`.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,7 +20,25 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// The CPU time `pid` has used, user plus system, in seconds (fields 14 and 15 of
 /// `/proc/<pid>/stat`, in clock ticks).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The CPU time this process (the bench: its fleet, submitter and scrapes) has used.
+pub fn own_cpu_seconds() -> Option<f64> {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// Like [`cpu_seconds`], for a process that must be a PostgreSQL backend (`postgres` as
+/// its command name): `None` for anything else, so that the pid of a backend on another
+/// machine (or in another pid namespace) never reads the CPU of an unrelated process.
+pub fn postgres_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let name = stat.split_once('(')?.1.rsplit_once(')')?.0;
+    (name == "postgres").then(|| stat_cpu_seconds(&stat)).flatten()
+}
+
+/// User plus system time of a `/proc/<pid>/stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
     // The command name (field 2) is in parentheses and may hold spaces: count from after it.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -97,5 +116,11 @@ mod tests {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
+        assert!(own_cpu_seconds().unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn a_process_that_is_not_postgres_is_not_read_as_a_backend() {
+        assert_eq!(postgres_cpu_seconds(std::process::id()), None);
     }
 }

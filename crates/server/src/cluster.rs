@@ -6,7 +6,8 @@
 //! (on PostgreSQL it sees every replica's connected instances), so when the instance it
 //! claimed for has its socket elsewhere, the offer travels as a [`ClusterEvent`]; so do a
 //! task's changes (for long polls held elsewhere), cancellations, and the closing of a
-//! revoked token's or a deleted group's sockets.
+//! revoked token's or a deleted group's sockets, which also forgets their sessions (the
+//! task endpoints take sessions from memory: [`crate::delegates::auth`]).
 //!
 //! Events are coalesced: [`Cluster::publish`] only appends to an outbox; the publisher
 //! task sends whatever is in it as one store call ([`Store::publish`], one `NOTIFY`
@@ -289,7 +290,11 @@ async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 Some(ClusterSignal::Lost) => {
+                    // What the others publish from now until the resync is not heard: no
+                    // session is taken from memory meanwhile, and none checked before stays
+                    // (see `delegates::auth`).
                     state.cluster().listening.send_replace(false);
+                    state.sessions().forget_all();
                 }
                 Some(ClusterSignal::Resync) => {
                     // Offers missed meanwhile are released by the acknowledge timeout;
@@ -306,6 +311,7 @@ async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
                 // hearing the others until then).
                 None => {
                     state.cluster().listening.send_replace(false);
+                    state.sessions().forget_all();
                     break;
                 }
             }

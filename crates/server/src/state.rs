@@ -42,7 +42,7 @@ struct Inner {
     cluster: Cluster,
     /// The registry snapshot placement decides against.
     fleet: Fleet,
-    /// Delegate sessions authenticated moments ago.
+    /// Delegate sessions checked against the store and not invalidated since.
     sessions: Sessions,
     /// What `GET /metrics` exposes.
     metrics: Metrics,

@@ -7,6 +7,11 @@
 //! submission or report failed, completions kept up with the offered rate (at least 90 %
 //! of it, from the first intended time to the last completion), and the p99 of the full
 //! lifecycle stayed under `--max-p99-ms`.
+//!
+//! Beside each step, where the cores went per lifecycle (the manager's, PostgreSQL's
+//! backends', the bench's own), the store's commits and the sizes of the committer's
+//! batches; beside the whole, the reference of the same run (pgbench for PostgreSQL, a
+//! single-row INSERT loop for SQLite) that the best rate is a ratio of.
 
 use std::time::Duration;
 
@@ -83,6 +88,7 @@ pub fn sustained(step: &Step, max_p99_ms: f64) -> bool {
 
 pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result, BenchError> {
     let reference = ctx.reference(store).await;
+    let sqlite_reference = ctx.sqlite_reference(store).await;
     let label = format!("f1-{}", store.as_str());
     let rig = Rig::up(ctx, store, &label, args.fleet.delegates, args.fleet.capacity).await?;
     let outcome = ramp(ctx, &rig, &label, args).await;
@@ -121,6 +127,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
             "p99",
             "errors",
             "sustained",
+            "mgr CPU %",
         ],
     );
     for s in &result.steps {
@@ -140,6 +147,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
             cpu(s),
         ]);
     }
+    let cores = cores_table("F1", store, &result.steps);
     if let Some(top) = result.steps.last().and_then(|s| s.manager.as_ref()) {
         table.note(format!(
             "manager at the highest rate, per lifecycle: {:.1} store writes; most store time: {}; {:.1} decisions of {} ms",
@@ -163,7 +171,19 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
             num(ratio, 3)
         ));
     }
+    let sqlite_ratio = sqlite_reference
+        .as_ref()
+        .map(|r| result.best_throughput / r.insert_commits_per_second);
+    if let (Some(r), Some(ratio)) = (&sqlite_reference, sqlite_ratio) {
+        table.note(format!(
+            "reference: SQLite single-row INSERT {} commits/s (WAL, synchronous=FULL, {} s); F1 / SQLite INSERT = {} (target >= 2,000/s)",
+            num(r.insert_commits_per_second, 0),
+            num(r.seconds, 0),
+            num(ratio, 3)
+        ));
+    }
     table.print();
+    cores.print();
 
     let chart = ctx.chart_path("f1", store, "latency");
     chart::latency(
@@ -182,6 +202,8 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
                 "best_rate": result.best_rate,
                 "best_throughput": result.best_throughput,
                 "ratio_to_pgbench_insert": ratio,
+                "sqlite_reference": sqlite_reference,
+                "ratio_to_sqlite_insert": sqlite_ratio,
                 "acquire_errors": acquire_errors,
                 "socket_drops": disconnects,
             },
@@ -260,6 +282,67 @@ async fn ramp(ctx: &Ctx, rig: &Rig, label: &str, args: &F1Args) -> Result<Vec<St
     }
     steps.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
     Ok(steps)
+}
+
+/// Per step of `scenario`, where the cores went and what was committed, per lifecycle
+/// ("-": unknown).
+pub fn cores_table(scenario: &str, store: StoreKind, steps: &[Step]) -> Table {
+    let mut table = Table::new(
+        format!(
+            "{scenario} {}: per lifecycle, CPU (µs, and % of one core) and store commits; batches of task writes",
+            store.as_str()
+        ),
+        &[
+            "offered/s",
+            "done/s",
+            "manager µs",
+            "%",
+            "postgres µs",
+            "%",
+            "bench µs",
+            "%",
+            "commits",
+            "write xacts",
+            "batches",
+            "mean",
+            "p50",
+            "p99",
+        ],
+    );
+    let cell = |v: Option<f64>, decimals: usize| v.map_or("-".to_owned(), |v| num(v, decimals));
+    for s in steps {
+        let Some(u) = &s.manager else { continue };
+        let batches = u.batches.as_ref();
+        table.row(vec![
+            num(s.offered_rate, 0),
+            num(s.throughput, 0),
+            cell(u.cpu_us_per_task, 0),
+            cell(u.cpu_percent, 0),
+            cell(u.postgres_cpu_us_per_task, 0),
+            cell(u.postgres_cpu_percent, 0),
+            cell(u.bench_cpu_us_per_task, 0),
+            cell(u.bench_cpu_percent, 0),
+            cell(u.commits_per_task, 2),
+            cell(u.write_transactions_per_task, 2),
+            cell(batches.map(|b| b.count), 0),
+            cell(batches.and_then(|b| b.mean), 1),
+            cell(batches.and_then(|b| b.p50), 1),
+            cell(batches.and_then(|b| b.p99), 1),
+        ]);
+    }
+    if let Some(u) = steps.iter().find_map(|s| s.manager.as_ref()) {
+        table.note(format!("commits counted from: {}", u.commits_from));
+        if u.batches.is_none() {
+            table.note("batches: the manager exports no switchboard_store_batch_items (an older manager)");
+        }
+        if store == StoreKind::Postgres {
+            table.note(
+                "postgres: the backends of the bench database (pg_stat_activity, /proc/<pid>/stat); \
+                 write xacts: transaction ids used, server-wide",
+            );
+        }
+    }
+    table
 }
 
 /// The manager's CPU during a step, for a table cell.

@@ -118,8 +118,9 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F2Args) -> Result<Vec<Point
         ));
     }
     table.print();
-
     let steps: Vec<Step> = points.iter().map(|p| p.step.clone()).collect();
+    f1::cores_table("F2", store, &steps).print();
+
     let chart = ctx.chart_path("f2", store, "latency");
     chart::latency(
         &chart,

@@ -1,5 +1,6 @@
 //! What every scenario shares: the options common to all, the manager each one starts, the
-//! `pgbench` reference (measured once per invocation), and where results go.
+//! `pgbench` and SQLite references (each measured once per invocation), where the cores
+//! went during a step, and where results go.
 
 pub mod f1;
 pub mod f2;
@@ -21,10 +22,11 @@ use crate::BenchError;
 use crate::fleet::{Fleet, Layout};
 use crate::load::Recorder;
 use crate::manager::{Launch, Manager, StoreKind, manager_binary};
-use crate::metrics::{self, Scrape};
-use crate::postgres::{self, Reference};
-use crate::procfs::Machine;
+use crate::metrics::{self, Histogram, Scrape};
+use crate::postgres::{self, Monitor, Reading, Reference};
+use crate::procfs::{self, Machine};
 use crate::report::write_json;
+use crate::sqlite;
 
 /// The PostgreSQL server used when neither `--database-url` nor `DATABASE_URL` names one.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -77,7 +79,12 @@ pub struct Ctx {
     pub http: reqwest::Client,
     /// The pgbench figures once measured (`Some(None)`: measuring failed).
     reference: Mutex<Option<Option<Reference>>>,
+    /// The SQLite single-row INSERT figures once measured, likewise.
+    sqlite_reference: Mutex<Option<Option<sqlite::Reference>>>,
 }
+
+/// The SQLite reference's loop: 3 s, or `--reference-secs` when that is shorter (smoke).
+const SQLITE_REFERENCE: Duration = Duration::from_secs(3);
 
 impl Ctx {
     pub fn new(common: Common) -> Result<Ctx, BenchError> {
@@ -95,6 +102,7 @@ impl Ctx {
                 .build()
                 .map_err(|e| BenchError::Setup(e.to_string()))?,
             reference: Mutex::new(None),
+            sqlite_reference: Mutex::new(None),
         })
     }
 
@@ -160,6 +168,31 @@ impl Ctx {
         reference
     }
 
+    /// The SQLite reference for an SQLite scenario, measured on first use.
+    pub async fn sqlite_reference(&self, store: StoreKind) -> Option<sqlite::Reference> {
+        if store != StoreKind::Sqlite {
+            return None;
+        }
+        let mut cached = self.sqlite_reference.lock().await;
+        if let Some(reference) = cached.as_ref() {
+            return reference.clone();
+        }
+        let duration = SQLITE_REFERENCE.min(Duration::from_secs(self.common.reference_secs.max(1)));
+        eprintln!(
+            "reference: SQLite single-row INSERT commits (WAL, synchronous=FULL), {} s",
+            duration.as_secs()
+        );
+        let reference = match sqlite::reference(duration).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("SQLite reference not measured: {e}");
+                None
+            }
+        };
+        *cached = Some(reference.clone());
+        reference
+    }
+
     /// Writes a scenario's JSON, with the machine and the reference beside its figures.
     pub fn write(
         &self,
@@ -208,7 +241,11 @@ fn default_out_dir() -> Result<PathBuf, BenchError> {
 /// load scenarios (F1, F2) run on.
 #[derive(Debug)]
 pub struct Rig {
+    pub store: StoreKind,
     pub manager: Manager,
+    /// A connection to the manager's PostgreSQL database, when the tool made it: its
+    /// backends and commits at each step's start and end.
+    monitor: Option<Monitor>,
     pub operator: Client,
     pub fleet: Fleet,
     pub layout: Layout,
@@ -225,8 +262,20 @@ impl Rig {
         capacity: u32,
     ) -> Result<Rig, BenchError> {
         let manager = ctx.manager(store, label, &[]).await?;
+        let monitor = match manager.database_url() {
+            Some(url) => match Monitor::connect(url).await {
+                Ok(monitor) => Some(monitor),
+                Err(e) => {
+                    eprintln!("{label}: PostgreSQL's backends and commits not measured: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
         match Self::fleet(ctx, &manager, label, delegates, capacity).await {
             Ok((operator, layout, recorder, fleet)) => Ok(Rig {
+                store,
+                monitor,
                 manager,
                 operator,
                 fleet,
@@ -234,6 +283,9 @@ impl Rig {
                 recorder,
             }),
             Err(e) => {
+                if let Some(monitor) = monitor {
+                    monitor.close().await;
+                }
                 // Stopped properly, so that its fresh database is dropped too.
                 manager.stop().await;
                 Err(e)
@@ -297,11 +349,31 @@ impl Rig {
         }
     }
 
-    /// What the manager has done so far, to compare with after a step.
+    /// What the manager, its database and the bench have done so far, to compare with
+    /// after a step.
     pub async fn snapshot(&self, ctx: &Ctx) -> Snapshot {
+        let postgres = match &self.monitor {
+            Some(monitor) => match monitor.read().await {
+                Ok(reading) => {
+                    let backend_cpu = reading
+                        .backends
+                        .iter()
+                        .filter_map(|&pid| Some((pid, procfs::postgres_cpu_seconds(pid)?)))
+                        .collect();
+                    Some((reading, backend_cpu))
+                }
+                Err(e) => {
+                    eprintln!("PostgreSQL not read: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
         Snapshot {
             scrape: self.manager.scrape(&ctx.http).await.unwrap_or_default(),
             cpu_seconds: self.manager.cpu_seconds(),
+            bench_cpu_seconds: procfs::own_cpu_seconds(),
+            postgres,
             at: Instant::now(),
         }
     }
@@ -330,18 +402,56 @@ impl Rig {
             - before.scrape.value("switchboard_assignment_decision_seconds_count");
         let decision_seconds = after.scrape.value("switchboard_assignment_decision_seconds_sum")
             - before.scrape.value("switchboard_assignment_decision_seconds_sum");
-        Usage {
-            cpu_percent: after
-                .cpu_seconds
-                .zip(before.cpu_seconds)
-                .map(|(a, b)| (a - b) / elapsed * 100.0),
-            store_writes_per_task: per_task(
-                calls
-                    .iter()
-                    .filter(|(op, _)| !metrics::is_read(op))
-                    .map(|(_, n)| n)
-                    .sum(),
+        let used = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (a - b).max(0.0));
+        let manager_cpu = used(after.cpu_seconds, before.cpu_seconds);
+        let bench_cpu = used(after.bench_cpu_seconds, before.bench_cpu_seconds);
+        let postgres_cpu = match (&before.postgres, &after.postgres) {
+            (Some((_, at_start)), Some((_, at_end))) => Some(backends_cpu(at_start, at_end)),
+            _ => None,
+        };
+        let writes: f64 = calls
+            .iter()
+            .filter(|(op, _)| !metrics::is_read(op))
+            .map(|(_, n)| n)
+            .sum();
+        let batches = Histogram::read(&after.scrape, metrics::BATCH_ITEMS)
+            .zip(Histogram::read(&before.scrape, metrics::BATCH_ITEMS))
+            .map(|(a, b)| a.since(&b));
+        let (commits, commits_from) = match (self.store, &before.postgres, &after.postgres) {
+            (StoreKind::Postgres, Some((start, _)), Some((end, _))) => (
+                Some((end.xact_commit - start.xact_commit).max(0) as f64),
+                "pg_stat_database.xact_commit",
             ),
+            (StoreKind::Postgres, _, _) => (None, "unknown: the database is not the tool's own"),
+            (StoreKind::Sqlite, _, _) => match &batches {
+                Some(b) => (Some(b.count + other_writes(&calls)), "batches + other store writes"),
+                None => (None, "unknown: the manager exports no switchboard_store_batch_items"),
+            },
+        };
+        let write_transactions = match (&before.postgres, &after.postgres) {
+            (Some((start, _)), Some((end, _))) => Some((end.next_xid - start.next_xid).max(0) as f64),
+            _ => None,
+        };
+        let percent = |seconds: f64| seconds / elapsed * 100.0;
+        let micros = |seconds: f64| per_task(seconds * 1e6);
+        Usage {
+            cpu_percent: manager_cpu.map(percent),
+            cpu_us_per_task: manager_cpu.map(micros),
+            postgres_cpu_percent: postgres_cpu.map(|(s, _)| percent(s)),
+            postgres_cpu_us_per_task: postgres_cpu.map(|(s, _)| micros(s)),
+            postgres_backends: postgres_cpu.map(|(_, n)| n),
+            bench_cpu_percent: bench_cpu.map(percent),
+            bench_cpu_us_per_task: bench_cpu.map(micros),
+            commits_per_task: commits.map(per_task),
+            commits_from,
+            write_transactions_per_task: write_transactions.map(per_task),
+            batches: batches.map(|b| BatchSizes {
+                count: b.count,
+                mean: b.mean(),
+                p50: b.quantile(0.5),
+                p99: b.quantile(0.99),
+            }),
+            store_writes_per_task: per_task(writes),
             store_calls_per_task: calls.iter().map(|(op, n)| (op.clone(), per_task(*n))).collect(),
             store_ms_per_task: seconds
                 .iter()
@@ -353,24 +463,86 @@ impl Rig {
     }
 
     pub async fn down(self) {
+        if let Some(monitor) = self.monitor {
+            monitor.close().await;
+        }
         self.fleet.stop().await;
         self.manager.stop().await;
     }
 }
 
-/// The manager's counters and CPU time at one moment.
+/// The CPU PostgreSQL's backends used between two readings, in seconds, and how many
+/// backends that counts. A backend seen at both ends counts its difference; one seen only
+/// at the end (it connected meanwhile) counts everything it used; one seen at the start
+/// and gone at the end counts nothing, as what it used after the start can no longer be
+/// read. A backend reused by a new process under the same pid would count negative, so
+/// it counts from zero instead.
+fn backends_cpu(at_start: &BTreeMap<u32, f64>, at_end: &BTreeMap<u32, f64>) -> (f64, usize) {
+    let used = at_end
+        .iter()
+        .map(|(pid, end)| match at_start.get(pid) {
+            Some(start) if start <= end => end - start,
+            _ => *end,
+        })
+        .sum();
+    (used, at_end.len())
+}
+
+/// Store writes that are not the committer's batches themselves: a store call whose
+/// operation names a batch is the commit the histogram counted already.
+fn other_writes(calls: &BTreeMap<String, f64>) -> f64 {
+    calls
+        .iter()
+        .filter(|(op, _)| !metrics::is_read(op) && !op.contains("batch"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// The manager's counters, its CPU time, PostgreSQL's and the bench's at one moment.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     scrape: Scrape,
     cpu_seconds: Option<f64>,
+    bench_cpu_seconds: Option<f64>,
+    /// The database's reading and the CPU time of each backend in it that `/proc` shows.
+    postgres: Option<(Reading, BTreeMap<u32, f64>)>,
     at: Instant,
 }
 
-/// Where the manager's time went during a step: the profile beside each figure.
+/// Batches of task writes the manager committed during a step, from its
+/// `switchboard_store_batch_items` histogram (p50 and p99 estimated from the buckets).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchSizes {
+    pub count: f64,
+    pub mean: Option<f64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// Where the cores went during a step: the profile beside each figure. `None` is
+/// unknown (not readable on this machine, or not exported by this manager).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Usage {
     /// The manager's CPU time over the step, in % of one core.
     pub cpu_percent: Option<f64>,
+    /// The manager's CPU time per completed task, in µs.
+    pub cpu_us_per_task: Option<f64>,
+    /// The CPU of PostgreSQL's backends serving the manager's database (see
+    /// [`backends_cpu`]), in % of one core and in µs per completed task.
+    pub postgres_cpu_percent: Option<f64>,
+    pub postgres_cpu_us_per_task: Option<f64>,
+    /// How many backends that counted.
+    pub postgres_backends: Option<usize>,
+    /// The bench's own CPU (its fleet, submitter and scrapes), likewise.
+    pub bench_cpu_percent: Option<f64>,
+    pub bench_cpu_us_per_task: Option<f64>,
+    /// Store commits per completed task; where they were counted is `commits_from`.
+    pub commits_per_task: Option<f64>,
+    pub commits_from: &'static str,
+    /// PostgreSQL: transactions that wrote, per completed task (the server's transaction
+    /// id counter, exact and immediate, but server-wide).
+    pub write_transactions_per_task: Option<f64>,
+    pub batches: Option<BatchSizes>,
     pub store_writes_per_task: f64,
     /// Store calls per completed task, by operation.
     pub store_calls_per_task: BTreeMap<String, f64>,
@@ -406,4 +578,30 @@ pub fn progress(message: &str) -> ProgressBar {
     );
     bar.set_prefix(message.to_owned());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_count_what_they_used_between_the_readings_they_were_seen_in() {
+        let at_start = BTreeMap::from([(10, 1.0), (11, 2.0), (12, 5.0)]);
+        // 10 used 0.5 s; 11 is gone (nothing readable); 13 connected meanwhile (all of
+        // it); 12 is a new process under a reused pid (from zero).
+        let at_end = BTreeMap::from([(10, 1.5), (12, 0.25), (13, 0.75)]);
+        let (used, backends) = backends_cpu(&at_start, &at_end);
+        assert!((used - 1.5).abs() < 1e-9, "{used}");
+        assert_eq!(backends, 3);
+    }
+
+    #[test]
+    fn the_committers_own_store_call_is_not_counted_again_beside_its_batches() {
+        let calls = BTreeMap::from([
+            ("commit_batch".to_owned(), 10.0),
+            ("register_instance".to_owned(), 2.0),
+            ("get_task".to_owned(), 7.0),
+        ]);
+        assert_eq!(other_writes(&calls), 2.0);
+    }
 }

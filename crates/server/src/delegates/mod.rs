@@ -171,6 +171,9 @@ async fn sweep(state: &AppState) {
         .await
     {
         Ok(gone) if !gone.is_empty() => {
+            // The other replicas need no signal: they trust a session only until its
+            // instance could be swept (see `auth`).
+            state.sessions().forget_instances(&gone);
             for id in &gone {
                 state.heartbeats().forget(*id);
             }

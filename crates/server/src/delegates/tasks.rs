@@ -9,12 +9,11 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use chrono::Utc;
 use switchboard_domain::task::PAYLOAD_MAX_BYTES;
-use switchboard_domain::{
-    Attempt, DelegateInstance, Failure, FailureReason, LastSuccess, Task, TaskEvent, TaskId, TaskState,
-};
+use switchboard_domain::{Attempt, Failure, FailureReason, LastSuccess, Task, TaskEvent, TaskId, TaskState};
 use switchboard_protocol::delegate::{Acquire, AcquiredTask, Outcome, Progress, TaskResult, TaskStatus};
 use switchboard_store::Transition;
 
+use super::auth::TrustedInstance;
 use crate::error::{ApiError, Problem};
 use crate::extract::parse;
 use crate::openapi::Errors;
@@ -151,7 +150,7 @@ fn task_id(id: &str) -> Result<TaskId, ApiError> {
 }
 
 /// The task, if `attempt` is its current attempt and it was offered to `instance`.
-async fn offered(state: &AppState, id: &str, instance: &DelegateInstance, attempt: Attempt) -> Result<Task, ApiError> {
+async fn offered(state: &AppState, id: &str, instance: &TrustedInstance, attempt: Attempt) -> Result<Task, ApiError> {
     let task = state.store().get_task(task_id(id)?).await?;
     if task.attempt != attempt {
         return Err(ApiError::new(
@@ -176,7 +175,7 @@ async fn offered(state: &AppState, id: &str, instance: &DelegateInstance, attemp
 
 /// Records the instance as the last success for the task's connector, so the engine tries
 /// it first next time. A failure to record costs only that preference, not the result.
-async fn remember_success(state: &AppState, task: &Task, instance: &DelegateInstance) {
+async fn remember_success(state: &AppState, task: &Task, instance: &TrustedInstance) {
     let Some(connector_id) = task.spec.connector_id else {
         return;
     };

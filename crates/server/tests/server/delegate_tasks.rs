@@ -13,9 +13,14 @@ use switchboard_domain::{
 use switchboard_protocol::delegate::{RegisterRequest, Registered};
 use switchboard_store::{Claim, Transition};
 
-use super::support::{ADMIN_KEY, Backend, TestApp, problem, spawn_on};
+use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
 
 async fn delegate(app: &TestApp, hostname: &str) -> Registered {
+    delegate_and_token(app, hostname).await.0
+}
+
+/// A registered delegate and the id of the token it registered with.
+async fn delegate_and_token(app: &TestApp, hostname: &str) -> (Registered, String) {
     let created: Value = app
         .post(
             "/api/v1/delegate-tokens",
@@ -30,9 +35,10 @@ async fn delegate(app: &TestApp, hostname: &str) -> Registered {
         serde_json::from_value(json!({"name": "d", "hostname": hostname, "version": "1.0.0", "task_types": ["echo"]}))
             .unwrap();
     let token = created["token"].as_str().unwrap();
-    switchboard_client::delegate::register(&app.client, &app.url(""), token, &request)
+    let registered = switchboard_client::delegate::register(&app.client, &app.url(""), token, &request)
         .await
-        .unwrap()
+        .unwrap();
+    (registered, created["id"].as_str().unwrap().to_owned())
 }
 
 /// Queues a task (optionally naming a connector) and claims it for `instance`.
@@ -281,7 +287,135 @@ async fn task_endpoints_need_the_session_credential_and_well_formed_reports(back
     );
 }
 
+/// How many times the manager has asked its store for a session and its token so far
+/// (`instance_by_session`, `get_token`), from its `/metrics`.
+async fn session_reads(app: &TestApp) -> (f64, f64) {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let calls = |op: &str| {
+        let series = format!("switchboard_store_call_seconds_count{{op=\"{op}\"}}");
+        text.lines()
+            .filter_map(|line| line.rsplit_once(' '))
+            .find(|(name, _)| *name == series)
+            .map_or(0.0, |(_, n)| n.parse().unwrap())
+    };
+    (calls("instance_by_session"), calls("get_token"))
+}
+
+/// Starts the app on `backend` and returns once it may take sessions from memory: on
+/// PostgreSQL only once it hears the other replicas (none here). The delegate request
+/// limit is off: the steady-state case makes requests as fast as they are answered.
+async fn spawn_trusting(backend: Backend) -> Option<TestApp> {
+    let app = spawn_on(backend, |s| s.delegate_rate_limit = 0).await?;
+    tokio::time::timeout(PATIENCE, app.state.cluster().listening())
+        .await
+        .expect("the manager listens for other replicas");
+    Some(app)
+}
+
+/// Acquires, reports progress on and completes `task` as `me`.
+async fn run_to_the_end(app: &TestApp, me: &Registered, task: TaskId) {
+    let acquired = call(app, me, task, "acquire", json!({"attempt": 1})).await;
+    assert_eq!(acquired.status(), StatusCode::OK);
+    let progress = call(app, me, task, "progress", json!({"attempt": 1, "progress": {"p": 1}})).await;
+    assert_eq!(progress.status(), StatusCode::OK);
+    let done = call(app, me, task, "result", json!({"attempt": 1, "outcome": "succeeded"})).await;
+    assert_eq!(done.json::<Value>().await.unwrap()["state"], "succeeded");
+}
+
+async fn steady_state_acquire_progress_and_result_read_no_session_from_the_store(backend: Backend) {
+    let Some(app) = spawn_trusting(backend).await else {
+        return;
+    };
+    let me = delegate(&app, "a").await;
+    // The first request checks the session against the store; nothing after it does.
+    let first = assigned(&app, me.instance_id, None).await;
+    run_to_the_end(&app, &me, first).await;
+    let before = session_reads(&app).await;
+    assert!(
+        before.0 >= 1.0 && before.1 >= 1.0,
+        "the first check read both: {before:?}"
+    );
+
+    // Load for longer than any short trust window would last (sessions used to be
+    // checked again after 2 s): the loop is work, not a wait.
+    let started = std::time::Instant::now();
+    let mut tasks = 0;
+    while tasks < 5 || started.elapsed() < std::time::Duration::from_secs(3) {
+        let task = assigned(&app, me.instance_id, None).await;
+        run_to_the_end(&app, &me, task).await;
+        tasks += 1;
+    }
+    assert_eq!(
+        session_reads(&app).await,
+        before,
+        "{} requests over {:?}, no session read",
+        tasks * 3,
+        started.elapsed()
+    );
+}
+
+async fn a_revoked_token_is_refused_at_once_though_its_session_was_trusted(backend: Backend) {
+    let Some(app) = spawn_trusting(backend).await else {
+        return;
+    };
+    let (me, token_id) = delegate_and_token(&app, "a").await;
+    let task = assigned(&app, me.instance_id, None).await;
+    let acquired = call(&app, &me, task, "acquire", json!({"attempt": 1})).await;
+    assert_eq!(acquired.status(), StatusCode::OK);
+    assert_eq!(app.state.sessions().len(), 1, "the session is trusted now");
+
+    let revoked = app
+        .post(
+            &format!("/api/v1/delegate-tokens/{token_id}/revoke"),
+            Some(ADMIN_KEY),
+            &json!({}),
+        )
+        .await;
+    assert!(revoked.status().is_success());
+    // The very next request, with no pause: refused.
+    let report = call(&app, &me, task, "result", json!({"attempt": 1, "outcome": "succeeded"})).await;
+    problem(report, 401, "token-revoked").await;
+    assert_eq!(
+        app.state.store().get_task(task).await.unwrap().state,
+        TaskState::Running,
+        "the report was not taken"
+    );
+}
+
+async fn a_deleted_delegates_sessions_are_refused_at_once_though_they_were_trusted(backend: Backend) {
+    let Some(app) = spawn_trusting(backend).await else {
+        return;
+    };
+    let me = delegate(&app, "a").await;
+    let unknown = TaskId::new();
+    // Checked and trusted (the task does not exist: 404, after authentication).
+    problem(
+        call(&app, &me, unknown, "acquire", json!({"attempt": 1})).await,
+        404,
+        "not-found",
+    )
+    .await;
+    assert_eq!(app.state.sessions().len(), 1, "the session is trusted now");
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/api/v1/delegates/{}", me.group_id)))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    problem(
+        call(&app, &me, unknown, "acquire", json!({"attempt": 1})).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+}
+
 crate::both_backends!(
+    steady_state_acquire_progress_and_result_read_no_session_from_the_store,
+    a_revoked_token_is_refused_at_once_though_its_session_was_trusted,
+    a_deleted_delegates_sessions_are_refused_at_once_though_they_were_trusted,
     a_delegate_acquires_its_attempt_reports_progress_and_succeeds,
     a_stale_attempt_is_refused_with_409_and_changes_nothing,
     a_failure_is_recorded_with_its_message_and_a_success_remembers_the_connector,

@@ -13,7 +13,7 @@ use switchboard_protocol::delegate::{Outcome, RegisterRequest, Registered, TaskR
 use switchboard_protocol::socket::ServerMessage;
 use switchboard_server::Settings;
 
-use super::support::{ADMIN_KEY, PATIENCE, TestApp, spawn_replicas};
+use super::support::{ADMIN_KEY, PATIENCE, TestApp, problem, spawn_replicas};
 
 /// Long enough that neither a sweep nor a timer delivers anything during a case.
 fn without_repairs(settings: &mut Settings) {
@@ -196,6 +196,82 @@ async fn revoking_a_token_on_replica_a_closes_its_socket_on_replica_b() {
     assert_eq!(b.state.hub().len(), 0);
 }
 
+/// A delegate request to `app` with the session of `registered`: a result for `task`.
+async fn report(app: &TestApp, registered: &Registered, task: TaskId, attempt: Attempt) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/delegate/v1/tasks/{task}/result")))
+        .bearer_auth(&registered.session_token)
+        .json(&succeeded(attempt))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_revoked_on_replica_a_is_refused_at_once_by_replica_b_that_trusted_its_session() {
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (token_id, secret) = token(&a).await;
+    let (registered, mut session, tasks) = connect(&b, &secret).await;
+    let (id, attempt, _) = submit(&a, &registered, &mut session, &tasks).await;
+    // B checks the session once, then takes it from memory.
+    tasks.acquire(id, attempt).await.unwrap();
+    assert_eq!(b.state.sessions().len(), 1, "B holds the session");
+
+    let revoked = a
+        .post(
+            &format!("/api/v1/delegate-tokens/{token_id}/revoke"),
+            Some(ADMIN_KEY),
+            &json!({}),
+        )
+        .await;
+    assert!(revoked.status().is_success());
+    // B forgets the token's sessions before it closes their sockets: once the delegate
+    // sees its socket closed, B has forgotten, and its very next request is refused.
+    assert!(matches!(
+        next(&mut session).await,
+        Event::Message(ServerMessage::Revoked { .. })
+    ));
+    problem(report(&b, &registered, id, attempt).await, 401, "token-revoked").await;
+    let task: Value = a
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Running still, or failed as its delegate's socket closed: not succeeded.
+    assert_ne!(task["state"], "succeeded", "the report was not taken: {task}");
+}
+
+#[tokio::test]
+async fn a_delegate_deleted_on_replica_a_has_its_sessions_refused_at_once_by_replica_b() {
+    let Some((a, b)) = spawn_replicas(without_repairs).await else {
+        return;
+    };
+    let (_, secret) = token(&a).await;
+    let (registered, mut session, _) = connect(&b, &secret).await;
+    // B trusts the session (the task does not exist: refused after the session's check).
+    let unknown = TaskId::new();
+    problem(report(&b, &registered, unknown, Attempt(1)).await, 404, "not-found").await;
+    assert_eq!(b.state.sessions().len(), 1, "B holds the session");
+
+    let deleted = a
+        .client
+        .delete(a.url(&format!("/api/v1/delegates/{}", registered.group_id)))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+    // B forgets the group's sessions before it tells their sockets to drain.
+    assert!(matches!(
+        next(&mut session).await,
+        Event::Message(ServerMessage::Drain { .. })
+    ));
+    problem(report(&b, &registered, unknown, Attempt(1)).await, 401, "unauthorized").await;
+}
+
 #[tokio::test]
 async fn cancelling_on_replica_a_tells_the_delegate_on_replica_b() {
     let Some((a, b)) = spawn_replicas(without_repairs).await else {
@@ -244,7 +320,10 @@ async fn a_token_revoked_while_the_signal_was_missed_closes_its_socket_when_the_
         return;
     };
     let (token_id, secret) = token(&a).await;
-    let (_, mut session, _) = connect(&b, &secret).await;
+    let (registered, mut session, _) = connect(&b, &secret).await;
+    // B trusts the session (the task does not exist: refused after the session's check).
+    let unknown = TaskId::new();
+    problem(report(&b, &registered, unknown, Attempt(1)).await, 404, "not-found").await;
     // Revoked in the store with no signal at all: what B sees when the signal was sent
     // while its listening connection was down.
     a.state
@@ -262,6 +341,8 @@ async fn a_token_revoked_while_the_signal_was_missed_closes_its_socket_when_the_
     assert!(matches!(next(&mut session).await, Event::Ended { .. }));
     assert!(b.state.cluster().resyncs() >= 1);
     assert_eq!(b.state.hub().len(), 0);
+    // The gap made B forget every session: this one is checked again, and refused.
+    problem(report(&b, &registered, unknown, Attempt(1)).await, 401, "token-revoked").await;
 }
 
 /// Terminates the listening connection of every replica sharing `app`'s schema (what a
