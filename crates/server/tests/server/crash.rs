@@ -153,7 +153,10 @@ async fn a_manager_killed_with_writes_in_flight_keeps_what_it_acknowledged_and_n
         .filter(|(_, o)| matches!(o, Some((status, _)) if (400..500).contains(status)))
         .map(|(n, _)| *n)
         .collect();
-    assert!(!acknowledged.is_empty(), "nothing was acknowledged before the kill: {outcomes:?}");
+    assert!(
+        !acknowledged.is_empty(),
+        "nothing was acknowledged before the kill: {outcomes:?}"
+    );
     assert!(
         acknowledged.keys().all(|n| n % 3 != 2) && refused.iter().all(|n| n % 3 == 2),
         "only submissions naming a missing connector are refused: {outcomes:?}"
