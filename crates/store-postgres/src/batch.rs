@@ -4,7 +4,8 @@
 //!
 //! Locks are taken tasks first, then instances, each in id order: the order of every
 //! other transaction here, so batches in flight together cannot deadlock with each
-//! other. A deadlock with a write outside the committer (heartbeats pushing deadlines,
+//! other. Tasks only claims name are locked with `SKIP LOCKED` (a task another replica is
+//! claiming is not waited for), tasks only log entries name are not locked at all. A deadlock with a write outside the committer (heartbeats pushing deadlines,
 //! which update many tasks in one statement) or a race with another replica on an
 //! idempotency key rolls the batch back and plans it again, at most [`TRIES`] times.
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
-use switchboard_domain::{ConnectorId, InstanceId, Task};
+use switchboard_domain::{ConnectorId, InstanceId, Task, TaskId};
 use switchboard_store::batch::{self, Loaded, Plan, Precision, Slots, TaskWrite, Wanted, Written};
 use switchboard_store::committer::BatchWriter;
 use switchboard_store::{StoreError, StoreResult};
@@ -127,19 +128,53 @@ async fn load(conn: &mut PgConnection, wanted: &Wanted) -> Result<Loaded, Failur
             .await?;
         loaded.connectors = found.into_iter().map(|(id,)| ConnectorId(id)).collect::<HashSet<_>>();
     }
+    // NO KEY UPDATE: what a batch changes of a task is never its key, and this lock lets
+    // foreign-key checks of other transactions (their log entries and attempts) through.
     if !wanted.tasks.is_empty() {
         let ids: Vec<Uuid> = wanted.tasks.iter().map(|t| t.0).collect();
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE");
         for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut *conn).await? {
             let task = rows::task(&row)?;
             loaded.tasks.insert(task.id(), task);
         }
     }
+    // Queued tasks that replicas' sweeps race to claim: one locked by another
+    // transaction is being claimed (or ended) there, so it is skipped, not waited for.
+    if !wanted.claimed.is_empty() {
+        let ids: Vec<Uuid> = wanted.claimed.iter().map(|t| t.0).collect();
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED");
+        for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut *conn).await? {
+            let task = rows::task(&row)?;
+            loaded.tasks.insert(task.id(), task);
+        }
+        // Absent or locked: tell them apart without waiting.
+        let missing: Vec<Uuid> = ids
+            .iter()
+            .copied()
+            .filter(|id| !loaded.tasks.contains_key(&TaskId(*id)))
+            .collect();
+        if !missing.is_empty() {
+            let found: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM tasks WHERE id = ANY($1)")
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
+            loaded.busy = found.into_iter().map(|(id,)| TaskId(id)).collect();
+        }
+    }
+    if !wanted.logged.is_empty() {
+        let ids: Vec<Uuid> = wanted.logged.iter().map(|t| t.0).collect();
+        let found: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM tasks WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+        loaded.exist = found.into_iter().map(|(id,)| TaskId(id)).collect();
+    }
     let instances = wanted.instances(loaded.tasks.values());
     if !instances.is_empty() {
         let ids: Vec<Uuid> = instances.iter().map(|i| i.0).collect();
         let found = sqlx::query(
-            "SELECT id, active_tasks, capacity FROM delegate_instances WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT id, active_tasks, capacity FROM delegate_instances WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
         )
         .bind(&ids)
         .fetch_all(&mut *conn)

@@ -76,7 +76,10 @@ async fn load(conn: &mut SqliteConnection, wanted: &Wanted) -> StoreResult<Loade
                 .insert(ConnectorId(row.try_get("id").map_err(map_err)?));
         }
     }
-    for ids in wanted.tasks.chunks(IN_LIST) {
+    // One writer: nothing is locked by anybody else, so every named task is read alike.
+    let mut named: Vec<_> = wanted.tasks.iter().chain(&wanted.claimed).copied().collect();
+    named.extend(&wanted.logged);
+    for ids in named.chunks(IN_LIST) {
         let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id IN ("));
         let mut list = q.separated(", ");
         for id in ids {

@@ -146,14 +146,14 @@ impl TaskWrite {
         }
     }
 
-    /// The tasks this item reads or changes that must already be stored.
-    fn stored_tasks(&self, into: &mut Vec<TaskId>) {
+    /// The stored tasks this item names, into the list of what it needs of them.
+    fn stored_tasks(&self, wanted: &mut Wanted) {
         match self {
             TaskWrite::Submit(_) | TaskWrite::Audit(_) => {}
-            TaskWrite::Claim(c) => into.push(c.task),
-            TaskWrite::Transition(t) => into.push(t.task_id),
-            TaskWrite::Progress { task, .. } => into.push(*task),
-            TaskWrite::Log(entries) => into.extend(entries.iter().map(|e| e.task_id)),
+            TaskWrite::Claim(c) => wanted.claimed.push(c.task),
+            TaskWrite::Transition(t) => wanted.tasks.push(t.task_id),
+            TaskWrite::Progress { task, .. } => wanted.tasks.push(*task),
+            TaskWrite::Log(entries) => wanted.logged.extend(entries.iter().map(|e| e.task_id)),
         }
     }
 
@@ -216,8 +216,16 @@ impl Precision {
 /// What a backend must read before planning `writes` (step 1 of the module's recipe).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Wanted {
-    /// Stored tasks the items name, sorted and without repeats: lock them in this order.
+    /// Stored tasks the items change by a transition or progress, sorted and without
+    /// repeats: lock them in this order, waiting for other writers.
     pub tasks: Vec<TaskId>,
+    /// Tasks only claims name (not in `tasks`), sorted: lock them without waiting (`SKIP
+    /// LOCKED`); one held by another transaction is being claimed or ended elsewhere, and
+    /// goes in [`Loaded::busy`].
+    pub claimed: Vec<TaskId>,
+    /// Tasks only log entries name (in neither list above): their existence is all a log
+    /// entry needs, read without a lock.
+    pub logged: Vec<TaskId>,
     /// `(account, key)` of the submissions' idempotency keys.
     pub idempotency: Vec<(String, String)>,
     /// Connectors the submissions name.
@@ -237,7 +245,7 @@ impl Wanted {
         let mut wanted = Wanted::default();
         for w in writes.iter_mut() {
             w.truncate_times(precision);
-            w.stored_tasks(&mut wanted.tasks);
+            w.stored_tasks(&mut wanted);
             match w {
                 TaskWrite::Submit(s) => {
                     if let Some(i) = &s.task.idempotency {
@@ -257,6 +265,14 @@ impl Wanted {
         wanted.freeing.dedup();
         wanted.tasks.sort_unstable();
         wanted.tasks.dedup();
+        wanted.claimed.sort_unstable();
+        wanted.claimed.dedup();
+        wanted.claimed.retain(|t| wanted.tasks.binary_search(t).is_err());
+        wanted.logged.sort_unstable();
+        wanted.logged.dedup();
+        wanted
+            .logged
+            .retain(|t| wanted.tasks.binary_search(t).is_err() && wanted.claimed.binary_search(t).is_err());
         wanted.connectors.sort_unstable();
         wanted.connectors.dedup();
         wanted
@@ -289,6 +305,11 @@ pub struct Slots {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loaded {
     pub tasks: HashMap<TaskId, Task>,
+    /// Tasks a claim names that another transaction holds locked: the claim answers
+    /// [`Claim::TaskNotQueued`], as it would once that transaction claims or ends it.
+    pub busy: HashSet<TaskId>,
+    /// Tasks only log entries name that exist.
+    pub exist: HashSet<TaskId>,
     pub instances: HashMap<InstanceId, Slots>,
     /// The tasks stored under the submissions' idempotency keys, by `(account, key)`.
     pub by_idempotency: HashMap<(String, String), Task>,
@@ -495,6 +516,9 @@ impl Planner {
     }
 
     fn claim(&mut self, c: ClaimWrite, loaded: &mut Loaded) -> StoreResult<Claim> {
+        if loaded.busy.contains(&c.task) {
+            return Ok(Claim::TaskNotQueued);
+        }
         let Some(task) = loaded.tasks.get_mut(&c.task) else {
             return Err(StoreError::NotFound("task"));
         };
@@ -594,7 +618,10 @@ impl Planner {
     }
 
     fn log(&mut self, entries: Vec<SelectionLogEntry>, loaded: &Loaded) -> StoreResult<Written> {
-        if entries.iter().any(|e| !loaded.tasks.contains_key(&e.task_id)) {
+        if entries
+            .iter()
+            .any(|e| !loaded.tasks.contains_key(&e.task_id) && !loaded.exist.contains(&e.task_id))
+        {
             return Err(StoreError::NotFound("task"));
         }
         self.plan.log.extend(entries);

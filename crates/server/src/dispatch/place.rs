@@ -128,7 +128,14 @@ impl Pending {
         submission.claim = claim;
         submission.log = log;
         submission.log_if_claimed = log_if_claimed;
-        let (inserted, claim) = state.store().submit_task(submission).await?;
+        let id = submission.task.id;
+        let (inserted, claim) = match claim {
+            Some(instance) => {
+                let store = state.store().clone();
+                offered(state, instance, id, async move { store.submit_task(submission).await }).await?
+            }
+            None => state.store().submit_task(submission).await?,
+        };
         let created = matches!(inserted, Inserted::Created(_));
         if created {
             state.metrics().task_submitted();
@@ -289,10 +296,7 @@ async fn place_rounds(
         }
         match claim? {
             Claim::Claimed(task) => {
-                // To this replica's socket of the instance, else to whichever replica
-                // holds it. A socket closed since the snapshot gets nothing: the
-                // acknowledge timeout or the loss handling puts the task back.
-                crate::cluster::offer(state, instance, id, task.attempt);
+                // Already offered (see `offered`).
                 tracing::info!(task.id = %id, instance.id = %instance, attempt = %task.attempt, "task assigned");
                 return Ok(Placement::Assigned {
                     instance,
@@ -325,10 +329,57 @@ async fn claim(
         after: Some(after),
         log_if_claimed: entries,
     });
-    match state.store().write_tasks(vec![write]).await?.pop() {
-        Some(Ok(Written::Claim(claim))) => Ok(claim),
-        Some(Err(e)) => Err(e),
-        other => Err(StoreError::Internal(format!("a claim answered {other:?}"))),
+    let store = state.store().clone();
+    offered(state, instance, task, async move {
+        match store.write_tasks(vec![write]).await?.pop() {
+            Some(Ok(Written::Claim(claim))) => Ok(claim),
+            Some(Err(e)) => Err(e),
+            other => Err(StoreError::Internal(format!("a claim answered {other:?}"))),
+        }
+    })
+    .await
+}
+
+/// Runs `write` (a claim, or a submission with one) in a task of its own and, when it
+/// claimed, offers the task to the instance from there: whatever becomes of the caller
+/// (a submission's request timed out, its client hung up), a committed claim is always
+/// offered at once, never left to the acknowledge timeout.
+async fn offered<T, W>(state: &AppState, instance: InstanceId, task: TaskId, write: W) -> StoreResult<T>
+where
+    T: Send + 'static + ClaimOf,
+    W: Future<Output = StoreResult<T>> + Send + 'static,
+{
+    let state = state.clone();
+    tokio::spawn(async move {
+        let written = write.await;
+        if let Ok(written) = &written
+            && let Some(Claim::Claimed(claimed)) = written.claim()
+        {
+            // To this replica's socket of the instance, else to whichever replica holds
+            // it. A socket closed since the snapshot gets nothing: the acknowledge
+            // timeout or the loss handling puts the task back.
+            crate::cluster::offer(&state, instance, task, claimed.attempt);
+        }
+        written
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("the task writing a claim failed: {e}")))?
+}
+
+/// What [`offered`] looks at in a write's outcome.
+trait ClaimOf {
+    fn claim(&self) -> Option<&Claim>;
+}
+
+impl ClaimOf for Claim {
+    fn claim(&self) -> Option<&Claim> {
+        Some(self)
+    }
+}
+
+impl ClaimOf for (Inserted, Option<Claim>) {
+    fn claim(&self) -> Option<&Claim> {
+        self.1.as_ref()
     }
 }
 
@@ -644,5 +695,196 @@ async fn append(state: &AppState, entries: Vec<SelectionLogEntry>) {
     let Some(first) = entries.first() else { return };
     if let Err(e) = state.store().append_selection_log(&entries).await {
         tracing::warn!(task.id = %first.task_id, error = %e, "cannot write the selection log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Placement against a real SQLite store, with the hub as the recording delivery: an
+    //! instance "connected" here is a hub entry whose messages the test reads.
+
+    use std::sync::Arc;
+
+    use futures::FutureExt;
+    use switchboard_domain::task::limits;
+    use switchboard_domain::{
+        Capacity, DelegateInstance, DelegateToken, Ident, ImageFlavour, Scope, Secret, SecretKind, Selectors, TaskType,
+        TokenId, TokenStatus,
+    };
+    use switchboard_store::Store;
+    use switchboard_store_sqlite::SqliteStore;
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::delegates::hub::{Attached, Outbound};
+
+    fn ident(s: &str) -> Ident {
+        Ident::parse(s).unwrap()
+    }
+
+    fn secret(kind: SecretKind) -> Secret {
+        let mut bytes = [0u8; 32];
+        bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Secret::from_random(kind, bytes)
+    }
+
+    /// A manager state on a fresh SQLite store, with one instance of capacity 1 in account
+    /// `acme` whose socket is on this manager (its messages arrive on the returned end).
+    async fn one_connected_instance(dir: &tempfile::TempDir) -> (AppState, InstanceId, Attached) {
+        let store = SqliteStore::open(&dir.path().join("switchboard.db")).await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let scope = Scope::parse_path("acme").unwrap();
+        let token = DelegateToken {
+            id: TokenId::new(),
+            name: ident("t"),
+            scope: scope.clone(),
+            status: TokenStatus::Active,
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        store
+            .create_token(&token, &secret(SecretKind::DelegateToken).hash())
+            .await
+            .unwrap();
+        let group = store
+            .upsert_group(&scope, &ident("pool"), &Selectors::new(), Utc::now())
+            .await
+            .unwrap();
+        let instance = DelegateInstance {
+            id: InstanceId::new(),
+            group_id: group.id,
+            token_id: token.id,
+            hostname: "host".into(),
+            version: "1.0.0".into(),
+            flavour: ImageFlavour::Minimal,
+            tags: Selectors::new(),
+            task_types: vec![TaskType(ident("echo"))],
+            capacity: Capacity::new(1).unwrap(),
+            active_tasks: 0,
+            registered_at: Utc::now(),
+            last_heartbeat_at: Utc::now(),
+            connected: true,
+        };
+        store
+            .register_instance(&instance, &secret(SecretKind::Session).hash())
+            .await
+            .unwrap();
+        let state = AppState::new(store, Settings::default());
+        let attached = state.hub().attach(instance.id, token.id, group.id);
+        (state, instance.id, attached)
+    }
+
+    fn new_task() -> NewTask {
+        NewTask {
+            id: TaskId::new(),
+            scope: Scope::parse_path("acme").unwrap(),
+            task_type: TaskType(ident("echo")),
+            payload: serde_json::json!({}),
+            selectors: Selectors::new(),
+            connector_id: None,
+            capabilities: vec![],
+            priority: 0,
+            assign_timeout: limits::DEFAULT_ASSIGN_TIMEOUT,
+            execution_timeout: limits::DEFAULT_EXECUTION_TIMEOUT,
+            max_attempts: 1,
+            wait_for_delegate: true,
+            idempotency: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    /// The offers that reached the instance's socket so far.
+    fn offers(attached: &mut Attached) -> Vec<(TaskId, Attempt)> {
+        let mut offers = Vec::new();
+        while let Ok(message) = attached.rx.try_recv() {
+            if let Outbound::Send(ServerMessage::TaskAvailable { task_id, attempt }) = message {
+                offers.push((task_id, attempt));
+            }
+        }
+        offers
+    }
+
+    #[tokio::test]
+    async fn a_submission_is_stored_assigned_in_one_batch_and_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, instance, mut attached) = one_connected_instance(&dir).await;
+        let before = state.store().batch_stats().unwrap().batches;
+        let spec = new_task();
+        let id = spec.id;
+        let submitted = submit(&state, spec, None).await.unwrap();
+        assert!(matches!(
+            submitted.placement,
+            Some(Ok(Placement::Assigned { instance: i, attempt: Attempt(1), .. })) if i == instance
+        ));
+        assert_eq!(
+            state.store().batch_stats().unwrap().batches - before,
+            1,
+            "the task, its claim and its log entries are one commit"
+        );
+        let stored = state.store().get_task(id).await.unwrap();
+        assert_eq!(
+            (stored.state, stored.instance_id),
+            (TaskState::Assigned, Some(instance))
+        );
+        let log: Vec<SelectionKind> = state
+            .store()
+            .selection_log(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(log, vec![SelectionKind::Decision, SelectionKind::Assigned]);
+        assert_eq!(offers(&mut attached), vec![(id, Attempt(1))]);
+    }
+
+    /// A placement dropped after any number of polls (its caller was cancelled at that
+    /// await) leaves the task either untouched, and then the next placement assigns it,
+    /// or assigned and offered: never assigned without an offer, never marked as being
+    /// placed for ever.
+    #[tokio::test]
+    async fn a_placement_cancelled_at_any_await_leaves_the_task_offered_or_to_the_next_placement() {
+        for polls in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let (state, instance, mut attached) = one_connected_instance(&dir).await;
+            // Stored queued, as the sweep finds it.
+            let task = Task::queued(new_task());
+            let id = task.id();
+            state.store().insert_task(&task.spec).await.unwrap();
+            let mut placing = Box::pin(place(&state, id));
+            let mut finished = false;
+            for _ in 0..polls {
+                if placing.as_mut().now_or_never().is_some() {
+                    finished = true;
+                    break;
+                }
+                // Lets the committer and the store's threads run between polls.
+                tokio::task::yield_now().await;
+            }
+            drop(placing);
+            // Whatever was handed to the committer is written by now, or is being: a
+            // placement started after it waits for it in the committer's queue.
+            let again = place(&state, id).await.unwrap();
+            let stored = state.store().get_task(id).await.unwrap();
+            assert_eq!(
+                (stored.state, stored.instance_id),
+                (TaskState::Assigned, Some(instance)),
+                "after {polls} polls (finished: {finished}), placed again: {again:?}"
+            );
+            // Offered exactly once, for the stored attempt, whichever placement claimed.
+            let mut offered = offers(&mut attached);
+            for _ in 0..100 {
+                if !offered.is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                offered = offers(&mut attached);
+            }
+            assert_eq!(offered, vec![(id, stored.attempt)], "after {polls} polls");
+            assert!(
+                state.dispatcher().begin_placing(id).is_some(),
+                "the task stays marked as being placed after {polls} polls"
+            );
+        }
     }
 }
