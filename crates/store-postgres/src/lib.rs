@@ -91,10 +91,8 @@ impl Default for PgOptions {
             acquire_timeout: Duration::from_secs(5),
             connection_lease: Duration::from_secs(10),
             batches: Limits {
-                in_flight: std::env::var("SB_EXPERIMENT_IN_FLIGHT")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(2),
+                // Two: their round trips overlap; more contend on the same instance rows.
+                in_flight: 2,
                 ..Limits::default()
             },
         }
