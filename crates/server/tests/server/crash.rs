@@ -11,7 +11,7 @@ use switchboard_domain::{Attempt, TaskId};
 use switchboard_protocol::delegate::{Outcome, RegisterRequest, TaskResult};
 use switchboard_protocol::socket::ServerMessage;
 
-use super::support::{ADMIN_KEY, Backend, Binary, PATIENCE, spawn_app_in};
+use super::support::{ADMIN_KEY, Backend, Binary, DurableStore, PATIENCE};
 
 /// Submissions sent at once; every third names a connector that does not exist.
 const SUBMISSIONS: usize = 240;
@@ -29,16 +29,12 @@ fn body(n: usize) -> Value {
 
 async fn a_manager_killed_with_writes_in_flight_keeps_what_it_acknowledged_and_nothing_it_refused(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let database = match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("switchboard.db").display()),
-        Backend::Postgres => match super::support::postgres_schema().await {
-            Some(url) => url,
-            None => return,
-        },
+    let Some(store) = DurableStore::new(backend, dir.path()).await else {
+        return;
     };
     let env = [
         ("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY),
-        ("SWITCHBOARD_DATABASE_URL", database.as_str()),
+        ("SWITCHBOARD_DATABASE_URL", store.url.as_str()),
         ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
         ("SWITCHBOARD_API_RATE_LIMIT", "0"),
         ("SWITCHBOARD_DELEGATE_RATE_LIMIT", "0"),
@@ -163,14 +159,7 @@ async fn a_manager_killed_with_writes_in_flight_keeps_what_it_acknowledged_and_n
     );
 
     // The same store, a new manager.
-    let next = spawn_app_in(tempfile::tempdir().unwrap(), "127.0.0.1:0".parse().unwrap(), |s| {
-        s.database_url = match backend {
-            Backend::Sqlite => switchboard_server::config::Database::Sqlite(dir.path().join("switchboard.db")),
-            Backend::Postgres => switchboard_server::config::Database::Postgres(database.clone()),
-        };
-        s.db_max_connections = 4;
-    })
-    .await;
+    let next = store.spawn_app().await;
 
     // Every acknowledged submission is stored; no refused one is.
     let mut stored: BTreeMap<u64, Value> = BTreeMap::new();

@@ -17,7 +17,7 @@ use switchboard_protocol::socket::ServerMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::dispatch::{Behaviour, log, submit, token, wait_for, wait_past, worker, worker_with};
-use super::support::{ADMIN_KEY, Backend, Binary, PATIENCE, TestApp, spawn_app_in, spawn_on};
+use super::support::{ADMIN_KEY, Backend, Binary, DurableStore, PATIENCE, TestApp, spawn_on};
 
 fn request(hostname: &str) -> Value {
     json!({"name": "pool", "hostname": hostname, "version": "1.0.0", "task_types": ["echo"], "capacity": 5})
@@ -315,16 +315,12 @@ async fn agreed_liveness(
 /// for that delegate waits instead of going to it.
 async fn a_killed_managers_connections_stop_counting_everywhere(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let database = match backend {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("switchboard.db").display()),
-        Backend::Postgres => match super::support::postgres_schema().await {
-            Some(url) => url,
-            None => return,
-        },
+    let Some(store) = DurableStore::new(backend, dir.path()).await else {
+        return;
     };
     let env = [
         ("SWITCHBOARD_ADMIN_KEY", ADMIN_KEY),
-        ("SWITCHBOARD_DATABASE_URL", database.as_str()),
+        ("SWITCHBOARD_DATABASE_URL", store.url.as_str()),
         ("SWITCHBOARD_LISTEN", "127.0.0.1:0"),
         ("SWITCHBOARD_CONNECTION_LEASE", "1s"),
     ];
@@ -354,22 +350,8 @@ async fn a_killed_managers_connections_stop_counting_everywhere(backend: Backend
     // The delegate never comes back.
     drop(session);
 
-    let next = match backend {
-        // The same file, so a restart; the in-process app serves the API and metrics.
-        Backend::Sqlite => {
-            spawn_app_in(tempfile::tempdir().unwrap(), "127.0.0.1:0".parse().unwrap(), |s| {
-                s.database_url = switchboard_server::config::Database::Sqlite(dir.path().join("switchboard.db"));
-            })
-            .await
-        }
-        Backend::Postgres => {
-            spawn_app_in(tempfile::tempdir().unwrap(), "127.0.0.1:0".parse().unwrap(), |s| {
-                s.database_url = switchboard_server::config::Database::Postgres(database.clone());
-                s.db_max_connections = 4;
-            })
-            .await
-        }
-    };
+    // The same store, so a restart (SQLite) or another replica taking over (PostgreSQL).
+    let next = store.spawn_app().await;
     let address = next.address.to_string();
     assert_eq!(
         agreed_liveness(&next.client, &address, &registered).await,

@@ -375,5 +375,38 @@ macro_rules! both_backends {
     };
 }
 
+/// A store that outlives a manager process, for tests that kill one and start another on
+/// it: a file in `dir` (SQLite) or a fresh schema (PostgreSQL; `None` when PostgreSQL is
+/// not there and may be skipped).
+pub struct DurableStore {
+    backend: Backend,
+    /// The manager's `SWITCHBOARD_DATABASE_URL`.
+    pub url: String,
+    file: std::path::PathBuf,
+}
+
+impl DurableStore {
+    pub async fn new(backend: Backend, dir: &Path) -> Option<DurableStore> {
+        let file = dir.join("switchboard.db");
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", file.display()),
+            Backend::Postgres => postgres_schema().await?,
+        };
+        Some(DurableStore { backend, url, file })
+    }
+
+    /// A manager in this process on the store (the one that comes after a killed one).
+    pub async fn spawn_app(&self) -> TestApp {
+        spawn_app_in(tempfile::tempdir().unwrap(), "127.0.0.1:0".parse().unwrap(), |s| {
+            s.database_url = match self.backend {
+                Backend::Sqlite => Database::Sqlite(self.file.clone()),
+                Backend::Postgres => Database::Postgres(self.url.clone()),
+            };
+            s.db_max_connections = 4;
+        })
+        .await
+    }
+}
+
 /// The load balancer in front of replicas (see `switchboard_testkit`).
 pub use switchboard_testkit::Balancer;
