@@ -19,6 +19,11 @@ use switchboard_server::config::ServeArgs;
 use switchboard_server::{AppState, Settings, bootstrap, open_store, run_with_tls, telemetry, tls};
 use tokio::net::TcpListener;
 
+/// mimalloc rather than the system allocator: on the task path glibc's malloc took about a
+/// third of the manager's CPU (see docs/benchmarks.md, "Group commit").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A failed start: what to print and the exit code.
 struct Failure {
     code: u8,
