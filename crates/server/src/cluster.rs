@@ -20,17 +20,22 @@
 //! On SQLite (one manager per file) nothing is published or heard.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use switchboard_domain::{Attempt, InstanceId, TaskId, TokenStatus};
+use switchboard_domain::{Attempt, DelegateInstance, InstanceId, TaskId, TokenStatus};
 use switchboard_protocol::socket::{ServerMessage, close};
 use switchboard_store::{Backend, ClusterEvent, ClusterSignal, SocketTarget, Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::delegates::heartbeats::Heartbeats;
+use crate::delegates::hub::Hub;
+use crate::dispatch::Reach;
 use crate::state::AppState;
 
 /// The shortest pause between two publishes of one replica: the coalescing window.
@@ -112,34 +117,56 @@ impl Cluster {
     }
 }
 
-/// Sends `task_available` to `instance` wherever its socket is.
-pub fn offer(state: &AppState, instance: InstanceId, task: TaskId, attempt: Attempt) {
-    let message = ServerMessage::TaskAvailable { task_id: task, attempt };
-    if !state.hub().send(instance, message) {
-        state.cluster().publish(ClusterEvent::TaskAvailable {
-            instance,
-            task,
-            attempt,
-        });
-    }
+/// How the dispatcher reaches delegates ([`Reach`]): through this manager's hub when the
+/// instance's socket is here, else as an event to whichever replica holds it.
+#[derive(Debug, Clone)]
+pub struct Sockets {
+    /// The delegate sockets open on this manager.
+    pub hub: Arc<Hub>,
+    /// The latest heartbeats, ahead of the store by at most one flush interval.
+    pub heartbeats: Arc<Heartbeats>,
+    /// What this replica tells the others and hears from them.
+    pub cluster: Arc<Cluster>,
 }
 
-/// Sends `cancel_task` to `instance` wherever its socket is.
-pub fn cancel(state: &AppState, instance: InstanceId, task: TaskId, attempt: Attempt) {
-    let message = ServerMessage::CancelTask { task_id: task, attempt };
-    if !state.hub().send(instance, message) {
-        state.cluster().publish(ClusterEvent::Cancel {
-            instance,
-            task,
-            attempt,
-        });
+impl Reach for Sockets {
+    fn send_here(&self, instance: InstanceId, message: ServerMessage) -> bool {
+        self.hub.send(instance, message)
     }
-}
 
-/// Announces a change of `task` to the long polls of every replica.
-pub fn task_changed(state: &AppState, task: TaskId) {
-    state.dispatcher().changed(task);
-    state.cluster().publish(ClusterEvent::TaskChanged { task });
+    fn offer(&self, instance: InstanceId, task: TaskId, attempt: Attempt) {
+        let message = ServerMessage::TaskAvailable { task_id: task, attempt };
+        if !self.hub.send(instance, message) {
+            self.cluster.publish(ClusterEvent::TaskAvailable {
+                instance,
+                task,
+                attempt,
+            });
+        }
+    }
+
+    fn cancel(&self, instance: InstanceId, task: TaskId, attempt: Attempt) {
+        let message = ServerMessage::CancelTask { task_id: task, attempt };
+        if !self.hub.send(instance, message) {
+            self.cluster.publish(ClusterEvent::Cancel {
+                instance,
+                task,
+                attempt,
+            });
+        }
+    }
+
+    fn announce(&self, task: TaskId) {
+        self.cluster.publish(ClusterEvent::TaskChanged { task });
+    }
+
+    fn current(&self, instance: DelegateInstance) -> DelegateInstance {
+        crate::delegates::overlay(&self.hub, &self.heartbeats, instance)
+    }
+
+    fn heard_at(&self, instance: InstanceId) -> Option<DateTime<Utc>> {
+        self.heartbeats.latest(instance).map(|beat| beat.at)
+    }
 }
 
 /// Wakes placement on every replica.
@@ -371,21 +398,6 @@ async fn subscribe(store: &dyn Store) -> Option<switchboard_store::ClusterSignal
             }
         }
     }
-}
-
-/// Whether this manager leads now (see [`switchboard_store::Store::lead`]): the periodic
-/// work that one replica at a time should do (timers, sweeps, retention) runs only where
-/// this is true. A store that cannot say counts as not leading: that work waits a tick.
-pub async fn leads(state: &AppState) -> bool {
-    let leads = match state.store().lead().await {
-        Ok(leads) => leads,
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot tell whether this replica leads");
-            false
-        }
-    };
-    state.metrics().set_leader(leads);
-    leads
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -152,7 +152,7 @@ pub async fn run_with_tls(
         grace,
     };
     let background = delegates::Background::start(&state);
-    let dispatching = dispatch::lifecycle::Loops::start(&state);
+    let dispatching = dispatch::lifecycle::Loops::start(state.placer());
     let signalling = cluster::Signalling::start(&state);
     let closing = state.clone();
     let signal = async move {

@@ -9,12 +9,13 @@ use switchboard_store::Store;
 use tokio::sync::watch;
 
 use crate::cluster::Cluster;
+use crate::cluster::Sockets;
 use crate::config::Settings;
 use crate::delegates::auth::Sessions;
 use crate::delegates::heartbeats::Heartbeats;
 use crate::delegates::hub::Hub;
-use crate::dispatch::Dispatcher;
 use crate::dispatch::fleet::Fleet;
+use crate::dispatch::{Dispatcher, Placer, Timers};
 use crate::limits::{PerCredential, RateLimits};
 use crate::metrics::Metrics;
 use crate::storage::Instrumented;
@@ -27,25 +28,19 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Inner {
-    store: Arc<dyn Store>,
+    /// What placement and the lifecycle run with: the store, the kept registry snapshot,
+    /// the dispatcher's coordination, the metrics, and the way to the sockets below.
+    placer: Placer,
     settings: Settings,
     /// The hash of the admin key, computed once: requests compare hashes in constant time
     /// and never hold the configured key in clear.
     admin_key: Option<SecretHash>,
-    /// The delegate sockets open on this manager.
-    hub: Hub,
-    /// The latest heartbeats, ahead of the store by at most one flush interval.
-    heartbeats: Heartbeats,
-    /// Wakes placement, matches validation answers, announces task changes.
-    dispatcher: Dispatcher,
-    /// What this replica tells the others and hears from them.
-    cluster: Cluster,
-    /// The registry snapshot placement decides against.
-    fleet: Fleet,
+    /// The delegate sockets open on this manager, the latest heartbeats (ahead of the
+    /// store by at most one flush interval), and what this replica tells the others and
+    /// hears from them; shared with the placer, which reaches delegates through them.
+    sockets: Sockets,
     /// Delegate sessions checked against the store and not invalidated since.
     sessions: Sessions,
-    /// What `GET /metrics` exposes.
-    metrics: Metrics,
     /// Request rates per credential.
     limits: RateLimits,
     /// Set once shutdown begins: long polls then answer at once, so they do not hold the
@@ -62,24 +57,30 @@ impl AppState {
 
     /// A state that accepts the admin key of this hash (see [`crate::bootstrap`]).
     pub fn with_admin_key(store: Arc<dyn Store>, settings: Settings, admin_key: Option<SecretHash>) -> Self {
-        let metrics = Metrics::default();
+        let metrics = Arc::new(Metrics::default());
         // Every store call is timed for `GET /metrics`.
         // Bumped by the store writes that change the registry, so the kept snapshot is
         // rebuilt after them.
         let changes = Arc::new(AtomicU64::new(0));
         let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls(), changes.clone()));
-        let cluster = Cluster::new(store.backend());
+        let sockets = Sockets {
+            hub: Arc::new(Hub::default()),
+            heartbeats: Arc::new(Heartbeats::default()),
+            cluster: Arc::new(Cluster::new(store.backend())),
+        };
+        let placer = Placer::new(
+            store,
+            changes,
+            metrics,
+            Timers::from(&settings),
+            Arc::new(sockets.clone()),
+        );
         Self {
             inner: Arc::new(Inner {
-                cluster,
-                fleet: Fleet::new(changes),
+                placer,
+                sockets,
                 sessions: Sessions::default(),
-                store,
                 admin_key,
-                hub: Hub::default(),
-                heartbeats: Heartbeats::default(),
-                dispatcher: Dispatcher::default(),
-                metrics,
                 limits: RateLimits {
                     api: PerCredential::new(settings.api_rate_limit, "API key"),
                     delegates: PerCredential::new(settings.delegate_rate_limit, "delegate credential"),
@@ -90,8 +91,13 @@ impl AppState {
         }
     }
 
+    /// What placement and the lifecycle run with ([`crate::dispatch::placer`]).
+    pub fn placer(&self) -> &Placer {
+        &self.inner.placer
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+        self.inner.placer.store()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -99,23 +105,23 @@ impl AppState {
     }
 
     pub fn hub(&self) -> &Hub {
-        &self.inner.hub
+        &self.inner.sockets.hub
     }
 
     pub fn heartbeats(&self) -> &Heartbeats {
-        &self.inner.heartbeats
+        &self.inner.sockets.heartbeats
     }
 
     pub fn dispatcher(&self) -> &Dispatcher {
-        &self.inner.dispatcher
+        self.inner.placer.dispatcher()
     }
 
     pub fn cluster(&self) -> &Cluster {
-        &self.inner.cluster
+        &self.inner.sockets.cluster
     }
 
     pub fn fleet(&self) -> &Fleet {
-        &self.inner.fleet
+        self.inner.placer.fleet()
     }
 
     pub fn sessions(&self) -> &Sessions {
@@ -123,7 +129,7 @@ impl AppState {
     }
 
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        self.inner.placer.metrics()
     }
 
     pub fn limits(&self) -> &RateLimits {

@@ -78,7 +78,7 @@ pub async fn submit(
     let audit = prepared.map(|Extension(audit::Prepared(entry))| entry);
     let audited = audit.is_some();
     let id = spec.id;
-    let submitted = dispatch::place::submit(&state, spec, audit).await?;
+    let submitted = dispatch::place::submit(state.placer(), spec, audit).await?;
     let task = match submitted.inserted {
         Inserted::Existing(task) => {
             let answer = Json(Submitted {
@@ -154,7 +154,8 @@ pub async fn explain(
     let request = json_body(&headers, &body)?;
     let task = Task::queued(new_task(&state, &caller, request, None).await?);
     caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
-    let decision = dispatch::place::evaluate(&state, &task, &Default::default(), dispatch::place::Detail::All).await?;
+    let decision =
+        dispatch::place::evaluate(state.placer(), &task, &Default::default(), dispatch::place::Detail::All).await?;
     let explanation = decision.summary.to_string();
     let mut answer = serde_json::to_value(Explained {
         decision,
@@ -207,7 +208,7 @@ pub async fn cancel(
 ) -> Result<Json<TaskView>, ApiError> {
     let task = visible_task(&state, &caller, &id).await?;
     caller.check(Permission::PipelinesExecute, &task.spec.scope, "task")?;
-    let task = dispatch::lifecycle::cancel(&state, task.id()).await?;
+    let task = dispatch::lifecycle::cancel(state.placer(), task.id()).await?;
     Ok(Json(TaskView::from(&task)))
 }
 

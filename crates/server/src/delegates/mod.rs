@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use self::heartbeats::Heartbeats;
+use self::hub::Hub;
 use crate::state::AppState;
 
 /// The `/delegate/v1` routes. Not behind the admin key: delegates authenticate with their
@@ -38,11 +40,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// store records for a manager whose lease lives (see [`Store::renew_lease`]).
 ///
 /// [`Store::renew_lease`]: switchboard_store::Store::renew_lease
-pub fn current(state: &AppState, mut instance: DelegateInstance) -> DelegateInstance {
-    if let Some(beat) = state.heartbeats().latest(instance.id) {
+pub fn current(state: &AppState, instance: DelegateInstance) -> DelegateInstance {
+    overlay(state.hub(), state.heartbeats(), instance)
+}
+
+/// [`current`] from the parts it reads: what placement's snapshot uses too
+/// ([`crate::cluster::Sockets`]), so the API, the metrics and placement agree.
+pub fn overlay(hub: &Hub, heartbeats: &Heartbeats, mut instance: DelegateInstance) -> DelegateInstance {
+    if let Some(beat) = heartbeats.latest(instance.id) {
         instance.last_heartbeat_at = instance.last_heartbeat_at.max(beat.at);
     }
-    instance.connected = instance.connected || state.hub().is_connected(instance.id);
+    instance.connected = instance.connected || hub.is_connected(instance.id);
     instance
 }
 
@@ -159,7 +167,7 @@ async fn sweep(state: &AppState) {
     state.limits().api.forget_idle();
     state.limits().delegates.forget_idle();
     // The rest is the same work on every replica: the one that leads does it.
-    if !crate::cluster::leads(state).await {
+    if !state.placer().leads().await {
         return;
     }
     let settings = state.settings();

@@ -156,7 +156,7 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
             tracing::info!(instance.id = %id, "delegate let go at shutdown; its tasks stay with it");
         } else {
             tracing::info!(instance.id = %id, "delegate disconnected");
-            crate::dispatch::lifecycle::instance_lost(&state, id).await;
+            crate::dispatch::lifecycle::instance_lost(state.placer(), id).await;
         }
     }
     state.metrics().socket_closed();
@@ -283,7 +283,7 @@ async fn handle(state: &AppState, instance: &DelegateInstance, message: Delegate
             }
             // Stored first, so the placement that asked (and any later one) sees them.
             if let Some(question) = question {
-                crate::dispatch::place::answered(state, question, &results);
+                crate::dispatch::place::answered(state.placer(), question, &results);
             }
             state.dispatcher().wake();
         }

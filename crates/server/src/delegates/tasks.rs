@@ -60,7 +60,7 @@ pub async fn acquire(
     let transition = Transition::new(task_id(&id)?, Some(attempt), TaskEvent::Acquire, Utc::now());
     let task = state.store().transition_task(&transition.held_by(instance.id)).await?;
     tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
-    crate::cluster::task_changed(&state, task.id());
+    state.placer().task_changed(task.id());
     Ok(Json(AcquiredTask {
         task_id: task.id(),
         attempt,
@@ -135,7 +135,7 @@ pub async fn result(
     let task = state.store().transition_task(&transition).await?;
     state.metrics().task_finished(&task);
     tracing::info!(task.id = %task.id(), attempt = %report.attempt, state = %task.state, "task finished");
-    crate::cluster::task_changed(&state, task.id());
+    state.placer().task_changed(task.id());
     // A slot is free: a queued task may fit now.
     state.dispatcher().wake();
     if task.state == TaskState::Succeeded {

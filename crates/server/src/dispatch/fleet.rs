@@ -36,7 +36,7 @@ use switchboard_domain::{InstanceId, LastSuccess};
 use switchboard_store::StoreResult;
 use tokio::sync::Mutex;
 
-use crate::state::AppState;
+use super::placer::Placer;
 
 /// The oldest snapshot a decision is made against.
 pub const MAX_AGE: Duration = Duration::from_millis(250);
@@ -102,7 +102,7 @@ impl Fleet {
     /// as far as `use_` says.
     pub async fn decide(
         &self,
-        state: &AppState,
+        placer: &Placer,
         inputs: &TaskInputs<'_>,
         last: Option<LastSuccess>,
         context: &Context,
@@ -121,14 +121,14 @@ impl Fleet {
                 None => true,
             };
             if outdated {
-                *kept = Some(self.build(state).await?);
+                *kept = Some(self.build(placer).await?);
                 built_now = true;
             }
             let Some(k) = kept.as_mut() else { continue };
             if let Some(s) = last {
                 k.registry.note_last_success(s);
             }
-            let decision = state.metrics().time_decision(|| decide(inputs, &k.registry, context));
+            let decision = placer.metrics().time_decision(|| decide(inputs, &k.registry, context));
             let trusted =
                 built_now || decision.chosen.is_some() || (!ends_task(&decision) && k.built.elapsed() <= TRUST_WAIT);
             if !trusted {
@@ -169,9 +169,9 @@ impl Fleet {
         }
     }
 
-    async fn build(&self, state: &AppState) -> StoreResult<Kept> {
+    async fn build(&self, placer: &Placer) -> StoreResult<Kept> {
         let generation = self.changes.load(Ordering::Relaxed);
-        let registry = snapshot(state).await?;
+        let registry = snapshot(placer).await?;
         Ok(Kept {
             registry,
             built: Instant::now(),
@@ -183,8 +183,8 @@ impl Fleet {
 /// The registry as this manager sees it now: the store's groups, instances and
 /// capability results, with this manager's sockets and heartbeats laid over (they are
 /// ahead of the store).
-async fn snapshot(state: &AppState) -> StoreResult<Registry> {
-    let store = state.store();
+async fn snapshot(placer: &Placer) -> StoreResult<Registry> {
+    let store = placer.store();
     let groups = store.list_groups(None).await?;
     let instances: Vec<_> = store
         .list_instances(None)
@@ -193,7 +193,7 @@ async fn snapshot(state: &AppState) -> StoreResult<Registry> {
         // The one rule the API and the metrics use too: this manager's sockets and
         // heartbeats over what the store records (whose connections count only while the
         // manager that recorded them lives).
-        .map(|i| crate::delegates::current(state, i))
+        .map(|i| placer.reach().current(i))
         .collect();
     let ids: Vec<InstanceId> = instances.iter().map(|i| i.id).collect();
     let results = store.capability_results(&ids).await?;

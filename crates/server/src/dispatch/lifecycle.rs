@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::place::{Placement, place_task, record};
-use crate::state::AppState;
+use super::placer::Placer;
 
 /// The most tasks one sweep of the queue or of the timers handles; the rest wait for the
 /// next sweep, a few hundred milliseconds later.
@@ -42,8 +42,8 @@ impl Loss {
 /// An instance is gone (its socket closed): its assigned tasks go back to the queue at
 /// once; its running tasks are re-queued while attempts remain, else fail
 /// `delegate_lost`.
-pub async fn instance_lost(state: &AppState, instance: InstanceId) {
-    let held = match state.store().tasks_held_by(instance).await {
+pub async fn instance_lost(placer: &Placer, instance: InstanceId) {
+    let held = match placer.store().tasks_held_by(instance).await {
         Ok(held) => held,
         Err(e) => {
             // The reaper's liveness timer and the acknowledge timeout catch these later.
@@ -52,9 +52,9 @@ pub async fn instance_lost(state: &AppState, instance: InstanceId) {
         }
     };
     for task in &held {
-        lose(state, task, Loss::Disconnected).await;
+        lose(placer, task, Loss::Disconnected).await;
     }
-    state.dispatcher().wake();
+    placer.dispatcher().wake();
 }
 
 /// Takes `task` from the instance that held it, lost as `loss` says (PRODUCT.md: an
@@ -62,7 +62,7 @@ pub async fn instance_lost(state: &AppState, instance: InstanceId) {
 /// tasks at once; its running ones are re-queued while attempts remain, else fail
 /// `delegate_lost`). Fenced by the task's attempt, so a task that moved on meanwhile is
 /// left alone.
-async fn lose(state: &AppState, task: &Task, loss: Loss) {
+async fn lose(placer: &Placer, task: &Task, loss: Loss) {
     let what = loss.what();
     let instance = task.instance_id.map(|i| i.to_string()).unwrap_or_default();
     let (event, failure, why) = match task.state {
@@ -85,24 +85,24 @@ async fn lose(state: &AppState, task: &Task, loss: Loss) {
             format!("its instance {what} while running it; no attempts remain"),
         ),
     };
-    apply(state, task, event, failure, &why).await;
+    apply(placer, task, event, failure, &why).await;
     // A stale instance may still have its socket, and still be running the task: it is
     // told to stop, as a run past its deadline is (a closed socket hears nothing).
     if loss == Loss::Stale
         && task.state == TaskState::Running
         && let Some(instance) = task.instance_id
     {
-        crate::cluster::cancel(state, instance, task.id(), task.attempt);
+        placer.reach().cancel(instance, task.id(), task.attempt);
     }
 }
 
 /// Applies one fenced transition for the task's current attempt and records it.
-async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<Failure>, why: &str) {
+async fn apply(placer: &Placer, task: &Task, event: TaskEvent, failure: Option<Failure>, why: &str) {
     let mut t = Transition::new(task.id(), Some(task.attempt), event, Utc::now());
     t.failure = failure;
-    match state.store().transition_task(&t).await {
+    match placer.store().transition_task(&t).await {
         Ok(after) => {
-            state.metrics().task_finished(&after);
+            placer.metrics().task_finished(&after);
             let kind = if after.state == TaskState::Queued {
                 SelectionKind::Requeued
             } else {
@@ -110,9 +110,9 @@ async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<
             };
             let summary = format!("{}: {why}", after.state);
             let detail = serde_json::json!({"event": event, "attempt": task.attempt});
-            record(state, task.id(), task.attempt, kind, &summary, Ok(detail)).await;
-            crate::cluster::task_changed(state, task.id());
-            tracing::info!(task.id = %task.id(), attempt = %task.attempt, state = %after.state, why, "task moved");
+            record(placer, task.id(), task.attempt, kind, &summary, Ok(detail)).await;
+            placer.task_changed(task.id());
+            tracing::info!(task.id = %task.id(), attempt = %task.attempt, placer = %after.state, why, "task moved");
         }
         // The task moved on meanwhile (a result arrived, it was cancelled): nothing to do.
         Err(StoreError::Conflict(_)) => {}
@@ -125,9 +125,9 @@ async fn apply(state: &AppState, task: &Task, event: TaskEvent, failure: Option<
 /// Applies the timers once: expires queued tasks past their assign timeout (with the last
 /// explanation), releases assignments not acknowledged in time, times out runs whose
 /// deadline passed, and takes their tasks from instances whose heartbeat is too old.
-pub async fn reap(state: &AppState) -> StoreResult<()> {
+pub async fn reap(placer: &Placer) -> StoreResult<()> {
     let now = Utc::now();
-    let settings = state.settings();
+    let timers = placer.timers();
     let duration = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     // The stored heartbeat is up to one flush interval behind the one the instance's
     // manager holds in memory (`delegates::heartbeats`): an instance counts as lost only
@@ -140,22 +140,18 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
             .filter(|t| *t > chrono::DateTime::UNIX_EPOCH)
             .unwrap_or(chrono::DateTime::UNIX_EPOCH)
     };
-    let heartbeat_before = before(
-        settings
-            .heartbeat_timeout
-            .saturating_add(settings.heartbeat_flush_interval),
-    );
+    let heartbeat_before = before(timers.heartbeat_timeout.saturating_add(timers.heartbeat_flush_interval));
     let query = DueQuery {
         now,
-        unacknowledged_before: before(settings.acknowledge_timeout),
+        unacknowledged_before: before(timers.acknowledge_timeout),
         heartbeat_before,
         limit: BATCH,
     };
-    let due = state.store().due_tasks(&query).await?;
+    let due = placer.store().due_tasks(&query).await?;
     for task in &due.expired {
-        let last = last_explanation(state, task.id()).await;
+        let last = last_explanation(placer, task.id()).await;
         apply(
-            state,
+            placer,
             task,
             TaskEvent::Expire,
             None,
@@ -165,7 +161,7 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
     }
     for task in &due.unacknowledged {
         apply(
-            state,
+            placer,
             task,
             TaskEvent::Release,
             None,
@@ -180,7 +176,7 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
             detail: "ran past its execution timeout".into(),
         };
         apply(
-            state,
+            placer,
             task,
             TaskEvent::TimeOut,
             Some(failure),
@@ -188,25 +184,25 @@ pub async fn reap(state: &AppState) -> StoreResult<()> {
         )
         .await;
         if let Some(instance) = instance {
-            crate::cluster::cancel(state, instance, task.id(), task.attempt);
+            placer.reach().cancel(instance, task.id(), task.attempt);
         }
     }
     for task in &due.lost {
         // This manager's own view of the instance's heartbeat may be newer than the store's.
-        let beat = task.instance_id.and_then(|i| state.heartbeats().latest(i));
-        if beat.is_some_and(|b| b.at >= heartbeat_before) {
+        let beat = task.instance_id.and_then(|i| placer.reach().heard_at(i));
+        if beat.is_some_and(|at| at >= heartbeat_before) {
             continue;
         }
-        lose(state, task, Loss::Stale).await;
+        lose(placer, task, Loss::Stale).await;
     }
     if !due.unacknowledged.is_empty() || !due.overrun.is_empty() || !due.lost.is_empty() {
-        state.dispatcher().wake();
+        placer.dispatcher().wake();
     }
     Ok(())
 }
 
-async fn last_explanation(state: &AppState, task: TaskId) -> String {
-    match state.store().selection_log(task).await {
+async fn last_explanation(placer: &Placer, task: TaskId) -> String {
+    match placer.store().selection_log(task).await {
         Ok(log) => log
             .iter()
             .rev()
@@ -219,18 +215,18 @@ async fn last_explanation(state: &AppState, task: TaskId) -> String {
 
 /// Cancels a task (an operator or pipeline action, so not fenced), telling its instance
 /// to stop if one holds it.
-pub async fn cancel(state: &AppState, id: TaskId) -> StoreResult<Task> {
-    let before = state.store().get_task(id).await?;
-    let after = state
+pub async fn cancel(placer: &Placer, id: TaskId) -> StoreResult<Task> {
+    let before = placer.store().get_task(id).await?;
+    let after = placer
         .store()
         .transition_task(&Transition::new(id, None, TaskEvent::Cancel, Utc::now()))
         .await?;
-    state.metrics().task_finished(&after);
+    placer.metrics().task_finished(&after);
     if let Some(instance) = before.instance_id {
-        crate::cluster::cancel(state, instance, id, before.attempt);
+        placer.reach().cancel(instance, id, before.attempt);
     }
     record(
-        state,
+        placer,
         id,
         before.attempt,
         SelectionKind::Ended,
@@ -238,8 +234,8 @@ pub async fn cancel(state: &AppState, id: TaskId) -> StoreResult<Task> {
         Ok(serde_json::Value::Null),
     )
     .await;
-    crate::cluster::task_changed(state, id);
-    state.dispatcher().wake();
+    placer.task_changed(id);
+    placer.dispatcher().wake();
     Ok(after)
 }
 
@@ -251,13 +247,13 @@ pub struct Loops {
 }
 
 impl Loops {
-    pub fn start(state: &AppState) -> Self {
+    pub fn start(placer: &Placer) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let placer = tokio::spawn(place_queue(state.clone(), stopped.clone()));
-        let reaper = tokio::spawn(reap_forever(state.clone(), stopped));
+        let sweeper = tokio::spawn(place_queue(placer.clone(), stopped.clone()));
+        let reaper = tokio::spawn(reap_forever(placer.clone(), stopped));
         Self {
             stop,
-            tasks: vec![placer, reaper],
+            tasks: vec![sweeper, reaper],
         }
     }
 
@@ -281,13 +277,13 @@ const SWEEP_PARALLEL: usize = 8;
 /// for longer than that.
 const WAITING_IN_A_ROW: usize = 8;
 
-async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
-    let every = state.settings().assign_interval;
+async fn place_queue(placer: Placer, mut stop: watch::Receiver<bool>) {
+    let every = placer.timers().assign_interval;
     let mut next_full = tokio::time::Instant::now() + every;
     let mut last: Option<JoinHandle<()>> = None;
     loop {
         let mut woken = tokio::select! {
-            () = state.dispatcher().woken() => true,
+            () = placer.dispatcher().woken() => true,
             () = tokio::time::sleep_until(next_full) => false,
             _ = stop.changed() => return,
         };
@@ -306,7 +302,7 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
                 _ = stop.changed() => return,
             }
         }
-        let queued = match state.store().queued_tasks(None, BATCH).await {
+        let queued = match placer.store().queued_tasks(None, BATCH).await {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the queue; trying again next interval");
@@ -316,7 +312,7 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
         // A few placements at a time, in queue order, in a task of its own so that the
         // loop hears the next wake-up and the next period meanwhile.
         let stop_early = woken;
-        let state_ = state.clone();
+        let state_ = placer.clone();
         last = Some(tokio::spawn(async move { sweep(&state_, queued, stop_early).await }));
         tokio::select! {
             () = tokio::time::sleep(SWEEP_GAP) => {}
@@ -327,17 +323,17 @@ async fn place_queue(state: AppState, mut stop: watch::Receiver<bool>) {
 
 /// Places `queued` in order, [`SWEEP_PARALLEL`] at a time; with `stop_early`, stops
 /// starting new placements after [`WAITING_IN_A_ROW`] waiting ones in a row.
-async fn sweep(state: &AppState, queued: Vec<Task>, stop_early: bool) {
+async fn sweep(placer: &Placer, queued: Vec<Task>, stop_early: bool) {
     let mut running = tokio::task::JoinSet::new();
     let mut waiting_in_a_row = 0;
     let mut queued = queued.into_iter();
     loop {
         while running.len() < SWEEP_PARALLEL && !(stop_early && waiting_in_a_row >= WAITING_IN_A_ROW) {
             let Some(task) = queued.next() else { break };
-            let state = state.clone();
+            let placer = placer.clone();
             running.spawn(async move {
                 let id = task.id();
-                let outcome = place_task(&state, task).await;
+                let outcome = place_task(&placer, task).await;
                 if let Err(e) = &outcome {
                     tracing::warn!(task.id = %id, error = %e, "placement failed; the next sweep retries");
                 }
@@ -353,17 +349,17 @@ async fn sweep(state: &AppState, queued: Vec<Task>, stop_early: bool) {
     }
 }
 
-async fn reap_forever(state: AppState, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(250).min(state.settings().assign_interval));
+async fn reap_forever(placer: Placer, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(250).min(placer.timers().assign_interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 // One replica at a time: the others' timers would only lose the races.
-                if !crate::cluster::leads(&state).await {
+                if !placer.leads().await {
                     continue;
                 }
-                if let Err(e) = reap(&state).await {
+                if let Err(e) = reap(&placer).await {
                     tracing::warn!(error = %e, "the timer sweep failed; trying again next tick");
                 }
             }

@@ -1,5 +1,9 @@
 //! The dispatcher: turns queued tasks into assignments, and keeps the lifecycle moving.
 //!
+//! Everything here runs with a [`Placer`] ([`placer`]): the store, the kept snapshot,
+//! the in-memory coordination below, the metrics, the timers and a [`Reach`] to the
+//! delegates' sockets; never with the whole server state.
+//!
 //! * [`place`] runs the engine for one queued task against a snapshot of the registry
 //!   ([`fleet`]: kept between placements, rebuilt when it may be wrong), asks the chosen instance to validate capabilities it has no answer for,
 //!   claims the task in the store (the store is the only arbiter: a lost race just means
@@ -18,6 +22,7 @@
 pub mod fleet;
 pub mod lifecycle;
 pub mod place;
+pub mod placer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -27,6 +32,7 @@ use switchboard_domain::{Attempt, Capability, InstanceId, TaskId};
 use tokio::sync::{Notify, broadcast};
 
 pub use place::{Placement, place};
+pub use placer::{Placer, Reach, Timers};
 
 /// A capability question sent to an instance on behalf of a task, awaiting its answer.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,9 +15,9 @@ use switchboard_store::{
 };
 
 use super::fleet::{Freshness, Use};
+use super::placer::Placer;
 use super::{Placing, Question};
 use crate::metrics::Validation;
-use crate::state::AppState;
 
 /// How many decide-and-claim rounds one placement makes before leaving the task to the
 /// next sweep (each lost claim race or refused validation costs one).
@@ -41,15 +41,15 @@ pub enum Placement {
 }
 
 /// Places the queued task `id`, if it can be placed now.
-pub async fn place(state: &AppState, id: TaskId) -> StoreResult<Placement> {
-    place_known(state, id, None).await
+pub async fn place(placer: &Placer, id: TaskId) -> StoreResult<Placement> {
+    place_known(placer, id, None).await
 }
 
 /// Places a queued task the caller has just read or inserted: its first round starts
 /// from that row instead of reading it again (a claim on a row that changed meanwhile is
 /// refused by the store).
-pub async fn place_task(state: &AppState, task: Task) -> StoreResult<Placement> {
-    place_known(state, task.id(), Some(task)).await
+pub async fn place_task(placer: &Placer, task: Task) -> StoreResult<Placement> {
+    place_known(placer, task.id(), Some(task)).await
 }
 
 /// What a submission became: the task as stored (or the one stored before under the same
@@ -69,12 +69,12 @@ pub struct Submitted {
 ///
 /// `Err` when the task was not stored (the idempotency key was used for another request,
 /// its connector does not exist, the store failed): nothing was acknowledged then.
-pub async fn submit(state: &AppState, spec: NewTask, audit: Option<AuditEntry>) -> StoreResult<Submitted> {
+pub async fn submit(placer: &Placer, spec: NewTask, audit: Option<AuditEntry>) -> StoreResult<Submitted> {
     let id = spec.id;
     // Marked as being placed before it exists, so that a queue sweep reading the new row
     // leaves it to this placement, whose outcome is the answer. The id is new, so the
     // mark is free.
-    let placing = state.dispatcher().begin_placing(id);
+    let placing = placer.dispatcher().begin_placing(id);
     let mut pending = Pending {
         submission: Some(Submission {
             task: spec.clone(),
@@ -87,8 +87,8 @@ pub async fn submit(state: &AppState, spec: NewTask, audit: Option<AuditEntry>) 
     };
     let known = Some(Task::queued(spec));
     let outcome = match placing {
-        Some(placing) => place_marked(state, id, known, placing, Some(&mut pending)).await,
-        None => place_rounds(state, id, known, Some(&mut pending)).await,
+        Some(placing) => place_marked(placer, id, known, placing, Some(&mut pending)).await,
+        None => place_rounds(placer, id, known, Some(&mut pending)).await,
     };
     match (pending.inserted, outcome) {
         (None, Err(e)) => Err(e),
@@ -117,7 +117,7 @@ impl Pending {
     /// `log_if_claimed`, if any). `None` when the task was stored before (a replay).
     async fn store(
         &mut self,
-        state: &AppState,
+        placer: &Placer,
         claim: Option<InstanceId>,
         log: Vec<SelectionLogEntry>,
         log_if_claimed: Vec<SelectionLogEntry>,
@@ -131,42 +131,42 @@ impl Pending {
         let id = submission.task.id;
         let (inserted, claim) = match claim {
             Some(instance) => {
-                let store = state.store().clone();
-                offered(state, instance, id, async move { store.submit_task(submission).await }).await?
+                let store = placer.store().clone();
+                offered(placer, instance, id, async move { store.submit_task(submission).await }).await?
             }
-            None => state.store().submit_task(submission).await?,
+            None => placer.store().submit_task(submission).await?,
         };
         let created = matches!(inserted, Inserted::Created(_));
         if created {
-            state.metrics().task_submitted();
+            placer.metrics().task_submitted();
         }
         self.inserted = Some(inserted);
         Ok(created.then_some(claim))
     }
 }
 
-async fn place_known(state: &AppState, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
-    let Some(placing) = state.dispatcher().begin_placing(id) else {
+async fn place_known(placer: &Placer, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
+    let Some(placing) = placer.dispatcher().begin_placing(id) else {
         return Ok(Placement::NotQueued);
     };
-    place_marked(state, id, known, placing, None).await
+    place_marked(placer, id, known, placing, None).await
 }
 
 async fn place_marked(
-    state: &AppState,
+    placer: &Placer,
     id: TaskId,
     known: Option<Task>,
     placing: Placing<'_>,
     pending: Option<&mut Pending>,
 ) -> StoreResult<Placement> {
-    let dispatcher = state.dispatcher();
-    let outcome = place_rounds(state, id, known, pending).await;
+    let dispatcher = placer.dispatcher();
+    let outcome = place_rounds(placer, id, known, pending).await;
     drop(placing);
     if !matches!(outcome, Ok(Placement::Waiting { .. }) | Err(_)) {
         dispatcher.forget_explanation(id);
     }
     if matches!(outcome, Ok(Placement::Assigned { .. } | Placement::Failed { .. })) {
-        crate::cluster::task_changed(state, id);
+        placer.task_changed(id);
     }
     outcome
 }
@@ -174,15 +174,15 @@ async fn place_marked(
 /// The decide-and-claim rounds of one placement. With `pending`, the task is not stored
 /// yet: the first round stores it with what it decided.
 async fn place_rounds(
-    state: &AppState,
+    placer: &Placer,
     id: TaskId,
     mut known: Option<Task>,
     mut pending: Option<&mut Pending>,
 ) -> StoreResult<Placement> {
-    let store = state.store();
+    let store = placer.store();
     // A question about this task is out: its answer (or its timeout) places the task
     // again; deciding now would only ask again.
-    if state.dispatcher().asking(id).is_some() {
+    if placer.dispatcher().asking(id).is_some() {
         return Ok(Placement::Waiting {
             explanation: "validating: waiting for a delegate's answer".to_owned(),
         });
@@ -199,7 +199,7 @@ async fn place_rounds(
         if task.state != TaskState::Queued {
             return Ok(Placement::NotQueued);
         }
-        let decision = evaluate(state, &task, &unreachable_here, Detail::Placement).await?;
+        let decision = evaluate(placer, &task, &unreachable_here, Detail::Placement).await?;
         let attempt = task.attempt.next();
         last = decision.summary.to_string();
         if decision.chosen.is_some() && !decision.to_validate.is_empty() {
@@ -210,7 +210,7 @@ async fn place_rounds(
         // often), in one store call; only a validation question writes it at once, to
         // keep the log in order.
         let mut entries = Vec::with_capacity(2);
-        if state.dispatcher().explanation_changed(id, &last) {
+        if placer.dispatcher().explanation_changed(id, &last) {
             entries.push(entry(
                 id,
                 attempt,
@@ -223,21 +223,21 @@ async fn place_rounds(
         let Some(instance) = decision.chosen else {
             match pending.take() {
                 Some(p) => {
-                    if p.store(state, None, entries, Vec::new()).await?.is_none() {
+                    if p.store(placer, None, entries, Vec::new()).await?.is_none() {
                         return Ok(Placement::NotQueued);
                     }
                 }
-                None => append(state, entries).await,
+                None => append(placer, entries).await,
             }
             if decision.summary.can_never_match() && !task.spec.wait_for_delegate {
-                return fail(state, id, FailureReason::NoEligibleDelegate, &last).await;
+                return fail(placer, id, FailureReason::NoEligibleDelegate, &last).await;
             }
             if unreachable_everywhere(&decision) {
                 let detail = format!(
                     "no eligible delegate can reach what the task needs: {}",
                     unreachable(&decision)
                 );
-                return fail(state, id, FailureReason::ValidationFailed, &detail).await;
+                return fail(placer, id, FailureReason::ValidationFailed, &detail).await;
             }
             return Ok(Placement::Waiting { explanation: last });
         };
@@ -245,19 +245,19 @@ async fn place_rounds(
         if !decision.to_validate.is_empty() {
             match pending.take() {
                 Some(p) => {
-                    if p.store(state, None, std::mem::take(&mut entries), Vec::new())
+                    if p.store(placer, None, std::mem::take(&mut entries), Vec::new())
                         .await?
                         .is_none()
                     {
                         return Ok(Placement::NotQueued);
                     }
                 }
-                None => append(state, std::mem::take(&mut entries)).await,
+                None => append(placer, std::mem::take(&mut entries)).await,
             }
             // Never wait here for the answer (PRODUCT.md: "a submission never waits on a
             // delegate"): the task stays queued, and the answer or its timeout places it
             // again (see `answered`, `ask`).
-            if ask(state, id, attempt, instance, &decision.to_validate).await {
+            if ask(placer, id, attempt, instance, &decision.to_validate).await {
                 // The line goes to the submitter, who may not see that instance: it is
                 // named only in the selection log (redacted per reader).
                 return Ok(Placement::Waiting {
@@ -275,7 +275,7 @@ async fn place_rounds(
         let claim = match pending.take() {
             // The submission and its claim in one commit; the decision's entry is kept
             // whatever becomes of the claim, since the task is stored with it.
-            Some(p) => match p.store(state, Some(instance), entries, vec![assigned]).await? {
+            Some(p) => match p.store(placer, Some(instance), entries, vec![assigned]).await? {
                 None => return Ok(Placement::NotQueued),
                 Some(claim) => Ok(claim.unwrap_or(Claim::TaskNotQueued)),
             },
@@ -284,15 +284,15 @@ async fn place_rounds(
                 // or vanished instance is not worth one, as the next round decides again
                 // and its decision is the one that counts (so it must not look unchanged).
                 if !entries.is_empty() {
-                    state.dispatcher().forget_explanation(id);
+                    placer.dispatcher().forget_explanation(id);
                 }
                 entries.push(assigned);
-                claim(state, id, instance, task.attempt, entries).await
+                claim(placer, id, instance, task.attempt, entries).await
             }
         };
         if let Ok(Claim::Claimed(task)) = &claim {
-            state.fleet().claimed(instance).await;
-            state.metrics().task_assigned(task);
+            placer.fleet().claimed(instance).await;
+            placer.metrics().task_assigned(task);
         }
         match claim? {
             Claim::Claimed(task) => {
@@ -306,8 +306,8 @@ async fn place_rounds(
             }
             Claim::TaskNotQueued => return Ok(Placement::NotQueued),
             // Filled up or went away since the snapshot: decide again.
-            Claim::InstanceFull => state.fleet().full(instance).await,
-            Claim::InstanceGone => state.fleet().invalidate(),
+            Claim::InstanceFull => placer.fleet().full(instance).await,
+            Claim::InstanceGone => placer.fleet().invalidate(),
         }
     }
     Ok(Placement::Waiting { explanation: last })
@@ -316,7 +316,7 @@ async fn place_rounds(
 /// Claims queued `task` (still at attempt `after`) for `instance`, with `entries` written
 /// only if the claim holds: one write, batched with everyone else's.
 async fn claim(
-    state: &AppState,
+    placer: &Placer,
     task: TaskId,
     instance: InstanceId,
     after: Attempt,
@@ -329,8 +329,8 @@ async fn claim(
         after: Some(after),
         log_if_claimed: entries,
     });
-    let store = state.store().clone();
-    offered(state, instance, task, async move {
+    let store = placer.store().clone();
+    offered(placer, instance, task, async move {
         match store.write_tasks(vec![write]).await?.pop() {
             Some(Ok(Written::Claim(claim))) => Ok(claim),
             Some(Err(e)) => Err(e),
@@ -344,12 +344,12 @@ async fn claim(
 /// claimed, offers the task to the instance from there: whatever becomes of the caller
 /// (a submission's request timed out, its client hung up), a committed claim is always
 /// offered at once, never left to the acknowledge timeout.
-async fn offered<T, W>(state: &AppState, instance: InstanceId, task: TaskId, write: W) -> StoreResult<T>
+async fn offered<T, W>(placer: &Placer, instance: InstanceId, task: TaskId, write: W) -> StoreResult<T>
 where
     T: Send + 'static + ClaimOf,
     W: Future<Output = StoreResult<T>> + Send + 'static,
 {
-    let state = state.clone();
+    let placer = placer.clone();
     tokio::spawn(async move {
         let written = write.await;
         if let Ok(written) = &written
@@ -358,7 +358,7 @@ where
             // To this replica's socket of the instance, else to whichever replica holds
             // it. A socket closed since the snapshot gets nothing: the acknowledge
             // timeout or the loss handling puts the task back.
-            crate::cluster::offer(&state, instance, task, claimed.attempt);
+            placer.reach().offer(instance, task, claimed.attempt);
         }
         written
     })
@@ -403,12 +403,12 @@ pub enum Detail {
 /// Runs the engine for `task`, skipping the instances in `also_skip` besides those that
 /// already had an attempt.
 pub async fn evaluate(
-    state: &AppState,
+    placer: &Placer,
     task: &Task,
     also_skip: &BTreeSet<InstanceId>,
     detail: Detail,
 ) -> StoreResult<Decision> {
-    let store = state.store();
+    let store = placer.store();
     let connector_selectors = match (task.spec.selectors.is_empty(), task.spec.connector_id) {
         (true, Some(c)) => match store.get_connector(c).await {
             Ok(connector) => Some(connector.selectors),
@@ -435,12 +435,12 @@ pub async fn evaluate(
         None => None,
     };
     let inputs = TaskInputs::for_task(&task.spec, connector_selectors.as_ref(), &tried);
-    let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+    let timeout = chrono::Duration::from_std(placer.timers().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
     let context = Context {
         heartbeat_timeout: timeout,
         explain_all: detail == Detail::All,
         verdicts: detail == Detail::All,
-        ..Context::new(Utc::now(), state.dispatcher().seed())
+        ..Context::new(Utc::now(), placer.dispatcher().seed())
     };
     let freshness = if detail == Detail::All {
         Freshness::Fresh
@@ -454,7 +454,7 @@ pub async fn evaluate(
         ends_task,
         verdicts: |d: &Decision| d.chosen.is_none() || d.summary.considered <= VERDICTS_LOGGED_UP_TO,
     };
-    state.fleet().decide(state, &inputs, last, &context, use_).await
+    placer.fleet().decide(placer, &inputs, last, &context, use_).await
 }
 
 /// Whether no instance is eligible and some were rejected for a capability they
@@ -479,13 +479,13 @@ const SILENT: &str = "did not answer within the validation timeout";
 /// instance holds the task no longer than that and is passed over, for every task that
 /// needs those capabilities, for as long as a negative result lives (5 min).
 async fn ask(
-    state: &AppState,
+    placer: &Placer,
     task: TaskId,
     attempt: Attempt,
     instance: InstanceId,
     capabilities: &[Capability],
 ) -> bool {
-    let dispatcher = state.dispatcher();
+    let dispatcher = placer.dispatcher();
     let request_id = uuid::Uuid::new_v4().to_string();
     let question = Question {
         task,
@@ -497,13 +497,13 @@ async fn ask(
     // at once, so the entry leaves the map even if this placement's future is dropped at
     // the next await (a submission's request timed out).
     dispatcher.ask(request_id.clone(), question);
-    let timeout = state.settings().validation_timeout;
+    let timeout = placer.timers().validation_timeout;
     let timer = {
-        let (state, request_id) = (state.clone(), request_id.clone());
+        let (placer, request_id) = (placer.clone(), request_id.clone());
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
-            if let Some(question) = state.dispatcher().settle_question(&request_id) {
-                unanswered(&state, question, timeout).await;
+            if let Some(question) = placer.dispatcher().settle_question(&request_id) {
+                unanswered(&placer, question, timeout).await;
             }
         })
     };
@@ -511,7 +511,7 @@ async fn ask(
         request_id: request_id.clone(),
         capabilities: capabilities.to_vec(),
     };
-    if !state.hub().send(instance, message) {
+    if !placer.reach().send_here(instance, message) {
         dispatcher.settle_question(&request_id);
         timer.abort();
         return false;
@@ -519,7 +519,7 @@ async fn ask(
     let bases: Vec<String> = capabilities.iter().map(|c| c.basis().to_string()).collect();
     let asked = format!("asked instance {instance} to validate {}", bases.join(", "));
     record(
-        state,
+        placer,
         task,
         attempt,
         SelectionKind::Validation,
@@ -535,7 +535,7 @@ async fn ask(
 /// log and places the task again, in a task of its own. An answer to a question already
 /// settled (by its timeout) or never asked changes only the stored results, which later
 /// decisions use.
-pub fn answered(state: &AppState, question: Question, results: &[CheckResult]) {
+pub fn answered(placer: &Placer, question: Question, results: &[CheckResult]) {
     let instance = question.instance;
     let failed: Vec<String> = results
         .iter()
@@ -550,16 +550,16 @@ pub fn answered(state: &AppState, question: Question, results: &[CheckResult]) {
             format!("instance {instance} cannot reach {}", failed.join(", ")),
         )
     };
-    state.metrics().validation(outcome);
+    placer.metrics().validation(outcome);
     // Not on the socket's own task: placing may take a few store calls.
-    let state = state.clone();
-    tokio::spawn(async move { settled(&state, &question, &summary).await });
+    let placer = placer.clone();
+    tokio::spawn(async move { settled(&placer, &question, &summary).await });
 }
 
 /// Nobody answered `question` within `timeout`: the instance is recorded as unable to
 /// reach what it was asked about (a negative result, with the lifetime of one), and the
 /// task is placed again, elsewhere.
-async fn unanswered(state: &AppState, question: Question, timeout: Duration) {
+async fn unanswered(placer: &Placer, question: Question, timeout: Duration) {
     let instance = question.instance;
     let now = Utc::now();
     let detail = format!("{SILENT} of {}", crate::config::format_duration(timeout));
@@ -571,19 +571,19 @@ async fn unanswered(state: &AppState, question: Question, timeout: Duration) {
             detail: detail.clone(),
             checked_at: now,
         };
-        if let Err(e) = state.store().record_capability_result(&result).await {
+        if let Err(e) = placer.store().record_capability_result(&result).await {
             tracing::warn!(instance.id = %instance, error = %e, "cannot record a validation timeout");
         }
     }
-    state.metrics().validation(Validation::Silent);
+    placer.metrics().validation(Validation::Silent);
     tracing::info!(task.id = %question.task, instance.id = %instance, "validation question not answered in time");
-    settled(state, &question, &format!("instance {instance} {detail}")).await;
+    settled(placer, &question, &format!("instance {instance} {detail}")).await;
 }
 
 /// Logs how `question` was settled and places its task again.
-async fn settled(state: &AppState, question: &Question, summary: &str) {
+async fn settled(placer: &Placer, question: &Question, summary: &str) {
     record(
-        state,
+        placer,
         question.task,
         question.attempt,
         SelectionKind::Validation,
@@ -591,14 +591,14 @@ async fn settled(state: &AppState, question: &Question, summary: &str) {
         Ok(serde_json::json!({"instance_id": question.instance})),
     )
     .await;
-    place_again(state.clone(), question.task).await;
+    place_again(placer.clone(), question.task).await;
 }
 
 /// [`place`] behind a boxed future: placement asks questions whose settling places again,
 /// and a future type cannot contain itself.
-fn place_again(state: AppState, task: TaskId) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+fn place_again(placer: Placer, task: TaskId) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
-        if let Err(e) = place(&state, task).await {
+        if let Err(e) = place(&placer, task).await {
             tracing::warn!(task.id = %task, error = %e, "placement after a validation answer failed; the sweep retries");
         }
     })
@@ -628,18 +628,18 @@ fn unreachable(decision: &Decision) -> String {
     format!("{}; the selection log names the instances", parts.join("; "))
 }
 
-async fn fail(state: &AppState, id: TaskId, reason: FailureReason, detail: &str) -> StoreResult<Placement> {
+async fn fail(placer: &Placer, id: TaskId, reason: FailureReason, detail: &str) -> StoreResult<Placement> {
     let mut t = Transition::new(id, None, TaskEvent::Fail, Utc::now());
     t.failure = Some(Failure {
         reason,
         detail: detail.to_owned(),
     });
-    match state.store().transition_task(&t).await {
+    match placer.store().transition_task(&t).await {
         Ok(task) => {
-            state.metrics().task_finished(&task);
+            placer.metrics().task_finished(&task);
             let summary = format!("failed: {}: {detail}", reason.as_str());
             record(
-                state,
+                placer,
                 id,
                 task.attempt.next(),
                 SelectionKind::Ended,
@@ -662,14 +662,14 @@ async fn fail(state: &AppState, id: TaskId, reason: FailureReason, detail: &str)
 /// Appends one selection-log entry. The log explains; it never blocks the lifecycle, so a
 /// failed write is logged and dropped.
 pub(crate) async fn record(
-    state: &AppState,
+    placer: &Placer,
     task: TaskId,
     attempt: Attempt,
     kind: SelectionKind,
     summary: &str,
     detail: Result<serde_json::Value, serde_json::Error>,
 ) {
-    append(state, vec![entry(task, attempt, kind, summary, detail)]).await;
+    append(placer, vec![entry(task, attempt, kind, summary, detail)]).await;
 }
 
 /// One selection-log entry, stamped now.
@@ -691,19 +691,21 @@ fn entry(
 }
 
 /// Appends `entries` in one store call (none for none); like [`record`], never fails.
-async fn append(state: &AppState, entries: Vec<SelectionLogEntry>) {
+async fn append(placer: &Placer, entries: Vec<SelectionLogEntry>) {
     let Some(first) = entries.first() else { return };
-    if let Err(e) = state.store().append_selection_log(&entries).await {
+    if let Err(e) = placer.store().append_selection_log(&entries).await {
         tracing::warn!(task.id = %first.task_id, error = %e, "cannot write the selection log");
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! Placement against a real SQLite store, with the hub as the recording delivery: an
-    //! instance "connected" here is a hub entry whose messages the test reads.
+    //! Placement with its narrow context only: a real SQLite store, and a recording
+    //! [`Reach`] in place of the sockets (an instance "connected here" is one it lists).
 
-    use std::sync::Arc;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex};
 
     use futures::FutureExt;
     use switchboard_domain::task::limits;
@@ -716,7 +718,50 @@ mod tests {
 
     use super::*;
     use crate::config::Settings;
-    use crate::delegates::hub::{Attached, Outbound};
+    use crate::dispatch::{Reach, Timers};
+    use crate::metrics::Metrics;
+
+    /// The sockets as placement sees them, recording what it sends.
+    #[derive(Debug, Default)]
+    struct Recording {
+        /// The instances whose socket is on this manager.
+        here: HashSet<InstanceId>,
+        sent: Mutex<Vec<(InstanceId, ServerMessage)>>,
+        announced: Mutex<Vec<TaskId>>,
+    }
+
+    impl Reach for Recording {
+        fn send_here(&self, instance: InstanceId, message: ServerMessage) -> bool {
+            let here = self.here.contains(&instance);
+            if here {
+                self.sent.lock().unwrap().push((instance, message));
+            }
+            here
+        }
+
+        fn offer(&self, instance: InstanceId, task: TaskId, attempt: Attempt) {
+            let message = ServerMessage::TaskAvailable { task_id: task, attempt };
+            self.sent.lock().unwrap().push((instance, message));
+        }
+
+        fn cancel(&self, instance: InstanceId, task: TaskId, attempt: Attempt) {
+            let message = ServerMessage::CancelTask { task_id: task, attempt };
+            self.sent.lock().unwrap().push((instance, message));
+        }
+
+        fn announce(&self, task: TaskId) {
+            self.announced.lock().unwrap().push(task);
+        }
+
+        fn current(&self, mut instance: DelegateInstance) -> DelegateInstance {
+            instance.connected = instance.connected || self.here.contains(&instance.id);
+            instance
+        }
+
+        fn heard_at(&self, _: InstanceId) -> Option<chrono::DateTime<Utc>> {
+            None
+        }
+    }
 
     fn ident(s: &str) -> Ident {
         Ident::parse(s).unwrap()
@@ -728,9 +773,10 @@ mod tests {
         Secret::from_random(kind, bytes)
     }
 
-    /// A manager state on a fresh SQLite store, with one instance of capacity 1 in account
-    /// `acme` whose socket is on this manager (its messages arrive on the returned end).
-    async fn one_connected_instance(dir: &tempfile::TempDir) -> (AppState, InstanceId, Attached) {
+    /// A placer on a fresh SQLite store, with one instance of capacity 1 in account
+    /// `acme` whose socket is on this manager (what is sent to it, the returned
+    /// recording keeps).
+    async fn one_connected_instance(dir: &tempfile::TempDir) -> (Placer, InstanceId, Arc<Recording>) {
         let store = SqliteStore::open(&dir.path().join("switchboard.db")).await.unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
         let scope = Scope::parse_path("acme").unwrap();
@@ -769,9 +815,18 @@ mod tests {
             .register_instance(&instance, &secret(SecretKind::Session).hash())
             .await
             .unwrap();
-        let state = AppState::new(store, Settings::default());
-        let attached = state.hub().attach(instance.id, token.id, group.id);
-        (state, instance.id, attached)
+        let recording = Arc::new(Recording {
+            here: HashSet::from([instance.id]),
+            ..Recording::default()
+        });
+        let placer = Placer::new(
+            store,
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(Metrics::default()),
+            Timers::from(&Settings::default()),
+            recording.clone(),
+        );
+        (placer, instance.id, recording)
     }
 
     fn new_task() -> NewTask {
@@ -793,40 +848,40 @@ mod tests {
         }
     }
 
-    /// The offers that reached the instance's socket so far.
-    fn offers(attached: &mut Attached) -> Vec<(TaskId, Attempt)> {
-        let mut offers = Vec::new();
-        while let Ok(message) = attached.rx.try_recv() {
-            if let Outbound::Send(ServerMessage::TaskAvailable { task_id, attempt }) = message {
-                offers.push((task_id, attempt));
-            }
-        }
-        offers
+    /// The offers sent since the last call.
+    fn offers(recording: &Recording) -> Vec<(TaskId, Attempt)> {
+        let sent = std::mem::take(&mut *recording.sent.lock().unwrap());
+        sent.into_iter()
+            .filter_map(|(_, message)| match message {
+                ServerMessage::TaskAvailable { task_id, attempt } => Some((task_id, attempt)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn a_submission_is_stored_assigned_in_one_batch_and_offered() {
         let dir = tempfile::tempdir().unwrap();
-        let (state, instance, mut attached) = one_connected_instance(&dir).await;
-        let before = state.store().batch_stats().unwrap().batches;
+        let (placer, instance, recording) = one_connected_instance(&dir).await;
+        let before = placer.store().batch_stats().unwrap().batches;
         let spec = new_task();
         let id = spec.id;
-        let submitted = submit(&state, spec, None).await.unwrap();
+        let submitted = submit(&placer, spec, None).await.unwrap();
         assert!(matches!(
             submitted.placement,
             Some(Ok(Placement::Assigned { instance: i, attempt: Attempt(1), .. })) if i == instance
         ));
         assert_eq!(
-            state.store().batch_stats().unwrap().batches - before,
+            placer.store().batch_stats().unwrap().batches - before,
             1,
             "the task, its claim and its log entries are one commit"
         );
-        let stored = state.store().get_task(id).await.unwrap();
+        let stored = placer.store().get_task(id).await.unwrap();
         assert_eq!(
             (stored.state, stored.instance_id),
             (TaskState::Assigned, Some(instance))
         );
-        let log: Vec<SelectionKind> = state
+        let log: Vec<SelectionKind> = placer
             .store()
             .selection_log(id)
             .await
@@ -835,7 +890,12 @@ mod tests {
             .map(|e| e.kind)
             .collect();
         assert_eq!(log, vec![SelectionKind::Decision, SelectionKind::Assigned]);
-        assert_eq!(offers(&mut attached), vec![(id, Attempt(1))]);
+        assert_eq!(offers(&recording), vec![(id, Attempt(1))]);
+        assert_eq!(
+            *recording.announced.lock().unwrap(),
+            vec![id],
+            "the other replicas' long polls hear of the assignment"
+        );
     }
 
     /// A placement dropped after any number of polls (its caller was cancelled at that
@@ -846,12 +906,12 @@ mod tests {
     async fn a_placement_cancelled_at_any_await_leaves_the_task_offered_or_to_the_next_placement() {
         for polls in 0..40 {
             let dir = tempfile::tempdir().unwrap();
-            let (state, instance, mut attached) = one_connected_instance(&dir).await;
+            let (placer, instance, recording) = one_connected_instance(&dir).await;
             // Stored queued, as the sweep finds it.
             let task = Task::queued(new_task());
             let id = task.id();
-            state.store().insert_task(&task.spec).await.unwrap();
-            let mut placing = Box::pin(place(&state, id));
+            placer.store().insert_task(&task.spec).await.unwrap();
+            let mut placing = Box::pin(place(&placer, id));
             let mut finished = false;
             for _ in 0..polls {
                 if placing.as_mut().now_or_never().is_some() {
@@ -864,25 +924,25 @@ mod tests {
             drop(placing);
             // Whatever was handed to the committer is written by now, or is being: a
             // placement started after it waits for it in the committer's queue.
-            let again = place(&state, id).await.unwrap();
-            let stored = state.store().get_task(id).await.unwrap();
+            let again = place(&placer, id).await.unwrap();
+            let stored = placer.store().get_task(id).await.unwrap();
             assert_eq!(
                 (stored.state, stored.instance_id),
                 (TaskState::Assigned, Some(instance)),
                 "after {polls} polls (finished: {finished}), placed again: {again:?}"
             );
             // Offered exactly once, for the stored attempt, whichever placement claimed.
-            let mut offered = offers(&mut attached);
+            let mut offered = offers(&recording);
             for _ in 0..100 {
                 if !offered.is_empty() {
                     break;
                 }
                 tokio::task::yield_now().await;
-                offered = offers(&mut attached);
+                offered = offers(&recording);
             }
             assert_eq!(offered, vec![(id, stored.attempt)], "after {polls} polls");
             assert!(
-                state.dispatcher().begin_placing(id).is_some(),
+                placer.dispatcher().begin_placing(id).is_some(),
                 "the task stays marked as being placed after {polls} polls"
             );
         }
