@@ -1,6 +1,8 @@
-//! A batch of task writes in one transaction (see `switchboard_store::batch`): four
-//! set-based reads that lock what the batch changes, the plan (pure, shared with the
-//! other backends), then one multi-row statement per table over arrays (`UNNEST`).
+//! A batch of task writes in one transaction (see `switchboard_store::batch`): set-based
+//! reads that lock what the batch changes, the plan (pure, shared with the other
+//! backends), then at most two statements over arrays (`UNNEST`): the new tasks, and one
+//! statement of `WITH` parts for everything else, so a batch costs the same few round
+//! trips whether it touches one table or six.
 //!
 //! Locks are taken tasks first, then instances, each in id order: the order of every
 //! other transaction here, so batches in flight together cannot deadlock with each
@@ -14,7 +16,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use switchboard_domain::{ConnectorId, InstanceId, Task, TaskId};
 use switchboard_store::batch::{self, Loaded, Plan, Precision, Slots, TaskWrite, Wanted, Written};
 use switchboard_store::committer::BatchWriter;
@@ -191,66 +193,150 @@ async fn load(conn: &mut PgConnection, wanted: &Wanted) -> Result<Loaded, Failur
 }
 
 async fn write(conn: &mut PgConnection, plan: &mut Plan) -> Result<(), Failure> {
+    // New tasks first, on their own: it is the one statement an idempotency race with
+    // another replica can refuse, and the rest of the batch may refer to these rows.
     if !plan.inserts.is_empty() {
         insert_tasks(conn, &plan.inserts).await?;
     }
+    let audits = write_the_rest(conn, plan).await?;
+    if !plan.audits.is_empty() {
+        plan.number_audits(&audits);
+    }
+    Ok(())
+}
+
+/// Everything else the batch writes, in one statement of data-modifying `WITH` parts (one
+/// round trip however many tables it touches): task updates, slot counters, attempts, log
+/// entries, audit rows. The parts share one snapshot and cannot see each other's rows,
+/// which is safe because the plan touches each row once (a changed task is in `updates`
+/// or in `inserts`, never both; changes of an attempt inserted by the batch are folded
+/// into its insert). Returns the new audit rows' ids in ascending order.
+async fn write_the_rest<'a>(conn: &mut PgConnection, plan: &'a Plan) -> Result<Vec<i64>, Failure> {
+    let mut q = Parts::default();
     if !plan.updates.is_empty() {
-        update_tasks(conn, &plan.updates).await?;
+        update_tasks(q.part("updated"), &plan.updates);
     }
     if !plan.slot_changes.is_empty() {
         let ids: Vec<Uuid> = plan.slot_changes.iter().map(|(i, _)| i.0).collect();
         let deltas: Vec<i32> = plan.slot_changes.iter().map(|(_, d)| *d as i32).collect();
-        sqlx::query(
-            "UPDATE delegate_instances AS d SET active_tasks = GREATEST(d.active_tasks + u.delta, 0)
-             FROM unnest($1::uuid[], $2::int[]) AS u(id, delta) WHERE d.id = u.id",
-        )
-        .bind(&ids)
-        .bind(&deltas)
-        .execute(&mut *conn)
-        .await?;
+        let b = q.part("slots");
+        b.push("UPDATE delegate_instances AS d SET active_tasks = GREATEST(d.active_tasks + u.delta, 0) FROM unnest(");
+        b.push_bind(ids).push("::uuid[], ").push_bind(deltas);
+        b.push("::int[]) AS u(id, delta) WHERE d.id = u.id RETURNING 1");
     }
     if !plan.new_attempts.is_empty() {
         let a = &plan.new_attempts;
-        sqlx::query(
+        let b = q.part("new_attempts");
+        b.push(
             "INSERT INTO task_attempts (task_id, attempt, instance_id, assigned_at, acquired_at, ended_at, outcome)
-             SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::timestamptz[], $5::timestamptz[],
-                                  $6::timestamptz[], $7::text[])",
-        )
-        .bind(a.iter().map(|r| r.task.0).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.attempt.0 as i32).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.instance.0).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.assigned_at).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.acquired_at).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.ended_at).collect::<Vec<_>>())
-        .bind(a.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+             SELECT * FROM unnest(",
+        );
+        b.push_bind(a.iter().map(|r| r.task.0).collect::<Vec<_>>())
+            .push("::uuid[], ");
+        b.push_bind(a.iter().map(|r| r.attempt.0 as i32).collect::<Vec<_>>())
+            .push("::int[], ");
+        b.push_bind(a.iter().map(|r| r.instance.0).collect::<Vec<_>>())
+            .push("::uuid[], ");
+        b.push_bind(a.iter().map(|r| r.assigned_at).collect::<Vec<_>>())
+            .push("::timestamptz[], ");
+        b.push_bind(a.iter().map(|r| r.acquired_at).collect::<Vec<_>>())
+            .push("::timestamptz[], ");
+        b.push_bind(a.iter().map(|r| r.ended_at).collect::<Vec<_>>())
+            .push("::timestamptz[], ");
+        b.push_bind(a.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>());
+        b.push("::text[]) RETURNING 1");
     }
     if !plan.attempt_changes.is_empty() {
         let c = &plan.attempt_changes;
-        sqlx::query(
+        let b = q.part("attempt_changes");
+        b.push(
             "UPDATE task_attempts AS a SET acquired_at = COALESCE(u.acquired_at, a.acquired_at),
                  ended_at = COALESCE(u.ended_at, a.ended_at), outcome = COALESCE(u.outcome, a.outcome)
-             FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::timestamptz[], $5::text[])
-                  AS u(task_id, attempt, acquired_at, ended_at, outcome)
-             WHERE a.task_id = u.task_id AND a.attempt = u.attempt",
-        )
-        .bind(c.iter().map(|r| r.task.0).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.attempt.0 as i32).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.acquired_at).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.ended_at).collect::<Vec<_>>())
-        .bind(c.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+             FROM unnest(",
+        );
+        b.push_bind(c.iter().map(|r| r.task.0).collect::<Vec<_>>())
+            .push("::uuid[], ");
+        b.push_bind(c.iter().map(|r| r.attempt.0 as i32).collect::<Vec<_>>())
+            .push("::int[], ");
+        b.push_bind(c.iter().map(|r| r.acquired_at).collect::<Vec<_>>())
+            .push("::timestamptz[], ");
+        b.push_bind(c.iter().map(|r| r.ended_at).collect::<Vec<_>>())
+            .push("::timestamptz[], ");
+        b.push_bind(c.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>());
+        b.push(
+            "::text[]) AS u(task_id, attempt, acquired_at, ended_at, outcome)
+             WHERE a.task_id = u.task_id AND a.attempt = u.attempt RETURNING 1",
+        );
     }
     if !plan.log.is_empty() {
-        crate::tasks::insert_selection_log(&mut *conn, &plan.log).await?;
+        let e = &plan.log;
+        let b = q.part("logged");
+        // WITH ORDINALITY keeps the entries in the given order.
+        b.push("INSERT INTO selection_log (task_id, attempt, at, kind, summary, detail) SELECT t, a, at, k, s, d FROM unnest(");
+        b.push_bind(e.iter().map(|e| e.task_id.0).collect::<Vec<_>>())
+            .push("::uuid[], ");
+        b.push_bind(e.iter().map(|e| e.attempt.0 as i32).collect::<Vec<_>>())
+            .push("::int[], ");
+        b.push_bind(e.iter().map(|e| e.at).collect::<Vec<_>>())
+            .push("::timestamptz[], ");
+        b.push_bind(e.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .push("::text[], ");
+        b.push_bind(e.iter().map(|e| e.summary.as_str()).collect::<Vec<_>>())
+            .push("::text[], ");
+        b.push_bind(e.iter().map(|e| Json(&e.detail)).collect::<Vec<_>>());
+        b.push("::jsonb[]) WITH ORDINALITY AS u(t, a, at, k, s, d, n) ORDER BY n RETURNING 1");
     }
     if !plan.audits.is_empty() {
-        let ids = insert_audits(conn, &plan.audits).await?;
-        plan.number_audits(&ids);
+        insert_audits(q.part("audited"), &plan.audits);
     }
-    Ok(())
+    let Some(mut b) = q.finish(!plan.audits.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let row = b.build().fetch_one(&mut *conn).await?;
+    let mut ids: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>(0)?.unwrap_or_default();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// One statement made of `WITH` parts, each a data-modifying statement ending in
+/// `RETURNING`; the builder numbers the parameters across all of them.
+struct Parts<'a> {
+    q: QueryBuilder<'a, Postgres>,
+    count: usize,
+}
+
+impl Default for Parts<'_> {
+    fn default() -> Self {
+        Self {
+            q: QueryBuilder::new(""),
+            count: 0,
+        }
+    }
+}
+
+impl<'a> Parts<'a> {
+    /// Opens the part `name`; the caller pushes its statement (closed by [`Parts::finish`]
+    /// or the next part).
+    fn part(&mut self, name: &str) -> &mut QueryBuilder<'a, Postgres> {
+        self.q.push(if self.count == 0 { "WITH " } else { "), " });
+        self.count += 1;
+        self.q.push(name).push(" AS (");
+        &mut self.q
+    }
+
+    /// The whole statement, selecting the `audited` part's ids when `audited`; `None`
+    /// when no part was opened.
+    fn finish(mut self, audited: bool) -> Option<QueryBuilder<'a, Postgres>> {
+        if self.count == 0 {
+            return None;
+        }
+        self.q.push(if audited {
+            ") SELECT array(SELECT id FROM audited)"
+        } else {
+            ") SELECT NULL::bigint[]"
+        });
+        Some(self.q)
+    }
 }
 
 async fn insert_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Failure> {
@@ -339,107 +425,121 @@ async fn insert_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Fai
     Ok(())
 }
 
-async fn update_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Failure> {
-    sqlx::query(
+/// The `UPDATE` of changed tasks, as a part of [`write_the_rest`].
+fn update_tasks<'a>(b: &mut QueryBuilder<'a, Postgres>, tasks: &'a [Task]) {
+    b.push(
         "UPDATE tasks AS t SET state = u.state, attempt = u.attempt, runs = u.runs, instance_id = u.instance_id,
              failure_reason = u.failure_reason, failure_detail = u.failure_detail, result = u.result,
              progress = u.progress, updated_at = u.updated_at, assigned_at = u.assigned_at,
              started_at = u.started_at, finished_at = u.finished_at, run_deadline = u.run_deadline
-         FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::uuid[], $6::text[], $7::text[], $8::jsonb[],
-                     $9::jsonb[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
-                     $14::timestamptz[])
-              AS u(id, state, attempt, runs, instance_id, failure_reason, failure_detail, result, progress,
-                   updated_at, assigned_at, started_at, finished_at, run_deadline)
-         WHERE t.id = u.id",
-    )
-    .bind(tasks.iter().map(|t| t.id().0).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.state.as_str()).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.attempt.0 as i32).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.runs as i32).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.instance_id.map(|i| i.0)).collect::<Vec<_>>())
-    .bind(
+         FROM unnest(",
+    );
+    b.push_bind(tasks.iter().map(|t| t.id().0).collect::<Vec<_>>())
+        .push("::uuid[], ");
+    b.push_bind(tasks.iter().map(|t| t.state.as_str()).collect::<Vec<_>>())
+        .push("::text[], ");
+    b.push_bind(tasks.iter().map(|t| t.attempt.0 as i32).collect::<Vec<_>>())
+        .push("::int[], ");
+    b.push_bind(tasks.iter().map(|t| t.runs as i32).collect::<Vec<_>>())
+        .push("::int[], ");
+    b.push_bind(tasks.iter().map(|t| t.instance_id.map(|i| i.0)).collect::<Vec<_>>())
+        .push("::uuid[], ");
+    b.push_bind(
         tasks
             .iter()
             .map(|t| t.failure.as_ref().map(|f| f.reason.as_str()))
             .collect::<Vec<_>>(),
     )
-    .bind(
+    .push("::text[], ");
+    b.push_bind(
         tasks
             .iter()
             .map(|t| t.failure.as_ref().map(|f| f.detail.as_str()))
             .collect::<Vec<_>>(),
     )
-    .bind(tasks.iter().map(|t| t.result.as_ref().map(Json)).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.progress.as_ref().map(Json)).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.updated_at).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.assigned_at).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.started_at).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.finished_at).collect::<Vec<_>>())
-    .bind(tasks.iter().map(|t| t.run_deadline).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .push("::text[], ");
+    b.push_bind(tasks.iter().map(|t| t.result.as_ref().map(Json)).collect::<Vec<_>>())
+        .push("::jsonb[], ");
+    b.push_bind(tasks.iter().map(|t| t.progress.as_ref().map(Json)).collect::<Vec<_>>())
+        .push("::jsonb[], ");
+    b.push_bind(tasks.iter().map(|t| t.updated_at).collect::<Vec<_>>())
+        .push("::timestamptz[], ");
+    b.push_bind(tasks.iter().map(|t| t.assigned_at).collect::<Vec<_>>())
+        .push("::timestamptz[], ");
+    b.push_bind(tasks.iter().map(|t| t.started_at).collect::<Vec<_>>())
+        .push("::timestamptz[], ");
+    b.push_bind(tasks.iter().map(|t| t.finished_at).collect::<Vec<_>>())
+        .push("::timestamptz[], ");
+    b.push_bind(tasks.iter().map(|t| t.run_deadline).collect::<Vec<_>>())
+        .push("::timestamptz[]");
+    b.push(
+        ") AS u(id, state, attempt, runs, instance_id, failure_reason, failure_detail, result, progress,
+               updated_at, assigned_at, started_at, finished_at, run_deadline)
+         WHERE t.id = u.id RETURNING 1",
+    );
 }
 
-/// Inserts the audit rows in order; their ids, in the same order.
-async fn insert_audits(
-    conn: &mut PgConnection,
-    entries: &[switchboard_domain::AuditEntry],
-) -> Result<Vec<i64>, Failure> {
+/// The `INSERT` of audit rows, as a part of [`write_the_rest`]: one statement draws
+/// their ids from the identity in the order it inserts, which `ORDER BY n` makes the
+/// given order, so the ids in ascending order are the entries' in order.
+fn insert_audits<'a>(b: &mut QueryBuilder<'a, Postgres>, entries: &'a [switchboard_domain::AuditEntry]) {
     let scopes: Vec<_> = entries.iter().map(|e| e.key_scope.as_ref().map(scope_values)).collect();
-    let rows = sqlx::query(
+    b.push(
         "INSERT INTO audit_log (at, actor, key_id, account, org, project, scope_path, method, route, path, status,
              remote)
          SELECT at, actor, key_id, account, org, project, scope_path, method, route, path, status, remote
-         FROM unnest($1::timestamptz[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::int[], $12::text[])
-              WITH ORDINALITY AS u(at, actor, key_id, account, org, project, scope_path, method, route, path,
-                                   status, remote, n)
+         FROM unnest(",
+    );
+    b.push_bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
+        .push("::timestamptz[], ");
+    b.push_bind(entries.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+        .push("::text[], ");
+    b.push_bind(entries.iter().map(|e| e.key_id.map(|k| k.0)).collect::<Vec<_>>())
+        .push("::uuid[], ");
+    b.push_bind(
+        scopes
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.0.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .push("::text[], ");
+    b.push_bind(
+        scopes
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.1.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .push("::text[], ");
+    b.push_bind(
+        scopes
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.2.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .push("::text[], ");
+    b.push_bind(
+        scopes
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.3.clone()))
+            .collect::<Vec<_>>(),
+    )
+    .push("::text[], ");
+    b.push_bind(entries.iter().map(|e| e.method.as_str()).collect::<Vec<_>>())
+        .push("::text[], ");
+    b.push_bind(entries.iter().map(|e| e.route.as_str()).collect::<Vec<_>>())
+        .push("::text[], ");
+    b.push_bind(entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>())
+        .push("::text[], ");
+    b.push_bind(entries.iter().map(|e| i32::from(e.status)).collect::<Vec<_>>())
+        .push("::int[], ");
+    b.push_bind(entries.iter().map(|e| e.remote.as_deref()).collect::<Vec<_>>())
+        .push("::text[]");
+    b.push(
+        ") WITH ORDINALITY AS u(at, actor, key_id, account, org, project, scope_path, method, route, path,
+                                status, remote, n)
          ORDER BY n
          RETURNING id",
-    )
-    .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.key_id.map(|k| k.0)).collect::<Vec<_>>())
-    .bind(
-        scopes
-            .iter()
-            .map(|s| s.as_ref().map(|s| s.0.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        scopes
-            .iter()
-            .map(|s| s.as_ref().and_then(|s| s.1.as_deref()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        scopes
-            .iter()
-            .map(|s| s.as_ref().and_then(|s| s.2.as_deref()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        scopes
-            .iter()
-            .map(|s| s.as_ref().map(|s| s.3.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(entries.iter().map(|e| e.method.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.route.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| i32::from(e.status)).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.remote.as_deref()).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await?;
-    // One statement draws its ids from the identity in the order it inserts, which
-    // `ORDER BY n` makes the given order.
-    let mut ids = rows
-        .iter()
-        .map(|r| r.try_get::<i64, _>("id"))
-        .collect::<Result<Vec<_>, _>>()?;
-    ids.sort_unstable();
-    Ok(ids)
+    );
 }
 
 fn millis(d: std::time::Duration) -> i64 {

@@ -127,37 +127,6 @@ pub(crate) async fn capability_results(pool: &PgPool, instances: &[InstanceId]) 
 
 // --- selection log -----------------------------------------------------------------------
 
-/// Appends selection-log entries in one statement, in the given order (the batch
-/// writer's last step but the audit rows).
-pub(crate) async fn insert_selection_log(
-    conn: &mut sqlx::PgConnection,
-    entries: &[SelectionLogEntry],
-) -> Result<(), sqlx::Error> {
-    let tasks: Vec<Uuid> = entries.iter().map(|e| e.task_id.0).collect();
-    let attempts: Vec<i32> = entries.iter().map(|e| e.attempt.0 as i32).collect();
-    let ats: Vec<DateTime<Utc>> = entries.iter().map(|e| e.at).collect();
-    let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-    let summaries: Vec<&str> = entries.iter().map(|e| e.summary.as_str()).collect();
-    let details: Vec<Json<&serde_json::Value>> = entries.iter().map(|e| Json(&e.detail)).collect();
-    // WITH ORDINALITY keeps the entries in the given order.
-    sqlx::query(
-        "INSERT INTO selection_log (task_id, attempt, at, kind, summary, detail)
-         SELECT t, a, at, k, s, d
-         FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[])
-              WITH ORDINALITY AS u(t, a, at, k, s, d, n)
-         ORDER BY n",
-    )
-    .bind(&tasks)
-    .bind(&attempts)
-    .bind(&ats)
-    .bind(&kinds)
-    .bind(&summaries)
-    .bind(&details)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 pub(crate) async fn selection_log(pool: &PgPool, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>> {
     let rows = sqlx::query("SELECT * FROM selection_log WHERE task_id = $1 ORDER BY id")
         .bind(task.0)

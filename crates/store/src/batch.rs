@@ -19,7 +19,8 @@
 //!    instance full, idempotency mismatch, a connector that does not exist) changes
 //!    nothing and is refused alone. What the accepted items change is gathered in a
 //!    [`Plan`]: rows to insert, rows to update, slot counts to move, log rows to append.
-//! 3. **Write** the plan with one multi-row statement per table, and commit. A database
+//! 3. **Write** the plan with multi-row statements (one per table, or on PostgreSQL one
+//!    statement of `WITH` parts for all but the new tasks), and commit. A database
 //!    error fails the whole batch and changes nothing (the transaction rolls back); no
 //!    caller is answered before the commit.
 //!
