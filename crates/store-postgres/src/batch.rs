@@ -211,7 +211,7 @@ async fn write(conn: &mut PgConnection, plan: &mut Plan) -> Result<(), Failure> 
 /// which is safe because the plan touches each row once (a changed task is in `updates`
 /// or in `inserts`, never both; changes of an attempt inserted by the batch are folded
 /// into its insert). Returns the new audit rows' ids in ascending order.
-async fn write_the_rest<'a>(conn: &mut PgConnection, plan: &'a Plan) -> Result<Vec<i64>, Failure> {
+async fn write_the_rest(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<i64>, Failure> {
     let mut q = Parts::default();
     if !plan.updates.is_empty() {
         update_tasks(q.part("updated"), &plan.updates);
