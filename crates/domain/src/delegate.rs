@@ -135,7 +135,7 @@ impl Version {
     }
 }
 
-/// Liveness as PRODUCT.md defines it.
+/// Liveness as docs/rules.md defines it ("Delegates").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]

@@ -1,4 +1,4 @@
-//! Switchboard's domain: the types PRODUCT.md names and the rules between them.
+//! Switchboard's domain: the types docs/rules.md names and the rules between them.
 //!
 //! This crate is pure: no I/O, no async, no SQL. Everything arriving from outside (HTTP
 //! bodies, rows) is parsed into these types once, at the edge; past that line nothing

@@ -22,8 +22,8 @@
 //! # Durability
 //!
 //! `journal_mode=WAL` with `synchronous=FULL`: a commit returns only once the WAL is
-//! synced, so an acknowledged write survives a crash or power loss (PRODUCT.md: "committed
-//! before it is acknowledged"). `foreign_keys=ON` on every connection, since SQLite
+//! synced, so an acknowledged write survives a crash or power loss (docs/rules.md: "Committed
+//! before acknowledged"). `foreign_keys=ON` on every connection, since SQLite
 //! leaves them off by default.
 //!
 //! # Types
@@ -169,7 +169,7 @@ impl SqliteStore {
     ///
     /// Holding the lock also proves that no manager holds a delegate socket recorded in
     /// the file: a connection recorded by a manager that crashed would otherwise look
-    /// live for ever (PRODUCT.md: "a connection is only as alive as its manager"), so
+    /// live for ever (docs/rules.md: "A connection is only as alive as its manager"), so
     /// every recorded connection is forgotten here, before anything reads them.
     pub async fn open_exclusive(path: &Path) -> StoreResult<Self> {
         let lock = lock_exclusive(path)?;

@@ -1,7 +1,7 @@
 //! The assignment engine: which instance gets a task, and why not the others.
 //!
 //! [`decide`] narrows the instances of a [`Registry`] snapshot by the eight rules of
-//! PRODUCT.md (in [`rules`]), ranks the survivors by the preference order (in [`prefer`])
+//! docs/rules.md (in [`rules`]), ranks the survivors by the preference order (in [`prefer`])
 //! and summarizes the outcome (in [`summary`]). It is a pure function of its inputs: the
 //! clock and the randomness come in through [`Context`], so the same inputs always give
 //! the same [`Decision`]. The manager acts on a decision (assigns, asks for validation,
@@ -59,7 +59,7 @@ use crate::selection::Rule;
 use crate::selector::Selectors;
 use crate::task::{NewTask, TaskType};
 
-/// The heartbeat timeout PRODUCT.md names as the default.
+/// The default heartbeat timeout (docs/rules.md, "Delegates").
 pub const DEFAULT_HEARTBEAT_TIMEOUT_SECS: i64 = 5 * 60;
 
 static NOTHING_TRIED: BTreeSet<InstanceId> = BTreeSet::new();

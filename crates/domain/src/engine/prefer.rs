@@ -1,6 +1,6 @@
 //! Preference: the order in which the instances that passed every rule are offered a task.
 //!
-//! In order (PRODUCT.md, "narrow, then prefer"): the instance that last succeeded for the
+//! In order (docs/rules.md, "Assignment"): the instance that last succeeded for the
 //! task's connector, then the instances of that instance's group (both have been shown to
 //! reach that infrastructure), then instances whose capability results for this task are
 //! all known and positive (no validation round trip), then the lowest load, then a random

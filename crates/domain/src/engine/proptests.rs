@@ -1,5 +1,5 @@
 //! Property tests: over random registries and tasks, the engine agrees with a naive oracle
-//! that applies PRODUCT.md's rules to every instance directly, without any index.
+//! that applies the rules of docs/rules.md to every instance directly, without any index.
 //!
 //! Pools are small (two accounts, two orgs, three tags, two task types) so that random
 //! registries often hold matches, near misses and conflicts at once.
@@ -200,7 +200,7 @@ impl World {
         !self.selectors.is_subset(&i.selector_set(self.group_of(i)))
     }
 
-    /// The oracle: the first rule `i` fails, straight from PRODUCT.md, except that an
+    /// The oracle: the first rule `i` fails, straight from docs/rules.md, except that an
     /// instance lacking a selector is reported for that (the index never looks further).
     fn first_failure(&self, i: &DelegateInstance) -> Option<Rule> {
         let g = self.group_of(i);

@@ -1,4 +1,4 @@
-//! Narrowing: the eight assignment rules of PRODUCT.md, applied in order to one instance.
+//! Narrowing: the eight assignment rules of docs/rules.md, applied in order to one instance.
 //!
 //! The first rule that fails is the instance's reason, and its [`Rejection`] carries the
 //! detail an operator needs (the missing selectors, the heartbeat age, the capability and

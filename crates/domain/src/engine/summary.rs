@@ -208,8 +208,8 @@ impl fmt::Display for Summary {
 
 impl Summary {
     /// The kind of wait, after the counts: what could end it when it is temporary, or
-    /// that nothing registered ever could (PRODUCT.md: "Explanations say the kind of
-    /// wait in the one-line summary itself").
+    /// that nothing registered ever could (docs/rules.md, "Selection log and explanations":
+    /// the summary says the kind of wait).
     fn fmt_outlook(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.outlook {
             Outlook::Eligible => Ok(()),

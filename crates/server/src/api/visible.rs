@@ -2,7 +2,7 @@
 //!
 //! The dry run and the selection log name instances: a verdict for each (its delegate,
 //! hostname, id and scope), the choice and the ranking, the instance asked to validate,
-//! the one assigned. A key sees a delegate only within its own scope (PRODUCT.md:
+//! the one assigned. A key sees a delegate only within its own scope (docs/rules.md:
 //! "Explanations respect scope"), and outside it must not learn that one exists: such
 //! instances are left out of verdicts and details, their ids become `null`, their ids in
 //! summary lines a neutral phrase, and each redacted decision counts them in

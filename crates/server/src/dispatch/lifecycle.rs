@@ -57,7 +57,7 @@ pub async fn instance_lost(placer: &Placer, instance: InstanceId) {
     placer.dispatcher().wake();
 }
 
-/// Takes `task` from the instance that held it, lost as `loss` says (PRODUCT.md: an
+/// Takes `task` from the instance that held it, lost as `loss` says (docs/rules.md, "Task lifecycle": an
 /// instance that disappears, socket closed or heartbeat too old, releases its assigned
 /// tasks at once; its running ones are re-queued while attempts remain, else fail
 /// `delegate_lost`). Fenced by the task's attempt, so a task that moved on meanwhile is

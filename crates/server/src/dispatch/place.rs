@@ -203,7 +203,8 @@ async fn place_rounds(
         let attempt = task.attempt.next();
         last = decision.summary.to_string();
         if decision.chosen.is_some() && !decision.to_validate.is_empty() {
-            // The kind of wait, as for any other (PRODUCT.md): here, a capability check.
+            // The kind of wait, as for any other (docs/rules.md, "Selection log and explanations"):
+            // here, a capability check.
             last.push_str("; waiting for a capability check");
         }
         // The decision's entry is written with whatever follows it (the assignment, most
@@ -254,7 +255,7 @@ async fn place_rounds(
                 }
                 None => append(placer, std::mem::take(&mut entries)).await,
             }
-            // Never wait here for the answer (PRODUCT.md: "a submission never waits on a
+            // Never wait here for the answer (docs/rules.md: "A submission never waits on a
             // delegate"): the task stays queued, and the answer or its timeout places it
             // again (see `answered`, `ask`).
             if ask(placer, id, attempt, instance, &decision.to_validate).await {
