@@ -91,7 +91,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct Fleet {
     base: String,
-    token: String,
+    token: switchboard_domain::Secret,
     layout: Layout,
     capacity: u32,
     /// One HTTP client per source address, bound to it.
@@ -217,7 +217,7 @@ impl Fleet {
         };
         let mut attempt = 0;
         loop {
-            match register(http, &self.base, &self.token, &request).await {
+            match register(http, &self.base, self.token.expose(), &request).await {
                 Ok(registered) => return Ok(registered),
                 Err(e) if attempt < 20 && retryable(&e) => {
                     tokio::time::sleep(backoff.delay(attempt)).await;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
-use switchboard_domain::{Attempt, TaskId};
+use switchboard_domain::{Attempt, Secret, TaskId};
 use switchboard_protocol::delegate::{
     Acquire, AcquiredTask, Progress, RegisterRequest, Registered, TaskResult, TaskStatus,
 };
@@ -58,16 +58,16 @@ pub async fn register(
 pub struct TaskClient {
     http: reqwest::Client,
     base: String,
-    session_token: String,
+    session_token: Secret,
 }
 
 impl TaskClient {
     /// `base` is the manager's URL; `session_token` comes from [`Registered`].
-    pub fn new(http: reqwest::Client, base: &str, session_token: &str) -> Self {
+    pub fn new(http: reqwest::Client, base: &str, session_token: &Secret) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            session_token: session_token.to_owned(),
+            session_token: session_token.clone(),
         }
     }
 
@@ -93,7 +93,7 @@ impl TaskClient {
         decode(
             self.http
                 .post(url)
-                .bearer_auth(&self.session_token)
+                .bearer_auth(self.session_token.expose())
                 .json(body)
                 .send()
                 .await?,
@@ -266,7 +266,7 @@ impl Worker {
             Ok(r) => r,
             Err(e) => return Ended::Final(format!("bad stream URL {:?}: {e}", self.registered.stream_url)),
         };
-        let bearer = format!("Bearer {}", self.registered.session_token);
+        let bearer = format!("Bearer {}", self.registered.session_token.expose());
         match bearer.parse() {
             Ok(v) => request.headers_mut().insert("authorization", v),
             Err(_) => return Ended::Final("the session token is not a valid header value".into()),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use switchboard_domain::Secret;
 
 /// A problem+json answer (RFC 9457) from the manager.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -67,7 +68,8 @@ pub struct Status {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    api_key: Option<String>,
+    // A `Secret`: `Debug` masks it.
+    api_key: Option<Secret>,
 }
 
 impl Client {
@@ -83,7 +85,7 @@ impl Client {
         Ok(Self {
             http,
             base: base.into().trim_end_matches('/').to_owned(),
-            api_key,
+            api_key: api_key.map(Secret::presented),
         })
     }
 
@@ -117,7 +119,7 @@ impl Client {
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let mut req = self.http.get(format!("{}{}", self.base, path));
         if let Some(key) = &self.api_key {
-            req = req.bearer_auth(key);
+            req = req.bearer_auth(key.expose());
         }
         decode(req.send().await?).await
     }

@@ -71,7 +71,7 @@ impl Client {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, format!("{}{}", self.base, path));
         match &self.api_key {
-            Some(key) => req.bearer_auth(key),
+            Some(key) => req.bearer_auth(key.expose()),
             None => req,
         }
     }

@@ -8,7 +8,7 @@
 //! |-------------------------------------|--------------------------------------------|------|
 //! | `validate`                          | runs the checks concurrently and answers   |      |
 //! | `cancel_task`                       | cancels that attempt if it runs here       |      |
-//! | `task_available`                    | logs that acquisition is not available yet |      |
+//! | `task_available`                    | acquires and runs it (not while draining)  |      |
 //! | `drain`                             | takes nothing new, exits once nothing runs | 0    |
 //! | `revoked`, or a close as revoked    | stops                                      | 3    |
 //! | the session ends for another reason | stops                                      | 1    |
@@ -488,7 +488,7 @@ async fn report_result(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use switchboard_domain::{Attempt, Capability, GroupId, InstanceId, TaskId, TaskType};
+    use switchboard_domain::{Attempt, Capability, GroupId, InstanceId, Secret, TaskId, TaskType};
 
     use super::*;
     use crate::registry::Refused;
@@ -510,7 +510,7 @@ mod tests {
             account: Ident::parse("acme").unwrap(),
             org: Some(Ident::parse("eng").unwrap()),
             project: None,
-            session_token: "sess".into(),
+            session_token: Secret::presented("sess"),
             heartbeat_interval_ms: 60_000,
             stream_url: stream_url.to_owned(),
         }
@@ -625,7 +625,11 @@ mod tests {
             ),
         ])
         .await;
-        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let tasks = TaskClient::new(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            &Secret::presented("sbs_x"),
+        );
         let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_secs(30)).await;
         assert_eq!(report, Report::Accepted);
         assert_eq!(
@@ -638,11 +642,19 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_that_retrying_cannot_change_ends_the_report_at_once() {
         let (addr, seen) = scripted_http(vec![answer("409 Conflict", &problem(409, "stale-attempt"))]).await;
-        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let tasks = TaskClient::new(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            &Secret::presented("sbs_x"),
+        );
         let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_secs(30)).await;
         assert_eq!(report, Report::Stale);
         let (addr, seen_404) = scripted_http(vec![answer("404 Not Found", &problem(404, "not-found"))]).await;
-        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let tasks = TaskClient::new(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            &Secret::presented("sbs_x"),
+        );
         let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_secs(30)).await;
         assert_eq!(report, Report::Failed);
         assert_eq!((seen.lock().unwrap().len(), seen_404.lock().unwrap().len()), (1, 1));
@@ -651,7 +663,11 @@ mod tests {
     #[tokio::test]
     async fn a_report_gives_up_after_its_patience() {
         let (addr, seen) = scripted_http(vec![answer("503 Service Unavailable", &problem(503, "unavailable"))]).await;
-        let tasks = TaskClient::new(reqwest::Client::new(), &format!("http://{addr}"), "sbs_x");
+        let tasks = TaskClient::new(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            &Secret::presented("sbs_x"),
+        );
         let report = report_result(&tasks, TaskId::new(), &succeeded(), QUICK, Duration::from_millis(50)).await;
         assert_eq!(report, Report::Failed);
         assert!(seen.lock().unwrap().len() >= 2, "it tried more than once");

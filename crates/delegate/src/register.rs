@@ -97,7 +97,7 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::json;
-    use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId};
+    use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, Secret};
 
     use super::*;
     use crate::testing::{Answer, refused_addr, scripted_http};
@@ -130,7 +130,7 @@ mod tests {
             account: Ident::parse("acme").unwrap(),
             org: None,
             project: None,
-            session_token: "sess".into(),
+            session_token: Secret::presented("sess"),
             heartbeat_interval_ms: 60_000,
             stream_url: "ws://127.0.0.1:1/delegate/v1/stream".into(),
         }
@@ -193,7 +193,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert_eq!(got.session_token, "sess");
+        assert_eq!(got.session_token.expose(), "sess");
         let bodies = bodies.lock().unwrap().clone();
         assert_eq!(bodies.len(), 3, "a hang-up, a 503, then success");
         let sent: RegisterRequest = serde_json::from_str(&bodies[2]).unwrap();

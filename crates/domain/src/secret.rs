@@ -76,6 +76,29 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// On the wire a secret is its clear text (the one answer that shows it, or a client's
+/// own copy); only `Debug` hides it, so a struct carrying one can be logged safely.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    /// Any string: what a secret must look like is checked where it is used.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::presented(s))
+    }
+}
+
 /// The SHA-256 of a secret: what stores keep and look up by.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SecretHash(pub [u8; 32]);
@@ -110,6 +133,18 @@ mod tests {
         let s = Secret::from_random(SecretKind::ApiKey, [7; 32]);
         assert!(!format!("{s:?}").contains("0707"));
         assert!(s.expose().starts_with("sbk_0707"));
+    }
+
+    #[test]
+    fn on_the_wire_a_secret_is_its_text_and_only_debug_hides_it() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Answer {
+            token: Secret,
+        }
+        let answer: Answer = serde_json::from_str(r#"{"token":"sbt_abc"}"#).unwrap();
+        assert_eq!(answer.token.expose(), "sbt_abc");
+        assert_eq!(serde_json::to_string(&answer).unwrap(), r#"{"token":"sbt_abc"}"#);
+        assert!(!format!("{answer:?}").contains("abc"));
     }
 
     #[test]

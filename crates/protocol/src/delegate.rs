@@ -1,7 +1,7 @@
 //! The delegate's HTTPS API: registration.
 
 use serde::{Deserialize, Serialize};
-use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, TaskType};
+use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, Secret, TaskType};
 
 /// `POST /delegate/v1/register`, with the delegate token as bearer credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +55,9 @@ pub struct Registered {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<Ident>,
     /// The instance's own credential for the socket and the task endpoints. Shown once.
-    pub session_token: String,
+    // A `Secret`: `Debug` masks it; on the wire it is the plain string.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub session_token: Secret,
     pub heartbeat_interval_ms: u64,
     /// Where to open the socket, e.g. `ws://manager:8080/delegate/v1/stream`.
     pub stream_url: String,
@@ -120,4 +122,32 @@ pub struct TaskStatus {
     pub task_id: switchboard_domain::TaskId,
     pub attempt: switchboard_domain::Attempt,
     pub state: switchboard_domain::TaskState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_answer_carries_the_session_credential_but_never_prints_it() {
+        let wire = serde_json::json!({
+            "instance_id": InstanceId::new(),
+            "group_id": GroupId::new(),
+            "account": "acme",
+            "session_token": "sbs_0123456789abcdef",
+            "heartbeat_interval_ms": 60000,
+            "stream_url": "ws://manager/delegate/v1/stream",
+        });
+        let registered: Registered = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(registered.session_token.expose(), "sbs_0123456789abcdef");
+        assert_eq!(
+            serde_json::to_value(&registered).unwrap(),
+            wire,
+            "the wire form is unchanged"
+        );
+        assert!(
+            !format!("{registered:?}").contains("0123456789abcdef"),
+            "Debug printed the session credential"
+        );
+    }
 }

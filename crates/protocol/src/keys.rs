@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchboard_domain::{ApiKey, ApiKeyId, Ident, Permission};
+use switchboard_domain::{ApiKey, ApiKeyId, Ident, Permission, Secret};
 
 /// `POST /api/v1/api-keys`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,9 @@ impl From<&ApiKey> for ApiKeyView {
 pub struct ApiKeyCreated {
     #[serde(flatten)]
     pub view: ApiKeyView,
-    pub key: String,
+    // A `Secret`: `Debug` masks it; on the wire it is the plain string.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub key: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

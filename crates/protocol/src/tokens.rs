@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchboard_domain::{DelegateToken, Ident, TokenId, TokenStatus};
+use switchboard_domain::{DelegateToken, Ident, Secret, TokenId, TokenStatus};
 
 /// `POST /api/v1/delegate-tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +55,9 @@ impl From<&DelegateToken> for TokenView {
 pub struct TokenCreated {
     #[serde(flatten)]
     pub view: TokenView,
-    pub token: String,
+    // A `Secret`: `Debug` masks it; on the wire it is the plain string.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: Secret,
 }
 
 /// A list answer.

@@ -10,7 +10,7 @@ mod commands;
 mod table;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use switchboard_domain::{Capability, Ident, TaskType};
+use switchboard_domain::{Capability, Ident, Secret, TaskType};
 
 use crate::config::ServeArgs;
 
@@ -46,7 +46,7 @@ pub struct Connection {
         hide_env_values = true,
         value_name = "KEY"
     )]
-    pub key: Option<String>,
+    pub key: Option<Secret>,
     /// How to print answers: human tables, or the API's JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -73,11 +73,11 @@ fn wait_duration(raw: &str) -> Result<std::time::Duration, String> {
 
 impl Connection {
     /// The key from `--key`/`SWITCHBOARD_KEY`, falling back to `SWITCHBOARD_ADMIN_KEY`.
-    pub fn api_key(&self) -> Option<String> {
+    pub fn api_key(&self) -> Option<Secret> {
         self.key
             .clone()
-            .or_else(|| std::env::var("SWITCHBOARD_ADMIN_KEY").ok())
-            .filter(|k| !k.is_empty())
+            .or_else(|| std::env::var("SWITCHBOARD_ADMIN_KEY").ok().map(Secret::presented))
+            .filter(|k| !k.expose().is_empty())
     }
 }
 

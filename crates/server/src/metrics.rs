@@ -1,9 +1,10 @@
 //! `GET /metrics`: the manager's Prometheus metrics, in the OpenMetrics text format.
 //!
 //! Everything is counted where it happens (a transition, a claim, a heartbeat) through the
-//! named methods of [`Metrics`], so a call site is one line and a scrape costs no store
-//! call: task counts by state are not a scrape-time query but counters of transitions
+//! named methods of [`Metrics`], so a call site is one line: task counts by state are not
+//! a scrape-time query but counters of transitions
 //! (`rate(switchboard_tasks_finished_total[5m])`, submitted minus finished for the backlog).
+//! A scrape reads the store once, for the instance gauges (see [`metrics`]).
 //!
 //! Labels stay low-cardinality: a task's final state, a validation's outcome. Never a task
 //! id, an instance id, a selector or a scope.

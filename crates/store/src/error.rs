@@ -3,7 +3,7 @@
 use switchboard_domain::{Attempt, InvalidTransition, TaskState};
 
 /// Why a store call failed. Backends map their driver errors into this in one place
-/// (`From<sqlx::Error>`), so the server never inspects driver errors.
+/// (each backend's `map_err`), so the server never inspects driver errors.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The named thing does not exist (or is outside what the caller may see).

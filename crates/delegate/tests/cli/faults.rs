@@ -204,7 +204,7 @@ async fn under_replica_database_and_delegate_faults_nothing_is_lost_or_run_twice
             name: format!("d{i}"),
             dir: work.path().join(format!("d{i}")),
             manager: lb.clone(),
-            token: token.clone(),
+            token: token.expose().to_owned(),
             child: None,
         })
         .collect();

@@ -66,7 +66,7 @@ pub async fn create(
         StatusCode::CREATED,
         Json(ApiKeyCreated {
             view: ApiKeyView::from(&key),
-            key: secret.expose().to_owned(),
+            key: secret,
         }),
     ))
 }

@@ -57,7 +57,7 @@ pub async fn create(
     tracing::info!(token.id = %token.id, token.name = %token.name, scope = %token.scope, "delegate token created");
     let created = TokenCreated {
         view: TokenView::from(&token),
-        token: secret.expose().to_owned(),
+        token: secret,
     };
     Ok((StatusCode::CREATED, Json(created)))
 }

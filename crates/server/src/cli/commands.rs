@@ -90,7 +90,8 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let client = match Client::with_tls(connection.url.clone(), connection.api_key(), &tls) {
+    let key = connection.api_key().map(|k| k.expose().to_owned());
+    let client = match Client::with_tls(connection.url.clone(), key, &tls) {
         Ok(client) => client,
         Err(e) => {
             eprintln!("error: {}", Failed::from_client(e, &connection.url).message);
@@ -188,12 +189,12 @@ async fn tokens(client: &Client, out: Printer, command: TokensCommand) -> Result
             };
             let created = client.create_token(&body).await?;
             if quiet {
-                println!("{}", created.token);
+                println!("{}", created.token.expose());
                 return Ok(());
             }
             out.show(&created, |c| {
                 token_table(std::slice::from_ref(&c.view));
-                println!("\ntoken: {}", c.token);
+                println!("\ntoken: {}", c.token.expose());
                 println!("Keep the token now: it is not shown again.");
             });
         }
@@ -225,12 +226,12 @@ async fn keys(client: &Client, out: Printer, command: KeysCommand) -> Result<(),
             };
             let created = client.create_api_key(&body).await?;
             if quiet {
-                println!("{}", created.key);
+                println!("{}", created.key.expose());
                 return Ok(());
             }
             out.show(&created, |c| {
                 key_table(std::slice::from_ref(&c.view));
-                println!("\nkey: {}", c.key);
+                println!("\nkey: {}", c.key.expose());
                 println!("Keep the key now: it is not shown again.");
             });
         }

@@ -33,7 +33,7 @@ const MAX_TASK_TYPES: usize = 64;
 ///
 /// Creates the delegate (group) of that name in the token's scope, or joins it, and
 /// answers the instance's id, its own session credential (shown once) and where to open
-/// its socket. The token is checked before the body is read.
+/// its socket. The token is checked before the body is parsed.
 #[utoipa::path(
     post,
     path = "/register",
@@ -120,7 +120,7 @@ pub async fn register(
         account: scope.account_id().clone(),
         org: scope.org().cloned(),
         project: scope.project().cloned(),
-        session_token: session.expose().to_owned(),
+        session_token: session,
         heartbeat_interval_ms: u64::try_from(state.settings().heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
         stream_url: stream_url(
             state.settings().public_url.as_deref(),

@@ -72,7 +72,7 @@ async fn call(app: &TestApp, who: &Registered, task: TaskId, what: &str, body: V
     let url = app.url(&format!("/delegate/v1/tasks/{task}/{what}"));
     app.client
         .post(url)
-        .bearer_auth(&who.session_token)
+        .bearer_auth(who.session_token.expose())
         .json(&body)
         .send()
         .await

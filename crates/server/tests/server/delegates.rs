@@ -102,8 +102,10 @@ async fn raw_socket(
     r: &Registered,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let mut req = r.stream_url.as_str().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {}", r.session_token).parse().unwrap());
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", r.session_token.expose()).parse().unwrap(),
+    );
     let (mut socket, _) = tokio_tungstenite::connect_async(req).await.expect("socket opens");
     let hello = socket.next().await.unwrap().unwrap();
     let hello: ServerMessage = serde_json::from_str(hello.to_text().unwrap()).unwrap();

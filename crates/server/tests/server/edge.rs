@@ -151,7 +151,14 @@ async fn a_nul_in_a_delegate_report_is_refused_and_the_task_keeps_running(backen
         .unwrap();
     assert!(matches!(claim, switchboard_store::Claim::Claimed(_)));
     let report = |what: &str| format!("/delegate/v1/tasks/{id}/{what}");
-    let acquired = send(&app, "POST", &report("acquire"), &me.session_token, r#"{"attempt":1}"#).await;
+    let acquired = send(
+        &app,
+        "POST",
+        &report("acquire"),
+        me.session_token.expose(),
+        r#"{"attempt":1}"#,
+    )
+    .await;
     assert_eq!(acquired.status(), 200);
 
     for (what, body, field) in [
@@ -177,7 +184,11 @@ async fn a_nul_in_a_delegate_report_is_refused_and_the_task_keeps_running(backen
             "error",
         ),
     ] {
-        refused(send(&app, "POST", &report(what), &me.session_token, body).await, field).await;
+        refused(
+            send(&app, "POST", &report(what), me.session_token.expose(), body).await,
+            field,
+        )
+        .await;
     }
     // Nothing was lost: the task still runs, and a clean result ends it.
     let stored = app.state.store().get_task(id).await.unwrap();
@@ -187,7 +198,7 @@ async fn a_nul_in_a_delegate_report_is_refused_and_the_task_keeps_running(backen
         &app,
         "POST",
         &report("result"),
-        &me.session_token,
+        me.session_token.expose(),
         r#"{"attempt":1,"outcome":"succeeded","result":{"out":"\\u0000"}}"#,
     )
     .await;
@@ -271,8 +282,10 @@ async fn socket(
     r: &Registered,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let mut req = r.stream_url.as_str().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {}", r.session_token).parse().unwrap());
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", r.session_token.expose()).parse().unwrap(),
+    );
     let (mut socket, _) = tokio_tungstenite::connect_async(req).await.expect("socket opens");
     let _hello = socket.next().await.unwrap().unwrap();
     socket

@@ -207,8 +207,10 @@ async fn arbitrary_socket_frames_close_only_their_own_socket() {
             .await
             .unwrap();
         let mut req = r.stream_url.as_str().into_client_request().unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {}", r.session_token).parse().unwrap());
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", r.session_token.expose()).parse().unwrap(),
+        );
         let (mut socket, _) = tokio_tungstenite::connect_async(req).await.unwrap();
         let _hello = socket.next().await;
         let frame = match String::from_utf8(mangle(&mut rng, valid)) {
@@ -492,21 +494,21 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
             "POST",
             "/delegate/v1/tasks/{id}/acquire",
             format!("/delegate/v1/tasks/{task}/acquire"),
-            session.as_str(),
+            session.expose(),
             json!({"attempt": 1}),
         ),
         (
             "POST",
             "/delegate/v1/tasks/{id}/progress",
             format!("/delegate/v1/tasks/{task}/progress"),
-            session.as_str(),
+            session.expose(),
             json!({"attempt": 1, "progress": {"p": "x"}}),
         ),
         (
             "POST",
             "/delegate/v1/tasks/{id}/result",
             format!("/delegate/v1/tasks/{task}/result"),
-            session.as_str(),
+            session.expose(),
             json!({"attempt": 1, "outcome": "failed", "result": {"r": "x"}, "error": "e"}),
         ),
     ];

@@ -125,7 +125,7 @@ async fn sockets_over_the_cap_are_refused_503_until_one_closes() {
         let mut req = second.stream_url.as_str().into_client_request().unwrap();
         req.headers_mut().insert(
             "authorization",
-            format!("Bearer {}", second.session_token).parse().unwrap(),
+            format!("Bearer {}", second.session_token.expose()).parse().unwrap(),
         );
         tokio_tungstenite::connect_async(req)
     };

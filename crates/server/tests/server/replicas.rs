@@ -200,7 +200,7 @@ async fn revoking_a_token_on_replica_a_closes_its_socket_on_replica_b() {
 async fn report(app: &TestApp, registered: &Registered, task: TaskId, attempt: Attempt) -> reqwest::Response {
     app.client
         .post(app.url(&format!("/delegate/v1/tasks/{task}/result")))
-        .bearer_auth(&registered.session_token)
+        .bearer_auth(registered.session_token.expose())
         .json(&succeeded(attempt))
         .send()
         .await

@@ -228,7 +228,7 @@ async fn a_reconnecting_instance_is_offered_again_what_it_holds_unacquired(backe
     assert!(matches!(claim, switchboard_store::Claim::Claimed(_)), "{claim:?}");
 
     let mut req = registered.stream_url.as_str().into_client_request().unwrap();
-    let bearer = format!("Bearer {}", registered.session_token);
+    let bearer = format!("Bearer {}", registered.session_token.expose());
     req.headers_mut().insert("authorization", bearer.parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(req).await.expect("socket opens");
     let mut frames = Vec::new();
