@@ -64,7 +64,7 @@ impl AppState {
         let changes = Arc::new(AtomicU64::new(0));
         let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls(), changes.clone()));
         let sockets = Sockets {
-            hub: Arc::new(Hub::default()),
+            hub: Arc::new(Hub::new(settings.max_sockets)),
             heartbeats: Arc::new(Heartbeats::default()),
             cluster: Arc::new(Cluster::new(store.backend())),
         };

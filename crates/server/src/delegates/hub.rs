@@ -7,12 +7,12 @@
 //! cannot remove its replacement.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use switchboard_domain::{GroupId, InstanceId, TokenId};
 use switchboard_protocol::socket::ServerMessage;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// What the hub asks a socket's task to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,16 +35,23 @@ struct Entry {
 }
 
 /// The open sockets of this manager.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     /// A std mutex: every critical section is a few map operations, never an await.
     sockets: Mutex<HashMap<InstanceId, Entry>>,
     generations: AtomicU64,
-    /// Sockets counted against the `max_sockets` cap: reserved before the upgrade, so the
-    /// cap holds while upgrades are in flight, and released when the socket's task ends.
-    reserved: AtomicUsize,
+    /// The `max_sockets` places: one is taken before the upgrade, so the cap holds while
+    /// upgrades are in flight, and given back when the socket's task ends.
+    places: Arc<Semaphore>,
     /// Set by [`Hub::shut_down`].
     shutting_down: AtomicBool,
+}
+
+/// A hub with no cap of its own (the most places a semaphore holds).
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(Semaphore::MAX_PERMITS)
+    }
 }
 
 /// A socket's membership in the hub, returned by [`Hub::attach`].
@@ -55,16 +62,20 @@ pub struct Attached {
 }
 
 impl Hub {
-    /// Takes one of `cap` socket places; `false` when all are taken. Every `true` must be
-    /// paired with one [`Hub::release_place`] (see `stream::SocketPlace`).
-    pub fn reserve_place(&self, cap: usize) -> bool {
-        self.reserved
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
-            .is_ok()
+    /// A hub holding at most `max_sockets` sockets at once.
+    pub fn new(max_sockets: usize) -> Self {
+        Self {
+            sockets: Mutex::default(),
+            generations: AtomicU64::new(0),
+            places: Arc::new(Semaphore::new(max_sockets.min(Semaphore::MAX_PERMITS))),
+            shutting_down: AtomicBool::new(false),
+        }
     }
 
-    pub fn release_place(&self) {
-        self.reserved.fetch_sub(1, Ordering::AcqRel);
+    /// Takes one socket place, given back when the permit is dropped; `None` when all
+    /// are taken.
+    pub fn take_place(&self) -> Option<OwnedSemaphorePermit> {
+        self.places.clone().try_acquire_owned().ok()
     }
 
     /// Registers the socket of `instance`, replacing (and closing) an older one.
@@ -196,6 +207,20 @@ impl Hub {
 mod tests {
     use super::*;
     use switchboard_protocol::socket::close;
+
+    #[test]
+    fn the_socket_cap_holds_and_a_place_given_back_is_taken_again() {
+        let hub = Hub::new(2);
+        let first = hub.take_place().expect("a first place");
+        let second = hub.take_place().expect("a second place");
+        assert!(hub.take_place().is_none(), "a third socket past the cap of 2");
+        drop(first);
+        let again = hub.take_place();
+        assert!(again.is_some(), "the place the first socket gave back");
+        assert!(hub.take_place().is_none());
+        drop((second, again));
+        assert!(Hub::new(0).take_place().is_none(), "a cap of 0 takes no socket");
+    }
 
     #[test]
     fn a_reconnect_replaces_and_closes_the_old_socket() {

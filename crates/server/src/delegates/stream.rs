@@ -55,7 +55,7 @@ pub async fn stream(
             rejection.body_text()
         ))
     })?;
-    let place = SocketPlace::take(&state)?;
+    let place = take_place(&state)?;
     // Delegate frames are small JSON messages. tungstenite's default read buffer is
     // 128 KiB, allocated and filled for every socket: at 10,000 sockets that was most of
     // the manager's memory (docs/benchmarks.md, F3). Larger frames still arrive, over
@@ -75,31 +75,20 @@ pub async fn stream(
 const SOCKET_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// One of the `max_sockets` places, held from before the upgrade until the socket's task
-/// ends (or the upgrade fails and the closure holding it is dropped).
-struct SocketPlace(AppState);
-
-impl SocketPlace {
-    fn take(state: &AppState) -> Result<Self, ApiError> {
+/// ends (or the upgrade fails and the closure holding it is dropped); 503 when none is
+/// free.
+fn take_place(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.hub().take_place().ok_or_else(|| {
         let cap = state.settings().max_sockets;
-        if state.hub().reserve_place(cap) {
-            Ok(Self(state.clone()))
-        } else {
-            tracing::warn!(
-                max_sockets = cap,
-                "refused a delegate socket: this manager holds its maximum"
-            );
-            Err(ApiError::unavailable(
-                format!("this manager holds its maximum of {cap} delegate sockets; try again later or another replica"),
-                5,
-            ))
-        }
-    }
-}
-
-impl Drop for SocketPlace {
-    fn drop(&mut self) {
-        self.0.hub().release_place();
-    }
+        tracing::warn!(
+            max_sockets = cap,
+            "refused a delegate socket: this manager holds its maximum"
+        );
+        ApiError::unavailable(
+            format!("this manager holds its maximum of {cap} delegate sockets; try again later or another replica"),
+            5,
+        )
+    })
 }
 
 /// Why a socket's loop ended.
