@@ -99,6 +99,7 @@ enum End {
     Gone,
 }
 
+#[tracing::instrument(name = "socket", skip_all, fields(instance.id = %instance.id, group.id = %instance.group_id))]
 async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstance) {
     let id = instance.id;
     state.metrics().socket_opened();

@@ -42,6 +42,7 @@ impl Loss {
 /// An instance is gone (its socket closed): its assigned tasks go back to the queue at
 /// once; its running tasks are re-queued while attempts remain, else fail
 /// `delegate_lost`.
+#[tracing::instrument(name = "instance_lost", skip_all, fields(instance.id = %instance))]
 pub async fn instance_lost(placer: &Placer, instance: InstanceId) {
     let held = match placer.store().tasks_held_by(instance).await {
         Ok(held) => held,
@@ -125,6 +126,7 @@ async fn apply(placer: &Placer, task: &Task, event: TaskEvent, failure: Option<F
 /// Applies the timers once: expires queued tasks past their assign timeout (with the last
 /// explanation), releases assignments not acknowledged in time, times out runs whose
 /// deadline passed, and takes their tasks from instances whose heartbeat is too old.
+#[tracing::instrument(name = "timers", skip_all)]
 pub async fn reap(placer: &Placer) -> StoreResult<()> {
     let now = Utc::now();
     let timers = placer.timers();
@@ -215,6 +217,7 @@ async fn last_explanation(placer: &Placer, task: TaskId) -> String {
 
 /// Cancels a task (an operator or pipeline action, so not fenced), telling its instance
 /// to stop if one holds it.
+#[tracing::instrument(name = "cancel", skip_all, fields(task.id = %id))]
 pub async fn cancel(placer: &Placer, id: TaskId) -> StoreResult<Task> {
     let before = placer.store().get_task(id).await?;
     let after = placer
@@ -323,6 +326,7 @@ async fn place_queue(placer: Placer, mut stop: watch::Receiver<bool>) {
 
 /// Places `queued` in order, [`SWEEP_PARALLEL`] at a time; with `stop_early`, stops
 /// starting new placements after [`WAITING_IN_A_ROW`] waiting ones in a row.
+#[tracing::instrument(name = "sweep", skip_all, fields(queued = queued.len(), woken = stop_early))]
 async fn sweep(placer: &Placer, queued: Vec<Task>, stop_early: bool) {
     let mut running = tokio::task::JoinSet::new();
     let mut waiting_in_a_row = 0;

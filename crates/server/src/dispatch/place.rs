@@ -69,6 +69,7 @@ pub struct Submitted {
 ///
 /// `Err` when the task was not stored (the idempotency key was used for another request,
 /// its connector does not exist, the store failed): nothing was acknowledged then.
+#[tracing::instrument(name = "submit", skip_all, fields(task.id = %spec.id))]
 pub async fn submit(placer: &Placer, spec: NewTask, audit: Option<AuditEntry>) -> StoreResult<Submitted> {
     let id = spec.id;
     // Marked as being placed before it exists, so that a queue sweep reading the new row
@@ -145,6 +146,7 @@ impl Pending {
     }
 }
 
+#[tracing::instrument(name = "place", skip_all, fields(task.id = %id))]
 async fn place_known(placer: &Placer, id: TaskId, known: Option<Task>) -> StoreResult<Placement> {
     let Some(placing) = placer.dispatcher().begin_placing(id) else {
         return Ok(Placement::NotQueued);
