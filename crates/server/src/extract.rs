@@ -175,6 +175,53 @@ where
     }
 }
 
+/// The id of the resource a route names (`/tasks/{id}`): the one path parameter, parsed
+/// as `T`. A malformed id names nothing that exists, so it is a 404 problem+json in the
+/// words of every other "not found" (`there is no task "x" (ids are UUIDs)`), not axum's
+/// plain-text 400.
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath<T>(pub T);
+
+/// What a resource's id is called in a 404 (see [`IdPath`]).
+pub trait Named {
+    /// `task`, `delegate`, `delegate token`...
+    const NAME: &'static str;
+}
+
+impl<T, S> FromRequestParts<S> for IdPath<T>
+where
+    T: Named + std::str::FromStr + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // A segment that does not even decode (bad percent-encoding) names nothing either.
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found(format!("there is no such {}: its id does not decode", T::NAME)))?;
+        raw.parse()
+            .map(IdPath)
+            .map_err(|_| ApiError::not_found(format!("there is no {} {raw:?} (ids are UUIDs)", T::NAME)))
+    }
+}
+
+macro_rules! named {
+    ($($id:ty => $name:literal),+ $(,)?) => {
+        $(impl Named for $id {
+            const NAME: &'static str = $name;
+        })+
+    };
+}
+
+named!(
+    switchboard_domain::TaskId => "task",
+    switchboard_domain::GroupId => "delegate",
+    switchboard_domain::TokenId => "delegate token",
+    switchboard_domain::ConnectorId => "connector",
+    switchboard_domain::ApiKeyId => "API key",
+);
+
 /// The query string of a list route that has no filters: every parameter is refused by
 /// name, so a filter the route does not have (`/api-keys?account=acme`) is never silently
 /// ignored to answer everything.
@@ -359,8 +406,48 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
 mod tests {
     use axum::http::HeaderValue;
     use serde::Deserialize;
+    use switchboard_domain::TaskId;
+    use tower::ServiceExt;
 
     use super::*;
+
+    /// What a route taking `IdPath<TaskId>` answers for `path`: status and body.
+    async fn id_route(path: &str) -> (StatusCode, String) {
+        let app = axum::Router::new().route(
+            "/tasks/{id}",
+            axum::routing::get(|IdPath(id): IdPath<TaskId>| async move { id.to_string() }),
+        );
+        let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn an_id_in_the_path_is_parsed_and_a_malformed_one_is_a_404_naming_the_resource() {
+        let id = TaskId::new();
+        assert_eq!(
+            id_route(&format!("/tasks/{id}")).await,
+            (StatusCode::OK, id.to_string())
+        );
+        let (status, body) = id_route("/tasks/not-a-uuid").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let problem: serde_json::Value = serde_json::from_str(&body).expect("problem+json");
+        assert_eq!(problem["status"], 404);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(r#"there is no task "not-a-uuid""#)),
+            "{problem}"
+        );
+        let (status, _) = id_route("/tasks/%FF%FE").await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "an id that does not decode names nothing"
+        );
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -6,7 +6,7 @@
 //! changes scope: moving it would silently change which delegates its tasks may reach.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use switchboard_domain::selector::parse_selectors;
@@ -16,7 +16,7 @@ use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConne
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, IdPath};
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY};
 use crate::state::AppState;
@@ -103,9 +103,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<ConnectorId>,
 ) -> Result<Json<ConnectorView>, ApiError> {
-    let connector = state.store().get_connector(parse_id(&id)?).await?;
+    let connector = state.store().get_connector(id).await?;
     caller.check(Permission::DelegatesView, &connector.scope, "connector")?;
     Ok(Json(ConnectorView::from(&connector)))
 }
@@ -130,10 +130,9 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<ConnectorId>,
     ApiJson(body): ApiJson<UpdateConnector>,
 ) -> Result<Json<ConnectorView>, ApiError> {
-    let id = parse_id(&id)?;
     let selectors = parse(&body.selectors)?;
     let mut connector = state.store().get_connector(id).await?;
     caller.check(Permission::ConnectorsAccess, &connector.scope, "connector")?;
@@ -162,9 +161,8 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<ConnectorId>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
     let existing = state.store().get_connector(id).await?;
     caller.check(Permission::ConnectorsAccess, &existing.scope, "connector")?;
     state.store().delete_connector(id).await?;
@@ -227,9 +225,4 @@ impl ConnectorFilter {
 /// Now, to the millisecond the stores keep, so the answer to a write equals a later read.
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
-}
-
-fn parse_id(raw: &str) -> Result<ConnectorId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::not_found(format!("there is no connector {raw:?} (ids are UUIDs)")))
 }

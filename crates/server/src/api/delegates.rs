@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use switchboard_domain::selector::parse_selectors;
@@ -14,7 +14,7 @@ use switchboard_protocol::socket::close;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, NoFilters};
+use crate::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::state::AppState;
@@ -60,9 +60,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<GroupId>,
 ) -> Result<Json<DelegateView>, ApiError> {
-    let group = state.store().get_group(parse_id(&id)?).await?;
+    let group = state.store().get_group(id).await?;
     caller.check(Permission::DelegatesView, &group.scope, "delegate")?;
     Ok(Json(full_view(&state, &group).await?))
 }
@@ -84,14 +84,14 @@ pub async fn get(
 pub async fn set_tags(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<GroupId>,
     ApiJson(body): ApiJson<SetTags>,
 ) -> Result<Json<DelegateView>, ApiError> {
-    let existing = state.store().get_group(parse_id(&id)?).await?;
+    let existing = state.store().get_group(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate")?;
     let tags = parse_selectors(body.tags.iter().map(String::as_str))
         .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
-    let group = state.store().set_group_tags(parse_id(&id)?, &tags).await?;
+    let group = state.store().set_group_tags(id, &tags).await?;
     tracing::info!(group.id = %group.id, group.name = %group.name, "delegate tags changed");
     Ok(Json(full_view(&state, &group).await?))
 }
@@ -109,7 +109,11 @@ pub async fn set_tags(
         Errors<{ API | NOT_FOUND | FORBIDDEN }>
     )
 )]
-pub async fn disable(state: State<AppState>, caller: Caller, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
+pub async fn disable(
+    state: State<AppState>,
+    caller: Caller,
+    id: IdPath<GroupId>,
+) -> Result<Json<DelegateView>, ApiError> {
     set_disabled(state, caller, id, true).await
 }
 
@@ -126,17 +130,20 @@ pub async fn disable(state: State<AppState>, caller: Caller, id: Path<String>) -
         Errors<{ API | NOT_FOUND | FORBIDDEN }>
     )
 )]
-pub async fn enable(state: State<AppState>, caller: Caller, id: Path<String>) -> Result<Json<DelegateView>, ApiError> {
+pub async fn enable(
+    state: State<AppState>,
+    caller: Caller,
+    id: IdPath<GroupId>,
+) -> Result<Json<DelegateView>, ApiError> {
     set_disabled(state, caller, id, false).await
 }
 
 async fn set_disabled(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<GroupId>,
     disabled: bool,
 ) -> Result<Json<DelegateView>, ApiError> {
-    let id = parse_id(&id)?;
     let existing = state.store().get_group(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate")?;
     let group = state.store().set_group_disabled(id, disabled).await?;
@@ -159,9 +166,8 @@ async fn set_disabled(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<GroupId>,
 ) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
     let existing = state.store().get_group(id).await?;
     caller.check(Permission::DelegatesDelete, &existing.scope, "delegate")?;
     state.store().delete_group(id).await?;
@@ -232,9 +238,4 @@ fn view(
         created_at: group.created_at,
         instances,
     }
-}
-
-fn parse_id(raw: &str) -> Result<GroupId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::not_found(format!("there is no delegate {raw:?} (ids are UUIDs)")))
 }

@@ -4,7 +4,7 @@
 //! itself, so no key can mint a more powerful one. The admin key may do anything.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use switchboard_domain::{ApiKey, ApiKeyId, Permission, Permissions, Scope, SecretKind};
@@ -12,7 +12,7 @@ use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAp
 
 use crate::auth::Caller;
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, ApiQuery, NoFilters};
+use crate::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::secrets;
@@ -106,11 +106,8 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<ApiKeyId>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    let id: ApiKeyId = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("there is no API key {id:?}")))?;
     // Look it up among what the caller may see, so another team's key is simply absent.
     let visible = state.store().list_api_keys(caller.visible()).await?;
     let Some(target) = visible.iter().find(|k| k.id == id) else {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use chrono::Utc;
@@ -24,7 +24,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::dispatch::{self, Placement};
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiQuery, is_json, parse};
+use crate::extract::{ApiQuery, IdPath, is_json, parse};
 use crate::middleware::LongPoll;
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
@@ -180,9 +180,9 @@ pub async fn explain(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let task = visible_task(&state, &caller, &id).await?;
+    let task = visible_task(&state, &caller, id).await?;
     Ok(Json(TaskView::from(&task)))
 }
 
@@ -204,9 +204,9 @@ pub async fn get(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let task = visible_task(&state, &caller, &id).await?;
+    let task = visible_task(&state, &caller, id).await?;
     caller.check(Permission::PipelinesExecute, &task.spec.scope, "task")?;
     let task = dispatch::lifecycle::cancel(state.placer(), task.id()).await?;
     Ok(Json(TaskView::from(&task)))
@@ -234,9 +234,9 @@ pub struct LogAnswer {
 pub async fn selection_log(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TaskId>,
 ) -> Result<Json<LogAnswer>, ApiError> {
-    let id = visible_task(&state, &caller, &id).await?.id();
+    let id = visible_task(&state, &caller, id).await?.id();
     let store = state.store().as_ref();
     let entries = store.selection_log(id).await?;
     // Only a narrow key needs the holders (an account-wide one sees everything).
@@ -288,7 +288,7 @@ pub async fn wait(
     State(state): State<AppState>,
     caller: Caller,
     long_poll: LongPoll,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TaskId>,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Json<TaskView>, ApiError> {
     let timeout_ms = q.timeout_ms.unwrap_or(WAIT_DEFAULT_MS);
@@ -301,7 +301,7 @@ pub async fn wait(
     let limit = Duration::from_millis(timeout_ms);
     // The wait is this route's own, bounded above: `request_timeout` covers the rest.
     long_poll.wait(limit);
-    let id = visible_task(&state, &caller, &id).await?.id();
+    let id = visible_task(&state, &caller, id).await?.id();
     // Subscribe before reading, so a change between the read and the wait is not missed.
     let mut changes = state.dispatcher().subscribe();
     let stopping = state.shutting_down();
@@ -577,14 +577,9 @@ fn timeout(field: &str, ms: Option<u64>, default: Duration, max: Duration) -> Re
     Ok(d)
 }
 
-/// The task `raw` names, if the caller may see it (else 404, as if it did not exist).
-async fn visible_task(state: &AppState, caller: &Caller, raw: &str) -> Result<Task, ApiError> {
-    let task = state.store().get_task(task_id(raw)?).await?;
+/// Task `id`, if the caller may see it (else 404, as if it did not exist).
+async fn visible_task(state: &AppState, caller: &Caller, id: TaskId) -> Result<Task, ApiError> {
+    let task = state.store().get_task(id).await?;
     caller.check(Permission::DelegatesView, &task.spec.scope, "task")?;
     Ok(task)
-}
-
-fn task_id(raw: &str) -> Result<TaskId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::not_found(format!("there is no task {raw:?} (ids are UUIDs)")))
 }

@@ -4,7 +4,7 @@
 //! registrations with it; closing the sockets of its instances is the hub's job.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use switchboard_domain::{DelegateToken, Permission, Scope, SecretKind, TokenId, TokenStatus};
@@ -14,7 +14,7 @@ use switchboard_store::SocketTarget;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, NoFilters};
+use crate::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::secrets;
@@ -95,9 +95,9 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TokenId>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let token = state.store().get_token(parse_id(&id)?).await?;
+    let token = state.store().get_token(id).await?;
     caller.check(Permission::DelegatesView, &token.scope, "delegate token")?;
     Ok(Json(TokenView::from(&token)))
 }
@@ -121,9 +121,8 @@ pub async fn get(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TokenId>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let id = parse_id(&id)?;
     let existing = state.store().get_token(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate token")?;
     let token = state.store().revoke_token(id, Utc::now()).await?;
@@ -135,9 +134,4 @@ pub async fn revoke(
     );
     tracing::info!(token.id = %token.id, token.name = %token.name, sockets = closed, "delegate token revoked");
     Ok(Json(TokenView::from(&token)))
-}
-
-fn parse_id(raw: &str) -> Result<TokenId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::not_found(format!("there is no delegate token {raw:?} (ids are UUIDs)")))
 }

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::Utc;
 use switchboard_domain::task::PAYLOAD_MAX_BYTES;
@@ -15,7 +15,7 @@ use switchboard_store::Transition;
 
 use super::auth::TrustedInstance;
 use crate::error::{ApiError, Problem};
-use crate::extract::parse;
+use crate::extract::{IdPath, parse};
 use crate::openapi::Errors;
 use crate::openapi::errors::{BODY, CONFLICT, LIMITED, NOT_FOUND, STORE, bit};
 use crate::state::AppState;
@@ -50,14 +50,14 @@ const ERROR_MAX_CHARS: usize = 4096;
 )]
 pub async fn acquire(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TaskId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<AcquiredTask>, ApiError> {
     let instance = super::auth::trusted_instance(&state, &headers).await?;
     let Acquire { attempt } = parse(&body)?;
     // Fenced in the store by attempt and holder: no read of the task before it.
-    let transition = Transition::new(task_id(&id)?, Some(attempt), TaskEvent::Acquire, Utc::now());
+    let transition = Transition::new(id, Some(attempt), TaskEvent::Acquire, Utc::now());
     let task = state.store().transition_task(&transition.held_by(instance.id)).await?;
     tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
     state.placer().task_changed(task.id());
@@ -83,14 +83,14 @@ pub async fn acquire(
 )]
 pub async fn progress(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TaskId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<TaskStatus>, ApiError> {
     let instance = super::auth::trusted_instance(&state, &headers).await?;
     let Progress { attempt, progress } = parse(&body)?;
     check_size("progress", &progress)?;
-    let task = offered(&state, &id, &instance, attempt).await?;
+    let task = offered(&state, id, &instance, attempt).await?;
     let task = state
         .store()
         .record_progress(task.id(), attempt, &progress, Utc::now())
@@ -111,7 +111,7 @@ pub async fn progress(
 )]
 pub async fn result(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    IdPath(id): IdPath<TaskId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<TaskStatus>, ApiError> {
@@ -121,8 +121,7 @@ pub async fn result(
         check_size("result", result)?;
     }
     let now = Utc::now();
-    let mut transition =
-        Transition::new(task_id(&id)?, Some(report.attempt), TaskEvent::Succeed, now).held_by(instance.id);
+    let mut transition = Transition::new(id, Some(report.attempt), TaskEvent::Succeed, now).held_by(instance.id);
     transition.result = report.result;
     if report.outcome == Outcome::Failed {
         transition.event = TaskEvent::Fail;
@@ -144,14 +143,9 @@ pub async fn result(
     Ok(Json(status(&task)))
 }
 
-fn task_id(id: &str) -> Result<TaskId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::not_found(format!("there is no task {id:?} (ids are UUIDs)")))
-}
-
 /// The task, if `attempt` is its current attempt and it was offered to `instance`.
-async fn offered(state: &AppState, id: &str, instance: &TrustedInstance, attempt: Attempt) -> Result<Task, ApiError> {
-    let task = state.store().get_task(task_id(id)?).await?;
+async fn offered(state: &AppState, id: TaskId, instance: &TrustedInstance, attempt: Attempt) -> Result<Task, ApiError> {
+    let task = state.store().get_task(id).await?;
     if task.attempt != attempt {
         return Err(ApiError::new(
             Problem::StaleAttempt,
