@@ -129,6 +129,16 @@ pub struct Sockets {
     pub cluster: Arc<Cluster>,
 }
 
+impl Sockets {
+    /// `message` to the socket of `instance` if it is on this manager, else `event` to
+    /// the replica that holds it.
+    fn send_anywhere(&self, instance: InstanceId, message: ServerMessage, event: ClusterEvent) {
+        if !self.hub.send(instance, message) {
+            self.cluster.publish(event);
+        }
+    }
+}
+
 impl Reach for Sockets {
     fn send_here(&self, instance: InstanceId, message: ServerMessage) -> bool {
         self.hub.send(instance, message)
@@ -136,24 +146,22 @@ impl Reach for Sockets {
 
     fn offer(&self, instance: InstanceId, task: TaskId, attempt: Attempt) {
         let message = ServerMessage::TaskAvailable { task_id: task, attempt };
-        if !self.hub.send(instance, message) {
-            self.cluster.publish(ClusterEvent::TaskAvailable {
-                instance,
-                task,
-                attempt,
-            });
-        }
+        let event = ClusterEvent::TaskAvailable {
+            instance,
+            task,
+            attempt,
+        };
+        self.send_anywhere(instance, message, event);
     }
 
     fn cancel(&self, instance: InstanceId, task: TaskId, attempt: Attempt) {
         let message = ServerMessage::CancelTask { task_id: task, attempt };
-        if !self.hub.send(instance, message) {
-            self.cluster.publish(ClusterEvent::Cancel {
-                instance,
-                task,
-                attempt,
-            });
-        }
+        let event = ClusterEvent::Cancel {
+            instance,
+            task,
+            attempt,
+        };
+        self.send_anywhere(instance, message, event);
     }
 
     fn announce(&self, task: TaskId) {
