@@ -260,6 +260,33 @@ pub mod limits {
     pub const MAX_CAPABILITIES: usize = 16;
 }
 
+/// Why a submission does not make a task: the field at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+    /// The payload is over [`PAYLOAD_MAX_BYTES`]: too large rather than malformed.
+    pub too_large: bool,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+            too_large: false,
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
 /// A validated submission: everything a task is made of before it has a state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewTask {

@@ -8,11 +8,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use chrono::Utc;
 use serde::Deserialize;
 use switchboard_domain::engine::Decision;
-use switchboard_domain::selector::parse_selectors;
-use switchboard_domain::task::{PAYLOAD_MAX_BYTES, fingerprint, limits};
+use switchboard_domain::task::fingerprint;
 use switchboard_domain::{
     ConnectorId, Idempotency, NewTask, Permission, Scope, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
 };
@@ -475,55 +473,16 @@ async fn new_task(
     r: SubmitTask,
     idempotency: Option<Idempotency>,
 ) -> Result<NewTask, ApiError> {
-    let scope = Scope::new(r.account, r.org, r.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
-    let size = serde_json::to_vec(&r.payload).map(|v| v.len()).unwrap_or(usize::MAX);
-    if size > PAYLOAD_MAX_BYTES {
-        return Err(ApiError::new(
-            Problem::PayloadTooLarge,
-            format!("the payload is {size} bytes of JSON; at most {PAYLOAD_MAX_BYTES} are accepted"),
-        )
-        .with_field("payload"));
-    }
-    if r.selectors.len() > limits::MAX_SELECTORS {
-        return Err(ApiError::validation(
-            "selectors",
-            format!("at most {} selectors", limits::MAX_SELECTORS),
-        ));
-    }
-    let selectors = parse_selectors(r.selectors.iter().map(String::as_str))
-        .map_err(|(s, e)| ApiError::validation("selectors", format!("selector {s:?}: {e}")))?;
-    if r.capabilities.len() > limits::MAX_CAPABILITIES {
-        return Err(ApiError::validation(
-            "capabilities",
-            format!("at most {} capabilities", limits::MAX_CAPABILITIES),
-        ));
-    }
-    if !limits::PRIORITY_RANGE.contains(&r.priority) {
-        return Err(ApiError::validation(
-            "priority",
-            format!("priority must be within {:?}", limits::PRIORITY_RANGE),
-        ));
-    }
-    let assign_timeout = timeout(
-        "assign_timeout_ms",
-        r.assign_timeout_ms,
-        limits::DEFAULT_ASSIGN_TIMEOUT,
-        limits::MAX_ASSIGN_TIMEOUT,
-    )?;
-    let execution_timeout = timeout(
-        "execution_timeout_ms",
-        r.execution_timeout_ms,
-        limits::DEFAULT_EXECUTION_TIMEOUT,
-        limits::MAX_EXECUTION_TIMEOUT,
-    )?;
-    let max_attempts = r.max_attempts.unwrap_or(limits::DEFAULT_MAX_ATTEMPTS);
-    if !(1..=limits::MAX_MAX_ATTEMPTS).contains(&max_attempts) {
-        return Err(ApiError::validation(
-            "max_attempts",
-            format!("max_attempts must be 1 to {}", limits::MAX_MAX_ATTEMPTS),
-        ));
-    }
-    if let Some(id) = r.connector {
+    let mut spec = NewTask::try_from(r).map_err(|e| {
+        let error = if e.too_large {
+            ApiError::new(Problem::PayloadTooLarge, e.message)
+        } else {
+            ApiError::validation(e.field, e.message)
+        };
+        error.with_field(e.field)
+    })?;
+    spec.idempotency = idempotency;
+    if let Some(id) = spec.connector_id {
         let connector = match state.store().get_connector(id).await {
             Ok(c) => c,
             Err(StoreError::NotFound(_)) => {
@@ -538,43 +497,17 @@ async fn new_task(
         {
             return Err(ApiError::validation("connector", format!("there is no connector {id}")));
         }
-        if !connector.scope.contains(&scope) {
+        if !connector.scope.contains(&spec.scope) {
             return Err(ApiError::validation(
                 "connector",
                 format!(
-                    "connector {} belongs to {}, which does not contain the task's scope {scope}",
-                    connector.name, connector.scope
+                    "connector {} belongs to {}, which does not contain the task's scope {}",
+                    connector.name, connector.scope, spec.scope
                 ),
             ));
         }
     }
-    Ok(NewTask {
-        id: TaskId::new(),
-        scope,
-        task_type: r.task_type,
-        payload: r.payload,
-        selectors,
-        connector_id: r.connector,
-        capabilities: r.capabilities,
-        priority: r.priority,
-        assign_timeout,
-        execution_timeout,
-        max_attempts,
-        wait_for_delegate: r.wait_for_delegate,
-        idempotency,
-        created_at: Utc::now(),
-    })
-}
-
-fn timeout(field: &str, ms: Option<u64>, default: Duration, max: Duration) -> Result<Duration, ApiError> {
-    let d = ms.map_or(default, Duration::from_millis);
-    if d.is_zero() || d > max {
-        return Err(ApiError::validation(
-            field,
-            format!("{field} must be 1 to {} milliseconds", max.as_millis()),
-        ));
-    }
-    Ok(d)
+    Ok(spec)
 }
 
 /// Task `id`, if the caller may see it (else 404, as if it did not exist).
