@@ -47,12 +47,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::new(
-                Problem::UnsupportedMediaType,
-                "the body must be JSON, sent with Content-Type: application/json",
-            ));
-        }
+        require_json(req.headers())?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -64,6 +59,19 @@ where
             }
         })?;
         parse(&bytes).map(ApiJson)
+    }
+}
+
+/// 415 unless the request says its body is JSON: the one wording of that refusal, for
+/// [`ApiJson`] and for the handlers that read the body as bytes first.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_json(headers) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Problem::UnsupportedMediaType,
+            "the body must be JSON, sent with Content-Type: application/json",
+        ))
     }
 }
 

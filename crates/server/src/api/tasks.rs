@@ -22,7 +22,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::dispatch::{self, Placement};
 use crate::error::{ApiError, Problem};
-use crate::extract::{ApiQuery, IdPath, is_json, parse};
+use crate::extract::{ApiQuery, IdPath, parse, require_json};
 use crate::middleware::LongPoll;
 use crate::openapi::Errors;
 use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
@@ -433,12 +433,7 @@ pub async fn list(
 }
 
 fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<SubmitTask, ApiError> {
-    if !is_json(headers) {
-        return Err(ApiError::new(
-            Problem::UnsupportedMediaType,
-            "the body must be JSON, sent with Content-Type: application/json",
-        ));
-    }
+    require_json(headers)?;
     parse(body)
 }
 

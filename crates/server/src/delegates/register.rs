@@ -18,7 +18,7 @@ use switchboard_domain::{
 use switchboard_protocol::delegate::{RegisterRequest, Registered};
 
 use crate::error::{ApiError, Problem};
-use crate::extract::{is_json, parse};
+use crate::extract::{parse, require_json};
 use crate::middleware::bearer_token;
 use crate::openapi::Errors;
 use crate::openapi::errors::{FORBIDDEN, JSON_BODY, LIMITED, STORE, bit};
@@ -61,12 +61,7 @@ pub async fn register(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     let token = authenticate(&state, &headers).await?;
-    if !is_json(&headers) {
-        return Err(ApiError::new(
-            Problem::UnsupportedMediaType,
-            "the body must be JSON, sent with Content-Type: application/json",
-        ));
-    }
+    require_json(&headers)?;
     let request: RegisterRequest = parse(&body)?;
     check_version(&state, &request.version)?;
     let scope = narrowed_scope(&token, &request)?;
