@@ -28,25 +28,9 @@ pub struct Instrumented {
     inner: Arc<dyn Store>,
     calls: Arc<StoreCalls>,
     breaker: Breaker,
-    /// Bumped after each successful call of [`REGISTRY_WRITES`].
+    /// Bumped after each call of a method marked `#[changes_registry]` below.
     registry_changes: Arc<AtomicU64>,
 }
-
-/// The writes that change what a registry snapshot holds (groups, instances, their
-/// connections and capability results): after one, placement's kept snapshot is rebuilt
-/// (see [`crate::dispatch::fleet`]). Heartbeats, load and last successes are not here:
-/// they change too often, and placement keeps up with them its own way.
-const REGISTRY_WRITES: &[&str] = &[
-    "upsert_group",
-    "set_group_tags",
-    "set_group_disabled",
-    "delete_group",
-    "register_instance",
-    "set_instance_connected",
-    "remove_silent_instances",
-    "remove_empty_groups",
-    "record_capability_result",
-];
 
 impl Instrumented {
     pub fn new(inner: Arc<dyn Store>, calls: Arc<StoreCalls>, registry_changes: Arc<AtomicU64>) -> Self {
@@ -77,11 +61,14 @@ impl Instrumented {
         // Not found and conflicts are answers, not failures of the store.
         let failed = unavailable || matches!(result, Err(StoreError::Internal(_)));
         self.calls.observe(op, started.elapsed(), failed);
-        // Also after a failure: a write that timed out may have been applied.
-        if REGISTRY_WRITES.contains(&op) {
-            self.registry_changes.fetch_add(1, Ordering::Relaxed);
-        }
         result
+    }
+
+    /// A write changed what a registry snapshot holds, or may have (one that failed may
+    /// still have been applied): placement's kept snapshot is rebuilt before its next
+    /// decision (see [`crate::dispatch::fleet`]).
+    fn changes_registry(&self) {
+        self.registry_changes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -169,9 +156,13 @@ impl Drop for ProbeGuard<'_> {
 }
 
 /// Implements every async method of [`Store`] as a timed call of the same method of the
-/// inner store, labelled with the method's name; and lists those names.
+/// inner store, labelled with the method's name; and lists those names. A method marked
+/// `#[changes_registry]` is a write that changes what a registry snapshot holds (groups,
+/// instances, their connections and capability results) and calls
+/// [`Instrumented::changes_registry`] after it. Heartbeats, load and last successes are
+/// not marked: they change too often, and placement keeps up with them its own way.
 macro_rules! observed {
-    ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+    ($( $(#[$mark:ident])? fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
         #[async_trait]
         impl Store for Instrumented {
             fn backend(&self) -> Backend {
@@ -189,7 +180,9 @@ macro_rules! observed {
 
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$ret> {
-                    self.observe(stringify!($name), self.inner.$name($($arg),*)).await
+                    let result = self.observe(stringify!($name), self.inner.$name($($arg),*)).await;
+                    $( self.$mark(); )?
+                    result
                 }
             )*
         }
@@ -207,20 +200,28 @@ observed! {
     fn token_by_secret(&self, secret: &SecretHash) -> Option<DelegateToken>;
     fn list_tokens(&self, within: Option<&Scope>) -> Vec<DelegateToken>;
     fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> DelegateToken;
+    #[changes_registry]
     fn upsert_group(&self, scope: &Scope, name: &Ident, tags: &Selectors, at: DateTime<Utc>) -> DelegateGroup;
     fn get_group(&self, id: GroupId) -> DelegateGroup;
     fn list_groups(&self, within: Option<&Scope>) -> Vec<DelegateGroup>;
+    #[changes_registry]
     fn set_group_tags(&self, id: GroupId, tags: &Selectors) -> DelegateGroup;
+    #[changes_registry]
     fn set_group_disabled(&self, id: GroupId, disabled: bool) -> DelegateGroup;
+    #[changes_registry]
     fn delete_group(&self, id: GroupId) -> ();
+    #[changes_registry]
     fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> ();
     fn get_instance(&self, id: InstanceId) -> DelegateInstance;
     fn instance_by_session(&self, session: &SecretHash) -> Option<DelegateInstance>;
     fn list_instances(&self, group: Option<GroupId>) -> Vec<DelegateInstance>;
     fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> u64;
+    #[changes_registry]
     fn set_instance_connected(&self, id: InstanceId, connected: bool) -> bool;
     fn renew_lease(&self) -> bool;
+    #[changes_registry]
     fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> Vec<InstanceId>;
+    #[changes_registry]
     fn remove_empty_groups(&self, before: DateTime<Utc>) -> Vec<GroupId>;
     fn create_connector(&self, connector: &Connector) -> ();
     fn get_connector(&self, id: ConnectorId) -> Connector;
@@ -242,6 +243,7 @@ observed! {
     fn tasks_held_by(&self, instance: InstanceId) -> Vec<Task>;
     fn due_tasks(&self, query: &DueQuery) -> DueTasks;
     fn extend_run_deadlines(&self, beats: &[(TaskId, Attempt, DateTime<Utc>)]) -> u64;
+    #[changes_registry]
     fn record_capability_result(&self, result: &CapabilityResult) -> ();
     fn capability_results(&self, instances: &[InstanceId]) -> Vec<CapabilityResult>;
     fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> ();
@@ -261,7 +263,31 @@ observed! {
 
 #[cfg(test)]
 mod tests {
+    use switchboard_store_sqlite::SqliteStore;
+
     use super::*;
+
+    #[tokio::test]
+    async fn registry_writes_and_only_they_invalidate_the_kept_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("switchboard.db")).await.unwrap();
+        let changes = Arc::new(AtomicU64::new(0));
+        let metrics = crate::metrics::Metrics::default();
+        let store = Instrumented::new(Arc::new(inner), metrics.store_calls(), changes.clone());
+        let scope = Scope::parse_path("acme").unwrap();
+        let pool = Ident::parse("pool").unwrap();
+        let group = store
+            .upsert_group(&scope, &pool, &Selectors::new(), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(changes.load(Ordering::Relaxed), 1, "a group created");
+        store.get_group(group.id).await.unwrap();
+        store.list_groups(None).await.unwrap();
+        store.list_instances(None).await.unwrap();
+        assert_eq!(changes.load(Ordering::Relaxed), 1, "reads change nothing");
+        store.set_group_disabled(group.id, true).await.unwrap();
+        assert_eq!(changes.load(Ordering::Relaxed), 2, "a group disabled");
+    }
 
     #[test]
     fn an_unreachable_database_fails_calls_fast_then_lets_one_probe_through() {
