@@ -31,12 +31,13 @@ use switchboard_domain::{Attempt, DelegateInstance, InstanceId, TaskId, TokenSta
 use switchboard_protocol::socket::{ServerMessage, close};
 use switchboard_store::{Backend, ClusterEvent, ClusterSignal, SocketTarget, Store, StoreError};
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::delegates::heartbeats::Heartbeats;
 use crate::delegates::hub::Hub;
 use crate::dispatch::Reach;
 use crate::state::AppState;
+use crate::workers::Workers;
 
 /// The shortest pause between two publishes of one replica: the coalescing window.
 pub const COALESCE: Duration = Duration::from_millis(2);
@@ -247,44 +248,36 @@ fn apply(state: &AppState, event: ClusterEvent) {
 /// The publisher and the listener of one running manager.
 #[derive(Debug)]
 pub struct Signalling {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl Signalling {
     /// Starts both when the store can be shared; otherwise there is nothing to run.
     pub fn start(state: &AppState) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let tasks = if state.cluster().is_shared() {
-            vec![
-                tokio::spawn(publish_forever(state.clone(), stopped.clone())),
-                tokio::spawn(listen_forever(state.clone(), stopped)),
-            ]
-        } else {
-            Vec::new()
-        };
-        Self { stop, tasks }
+        let workers = Workers::default();
+        if state.cluster().is_shared() {
+            workers.spawn(|stop| publish_forever(state.clone(), stop));
+            workers.spawn(|stop| listen_forever(state.clone(), stop));
+        }
+        Self { workers }
     }
 
     /// Stops both, after a last publish of what is queued.
     pub async fn stop(self) {
-        self.stop.send_replace(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.workers.stop().await;
     }
 }
 
-async fn publish_forever(state: AppState, mut stop: watch::Receiver<bool>) {
+async fn publish_forever(state: AppState, stop: CancellationToken) {
     let cluster = state.cluster();
     loop {
-        // The stop may have been seen already, by the pause below: then this is the last
-        // round, whatever `changed` would say (it waits for a change not yet seen).
-        let stopping = *stop.borrow()
-            || tokio::select! {
-                () = cluster.ready.notified() => false,
-                _ = stop.changed() => true,
-            };
+        // Once stopped (seen here or by the pause below), this round is the last: what is
+        // queued is published, then the task returns.
+        let stopping = tokio::select! {
+            biased;
+            () = stop.cancelled() => true,
+            () = cluster.ready.notified() => false,
+        };
         let events = cluster.take();
         if !events.is_empty()
             && let Err(e) = state.store().publish(cluster.origin, &events).await
@@ -297,24 +290,24 @@ async fn publish_forever(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             () = tokio::time::sleep(COALESCE) => {}
-            _ = stop.changed() => {}
+            () = stop.cancelled() => {}
         }
     }
 }
 
-async fn listen_forever(state: AppState, mut stop: watch::Receiver<bool>) {
+async fn listen_forever(state: AppState, stop: CancellationToken) {
     let store = state.store().clone();
     loop {
         let signals = tokio::select! {
             s = subscribe(&*store) => s,
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         };
         let Some(mut signals) = signals else { return };
         state.cluster().listening.send_replace(true);
         loop {
             let signal = tokio::select! {
                 s = signals.next() => s,
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             };
             match signal {
                 Some(ClusterSignal::Events { origin, events }) => {

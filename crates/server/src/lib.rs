@@ -32,6 +32,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod tls;
 pub mod ui;
+pub mod workers;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;

@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use switchboard_domain::DelegateInstance;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::heartbeats::Heartbeats;
 use self::hub::Hub;
 use crate::state::AppState;
+use crate::workers::Workers;
 
 /// The `/delegate/v1` routes. Not behind the admin key: delegates authenticate with their
 /// token (registration) or their session credential (everything after).
@@ -57,55 +57,54 @@ pub fn overlay(hub: &Hub, heartbeats: &Heartbeats, mut instance: DelegateInstanc
 /// The periodic work of the delegate side, stopped together.
 #[derive(Debug)]
 pub struct Background {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl Background {
     /// Starts the heartbeat flusher, the lease keeper and the sweep.
     pub fn start(state: &AppState) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let lease = {
+        let workers = Workers::default();
+        {
             let state = state.clone();
             // `interval` refuses a zero period: a lease of a few nanoseconds still ticks.
             let every = (state.settings().connection_lease / 4).max(Duration::from_millis(1));
-            periodic(every, stopped.clone(), move || {
-                let state = state.clone();
-                async move { keep_lease(&state).await }
-            })
-        };
-        let flusher = {
+            workers.spawn(|stop| {
+                periodic(every, stop, move || {
+                    let state = state.clone();
+                    async move { keep_lease(&state).await }
+                })
+            });
+        }
+        {
             let state = state.clone();
             let every = state.settings().heartbeat_flush_interval;
-            periodic(every, stopped.clone(), move || {
-                let state = state.clone();
-                async move {
-                    if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
-                        tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
+            workers.spawn(|stop| {
+                periodic(every, stop, move || {
+                    let state = state.clone();
+                    async move {
+                        if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
+                            tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
+                        }
                     }
-                }
-            })
-        };
-        let sweeper = {
+                })
+            });
+        }
+        {
             let state = state.clone();
             let every = state.settings().sweep_interval;
-            periodic(every, stopped, move || {
-                let state = state.clone();
-                async move { sweep(&state).await }
-            })
-        };
-        Self {
-            stop,
-            tasks: vec![flusher, lease, sweeper],
+            workers.spawn(|stop| {
+                periodic(every, stop, move || {
+                    let state = state.clone();
+                    async move { sweep(&state).await }
+                })
+            });
         }
+        Self { workers }
     }
 
     /// Stops the periodic work and writes the heartbeats still held in memory.
     pub async fn stop(self, state: &AppState) {
-        self.stop.send_replace(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.workers.stop().await;
         if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
             tracing::warn!(error = %e, "cannot write the last heartbeats before stopping");
         }
@@ -143,21 +142,20 @@ pub async fn keep_lease(state: &AppState) {
     }
 }
 
-fn periodic<F, Fut>(every: Duration, mut stop: watch::Receiver<bool>, mut work: F) -> JoinHandle<()>
+/// Runs `work` every `every` until `stop` is cancelled (never in the middle of a run).
+async fn periodic<F, Fut>(every: Duration, stop: CancellationToken, mut work: F)
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => work().await,
-                _ = stop.changed() => return,
-            }
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => work().await,
+            () = stop.cancelled() => return,
         }
-    })
+    }
 }
 
 /// Removes instances silent for longer than the instance retention, groups empty for

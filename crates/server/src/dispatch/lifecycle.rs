@@ -6,11 +6,13 @@ use std::time::Duration;
 use chrono::Utc;
 use switchboard_domain::{Failure, FailureReason, InstanceId, SelectionKind, Task, TaskEvent, TaskId, TaskState};
 use switchboard_store::{DueQuery, StoreError, StoreResult, Transition};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use tokio_util::sync::CancellationToken;
 
 use super::place::{Placement, place_task, record};
 use super::placer::Placer;
+use crate::workers::Workers;
 
 /// The most tasks one sweep of the queue or of the timers handles; the rest wait for the
 /// next sweep, a few hundred milliseconds later.
@@ -245,26 +247,19 @@ pub async fn cancel(placer: &Placer, id: TaskId) -> StoreResult<Task> {
 /// The dispatcher's background work: placement of the queue and the timers.
 #[derive(Debug)]
 pub struct Loops {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl Loops {
     pub fn start(placer: &Placer) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let sweeper = tokio::spawn(place_queue(placer.clone(), stopped.clone()));
-        let reaper = tokio::spawn(reap_forever(placer.clone(), stopped));
-        Self {
-            stop,
-            tasks: vec![sweeper, reaper],
-        }
+        let workers = Workers::default();
+        workers.spawn(|stop| place_queue(placer.clone(), stop));
+        workers.spawn(|stop| reap_forever(placer.clone(), stop));
+        Self { workers }
     }
 
     pub async fn stop(self) {
-        self.stop.send_replace(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.workers.stop().await;
     }
 }
 
@@ -280,7 +275,7 @@ const SWEEP_PARALLEL: usize = 8;
 /// for longer than that.
 const WAITING_IN_A_ROW: usize = 8;
 
-async fn place_queue(placer: Placer, mut stop: watch::Receiver<bool>) {
+async fn place_queue(placer: Placer, stop: CancellationToken) {
     let every = placer.timers().assign_interval;
     let mut next_full = tokio::time::Instant::now() + every;
     let mut last: Option<JoinHandle<()>> = None;
@@ -288,7 +283,7 @@ async fn place_queue(placer: Placer, mut stop: watch::Receiver<bool>) {
         let mut woken = tokio::select! {
             () = placer.dispatcher().woken() => true,
             () = tokio::time::sleep_until(next_full) => false,
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         };
         if !woken {
             next_full = tokio::time::Instant::now() + every;
@@ -302,7 +297,7 @@ async fn place_queue(placer: Placer, mut stop: watch::Receiver<bool>) {
                     next_full = tokio::time::Instant::now() + every;
                     woken = false;
                 }
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
             }
         }
         let queued = match placer.store().queued_tasks(None, BATCH).await {
@@ -319,7 +314,7 @@ async fn place_queue(placer: Placer, mut stop: watch::Receiver<bool>) {
         last = Some(tokio::spawn(async move { sweep(&state_, queued, stop_early).await }));
         tokio::select! {
             () = tokio::time::sleep(SWEEP_GAP) => {}
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
     }
 }
@@ -353,7 +348,7 @@ async fn sweep(placer: &Placer, queued: Vec<Task>, stop_early: bool) {
     }
 }
 
-async fn reap_forever(placer: Placer, mut stop: watch::Receiver<bool>) {
+async fn reap_forever(placer: Placer, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(Duration::from_millis(250).min(placer.timers().assign_interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -367,7 +362,7 @@ async fn reap_forever(placer: Placer, mut stop: watch::Receiver<bool>) {
                     tracing::warn!(error = %e, "the timer sweep failed; trying again next tick");
                 }
             }
-            _ = stop.changed() => return,
+            () = stop.cancelled() => return,
         }
     }
 }
