@@ -64,41 +64,23 @@ impl Background {
     /// Starts the heartbeat flusher, the lease keeper and the sweep.
     pub fn start(state: &AppState) -> Self {
         let workers = Workers::default();
-        {
-            let state = state.clone();
-            // `interval` refuses a zero period: a lease of a few nanoseconds still ticks.
-            let every = (state.settings().connection_lease / 4).max(Duration::from_millis(1));
-            workers.spawn(|stop| {
-                periodic(every, stop, move || {
-                    let state = state.clone();
-                    async move { keep_lease(&state).await }
-                })
-            });
-        }
-        {
-            let state = state.clone();
-            let every = state.settings().heartbeat_flush_interval;
-            workers.spawn(|stop| {
-                periodic(every, stop, move || {
-                    let state = state.clone();
-                    async move {
-                        if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
-                            tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
-                        }
-                    }
-                })
-            });
-        }
-        {
-            let state = state.clone();
-            let every = state.settings().sweep_interval;
-            workers.spawn(|stop| {
-                periodic(every, stop, move || {
-                    let state = state.clone();
-                    async move { sweep(&state).await }
-                })
-            });
-        }
+        let settings = state.settings();
+        // `interval` refuses a zero period: a lease of a few nanoseconds still ticks.
+        let lease_every = (settings.connection_lease / 4).max(Duration::from_millis(1));
+        every(
+            &workers,
+            state,
+            lease_every,
+            |state| async move { keep_lease(&state).await },
+        );
+        every(&workers, state, settings.heartbeat_flush_interval, |state| async move {
+            if let Err(e) = state.heartbeats().flush(state.store().as_ref()).await {
+                tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
+            }
+        });
+        every(&workers, state, settings.sweep_interval, |state| async move {
+            sweep(&state).await
+        });
         Self { workers }
     }
 
@@ -142,20 +124,24 @@ pub async fn keep_lease(state: &AppState) {
     }
 }
 
-/// Runs `work` every `every` until `stop` is cancelled (never in the middle of a run).
-async fn periodic<F, Fut>(every: Duration, stop: CancellationToken, mut work: F)
+/// Runs `work` on the state every `period` among `workers`, until they stop (never in the
+/// middle of a run).
+fn every<F, Fut>(workers: &Workers, state: &AppState, period: Duration, work: F)
 where
-    F: FnMut() -> Fut + Send + 'static,
+    F: Fn(AppState) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => work().await,
-            () = stop.cancelled() => return,
+    let state = state.clone();
+    workers.spawn(move |stop: CancellationToken| async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => work(state.clone()).await,
+                () = stop.cancelled() => return,
+            }
         }
-    }
+    });
 }
 
 /// Removes instances silent for longer than the instance retention, groups empty for
