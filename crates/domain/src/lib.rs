@@ -11,6 +11,7 @@ pub mod auth;
 pub mod capability;
 pub mod connector;
 pub mod delegate;
+pub mod duration;
 pub mod engine;
 pub mod ident;
 pub mod ids;

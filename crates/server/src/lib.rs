@@ -10,29 +10,17 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod audit;
-pub mod auth;
 pub mod bootstrap;
-pub mod cli;
-pub mod cluster;
 pub mod config;
-pub mod delegates;
-pub mod dispatch;
-pub mod error;
-pub mod extract;
-pub mod limits;
+pub mod delegate_api;
+pub mod http;
+pub mod manager;
 pub mod metrics;
-pub mod middleware;
-pub mod openapi;
-pub mod routes;
+pub mod probes;
 pub mod secrets;
-pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
-pub mod tls;
-pub mod ui;
-pub mod workers;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
@@ -46,20 +34,27 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use config::{ConfigError, Settings};
-pub use error::{ApiError, Problem};
-pub use extract::ApiJson;
+pub use http::error::{ApiError, Problem};
+pub use http::extract::ApiJson;
+pub use http::tls;
 pub use state::AppState;
 pub use storage::open_store;
 
 use crate::config::format_duration;
-use crate::middleware::BodyLimit;
+use crate::http::dashboard;
+use crate::http::middleware::{self, BodyLimit};
+use crate::http::{audit, limits, openapi, serve};
+use crate::manager::cluster::Signalling;
+use crate::manager::dispatch;
+use crate::manager::housekeeping::Housekeeping;
+use crate::manager::workers::Workers;
 
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     let (router, document) = router(&state).split_for_parts();
     let router = router
         .layer(Extension(openapi::Reference::new(&document)))
-        .fallback(routes::not_found);
+        .fallback(probes::not_found);
     with_middleware(router, state.settings()).with_state(state)
 }
 
@@ -69,22 +64,22 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
     // Every /api/v1 route needs an API key (or the admin key); handlers check permissions.
     // Outermost first: what the client accepts, its rate, who it is, then the audit.
     let api = api::router()
-        .layer(from_fn_with_state(state.clone(), audit::record))
-        .layer(from_fn_with_state(state.clone(), middleware::authenticate))
-        .layer(from_fn_with_state(state.clone(), limits::api_rate))
+        .layer(from_fn_with_state(state.store().clone(), audit::record))
+        .layer(from_fn_with_state(state.keys(), middleware::authenticate))
+        .layer(from_fn_with_state(state.limits().api.clone(), limits::rate))
         .layer(axum::middleware::from_fn(limits::accept_json));
-    let delegate = delegates::router()
-        .layer(from_fn_with_state(state.clone(), limits::delegate_rate))
+    let delegate = delegate_api::router()
+        .layer(from_fn_with_state(state.limits().delegates.clone(), limits::rate))
         .layer(axum::middleware::from_fn(limits::accept_json));
     OpenApiRouter::with_openapi(openapi::base())
-        .routes(routes!(routes::healthz))
-        .routes(routes!(routes::readyz))
-        .routes(routes!(metrics::serve))
+        .routes(routes!(probes::healthz))
+        .routes(routes!(probes::readyz))
+        .routes(routes!(probes::metrics))
         .routes(routes!(openapi::document))
         .routes(routes!(openapi::docs))
-        .routes(routes!(ui::index_without_slash))
-        .routes(routes!(ui::index))
-        .routes(routes!(ui::file))
+        .routes(routes!(dashboard::index_without_slash))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::file))
         .nest("/api/v1", api)
         .nest("/delegate/v1", delegate)
 }
@@ -152,9 +147,17 @@ pub async fn run_with_tls(
         header_read_timeout: settings.header_read_timeout,
         grace,
     };
-    let background = delegates::Background::start(&state);
-    let dispatching = dispatch::lifecycle::Loops::start(state.placer());
-    let signalling = cluster::Signalling::start(&state);
+    let (placer, sockets) = (state.placer(), state.sockets());
+    let housekeeping = Housekeeping::start(placer, sockets, settings.into());
+    let dispatching = dispatch::lifecycle::Loops::start(placer);
+    let signalling = Signalling::start(placer, sockets);
+    // The request rates of credentials gone quiet are forgotten as often as the sweep runs.
+    let forgetting = Workers::default();
+    let limits = state.limits().clone();
+    forgetting.every(settings.sweep_interval, move || {
+        limits.forget_idle();
+        std::future::ready(())
+    });
     let closing = state.clone();
     let signal = async move {
         shutdown.await;
@@ -171,7 +174,8 @@ pub async fn run_with_tls(
     serve::serve(listener, serving, signal).await;
     dispatching.stop().await;
     signalling.stop().await;
-    background.stop(&state).await;
+    forgetting.stop().await;
+    housekeeping.stop().await;
     Ok(())
 }
 

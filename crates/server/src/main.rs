@@ -1,7 +1,7 @@
 //! The `switchboard` binary: parses the command line and hands over to the library.
 //!
-//! The operator commands (`tokens`, `delegates`, `connectors`, `tasks`) are run by
-//! [`switchboard_server::cli::operate`] against a running manager.
+//! The operator commands (`tokens`, `delegates`, `connectors`, `tasks`, `keys`) come from
+//! `switchboard-cli` and are run by [`switchboard_cli::operate`] against a running manager.
 //!
 //! `serve` loads the settings, sets up logging, opens the store, binds the listener and
 //! runs until SIGTERM or ctrl-c (SIGINT). A startup failure is one `error: ...` line on stderr and
@@ -13,8 +13,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-use switchboard_server::cli::{Cli, Command, operate};
+use clap::{Parser, Subcommand};
+use switchboard_cli::{Connection, operate};
 use switchboard_server::config::ServeArgs;
 use switchboard_server::{AppState, Settings, bootstrap, open_store, run_with_tls, telemetry, tls};
 use tokio::net::TcpListener;
@@ -23,6 +23,24 @@ use tokio::net::TcpListener;
 /// third of the manager's CPU (see docs/benchmarks.md, "Group commit").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Switchboard: the manager of a delegate system.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the manager: the HTTP API for delegates, pipeline engines and operators.
+    Serve(Box<ServeArgs>),
+    #[command(flatten)]
+    Operator(Box<switchboard_cli::Command>),
+}
 
 /// A failed start: what to print and the exit code.
 struct Failure {
@@ -51,7 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
         // The operator commands print their own errors and choose their exit codes.
-        command => return ExitCode::from(operate(&cli.connection, command)),
+        Command::Operator(command) => return ExitCode::from(operate(&cli.connection, *command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

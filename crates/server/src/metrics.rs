@@ -12,9 +12,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,9 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use switchboard_domain::{Liveness, Task, TaskState};
 
-use crate::state::AppState;
-
-/// The content type of the exposition [`serve`] answers with.
+/// The content type of the exposition (`GET /metrics`, [`crate::probes::metrics`]).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +78,14 @@ pub struct StoreCalls {
 }
 
 impl StoreCalls {
+    /// Exposes `ops` at zero from the start (a family with no series is not exposed at all):
+    /// the store wrapper names every operation it times.
+    pub fn expose(&self, ops: &[&'static str]) {
+        for &op in ops {
+            drop(self.seconds.get_or_create(&OpLabel { op }));
+        }
+    }
+
     pub fn observe(&self, op: &'static str, took: Duration, failed: bool) {
         self.seconds.get_or_create(&OpLabel { op }).observe(took.as_secs_f64());
         if failed {
@@ -207,9 +210,6 @@ impl Default for Metrics {
         for state in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
             drop(finished.get_or_create(&StateLabel { state: state.as_str() }));
         }
-        for op in crate::storage::OPERATIONS {
-            drop(store_calls.seconds.get_or_create(&OpLabel { op }));
-        }
         for liveness in [Liveness::Connected, Liveness::Stale, Liveness::Disconnected] {
             drop(instances.get_or_create(&LivenessLabel {
                 liveness: liveness_name(liveness),
@@ -323,6 +323,17 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// [`Metrics::encode`] with the store committer's `batches` (counted by the store, read
+    /// at the scrape) inserted before the end marker.
+    pub fn render(&self, batches: Option<&switchboard_store::BatchSnapshot>) -> String {
+        let mut body = self.encode();
+        if let Some(batches) = batches {
+            let end = body.rfind("# EOF").unwrap_or(body.len());
+            body.insert_str(end, &encode_batches(batches));
+        }
+        body
+    }
 }
 
 fn liveness_name(liveness: Liveness) -> &'static str {
@@ -335,54 +346,6 @@ fn liveness_name(liveness: Liveness) -> &'static str {
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).to_std().map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// The Prometheus metrics of this manager, in the OpenMetrics text format.
-///
-/// Open, like `/healthz`, for the scraper (no key to configure there). Labels are
-/// low-cardinality: no task ids, no raw selectors. The instance gauges are counted now,
-/// from the store and this manager's own view (its sockets, heartbeats not yet flushed):
-/// one store read per scrape. If the store cannot answer, the last counts stay and the
-/// failure shows in `store_errors_total`.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "metrics",
-    tag = "probes",
-    responses(
-        (
-            status = 200,
-            description = "The metrics.",
-            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body = String
-        ),
-        crate::openapi::Errors<{ crate::openapi::errors::ANY }>
-    )
-)]
-pub async fn serve(State(state): State<AppState>) -> Response {
-    if let Ok(instances) = state.store().list_instances(None).await {
-        let now = Utc::now();
-        let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
-        let mut counts = [
-            (Liveness::Connected, 0),
-            (Liveness::Stale, 0),
-            (Liveness::Disconnected, 0),
-        ];
-        for instance in instances {
-            let liveness = crate::delegates::current(&state, instance).liveness(now, timeout);
-            if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == liveness) {
-                slot.1 += 1;
-            }
-        }
-        state.metrics().set_instances(counts);
-    }
-    let mut body = state.metrics().encode();
-    if let Some(batches) = state.store().batch_stats() {
-        // Counted by the store's committer, read here: inserted before the end marker.
-        let end = body.rfind("# EOF").unwrap_or(body.len());
-        body.insert_str(end, &encode_batches(&batches));
-    }
-    (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }
 
 /// The committer's batches, in the OpenMetrics text format: a histogram of task writes

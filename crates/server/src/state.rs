@@ -8,15 +8,15 @@ use switchboard_domain::SecretHash;
 use switchboard_store::Store;
 use tokio::sync::watch;
 
-use crate::cluster::Cluster;
-use crate::cluster::Sockets;
 use crate::config::Settings;
-use crate::delegates::auth::Sessions;
-use crate::delegates::heartbeats::Heartbeats;
-use crate::delegates::hub::Hub;
-use crate::dispatch::fleet::Fleet;
-use crate::dispatch::{Dispatcher, Placer, Timers};
-use crate::limits::{PerCredential, RateLimits};
+use crate::http::auth::Keys;
+use crate::http::limits::{PerCredential, RateLimits};
+use crate::manager::cluster::{Cluster, Sockets};
+use crate::manager::dispatch::fleet::Fleet;
+use crate::manager::dispatch::{Dispatcher, Placer, Timers};
+use crate::manager::heartbeats::Heartbeats;
+use crate::manager::hub::Hub;
+use crate::manager::sessions::Sessions;
 use crate::metrics::Metrics;
 use crate::storage::Instrumented;
 
@@ -35,12 +35,11 @@ struct Inner {
     /// The hash of the admin key, computed once: requests compare hashes in constant time
     /// and never hold the configured key in clear.
     admin_key: Option<SecretHash>,
-    /// The delegate sockets open on this manager, the latest heartbeats (ahead of the
-    /// store by at most one flush interval), and what this replica tells the others and
-    /// hears from them; shared with the placer, which reaches delegates through them.
+    /// The delegate sockets open on this manager, their sessions, the latest heartbeats
+    /// (ahead of the store by at most one flush interval), and what this replica tells the
+    /// others and hears from them; shared with the placer, which reaches delegates through
+    /// them.
     sockets: Sockets,
-    /// Delegate sessions checked against the store and not invalidated since.
-    sessions: Sessions,
     /// Request rates per credential.
     limits: RateLimits,
     /// Set once shutdown begins: long polls then answer at once, so they do not hold the
@@ -63,11 +62,7 @@ impl AppState {
         // rebuilt after them.
         let changes = Arc::new(AtomicU64::new(0));
         let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls(), changes.clone()));
-        let sockets = Sockets {
-            hub: Arc::new(Hub::new(settings.max_sockets)),
-            heartbeats: Arc::new(Heartbeats::default()),
-            cluster: Arc::new(Cluster::new(store.backend())),
-        };
+        let sockets = Sockets::new(store.backend(), settings.max_sockets);
         let placer = Placer::new(
             store,
             changes,
@@ -79,11 +74,10 @@ impl AppState {
             inner: Arc::new(Inner {
                 placer,
                 sockets,
-                sessions: Sessions::default(),
                 admin_key,
                 limits: RateLimits {
-                    api: PerCredential::new(settings.api_rate_limit, "API key"),
-                    delegates: PerCredential::new(settings.delegate_rate_limit, "delegate credential"),
+                    api: Arc::new(PerCredential::new(settings.api_rate_limit, "API key")),
+                    delegates: Arc::new(PerCredential::new(settings.delegate_rate_limit, "delegate credential")),
                 },
                 settings,
                 stopping: watch::Sender::new(false),
@@ -91,7 +85,7 @@ impl AppState {
         }
     }
 
-    /// What placement and the lifecycle run with ([`crate::dispatch::placer`]).
+    /// What placement and the lifecycle run with ([`crate::manager::dispatch::placer`]).
     pub fn placer(&self) -> &Placer {
         &self.inner.placer
     }
@@ -125,7 +119,20 @@ impl AppState {
     }
 
     pub fn sessions(&self) -> &Sessions {
-        &self.inner.sessions
+        &self.inner.sockets.sessions
+    }
+
+    /// This manager's side of its delegates: sockets, sessions, heartbeats, the bus.
+    pub fn sockets(&self) -> &Sockets {
+        &self.inner.sockets
+    }
+
+    /// What the authentication middleware checks credentials against.
+    pub fn keys(&self) -> Keys {
+        Keys {
+            admin: self.inner.admin_key,
+            store: self.store().clone(),
+        }
     }
 
     pub fn metrics(&self) -> &Metrics {

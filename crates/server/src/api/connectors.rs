@@ -14,11 +14,11 @@ use switchboard_domain::task::limits::MAX_SELECTORS;
 use switchboard_domain::{Connector, ConnectorId, Ident, Permission, Scope, Selectors};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, IdPath};
-use crate::openapi::Errors;
-use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY};
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiQuery, IdPath};
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY};
 use crate::state::AppState;
 
 /// Create a connector.

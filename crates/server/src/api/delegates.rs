@@ -12,11 +12,11 @@ use switchboard_domain::{DelegateGroup, DelegateInstance, GroupId, Ident, Permis
 use switchboard_protocol::fleet::{DelegateList, DelegateView, InstanceView, SetTags};
 use switchboard_protocol::socket::close;
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
-use crate::openapi::Errors;
-use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::state::AppState;
 
 /// List the delegates the caller may see, with their instances and liveness.
@@ -171,8 +171,7 @@ pub async fn delete(
     let existing = state.store().get_group(id).await?;
     caller.check(Permission::DelegatesDelete, &existing.scope, "delegate")?;
     state.store().delete_group(id).await?;
-    let told = crate::cluster::close_sockets(
-        &state,
+    let told = state.sockets().close(
         switchboard_store::SocketTarget::Group(id),
         close::REMOVED,
         "the delegate was deleted by an operator",
@@ -207,7 +206,7 @@ fn view(
     let instances = instances
         .into_iter()
         .map(|i| {
-            let i = crate::delegates::current(state, i);
+            let i = state.sockets().current(i);
             InstanceView {
                 id: i.id,
                 state: i.liveness(now, timeout),

@@ -10,11 +10,11 @@ use chrono::Utc;
 use switchboard_domain::{ApiKey, ApiKeyId, Permission, Permissions, Scope, SecretKind};
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
 
-use crate::auth::Caller;
-use crate::error::{ApiError, Problem};
-use crate::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
-use crate::openapi::Errors;
-use crate::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::secrets;
 use crate::state::AppState;
 

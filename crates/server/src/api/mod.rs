@@ -1,9 +1,11 @@
 //! The operator and pipeline API under `/api/v1`: every route needs an API key (or the
 //! admin key); each handler checks the caller's permission in the resource's scope.
 
+pub mod audit;
 pub mod connectors;
 pub mod delegates;
 pub mod keys;
+pub mod status;
 pub mod tasks;
 pub mod tokens;
 pub mod visible;
@@ -11,7 +13,7 @@ pub mod visible;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 /// The `limit` of a list's page: 1 to [`MAX_PAGE`](switchboard_store::query::MAX_PAGE),
@@ -33,8 +35,8 @@ pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiErr
 /// puts it both in the router and in the OpenAPI document.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(crate::routes::status))
-        .routes(routes!(crate::audit::list))
+        .routes(routes!(status::status))
+        .routes(routes!(audit::list))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
         .routes(routes!(tokens::create, tokens::list))

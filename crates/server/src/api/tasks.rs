@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
@@ -18,14 +17,14 @@ use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView, WAIT_DEFAULT_
 use switchboard_store::{Inserted, StoreError, TaskQuery};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::audit;
-use crate::auth::Caller;
-use crate::dispatch::{self, Placement};
-use crate::error::{ApiError, Problem};
-use crate::extract::{ApiQuery, IdPath, parse, require_json};
-use crate::middleware::LongPoll;
-use crate::openapi::Errors;
-use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
+use crate::http::audit;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{ApiJson, ApiQuery, IdPath};
+use crate::http::middleware::LongPoll;
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
+use crate::manager::dispatch::{self, Placement};
 use crate::state::AppState;
 
 /// The longest `Idempotency-Key` accepted.
@@ -62,9 +61,8 @@ pub async fn submit(
     caller: Caller,
     prepared: Option<Extension<audit::Prepared>>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiJson(request): ApiJson<SubmitTask>,
 ) -> Result<(StatusCode, Option<Extension<audit::Audited>>, Json<Submitted>), ApiError> {
-    let request = json_body(&headers, &body)?;
     let idempotency = idempotency(&headers, &request)?;
     let spec = new_task(&state, &caller, request, idempotency).await?;
     caller.check(Permission::PipelinesExecute, &spec.scope, "scope")?;
@@ -146,10 +144,8 @@ pub struct Explained {
 pub async fn explain(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    ApiJson(request): ApiJson<SubmitTask>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let request = json_body(&headers, &body)?;
     let task = Task::queued(new_task(&state, &caller, request, None).await?);
     caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
     let decision =
@@ -430,11 +426,6 @@ pub async fn list(
         items: page.items.iter().map(TaskView::from).collect(),
         next: page.next,
     }))
-}
-
-fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<SubmitTask, ApiError> {
-    require_json(headers)?;
-    parse(body)
 }
 
 /// The `Idempotency-Key` header with the fingerprint of the request (its canonical JSON,

@@ -12,11 +12,11 @@ use switchboard_protocol::socket::close;
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
 use switchboard_store::SocketTarget;
 
-use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
-use crate::openapi::Errors;
-use crate::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::secrets;
 use crate::state::AppState;
 
@@ -126,8 +126,7 @@ pub async fn revoke(
     let existing = state.store().get_token(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate token")?;
     let token = state.store().revoke_token(id, Utc::now()).await?;
-    let closed = crate::cluster::close_sockets(
-        &state,
+    let closed = state.sockets().close(
         SocketTarget::Token(token.id),
         close::TOKEN_REVOKED,
         "the delegate token was revoked",

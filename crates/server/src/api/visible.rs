@@ -20,7 +20,7 @@ use serde_json::Value;
 use switchboard_domain::{InstanceId, Permission, Scope, SelectionLogEntry};
 use switchboard_store::{Store, StoreError, StoreResult};
 
-use crate::auth::Caller;
+use crate::http::auth::Caller;
 
 /// What replaces the id of an instance the caller may not see, in summary lines.
 const HIDDEN: &str = "(an instance outside your scope)";

@@ -34,6 +34,7 @@ pub struct Instrumented {
 
 impl Instrumented {
     pub fn new(inner: Arc<dyn Store>, calls: Arc<StoreCalls>, registry_changes: Arc<AtomicU64>) -> Self {
+        calls.expose(OPERATIONS);
         Self {
             inner,
             calls,
@@ -66,7 +67,7 @@ impl Instrumented {
 
     /// A write changed what a registry snapshot holds, or may have (one that failed may
     /// still have been applied): placement's kept snapshot is rebuilt before its next
-    /// decision (see [`crate::dispatch::fleet`]).
+    /// decision (see [`crate::manager::dispatch::fleet`]).
     fn changes_registry(&self) {
         self.registry_changes.fetch_add(1, Ordering::Relaxed);
     }

@@ -190,3 +190,32 @@ async fn readyz_is_503_when_a_migration_is_missing() {
     let body = problem(response, 503, "unavailable").await;
     assert!(body["detail"].as_str().unwrap().contains("not ready"), "{body}");
 }
+
+/// The delegate routes check the credential from the headers alone, before reading the
+/// body: a request without one is answered 401 while its body is still arriving, rather
+/// than held until the body read timeout (408).
+#[tokio::test]
+async fn a_delegate_route_refuses_a_missing_credential_before_reading_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(|settings| settings.body_read_timeout = std::time::Duration::from_secs(20)).await;
+    let id = uuid::Uuid::now_v7();
+    for path in [
+        "/delegate/v1/register".to_owned(),
+        format!("/delegate/v1/tasks/{id}/acquire"),
+        format!("/delegate/v1/tasks/{id}/result"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        // A head that promises 100 bytes, and 2 of them: the rest never comes.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\""
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+            .await
+            .expect("answered before the body read timeout")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 401"), "{path}: {text}");
+    }
+}

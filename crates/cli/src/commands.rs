@@ -1,0 +1,560 @@
+//! Runs the operator commands against a manager through `switchboard-client`, prints the
+//! answers (tables, or the API's JSON with `--output json`) and maps failures to the
+//! documented exit codes: 1 refused (4xx), 3 unreachable or failing (5xx).
+
+use serde::Serialize;
+use switchboard_client::{Client, ClientError, ScopeFilter, TaskFilter, Tls};
+use switchboard_domain::TaskState;
+use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
+use switchboard_protocol::fleet::DelegateView;
+use switchboard_protocol::keys::{ApiKeyView, CreateApiKey};
+use switchboard_protocol::tasks::{SubmitTask, TaskView};
+use switchboard_protocol::tokens::{CreateToken, TokenView};
+
+use super::table::{Table, fields, label, list, opt, scope};
+use super::{
+    Command, Connection, ConnectorsCommand, DelegatesCommand, KeysCommand, Output, TaskArgs, TasksCommand,
+    TokensCommand,
+};
+
+/// The manager refused the request (a 4xx answer).
+pub const EXIT_REFUSED: u8 = 1;
+/// The command line cannot work as given (clap's own code, and an unusable `--ca-cert`).
+pub const EXIT_USAGE: u8 = 2;
+/// The manager could not be reached, or failed (a 5xx answer).
+pub const EXIT_UNREACHABLE: u8 = 3;
+/// `tasks submit --wait`: the task ended, but not `succeeded`.
+pub const EXIT_TASK_UNSUCCESSFUL: u8 = 4;
+
+/// A failed command: the line for stderr (without `error: `) and the exit code.
+struct Failed {
+    code: u8,
+    message: String,
+}
+
+impl Failed {
+    fn from_client(error: ClientError, url: &str) -> Self {
+        match error {
+            ClientError::Api(p) => Self {
+                code: if p.status >= 500 {
+                    EXIT_UNREACHABLE
+                } else {
+                    EXIT_REFUSED
+                },
+                message: match p.detail.filter(|d| !d.is_empty()) {
+                    Some(detail) => format!("{}: {detail}", p.title),
+                    None => p.title,
+                },
+            },
+            ClientError::Unexpected { status, .. } => Self {
+                code: if status >= 500 { EXIT_UNREACHABLE } else { EXIT_REFUSED },
+                message: format!("unexpected answer from the manager at {url} (HTTP {status})"),
+            },
+            ClientError::Transport(e) => {
+                // The innermost cause reads best ("Connection refused").
+                let mut cause: &dyn std::error::Error = &e;
+                while let Some(next) = cause.source() {
+                    cause = next;
+                }
+                let hint = if switchboard_client::tls::is_certificate_error(&e) {
+                    "; if the manager's certificate comes from a private CA, pass that CA with --ca-cert"
+                } else {
+                    ""
+                };
+                Self {
+                    code: EXIT_UNREACHABLE,
+                    message: format!("cannot reach the manager at {url}: {cause}{hint}"),
+                }
+            }
+            ClientError::Closed => Self {
+                code: EXIT_UNREACHABLE,
+                message: "the connection to the manager was closed".to_owned(),
+            },
+        }
+    }
+}
+
+/// Runs one operator command (anything but `serve`) and answers its exit code.
+pub fn operate(connection: &Connection, command: Command) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let tls = match Tls::from_ca_file(connection.ca_cert.as_deref()) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let key = connection.api_key().map(|k| k.expose().to_owned());
+    let client = match Client::with_tls(connection.url.clone(), key, &tls) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {}", Failed::from_client(e, &connection.url).message);
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let out = Printer(connection.output);
+    let result = runtime.block_on(async {
+        wait_for_manager(&client, connection.wait_for_manager).await;
+        match command {
+            Command::Tokens(c) => tokens(&client, out, c).await.map(|()| Done::Ok),
+            Command::Delegates(c) => delegates(&client, out, c).await.map(|()| Done::Ok),
+            Command::Connectors(c) => connectors(&client, out, c).await.map(|()| Done::Ok),
+            Command::Tasks(c) => tasks(&client, out, c).await,
+            Command::Keys(c) => keys(&client, out, c).await.map(|()| Done::Ok),
+        }
+    });
+    match result {
+        Ok(Done::Ok) => 0,
+        Ok(Done::TaskUnsuccessful) => EXIT_TASK_UNSUCCESSFUL,
+        Err(e) => {
+            let failed = Failed::from_client(e, &connection.url);
+            eprintln!("error: {}", failed.message.replace('\n', " "));
+            failed.code
+        }
+    }
+}
+
+/// How a command that ran to its end went.
+enum Done {
+    Ok,
+    /// `tasks submit --wait` saw the task end in another state than `succeeded`.
+    TaskUnsuccessful,
+}
+
+/// Waits up to `patience` for the manager to accept connections (it may be starting, as
+/// in `switchboard serve & switchboard tokens create ...`). Only a refused connection is
+/// waited out; whatever else happens is left to the command itself to report.
+async fn wait_for_manager(client: &Client, patience: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        match client.healthy().await {
+            Err(ClientError::Transport(e)) if refused(&e) && tokio::time::Instant::now() + delay < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_millis(500));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Whether the connection was refused: nothing listens yet. Not a certificate the CLI
+/// does not trust, nor a name that does not resolve: waiting does not fix those.
+fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Prints an answer as a table (with `table`) or as the API's JSON.
+#[derive(Debug, Clone, Copy)]
+struct Printer(Output);
+
+impl Printer {
+    fn show<T: Serialize>(self, value: &T, table: impl FnOnce(&T)) {
+        match self.0 {
+            Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+            Output::Table => table(value),
+        }
+    }
+
+    /// For answers without a body: a line for people, nothing for scripts.
+    fn done(self, message: &str) {
+        if self.0 == Output::Table {
+            println!("{message}");
+        }
+    }
+}
+
+async fn tokens(client: &Client, out: Printer, command: TokensCommand) -> Result<(), ClientError> {
+    match command {
+        TokensCommand::Create { name, scope, quiet } => {
+            let body = CreateToken {
+                name,
+                account: scope.account,
+                org: scope.org,
+                project: scope.project,
+            };
+            let created = client.create_token(&body).await?;
+            if quiet {
+                println!("{}", created.token.expose());
+                return Ok(());
+            }
+            out.show(&created, |c| {
+                token_table(std::slice::from_ref(&c.view));
+                println!("\ntoken: {}", c.token.expose());
+                println!("Keep the token now: it is not shown again.");
+            });
+        }
+        TokensCommand::List => out.show(&client.list_tokens().await?, |l| token_table(&l.items)),
+        TokensCommand::Get { id } => out.show(&client.get_token(&id).await?, |t| token_table(std::slice::from_ref(t))),
+        TokensCommand::Revoke { id } => {
+            out.show(&client.revoke_token(&id).await?, |t| {
+                token_table(std::slice::from_ref(t))
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn keys(client: &Client, out: Printer, command: KeysCommand) -> Result<(), ClientError> {
+    match command {
+        KeysCommand::Create {
+            name,
+            scope,
+            permissions,
+            quiet,
+        } => {
+            let body = CreateApiKey {
+                name,
+                account: scope.account,
+                org: scope.org,
+                project: scope.project,
+                permissions: permissions.into_iter().collect(),
+            };
+            let created = client.create_api_key(&body).await?;
+            if quiet {
+                println!("{}", created.key.expose());
+                return Ok(());
+            }
+            out.show(&created, |c| {
+                key_table(std::slice::from_ref(&c.view));
+                println!("\nkey: {}", c.key.expose());
+                println!("Keep the key now: it is not shown again.");
+            });
+        }
+        KeysCommand::List => out.show(&client.list_api_keys().await?, |l| key_table(&l.items)),
+        KeysCommand::Revoke { id } => out.show(&client.revoke_api_key(&id).await?, |k| {
+            key_table(std::slice::from_ref(k))
+        }),
+    }
+    Ok(())
+}
+
+fn key_table(keys: &[ApiKeyView]) {
+    let mut t = Table::new(&["ID", "NAME", "SCOPE", "PERMISSIONS", "REVOKED"]);
+    for key in keys {
+        t.row(vec![
+            key.id.to_string(),
+            key.name.to_string(),
+            scope(&key.account, key.org.as_ref(), key.project.as_ref()),
+            list(key.permissions.iter().map(|p| p.as_str())),
+            opt(key
+                .revoked_at
+                .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                .as_ref()),
+        ]);
+    }
+    t.print();
+}
+
+fn token_table(tokens: &[TokenView]) {
+    let mut t = Table::new(&["ID", "NAME", "SCOPE", "STATUS", "CREATED"]);
+    for token in tokens {
+        t.row(vec![
+            token.id.to_string(),
+            token.name.to_string(),
+            scope(&token.account, token.org.as_ref(), token.project.as_ref()),
+            label(&token.status),
+            token.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ]);
+    }
+    t.print();
+}
+
+async fn delegates(client: &Client, out: Printer, command: DelegatesCommand) -> Result<(), ClientError> {
+    match command {
+        DelegatesCommand::List => out.show(&client.list_delegates().await?, |l| delegate_table(&l.items)),
+        DelegatesCommand::Show { id } => out.show(&client.get_delegate(&id).await?, delegate_detail),
+        DelegatesCommand::Tag { id, tags } => out.show(&client.set_delegate_tags(&id, tags).await?, delegate_detail),
+        DelegatesCommand::Disable { id } => out.show(&client.disable_delegate(&id).await?, delegate_detail),
+        DelegatesCommand::Enable { id } => out.show(&client.enable_delegate(&id).await?, delegate_detail),
+        DelegatesCommand::Delete { id } => {
+            client.delete_delegate(&id).await?;
+            out.done(&format!("deleted delegate {id}"));
+        }
+    }
+    Ok(())
+}
+
+fn delegate_table(groups: &[DelegateView]) {
+    let mut t = Table::new(&["ID", "NAME", "SCOPE", "TAGS", "DISABLED", "INSTANCES", "CONNECTED"]);
+    for g in groups {
+        let connected = g.instances.iter().filter(|i| label(&i.state) == "connected").count();
+        t.row(vec![
+            g.id.to_string(),
+            g.name.to_string(),
+            scope(&g.account, g.org.as_ref(), g.project.as_ref()),
+            list(&g.tags),
+            if g.disabled { "yes" } else { "no" }.to_owned(),
+            g.instances.len().to_string(),
+            connected.to_string(),
+        ]);
+    }
+    t.print();
+}
+
+fn delegate_detail(g: &DelegateView) {
+    print!(
+        "{}",
+        fields(&[
+            ("id", g.id.to_string()),
+            ("name", g.name.to_string()),
+            ("scope", scope(&g.account, g.org.as_ref(), g.project.as_ref())),
+            ("tags", list(&g.tags)),
+            ("disabled", if g.disabled { "yes" } else { "no" }.to_owned()),
+            ("created", g.created_at.to_rfc3339()),
+        ])
+    );
+    println!();
+    let mut t = Table::new(&[
+        "INSTANCE",
+        "HOSTNAME",
+        "STATE",
+        "HEARTBEAT",
+        "LOAD",
+        "VERSION",
+        "FLAVOUR",
+        "TOKEN",
+    ]);
+    for i in &g.instances {
+        t.row(vec![
+            i.id.to_string(),
+            i.hostname.clone(),
+            label(&i.state),
+            format!("{}s ago", i.heartbeat_age_ms / 1000),
+            format!("{}/{}", i.load, i.capacity),
+            i.version.clone(),
+            label(&i.flavour),
+            i.token_name
+                .as_ref()
+                .map_or_else(|| i.token_id.to_string(), ToString::to_string),
+        ]);
+    }
+    t.print();
+}
+
+async fn connectors(client: &Client, out: Printer, command: ConnectorsCommand) -> Result<(), ClientError> {
+    match command {
+        ConnectorsCommand::Create { name, scope, selectors } => {
+            let body = CreateConnector {
+                name,
+                account: scope.account,
+                org: scope.org,
+                project: scope.project,
+                selectors,
+            };
+            out.show(&client.create_connector(&body).await?, |c| {
+                connector_table(std::slice::from_ref(c));
+            });
+        }
+        ConnectorsCommand::List { account, org, project } => {
+            let filter = ScopeFilter { account, org, project };
+            out.show(&client.list_connectors(&filter).await?, |l| connector_table(&l.items));
+        }
+        ConnectorsCommand::Get { id } => {
+            out.show(&client.get_connector(&id).await?, |c| {
+                connector_table(std::slice::from_ref(c))
+            });
+        }
+        ConnectorsCommand::Update { id, name, selectors } => {
+            let body = UpdateConnector { name, selectors };
+            out.show(&client.update_connector(&id, &body).await?, |c| {
+                connector_table(std::slice::from_ref(c));
+            });
+        }
+        ConnectorsCommand::Delete { id } => {
+            client.delete_connector(&id).await?;
+            out.done(&format!("deleted connector {id}"));
+        }
+    }
+    Ok(())
+}
+
+fn connector_table(connectors: &[ConnectorView]) {
+    let mut t = Table::new(&["ID", "NAME", "SCOPE", "SELECTORS", "UPDATED"]);
+    for c in connectors {
+        t.row(vec![
+            c.id.to_string(),
+            c.name.to_string(),
+            scope(&c.account, c.org.as_ref(), c.project.as_ref()),
+            list(&c.selectors),
+            c.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ]);
+    }
+    t.print();
+}
+
+fn submission(task: TaskArgs) -> SubmitTask {
+    SubmitTask {
+        account: task.scope.account,
+        org: task.scope.org,
+        project: task.scope.project,
+        task_type: task.task_type,
+        payload: task.payload.unwrap_or(serde_json::Value::Null),
+        selectors: task.selectors,
+        connector: task.connector,
+        capabilities: task.capabilities,
+        priority: task.priority,
+        assign_timeout_ms: task.assign_timeout_ms,
+        execution_timeout_ms: task.execution_timeout_ms,
+        max_attempts: task.max_attempts,
+        wait_for_delegate: task.wait_for_delegate,
+    }
+}
+
+/// How long each long poll of `tasks watch` and `tasks submit --wait` waits by default:
+/// the server's own default. The server lets a long poll run past `request_timeout`.
+pub(super) const DEFAULT_POLL_MS: u64 = switchboard_protocol::tasks::WAIT_DEFAULT_MS;
+
+/// Prints each state of task `id` until it ends (JSON lines with `--output json`); answers
+/// the task as it ended.
+async fn watch(client: &Client, out: Printer, id: &str, poll_ms: u64) -> Result<TaskView, ClientError> {
+    let mut seen: Option<TaskState> = None;
+    loop {
+        let task = client.wait_task(id, seen, poll_ms).await?;
+        if seen != Some(task.state) {
+            match out.0 {
+                // One JSON document per line, so a script can read them as they come.
+                Output::Json => println!("{}", serde_json::to_string(&task).unwrap_or_default()),
+                Output::Table => println!("{}  {}", task.updated_at.format("%H:%M:%S%.3f"), task.state),
+            }
+            seen = Some(task.state);
+        }
+        if task.state.is_terminal() {
+            return Ok(task);
+        }
+    }
+}
+
+async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<Done, ClientError> {
+    match command {
+        TasksCommand::Submit {
+            task,
+            idempotency_key,
+            wait,
+        } => {
+            let submitted = client
+                .submit_task(&submission(task), idempotency_key.as_deref())
+                .await?;
+            if wait {
+                let last = watch(client, out, &submitted.task.id.to_string(), DEFAULT_POLL_MS).await?;
+                if last.state != TaskState::Succeeded {
+                    return Ok(Done::TaskUnsuccessful);
+                }
+                return Ok(Done::Ok);
+            }
+            out.show(&submitted, |s| {
+                task_detail(&s.task);
+                if let Some(why) = &s.explanation {
+                    println!("explanation: {why}");
+                }
+            });
+        }
+        TasksCommand::Get { id } => out.show(&client.get_task(&id).await?, task_detail),
+        TasksCommand::List {
+            account,
+            org,
+            project,
+            state,
+            task_type,
+            connector,
+            before,
+            limit,
+        } => {
+            let filter = TaskFilter {
+                account,
+                org,
+                project,
+                state,
+                task_type,
+                connector,
+                before,
+                limit,
+            };
+            out.show(&client.list_tasks(&filter).await?, |page| {
+                task_table(&page.items);
+                if let Some(next) = page.next {
+                    println!("\nmore: --before {next}");
+                }
+            });
+        }
+        TasksCommand::Watch { id, poll_ms } => {
+            watch(client, out, &id, poll_ms).await?;
+        }
+        TasksCommand::Explain { task } => {
+            out.show(&client.explain_task(&submission(task)).await?, |answer| {
+                let why = answer["explanation"].as_str().unwrap_or("-");
+                println!("explanation: {why}");
+                println!("(--output json shows every delegate considered and each verdict)");
+            });
+        }
+        TasksCommand::Cancel { id } => out.show(&client.cancel_task(&id).await?, task_detail),
+        TasksCommand::Log { id } => {
+            out.show(&client.selection_log(&id).await?, |log| {
+                let mut t = Table::new(&["AT", "ATTEMPT", "KIND", "SUMMARY"]);
+                for entry in log["items"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        entry["at"].as_str().unwrap_or("-").to_owned(),
+                        entry["attempt"].to_string(),
+                        entry["kind"].as_str().unwrap_or("-").to_owned(),
+                        entry["summary"].as_str().unwrap_or("-").to_owned(),
+                    ]);
+                }
+                t.print();
+            });
+        }
+    }
+    Ok(Done::Ok)
+}
+
+fn task_table(tasks: &[TaskView]) {
+    let mut t = Table::new(&["ID", "TYPE", "STATE", "SCOPE", "PRIORITY", "INSTANCE", "CREATED"]);
+    for task in tasks {
+        t.row(vec![
+            task.id.to_string(),
+            task.task_type.to_string(),
+            task.state.to_string(),
+            scope(&task.account, task.org.as_ref(), task.project.as_ref()),
+            task.priority.to_string(),
+            opt(task.instance_id.as_ref()),
+            task.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ]);
+    }
+    t.print();
+}
+
+fn task_detail(task: &TaskView) {
+    let mut pairs = vec![
+        ("id", task.id.to_string()),
+        ("type", task.task_type.to_string()),
+        ("state", task.state.to_string()),
+        ("scope", scope(&task.account, task.org.as_ref(), task.project.as_ref())),
+        ("attempt", task.attempt.to_string()),
+        ("runs", format!("{}/{}", task.runs, task.max_attempts)),
+        ("priority", task.priority.to_string()),
+        ("selectors", list(&task.selectors)),
+        ("connector", opt(task.connector.as_ref())),
+        ("instance", opt(task.instance_id.as_ref())),
+        ("created", task.created_at.to_rfc3339()),
+        ("updated", task.updated_at.to_rfc3339()),
+    ];
+    if let Some(failure) = &task.failure {
+        pairs.push(("failure", serde_json::to_string(failure).unwrap_or_default()));
+    }
+    if let Some(result) = &task.result {
+        pairs.push(("result", result.to_string()));
+    }
+    print!("{}", fields(&pairs));
+}

@@ -1,0 +1,336 @@
+//! The operator commands of the `switchboard` binary (`tokens`, `delegates`, `connectors`,
+//! `tasks`, `keys`): they talk to a running manager through `switchboard-client` and are
+//! run by [`operate`]. The binary (in `switchboard-server`) adds `serve`, which runs the
+//! manager, beside them.
+//!
+//! Exit codes scripts can rely on: 0 ok, 1 the manager refused (a 4xx problem, printed
+//! as `error: <title>: <detail>`), 2 a usage error, 3 the manager could not be reached or
+//! failed (5xx), 4 `tasks submit --wait` saw the task end other than `succeeded`.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod table;
+
+use clap::{Args, Subcommand, ValueEnum};
+use switchboard_domain::{Capability, Ident, Secret, TaskType};
+
+pub use commands::operate;
+
+/// Where the operator commands find the manager, and how they print. `serve` ignores these.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The manager's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// The API key (SWITCHBOARD_KEY, else SWITCHBOARD_ADMIN_KEY). Never printed.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub key: Option<Secret>,
+    /// How to print answers: human tables, or the API's JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// A PEM file of CA certificates to trust for an https:// manager, besides the public
+    /// ones (a company CA, or a self-signed manager's own certificate).
+    #[arg(long, global = true, env = "SWITCHBOARD_CA_CERT", value_name = "PATH")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// How long to wait for a manager that refuses connections (one still starting) before
+    /// giving up with exit code 3, e.g. 10s or 0s.
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_WAIT_FOR_MANAGER",
+        default_value = "10s",
+        value_parser = wait_duration,
+        value_name = "DURATION"
+    )]
+    pub wait_for_manager: std::time::Duration,
+}
+
+fn wait_duration(raw: &str) -> Result<std::time::Duration, String> {
+    switchboard_domain::duration::parse_duration(raw)
+}
+
+impl Connection {
+    /// The key from `--key`/`SWITCHBOARD_KEY`, falling back to `SWITCHBOARD_ADMIN_KEY`.
+    pub fn api_key(&self) -> Option<Secret> {
+        self.key
+            .clone()
+            .or_else(|| std::env::var("SWITCHBOARD_ADMIN_KEY").ok().map(Secret::presented))
+            .filter(|k| !k.expose().is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// The operator commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Delegate tokens: create (the secret is shown once), list, get, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Delegates: list, show, tag, disable, enable, delete.
+    #[command(subcommand)]
+    Delegates(DelegatesCommand),
+    /// Connectors: create, list, get, update, delete.
+    #[command(subcommand)]
+    Connectors(ConnectorsCommand),
+    /// Tasks: submit, get, list, watch, explain, cancel, log.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// API keys: create (the secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; its secret is printed this once.
+    Create {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// A permission to grant (repeatable): delegates:edit, delegates:delete,
+        /// pipelines:execute, connectors:access. delegates:view is always granted.
+        #[arg(long = "permission", value_parser = permission)]
+        permissions: Vec<switchboard_domain::Permission>,
+        /// Print only the secret, for `$(...)` in scripts.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the keys the caller may see (never their secrets).
+    List,
+    /// Revoke a key.
+    Revoke { id: String },
+}
+
+fn permission(raw: &str) -> Result<switchboard_domain::Permission, String> {
+    switchboard_domain::Permission::parse(raw).ok_or_else(|| {
+        format!("{raw:?} is not a permission (delegates:view, delegates:edit, delegates:delete, pipelines:execute, connectors:access)")
+    })
+}
+
+/// A scope: an account, optionally an org, optionally a project in it.
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    #[arg(long, value_parser = ident)]
+    pub account: Ident,
+    #[arg(long, value_parser = ident)]
+    pub org: Option<Ident>,
+    #[arg(long, value_parser = ident)]
+    pub project: Option<Ident>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a delegate token; its secret is printed this once.
+    Create {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Print only the secret, for `$(...)` in scripts.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List the tokens (never their secrets).
+    List,
+    /// Show one token.
+    Get { id: String },
+    /// Revoke a token: no new registrations, its instances are disconnected.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DelegatesCommand {
+    /// List the delegate groups and their instances.
+    List,
+    /// Show one delegate group with its instances.
+    Show { id: String },
+    /// Replace the group's tags.
+    Tag {
+        id: String,
+        /// The new tags (none clears them).
+        tags: Vec<String>,
+    },
+    /// Give the group no more tasks.
+    Disable { id: String },
+    /// Give the group tasks again.
+    Enable { id: String },
+    /// Delete the group; its instances are told to drain.
+    Delete { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsCommand {
+    /// Create a connector.
+    Create {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// A delegate selector (repeatable).
+        #[arg(long = "selector", value_name = "SELECTOR")]
+        selectors: Vec<String>,
+    },
+    /// List connectors, optionally within a scope.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show one connector.
+    Get { id: String },
+    /// Replace a connector's name and selectors.
+    Update {
+        id: String,
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        /// A delegate selector (repeatable; none clears them).
+        #[arg(long = "selector", value_name = "SELECTOR")]
+        selectors: Vec<String>,
+    },
+    /// Delete a connector.
+    Delete { id: String },
+}
+
+/// What a task submission (or its dry run) says.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// The task type (`echo`, `http_check`, ...).
+    #[arg(long = "type", value_parser = task_type)]
+    pub task_type: TaskType,
+    /// The payload, as JSON.
+    #[arg(long, value_parser = json, value_name = "JSON")]
+    pub payload: Option<serde_json::Value>,
+    /// A delegate selector (repeatable).
+    #[arg(long = "selector", value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+    /// A connector id.
+    #[arg(long)]
+    pub connector: Option<switchboard_domain::ConnectorId>,
+    /// Something the task must reach: `http:URL` or `tcp:HOST:PORT` (repeatable).
+    #[arg(long = "capability", value_parser = capability, value_name = "CAPABILITY")]
+    pub capabilities: Vec<Capability>,
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
+    #[arg(long, value_name = "MS")]
+    pub assign_timeout_ms: Option<u64>,
+    #[arg(long, value_name = "MS")]
+    pub execution_timeout_ms: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Wait in the queue even when no registered delegate could ever take it.
+    #[arg(long)]
+    pub wait_for_delegate: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// Submit a task.
+    Submit {
+        #[command(flatten)]
+        task: TaskArgs,
+        /// Makes retries of this submission answer the original task.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
+        /// Wait for the task to end, printing each state; exit 4 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one task.
+    Get { id: String },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        /// States, comma-separated.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long = "type")]
+        task_type: Option<String>,
+        #[arg(long)]
+        connector: Option<String>,
+        /// The `next` cursor of the previous page.
+        #[arg(long)]
+        before: Option<String>,
+        /// At most this many (1 to 500, the server's page limit).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: Option<u32>,
+    },
+    /// Print each state of a task until it ends; exits 0 whatever the end state.
+    Watch {
+        id: String,
+        /// How long each long poll waits, in milliseconds (0 to 300000, the server's limit).
+        #[arg(
+            long,
+            default_value_t = commands::DEFAULT_POLL_MS,
+            value_name = "MS",
+            value_parser = clap::value_parser!(u64).range(0..=switchboard_protocol::tasks::WAIT_MAX_MS)
+        )]
+        poll_ms: u64,
+    },
+    /// A dry run: which delegates would take this task now, and why not the others.
+    Explain {
+        #[command(flatten)]
+        task: TaskArgs,
+    },
+    /// Cancel a task.
+    Cancel { id: String },
+    /// Every decision about a task: its selection log.
+    Log { id: String },
+}
+
+fn ident(raw: &str) -> Result<Ident, String> {
+    Ident::parse(raw).map_err(|e| e.to_string())
+}
+
+fn task_type(raw: &str) -> Result<TaskType, String> {
+    ident(raw).map(TaskType)
+}
+
+fn json(raw: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn capability(raw: &str) -> Result<Capability, String> {
+    let value = if raw.starts_with("http://") || raw.starts_with("https://") {
+        serde_json::json!({"kind": "http", "url": raw})
+    } else if let Some(url) = raw.strip_prefix("http:") {
+        serde_json::json!({"kind": "http", "url": url})
+    } else if let Some(rest) = raw.strip_prefix("tcp:") {
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| "a tcp capability is tcp:HOST:PORT".to_owned())?;
+        let port: u16 = port.parse().map_err(|_| format!("{port:?} is not a port"))?;
+        serde_json::json!({"kind": "tcp", "host": host, "port": port})
+    } else {
+        return Err("a capability is http:URL or tcp:HOST:PORT".to_owned());
+    };
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}

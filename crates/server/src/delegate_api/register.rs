@@ -1,0 +1,281 @@
+//! `POST /delegate/v1/register`: a delegate process presents its token and describes
+//! itself; it gets an instance id, a session credential of its own, and where to open its
+//! socket.
+//!
+//! The token is checked (the [`Token`] extractor, from the headers alone) before the body
+//! is read, so an unauthenticated caller costs no body read and learns nothing about what
+//! a valid body looks like.
+
+use axum::Json;
+use axum::extract::{Extension, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::Utc;
+use switchboard_domain::delegate::Version;
+use switchboard_domain::selector::parse_selectors;
+use switchboard_domain::{
+    Capacity, DelegateInstance, DelegateToken, InstanceId, Scope, Secret, SecretKind, Selectors, TokenStatus,
+};
+use switchboard_protocol::delegate::{RegisterRequest, Registered};
+
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::ApiJson;
+use crate::http::middleware::bearer_token;
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{FORBIDDEN, JSON_BODY, LIMITED, STORE, bit};
+use crate::http::serve::Transport;
+use crate::secrets;
+use crate::state::AppState;
+
+/// The most task types an instance may list.
+const MAX_TASK_TYPES: usize = 64;
+
+/// Register a delegate process, with a delegate token.
+///
+/// Creates the delegate (group) of that name in the token's scope, or joins it, and
+/// answers the instance's id, its own session credential (shown once) and where to open
+/// its socket. The token is checked before the body is parsed.
+#[utoipa::path(
+    post,
+    path = "/register",
+    operation_id = "register_delegate",
+    tag = "delegate",
+    security(("delegate_token" = [])),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The instance, with its session credential.", body = Registered),
+        Errors<{
+            STORE
+                | LIMITED
+                | JSON_BODY
+                | FORBIDDEN
+                | bit(Problem::Unauthorized)
+                | bit(Problem::TokenRevoked)
+                | bit(Problem::DelegateTooOld)
+        }>
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    transport: Option<Extension<Transport>>,
+    headers: HeaderMap,
+    Token(token): Token,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
+    check_version(&state, &request.version)?;
+    let scope = narrowed_scope(&token, &request)?;
+    let tags = parse_selectors(request.tags.iter().map(String::as_str))
+        .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
+    let capacity = Capacity::new(
+        request
+            .capacity
+            .unwrap_or(switchboard_domain::delegate::DEFAULT_CAPACITY),
+    )
+    .map_err(|e| ApiError::validation("capacity", e))?;
+    check_text("hostname", &request.hostname, 253)?;
+    if request.task_types.len() > MAX_TASK_TYPES {
+        return Err(ApiError::validation(
+            "task_types",
+            format!("at most {MAX_TASK_TYPES} task types"),
+        ));
+    }
+
+    let now = Utc::now();
+    // A group's own tags are the operators' (set through the API); what a process declares
+    // stays its instance's, so one replica's tags never leak onto its siblings.
+    let group = state
+        .store()
+        .upsert_group(&scope, &request.name, &Selectors::new(), now)
+        .await?;
+    let session = secrets::generate(SecretKind::Session);
+    let instance = DelegateInstance {
+        id: InstanceId::new(),
+        group_id: group.id,
+        token_id: token.id,
+        hostname: request.hostname.trim().to_owned(),
+        version: request.version.trim().to_owned(),
+        flavour: request.flavour,
+        tags,
+        task_types: request.task_types,
+        capacity,
+        active_tasks: 0,
+        registered_at: now,
+        last_heartbeat_at: now,
+        connected: false,
+    };
+    state.store().register_instance(&instance, &session.hash()).await?;
+    tracing::info!(
+        instance.id = %instance.id, group.name = %group.name, scope = %scope, token.name = %token.name,
+        version = %instance.version, "delegate registered"
+    );
+    let registered = Registered {
+        instance_id: instance.id,
+        group_id: group.id,
+        account: scope.account_id().clone(),
+        org: scope.org().cloned(),
+        project: scope.project().cloned(),
+        session_token: session,
+        heartbeat_interval_ms: u64::try_from(state.settings().heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+        stream_url: stream_url(
+            state.settings().public_url.as_deref(),
+            transport.map_or(Transport::Plain, |Extension(t)| t),
+            &headers,
+        ),
+    };
+    Ok((StatusCode::CREATED, Json(registered)))
+}
+
+/// The extractor of registration: the request's delegate token, if it is a known, active
+/// one. It reads only the headers, so it runs before the body is read.
+#[derive(Debug, Clone)]
+pub struct Token(pub DelegateToken);
+
+impl FromRequestParts<AppState> for Token {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(state, &parts.headers).await.map(Token)
+    }
+}
+
+/// The token of the request, if it is a known, active delegate token.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DelegateToken, ApiError> {
+    let presented = bearer_token(headers).ok_or_else(|| {
+        ApiError::unauthorized("registration needs a delegate token, sent as Authorization: Bearer <token>")
+    })?;
+    let secret = Secret::presented(presented);
+    if !secret.is_kind(SecretKind::DelegateToken) {
+        return Err(ApiError::unauthorized(
+            "that credential is not a delegate token (delegate tokens start with sbd_; API keys and \
+             session credentials do not work here)",
+        ));
+    }
+    let hash = secret.hash();
+    let token = state
+        .store()
+        .token_by_secret(&hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown delegate token: check the token the delegate is given"))?;
+    match token.status {
+        TokenStatus::Active => Ok(token),
+        TokenStatus::Revoked => Err(ApiError::new(
+            Problem::TokenRevoked,
+            format!(
+                "the delegate token {:?} was revoked; ask an operator for a new token",
+                token.name.as_str()
+            ),
+        )),
+    }
+}
+
+fn check_version(state: &AppState, version: &str) -> Result<(), ApiError> {
+    check_text("version", version, 64)?;
+    let Some(minimum) = &state.settings().min_delegate_version else {
+        return Ok(());
+    };
+    let too_old = || {
+        ApiError::new(
+            Problem::DelegateTooOld,
+            format!(
+                "delegate version {version} is older than {minimum}, the oldest this manager accepts; upgrade the delegate"
+            ),
+        )
+    };
+    let min = Version::parse(minimum).ok_or_else(ApiError::internal)?;
+    match Version::parse(version) {
+        Some(v) if v.at_least(&min) => Ok(()),
+        Some(_) => Err(too_old()),
+        None => Err(too_old().with_field("version")),
+    }
+}
+
+/// The scope the instance lands in: the token's, narrowed by the request's org and
+/// project, never wider.
+fn narrowed_scope(token: &DelegateToken, request: &RegisterRequest) -> Result<Scope, ApiError> {
+    let org = request.org.clone().or_else(|| token.scope.org().cloned());
+    let project = request.project.clone().or_else(|| token.scope.project().cloned());
+    let scope = Scope::new(token.scope.account_id().clone(), org, project)
+        .map_err(|e| ApiError::validation("project", e.to_string()))?;
+    if !token.scope.contains(&scope) {
+        return Err(ApiError::new(
+            Problem::Forbidden,
+            format!(
+                "the token {:?} is scoped to {}; a delegate registered with it cannot serve {scope}",
+                token.name.as_str(),
+                token.scope
+            ),
+        ));
+    }
+    Ok(scope)
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            format!("{field} must be 1 to {max} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where the instance opens its socket: the configured public URL (`https://` becomes
+/// `wss://`), or the host it used to reach this registration, over TLS (`wss://`) when the
+/// registration came over TLS.
+fn stream_url(public_url: Option<&str>, transport: Transport, headers: &HeaderMap) -> String {
+    let base = match public_url {
+        Some(url) => url.replacen("http", "ws", 1),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = match transport {
+                Transport::Plain => "ws",
+                Transport::Tls => "wss",
+            };
+            format!("{scheme}://{host}")
+        }
+    };
+    format!("{base}/delegate/v1/stream")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn host(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn the_socket_url_keeps_the_scheme_the_delegate_used() {
+        let headers = host("manager:8443");
+        assert_eq!(
+            stream_url(None, Transport::Plain, &headers),
+            "ws://manager:8443/delegate/v1/stream"
+        );
+        assert_eq!(
+            stream_url(None, Transport::Tls, &headers),
+            "wss://manager:8443/delegate/v1/stream"
+        );
+    }
+
+    #[test]
+    fn a_public_url_decides_the_socket_url() {
+        let headers = host("10.0.0.5:8080");
+        assert_eq!(
+            stream_url(Some("https://switchboard.example.com"), Transport::Plain, &headers),
+            "wss://switchboard.example.com/delegate/v1/stream"
+        );
+        assert_eq!(
+            stream_url(Some("http://switchboard.internal"), Transport::Tls, &headers),
+            "ws://switchboard.internal/delegate/v1/stream"
+        );
+    }
+}

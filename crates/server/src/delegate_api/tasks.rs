@@ -1,0 +1,197 @@
+//! The delegate's task endpoints: acquire an offered attempt, report progress, report the
+//! result. Every call names the attempt it belongs to and is fenced by it in the store: a
+//! report for an attempt that is no longer current is answered 409 and changes nothing,
+//! so a delegate back from a network split cannot overwrite a newer attempt.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::Utc;
+use switchboard_domain::task::PAYLOAD_MAX_BYTES;
+use switchboard_domain::{Attempt, Failure, FailureReason, LastSuccess, Task, TaskEvent, TaskId, TaskState};
+use switchboard_protocol::delegate::{Acquire, AcquiredTask, Outcome, Progress, TaskResult, TaskStatus};
+use switchboard_store::Transition;
+
+use super::session::Trusted;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::{AnyJson, IdPath};
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{BODY, CONFLICT, LIMITED, NOT_FOUND, STORE, bit};
+use crate::manager::sessions::TrustedInstance;
+use crate::state::AppState;
+
+/// What every task report can be answered besides its success: the session check, the
+/// body, an unknown task, and the attempt fence.
+const REPORT_ERRORS: u32 = STORE
+    | LIMITED
+    | BODY
+    | NOT_FOUND
+    | CONFLICT
+    | bit(Problem::Unauthorized)
+    | bit(Problem::TokenRevoked)
+    | bit(Problem::StaleAttempt);
+
+/// The longest failure message kept.
+const ERROR_MAX_CHARS: usize = 4096;
+
+/// Take the attempt of a task this instance was offered, and get what to run.
+///
+/// The payload travels only here, over HTTPS. 409 `stale-attempt` when the attempt is no
+/// longer current: drop it.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/acquire",
+    operation_id = "acquire_task",
+    tag = "delegate",
+    security(("session" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    request_body = Acquire,
+    responses((status = 200, description = "What to run.", body = AcquiredTask), Errors<REPORT_ERRORS>)
+)]
+pub async fn acquire(
+    State(state): State<AppState>,
+    IdPath(id): IdPath<TaskId>,
+    Trusted(instance): Trusted,
+    AnyJson(Acquire { attempt }): AnyJson<Acquire>,
+) -> Result<Json<AcquiredTask>, ApiError> {
+    // Fenced in the store by attempt and holder: no read of the task before it.
+    let transition = Transition::new(id, Some(attempt), TaskEvent::Acquire, Utc::now());
+    let task = state.store().transition_task(&transition.held_by(instance.id)).await?;
+    tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
+    state.placer().task_changed(task.id());
+    Ok(Json(AcquiredTask {
+        task_id: task.id(),
+        attempt,
+        task_type: task.spec.task_type.clone(),
+        payload: task.spec.payload.clone(),
+        execution_timeout_ms: u64::try_from(task.spec.execution_timeout.as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+/// Report progress of a running attempt (any JSON, at most 1 MiB).
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/progress",
+    operation_id = "report_task_progress",
+    tag = "delegate",
+    security(("session" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    request_body = Progress,
+    responses((status = 200, description = "Where the task stands.", body = TaskStatus), Errors<REPORT_ERRORS>)
+)]
+pub async fn progress(
+    State(state): State<AppState>,
+    IdPath(id): IdPath<TaskId>,
+    Trusted(instance): Trusted,
+    AnyJson(Progress { attempt, progress }): AnyJson<Progress>,
+) -> Result<Json<TaskStatus>, ApiError> {
+    check_size("progress", &progress)?;
+    let task = offered(&state, id, &instance, attempt).await?;
+    let task = state
+        .store()
+        .record_progress(task.id(), attempt, &progress, Utc::now())
+        .await?;
+    Ok(Json(status(&task)))
+}
+
+/// Report how an attempt ended, with its result (any JSON, at most 1 MiB).
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/result",
+    operation_id = "report_task_result",
+    tag = "delegate",
+    security(("session" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    request_body = TaskResult,
+    responses((status = 200, description = "Where the task stands now.", body = TaskStatus), Errors<REPORT_ERRORS>)
+)]
+pub async fn result(
+    State(state): State<AppState>,
+    IdPath(id): IdPath<TaskId>,
+    Trusted(instance): Trusted,
+    AnyJson(report): AnyJson<TaskResult>,
+) -> Result<Json<TaskStatus>, ApiError> {
+    if let Some(result) = &report.result {
+        check_size("result", result)?;
+    }
+    let now = Utc::now();
+    let mut transition = Transition::new(id, Some(report.attempt), TaskEvent::Succeed, now).held_by(instance.id);
+    transition.result = report.result;
+    if report.outcome == Outcome::Failed {
+        transition.event = TaskEvent::Fail;
+        let detail: String = report.error.unwrap_or_else(|| "the delegate reported a failure".into());
+        transition.failure = Some(Failure {
+            reason: FailureReason::TaskError,
+            detail: detail.chars().take(ERROR_MAX_CHARS).collect(),
+        });
+    }
+    let task = state.store().transition_task(&transition).await?;
+    state.metrics().task_finished(&task);
+    tracing::info!(task.id = %task.id(), attempt = %report.attempt, state = %task.state, "task finished");
+    state.placer().task_changed(task.id());
+    // A slot is free: a queued task may fit now.
+    state.dispatcher().wake();
+    if task.state == TaskState::Succeeded {
+        remember_success(&state, &task, &instance).await;
+    }
+    Ok(Json(status(&task)))
+}
+
+/// The task, if `attempt` is its current attempt and it was offered to `instance`.
+async fn offered(state: &AppState, id: TaskId, instance: &TrustedInstance, attempt: Attempt) -> Result<Task, ApiError> {
+    let task = state.store().get_task(id).await?;
+    if task.attempt != attempt {
+        return Err(ApiError::new(
+            Problem::StaleAttempt,
+            format!(
+                "attempt {attempt} is not the current attempt ({}) of this task; drop it",
+                task.attempt
+            ),
+        ));
+    }
+    if task.instance_id != Some(instance.id) {
+        return Err(ApiError::new(
+            Problem::Conflict,
+            format!(
+                "attempt {attempt} of this task is not assigned to this instance (the task is {})",
+                task.state
+            ),
+        ));
+    }
+    Ok(task)
+}
+
+/// Records the instance as the last success for the task's connector, so the engine tries
+/// it first next time. A failure to record costs only that preference, not the result.
+async fn remember_success(state: &AppState, task: &Task, instance: &TrustedInstance) {
+    let Some(connector_id) = task.spec.connector_id else {
+        return;
+    };
+    let success = LastSuccess {
+        connector_id,
+        instance_id: instance.id,
+        group_id: instance.group_id,
+        at: Utc::now(),
+    };
+    if let Err(e) = state.store().record_last_success(&success).await {
+        tracing::warn!(task.id = %task.id(), error = %e, "cannot record the connector's last success");
+    }
+}
+
+fn check_size(field: &str, value: &serde_json::Value) -> Result<(), ApiError> {
+    let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > PAYLOAD_MAX_BYTES {
+        return Err(ApiError::new(
+            Problem::PayloadTooLarge,
+            format!("{field} is {size} bytes of JSON; at most {PAYLOAD_MAX_BYTES} are accepted"),
+        ));
+    }
+    Ok(())
+}
+
+fn status(task: &Task) -> TaskStatus {
+    TaskStatus {
+        task_id: task.id(),
+        attempt: task.attempt,
+        state: task.state,
+    }
+}

@@ -1,0 +1,172 @@
+//! The manager's upkeep: the connection lease renewed, heartbeats held in memory flushed
+//! to the store in batches, and the sweep that removes long-gone instances and groups and
+//! prunes the audit trail and the selection logs past their retention.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::cluster::Sockets;
+use super::dispatch::Placer;
+use super::workers::Workers;
+use crate::config::Settings;
+
+/// The part of [`Settings`] the upkeep reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub connection_lease: Duration,
+    pub heartbeat_flush_interval: Duration,
+    pub sweep_interval: Duration,
+    pub instance_retention: Duration,
+    pub group_retention: Duration,
+    pub audit_retention: Duration,
+    pub selection_log_retention: Duration,
+}
+
+impl From<&Settings> for Schedule {
+    fn from(s: &Settings) -> Self {
+        Self {
+            connection_lease: s.connection_lease,
+            heartbeat_flush_interval: s.heartbeat_flush_interval,
+            sweep_interval: s.sweep_interval,
+            instance_retention: s.instance_retention,
+            group_retention: s.group_retention,
+            audit_retention: s.audit_retention,
+            selection_log_retention: s.selection_log_retention,
+        }
+    }
+}
+
+/// The upkeep's periodic work, stopped together.
+#[derive(Debug)]
+pub struct Housekeeping {
+    workers: Workers,
+    sockets: Sockets,
+    placer: Placer,
+}
+
+impl Housekeeping {
+    /// Starts the lease keeper, the heartbeat flusher and the sweep.
+    pub fn start(placer: &Placer, sockets: &Sockets, schedule: Schedule) -> Self {
+        let workers = Workers::default();
+        // `interval` refuses a zero period: a lease of a few nanoseconds still ticks.
+        let lease_every = (schedule.connection_lease / 4).max(Duration::from_millis(1));
+        let (p, s) = (placer.clone(), sockets.clone());
+        workers.every(lease_every, move || {
+            let (p, s) = (p.clone(), s.clone());
+            async move { keep_lease(&p, &s).await }
+        });
+        let (p, s) = (placer.clone(), sockets.clone());
+        workers.every(schedule.heartbeat_flush_interval, move || {
+            let (p, s) = (p.clone(), s.clone());
+            async move {
+                if let Err(e) = s.heartbeats.flush(p.store().as_ref()).await {
+                    tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
+                }
+            }
+        });
+        let (p, s) = (placer.clone(), sockets.clone());
+        workers.every(schedule.sweep_interval, move || {
+            let (p, s) = (p.clone(), s.clone());
+            async move { sweep(&p, &s, &schedule).await }
+        });
+        Self {
+            workers,
+            sockets: sockets.clone(),
+            placer: placer.clone(),
+        }
+    }
+
+    /// Stops the periodic work and writes the heartbeats still held in memory.
+    pub async fn stop(self) {
+        self.workers.stop().await;
+        if let Err(e) = self.sockets.heartbeats.flush(self.placer.store().as_ref()).await {
+            tracing::warn!(error = %e, "cannot write the last heartbeats before stopping");
+        }
+    }
+}
+
+/// Renews this manager's connection lease (see [`switchboard_store::Store::renew_lease`]);
+/// when it had lapsed (the store was out of reach for longer than the lease, and another
+/// replica may have cleared this one's connections), records every socket open here again.
+/// Renewed every quarter of the lease, so three renewals in a row may fail before the
+/// connections stop counting.
+#[tracing::instrument(name = "lease", skip_all)]
+async fn keep_lease(placer: &Placer, sockets: &Sockets) {
+    match placer.store().renew_lease().await {
+        Ok(true) => {}
+        Ok(false) => {
+            let open = sockets.hub.instances();
+            if !open.is_empty() {
+                tracing::info!(
+                    sockets = open.len(),
+                    "connection lease had lapsed; recording this manager's sockets again"
+                );
+            }
+            for id in open {
+                if let Err(e) = placer.store().set_instance_connected(id, true).await {
+                    tracing::warn!(instance.id = %id, error = %e, "cannot record a connection again");
+                }
+                // The socket may have closed meanwhile, its let-go written before this
+                // record: undo it, or the instance would look connected for good.
+                if !sockets.hub.is_connected(id) {
+                    let _ = placer.store().set_instance_connected(id, false).await;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot renew the connection lease; retrying"),
+    }
+}
+
+/// Removes instances silent for longer than the instance retention, groups empty for
+/// longer than the group retention, and audit and selection-log entries past theirs. The
+/// same work on every replica: the one that leads does it.
+#[tracing::instrument(name = "upkeep", skip_all)]
+async fn sweep(placer: &Placer, sockets: &Sockets, settings: &Schedule) {
+    if !placer.leads().await {
+        return;
+    }
+    let now = Utc::now();
+    let retention = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    match placer
+        .store()
+        .remove_silent_instances(now - retention(settings.instance_retention), now)
+        .await
+    {
+        Ok(gone) if !gone.is_empty() => {
+            // The other replicas need no signal: they trust a session only until its
+            // instance could be swept (see `super::sessions`).
+            sockets.sessions.forget_instances(&gone);
+            for id in &gone {
+                sockets.heartbeats.forget(*id);
+            }
+            tracing::info!(count = gone.len(), "removed instances without a heartbeat");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "the instance sweep failed; it runs again next interval"),
+    }
+    match placer
+        .store()
+        .remove_empty_groups(now - retention(settings.group_retention))
+        .await
+    {
+        Ok(gone) if !gone.is_empty() => tracing::info!(count = gone.len(), "removed delegate groups left empty"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "the group sweep failed; it runs again next interval"),
+    }
+    match placer
+        .store()
+        .prune_audit(now - retention(settings.audit_retention))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "deleted audit entries past their retention"),
+        Err(e) => tracing::warn!(error = %e, "the audit sweep failed; it runs again next interval"),
+    }
+    let log_cutoff = now - retention(settings.selection_log_retention);
+    match placer.store().prune_selection_log(log_cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "deleted selection-log entries past their retention"),
+        Err(e) => tracing::warn!(error = %e, "the selection-log sweep failed; it runs again next interval"),
+    }
+}

@@ -1,0 +1,151 @@
+//! The open endpoints for orchestrators and scrapers: liveness, readiness and the
+//! Prometheus metrics; and the answer to a path no route matches.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Serialize;
+use switchboard_domain::Liveness;
+use switchboard_store::StoreError;
+use utoipa::ToSchema;
+
+use crate::http::error::ApiError;
+use crate::http::openapi::Errors;
+use crate::http::openapi::errors::{ANY, STORE};
+use crate::metrics;
+use crate::state::AppState;
+
+/// The body of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Healthy {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// Liveness: the process is up and serving.
+///
+/// It never touches the database, so a database outage does not get every replica
+/// restarted by its orchestrator.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "probes",
+    responses((status = 200, description = "The process is up.", body = Healthy), Errors<ANY>)
+)]
+pub async fn healthz() -> Json<Healthy> {
+    Json(Healthy { status: "ok" })
+}
+
+/// The body of `GET /readyz` when ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// The storage backend: `postgres` or `sqlite`.
+    pub store: &'static str,
+    /// Whether this replica hears the others' signals: `listening` (PostgreSQL) or
+    /// `alone` (SQLite: there can be no other).
+    #[schema(example = "listening")]
+    pub replicas: &'static str,
+}
+
+/// Readiness: the store answers, its migrations are applied, and (on PostgreSQL) this
+/// replica hears the other replicas' signals.
+///
+/// A load balancer can route to this replica while it answers 200. The 503 says which of
+/// those failed; the error itself is logged. A replica that does not hear the others
+/// would not learn of their revocations, cancellations and offers for its sockets until
+/// its listener is back.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "probes",
+    responses((status = 200, description = "Ready to serve.", body = Ready), Errors<STORE>)
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    let backend = state.store().backend().as_str();
+    match state.store().check_ready().await {
+        Ok(()) if !state.cluster().is_listening() => Err(ApiError::unavailable(
+            "this replica does not hear the other replicas yet (its listening connection to PostgreSQL is \
+             being set up or re-established); see the server log"
+                .to_owned(),
+            1,
+        )),
+        Ok(()) => Ok(Json(Ready {
+            status: "ready",
+            store: backend,
+            replicas: if state.cluster().is_shared() {
+                "listening"
+            } else {
+                "alone"
+            },
+        })),
+        Err(error) => {
+            tracing::warn!(store = backend, %error, "not ready");
+            let why = match error {
+                StoreError::Unavailable(_) => "the database cannot be reached",
+                _ => "the database answered but is not usable (for example, a migration is missing)",
+            };
+            Err(ApiError::unavailable(
+                format!("the {backend} store is not ready: {why}; see the server log"),
+                1,
+            ))
+        }
+    }
+}
+
+/// Any path no route matches.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    // The path is echoed to help with typos, shortened so a huge URI cannot bloat the answer.
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::not_found(format!("there is no route {method} {path}"))
+}
+
+/// The Prometheus metrics of this manager, in the OpenMetrics text format.
+///
+/// Open, like `/healthz`, for the scraper (no key to configure there). Labels are
+/// low-cardinality: no task ids, no raw selectors. The instance gauges are counted now,
+/// from the store and this manager's own view (its sockets, heartbeats not yet flushed):
+/// one store read per scrape. If the store cannot answer, the last counts stay and the
+/// failure shows in `store_errors_total`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "probes",
+    responses(
+        (
+            status = 200,
+            description = "The metrics.",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body = String
+        ),
+        Errors<ANY>
+    )
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    if let Ok(instances) = state.store().list_instances(None).await {
+        let now = Utc::now();
+        let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+        let mut counts = [
+            (Liveness::Connected, 0),
+            (Liveness::Stale, 0),
+            (Liveness::Disconnected, 0),
+        ];
+        for instance in instances {
+            let liveness = state.sockets().current(instance).liveness(now, timeout);
+            if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == liveness) {
+                slot.1 += 1;
+            }
+        }
+        state.metrics().set_instances(counts);
+    }
+    let body = state.metrics().render(state.store().batch_stats().as_ref());
+    (StatusCode::OK, [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+}
