@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use switchboard_domain::SecretHash;
-use switchboard_store::Store;
+use switchboard_store::{Backing, Replicas, Store};
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -49,22 +49,24 @@ struct Inner {
 
 impl AppState {
     /// A state whose admin key is the `admin_key` setting (or none).
-    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+    pub fn new(store: Arc<dyn Backing>, settings: Settings) -> Self {
         let admin_key = settings.admin_key.as_ref().map(|key| key.hash());
         Self::with_admin_key(store, settings, admin_key)
     }
 
     /// A state that accepts the admin key of this hash (see [`crate::bootstrap`]).
-    pub fn with_admin_key(store: Arc<dyn Store>, settings: Settings, admin_key: Option<SecretHash>) -> Self {
+    pub fn with_admin_key(store: Arc<dyn Backing>, settings: Settings, admin_key: Option<SecretHash>) -> Self {
         let metrics = Arc::new(Metrics::default());
         // Every store call is timed for `GET /metrics`.
         // Bumped by the store writes that change the registry, so the kept snapshot is
         // rebuilt after them.
         let changes = Arc::new(AtomicU64::new(0));
-        let store: Arc<dyn Store> = Arc::new(Instrumented::new(store, metrics.store_calls(), changes.clone()));
+        let instrumented = Arc::new(Instrumented::new(store, metrics.store_calls(), changes.clone()));
+        let (store, replicas): (Arc<dyn Store>, Arc<dyn Replicas>) = (instrumented.clone(), instrumented);
         let sockets = Sockets::new(store.backend(), settings.max_sockets);
         let placer = Placer::new(
             store,
+            replicas,
             changes,
             metrics,
             Timers::from(&settings),

@@ -414,7 +414,10 @@ impl Store for PgStore {
     async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey> {
         keys::bootstrap_admin_key(&self.pool, candidate, at).await
     }
+}
 
+#[async_trait]
+impl switchboard_store::Replicas for PgStore {
     async fn publish(&self, origin: uuid::Uuid, events: &[switchboard_store::ClusterEvent]) -> StoreResult<()> {
         notify::publish(&self.pool, &self.channel, origin, events).await
     }

@@ -15,10 +15,10 @@ mod pooled;
 use std::sync::Arc;
 
 use sqlx::postgres::PgConnectOptions;
-use switchboard_store::Store;
+use switchboard_store::Backing;
 use switchboard_store_postgres::{PgOptions, PgStore};
 
-async fn fresh_store() -> Option<Arc<dyn Store>> {
+async fn fresh_store() -> Option<Arc<dyn Backing>> {
     let options = fresh_schema().await?;
     let store = PgStore::connect_with(
         options,

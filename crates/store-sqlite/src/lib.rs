@@ -551,7 +551,10 @@ impl switchboard_store::Store for SqliteStore {
     async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey> {
         keys::bootstrap_admin_key(&self.db, candidate, at).await
     }
+}
 
+#[async_trait]
+impl switchboard_store::Replicas for SqliteStore {
     /// One manager owns an SQLite file (`open_exclusive`): there is nobody to tell.
     async fn publish(&self, _origin: uuid::Uuid, _events: &[switchboard_store::ClusterEvent]) -> StoreResult<()> {
         Ok(())

@@ -7,10 +7,10 @@ mod embedded;
 
 use std::sync::Arc;
 
-use switchboard_store::Store;
+use switchboard_store::Backing;
 use switchboard_store_sqlite::SqliteStore;
 
-async fn fresh_store() -> Option<Arc<dyn Store>> {
+async fn fresh_store() -> Option<Arc<dyn Backing>> {
     let store = SqliteStore::open(&common::database_path())
         .await
         .expect("the store opens");

@@ -60,7 +60,7 @@ pub enum SocketTarget {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClusterSignal {
     /// Events published together by the replica `origin` (see
-    /// [`crate::Store::publish`]), in order.
+    /// [`crate::Replicas::publish`]), in order.
     Events {
         origin: uuid::Uuid,
         events: Vec<ClusterEvent>,

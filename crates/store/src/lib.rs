@@ -433,9 +433,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// no delegate token; otherwise answers what it finds. Atomic: of replicas starting
     /// together on a fresh store, exactly one gets [`AdminKey::Created`].
     async fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> StoreResult<AdminKey>;
+}
 
-    // --- signals between replicas (see [`cluster`]) ------------------------------------
-
+/// How manager replicas sharing one store coordinate: the bus their signals travel on
+/// (see [`cluster`]) and the leadership of the periodic work. Apart from [`Store`], which is
+/// what is kept: nothing here is stored, and a store shared by no one (SQLite) answers
+/// these without a database.
+#[async_trait]
+pub trait Replicas: Send + Sync + std::fmt::Debug {
     /// Sends `events`, published by the replica `origin`, to every replica listening on
     /// this store (the sender included: listeners skip their own origin). One call is one
     /// round trip whatever the number of events, so callers batch. A no-op where one
@@ -451,6 +456,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// replica by itself when its holder dies; with SQLite, the one manager always leads.
     async fn lead(&self) -> StoreResult<bool>;
 }
+
+/// A backend as it is opened: what it keeps ([`Store`]) and how the replicas on it
+/// coordinate ([`Replicas`]), in one value. Every type that is both is one; an
+/// `Arc<dyn Backing>` coerces to either trait.
+pub trait Backing: Store + Replicas {}
+
+impl<T: Store + Replicas + ?Sized> Backing for T {}
 
 /// Writes one item through [`Store::write_tasks`] and returns its outcome.
 async fn one<S: Store + ?Sized>(store: &S, write: TaskWrite) -> StoreResult<Written> {

@@ -10,7 +10,7 @@
 //! task endpoints take sessions from memory: [`super::sessions`]).
 //!
 //! Events are coalesced: [`Cluster::publish`] only appends to an outbox; the publisher
-//! task sends whatever is in it as one store call ([`Store::publish`], one `NOTIFY`
+//! task sends whatever is in it as one call ([`Replicas::publish`], one `NOTIFY`
 //! statement on PostgreSQL) as soon as something arrives, then waits [`COALESCE`] before
 //! the next call. So the signalling cost is at most one round trip per [`COALESCE`]
 //! whatever the task rate, and a lone event leaves at once.
@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use switchboard_domain::{Attempt, DelegateInstance, InstanceId, TaskId, TokenStatus};
 use switchboard_protocol::socket::{ServerMessage, close};
-use switchboard_store::{Backend, ClusterEvent, ClusterSignal, SocketTarget, Store, StoreError};
+use switchboard_store::{Backend, ClusterEvent, ClusterSignal, Replicas, SocketTarget, Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -277,7 +277,7 @@ impl Signalling {
     pub fn start(placer: &Placer, sockets: &Sockets) -> Self {
         let workers = Workers::default();
         if sockets.cluster.is_shared() {
-            workers.spawn(|stop| publish_forever(placer.store().clone(), sockets.cluster.clone(), stop));
+            workers.spawn(|stop| publish_forever(placer.replicas().clone(), sockets.cluster.clone(), stop));
             workers.spawn(|stop| listen_forever(placer.clone(), sockets.clone(), stop));
         }
         Self { workers }
@@ -289,7 +289,7 @@ impl Signalling {
     }
 }
 
-async fn publish_forever(store: Arc<dyn Store>, cluster: Arc<Cluster>, stop: CancellationToken) {
+async fn publish_forever(replicas: Arc<dyn Replicas>, cluster: Arc<Cluster>, stop: CancellationToken) {
     loop {
         // Once stopped (seen here or by the pause below), this round is the last: what is
         // queued is published, then the task returns.
@@ -300,7 +300,7 @@ async fn publish_forever(store: Arc<dyn Store>, cluster: Arc<Cluster>, stop: Can
         };
         let events = cluster.take();
         if !events.is_empty()
-            && let Err(e) = store.publish(cluster.origin, &events).await
+            && let Err(e) = replicas.publish(cluster.origin, &events).await
         {
             // The other replicas' sweeps and timeouts cover what they miss.
             tracing::warn!(error = %e, events = events.len(), "cannot signal the other replicas");
@@ -317,10 +317,11 @@ async fn publish_forever(store: Arc<dyn Store>, cluster: Arc<Cluster>, stop: Can
 
 async fn listen_forever(placer: Placer, sockets: Sockets, stop: CancellationToken) {
     let store = placer.store().clone();
+    let replicas = placer.replicas().clone();
     let cluster = &sockets.cluster;
     loop {
         let signals = tokio::select! {
-            s = subscribe(&*store) => s,
+            s = subscribe(&*replicas) => s,
             () = stop.cancelled() => return,
         };
         let Some(mut signals) = signals else { return };
@@ -408,9 +409,9 @@ async fn recheck_sockets(store: Arc<dyn Store>, sockets: Sockets) {
 }
 
 /// Subscribes, trying again until the store accepts; `None` when it has no signals.
-async fn subscribe(store: &dyn Store) -> Option<switchboard_store::ClusterSignals> {
+async fn subscribe(replicas: &dyn Replicas) -> Option<switchboard_store::ClusterSignals> {
     loop {
-        match store.subscribe().await {
+        match replicas.subscribe().await {
             Ok(signals) => return signals,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for the other replicas; retrying");

@@ -1,4 +1,4 @@
-//! [`Instrumented`]: a [`Store`] that times every call and counts the failed ones, for
+//! [`Instrumented`]: a [`Store`] (and [`Replicas`]) that times every call and counts the failed ones, for
 //! `GET /metrics`, and fails calls fast while the database is known to be unreachable
 //! ([`Breaker`]). [`crate::AppState`] wraps whichever backend [`super::open_store`] opened
 //! in it, so every caller gets both without knowing it.
@@ -16,8 +16,8 @@ use switchboard_domain::{
     Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
-    AdminKey, AuditQuery, Backend, BatchSnapshot, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks, Inserted,
-    Page, Store, StoreError, StoreResult, Submission, TaskQuery, TaskWrite, Transition, Written,
+    AdminKey, AuditQuery, Backend, Backing, BatchSnapshot, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks,
+    Inserted, Page, Replicas, Store, StoreError, StoreResult, Submission, TaskQuery, TaskWrite, Transition, Written,
 };
 
 use crate::metrics::StoreCalls;
@@ -25,7 +25,7 @@ use crate::metrics::StoreCalls;
 /// A store whose calls are observed by [`StoreCalls`] and guarded by a [`Breaker`].
 #[derive(Debug)]
 pub struct Instrumented {
-    inner: Arc<dyn Store>,
+    inner: Arc<dyn Backing>,
     calls: Arc<StoreCalls>,
     breaker: Breaker,
     /// Bumped after each call of a method marked `#[changes_registry]` below.
@@ -33,7 +33,7 @@ pub struct Instrumented {
 }
 
 impl Instrumented {
-    pub fn new(inner: Arc<dyn Store>, calls: Arc<StoreCalls>, registry_changes: Arc<AtomicU64>) -> Self {
+    pub fn new(inner: Arc<dyn Backing>, calls: Arc<StoreCalls>, registry_changes: Arc<AtomicU64>) -> Self {
         calls.expose(OPERATIONS);
         Self {
             inner,
@@ -156,45 +156,53 @@ impl Drop for ProbeGuard<'_> {
     }
 }
 
-/// Implements every async method of [`Store`] as a timed call of the same method of the
-/// inner store, labelled with the method's name; and lists those names. A method marked
+/// The one forwarding point of the wrapper: implements each trait listed ([`Store`],
+/// [`Replicas`]) for [`Instrumented`], its `untimed` methods as written and every other
+/// one as a timed call of the same method of the inner store, labelled with the method's
+/// name; and lists those names. A method marked
 /// `#[changes_registry]` is a write that changes what a registry snapshot holds (groups,
 /// instances, their connections and capability results) and calls
 /// [`Instrumented::changes_registry`] after it. Heartbeats, load and last successes are
 /// not marked: they change too often, and placement keeps up with them its own way.
 macro_rules! observed {
-    ($( $(#[$mark:ident])? fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
-        #[async_trait]
-        impl Store for Instrumented {
-            fn backend(&self) -> Backend {
-                self.inner.backend()
-            }
-
-            fn batch_stats(&self) -> Option<BatchSnapshot> {
-                self.inner.batch_stats()
-            }
-
-            /// Not timed: it opens a listener that lives as long as the manager.
-            async fn subscribe(&self) -> StoreResult<Option<ClusterSignals>> {
-                self.inner.subscribe().await
-            }
-
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$ret> {
-                    let result = self.observe(stringify!($name), self.inner.$name($($arg),*)).await;
-                    $( self.$mark(); )?
-                    result
-                }
-            )*
+    ($(
+        impl $trait:ident {
+            untimed { $($untimed:item)* }
+            $( $(#[$mark:ident])? fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*
         }
+    )*) => {
+        $(
+            #[async_trait]
+            impl $trait for Instrumented {
+                $($untimed)*
+
+                $(
+                    async fn $name(&self $(, $arg: $ty)*) -> StoreResult<$ret> {
+                        let result = self.observe(stringify!($name), $trait::$name(&*self.inner, $($arg),*)).await;
+                        $( self.$mark(); )?
+                        result
+                    }
+                )*
+            }
+        )*
 
         /// Every operation label [`Instrumented`] reports, so that each series exists (at
         /// 0) before the first call.
-        pub const OPERATIONS: &[&str] = &[$(stringify!($name)),*];
+        pub const OPERATIONS: &[&str] = &[$($(stringify!($name)),*),*];
     };
 }
 
 observed! {
+    impl Store {
+    untimed {
+        fn backend(&self) -> Backend {
+            self.inner.backend()
+        }
+
+        fn batch_stats(&self) -> Option<BatchSnapshot> {
+            self.inner.batch_stats()
+        }
+    }
     fn check_ready(&self) -> ();
     fn create_token(&self, token: &DelegateToken, secret: &SecretHash) -> ();
     fn get_token(&self, id: TokenId) -> DelegateToken;
@@ -258,8 +266,18 @@ observed! {
     fn list_api_keys(&self, within: Option<&Scope>) -> Vec<ApiKey>;
     fn revoke_api_key(&self, id: ApiKeyId, at: DateTime<Utc>) -> ApiKey;
     fn bootstrap_admin_key(&self, candidate: &SecretHash, at: DateTime<Utc>) -> AdminKey;
+    }
+
+    impl Replicas {
+    untimed {
+        /// Not timed: it opens a listener that lives as long as the manager.
+        async fn subscribe(&self) -> StoreResult<Option<ClusterSignals>> {
+            self.inner.subscribe().await
+        }
+    }
     fn lead(&self) -> bool;
     fn publish(&self, origin: uuid::Uuid, events: &[ClusterEvent]) -> ();
+    }
 }
 
 #[cfg(test)]

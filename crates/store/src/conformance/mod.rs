@@ -1,4 +1,4 @@
-//! The conformance suite: the cases every [`Store`] backend must pass, run by each
+//! The conformance suite: the cases every backend ([`crate::Store`] and [`crate::Replicas`]) must pass, run by each
 //! backend's test binary against a real database.
 //!
 //! A backend invokes [`conformance_tests!`](crate::conformance_tests) with an async
@@ -19,7 +19,7 @@ pub mod registry;
 pub mod tasks;
 
 /// Expands to one test per conformance case. `$fresh` is an `async fn() ->
-/// Option<Arc<dyn Store>>`; `None` skips the case (the backend says why, once).
+/// Option<Arc<dyn Backing>>`; `None` skips the case (the backend says why, once).
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh:path) => {

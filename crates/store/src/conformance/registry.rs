@@ -6,13 +6,13 @@ use chrono::TimeDelta;
 use switchboard_domain::{ApiKey, ApiKeyId, Connector, ConnectorId, LastSuccess, Permission, SecretKind, TokenStatus};
 
 use super::fixtures::{fleet, ident, instance, now, scope, secret, selectors, token};
-use crate::{AdminKey, Conflict, Store, StoreError};
+use crate::{AdminKey, Conflict, Replicas, Store, StoreError};
 
 pub async fn ready_after_migrations(store: Arc<dyn Store>) {
     store.check_ready().await.expect("a freshly migrated store is ready");
 }
 
-pub async fn a_lone_store_leads_and_keeps_the_lead(store: Arc<dyn Store>) {
+pub async fn a_lone_store_leads_and_keeps_the_lead(store: Arc<dyn Replicas>) {
     assert!(store.lead().await.expect("lead"), "the only manager of a store leads");
     assert!(store.lead().await.expect("lead"), "and keeps the lead while it lives");
 }

@@ -716,7 +716,7 @@ mod tests {
         Capacity, DelegateInstance, DelegateToken, Ident, ImageFlavour, Scope, Secret, SecretKind, Selectors, TaskType,
         TokenId, TokenStatus,
     };
-    use switchboard_store::Store;
+    use switchboard_store::Backing;
     use switchboard_store_sqlite::SqliteStore;
 
     use super::*;
@@ -781,7 +781,7 @@ mod tests {
     /// recording keeps).
     async fn one_connected_instance(dir: &tempfile::TempDir) -> (Placer, InstanceId, Arc<Recording>) {
         let store = SqliteStore::open(&dir.path().join("switchboard.db")).await.unwrap();
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store: Arc<dyn Backing> = Arc::new(store);
         let scope = Scope::parse_path("acme").unwrap();
         let token = DelegateToken {
             id: TokenId::new(),
@@ -823,6 +823,7 @@ mod tests {
             ..Recording::default()
         });
         let placer = Placer::new(
+            store.clone(),
             store,
             Arc::new(AtomicU64::new(0)),
             Arc::new(Metrics::default()),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use switchboard_domain::{Attempt, DelegateInstance, InstanceId, TaskId};
 use switchboard_protocol::socket::ServerMessage;
-use switchboard_store::Store;
+use switchboard_store::{Replicas, Store};
 
 use super::Dispatcher;
 use super::fleet::Fleet;
@@ -87,6 +87,7 @@ pub struct Placer {
 #[derive(Debug)]
 struct Parts {
     store: Arc<dyn Store>,
+    replicas: Arc<dyn Replicas>,
     fleet: Fleet,
     dispatcher: Dispatcher,
     metrics: Arc<Metrics>,
@@ -95,10 +96,11 @@ struct Parts {
 }
 
 impl Placer {
-    /// A placer on `store`. `changes` is the counter the store's writes to the registry
+    /// A placer on `store`, with `replicas` for the lead. `changes` is the counter the store's writes to the registry
     /// bump ([`crate::storage::Instrumented`]): the kept snapshot is rebuilt after them.
     pub fn new(
         store: Arc<dyn Store>,
+        replicas: Arc<dyn Replicas>,
         changes: Arc<AtomicU64>,
         metrics: Arc<Metrics>,
         timers: Timers,
@@ -107,6 +109,7 @@ impl Placer {
         Self {
             inner: Arc::new(Parts {
                 store,
+                replicas,
                 fleet: Fleet::new(changes),
                 dispatcher: Dispatcher::default(),
                 metrics,
@@ -118,6 +121,11 @@ impl Placer {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The bus and leadership of the replicas on this store.
+    pub fn replicas(&self) -> &Arc<dyn Replicas> {
+        &self.inner.replicas
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -149,7 +157,7 @@ impl Placer {
     /// Whether this replica runs the timers now (one replica at a time does: the others'
     /// would only lose the races), as the store's leadership says.
     pub async fn leads(&self) -> bool {
-        let leads = match self.store().lead().await {
+        let leads = match self.replicas().lead().await {
             Ok(leads) => leads,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot tell whether this replica leads");
