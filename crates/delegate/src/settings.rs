@@ -343,24 +343,20 @@ fn parse_capacity(s: &str) -> Result<Capacity, String> {
     Capacity::new(n)
 }
 
-/// Parses `500ms`, `5s`, `2m` or `1h`; a bare number means seconds.
+/// Parses a duration as the manager's settings do (`500ms`, `5s`, `2m`, `1h`, `7d`:
+/// [`switchboard_domain::duration`]), and also a bare number, as seconds: the delegate has
+/// always taken `--check-timeout 7`, and keeps taking it.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("expected a duration like 500ms, 5s or 2m, got {s:?}"))?;
-    let ms_per_unit = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        other => return Err(format!("unknown duration unit {other:?}; use ms, s, m or h")),
-    };
-    n.checked_mul(ms_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1_000))
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("duration {s:?} is too long"));
+    }
+    switchboard_domain::duration::parse_duration(s)
 }
 
 /// The machine's hostname: `$HOSTNAME` if set, else `/etc/hostname`, else `localhost`.
@@ -529,8 +525,10 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3 days").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
     }
 
     #[test]

@@ -75,18 +75,11 @@ impl Case {
     }
 }
 
-/// `500ms`, `1s`, `2m`.
+/// `500ms`, `1s`, `2m`, as the manager's settings write them; never zero.
 fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return None,
-    };
-    (!d.is_zero()).then_some(d)
+    switchboard_domain::duration::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 /// One case and what it measured.
