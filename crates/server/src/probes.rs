@@ -1,6 +1,8 @@
 //! The open endpoints for orchestrators and scrapers: liveness, readiness and the
 //! Prometheus metrics; and the answer to a path no route matches.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
@@ -8,14 +10,16 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
 use switchboard_domain::Liveness;
-use switchboard_store::StoreError;
+use switchboard_store::{Store, StoreError};
 use utoipa::ToSchema;
 
+use crate::config::Settings;
 use crate::http::error::ApiError;
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{ANY, STORE};
+use crate::manager::cluster::Sockets;
+use crate::manager::dispatch::Placer;
 use crate::metrics;
-use crate::state::AppState;
 
 /// The body of `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,10 +72,13 @@ pub struct Ready {
     tag = "probes",
     responses((status = 200, description = "Ready to serve.", body = Ready), Errors<STORE>)
 )]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    let backend = state.store().backend().as_str();
-    match state.store().check_ready().await {
-        Ok(()) if !state.cluster().is_listening() => Err(ApiError::unavailable(
+pub async fn readyz(
+    State(store): State<Arc<dyn Store>>,
+    State(sockets): State<Sockets>,
+) -> Result<Json<Ready>, ApiError> {
+    let backend = store.backend().as_str();
+    match store.check_ready().await {
+        Ok(()) if !sockets.cluster.is_listening() => Err(ApiError::unavailable(
             "this replica does not hear the other replicas yet (its listening connection to PostgreSQL is \
              being set up or re-established); see the server log"
                 .to_owned(),
@@ -80,7 +87,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
         Ok(()) => Ok(Json(Ready {
             status: "ready",
             store: backend,
-            replicas: if state.cluster().is_shared() {
+            replicas: if sockets.cluster.is_shared() {
                 "listening"
             } else {
                 "alone"
@@ -129,23 +136,27 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
         Errors<ANY>
     )
 )]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(instances) = state.store().list_instances(None).await {
+pub async fn metrics(
+    State(placer): State<Placer>,
+    State(sockets): State<Sockets>,
+    State(settings): State<Arc<Settings>>,
+) -> Response {
+    if let Ok(instances) = placer.store().list_instances(None).await {
         let now = Utc::now();
-        let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+        let timeout = chrono::Duration::from_std(settings.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
         let mut counts = [
             (Liveness::Connected, 0),
             (Liveness::Stale, 0),
             (Liveness::Disconnected, 0),
         ];
         for instance in instances {
-            let liveness = state.sockets().current(instance).liveness(now, timeout);
+            let liveness = sockets.current(instance).liveness(now, timeout);
             if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == liveness) {
                 slot.1 += 1;
             }
         }
-        state.metrics().set_instances(counts);
+        placer.metrics().set_instances(counts);
     }
-    let body = state.metrics().render(state.store().batch_stats().as_ref());
+    let body = placer.metrics().render(placer.store().batch_stats().as_ref());
     (StatusCode::OK, [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use axum::extract::FromRef;
+
 use switchboard_domain::SecretHash;
 use switchboard_store::{Backing, Replicas, Store};
-use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::http::auth::Keys;
 use crate::http::limits::{PerCredential, RateLimits};
+use crate::http::middleware::Stopping;
 use crate::manager::cluster::{Cluster, Sockets};
 use crate::manager::dispatch::fleet::Fleet;
 use crate::manager::dispatch::{Dispatcher, Placer, Timers};
@@ -31,7 +33,7 @@ struct Inner {
     /// What placement and the lifecycle run with: the store, the kept registry snapshot,
     /// the dispatcher's coordination, the metrics, and the way to the sockets below.
     placer: Placer,
-    settings: Settings,
+    settings: Arc<Settings>,
     /// The hash of the admin key, computed once: requests compare hashes in constant time
     /// and never hold the configured key in clear.
     admin_key: Option<SecretHash>,
@@ -44,7 +46,7 @@ struct Inner {
     limits: RateLimits,
     /// Set once shutdown begins: long polls then answer at once, so they do not hold the
     /// drain for their whole wait.
-    stopping: watch::Sender<bool>,
+    stopping: Stopping,
 }
 
 impl AppState {
@@ -81,8 +83,8 @@ impl AppState {
                     api: Arc::new(PerCredential::new(settings.api_rate_limit, "API key")),
                     delegates: Arc::new(PerCredential::new(settings.delegate_rate_limit, "delegate credential")),
                 },
-                settings,
-                stopping: watch::Sender::new(false),
+                settings: Arc::new(settings),
+                stopping: Stopping::default(),
             }),
         }
     }
@@ -147,25 +149,50 @@ impl AppState {
 
     /// Tells long polls that shutdown has begun (see [`crate::run_with_tls`]).
     pub fn begin_shutdown(&self) {
-        self.inner.stopping.send_replace(true);
+        self.inner.stopping.begin();
     }
 
-    /// Resolves once shutdown has begun; what a long poll waits on besides its change.
-    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut stopping = self.inner.stopping.subscribe();
-        async move {
-            let _ = stopping.wait_for(|stopping| *stopping).await;
-        }
-    }
-
-    /// How many requests are waiting on [`AppState::shutting_down`] (the long polls in
-    /// flight), for tests that must stop the server during one.
+    /// How many requests are waiting on [`Stopping::wait`] (the long polls in flight), for
+    /// tests that must stop the server during one.
     pub fn long_polls(&self) -> usize {
-        self.inner.stopping.receiver_count()
+        self.inner.stopping.waiting()
     }
 
     /// `None` when no admin key is configured, and then `/api/v1` refuses everything.
     pub fn admin_key(&self) -> Option<&SecretHash> {
         self.inner.admin_key.as_ref()
+    }
+}
+
+// What a route may take as its state (`State<Arc<dyn Store>>`, `State<Placer>`, ...):
+// each handler names the parts it uses, and only the router sees the whole.
+
+impl FromRef<AppState> for Arc<dyn Store> {
+    fn from_ref(state: &AppState) -> Self {
+        state.store().clone()
+    }
+}
+
+impl FromRef<AppState> for Placer {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.placer.clone()
+    }
+}
+
+impl FromRef<AppState> for Sockets {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.sockets.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Settings> {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.settings.clone()
+    }
+}
+
+impl FromRef<AppState> for Stopping {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.stopping.clone()
     }
 }

@@ -1,12 +1,15 @@
 //! `GET /api/v1/audit`: the audit trail the audit middleware ([`crate::http::audit`])
 //! writes, read back a page at a time.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use switchboard_domain::{ApiKeyId, AuditEntry};
 use switchboard_store::AuditQuery;
+use switchboard_store::Store;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::auth::Caller;
@@ -14,7 +17,6 @@ use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, INVALID, QUERY};
-use crate::state::AppState;
 
 /// The query string of `GET /api/v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -56,7 +58,7 @@ pub struct AuditAnswer {
     responses((status = 200, description = "A page of entries.", body = AuditAnswer), Errors<{ API | QUERY | INVALID }>)
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     ApiQuery(f): ApiQuery<AuditFilter>,
 ) -> Result<Json<AuditAnswer>, ApiError> {
@@ -68,7 +70,7 @@ pub async fn list(
         before_id: f.before_id,
         limit,
     };
-    let items = state.store().list_audit(&query).await?;
+    let items = store.list_audit(&query).await?;
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|e| e.id))
         .flatten();

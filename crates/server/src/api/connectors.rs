@@ -5,6 +5,8 @@
 //! so they are checked and normalized here, once, like a group's tags. A connector never
 //! changes scope: moving it would silently change which delegates its tasks may reach.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,13 +15,13 @@ use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::task::limits::MAX_SELECTORS;
 use switchboard_domain::{Connector, ConnectorId, Ident, Permission, Scope, Selectors};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
+use switchboard_store::Store;
 
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery, IdPath};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY};
-use crate::state::AppState;
 
 /// Create a connector.
 ///
@@ -38,7 +40,7 @@ use crate::state::AppState;
     )
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateConnector>,
 ) -> Result<(StatusCode, Json<ConnectorView>), ApiError> {
@@ -55,7 +57,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    state.store().create_connector(&connector).await?;
+    store.create_connector(&connector).await?;
     tracing::info!(connector.id = %connector.id, connector.name = %connector.name, scope = %connector.scope, "connector created");
     Ok((StatusCode::CREATED, Json(ConnectorView::from(&connector))))
 }
@@ -77,14 +79,14 @@ pub async fn create(
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     ApiQuery(filter): ApiQuery<ConnectorFilter>,
 ) -> Result<Json<ConnectorList>, ApiError> {
     let Ok(within) = caller.narrow(filter.scope()?) else {
         return Ok(Json(ConnectorList { items: Vec::new() }));
     };
-    let connectors = state.store().list_connectors(within.as_ref()).await?;
+    let connectors = store.list_connectors(within.as_ref()).await?;
     Ok(Json(ConnectorList {
         items: connectors.iter().map(ConnectorView::from).collect(),
     }))
@@ -101,11 +103,11 @@ pub async fn list(
     responses((status = 200, description = "The connector.", body = ConnectorView), Errors<{ API | NOT_FOUND }>)
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     IdPath(id): IdPath<ConnectorId>,
 ) -> Result<Json<ConnectorView>, ApiError> {
-    let connector = state.store().get_connector(id).await?;
+    let connector = store.get_connector(id).await?;
     caller.check(Permission::DelegatesView, &connector.scope, "connector")?;
     Ok(Json(ConnectorView::from(&connector)))
 }
@@ -128,20 +130,20 @@ pub async fn get(
     )
 )]
 pub async fn update(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     IdPath(id): IdPath<ConnectorId>,
     ApiJson(body): ApiJson<UpdateConnector>,
 ) -> Result<Json<ConnectorView>, ApiError> {
     let selectors = parse(&body.selectors)?;
-    let mut connector = state.store().get_connector(id).await?;
+    let mut connector = store.get_connector(id).await?;
     caller.check(Permission::ConnectorsAccess, &connector.scope, "connector")?;
     connector.name = body.name;
     connector.selectors = selectors;
     // Strictly later than before, even within the same millisecond, so a client comparing
     // `updated_at` always sees the change.
     connector.updated_at = now().max(connector.updated_at + Duration::milliseconds(1));
-    state.store().update_connector(&connector).await?;
+    store.update_connector(&connector).await?;
     tracing::info!(connector.id = %connector.id, connector.name = %connector.name, "connector updated");
     Ok(Json(ConnectorView::from(&connector)))
 }
@@ -159,13 +161,13 @@ pub async fn update(
     responses((status = 204, description = "Deleted."), Errors<{ API | NOT_FOUND | FORBIDDEN }>)
 )]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     IdPath(id): IdPath<ConnectorId>,
 ) -> Result<StatusCode, ApiError> {
-    let existing = state.store().get_connector(id).await?;
+    let existing = store.get_connector(id).await?;
     caller.check(Permission::ConnectorsAccess, &existing.scope, "connector")?;
-    state.store().delete_connector(id).await?;
+    store.delete_connector(id).await?;
     tracing::info!(connector.id = %id, "connector deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,22 +2,55 @@
 //! get one, change tags, disable and enable, delete (its instances are told to drain).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use chrono::Utc;
 use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::{DelegateGroup, DelegateInstance, GroupId, Ident, Permission, TokenId};
 use switchboard_protocol::fleet::{DelegateList, DelegateView, InstanceView, SetTags};
 use switchboard_protocol::socket::close;
+use switchboard_store::Store;
 
+use crate::config::Settings;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
-use crate::state::AppState;
+use crate::manager::cluster::Sockets;
+
+/// What these routes read: the store, this manager's sockets (for the one liveness rule,
+/// [`Sockets::current`]) and the heartbeat timeout that liveness is judged by.
+#[derive(Debug)]
+pub struct Views {
+    store: Arc<dyn Store>,
+    sockets: Sockets,
+    heartbeat_timeout: chrono::Duration,
+}
+
+impl<S> FromRequestParts<S> for Views
+where
+    S: Send + Sync,
+    Arc<dyn Store>: FromRef<S>,
+    Sockets: FromRef<S>,
+    Arc<Settings>: FromRef<S>,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(_: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        let settings = Arc::<Settings>::from_ref(state);
+        Ok(Self {
+            store: Arc::from_ref(state),
+            sockets: Sockets::from_ref(state),
+            heartbeat_timeout: chrono::Duration::from_std(settings.heartbeat_timeout).unwrap_or(chrono::Duration::MAX),
+        })
+    }
+}
 
 /// List the delegates the caller may see, with their instances and liveness.
 #[utoipa::path(
@@ -28,13 +61,9 @@ use crate::state::AppState;
     security(("api_key" = [])),
     responses((status = 200, description = "The delegates.", body = DelegateList), Errors<{ API | QUERY }>)
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    _: ApiQuery<NoFilters>,
-) -> Result<Json<DelegateList>, ApiError> {
-    let groups = state.store().list_groups(caller.visible()).await?;
-    let instances = state.store().list_instances(None).await?;
+pub async fn list(state: Views, caller: Caller, _: ApiQuery<NoFilters>) -> Result<Json<DelegateList>, ApiError> {
+    let groups = state.store.list_groups(caller.visible()).await?;
+    let instances = state.store.list_instances(None).await?;
     let tokens = token_names(&state).await?;
     let mut by_group: HashMap<GroupId, Vec<DelegateInstance>> = HashMap::new();
     for i in instances {
@@ -57,12 +86,8 @@ pub async fn list(
     params(("id" = GroupId, Path, description = "The delegate's id.")),
     responses((status = 200, description = "The delegate.", body = DelegateView), Errors<{ API | NOT_FOUND }>)
 )]
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath<GroupId>,
-) -> Result<Json<DelegateView>, ApiError> {
-    let group = state.store().get_group(id).await?;
+pub async fn get(state: Views, caller: Caller, IdPath(id): IdPath<GroupId>) -> Result<Json<DelegateView>, ApiError> {
+    let group = state.store.get_group(id).await?;
     caller.check(Permission::DelegatesView, &group.scope, "delegate")?;
     Ok(Json(full_view(&state, &group).await?))
 }
@@ -82,16 +107,16 @@ pub async fn get(
     )
 )]
 pub async fn set_tags(
-    State(state): State<AppState>,
+    state: Views,
     caller: Caller,
     IdPath(id): IdPath<GroupId>,
     ApiJson(body): ApiJson<SetTags>,
 ) -> Result<Json<DelegateView>, ApiError> {
-    let existing = state.store().get_group(id).await?;
+    let existing = state.store.get_group(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate")?;
     let tags = parse_selectors(body.tags.iter().map(String::as_str))
         .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
-    let group = state.store().set_group_tags(id, &tags).await?;
+    let group = state.store.set_group_tags(id, &tags).await?;
     tracing::info!(group.id = %group.id, group.name = %group.name, "delegate tags changed");
     Ok(Json(full_view(&state, &group).await?))
 }
@@ -109,11 +134,7 @@ pub async fn set_tags(
         Errors<{ API | NOT_FOUND | FORBIDDEN }>
     )
 )]
-pub async fn disable(
-    state: State<AppState>,
-    caller: Caller,
-    id: IdPath<GroupId>,
-) -> Result<Json<DelegateView>, ApiError> {
+pub async fn disable(state: Views, caller: Caller, id: IdPath<GroupId>) -> Result<Json<DelegateView>, ApiError> {
     set_disabled(state, caller, id, true).await
 }
 
@@ -130,23 +151,19 @@ pub async fn disable(
         Errors<{ API | NOT_FOUND | FORBIDDEN }>
     )
 )]
-pub async fn enable(
-    state: State<AppState>,
-    caller: Caller,
-    id: IdPath<GroupId>,
-) -> Result<Json<DelegateView>, ApiError> {
+pub async fn enable(state: Views, caller: Caller, id: IdPath<GroupId>) -> Result<Json<DelegateView>, ApiError> {
     set_disabled(state, caller, id, false).await
 }
 
 async fn set_disabled(
-    State(state): State<AppState>,
+    state: Views,
     caller: Caller,
     IdPath(id): IdPath<GroupId>,
     disabled: bool,
 ) -> Result<Json<DelegateView>, ApiError> {
-    let existing = state.store().get_group(id).await?;
+    let existing = state.store.get_group(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate")?;
-    let group = state.store().set_group_disabled(id, disabled).await?;
+    let group = state.store.set_group_disabled(id, disabled).await?;
     tracing::info!(group.id = %group.id, group.name = %group.name, disabled, "delegate enabled or disabled");
     Ok(Json(full_view(&state, &group).await?))
 }
@@ -163,15 +180,11 @@ async fn set_disabled(
     params(("id" = GroupId, Path, description = "The delegate's id.")),
     responses((status = 204, description = "Deleted."), Errors<{ API | NOT_FOUND | FORBIDDEN }>)
 )]
-pub async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath<GroupId>,
-) -> Result<StatusCode, ApiError> {
-    let existing = state.store().get_group(id).await?;
+pub async fn delete(state: Views, caller: Caller, IdPath(id): IdPath<GroupId>) -> Result<StatusCode, ApiError> {
+    let existing = state.store.get_group(id).await?;
     caller.check(Permission::DelegatesDelete, &existing.scope, "delegate")?;
-    state.store().delete_group(id).await?;
-    let told = state.sockets().close(
+    state.store.delete_group(id).await?;
+    let told = state.sockets.close(
         switchboard_store::SocketTarget::Group(id),
         close::REMOVED,
         "the delegate was deleted by an operator",
@@ -180,14 +193,14 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn full_view(state: &AppState, group: &DelegateGroup) -> Result<DelegateView, ApiError> {
-    let instances = state.store().list_instances(Some(group.id)).await?;
+async fn full_view(state: &Views, group: &DelegateGroup) -> Result<DelegateView, ApiError> {
+    let instances = state.store.list_instances(Some(group.id)).await?;
     Ok(view(state, group, instances, &token_names(state).await?))
 }
 
-async fn token_names(state: &AppState) -> Result<HashMap<TokenId, Ident>, ApiError> {
+async fn token_names(state: &Views) -> Result<HashMap<TokenId, Ident>, ApiError> {
     Ok(state
-        .store()
+        .store
         .list_tokens(None)
         .await?
         .into_iter()
@@ -196,17 +209,17 @@ async fn token_names(state: &AppState) -> Result<HashMap<TokenId, Ident>, ApiErr
 }
 
 fn view(
-    state: &AppState,
+    state: &Views,
     group: &DelegateGroup,
     instances: Vec<DelegateInstance>,
     tokens: &HashMap<TokenId, Ident>,
 ) -> DelegateView {
     let now = Utc::now();
-    let timeout = chrono::Duration::from_std(state.settings().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+    let timeout = state.heartbeat_timeout;
     let instances = instances
         .into_iter()
         .map(|i| {
-            let i = state.sockets().current(i);
+            let i = state.sockets.current(i);
             InstanceView {
                 id: i.id,
                 state: i.liveness(now, timeout),

@@ -3,12 +3,15 @@
 //! A key may create keys for its own scope or below it, granting only permissions it holds
 //! itself, so no key can mint a more powerful one. The admin key may do anything.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use switchboard_domain::{ApiKey, ApiKeyId, Permission, Permissions, Scope, SecretKind};
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
+use switchboard_store::Store;
 
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, Problem};
@@ -16,7 +19,6 @@ use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::secrets;
-use crate::state::AppState;
 
 /// Create an API key.
 ///
@@ -35,7 +37,7 @@ use crate::state::AppState;
     )
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
@@ -60,7 +62,7 @@ pub async fn create(
         revoked_at: None,
     };
     let secret = secrets::generate(SecretKind::ApiKey);
-    state.store().create_api_key(&key, &secret.hash()).await?;
+    store.create_api_key(&key, &secret.hash()).await?;
     tracing::info!(key.id = %key.id, key.name = %key.name, scope = %key.scope, by = %caller.describe(), "API key created");
     Ok((
         StatusCode::CREATED,
@@ -81,11 +83,11 @@ pub async fn create(
     responses((status = 200, description = "The keys.", body = ApiKeyList), Errors<{ API | QUERY }>)
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     _: ApiQuery<NoFilters>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
-    let keys = state.store().list_api_keys(caller.visible()).await?;
+    let keys = store.list_api_keys(caller.visible()).await?;
     Ok(Json(ApiKeyList {
         items: keys.iter().map(ApiKeyView::from).collect(),
     }))
@@ -104,17 +106,17 @@ pub async fn list(
     responses((status = 200, description = "The key, revoked.", body = ApiKeyView), Errors<{ API | NOT_FOUND }>)
 )]
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     IdPath(id): IdPath<ApiKeyId>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
     // Look it up among what the caller may see, so another team's key is simply absent.
-    let visible = state.store().list_api_keys(caller.visible()).await?;
+    let visible = store.list_api_keys(caller.visible()).await?;
     let Some(target) = visible.iter().find(|k| k.id == id) else {
         return Err(ApiError::not_found(format!("API key {id} not found")));
     };
     caller.check(Permission::DelegatesView, &target.scope, "API key")?;
-    let key = state.store().revoke_api_key(id, Utc::now()).await?;
+    let key = store.revoke_api_key(id, Utc::now()).await?;
     tracing::info!(key.id = %key.id, by = %caller.describe(), "API key revoked");
     Ok(Json(ApiKeyView::from(&key)))
 }

@@ -1,15 +1,17 @@
 //! `GET /api/v1/status`: what this manager is and who is asking.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 use switchboard_protocol::keys::ApiKeyView;
+use switchboard_store::Store;
 use utoipa::ToSchema;
 
 use crate::http::auth::Caller;
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::API;
-use crate::state::AppState;
 
 /// The body of `GET /api/v1/status`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,10 +44,10 @@ pub enum CallerView {
     security(("api_key" = [])),
     responses((status = 200, description = "This manager.", body = Status), Errors<API>)
 )]
-pub async fn status(State(state): State<AppState>, caller: Caller) -> Json<Status> {
+pub async fn status(State(store): State<Arc<dyn Store>>, caller: Caller) -> Json<Status> {
     Json(Status {
         version: env!("CARGO_PKG_VERSION"),
-        store: state.store().backend().as_str(),
+        store: store.backend().as_str(),
         caller: match caller {
             Caller::Admin => CallerView::Admin,
             Caller::Key(key) => CallerView::ApiKey(ApiKeyView::from(key.as_ref())),

@@ -21,11 +21,10 @@ use crate::http::audit;
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, ApiQuery, IdPath};
-use crate::http::middleware::LongPoll;
+use crate::http::middleware::{LongPoll, Stopping};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, INVALID, JSON_BODY, NOT_FOUND, QUERY, bit};
-use crate::manager::dispatch::{self, Placement};
-use crate::state::AppState;
+use crate::manager::dispatch::{self, Placement, Placer};
 
 /// The longest `Idempotency-Key` accepted.
 const IDEMPOTENCY_KEY_MAX: usize = 255;
@@ -57,14 +56,14 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
     )
 )]
 pub async fn submit(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     caller: Caller,
     prepared: Option<Extension<audit::Prepared>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<SubmitTask>,
 ) -> Result<(StatusCode, Option<Extension<audit::Audited>>, Json<Submitted>), ApiError> {
     let idempotency = idempotency(&headers, &request)?;
-    let spec = new_task(&state, &caller, request, idempotency).await?;
+    let spec = new_task(&placer, &caller, request, idempotency).await?;
     caller.check(Permission::PipelinesExecute, &spec.scope, "scope")?;
     if spec.connector_id.is_some() {
         caller.check(Permission::ConnectorsAccess, &spec.scope, "scope")?;
@@ -74,7 +73,7 @@ pub async fn submit(
     let audit = prepared.map(|Extension(audit::Prepared(entry))| entry);
     let audited = audit.is_some();
     let id = spec.id;
-    let submitted = dispatch::place::submit(state.placer(), spec, audit).await?;
+    let submitted = dispatch::place::submit(&placer, spec, audit).await?;
     let task = match submitted.inserted {
         Inserted::Existing(task) => {
             let answer = Json(Submitted {
@@ -102,7 +101,7 @@ pub async fn submit(
     // The task as placement left it; read again only when placement does not know.
     let task = match placed {
         Some(view) => view,
-        None => TaskView::from(&state.store().get_task(id).await?),
+        None => TaskView::from(&placer.store().get_task(id).await?),
     };
     Ok((
         StatusCode::CREATED,
@@ -142,14 +141,13 @@ pub struct Explained {
     )
 )]
 pub async fn explain(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     caller: Caller,
     ApiJson(request): ApiJson<SubmitTask>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let task = Task::queued(new_task(&state, &caller, request, None).await?);
+    let task = Task::queued(new_task(&placer, &caller, request, None).await?);
     caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
-    let decision =
-        dispatch::place::evaluate(state.placer(), &task, &Default::default(), dispatch::place::Detail::All).await?;
+    let decision = dispatch::place::evaluate(&placer, &task, &Default::default(), dispatch::place::Detail::All).await?;
     let explanation = decision.summary.to_string();
     let mut answer = serde_json::to_value(Explained {
         decision,
@@ -172,11 +170,11 @@ pub async fn explain(
     responses((status = 200, description = "The task.", body = TaskView), Errors<{ API | NOT_FOUND }>)
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     caller: Caller,
     IdPath(id): IdPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let task = visible_task(&state, &caller, id).await?;
+    let task = visible_task(&placer, &caller, id).await?;
     Ok(Json(TaskView::from(&task)))
 }
 
@@ -196,13 +194,13 @@ pub async fn get(
     )
 )]
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     caller: Caller,
     IdPath(id): IdPath<TaskId>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let task = visible_task(&state, &caller, id).await?;
+    let task = visible_task(&placer, &caller, id).await?;
     caller.check(Permission::PipelinesExecute, &task.spec.scope, "task")?;
-    let task = dispatch::lifecycle::cancel(state.placer(), task.id()).await?;
+    let task = dispatch::lifecycle::cancel(&placer, task.id()).await?;
     Ok(Json(TaskView::from(&task)))
 }
 
@@ -226,12 +224,12 @@ pub struct LogAnswer {
     responses((status = 200, description = "The log.", body = LogAnswer), Errors<{ API | NOT_FOUND }>)
 )]
 pub async fn selection_log(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     caller: Caller,
     IdPath(id): IdPath<TaskId>,
 ) -> Result<Json<LogAnswer>, ApiError> {
-    let id = visible_task(&state, &caller, id).await?.id();
-    let store = state.store().as_ref();
+    let id = visible_task(&placer, &caller, id).await?.id();
+    let store = placer.store().as_ref();
     let entries = store.selection_log(id).await?;
     // Only a narrow key needs the holders (an account-wide one sees everything).
     let holders = match caller.visible().and_then(|s| s.org()) {
@@ -279,7 +277,8 @@ pub struct WaitQuery {
     )
 )]
 pub async fn wait(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
+    State(stopping): State<Stopping>,
     caller: Caller,
     long_poll: LongPoll,
     IdPath(id): IdPath<TaskId>,
@@ -295,14 +294,14 @@ pub async fn wait(
     let limit = Duration::from_millis(timeout_ms);
     // The wait is this route's own, bounded above: `request_timeout` covers the rest.
     long_poll.wait(limit);
-    let id = visible_task(&state, &caller, id).await?.id();
+    let id = visible_task(&placer, &caller, id).await?.id();
     // Subscribe before reading, so a change between the read and the wait is not missed.
-    let mut changes = state.dispatcher().subscribe();
-    let stopping = state.shutting_down();
+    let mut changes = placer.dispatcher().subscribe();
+    let stopping = stopping.wait();
     tokio::pin!(stopping);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let task = state.store().get_task(id).await?;
+        let task = placer.store().get_task(id).await?;
         if q.state.is_none_or(|seen| seen != task.state) {
             return Ok(Json(TaskView::from(&task)));
         }
@@ -323,7 +322,7 @@ pub async fn wait(
             () = &mut stopping => break,
         }
     }
-    Ok(Json(TaskView::from(&state.store().get_task(id).await?)))
+    Ok(Json(TaskView::from(&placer.store().get_task(id).await?)))
 }
 
 /// The query string of `GET /api/v1/tasks`.
@@ -372,7 +371,7 @@ pub struct ListAnswer {
     responses((status = 200, description = "A page of tasks.", body = ListAnswer), Errors<{ API | QUERY | INVALID }>)
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListAnswer>, ApiError> {
@@ -421,7 +420,7 @@ pub async fn list(
         before: q.before,
         limit,
     };
-    let page = state.store().list_tasks(&query).await?;
+    let page = placer.store().list_tasks(&query).await?;
     Ok(Json(ListAnswer {
         items: page.items.iter().map(TaskView::from).collect(),
         next: page.next,
@@ -454,7 +453,7 @@ fn idempotency(headers: &HeaderMap, request: &SubmitTask) -> Result<Option<Idemp
 
 /// Validates a submission into a task. Every refusal names its field.
 async fn new_task(
-    state: &AppState,
+    placer: &Placer,
     caller: &Caller,
     r: SubmitTask,
     idempotency: Option<Idempotency>,
@@ -469,7 +468,7 @@ async fn new_task(
     })?;
     spec.idempotency = idempotency;
     if let Some(id) = spec.connector_id {
-        let connector = match state.store().get_connector(id).await {
+        let connector = match placer.store().get_connector(id).await {
             Ok(c) => c,
             Err(StoreError::NotFound(_)) => {
                 return Err(ApiError::validation("connector", format!("there is no connector {id}")));
@@ -497,8 +496,8 @@ async fn new_task(
 }
 
 /// Task `id`, if the caller may see it (else 404, as if it did not exist).
-async fn visible_task(state: &AppState, caller: &Caller, id: TaskId) -> Result<Task, ApiError> {
-    let task = state.store().get_task(id).await?;
+async fn visible_task(placer: &Placer, caller: &Caller, id: TaskId) -> Result<Task, ApiError> {
+    let task = placer.store().get_task(id).await?;
     caller.check(Permission::DelegatesView, &task.spec.scope, "task")?;
     Ok(task)
 }

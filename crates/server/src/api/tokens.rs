@@ -3,6 +3,8 @@
 //! A token is stored only as the SHA-256 of its secret. Revoking one refuses new
 //! registrations with it; closing the sockets of its instances is the hub's job.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,15 +12,15 @@ use chrono::Utc;
 use switchboard_domain::{DelegateToken, Permission, Scope, SecretKind, TokenId, TokenStatus};
 use switchboard_protocol::socket::close;
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
-use switchboard_store::SocketTarget;
+use switchboard_store::{SocketTarget, Store};
 
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
+use crate::manager::cluster::Sockets;
 use crate::secrets;
-use crate::state::AppState;
 
 /// Create a delegate token.
 ///
@@ -37,7 +39,7 @@ use crate::state::AppState;
     )
 )]
 pub async fn create(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
@@ -53,7 +55,7 @@ pub async fn create(
         revoked_at: None,
     };
     let secret = secrets::generate(SecretKind::DelegateToken);
-    state.store().create_token(&token, &secret.hash()).await?;
+    store.create_token(&token, &secret.hash()).await?;
     tracing::info!(token.id = %token.id, token.name = %token.name, scope = %token.scope, "delegate token created");
     let created = TokenCreated {
         view: TokenView::from(&token),
@@ -72,11 +74,11 @@ pub async fn create(
     responses((status = 200, description = "The tokens.", body = TokenList), Errors<{ API | QUERY }>)
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     _: ApiQuery<NoFilters>,
 ) -> Result<Json<TokenList>, ApiError> {
-    let tokens = state.store().list_tokens(caller.visible()).await?;
+    let tokens = store.list_tokens(caller.visible()).await?;
     Ok(Json(TokenList {
         items: tokens.iter().map(TokenView::from).collect(),
     }))
@@ -93,11 +95,11 @@ pub async fn list(
     responses((status = 200, description = "The token.", body = TokenView), Errors<{ API | NOT_FOUND }>)
 )]
 pub async fn get(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
     caller: Caller,
     IdPath(id): IdPath<TokenId>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let token = state.store().get_token(id).await?;
+    let token = store.get_token(id).await?;
     caller.check(Permission::DelegatesView, &token.scope, "delegate token")?;
     Ok(Json(TokenView::from(&token)))
 }
@@ -119,14 +121,15 @@ pub async fn get(
     )
 )]
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(sockets): State<Sockets>,
     caller: Caller,
     IdPath(id): IdPath<TokenId>,
 ) -> Result<Json<TokenView>, ApiError> {
-    let existing = state.store().get_token(id).await?;
+    let existing = store.get_token(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate token")?;
-    let token = state.store().revoke_token(id, Utc::now()).await?;
-    let closed = state.sockets().close(
+    let token = store.revoke_token(id, Utc::now()).await?;
+    let closed = sockets.close(
         SocketTarget::Token(token.id),
         close::TOKEN_REVOKED,
         "the delegate token was revoked",

@@ -6,8 +6,10 @@
 //! is read, so an unauthenticated caller costs no body read and learns nothing about what
 //! a valid body looks like.
 
+use std::sync::Arc;
+
 use axum::Json;
-use axum::extract::{Extension, FromRequestParts, State};
+use axum::extract::{Extension, FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::Utc;
@@ -17,7 +19,9 @@ use switchboard_domain::{
     Capacity, DelegateInstance, DelegateToken, InstanceId, Scope, Secret, SecretKind, Selectors, TokenStatus,
 };
 use switchboard_protocol::delegate::{RegisterRequest, Registered};
+use switchboard_store::Store;
 
+use crate::config::Settings;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::ApiJson;
 use crate::http::middleware::bearer_token;
@@ -25,7 +29,6 @@ use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{FORBIDDEN, JSON_BODY, LIMITED, STORE, bit};
 use crate::http::serve::Transport;
 use crate::secrets;
-use crate::state::AppState;
 
 /// The most task types an instance may list.
 const MAX_TASK_TYPES: usize = 64;
@@ -56,13 +59,14 @@ const MAX_TASK_TYPES: usize = 64;
     )
 )]
 pub async fn register(
-    State(state): State<AppState>,
+    State(store): State<Arc<dyn Store>>,
+    State(settings): State<Arc<Settings>>,
     transport: Option<Extension<Transport>>,
     headers: HeaderMap,
     Token(token): Token,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
-    check_version(&state, &request.version)?;
+    check_version(&settings, &request.version)?;
     let scope = narrowed_scope(&token, &request)?;
     let tags = parse_selectors(request.tags.iter().map(String::as_str))
         .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
@@ -83,8 +87,7 @@ pub async fn register(
     let now = Utc::now();
     // A group's own tags are the operators' (set through the API); what a process declares
     // stays its instance's, so one replica's tags never leak onto its siblings.
-    let group = state
-        .store()
+    let group = store
         .upsert_group(&scope, &request.name, &Selectors::new(), now)
         .await?;
     let session = secrets::generate(SecretKind::Session);
@@ -103,7 +106,7 @@ pub async fn register(
         last_heartbeat_at: now,
         connected: false,
     };
-    state.store().register_instance(&instance, &session.hash()).await?;
+    store.register_instance(&instance, &session.hash()).await?;
     tracing::info!(
         instance.id = %instance.id, group.name = %group.name, scope = %scope, token.name = %token.name,
         version = %instance.version, "delegate registered"
@@ -115,9 +118,9 @@ pub async fn register(
         org: scope.org().cloned(),
         project: scope.project().cloned(),
         session_token: session,
-        heartbeat_interval_ms: u64::try_from(state.settings().heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
+        heartbeat_interval_ms: u64::try_from(settings.heartbeat_interval.as_millis()).unwrap_or(u64::MAX),
         stream_url: stream_url(
-            state.settings().public_url.as_deref(),
+            settings.public_url.as_deref(),
             transport.map_or(Transport::Plain, |Extension(t)| t),
             &headers,
         ),
@@ -130,16 +133,22 @@ pub async fn register(
 #[derive(Debug, Clone)]
 pub struct Token(pub DelegateToken);
 
-impl FromRequestParts<AppState> for Token {
+impl<S> FromRequestParts<S> for Token
+where
+    S: Send + Sync,
+    Arc<dyn Store>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(state, &parts.headers).await.map(Token)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        authenticate(Arc::<dyn Store>::from_ref(state).as_ref(), &parts.headers)
+            .await
+            .map(Token)
     }
 }
 
 /// The token of the request, if it is a known, active delegate token.
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DelegateToken, ApiError> {
+async fn authenticate(store: &dyn Store, headers: &HeaderMap) -> Result<DelegateToken, ApiError> {
     let presented = bearer_token(headers).ok_or_else(|| {
         ApiError::unauthorized("registration needs a delegate token, sent as Authorization: Bearer <token>")
     })?;
@@ -151,8 +160,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DelegateT
         ));
     }
     let hash = secret.hash();
-    let token = state
-        .store()
+    let token = store
         .token_by_secret(&hash)
         .await?
         .ok_or_else(|| ApiError::unauthorized("unknown delegate token: check the token the delegate is given"))?;
@@ -168,9 +176,9 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<DelegateT
     }
 }
 
-fn check_version(state: &AppState, version: &str) -> Result<(), ApiError> {
+fn check_version(settings: &Settings, version: &str) -> Result<(), ApiError> {
     check_text("version", version, 64)?;
-    let Some(minimum) = &state.settings().min_delegate_version else {
+    let Some(minimum) = &settings.min_delegate_version else {
         return Ok(());
     };
     let too_old = || {

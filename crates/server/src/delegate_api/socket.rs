@@ -7,23 +7,35 @@
 //! unknown message, a string holding U+0000, a binary frame, a frame over the size limit)
 //! closes *this* socket with a close code and a reason, and nothing else.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
 use switchboard_domain::{CapabilityResult, DelegateInstance, TaskState};
 use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage, close};
 use tokio::time::Instant;
 
+use super::session::Checked;
+use crate::config::Settings;
 use crate::http::error::{ApiError, Problem};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{LIMITED, STORE, bit};
+use crate::manager::cluster::Sockets;
+use crate::manager::dispatch::Placer;
 use crate::manager::hub::{Attached, Outbound};
-use crate::state::AppState;
+
+/// What a socket's task uses: the placer (the store, the dispatcher, the metrics), this
+/// manager's sockets (the hub, the heartbeats), and the settings (intervals, the cap).
+#[derive(Debug, Clone)]
+struct Conn {
+    placer: Placer,
+    sockets: Sockets,
+    settings: Arc<Settings>,
+}
 
 /// Open the instance's WebSocket, with its session credential.
 ///
@@ -44,11 +56,17 @@ use crate::state::AppState;
     )
 )]
 pub async fn stream(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    State(placer): State<Placer>,
+    State(sockets): State<Sockets>,
+    State(settings): State<Arc<Settings>>,
+    Checked(instance): Checked,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let instance = super::session::instance(&state, &headers).await?;
+    let state = Conn {
+        placer,
+        sockets,
+        settings,
+    };
     let upgrade = upgrade.map_err(|rejection| {
         ApiError::bad_request(format!(
             "this endpoint speaks WebSocket only: {}",
@@ -77,9 +95,9 @@ const SOCKET_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// One of the `max_sockets` places, held from before the upgrade until the socket's task
 /// ends (or the upgrade fails and the closure holding it is dropped); 503 when none is
 /// free.
-fn take_place(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    state.hub().take_place().ok_or_else(|| {
-        let cap = state.settings().max_sockets;
+fn take_place(state: &Conn) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.sockets.hub.take_place().ok_or_else(|| {
+        let cap = state.settings.max_sockets;
         tracing::warn!(
             max_sockets = cap,
             "refused a delegate socket: this manager holds its maximum"
@@ -100,15 +118,15 @@ enum End {
 }
 
 #[tracing::instrument(name = "socket", skip_all, fields(instance.id = %instance.id, group.id = %instance.group_id))]
-async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstance) {
+async fn serve(mut socket: WebSocket, state: Conn, instance: DelegateInstance) {
     let id = instance.id;
-    state.metrics().socket_opened();
-    let Attached { generation, mut rx } = state.hub().attach(id, instance.token_id, instance.group_id);
-    let end = match state.store().set_instance_connected(id, true).await {
+    state.placer.metrics().socket_opened();
+    let Attached { generation, mut rx } = state.sockets.hub.attach(id, instance.token_id, instance.group_id);
+    let end = match state.placer.store().set_instance_connected(id, true).await {
         Ok(_) => {
             tracing::info!(instance.id = %id, "delegate connected");
             // A new delegate may be what a queued task waits for, on any replica.
-            crate::manager::cluster::wake_everywhere(state.placer(), state.sockets());
+            crate::manager::cluster::wake_everywhere(&state.placer, &state.sockets);
             let pending = unacquired_offers(&state, &instance).await;
             converse(&mut socket, &state, &instance, &mut rx, pending).await
         }
@@ -127,10 +145,10 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
     }
     // Only the current socket of the instance marks it disconnected: a replaced one's
     // successor is already connected.
-    if state.hub().detach(id, generation) {
+    if state.sockets.hub.detach(id, generation) {
         // Whether the instance is gone: not when it reconnected to another replica
         // meanwhile (whose record of the connection stays).
-        let gone = match state.store().set_instance_connected(id, false).await {
+        let gone = match state.placer.store().set_instance_connected(id, false).await {
             Ok(held_here) => held_here,
             Err(e) => {
                 tracing::warn!(instance.id = %id, error = %e, "cannot record the disconnection");
@@ -139,17 +157,17 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
         };
         if !gone {
             tracing::info!(instance.id = %id, "delegate moved to another replica; its tasks stay with it");
-        } else if state.hub().is_shutting_down() {
+        } else if state.sockets.hub.is_shutting_down() {
             // This manager is going away, not the delegate: it reconnects (to another
             // replica, or to this one once it is back) and goes on with its tasks, which
             // its heartbeats keep alive. Were it gone for good, their run deadlines end them.
             tracing::info!(instance.id = %id, "delegate let go at shutdown; its tasks stay with it");
         } else {
             tracing::info!(instance.id = %id, "delegate disconnected");
-            crate::manager::dispatch::lifecycle::instance_lost(state.placer(), id).await;
+            crate::manager::dispatch::lifecycle::instance_lost(&state.placer, id).await;
         }
     }
-    state.metrics().socket_closed();
+    state.placer.metrics().socket_closed();
 }
 
 /// The offers this instance holds and has not acquired: an offer sent to a socket that
@@ -157,8 +175,8 @@ async fn serve(mut socket: WebSocket, state: AppState, instance: DelegateInstanc
 /// instance is offered them again (after `hello`). Without this the task would wait for
 /// the acknowledge timeout and then never go back to the instance, which counts as
 /// having tried it. A store that cannot say leaves them to that timeout.
-async fn unacquired_offers(state: &AppState, instance: &DelegateInstance) -> Vec<ServerMessage> {
-    match state.store().tasks_held_by(instance.id).await {
+async fn unacquired_offers(state: &Conn, instance: &DelegateInstance) -> Vec<ServerMessage> {
+    match state.placer.store().tasks_held_by(instance.id).await {
         Ok(held) => held
             .into_iter()
             .filter(|t| t.state == TaskState::Assigned)
@@ -176,12 +194,12 @@ async fn unacquired_offers(state: &AppState, instance: &DelegateInstance) -> Vec
 
 async fn converse(
     socket: &mut WebSocket,
-    state: &AppState,
+    state: &Conn,
     instance: &DelegateInstance,
     rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
     pending: Vec<ServerMessage>,
 ) -> End {
-    let settings = state.settings();
+    let settings = &state.settings;
     let silence: Duration = settings.socket_silence_timeout;
     let hello = ServerMessage::Hello {
         protocol: PROTOCOL_VERSION,
@@ -248,16 +266,16 @@ async fn converse(
     }
 }
 
-async fn handle(state: &AppState, instance: &DelegateInstance, message: DelegateMessage) {
+async fn handle(state: &Conn, instance: &DelegateInstance, message: DelegateMessage) {
     match message {
         DelegateMessage::Heartbeat { running } => {
-            state.metrics().heartbeat_received();
-            state.heartbeats().record(instance.id, Utc::now(), running);
+            state.placer.metrics().heartbeat_received();
+            state.sockets.heartbeats.record(instance.id, Utc::now(), running);
         }
         DelegateMessage::ValidationResult { request_id, results } => {
             // Settled before the results are written: the question's timer, firing
             // during those writes, must not record this instance as silent.
-            let question = state.dispatcher().settle_question(&request_id);
+            let question = state.placer.dispatcher().settle_question(&request_id);
             let now = Utc::now();
             for r in results.iter().cloned() {
                 let result = CapabilityResult {
@@ -267,15 +285,15 @@ async fn handle(state: &AppState, instance: &DelegateInstance, message: Delegate
                     detail: truncate(&r.detail, 1024).to_owned(),
                     checked_at: now,
                 };
-                if let Err(e) = state.store().record_capability_result(&result).await {
+                if let Err(e) = state.placer.store().record_capability_result(&result).await {
                     tracing::warn!(instance.id = %instance.id, request_id, error = %e, "cannot store a validation result");
                 }
             }
             // Stored first, so the placement that asked (and any later one) sees them.
             if let Some(question) = question {
-                crate::manager::dispatch::place::answered(state.placer(), question, &results);
+                crate::manager::dispatch::place::answered(&state.placer, question, &results);
             }
-            state.dispatcher().wake();
+            state.placer.dispatcher().wake();
         }
     }
 }

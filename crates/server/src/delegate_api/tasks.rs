@@ -16,8 +16,8 @@ use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{AnyJson, IdPath};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{BODY, CONFLICT, LIMITED, NOT_FOUND, STORE, bit};
+use crate::manager::dispatch::Placer;
 use crate::manager::sessions::TrustedInstance;
-use crate::state::AppState;
 
 /// What every task report can be answered besides its success: the session check, the
 /// body, an unknown task, and the attempt fence.
@@ -48,16 +48,16 @@ const ERROR_MAX_CHARS: usize = 4096;
     responses((status = 200, description = "What to run.", body = AcquiredTask), Errors<REPORT_ERRORS>)
 )]
 pub async fn acquire(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
     AnyJson(Acquire { attempt }): AnyJson<Acquire>,
 ) -> Result<Json<AcquiredTask>, ApiError> {
     // Fenced in the store by attempt and holder: no read of the task before it.
     let transition = Transition::new(id, Some(attempt), TaskEvent::Acquire, Utc::now());
-    let task = state.store().transition_task(&transition.held_by(instance.id)).await?;
+    let task = placer.store().transition_task(&transition.held_by(instance.id)).await?;
     tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
-    state.placer().task_changed(task.id());
+    placer.task_changed(task.id());
     Ok(Json(AcquiredTask {
         task_id: task.id(),
         attempt,
@@ -79,14 +79,14 @@ pub async fn acquire(
     responses((status = 200, description = "Where the task stands.", body = TaskStatus), Errors<REPORT_ERRORS>)
 )]
 pub async fn progress(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
     AnyJson(Progress { attempt, progress }): AnyJson<Progress>,
 ) -> Result<Json<TaskStatus>, ApiError> {
     check_size("progress", &progress)?;
-    let task = offered(&state, id, &instance, attempt).await?;
-    let task = state
+    let task = offered(&placer, id, &instance, attempt).await?;
+    let task = placer
         .store()
         .record_progress(task.id(), attempt, &progress, Utc::now())
         .await?;
@@ -105,7 +105,7 @@ pub async fn progress(
     responses((status = 200, description = "Where the task stands now.", body = TaskStatus), Errors<REPORT_ERRORS>)
 )]
 pub async fn result(
-    State(state): State<AppState>,
+    State(placer): State<Placer>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
     AnyJson(report): AnyJson<TaskResult>,
@@ -124,21 +124,21 @@ pub async fn result(
             detail: detail.chars().take(ERROR_MAX_CHARS).collect(),
         });
     }
-    let task = state.store().transition_task(&transition).await?;
-    state.metrics().task_finished(&task);
+    let task = placer.store().transition_task(&transition).await?;
+    placer.metrics().task_finished(&task);
     tracing::info!(task.id = %task.id(), attempt = %report.attempt, state = %task.state, "task finished");
-    state.placer().task_changed(task.id());
+    placer.task_changed(task.id());
     // A slot is free: a queued task may fit now.
-    state.dispatcher().wake();
+    placer.dispatcher().wake();
     if task.state == TaskState::Succeeded {
-        remember_success(&state, &task, &instance).await;
+        remember_success(&placer, &task, &instance).await;
     }
     Ok(Json(status(&task)))
 }
 
 /// The task, if `attempt` is its current attempt and it was offered to `instance`.
-async fn offered(state: &AppState, id: TaskId, instance: &TrustedInstance, attempt: Attempt) -> Result<Task, ApiError> {
-    let task = state.store().get_task(id).await?;
+async fn offered(placer: &Placer, id: TaskId, instance: &TrustedInstance, attempt: Attempt) -> Result<Task, ApiError> {
+    let task = placer.store().get_task(id).await?;
     if task.attempt != attempt {
         return Err(ApiError::new(
             Problem::StaleAttempt,
@@ -162,7 +162,7 @@ async fn offered(state: &AppState, id: TaskId, instance: &TrustedInstance, attem
 
 /// Records the instance as the last success for the task's connector, so the engine tries
 /// it first next time. A failure to record costs only that preference, not the result.
-async fn remember_success(state: &AppState, task: &Task, instance: &TrustedInstance) {
+async fn remember_success(placer: &Placer, task: &Task, instance: &TrustedInstance) {
     let Some(connector_id) = task.spec.connector_id else {
         return;
     };
@@ -172,7 +172,7 @@ async fn remember_success(state: &AppState, task: &Task, instance: &TrustedInsta
         group_id: instance.group_id,
         at: Utc::now(),
     };
-    if let Err(e) = state.store().record_last_success(&success).await {
+    if let Err(e) = placer.store().record_last_success(&success).await {
         tracing::warn!(task.id = %task.id(), error = %e, "cannot record the connector's last success");
     }
 }
