@@ -40,35 +40,10 @@ use uuid::Uuid;
 
 pub use error::map_err;
 
-/// The migrations of this backend, compiled into the binary.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "initial",
-        include_str!("../../../migrations/postgres/0001_initial.sql"),
-    ),
-    (
-        2,
-        "sweeps",
-        include_str!("../../../migrations/postgres/0002_sweeps.sql"),
-    ),
-    (
-        3,
-        "deadlines",
-        include_str!("../../../migrations/postgres/0003_deadlines.sql"),
-    ),
-    (4, "audit", include_str!("../../../migrations/postgres/0004_audit.sql")),
-    (
-        5,
-        "admin_key",
-        include_str!("../../../migrations/postgres/0005_admin_key.sql"),
-    ),
-    (
-        6,
-        "connection_leases",
-        include_str!("../../../migrations/postgres/0006_connection_leases.sql"),
-    ),
-];
+// The migrations of this backend (`migrations/postgres/`), listed and embedded at build
+// time by `build.rs`: the binary needs no files at run time, and a new migration is a new
+// file, with no list to keep.
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// Settings of the connection pool.
 #[derive(Debug, Clone)]

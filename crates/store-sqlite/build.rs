@@ -1,0 +1,7 @@
+//! Embeds `migrations/sqlite/` (see `migrations/embed.rs`).
+
+include!("../../migrations/embed.rs");
+
+fn main() {
+    embed_migrations("../../migrations/sqlite");
+}
