@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use switchboard_client::delegate::{Backoff, Event, Session, TaskClient, register};
-use switchboard_client::{Client, ClientError, Tls};
+use switchboard_client::{Client, Tls};
 use switchboard_domain::{Attempt, Ident, ImageFlavour, TaskId, TaskType};
 use switchboard_protocol::delegate::{Outcome, RegisterRequest, TaskResult};
 use switchboard_protocol::socket::ServerMessage;
 use switchboard_protocol::tokens::CreateToken;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::BenchError;
 use crate::load::{Recorder, Stamp};
@@ -98,8 +98,12 @@ pub struct Fleet {
     sources: Vec<(IpAddr, reqwest::Client)>,
     recorder: Arc<Recorder>,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    delegates: Vec<JoinHandle<()>>,
+    /// Cancelled to close every socket.
+    stop: CancellationToken,
+    /// The delegates' tasks, waited for at the stop.
+    delegates: TaskTracker,
+    /// How many delegates were started.
+    size: usize,
 }
 
 /// Registrations in flight at once while a fleet grows.
@@ -149,8 +153,9 @@ impl Fleet {
             sources,
             recorder,
             shared: Arc::default(),
-            stop: watch::channel(false).0,
-            delegates: Vec::new(),
+            stop: CancellationToken::new(),
+            delegates: TaskTracker::new(),
+            size: 0,
         })
     }
 
@@ -168,30 +173,29 @@ impl Fleet {
 
     /// Registers delegates until there are `size`, and starts their sessions.
     pub async fn grow(&mut self, size: usize, bar: &ProgressBar) -> Result<(), BenchError> {
-        let from = self.delegates.len();
+        let from = self.size;
         bar.set_length(size.saturating_sub(from) as u64);
         bar.set_position(0);
         let this = &*self;
         let mut registered = futures::stream::iter(from..size)
             .map(|i| async move { (i, this.register(i).await) })
             .buffer_unordered(REGISTERING);
-        let mut started = Vec::with_capacity(size.saturating_sub(from));
         while let Some((i, outcome)) = registered.next().await {
             let registered = outcome?;
             let (ip, http) = &this.sources[i % this.sources.len()];
             let tasks = TaskClient::new(http.clone(), &this.base, &registered.session_token);
             let session = Session::start_bound(registered, Backoff::default(), Tls::default(), Some(*ip));
-            started.push(tokio::spawn(delegate(
+            this.delegates.spawn(delegate(
                 session,
                 tasks,
                 Arc::clone(&this.recorder),
                 Arc::clone(&this.shared),
-                this.stop.subscribe(),
-            )));
+                this.stop.clone(),
+            ));
             bar.inc(1);
         }
         drop(registered);
-        self.delegates.extend(started);
+        self.size = self.size.max(size);
         Ok(())
     }
 
@@ -219,7 +223,7 @@ impl Fleet {
         loop {
             match register(http, &self.base, self.token.expose(), &request).await {
                 Ok(registered) => return Ok(registered),
-                Err(e) if attempt < 20 && retryable(&e) => {
+                Err(e) if attempt < 20 && e.is_transient() => {
                     tokio::time::sleep(backoff.delay(attempt)).await;
                     attempt += 1;
                 }
@@ -244,18 +248,9 @@ impl Fleet {
 
     /// Closes every socket and waits (at most 30 s) for the delegates to end.
     pub async fn stop(self) {
-        self.stop.send_replace(true);
-        let all = futures::future::join_all(self.delegates);
-        let _ = tokio::time::timeout(Duration::from_secs(30), all).await;
-    }
-}
-
-fn retryable(error: &ClientError) -> bool {
-    match error {
-        ClientError::Api(problem) => problem.status == 429 || problem.status >= 500,
-        ClientError::Unexpected { status, .. } => *status == 429 || *status >= 500,
-        ClientError::Transport(_) => true,
-        ClientError::Closed => false,
+        self.stop.cancel();
+        self.delegates.close();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.delegates.wait()).await;
     }
 }
 
@@ -265,13 +260,13 @@ async fn delegate(
     tasks: TaskClient,
     recorder: Arc<Recorder>,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut connected = false;
     loop {
         let event = tokio::select! {
             event = session.events.recv() => event,
-            _ = stop.changed() => None,
+            () = stop.cancelled() => None,
         };
         match event {
             Some(Event::Connected) => {

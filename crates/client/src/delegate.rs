@@ -34,6 +34,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
 
 use crate::{ClientError, Tls, decode};
 
@@ -153,7 +154,7 @@ pub struct Session {
     pub events: mpsc::Receiver<Event>,
     outgoing: mpsc::Sender<DelegateMessage>,
     running: Arc<watch::Sender<Vec<RunningTask>>>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
 }
 
 impl Session {
@@ -174,7 +175,7 @@ impl Session {
         let (events_tx, events) = mpsc::channel(1024);
         let (outgoing, outgoing_rx) = mpsc::channel(256);
         let (running, running_rx) = watch::channel(Vec::new());
-        let (stop, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let worker = Worker {
             registered,
             backoff,
@@ -183,7 +184,7 @@ impl Session {
             events: events_tx,
             outgoing: outgoing_rx,
             running: running_rx,
-            stop: stop_rx,
+            stop: stop.clone(),
         };
         tokio::spawn(worker.run());
         Session {
@@ -207,13 +208,13 @@ impl Session {
 
     /// Closes the socket and ends the session.
     pub fn stop(&self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
     }
 }
 
@@ -227,7 +228,7 @@ struct Worker {
     events: mpsc::Sender<Event>,
     outgoing: mpsc::Receiver<DelegateMessage>,
     running: watch::Receiver<Vec<RunningTask>>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 }
 
 /// Why one socket ended.
@@ -247,7 +248,7 @@ impl Worker {
                 Ended::Retry(r) => (r, false),
                 Ended::Final(r) => (r, true),
             };
-            if last || *self.stop.borrow() {
+            if last || self.stop.is_cancelled() {
                 let _ = self.events.send(Event::Ended { reason }).await;
                 return;
             }
@@ -256,7 +257,7 @@ impl Worker {
             failures = failures.saturating_add(1);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.changed() => {}
+                () = self.stop.cancelled() => {}
             }
         }
     }
@@ -343,7 +344,7 @@ impl Worker {
                         return Ended::Retry(format!("cannot send: {e}"));
                     }
                 }
-                _ = self.stop.changed() => {
+                () = self.stop.cancelled() => {
                     let _ = sink.send(Message::Close(None)).await;
                     return Ended::Final("stopped".into());
                 }

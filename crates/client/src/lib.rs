@@ -54,6 +54,17 @@ impl ClientError {
     pub fn is_stale_attempt(&self) -> bool {
         matches!(self, ClientError::Api(p) if p.kind.ends_with("/stale-attempt"))
     }
+
+    /// Whether trying again later may succeed: the manager could not be reached, failed
+    /// (5xx) or said the caller is over its rate (429). Any other refusal stands.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Api(problem) => problem.status == 429 || problem.status >= 500,
+            ClientError::Unexpected { status, .. } => *status == 429 || *status >= 500,
+            ClientError::Transport(_) => true,
+            ClientError::Closed => false,
+        }
+    }
 }
 
 /// What `GET /api/v1/status` answers.
@@ -140,5 +151,36 @@ pub(crate) async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Resu
             status,
             body: String::from_utf8_lossy(&body).into_owned(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(status: u16) -> ClientError {
+        ClientError::Api(Problem {
+            kind: "https://switchboard.dev/problems/x".into(),
+            title: "x".into(),
+            status,
+            detail: None,
+            field: None,
+        })
+    }
+
+    #[test]
+    fn only_an_unreachable_failing_or_rate_limited_manager_is_worth_trying_again() {
+        for status in [429, 500, 502, 503] {
+            assert!(problem(status).is_transient(), "{status}");
+            let unexpected = ClientError::Unexpected {
+                status,
+                body: String::new(),
+            };
+            assert!(unexpected.is_transient(), "{status}");
+        }
+        for status in [400, 401, 403, 404, 409, 413, 422] {
+            assert!(!problem(status).is_transient(), "{status}");
+        }
+        assert!(!ClientError::Closed.is_transient());
     }
 }

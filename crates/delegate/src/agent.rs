@@ -22,8 +22,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_client::Tls;
 use switchboard_client::delegate::{Backoff, Event, Session, TaskClient};
-use switchboard_client::{ClientError, Tls};
 use switchboard_domain::{Attempt, Capacity, Ident, TaskId};
 use switchboard_protocol::delegate::{Outcome, Registered, TaskResult};
 use switchboard_protocol::socket::{DelegateMessage, RunningTask, ServerMessage, close};
@@ -468,12 +468,7 @@ async fn report_result(
             }
             Err(e) => e,
         };
-        let retryable = match &error {
-            ClientError::Api(problem) => problem.status >= 500 || problem.status == 429,
-            ClientError::Unexpected { status, .. } => *status >= 500,
-            ClientError::Transport(_) => true,
-            ClientError::Closed => false,
-        };
+        let retryable = error.is_transient();
         let delay = backoff.delay(tries);
         tries = tries.saturating_add(1);
         if !retryable || tokio::time::Instant::now() + delay > deadline {

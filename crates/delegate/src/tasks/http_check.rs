@@ -69,7 +69,7 @@ mod tests {
 
     async fn check(payload: serde_json::Value, timeout: Duration) -> TaskOutcome {
         Runner::new(&[BuiltIn::HttpCheck])
-            .run(&tt("http_check"), payload, timeout, CancelToken::never())
+            .run(&tt("http_check"), payload, timeout, CancelToken::new())
             .await
     }
 

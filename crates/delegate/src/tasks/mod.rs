@@ -211,7 +211,7 @@ mod tests {
     async fn shell_is_refused_unless_enabled() {
         let runner = Runner::new(&[BuiltIn::Echo, BuiltIn::Sleep, BuiltIn::HttpCheck]);
         let out = runner
-            .run(&tt("shell"), json!({"command": "true"}), LONG, CancelToken::never())
+            .run(&tt("shell"), json!({"command": "true"}), LONG, CancelToken::new())
             .await;
         assert!(!out.succeeded);
         assert_eq!(out.error_code(), Some("unsupported_task_type"));
@@ -221,10 +221,10 @@ mod tests {
     #[tokio::test]
     async fn unknown_and_unoffered_types_are_refused() {
         let runner = Runner::new(&[BuiltIn::Echo]);
-        let out = runner.run(&tt("deploy"), json!({}), LONG, CancelToken::never()).await;
+        let out = runner.run(&tt("deploy"), json!({}), LONG, CancelToken::new()).await;
         assert_eq!(out.error_code(), Some("unsupported_task_type"));
         let out = runner
-            .run(&tt("sleep"), json!({"ms": 1}), LONG, CancelToken::never())
+            .run(&tt("sleep"), json!({"ms": 1}), LONG, CancelToken::new())
             .await;
         assert_eq!(out.error_code(), Some("unsupported_task_type"));
     }
@@ -237,7 +237,7 @@ mod tests {
                 &tt("sleep"),
                 json!({"ms": 60_000}),
                 Duration::from_millis(50),
-                CancelToken::never(),
+                CancelToken::new(),
             )
             .await;
         assert!(!out.succeeded);

@@ -132,7 +132,7 @@ mod tests {
 
     async fn shell(command: &str, timeout: Duration) -> TaskOutcome {
         Runner::new(&[BuiltIn::Shell])
-            .run(&tt("shell"), json!({"command": command}), timeout, CancelToken::never())
+            .run(&tt("shell"), json!({"command": command}), timeout, CancelToken::new())
             .await
     }
 
@@ -247,7 +247,7 @@ mod tests {
 
     async fn shell_payload(payload: serde_json::Value) -> TaskOutcome {
         Runner::new(&[BuiltIn::Shell])
-            .run(&tt("shell"), payload, Duration::from_secs(10), CancelToken::never())
+            .run(&tt("shell"), payload, Duration::from_secs(10), CancelToken::new())
             .await
     }
 }

@@ -41,7 +41,7 @@ mod tests {
                 &tt("sleep"),
                 json!({"ms": 5}),
                 Duration::from_secs(5),
-                CancelToken::never(),
+                CancelToken::new(),
             )
             .await;
         assert!(out.succeeded);
@@ -58,7 +58,7 @@ mod tests {
             json!("5"),
         ] {
             let out = runner
-                .run(&tt("sleep"), bad.clone(), Duration::from_secs(5), CancelToken::never())
+                .run(&tt("sleep"), bad.clone(), Duration::from_secs(5), CancelToken::new())
                 .await;
             assert_eq!(out.error_code(), Some("bad_payload"), "{bad}");
         }
