@@ -14,7 +14,6 @@ use crate::http::auth::Keys;
 use crate::http::limits::{PerCredential, RateLimits};
 use crate::http::middleware::Stopping;
 use crate::manager::cluster::{Cluster, Sockets};
-use crate::manager::dispatch::fleet::Fleet;
 use crate::manager::dispatch::{Dispatcher, Placer, Timers};
 use crate::manager::heartbeats::Heartbeats;
 use crate::manager::hub::Hub;
@@ -118,10 +117,6 @@ impl AppState {
         &self.inner.sockets.cluster
     }
 
-    pub fn fleet(&self) -> &Fleet {
-        self.inner.placer.fleet()
-    }
-
     pub fn sessions(&self) -> &Sessions {
         &self.inner.sockets.sessions
     }
@@ -156,11 +151,6 @@ impl AppState {
     /// tests that must stop the server during one.
     pub fn long_polls(&self) -> usize {
         self.inner.stopping.waiting()
-    }
-
-    /// `None` when no admin key is configured, and then `/api/v1` refuses everything.
-    pub fn admin_key(&self) -> Option<&SecretHash> {
-        self.inner.admin_key.as_ref()
     }
 }
 
