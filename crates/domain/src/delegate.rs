@@ -22,6 +22,21 @@ pub struct DelegateGroup {
     pub tags: Selectors,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Set when an operator declared the group ahead of any instance (a pool an autoscaler
+    /// grows and shrinks); `None` for a group that registration created. A declared group
+    /// stays while it is declared, even at zero instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declaration>,
+}
+
+/// What an operator says of a pool it declares: the task types its instances will run
+/// (what placement can count on before any instance registers) and, optionally, how many
+/// instances it may grow to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declaration {
+    pub task_types: Vec<TaskType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
 }
 
 /// Which image a delegate runs: `full` ships client tools (kubectl, helm...), `minimal` not.
@@ -232,6 +247,7 @@ mod tests {
             tags: [sel("linux")].into(),
             disabled: false,
             created_at: now,
+            declared: None,
         };
         let instance = DelegateInstance {
             id: InstanceId::new(),

@@ -24,7 +24,9 @@ pub use audit::AuditEntry;
 pub use auth::{ApiKey, Denied, Permission, Permissions};
 pub use capability::{Capability, CapabilityBasis, CapabilityResult, ResultTtl};
 pub use connector::{Connector, LastSuccess};
-pub use delegate::{Capacity, DelegateGroup, DelegateInstance, DelegateToken, ImageFlavour, Liveness, TokenStatus};
+pub use delegate::{
+    Capacity, Declaration, DelegateGroup, DelegateInstance, DelegateToken, ImageFlavour, Liveness, TokenStatus,
+};
 pub use ident::{Ident, Scope, ScopeLevel};
 pub use ids::{ApiKeyId, ConnectorId, GroupId, InstanceId, TaskId, TokenId};
 pub use secret::{Secret, SecretHash, SecretKind};

@@ -143,6 +143,29 @@ pub(crate) async fn upsert_group(
     rows::group(&row)
 }
 
+pub(crate) async fn declare_group(pool: &PgPool, group: &DelegateGroup) -> StoreResult<()> {
+    let (account, org, project, path) = scope_values(&group.scope);
+    sqlx::query(
+        "INSERT INTO delegate_groups (id, account, org, project, scope_path, name, tags, disabled, created_at,
+             last_instance_at, declaration)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
+    )
+    .bind(group.id.0)
+    .bind(account)
+    .bind(org)
+    .bind(project)
+    .bind(path)
+    .bind(group.name.as_str())
+    .bind(Json(&group.tags))
+    .bind(group.disabled)
+    .bind(group.created_at)
+    .bind(group.declared.as_ref().map(Json))
+    .execute(pool)
+    .await
+    .map_err(duplicate("delegate", &group.name))?;
+    Ok(())
+}
+
 pub(crate) async fn get_group(pool: &PgPool, id: GroupId) -> StoreResult<DelegateGroup> {
     let row = sqlx::query("SELECT * FROM delegate_groups WHERE id = $1")
         .bind(id.0)
@@ -287,7 +310,8 @@ pub(crate) async fn remove_silent_instances(
 pub(crate) async fn remove_empty_groups(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>> {
     let rows: Vec<(Uuid,)> = sqlx::query_as(
         "DELETE FROM delegate_groups g
-         WHERE last_instance_at < $1 AND NOT EXISTS (SELECT 1 FROM delegate_instances i WHERE i.group_id = g.id)
+         WHERE last_instance_at < $1 AND declaration IS NULL
+           AND NOT EXISTS (SELECT 1 FROM delegate_instances i WHERE i.group_id = g.id)
          RETURNING id",
     )
     .bind(before)

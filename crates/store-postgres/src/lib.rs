@@ -264,6 +264,9 @@ impl Store for PgStore {
     ) -> StoreResult<DelegateGroup> {
         delegates::upsert_group(&self.pool, scope, name, tags, at).await
     }
+    async fn declare_group(&self, group: &DelegateGroup) -> StoreResult<()> {
+        delegates::declare_group(&self.pool, group).await
+    }
     async fn get_group(&self, id: GroupId) -> StoreResult<DelegateGroup> {
         delegates::get_group(&self.pool, id).await
     }

@@ -6,9 +6,9 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 use switchboard_domain::{
-    ApiKey, ApiKeyId, Attempt, AuditEntry, Capacity, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour, InstanceId, NewTask, Scope, Task,
-    TaskAttempt, TaskId, TaskState, TaskType, TokenId, TokenStatus,
+    ApiKey, ApiKeyId, Attempt, AuditEntry, Capacity, Connector, ConnectorId, Declaration, DelegateGroup,
+    DelegateInstance, DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour, InstanceId,
+    NewTask, Scope, Task, TaskAttempt, TaskId, TaskState, TaskType, TokenId, TokenStatus,
 };
 use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
@@ -73,6 +73,10 @@ pub(crate) fn group(row: &PgRow) -> StoreResult<DelegateGroup> {
         tags: json(row, "tags")?,
         disabled: get(row, "disabled")?,
         created_at: get(row, "created_at")?,
+        declared: row
+            .try_get::<Option<Json<Declaration>>, _>("declaration")
+            .map(|j| j.map(|j| j.0))
+            .map_err(|e| corrupt("declaration", e))?,
     })
 }
 

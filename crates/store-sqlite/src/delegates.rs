@@ -278,7 +278,7 @@ pub(crate) async fn remove_silent_instances(
 pub(crate) async fn remove_empty_groups(db: &Db, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>> {
     let mut tx = db.write().await?;
     let gone: Vec<(uuid::Uuid,)> = sqlx::query_as(
-        "DELETE FROM delegate_groups WHERE last_instance_at < ? \
+        "DELETE FROM delegate_groups WHERE last_instance_at < ? AND declaration IS NULL \
          AND NOT EXISTS (SELECT 1 FROM delegate_instances i WHERE i.group_id = delegate_groups.id) RETURNING id",
     )
     .bind(ms(before))
@@ -379,15 +379,43 @@ pub(crate) async fn set_instance_connected(db: &Db, id: InstanceId, connected: b
 // --- connectors -----------------------------------------------------------------------
 
 fn duplicate_or(e: sqlx::Error, connector: &Connector) -> StoreError {
+    duplicate(e, "connector", &connector.name)
+}
+
+fn duplicate(e: sqlx::Error, what: &'static str, name: &Ident) -> StoreError {
     if is_unique_violation(&e) {
         Conflict::Duplicate {
-            what: "connector",
-            name: connector.name.to_string(),
+            what,
+            name: name.to_string(),
         }
         .into()
     } else {
         map_err(e)
     }
+}
+
+pub(crate) async fn declare_group(db: &Db, group: &DelegateGroup) -> StoreResult<()> {
+    let (account, org, project, path) = scope_values(&group.scope);
+    let declaration = group.declared.as_ref().map(to_json).transpose()?;
+    sqlx::query(
+        "INSERT INTO delegate_groups (id, account, org, project, scope_path, name, tags, disabled, created_at, \
+         last_instance_at, declaration) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(group.id.0)
+    .bind(account)
+    .bind(org)
+    .bind(project)
+    .bind(path)
+    .bind(group.name.as_str())
+    .bind(to_json(&group.tags)?)
+    .bind(group.disabled)
+    .bind(ms(group.created_at))
+    .bind(ms(group.created_at))
+    .bind(declaration)
+    .execute(&db.writer)
+    .await
+    .map_err(|e| duplicate(e, "delegate", &group.name))?;
+    Ok(())
 }
 
 pub(crate) async fn create_connector(db: &Db, connector: &Connector) -> StoreResult<()> {

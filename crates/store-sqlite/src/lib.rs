@@ -365,6 +365,10 @@ impl switchboard_store::Store for SqliteStore {
         delegates::upsert_group(&self.db, scope, name, tags, at).await
     }
 
+    async fn declare_group(&self, group: &DelegateGroup) -> StoreResult<()> {
+        delegates::declare_group(&self.db, group).await
+    }
+
     async fn get_group(&self, id: GroupId) -> StoreResult<DelegateGroup> {
         delegates::get_group(&self.db, id).await
     }

@@ -121,7 +121,7 @@ pub(crate) fn token(row: &SqliteRow) -> StoreResult<DelegateToken> {
 }
 
 /// The columns [`group`] reads.
-pub(crate) const GROUP_COLUMNS: &str = "id, account, org, project, name, tags, disabled, created_at";
+pub(crate) const GROUP_COLUMNS: &str = "id, account, org, project, name, tags, disabled, created_at, declaration";
 
 pub(crate) fn group(row: &SqliteRow) -> StoreResult<DelegateGroup> {
     Ok(DelegateGroup {
@@ -131,6 +131,7 @@ pub(crate) fn group(row: &SqliteRow) -> StoreResult<DelegateGroup> {
         tags: json(row, "tags")?,
         disabled: get(row, "disabled")?,
         created_at: time(row, "created_at")?,
+        declared: opt_json(row, "declaration")?,
     })
 }
 

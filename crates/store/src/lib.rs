@@ -226,6 +226,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         tags: &Selectors,
         at: DateTime<Utc>,
     ) -> StoreResult<DelegateGroup>;
+    /// Stores a group an operator declares ahead of any instance (`group.declared` is
+    /// set): registrations with its name join it, and it is never removed for being empty.
+    /// [`Conflict::Duplicate`] when its name is taken in its scope.
+    async fn declare_group(&self, group: &DelegateGroup) -> StoreResult<()>;
     async fn get_group(&self, id: GroupId) -> StoreResult<DelegateGroup>;
     async fn list_groups(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateGroup>>;
     async fn set_group_tags(&self, id: GroupId, tags: &Selectors) -> StoreResult<DelegateGroup>;
@@ -263,7 +267,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// open socket and hold no task; their groups remember `at` as the last time they had
     /// an instance. Returns the removed instances.
     async fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>>;
-    /// Removes the groups that have had no instance since before `before`. Returns them.
+    /// Removes the groups that have had no instance since before `before`, except those an
+    /// operator declared. Returns them.
     async fn remove_empty_groups(&self, before: DateTime<Utc>) -> StoreResult<Vec<GroupId>>;
 
     // --- connectors --------------------------------------------------------------------

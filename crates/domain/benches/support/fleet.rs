@@ -66,6 +66,7 @@ pub fn fleet(instances: usize, rng: &mut Rng) -> Fleet {
             tags: [tag(rng.below(TAGS)), tag(rng.below(TAGS))].into_iter().collect(),
             disabled: false,
             created_at: now,
+            declared: None,
         };
         scopes.push(scope);
         for n in 0..PER_GROUP {

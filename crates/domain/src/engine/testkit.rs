@@ -53,6 +53,7 @@ pub(super) fn group(n: u128, scope_path: &str, name: &str, tags: &[&str]) -> Del
         tags: sels(tags),
         disabled: false,
         created_at: now() - Duration::days(1),
+        declared: None,
     }
 }
 

@@ -211,6 +211,8 @@ observed! {
     fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> DelegateToken;
     #[changes_registry]
     fn upsert_group(&self, scope: &Scope, name: &Ident, tags: &Selectors, at: DateTime<Utc>) -> DelegateGroup;
+    #[changes_registry]
+    fn declare_group(&self, group: &DelegateGroup) -> ();
     fn get_group(&self, id: GroupId) -> DelegateGroup;
     fn list_groups(&self, within: Option<&Scope>) -> Vec<DelegateGroup>;
     #[changes_registry]

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use chrono::TimeDelta;
-use switchboard_domain::{ApiKey, ApiKeyId, Connector, ConnectorId, LastSuccess, Permission, SecretKind, TokenStatus};
+use switchboard_domain::{
+    ApiKey, ApiKeyId, Connector, ConnectorId, Declaration, DelegateGroup, GroupId, LastSuccess, Permission, SecretKind,
+    TaskType, TokenStatus,
+};
 
 use super::fixtures::{fleet, ident, instance, now, scope, secret, selectors, token};
 use crate::{AdminKey, Conflict, Replicas, Store, StoreError};
@@ -251,6 +254,60 @@ pub async fn group_changes_and_deletion_cascade_to_instances(store: Arc<dyn Stor
         store.delete_group(group.id).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+pub async fn a_declared_group_round_trips_is_joined_by_name_and_outlives_the_empty_group_sweep(store: Arc<dyn Store>) {
+    let declared = DelegateGroup {
+        id: GroupId::new(),
+        scope: scope("acme/payments"),
+        name: ident("k8s-prod"),
+        tags: selectors(&["gpu"]),
+        disabled: false,
+        created_at: now() - TimeDelta::days(30),
+        declared: Some(Declaration {
+            task_types: vec![TaskType(ident("deploy"))],
+            max_instances: Some(10),
+        }),
+    };
+    store.declare_group(&declared).await.expect("declared");
+    assert_eq!(store.get_group(declared.id).await.expect("get"), declared);
+    assert_eq!(
+        store.list_groups(Some(&scope("acme"))).await.expect("list"),
+        vec![declared.clone()]
+    );
+
+    // Its name is taken in its scope: declaring it again is a conflict, and registration
+    // (upsert by name) joins the declared group rather than making another.
+    let again = DelegateGroup {
+        id: GroupId::new(),
+        ..declared.clone()
+    };
+    match store.declare_group(&again).await {
+        Err(StoreError::Conflict(Conflict::Duplicate { what, name })) => {
+            assert_eq!((what, name.as_str()), ("delegate", "k8s-prod"));
+        }
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    let joined = store
+        .upsert_group(&declared.scope, &declared.name, &selectors(&[]), now())
+        .await
+        .expect("joined");
+    assert_eq!(joined, declared, "the declared group, declaration and tags kept");
+
+    // Empty for a month, long past any retention: a group registration made would go,
+    // the declared one stays.
+    let plain = store
+        .upsert_group(
+            &scope("acme"),
+            &ident("old"),
+            &selectors(&[]),
+            now() - TimeDelta::days(30),
+        )
+        .await
+        .expect("a plain group");
+    let gone = store.remove_empty_groups(now()).await.expect("swept");
+    assert_eq!(gone, vec![plain.id]);
+    assert_eq!(store.get_group(declared.id).await.expect("still there"), declared);
 }
 
 pub async fn silent_instances_and_long_empty_groups_are_removed(store: Arc<dyn Store>) {
