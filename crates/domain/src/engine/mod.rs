@@ -49,7 +49,7 @@ use serde::Serialize;
 pub use prefer::Preference;
 pub use registry::Registry;
 pub use rules::{Reason, Rejection};
-pub use summary::{Outlook, ReasonCount, Summary};
+pub use summary::{Outlook, PoolWait, ReasonCount, Summary};
 
 use self::summary::Tally;
 use crate::capability::{Capability, CapabilityBasis, ResultTtl};
@@ -234,18 +234,24 @@ impl Decision {
 
 /// Decides which instance of `registry` should take `task` now.
 pub fn decide(task: &TaskInputs<'_>, registry: &Registry, ctx: &Context) -> Decision {
-    let Some(account) = registry.account(task.scope.account_id()) else {
-        return Decision {
+    let mut decision = match registry.account(task.scope.account_id()) {
+        None => Decision {
             chosen: None,
             to_validate: Vec::new(),
             ranked: Vec::new(),
             verdicts: Vec::new(),
             summary: Tally::new(0).finish(task),
-        };
+        },
+        Some(account) if ctx.verdicts || ctx.explain_all => walk::explained(registry, account, task, ctx),
+        Some(account) => walk::quick(registry, account, task, ctx),
     };
-    if ctx.verdicts || ctx.explain_all {
-        walk::explained(registry, account, task, ctx)
-    } else {
-        walk::quick(registry, account, task, ctx)
+    // Nobody can take it now: a declared pool it fits may grow (from zero) to take it, so
+    // the task waits for that rather than failing.
+    if decision.summary.eligible == 0 {
+        decision.summary.pools = registry.pools_for(task);
+        if !decision.summary.pools.is_empty() && decision.summary.outlook == Outlook::Never {
+            decision.summary.outlook = Outlook::Temporary;
+        }
     }
+    decision
 }

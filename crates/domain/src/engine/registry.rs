@@ -147,6 +147,9 @@ pub struct Registry {
     /// Instances whose group was not in the snapshot: they are left out, because without
     /// a group they have no scope and could serve nobody.
     orphans: usize,
+    /// The declared groups (pools) of each account, as indexes into `groups`, with how
+    /// many instances each has in the snapshot.
+    pools: HashMap<Ident, Vec<(usize, usize)>>,
 }
 
 impl Registry {
@@ -185,6 +188,19 @@ impl Registry {
                 continue;
             };
             placed.push((instance, group));
+        }
+        let mut members: HashMap<usize, usize> = HashMap::new();
+        for (_, group) in &placed {
+            *members.entry(*group).or_default() += 1;
+        }
+        for (i, g) in reg.groups.iter().enumerate() {
+            if g.declared.is_some() {
+                let count = members.get(&i).copied().unwrap_or(0);
+                reg.pools
+                    .entry(g.scope.account_id().clone())
+                    .or_default()
+                    .push((i, count));
+            }
         }
         reg.lay_out(placed);
         for r in results {
@@ -283,6 +299,31 @@ impl Registry {
     }
 
     /// How many instances are in the snapshot (orphans excluded).
+    /// The declared pools that could take `task` once they have an instance: enabled,
+    /// serving its scope, offering its selectors as group tags, and declaring its task type
+    /// (or declaring none, which means any).
+    pub(crate) fn pools_for(&self, task: &super::TaskInputs<'_>) -> Vec<super::summary::PoolWait> {
+        let Some(pools) = self.pools.get(task.scope.account_id()) else {
+            return Vec::new();
+        };
+        pools
+            .iter()
+            .filter_map(|&(i, instances)| {
+                let g = &self.groups[i];
+                let declared = g.declared.as_ref()?;
+                let fits = !g.disabled
+                    && g.scope.contains(task.scope)
+                    && task.selectors.is_subset(&g.tags)
+                    && (declared.task_types.is_empty() || declared.task_types.contains(task.task_type));
+                fits.then(|| super::summary::PoolWait {
+                    group_id: g.id,
+                    name: g.name.clone(),
+                    instances,
+                })
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

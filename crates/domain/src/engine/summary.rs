@@ -56,6 +56,21 @@ pub struct Summary {
     /// Rejections per reason, largest count first (rule order among equals).
     pub rejected: Vec<ReasonCount>,
     pub outlook: Outlook,
+    /// The declared pools that could take the task once an instance of theirs registers
+    /// (scope, tags and declared task types fit), when no instance is eligible now: a pool
+    /// scaled to zero makes the task wait rather than fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolWait>,
+}
+
+/// A declared pool a task waits for, and how many instances it has now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolWait {
+    pub group_id: crate::ids::GroupId,
+    pub name: crate::ident::Ident,
+    /// Its instances in the snapshot, whatever their state.
+    pub instances: usize,
 }
 
 impl Summary {
@@ -164,6 +179,7 @@ impl<'t> Tally<'t> {
             eligible: self.eligible,
             rejected,
             outlook,
+            pools: Vec::new(),
         }
     }
 }
@@ -215,15 +231,17 @@ impl Summary {
             Outlook::Eligible => Ok(()),
             Outlook::Never => f.write_str("; can never match"),
             Outlook::Temporary => {
-                let waits: Vec<&str> = self.rejected.iter().filter_map(|c| waiting_for(c.reason)).collect();
-                if waits.is_empty() {
-                    return f.write_str("; waiting");
-                }
-                let mut unique: Vec<&str> = Vec::with_capacity(waits.len());
-                for w in waits {
-                    if !unique.contains(&w) {
-                        unique.push(w);
+                let mut unique: Vec<String> = Vec::new();
+                for w in self.rejected.iter().filter_map(|c| waiting_for(c.reason)) {
+                    if !unique.iter().any(|u| u == w) {
+                        unique.push(w.to_owned());
                     }
+                }
+                for pool in &self.pools {
+                    unique.push(format!("an instance of {} ({} running)", pool.name, pool.instances));
+                }
+                if unique.is_empty() {
+                    return f.write_str("; waiting");
                 }
                 write!(f, "; waiting for {}", unique.join(" or "))
             }

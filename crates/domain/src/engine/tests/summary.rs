@@ -164,3 +164,75 @@ fn effective_selectors_are_the_tasks_own_else_its_connectors() {
     assert_eq!(effective_selectors(&none, Some(&conn)), &conn);
     assert_eq!(effective_selectors(&none, None), &none);
 }
+
+/// `k8s-prod`, declared in `acme/payments` with tag `gpu` for `shell` tasks, at zero
+/// instances.
+fn declared_pool(n: u128, types: &[&str]) -> DelegateGroup {
+    DelegateGroup {
+        declared: Some(crate::delegate::Declaration {
+            task_types: types.iter().map(|t| task_type(t)).collect(),
+            max_instances: Some(10),
+        }),
+        ..group(n, "acme/payments", "k8s-prod", &["gpu"])
+    }
+}
+
+#[test]
+fn a_declared_pool_at_zero_instances_makes_a_task_it_fits_wait_for_an_instance() {
+    let reg = registry(vec![declared_pool(1, &["shell"])], Vec::new());
+    let d = Task::new("acme/payments/api", &["gpu"]).decide(&reg);
+    assert_eq!(d.summary.outlook, Outlook::Temporary, "the pool may grow to take it");
+    assert_eq!(d.chosen, None);
+    assert_eq!(d.summary.pools.len(), 1);
+    assert_eq!(d.summary.pools[0].instances, 0);
+    assert_eq!(
+        d.summary.to_string(),
+        "0/0 delegates eligible: no delegates in this account; waiting for an instance of k8s-prod (0 running)"
+    );
+
+    // No declared task types: it runs any.
+    let any = registry(vec![declared_pool(1, &[])], Vec::new());
+    assert_eq!(
+        Task::new("acme/payments", &["gpu"]).decide(&any).summary.outlook,
+        Outlook::Temporary
+    );
+}
+
+#[test]
+fn a_declared_pool_counts_only_for_tasks_its_scope_tags_and_types_fit() {
+    let reg = registry(vec![declared_pool(1, &["shell"])], Vec::new());
+    for (task, why) in [
+        (Task::new("acme/ops", &["gpu"]), "another org: out of its scope"),
+        (Task::new("acme/payments", &["arm64"]), "a selector its tags lack"),
+    ] {
+        let d = task.decide(&reg);
+        assert_eq!(d.summary.outlook, Outlook::Never, "{why}");
+        assert!(d.summary.pools.is_empty(), "{why}");
+    }
+    let mut deploy = Task::new("acme/payments", &["gpu"]);
+    deploy.task_type = task_type("deploy");
+    assert_eq!(
+        deploy.decide(&reg).summary.outlook,
+        Outlook::Never,
+        "a type it does not declare"
+    );
+
+    let mut disabled = declared_pool(1, &["shell"]);
+    disabled.disabled = true;
+    let d = Task::new("acme/payments", &["gpu"]).decide(&registry(vec![disabled], Vec::new()));
+    assert_eq!(d.summary.outlook, Outlook::Never, "a disabled pool takes nothing");
+}
+
+#[test]
+fn a_declared_pool_with_an_eligible_instance_is_simply_a_group() {
+    let pool = declared_pool(1, &["shell"]);
+    let mut member = instance(1, &pool);
+    member.tags = sels(&["gpu"]);
+    let d = Task::new("acme/payments", &["gpu"]).decide(&registry(vec![pool], vec![member]));
+    assert_eq!(d.summary.outlook, Outlook::Eligible);
+    assert!(
+        d.summary.pools.is_empty(),
+        "only a task nobody can take now waits on a pool"
+    );
+    assert_eq!(d.summary.to_string(), "1/1 delegates eligible");
+}
