@@ -9,6 +9,12 @@ use crate::ids::{GroupId, InstanceId, TokenId};
 use crate::selector::{Selector, Selectors};
 use crate::task::TaskType;
 
+/// The most task types an instance (at registration) or a declared pool may list.
+pub const MAX_TASK_TYPES: usize = 64;
+
+/// The most instances a declared pool may say it grows to.
+pub const MAX_POOL_INSTANCES: u32 = 100_000;
+
 /// The default number of tasks an instance runs in parallel.
 pub const DEFAULT_CAPACITY: u32 = 10;
 

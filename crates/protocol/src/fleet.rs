@@ -18,7 +18,49 @@ pub struct DelegateView {
     pub tags: Vec<Selector>,
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
+    /// Present when an operator declared this delegate ahead of any instance (a pool): it
+    /// stays, at zero instances too, and tasks it fits wait for it instead of failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<DeclarationView>,
     pub instances: Vec<InstanceView>,
+}
+
+/// What an operator declared of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeclarationView {
+    /// The task types its instances will run; empty: any.
+    pub task_types: Vec<TaskType>,
+    /// How many instances it may grow to, if the operator said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+}
+
+/// `POST /api/v1/delegates`: declares a delegate (a pool of instances an autoscaler grows
+/// and shrinks) before any instance registers. Registrations with its name in its scope
+/// join it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DeclareDelegate {
+    /// Unique in the delegate's scope.
+    pub name: Ident,
+    pub account: Ident,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<Ident>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Ident>,
+    /// The group's tags: every instance offers them.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::SelectorInput>))]
+    pub tags: Vec<String>,
+    /// The task types its instances will run (at most 64); empty: any.
+    #[serde(default)]
+    pub task_types: Vec<TaskType>,
+    /// How many instances it may grow to: 1 to 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
+    pub max_instances: Option<u32>,
 }
 
 /// One running process of a delegate, as an operator sees it.

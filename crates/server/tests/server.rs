@@ -27,6 +27,7 @@ mod server {
     mod openapi_errors;
     mod outage;
     mod permissions;
+    mod pools;
     mod queries;
     mod quickstart;
     mod raw_heads;

@@ -10,9 +10,12 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::Utc;
+use switchboard_domain::delegate::{MAX_POOL_INSTANCES, MAX_TASK_TYPES};
 use switchboard_domain::selector::parse_selectors;
-use switchboard_domain::{DelegateGroup, DelegateInstance, GroupId, Ident, Permission, TokenId};
-use switchboard_protocol::fleet::{DelegateList, DelegateView, InstanceView, SetTags};
+use switchboard_domain::{Declaration, DelegateGroup, DelegateInstance, GroupId, Ident, Permission, Scope, TokenId};
+use switchboard_protocol::fleet::{
+    DeclarationView, DeclareDelegate, DelegateList, DelegateView, InstanceView, SetTags,
+};
 use switchboard_protocol::socket::close;
 use switchboard_store::Store;
 
@@ -21,7 +24,7 @@ use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::http::openapi::Errors;
-use crate::http::openapi::errors::{API, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
+use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::manager::cluster::Sockets;
 
 /// What these routes read: the store, this manager's sockets (for the one liveness rule,
@@ -74,6 +77,72 @@ pub async fn list(state: Views, caller: Caller, _: ApiQuery<NoFilters>) -> Resul
         .map(|g| view(&state, g, by_group.remove(&g.id).unwrap_or_default(), &tokens))
         .collect();
     Ok(Json(DelegateList { items }))
+}
+
+/// Declare a delegate: a pool of instances, before any registers.
+///
+/// The delegate stays while it is declared, at zero instances too (a group that
+/// registration created is removed after 7 days without instances), and a task it fits
+/// (scope, tags, task type) waits for an instance of it instead of failing as
+/// `no_eligible_delegate`. Instances join it by registering with its name in its scope.
+/// Needs `delegates:edit` at its scope.
+#[utoipa::path(
+    post,
+    path = "/delegates",
+    operation_id = "declare_delegate",
+    tag = "delegates",
+    security(("api_key" = [])),
+    request_body = DeclareDelegate,
+    responses(
+        (status = 201, description = "The declared delegate, with no instance yet.", body = DelegateView),
+        Errors<{ API | JSON_BODY | FORBIDDEN | NOT_FOUND | CONFLICT }>
+    )
+)]
+pub async fn declare(
+    state: Views,
+    caller: Caller,
+    ApiJson(body): ApiJson<DeclareDelegate>,
+) -> Result<(StatusCode, Json<DelegateView>), ApiError> {
+    let scope =
+        Scope::new(body.account, body.org, body.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
+    caller.check(Permission::DelegatesEdit, &scope, "scope")?;
+    let tags = parse_selectors(body.tags.iter().map(String::as_str))
+        .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
+    if body.task_types.len() > MAX_TASK_TYPES {
+        return Err(ApiError::validation(
+            "task_types",
+            format!("at most {MAX_TASK_TYPES} task types"),
+        ));
+    }
+    if let Some(n) = body.max_instances
+        && !(1..=MAX_POOL_INSTANCES).contains(&n)
+    {
+        return Err(ApiError::validation(
+            "max_instances",
+            format!("max_instances must be 1 to {MAX_POOL_INSTANCES}; got {n}"),
+        ));
+    }
+    let mut task_types = body.task_types;
+    task_types.sort();
+    task_types.dedup();
+    let group = DelegateGroup {
+        id: GroupId::new(),
+        scope,
+        name: body.name,
+        tags,
+        disabled: false,
+        created_at: Utc::now(),
+        declared: Some(Declaration {
+            task_types,
+            max_instances: body.max_instances,
+        }),
+    };
+    state.store.declare_group(&group).await?;
+    tracing::info!(group.id = %group.id, group.name = %group.name, scope = %group.scope, "delegate declared");
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state, &group, Vec::new(), &HashMap::new())),
+    ))
 }
 
 /// One delegate, with its instances.
@@ -248,6 +317,10 @@ fn view(
         tags: group.tags.iter().cloned().collect(),
         disabled: group.disabled,
         created_at: group.created_at,
+        declared: group.declared.as_ref().map(|d| DeclarationView {
+            task_types: d.task_types.clone(),
+            max_instances: d.max_instances,
+        }),
         instances,
     }
 }

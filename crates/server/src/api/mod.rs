@@ -50,7 +50,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::selection_log))
-        .routes(routes!(delegates::list))
+        .routes(routes!(delegates::list, delegates::declare))
         .routes(routes!(delegates::get, delegates::delete))
         .routes(routes!(delegates::set_tags))
         .routes(routes!(delegates::disable))

@@ -30,9 +30,6 @@ use crate::http::openapi::errors::{FORBIDDEN, JSON_BODY, LIMITED, STORE, bit};
 use crate::http::serve::Transport;
 use crate::secrets;
 
-/// The most task types an instance may list.
-const MAX_TASK_TYPES: usize = 64;
-
 /// Register a delegate process, with a delegate token.
 ///
 /// Creates the delegate (group) of that name in the token's scope, or joins it, and
@@ -77,10 +74,10 @@ pub async fn register(
     )
     .map_err(|e| ApiError::validation("capacity", e))?;
     check_text("hostname", &request.hostname, 253)?;
-    if request.task_types.len() > MAX_TASK_TYPES {
+    if request.task_types.len() > switchboard_domain::delegate::MAX_TASK_TYPES {
         return Err(ApiError::validation(
             "task_types",
-            format!("at most {MAX_TASK_TYPES} task types"),
+            format!("at most {} task types", switchboard_domain::delegate::MAX_TASK_TYPES),
         ));
     }
 

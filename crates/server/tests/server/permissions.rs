@@ -107,6 +107,13 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             StatusCode::OK,
         ),
         (
+            Method::POST,
+            "/api/v1/delegates".into(),
+            json!({"name": "declared", "account": "acme", "org": "eng", "task_types": ["echo"]}),
+            Some("delegates:edit"),
+            StatusCode::CREATED,
+        ),
+        (
             Method::PUT,
             format!("/api/v1/delegates/{gid}/tags"),
             json!({"tags": ["x"]}),

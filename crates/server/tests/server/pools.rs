@@ -1,0 +1,112 @@
+//! Declared pools (issue 17): a delegate an operator declares ahead of any instance, so a
+//! task it fits waits for an instance of it (an autoscaler's pool at zero) instead of
+//! failing, and its first instance takes that task. On both stores, with a client-library
+//! delegate on a real socket.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::dispatch::{Behaviour, submit, token, wait_for, worker_with};
+use super::support::{ADMIN_KEY, Backend, problem, spawn_on};
+use crate::both_backends;
+
+both_backends!(
+    a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_it,
+    a_declaration_is_checked_and_its_name_is_unique_in_its_scope,
+);
+
+async fn a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_it(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let declared = app
+        .post(
+            "/api/v1/delegates",
+            Some(ADMIN_KEY),
+            &json!({"name": "k8s-prod", "account": "acme", "tags": ["gpu"], "task_types": ["echo"], "max_instances": 10}),
+        )
+        .await;
+    assert_eq!(declared.status(), StatusCode::CREATED);
+    let pool: Value = declared.json().await.unwrap();
+    assert_eq!(
+        pool["declared"],
+        json!({"task_types": ["echo"], "max_instances": 10}),
+        "{pool}"
+    );
+    assert_eq!(pool["instances"], json!([]));
+
+    // Nobody could ever take a task the pool does not fit: it fails at once, as before.
+    let (_, unfit) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["tpu"]})).await;
+    assert_eq!(unfit["state"], "failed", "{unfit}");
+    assert_eq!(unfit["failure"]["reason"], "no_eligible_delegate", "{unfit}");
+
+    // One it fits waits for an instance of it, and says so.
+    let (status, waiting) = submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["gpu"]})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(waiting["state"], "queued", "{waiting}");
+    let explanation = waiting["explanation"].as_str().unwrap_or_default();
+    assert!(
+        explanation.contains("waiting for an instance of k8s-prod (0 running)"),
+        "{waiting}"
+    );
+
+    // The pool's first instance registers by its name and takes the task.
+    let t = token(&app).await;
+    let request =
+        json!({"name": "k8s-prod", "hostname": "pod-1", "version": "1.0.0", "task_types": ["echo"], "capacity": 5});
+    let _worker = worker_with(&app, &t, request, Behaviour::Work, &[]).await;
+    let id = waiting["id"].as_str().unwrap();
+    wait_for(&app, id, "succeeded").await;
+
+    let group: Value = app
+        .get(
+            &format!("/api/v1/delegates/{}", pool["id"].as_str().unwrap()),
+            Some(ADMIN_KEY),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(group["instances"].as_array().unwrap().len(), 1, "{group}");
+    assert!(group["declared"].is_object(), "it stays declared: {group}");
+}
+
+async fn a_declaration_is_checked_and_its_name_is_unique_in_its_scope(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let declare = |body: Value| {
+        let app = &app;
+        async move { app.post("/api/v1/delegates", Some(ADMIN_KEY), &body).await }
+    };
+    let first = declare(json!({"name": "pool", "account": "acme", "org": "eng"})).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["declared"], json!({"task_types": []}), "no types declared: any");
+    problem(
+        declare(json!({"name": "pool", "account": "acme", "org": "eng"})).await,
+        409,
+        "conflict",
+    )
+    .await;
+    // The same name in another scope is another delegate.
+    assert_eq!(
+        declare(json!({"name": "pool", "account": "acme"})).await.status(),
+        StatusCode::CREATED
+    );
+    for (body, field) in [
+        (
+            json!({"name": "p2", "account": "acme", "max_instances": 0}),
+            "max_instances",
+        ),
+        (
+            json!({"name": "p2", "account": "acme", "max_instances": 100001}),
+            "max_instances",
+        ),
+        (json!({"name": "p2", "account": "acme", "tags": ["  "]}), "tags"),
+        (json!({"name": "p2", "account": "acme", "project": "x"}), "project"),
+    ] {
+        let answer = problem(declare(body.clone()).await, 422, "validation").await;
+        assert_eq!(answer["field"], field, "{body}: {answer}");
+    }
+}
