@@ -6,7 +6,7 @@ use serde::Serialize;
 use switchboard_client::{Client, ClientError, ScopeFilter, TaskFilter, Tls};
 use switchboard_domain::TaskState;
 use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
-use switchboard_protocol::fleet::DelegateView;
+use switchboard_protocol::fleet::{DeclareDelegate, DelegateView};
 use switchboard_protocol::keys::{ApiKeyView, CreateApiKey};
 use switchboard_protocol::tasks::{SubmitTask, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenView};
@@ -276,6 +276,24 @@ fn token_table(tokens: &[TokenView]) {
 async fn delegates(client: &Client, out: Printer, command: DelegatesCommand) -> Result<(), ClientError> {
     match command {
         DelegatesCommand::List => out.show(&client.list_delegates().await?, |l| delegate_table(&l.items)),
+        DelegatesCommand::Declare {
+            name,
+            scope,
+            tags,
+            task_types,
+            max_instances,
+        } => {
+            let body = DeclareDelegate {
+                name,
+                account: scope.account,
+                org: scope.org,
+                project: scope.project,
+                tags,
+                task_types,
+                max_instances,
+            };
+            out.show(&client.declare_delegate(&body).await?, delegate_detail);
+        }
         DelegatesCommand::Show { id } => out.show(&client.get_delegate(&id).await?, delegate_detail),
         DelegatesCommand::Tag { id, tags } => out.show(&client.set_delegate_tags(&id, tags).await?, delegate_detail),
         DelegatesCommand::Disable { id } => out.show(&client.disable_delegate(&id).await?, delegate_detail),
@@ -314,6 +332,22 @@ fn delegate_detail(g: &DelegateView) {
             ("scope", scope(&g.account, g.org.as_ref(), g.project.as_ref())),
             ("tags", list(&g.tags)),
             ("disabled", if g.disabled { "yes" } else { "no" }.to_owned()),
+            (
+                "declared",
+                match &g.declared {
+                    None => "no".to_owned(),
+                    Some(d) => format!(
+                        "yes: types {}, at most {} instances",
+                        if d.task_types.is_empty() {
+                            "any".to_owned()
+                        } else {
+                            list(&d.task_types)
+                        },
+                        d.max_instances
+                            .map_or_else(|| "any number of".to_owned(), |n| n.to_string())
+                    ),
+                },
+            ),
             ("created", g.created_at.to_rfc3339()),
         ])
     );

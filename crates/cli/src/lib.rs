@@ -161,6 +161,23 @@ pub enum TokensCommand {
 pub enum DelegatesCommand {
     /// List the delegate groups and their instances.
     List,
+    /// Declare a delegate (a pool) before any instance registers: it stays at zero
+    /// instances, and tasks it fits wait for it instead of failing.
+    Declare {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// A tag of the group, which every instance offers (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// A task type its instances will run (repeatable; none: any).
+        #[arg(long = "type", value_name = "TYPE", value_parser = task_type)]
+        task_types: Vec<TaskType>,
+        /// How many instances it may grow to.
+        #[arg(long, value_name = "N")]
+        max_instances: Option<u32>,
+    },
     /// Show one delegate group with its instances.
     Show { id: String },
     /// Replace the group's tags.

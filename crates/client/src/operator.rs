@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_domain::{TaskId, TaskState};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
-use switchboard_protocol::fleet::{DelegateList, DelegateView, SetTags};
+use switchboard_protocol::fleet::{DeclareDelegate, DelegateList, DelegateView, SetTags};
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
@@ -137,6 +137,11 @@ impl Client {
 
     pub async fn list_delegates(&self) -> Result<DelegateList, ClientError> {
         self.send(self.request(reqwest::Method::GET, "/api/v1/delegates")).await
+    }
+
+    /// Declares a delegate (a pool) ahead of any instance.
+    pub async fn declare_delegate(&self, body: &DeclareDelegate) -> Result<DelegateView, ClientError> {
+        self.post_json("/api/v1/delegates", body).await
     }
 
     pub async fn get_delegate(&self, id: &str) -> Result<DelegateView, ClientError> {

@@ -185,6 +185,39 @@ async fn delegates_round_trip_in_both_output_modes() {
     let enabled = cli(&app, &["delegates", "enable", &id]).await;
     assert!(enabled.ok().contains("disabled: no"), "{enabled:?}");
 
+    // A pool declared ahead of any instance.
+    let declared = cli(
+        &app,
+        &[
+            "delegates",
+            "declare",
+            "--name",
+            "k8s-prod",
+            "--account",
+            "acme",
+            "--tag",
+            "gpu",
+            "--type",
+            "echo",
+            "--max-instances",
+            "3",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        declared["declared"],
+        json!({"task_types": ["echo"], "max_instances": 3})
+    );
+    assert_eq!(declared["instances"], json!([]));
+    let shown = cli(&app, &["delegates", "show", &id_of(&declared)]).await;
+    assert!(
+        shown.ok().contains("declared: yes: types echo, at most 3 instances"),
+        "{shown:?}"
+    );
+
     let deleted = cli(&app, &["delegates", "delete", &id]).await;
     assert!(deleted.ok().contains("deleted"), "{deleted:?}");
     let gone = cli(&app, &["delegates", "show", &id]).await;
