@@ -104,3 +104,35 @@ pub struct SetTags {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::schema::SelectorInput>))]
     pub tags: Vec<String>,
 }
+
+/// `GET /api/v1/delegates/{id}/demand`: what an autoscaler needs to size this delegate.
+/// KEDA's metrics-api scaler reads `desired_instances` with a target of 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Demand {
+    pub id: GroupId,
+    pub name: Ident,
+    /// Queued tasks this delegate could take (scope, selectors and type fit it or one of
+    /// its instances), whatever the liveness of its instances. At most `queued_limit`
+    /// are read; `queued_truncated` says when there were more.
+    pub queued: u64,
+    pub queued_truncated: bool,
+    /// How long the oldest of them has waited, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_queued_age_ms: Option<i64>,
+    /// Tasks assigned to or running on its instances.
+    pub active: u64,
+    /// Registered instances, and those connected now.
+    pub instances: u32,
+    pub connected: u32,
+    /// Free task slots on its connected instances.
+    pub free_slots: u64,
+    /// Tasks one instance runs at once: the largest capacity among its instances, else
+    /// the default (10).
+    pub capacity_per_instance: u32,
+    /// Enough instances of that capacity for what is active and queued, at most the
+    /// declared `max_instances`; 0 when there is nothing to do.
+    pub desired_instances: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+}

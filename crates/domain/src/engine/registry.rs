@@ -299,9 +299,8 @@ impl Registry {
     }
 
     /// How many instances are in the snapshot (orphans excluded).
-    /// The declared pools that could take `task` once they have an instance: enabled,
-    /// serving its scope, offering its selectors as group tags, and declaring its task type
-    /// (or declaring none, which means any).
+    /// The declared pools that could take `task` once they have an instance
+    /// ([`DelegateGroup::pool_fits`]).
     pub(crate) fn pools_for(&self, task: &super::TaskInputs<'_>) -> Vec<super::summary::PoolWait> {
         let Some(pools) = self.pools.get(task.scope.account_id()) else {
             return Vec::new();
@@ -310,16 +309,12 @@ impl Registry {
             .iter()
             .filter_map(|&(i, instances)| {
                 let g = &self.groups[i];
-                let declared = g.declared.as_ref()?;
-                let fits = !g.disabled
-                    && g.scope.contains(task.scope)
-                    && task.selectors.is_subset(&g.tags)
-                    && (declared.task_types.is_empty() || declared.task_types.contains(task.task_type));
-                fits.then(|| super::summary::PoolWait {
-                    group_id: g.id,
-                    name: g.name.clone(),
-                    instances,
-                })
+                g.pool_fits(task.scope, task.task_type, task.selectors)
+                    .then(|| super::summary::PoolWait {
+                        group_id: g.id,
+                        name: g.name.clone(),
+                        instances,
+                    })
             })
             .collect()
     }

@@ -53,6 +53,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delegates::list, delegates::declare))
         .routes(routes!(delegates::get, delegates::delete))
         .routes(routes!(delegates::set_tags))
+        .routes(routes!(delegates::demand))
         .routes(routes!(delegates::disable))
         .routes(routes!(delegates::enable))
 }

@@ -48,6 +48,7 @@ const ROUTES: &[&str] = &[
     "GET /api/v1/delegates/{id}",
     "DELETE /api/v1/delegates/{id}",
     "PUT /api/v1/delegates/{id}/tags",
+    "GET /api/v1/delegates/{id}/demand",
     "POST /api/v1/delegates/{id}/disable",
     "POST /api/v1/delegates/{id}/enable",
     "POST /delegate/v1/register",

@@ -107,6 +107,13 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             StatusCode::OK,
         ),
         (
+            Method::GET,
+            format!("/api/v1/delegates/{gid}/demand"),
+            Value::Null,
+            None,
+            StatusCode::OK,
+        ),
+        (
             Method::POST,
             "/api/v1/delegates".into(),
             json!({"name": "declared", "account": "acme", "org": "eng", "task_types": ["echo"]}),

@@ -50,6 +50,19 @@ async fn a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_i
         "{waiting}"
     );
 
+    // An autoscaler asks how far to grow it: one instance, for the one task it could take.
+    let demand_path = format!("/api/v1/delegates/{}/demand", pool["id"].as_str().unwrap());
+    let demand: Value = app.get(&demand_path, Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert_eq!(demand["queued"], 1, "the unfit task is not counted: {demand}");
+    assert_eq!(demand["desired_instances"], 1, "{demand}");
+    assert_eq!(demand["instances"], 0, "{demand}");
+    assert_eq!(
+        demand["capacity_per_instance"], 10,
+        "the default, with no instance: {demand}"
+    );
+    assert_eq!(demand["max_instances"], 10, "{demand}");
+    assert!(demand["oldest_queued_age_ms"].as_i64().is_some(), "{demand}");
+
     // The pool's first instance registers by its name and takes the task.
     let t = token(&app).await;
     let request =
@@ -69,6 +82,20 @@ async fn a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_i
         .unwrap();
     assert_eq!(group["instances"].as_array().unwrap().len(), 1, "{group}");
     assert!(group["declared"].is_object(), "it stays declared: {group}");
+
+    // Nothing left to do: no instance wanted, the one there has all its slots free.
+    let demand: Value = app.get(&demand_path, Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert_eq!(
+        (&demand["queued"], &demand["active"], &demand["desired_instances"]),
+        (&json!(0), &json!(0), &json!(0)),
+        "{demand}"
+    );
+    assert_eq!(
+        (&demand["instances"], &demand["free_slots"]),
+        (&json!(1), &json!(5)),
+        "{demand}"
+    );
+    assert_eq!(demand["capacity_per_instance"], 5, "{demand}");
 }
 
 async fn a_declaration_is_checked_and_its_name_is_unique_in_its_scope(backend: Backend) {
