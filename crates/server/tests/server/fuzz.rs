@@ -477,6 +477,13 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
             json!({"name": "k", "account": "acme", "permissions": ["delegates:edit"]}),
         ),
         (
+            "POST",
+            "/api/v1/delegates",
+            "/api/v1/delegates".into(),
+            ADMIN_KEY,
+            json!({"name": "declared", "account": "acme", "tags": ["t"], "task_types": ["echo"], "max_instances": 3}),
+        ),
+        (
             "PUT",
             "/api/v1/delegates/{id}/tags",
             format!("/api/v1/delegates/{}/tags", me.group_id),
