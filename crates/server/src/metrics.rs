@@ -4,10 +4,12 @@
 //! named methods of [`Metrics`], so a call site is one line: task counts by state are not
 //! a scrape-time query but counters of transitions
 //! (`rate(switchboard_tasks_finished_total[5m])`, submitted minus finished for the backlog).
-//! A scrape reads the store once, for the instance gauges (see [`metrics`]).
+//! A scrape reads the store once for the instance gauges, and, when operators declared
+//! pools, a few more times for the pools' demand (see [`crate::probes::metrics`]).
 //!
 //! Labels stay low-cardinality: a task's final state, a validation's outcome. Never a task
-//! id, an instance id, a selector or a scope.
+//! id, an instance id, a selector or a scope; the one exception is the declared pools'
+//! gauges, labelled by pool and account, one series per pool an operator declared.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -326,12 +328,18 @@ impl Metrics {
 
     /// [`Metrics::encode`] with the store committer's `batches` (counted by the store, read
     /// at the scrape) inserted before the end marker.
-    pub fn render(&self, batches: Option<&switchboard_store::BatchSnapshot>) -> String {
+    pub fn render(
+        &self,
+        batches: Option<&switchboard_store::BatchSnapshot>,
+        pools: &[(switchboard_domain::Ident, switchboard_protocol::fleet::Demand)],
+    ) -> String {
         let mut body = self.encode();
-        if let Some(batches) = batches {
-            let end = body.rfind("# EOF").unwrap_or(body.len());
-            body.insert_str(end, &encode_batches(batches));
+        let mut extra = batches.map(encode_batches).unwrap_or_default();
+        if !pools.is_empty() {
+            extra.push_str(&encode_pools(pools));
         }
+        let end = body.rfind("# EOF").unwrap_or(body.len());
+        body.insert_str(end, &extra);
         body
     }
 }
@@ -346,6 +354,53 @@ fn liveness_name(liveness: Liveness) -> &'static str {
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).to_std().map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// The demand on each declared pool ([`crate::manager::demand`]), as gauges labelled by
+/// account, pool name and id: one series per pool and family, so as many series as there
+/// are declared pools (operators declare them; registration never adds one).
+fn encode_pools(pools: &[(switchboard_domain::Ident, switchboard_protocol::fleet::Demand)]) -> String {
+    use std::fmt::Write;
+    type Value = fn(&switchboard_protocol::fleet::Demand) -> f64;
+    let families: [(&str, &str, Value); 5] = [
+        ("queued_tasks", "Queued tasks the declared pool could take", |d| {
+            d.queued as f64
+        }),
+        (
+            "active_tasks",
+            "Tasks assigned to or running on the pool's instances",
+            |d| d.active as f64,
+        ),
+        ("connected_instances", "The pool's instances connected now", |d| {
+            f64::from(d.connected)
+        }),
+        (
+            "desired_instances",
+            "Instances enough for what is active and queued, at most the declared maximum",
+            |d| f64::from(d.desired_instances),
+        ),
+        (
+            "oldest_queued_seconds",
+            "How long the oldest queued task the pool could take has waited",
+            |d| d.oldest_queued_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
+        ),
+    ];
+    let mut out = String::new();
+    for (family, help, value) in families {
+        let name = format!("switchboard_pool_{family}");
+        let _ = writeln!(out, "# HELP {name} {help}.");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (account, d) in pools {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{account}\",pool=\"{}\",pool_id=\"{}\"}} {}",
+                d.name,
+                d.id,
+                value(d)
+            );
+        }
+    }
+    out
 }
 
 /// The committer's batches, in the OpenMetrics text format: a histogram of task writes

@@ -1,6 +1,7 @@
 //! The open endpoints for orchestrators and scrapers: liveness, readiness and the
 //! Prometheus metrics; and the answer to a path no route matches.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -9,7 +10,8 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
-use switchboard_domain::Liveness;
+use switchboard_domain::{DelegateGroup, Ident, Liveness};
+use switchboard_protocol::fleet::Demand;
 use switchboard_store::{Store, StoreError};
 use utoipa::ToSchema;
 
@@ -18,6 +20,7 @@ use crate::http::error::ApiError;
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{ANY, STORE};
 use crate::manager::cluster::Sockets;
+use crate::manager::demand;
 use crate::manager::dispatch::Placer;
 use crate::metrics;
 
@@ -119,7 +122,8 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
 /// Open, like `/healthz`, for the scraper (no key to configure there). Labels are
 /// low-cardinality: no task ids, no raw selectors. The instance gauges are counted now,
 /// from the store and this manager's own view (its sockets, heartbeats not yet flushed):
-/// one store read per scrape. If the store cannot answer, the last counts stay and the
+/// one store read per scrape, and for the declared pools' gauges a few more (the groups,
+/// each such account's queue, each pool's instances). If the store cannot answer, the last counts stay and the
 /// failure shows in `store_errors_total`.
 #[utoipa::path(
     get,
@@ -157,6 +161,42 @@ pub async fn metrics(
         }
         placer.metrics().set_instances(counts);
     }
-    let body = placer.metrics().render(placer.store().batch_stats().as_ref());
+    let pools = pool_demand(&placer, &sockets, &settings).await;
+    let body = placer.metrics().render(placer.store().batch_stats().as_ref(), &pools);
     (StatusCode::OK, [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+}
+
+/// The demand on every declared pool, for `/metrics`: the groups (one store read), then
+/// per account with pools its queue, and per pool its instances. A pool whose reads fail
+/// is left out of this scrape (the failure shows in `store_errors_total`).
+async fn pool_demand(placer: &Placer, sockets: &Sockets, settings: &Settings) -> Vec<(Ident, Demand)> {
+    let store = placer.store().as_ref();
+    let Ok(groups) = store.list_groups(None).await else {
+        return Vec::new();
+    };
+    let mut by_account: BTreeMap<Ident, Vec<DelegateGroup>> = BTreeMap::new();
+    for group in groups.into_iter().filter(|g| g.declared.is_some()) {
+        by_account
+            .entry(group.scope.account_id().clone())
+            .or_default()
+            .push(group);
+    }
+    let timeout = chrono::Duration::from_std(settings.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+    let mut pools = Vec::new();
+    for (account, groups) in by_account {
+        let Ok(queue) = demand::Queue::read(store, &account).await else {
+            continue;
+        };
+        for group in groups {
+            let Ok(instances) = store.list_instances(Some(group.id)).await else {
+                continue;
+            };
+            let instances: Vec<_> = instances.into_iter().map(|i| sockets.current(i)).collect();
+            pools.push((
+                account.clone(),
+                demand::of(&group, &instances, &queue, Utc::now(), timeout),
+            ));
+        }
+    }
+    pools
 }

@@ -10,13 +10,9 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::Utc;
-use switchboard_domain::delegate::{DEFAULT_CAPACITY, MAX_POOL_INSTANCES, MAX_TASK_TYPES};
-use switchboard_domain::engine::effective_selectors;
+use switchboard_domain::delegate::{MAX_POOL_INSTANCES, MAX_TASK_TYPES};
 use switchboard_domain::selector::parse_selectors;
-use switchboard_domain::{
-    ConnectorId, Declaration, DelegateGroup, DelegateInstance, GroupId, Ident, Liveness, Permission, Scope, Selectors,
-    TokenId,
-};
+use switchboard_domain::{Declaration, DelegateGroup, DelegateInstance, GroupId, Ident, Permission, Scope, TokenId};
 use switchboard_protocol::fleet::{
     DeclarationView, DeclareDelegate, DelegateList, DelegateView, Demand, InstanceView, SetTags,
 };
@@ -30,6 +26,7 @@ use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::manager::cluster::Sockets;
+use crate::manager::demand;
 
 /// What these routes read: the store, this manager's sockets (for the one liveness rule,
 /// [`Sockets::current`]) and the heartbeat timeout that liveness is judged by.
@@ -241,9 +238,6 @@ async fn set_disabled(
     Ok(Json(full_view(&state, &group).await?))
 }
 
-/// How many queued tasks a demand answer reads at most.
-const DEMAND_QUEUED_LIMIT: u32 = 10_000;
-
 /// What an autoscaler needs to size this delegate: the queued tasks it could take, the
 /// tasks on its instances, its free slots and the instances that would be enough.
 ///
@@ -270,74 +264,14 @@ pub async fn demand(state: Views, caller: Caller, IdPath(id): IdPath<GroupId>) -
         .into_iter()
         .map(|i| state.sockets.current(i))
         .collect();
-    let queued = state
-        .store
-        .queued_tasks(Some(group.scope.account_id()), DEMAND_QUEUED_LIMIT)
-        .await?;
-    let truncated = queued.len() >= DEMAND_QUEUED_LIMIT as usize;
-    // The selectors of the connectors whose selectors these tasks inherit, read once each.
-    let mut connectors: HashMap<ConnectorId, Selectors> = HashMap::new();
-    for c in queued
-        .iter()
-        .filter(|t| t.spec.selectors.is_empty())
-        .filter_map(|t| t.spec.connector_id)
-        .collect::<std::collections::BTreeSet<_>>()
-    {
-        if let Ok(connector) = state.store.get_connector(c).await {
-            connectors.insert(c, connector.selectors);
-        }
-    }
-    let now = Utc::now();
-    let (mut fitting, mut oldest) = (0u64, None::<chrono::DateTime<Utc>>);
-    for task in &queued {
-        let spec = &task.spec;
-        let connector = spec.connector_id.and_then(|c| connectors.get(&c));
-        let selectors = effective_selectors(&spec.selectors, connector);
-        let fits = group.pool_fits(&spec.scope, &spec.task_type, selectors)
-            || (group.scope.contains(&spec.scope)
-                && instances
-                    .iter()
-                    .any(|i| i.task_types.contains(&spec.task_type) && selectors.is_subset(&i.selector_set(&group))));
-        if fits {
-            fitting += 1;
-            oldest = Some(oldest.map_or(spec.created_at, |o| o.min(spec.created_at)));
-        }
-    }
-    let timeout = state.heartbeat_timeout;
-    let connected: Vec<&DelegateInstance> = instances
-        .iter()
-        .filter(|i| i.liveness(now, timeout) == Liveness::Connected)
-        .collect();
-    let active: u64 = instances.iter().map(|i| u64::from(i.active_tasks)).sum();
-    let free_slots: u64 = connected
-        .iter()
-        .map(|i| u64::from(i.capacity.get().saturating_sub(i.active_tasks)))
-        .sum();
-    let capacity_per_instance = instances
-        .iter()
-        .map(|i| i.capacity.get())
-        .max()
-        .unwrap_or(DEFAULT_CAPACITY)
-        .max(1);
-    let max_instances = group.declared.as_ref().and_then(|d| d.max_instances);
-    let wanted = (active + fitting).div_ceil(u64::from(capacity_per_instance));
-    let desired = u32::try_from(wanted)
-        .unwrap_or(u32::MAX)
-        .min(max_instances.unwrap_or(u32::MAX));
-    Ok(Json(Demand {
-        id: group.id,
-        name: group.name,
-        queued: fitting,
-        queued_truncated: truncated,
-        oldest_queued_age_ms: oldest.map(|o| (now - o).num_milliseconds().max(0)),
-        active,
-        instances: u32::try_from(instances.len()).unwrap_or(u32::MAX),
-        connected: u32::try_from(connected.len()).unwrap_or(u32::MAX),
-        free_slots,
-        capacity_per_instance,
-        desired_instances: desired,
-        max_instances,
-    }))
+    let queue = demand::Queue::read(state.store.as_ref(), group.scope.account_id()).await?;
+    Ok(Json(demand::of(
+        &group,
+        &instances,
+        &queue,
+        Utc::now(),
+        state.heartbeat_timeout,
+    )))
 }
 
 /// Delete a delegate and its instances.

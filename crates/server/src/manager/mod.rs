@@ -9,12 +9,14 @@
 //! * [`cluster`]: the bus to the other replicas, and [`cluster::Sockets`], the four
 //!   pieces above as one value; it is the server's [`dispatch::Reach`].
 //! * [`housekeeping`]: the lease, the heartbeat flush and the retention sweep.
+//! * [`demand`]: what an autoscaler needs to size a delegate.
 //! * [`workers`]: how each of these starts its background tasks and stops them.
 //!
 //! Nothing here sees HTTP or the server's whole state: each part takes the few things it
 //! uses, so each can be run and tested alone.
 
 pub mod cluster;
+pub mod demand;
 pub mod dispatch;
 pub mod heartbeats;
 pub mod housekeeping;

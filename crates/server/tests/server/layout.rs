@@ -230,6 +230,7 @@ fn the_parts_of_the_manager_use_only_those_before_them_in_the_documented_order()
         ("manager::dispatch", 3),
         ("manager::cluster", 4),
         ("manager::housekeeping", 5),
+        ("manager::demand", 5),
     ];
     let rank = |m: &str| order.iter().find(|(name, _)| *name == m).map(|(_, r)| *r);
     for ((from, to), file) in edges() {

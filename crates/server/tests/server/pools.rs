@@ -62,6 +62,14 @@ async fn a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_i
     );
     assert_eq!(demand["max_instances"], 10, "{demand}");
     assert!(demand["oldest_queued_age_ms"].as_i64().is_some(), "{demand}");
+    // The same for Prometheus, one series per declared pool.
+    let scraped = app.get("/metrics", None).await.text().await.unwrap();
+    let series = format!(
+        "switchboard_pool_desired_instances{{account=\"acme\",pool=\"k8s-prod\",pool_id=\"{}\"}} 1",
+        pool["id"].as_str().unwrap()
+    );
+    assert!(scraped.contains(&series), "{series} not in:\n{scraped}");
+    assert!(scraped.contains("switchboard_pool_queued_tasks{account=\"acme\",pool=\"k8s-prod\""));
 
     // The pool's first instance registers by its name and takes the task.
     let t = token(&app).await;
