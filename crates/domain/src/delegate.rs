@@ -37,17 +37,16 @@ pub struct DelegateGroup {
 
 impl DelegateGroup {
     /// Whether this group, as a declared pool, could take a task of `scope`, `task_type`
-    /// and (effective) `selectors` once it has an instance, whatever instances it has now:
-    /// it is declared and enabled, serves the scope, offers the selectors as its tags or
-    /// its name, and declares the type (or no type, which means any). `false` for a group
-    /// nobody declared.
+    /// and (effective) `selectors` once it has an instance (and, if disabled, once it is
+    /// enabled again), whatever instances it has now: it is declared, serves the scope,
+    /// offers the selectors as its tags or its name, and declares the type (or no type,
+    /// which means any). `false` for a group nobody declared.
     pub fn pool_fits(&self, scope: &Scope, task_type: &TaskType, selectors: &Selectors) -> bool {
         let Some(declared) = &self.declared else {
             return false;
         };
         let name = Selector::parse(self.name.as_str()).ok();
-        !self.disabled
-            && self.scope.contains(scope)
+        self.scope.contains(scope)
             && selectors
                 .iter()
                 .all(|s| self.tags.contains(s) || name.as_ref() == Some(s))

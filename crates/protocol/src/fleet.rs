@@ -130,8 +130,9 @@ pub struct Demand {
     /// Tasks one instance runs at once: the largest capacity among its instances, else
     /// the default (10).
     pub capacity_per_instance: u32,
-    /// Enough instances of that capacity for what is active and queued, at most the
-    /// declared `max_instances`; 0 when there is nothing to do.
+    /// Enough instances of that capacity for what is active and queued (only what is
+    /// active, while the delegate is disabled), at most the declared `max_instances`; 0
+    /// when there is nothing to do.
     pub desired_instances: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,

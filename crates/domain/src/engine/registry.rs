@@ -300,7 +300,8 @@ impl Registry {
 
     /// How many instances are in the snapshot (orphans excluded).
     /// The declared pools that could take `task` once they have an instance
-    /// ([`DelegateGroup::pool_fits`]).
+    /// ([`DelegateGroup::pool_fits`]); a disabled one too, as a disabled instance that
+    /// could take it keeps the task waiting.
     pub(crate) fn pools_for(&self, task: &super::TaskInputs<'_>) -> Vec<super::summary::PoolWait> {
         let Some(pools) = self.pools.get(task.scope.account_id()) else {
             return Vec::new();
@@ -314,6 +315,7 @@ impl Registry {
                         group_id: g.id,
                         name: g.name.clone(),
                         instances,
+                        disabled: g.disabled,
                     })
             })
             .collect()

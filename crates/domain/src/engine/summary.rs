@@ -71,6 +71,9 @@ pub struct PoolWait {
     pub name: crate::ident::Ident,
     /// Its instances in the snapshot, whatever their state.
     pub instances: usize,
+    /// An operator disabled it: the task waits for it to be enabled as well.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 impl Summary {
@@ -238,7 +241,11 @@ impl Summary {
                     }
                 }
                 for pool in &self.pools {
-                    unique.push(format!("an instance of {} ({} running)", pool.name, pool.instances));
+                    let disabled = if pool.disabled { ", disabled" } else { "" };
+                    unique.push(format!(
+                        "an instance of {} ({} running{disabled})",
+                        pool.name, pool.instances
+                    ));
                 }
                 if unique.is_empty() {
                     return f.write_str("; waiting");

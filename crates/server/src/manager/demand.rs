@@ -91,7 +91,10 @@ pub fn of(
         .unwrap_or(DEFAULT_CAPACITY)
         .max(1);
     let max_instances = group.declared.as_ref().and_then(|d| d.max_instances);
-    let wanted = (active + queued).div_ceil(u64::from(capacity_per_instance));
+    // A disabled delegate gets no new task: what it runs still wants its instances, what
+    // waits for it wants none until it is enabled again.
+    let waiting = if group.disabled { 0 } else { queued };
+    let wanted = (active + waiting).div_ceil(u64::from(capacity_per_instance));
     let desired = u32::try_from(wanted)
         .unwrap_or(u32::MAX)
         .min(max_instances.unwrap_or(u32::MAX));

@@ -6,8 +6,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::dispatch::{Behaviour, submit, token, wait_for, worker_with};
-use super::support::{ADMIN_KEY, Backend, problem, spawn_on};
+use super::dispatch::{Behaviour, log, submit, token, wait_for, worker_with};
+use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
 use crate::both_backends;
 
 both_backends!(
@@ -71,12 +71,35 @@ async fn a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_i
     assert!(scraped.contains(&series), "{series} not in:\n{scraped}");
     assert!(scraped.contains("switchboard_pool_queued_tasks{account=\"acme\",pool=\"k8s-prod\""));
 
+    // Disabled, the pool still keeps the task waiting (as a disabled instance would), and
+    // wants no instance for it until it is enabled again.
+    let pool_path = format!("/api/v1/delegates/{}", pool["id"].as_str().unwrap());
+    let id = waiting["id"].as_str().unwrap();
+    app.post(&format!("{pool_path}/disable"), Some(ADMIN_KEY), &json!({}))
+        .await;
+    let line = logged(&app, id, "(0 running, disabled)").await;
+    assert!(line.contains("waiting for an instance of k8s-prod"), "{line}");
+    let task: Value = app
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(task["state"], "queued", "{task}");
+    let demand: Value = app.get(&demand_path, Some(ADMIN_KEY)).await.json().await.unwrap();
+    assert_eq!(
+        (&demand["queued"], &demand["desired_instances"]),
+        (&json!(1), &json!(0)),
+        "{demand}"
+    );
+    app.post(&format!("{pool_path}/enable"), Some(ADMIN_KEY), &json!({}))
+        .await;
+
     // The pool's first instance registers by its name and takes the task.
     let t = token(&app).await;
     let request =
         json!({"name": "k8s-prod", "hostname": "pod-1", "version": "1.0.0", "task_types": ["echo"], "capacity": 5});
     let _worker = worker_with(&app, &t, request, Behaviour::Work, &[]).await;
-    let id = waiting["id"].as_str().unwrap();
     wait_for(&app, id, "succeeded").await;
 
     let group: Value = app
@@ -104,6 +127,24 @@ async fn a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_i
         "{demand}"
     );
     assert_eq!(demand["capacity_per_instance"], 5, "{demand}");
+}
+
+/// Waits (within PATIENCE) for a selection-log entry of task `id` whose summary contains
+/// `text`, and returns that summary.
+async fn logged(app: &TestApp, id: &str, text: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let entries = log(app, id).await;
+        if let Some(line) = entries
+            .iter()
+            .filter_map(|e| e["summary"].as_str())
+            .find(|s| s.contains(text))
+        {
+            return line.to_owned();
+        }
+        assert!(started.elapsed() < PATIENCE, "no entry says {text:?}: {entries:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 async fn a_declaration_is_checked_and_its_name_is_unique_in_its_scope(backend: Backend) {

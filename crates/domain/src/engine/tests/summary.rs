@@ -199,7 +199,7 @@ fn a_declared_pool_at_zero_instances_makes_a_task_it_fits_wait_for_an_instance()
 }
 
 #[test]
-fn a_declared_pool_counts_only_for_tasks_its_scope_tags_and_types_fit() {
+fn a_declared_pool_counts_only_for_tasks_its_scope_tags_and_types_fit_disabled_or_not() {
     let reg = registry(vec![declared_pool(1, &["shell"])], Vec::new());
     for (task, why) in [
         (Task::new("acme/ops", &["gpu"]), "another org: out of its scope"),
@@ -220,7 +220,18 @@ fn a_declared_pool_counts_only_for_tasks_its_scope_tags_and_types_fit() {
     let mut disabled = declared_pool(1, &["shell"]);
     disabled.disabled = true;
     let d = Task::new("acme/payments", &["gpu"]).decide(&registry(vec![disabled], Vec::new()));
-    assert_eq!(d.summary.outlook, Outlook::Never, "a disabled pool takes nothing");
+    assert_eq!(
+        d.summary.outlook,
+        Outlook::Temporary,
+        "a disabled pool keeps it waiting, as a disabled instance that could take it does"
+    );
+    assert!(
+        d.summary
+            .to_string()
+            .ends_with("waiting for an instance of k8s-prod (0 running, disabled)"),
+        "{}",
+        d.summary
+    );
 }
 
 #[test]
