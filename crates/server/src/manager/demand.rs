@@ -58,6 +58,8 @@ pub fn of(
     now: DateTime<Utc>,
     heartbeat_timeout: Duration,
 ) -> Demand {
+    // What each instance offers, built once rather than for every queued task.
+    let offers: Vec<(&DelegateInstance, Selectors)> = instances.iter().map(|i| (i, i.selector_set(group))).collect();
     let (mut queued, mut oldest) = (0u64, None::<DateTime<Utc>>);
     for task in &queue.tasks {
         let spec = &task.spec;
@@ -67,9 +69,9 @@ pub fn of(
         // or one of its instances as registered.
         let fits = group.pool_fits(&spec.scope, &spec.task_type, selectors)
             || (group.scope.contains(&spec.scope)
-                && instances
+                && offers
                     .iter()
-                    .any(|i| i.task_types.contains(&spec.task_type) && selectors.is_subset(&i.selector_set(group))));
+                    .any(|(i, offered)| i.task_types.contains(&spec.task_type) && selectors.is_subset(offered)));
         if fits {
             queued += 1;
             oldest = Some(oldest.map_or(spec.created_at, |o| o.min(spec.created_at)));
