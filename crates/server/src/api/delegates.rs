@@ -10,8 +10,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::Utc;
-use switchboard_domain::delegate::{MAX_POOL_INSTANCES, MAX_TASK_TYPES};
-use switchboard_domain::selector::parse_selectors;
+use switchboard_domain::delegate::MAX_POOL_INSTANCES;
 use switchboard_domain::{Declaration, DelegateGroup, DelegateInstance, GroupId, Ident, Permission, Scope, TokenId};
 use switchboard_protocol::fleet::{
     DeclarationView, DeclareDelegate, DelegateList, DelegateView, Demand, InstanceView, SetTags,
@@ -23,6 +22,7 @@ use crate::config::Settings;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery, IdPath, NoFilters};
+use crate::http::fields;
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{API, CONFLICT, FORBIDDEN, JSON_BODY, NOT_FOUND, QUERY};
 use crate::manager::cluster::Sockets;
@@ -107,14 +107,8 @@ pub async fn declare(
     let scope =
         Scope::new(body.account, body.org, body.project).map_err(|e| ApiError::validation("project", e.to_string()))?;
     caller.check(Permission::DelegatesEdit, &scope, "scope")?;
-    let tags = parse_selectors(body.tags.iter().map(String::as_str))
-        .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
-    if body.task_types.len() > MAX_TASK_TYPES {
-        return Err(ApiError::validation(
-            "task_types",
-            format!("at most {MAX_TASK_TYPES} task types"),
-        ));
-    }
+    let tags = fields::tags(&body.tags)?;
+    fields::task_types(&body.task_types)?;
     if let Some(n) = body.max_instances
         && !(1..=MAX_POOL_INSTANCES).contains(&n)
     {
@@ -184,8 +178,7 @@ pub async fn set_tags(
 ) -> Result<Json<DelegateView>, ApiError> {
     let existing = state.store.get_group(id).await?;
     caller.check(Permission::DelegatesEdit, &existing.scope, "delegate")?;
-    let tags = parse_selectors(body.tags.iter().map(String::as_str))
-        .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
+    let tags = fields::tags(&body.tags)?;
     let group = state.store.set_group_tags(id, &tags).await?;
     tracing::info!(group.id = %group.id, group.name = %group.name, "delegate tags changed");
     Ok(Json(full_view(&state, &group).await?))

@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::Utc;
 use switchboard_domain::delegate::Version;
-use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::{
     Capacity, DelegateInstance, DelegateToken, InstanceId, Scope, Secret, SecretKind, Selectors, TokenStatus,
 };
@@ -24,6 +23,7 @@ use switchboard_store::Store;
 use crate::config::Settings;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::ApiJson;
+use crate::http::fields;
 use crate::http::middleware::bearer_token;
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{FORBIDDEN, JSON_BODY, LIMITED, STORE, bit};
@@ -65,8 +65,7 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     check_version(&settings, &request.version)?;
     let scope = narrowed_scope(&token, &request)?;
-    let tags = parse_selectors(request.tags.iter().map(String::as_str))
-        .map_err(|(tag, e)| ApiError::validation("tags", format!("tag {tag:?}: {e}")))?;
+    let tags = fields::tags(&request.tags)?;
     let capacity = Capacity::new(
         request
             .capacity
@@ -74,12 +73,7 @@ pub async fn register(
     )
     .map_err(|e| ApiError::validation("capacity", e))?;
     check_text("hostname", &request.hostname, 253)?;
-    if request.task_types.len() > switchboard_domain::delegate::MAX_TASK_TYPES {
-        return Err(ApiError::validation(
-            "task_types",
-            format!("at most {} task types", switchboard_domain::delegate::MAX_TASK_TYPES),
-        ));
-    }
+    fields::task_types(&request.task_types)?;
 
     let now = Utc::now();
     // A group's own tags are the operators' (set through the API); what a process declares

@@ -1,5 +1,6 @@
 //! The HTTP machinery every route shares, and none of the routes themselves: problem+json
-//! errors ([`error`]), the extractors ([`extract`]), the middlewares (authentication and
+//! errors ([`error`]), the extractors ([`extract`]), shared field checks ([`fields`]), the
+//! middlewares (authentication and
 //! timeouts in [`middleware`], rates and `Accept` in [`limits`], the audit trail in
 //! [`audit`]), who is calling ([`auth`]), the accept loop and TLS ([`serve`], [`tls`]),
 //! the OpenAPI document ([`openapi`]) and the dashboard's files ([`dashboard`]).
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod fields;
 pub mod limits;
 pub mod middleware;
 pub mod openapi;
