@@ -213,6 +213,7 @@ impl Fleet {
             capacity: Some(self.capacity),
             org: slot.org.cloned(),
             project: slot.project.cloned(),
+            max_tasks: None,
         };
         let (_, http) = &self.sources[i % self.sources.len()];
         let backoff = Backoff {

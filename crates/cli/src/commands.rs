@@ -6,7 +6,7 @@ use serde::Serialize;
 use switchboard_client::{Client, ClientError, ScopeFilter, TaskFilter, Tls};
 use switchboard_domain::TaskState;
 use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
-use switchboard_protocol::fleet::{DeclareDelegate, DelegateView};
+use switchboard_protocol::fleet::{DeclareDelegate, DelegateView, MintJit, PauseRequest};
 use switchboard_protocol::keys::{ApiKeyView, CreateApiKey};
 use switchboard_protocol::tasks::{SubmitTask, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenView};
@@ -302,6 +302,35 @@ async fn delegates(client: &Client, out: Printer, command: DelegatesCommand) -> 
             client.delete_delegate(&id).await?;
             out.done(&format!("deleted delegate {id}"));
         }
+        DelegatesCommand::Pause {
+            id,
+            instance,
+            note,
+            duration,
+            until,
+        } => {
+            let body = PauseRequest { note, until, duration };
+            out.show(&client.pause(&id, instance.as_deref(), &body).await?, delegate_detail);
+        }
+        DelegatesCommand::Resume { id, instance } => {
+            out.show(&client.resume(&id, instance.as_deref()).await?, delegate_detail);
+        }
+        DelegatesCommand::Jit { id, expires_in } => {
+            let credential = client.mint_jit(&id, &MintJit { expires_in }).await?;
+            out.show(&credential, |c| {
+                print!(
+                    "{}",
+                    fields(&[
+                        ("id", c.id.to_string()),
+                        ("delegate", format!("{} ({})", c.name, c.group_id)),
+                        ("expires", c.expires_at.to_rfc3339()),
+                        ("token", c.token.expose().to_owned()),
+                        ("jit config", c.jit_config.clone()),
+                    ])
+                );
+                println!("shown once: start the delegate with --jit-config <jit config>");
+            });
+        }
     }
     Ok(())
 }
@@ -323,6 +352,19 @@ fn delegate_table(groups: &[DelegateView]) {
     t.print();
 }
 
+/// `no`, or `since ... until ...: note`.
+fn pause_line(pause: Option<&switchboard_domain::Pause>) -> String {
+    match pause {
+        None => "no".to_owned(),
+        Some(p) => {
+            let until = p
+                .until
+                .map_or_else(|| "until resumed".to_owned(), |u| format!("until {}", u.to_rfc3339()));
+            format!("paused {until}: {}", p.note)
+        }
+    }
+}
+
 fn delegate_detail(g: &DelegateView) {
     print!(
         "{}",
@@ -332,6 +374,7 @@ fn delegate_detail(g: &DelegateView) {
             ("scope", scope(&g.account, g.org.as_ref(), g.project.as_ref())),
             ("tags", list(&g.tags)),
             ("disabled", if g.disabled { "yes" } else { "no" }.to_owned()),
+            ("paused", pause_line(g.paused.as_ref())),
             (
                 "declared",
                 match &g.declared {
@@ -356,6 +399,7 @@ fn delegate_detail(g: &DelegateView) {
         "INSTANCE",
         "HOSTNAME",
         "STATE",
+        "TAKING",
         "HEARTBEAT",
         "LOAD",
         "VERSION",
@@ -363,10 +407,22 @@ fn delegate_detail(g: &DelegateView) {
         "TOKEN",
     ]);
     for i in &g.instances {
+        let taking = if i.draining {
+            "no: draining".to_owned()
+        } else if i.max_tasks.is_some_and(|m| i.tasks_taken >= m) {
+            "no: single-use, done".to_owned()
+        } else if let Some(p) = &i.paused {
+            format!("no: {}", pause_line(Some(p)))
+        } else if !i.accepting {
+            "no: its delegate is paused or disabled".to_owned()
+        } else {
+            "yes".to_owned()
+        };
         t.row(vec![
             i.id.to_string(),
             i.hostname.clone(),
             label(&i.state),
+            taking,
             format!("{}s ago", i.heartbeat_age_ms / 1000),
             format!("{}/{}", i.load, i.capacity),
             i.version.clone(),

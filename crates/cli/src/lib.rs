@@ -192,6 +192,37 @@ pub enum DelegatesCommand {
     Enable { id: String },
     /// Delete the group; its instances are told to drain.
     Delete { id: String },
+    /// Pause the group, or one instance of it: no new task until resumed or until the
+    /// pause ends by itself; what runs goes on.
+    Pause {
+        id: String,
+        /// Pause this instance only.
+        #[arg(long, value_name = "INSTANCE_ID")]
+        instance: Option<String>,
+        /// Why, for the next operator (shown by `delegates show` and the dashboard).
+        #[arg(long)]
+        note: String,
+        /// How long the pause holds by itself (`30m`, `4h`); none: until resumed.
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
+        duration: Option<String>,
+        /// When the pause ends by itself (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Lift the pause of the group, or of one instance of it.
+    Resume {
+        id: String,
+        #[arg(long, value_name = "INSTANCE_ID")]
+        instance: Option<String>,
+    },
+    /// Mint a single-use registration credential (shown once): it registers one
+    /// instance, once, which takes one task and is then removed.
+    Jit {
+        id: String,
+        /// How long the credential can register (1m to 24h; 1h when absent).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -326,7 +326,7 @@ impl Worker {
                             .unwrap_or((u16::from(CloseCode::Normal), String::new()));
                         let reason = format!("closed by the manager ({code}): {reason}");
                         return match code {
-                            close::TOKEN_REVOKED | close::REMOVED | close::REPLACED => Ended::Final(reason),
+                            close::TOKEN_REVOKED | close::REMOVED | close::REPLACED | close::RETIRED => Ended::Final(reason),
                             _ => Ended::Retry(reason),
                         };
                     }
@@ -345,6 +345,13 @@ impl Worker {
                     }
                 }
                 () = self.stop.cancelled() => {
+                    // What was handed to `send` before the stop goes out first: a
+                    // `draining` said on the way out must reach the manager.
+                    while let Ok(message) = self.outgoing.try_recv() {
+                        if send(&mut sink, &message).await.is_err() {
+                            break;
+                        }
+                    }
                     let _ = sink.send(Message::Close(None)).await;
                     return Ended::Final("stopped".into());
                 }

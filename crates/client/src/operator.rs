@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard_domain::{TaskId, TaskState};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
-use switchboard_protocol::fleet::{DeclareDelegate, DelegateList, DelegateView, SetTags};
+use switchboard_protocol::fleet::{
+    DeclareDelegate, DelegateList, DelegateView, JitCredential, MintJit, PauseRequest, SetTags,
+};
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
@@ -165,6 +167,27 @@ impl Client {
         self.post_empty(&format!("/api/v1/delegates/{}/enable", seg(id))).await
     }
 
+    /// Pauses the delegate, or with `instance` one of its instances.
+    pub async fn pause(
+        &self,
+        id: &str,
+        instance: Option<&str>,
+        body: &PauseRequest,
+    ) -> Result<DelegateView, ClientError> {
+        self.post_json(&maintenance_path(id, instance, "pause"), body).await
+    }
+
+    /// Lifts the pause of the delegate, or with `instance` of one of its instances.
+    pub async fn resume(&self, id: &str, instance: Option<&str>) -> Result<DelegateView, ClientError> {
+        self.post_empty(&maintenance_path(id, instance, "resume")).await
+    }
+
+    /// Mints a single-use registration credential for the delegate.
+    pub async fn mint_jit(&self, id: &str, body: &MintJit) -> Result<JitCredential, ClientError> {
+        self.post_json(&format!("/api/v1/delegates/{}/jit", seg(id)), body)
+            .await
+    }
+
     pub async fn delete_delegate(&self, id: &str) -> Result<(), ClientError> {
         self.no_content(self.request(reqwest::Method::DELETE, &format!("/api/v1/delegates/{}", seg(id))))
             .await
@@ -286,4 +309,12 @@ fn seg(id: &str) -> String {
         }
     }
     out
+}
+
+/// `/api/v1/delegates/{id}/{action}`, or `.../instances/{instance}/{action}`.
+fn maintenance_path(id: &str, instance: Option<&str>, action: &str) -> String {
+    match instance {
+        None => format!("/api/v1/delegates/{}/{action}", seg(id)),
+        Some(instance) => format!("/api/v1/delegates/{}/instances/{}/{action}", seg(id), seg(instance)),
+    }
 }

@@ -10,15 +10,17 @@
 //! | `cancel_task`                       | cancels that attempt if it runs here       |      |
 //! | `task_available`                    | acquires and runs it (not while draining)  |      |
 //! | `drain`                             | takes nothing new, exits once nothing runs | 0    |
+//! | its last task ended (`--max-tasks`, `--jit-config`) | exits once reported        | 0    |
+//! | a close as retired (4004)           | stops                                      | 0    |
 //! | `revoked`, or a close as revoked    | stops                                      | 3    |
 //! | the session ends for another reason | stops                                      | 1    |
-//! | SIGTERM or ctrl-c                   | cancels running tasks, closes the socket   | 0    |
+//! | SIGTERM or ctrl-c                   | sends `draining`, takes nothing new, lets running tasks finish for `--drain-timeout`, then cancels them | 0 |
+//! | a second SIGTERM or ctrl-c          | cancels running tasks, closes the socket   | 0    |
 //! | registration refused (4xx)          | logs the manager's explanation             | 1    |
 //!
 //! The loop is written so each event is handled by a plain method ([`Agent::on_event`])
 //! that returns what to do next, which the tests call directly.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,8 +63,20 @@ impl Exit {
 /// manager marks the instance disconnected at once instead of at its silence limit.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs the delegate until it should exit; `shutdown` resolves on SIGTERM or ctrl-c.
-pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exit {
+/// How many stop signals (SIGTERM, ctrl-c) arrived so far: the first drains, the second
+/// stops at once.
+pub type Stops = tokio::sync::watch::Receiver<u32>;
+
+/// Resolves once at least `n` stop signals arrived (never, if the sender is gone first).
+async fn stopped(mut stops: Stops, n: u32) {
+    if stops.wait_for(|count| *count >= n).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs the delegate until it should exit; `stops` counts SIGTERM and ctrl-c.
+pub async fn run(settings: &Settings, stops: Stops) -> Exit {
+    let shutdown = stopped(stops.clone(), 1);
     tokio::pin!(shutdown);
     let http = match settings.tls.http_client().timeout(Duration::from_secs(30)).build() {
         Ok(http) => http,
@@ -109,6 +123,7 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exi
             }
         },
     };
+    let registered_max_tasks = registered.max_tasks;
     let tasks = TaskClient::new(http, &settings.manager, &registered.session_token);
     let session = Session::start_with_tls(registered, Backoff::default(), settings.tls.clone());
     let agent = Agent::new(
@@ -118,8 +133,10 @@ pub async fn run(settings: &Settings, shutdown: impl Future<Output = ()>) -> Exi
         &settings.tls,
     )
     .with_tasks(tasks)
-    .with_run_log(run_log);
-    agent.serve(session, shutdown).await
+    .with_run_log(run_log)
+    .with_max_tasks(registered_max_tasks.or(settings.max_tasks))
+    .with_drain_timeout(settings.drain_timeout);
+    agent.serve(session, stops).await
 }
 
 /// The line printed once registered; tests and scripts wait for it.
@@ -163,16 +180,24 @@ pub struct Agent {
     /// heartbeats, cancels or other validations.
     validations: JoinSet<DelegateMessage>,
     draining: bool,
+    /// How many tasks it may take in its life (single-use), and how many it took.
+    max_tasks: Option<u32>,
+    taken: u32,
+    /// How long running tasks may finish after the first stop signal.
+    drain_timeout: Duration,
 }
 
 /// One thing the loop waits for.
 enum Input {
-    Shutdown,
     Running(Vec<RunningTask>),
     Validated(Result<DelegateMessage, JoinError>),
     /// An offered task's job ended (it logs its own outcome).
     JobDone,
     Drained,
+    /// The `n`th stop signal.
+    Stop(u32),
+    /// The drain after a stop signal ran out of time.
+    DrainTimedOut,
     Event(Option<Event>),
 }
 
@@ -189,7 +214,22 @@ impl Agent {
             tasks: None,
             run_log: None,
             jobs: JoinSet::new(),
+            max_tasks: None,
+            taken: 0,
+            drain_timeout: Duration::ZERO,
         }
+    }
+
+    /// Takes at most `max_tasks` tasks (single-use), then exits once they ended.
+    pub fn with_max_tasks(mut self, max_tasks: Option<u32>) -> Agent {
+        self.max_tasks = max_tasks;
+        self
+    }
+
+    /// Lets running tasks finish for `timeout` after the first stop signal.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Agent {
+        self.drain_timeout = timeout;
+        self
     }
 
     /// Gives the agent the task endpoints, so it acquires and runs what it is offered.
@@ -205,21 +245,58 @@ impl Agent {
     }
 
     /// Serves `session` until the delegate should exit, then closes it.
-    pub async fn serve(mut self, mut session: Session, shutdown: impl Future<Output = ()>) -> Exit {
-        tokio::pin!(shutdown);
+    pub async fn serve(mut self, mut session: Session, mut stops: Stops) -> Exit {
         let mut running = self.registry.subscribe();
+        let mut seen_stops = *stops.borrow_and_update();
+        let drain_deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(drain_deadline);
+        let mut drain_timing = false;
+        if seen_stops > 0 {
+            // Stopped before the loop began: as the first signal.
+            seen_stops = 0;
+            stops.mark_changed();
+        }
         loop {
             let input = tokio::select! {
-                () = &mut shutdown => Input::Shutdown,
+                Ok(()) = stops.changed() => Input::Stop(*stops.borrow_and_update()),
+                () = &mut drain_deadline, if drain_timing => Input::DrainTimedOut,
                 Ok(()) = running.changed() => Input::Running(running.borrow_and_update().clone()),
                 Some(done) = self.validations.join_next() => Input::Validated(done),
                 Some(_) = self.jobs.join_next() => Input::JobDone,
-                () = self.registry.idle(), if self.draining => Input::Drained,
+                // Every job done too, so the last results are reported before the exit.
+                () = self.registry.idle(), if self.draining && self.jobs.is_empty() => Input::Drained,
                 event = session.events.recv() => Input::Event(event),
             };
             let step = match input {
-                Input::Shutdown => {
-                    tracing::info!("shutdown requested: cancelling running tasks and disconnecting");
+                Input::Stop(count) if count > seen_stops => {
+                    let first = seen_stops == 0;
+                    seen_stops = count;
+                    if first {
+                        self.begin_drain(&session, "stop signal").await;
+                    }
+                    if count >= 2 || self.drain_timeout.is_zero() {
+                        tracing::info!("stop requested: cancelling running tasks and disconnecting");
+                        self.registry.cancel_all();
+                        Step::Exit(Exit::Done)
+                    } else {
+                        tracing::info!(
+                            running = self.registry.running().len(),
+                            drain_timeout_s = self.drain_timeout.as_secs(),
+                            "stop requested: draining (taking nothing new, letting running tasks finish); a second signal stops at once"
+                        );
+                        drain_deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + self.drain_timeout);
+                        drain_timing = true;
+                        Step::Continue
+                    }
+                }
+                Input::Stop(_) => Step::Continue,
+                Input::DrainTimedOut => {
+                    tracing::warn!(
+                        running = self.registry.running().len(),
+                        "the drain timeout passed: cancelling the tasks still running"
+                    );
                     self.registry.cancel_all();
                     Step::Exit(Exit::Done)
                 }
@@ -251,6 +328,20 @@ impl Agent {
         }
     }
 
+    /// Stops taking tasks and tells the manager, so it offers nothing more and gives back
+    /// at once an offer not yet acquired.
+    async fn begin_drain(&mut self, session: &Session, reason: &str) {
+        // New offers are refused here; a job already past its acquire still launches.
+        self.draining = true;
+        let message = DelegateMessage::Draining {
+            reason: reason.to_owned(),
+        };
+        if let Err(e) = session.send(message).await {
+            // Its offers go back when the socket closes, or at the acknowledge timeout.
+            tracing::warn!(error = %e, "cannot tell the manager this delegate is draining");
+        }
+    }
+
     /// Handles one event from the session (`None`: the session is gone).
     pub fn on_event(&mut self, event: Option<Event>) -> Step {
         match event {
@@ -265,6 +356,10 @@ impl Agent {
             Some(Event::Disconnected { reason }) => {
                 tracing::warn!(%reason, "lost the connection to the manager; reconnecting");
                 Step::Continue
+            }
+            Some(Event::Ended { reason }) if reason.contains(&format!("({})", close::RETIRED)) => {
+                tracing::info!(%reason, "this single-use instance is done; exiting");
+                Step::Exit(Exit::Done)
             }
             Some(Event::Ended { reason }) if ended_by_revocation(&reason) => {
                 tracing::error!(%reason, "this delegate's token was revoked; stopping");
@@ -309,6 +404,15 @@ impl Agent {
                 let run_log = self.run_log.clone();
                 self.jobs
                     .spawn(run_offered(tasks, registry, runner, run_log, task_id, attempt));
+                self.taken += 1;
+                if self.max_tasks.is_some_and(|max| self.taken >= max) {
+                    // Single-use: what it took is all it takes; it exits once that ended.
+                    tracing::info!(
+                        taken = self.taken,
+                        "took the tasks this single-use delegate takes; exiting once they end"
+                    );
+                    self.draining = true;
+                }
                 Step::Continue
             }
             ServerMessage::CancelTask { task_id, attempt } => {
@@ -508,6 +612,7 @@ mod tests {
             session_token: Secret::presented("sess"),
             heartbeat_interval_ms: 60_000,
             stream_url: stream_url.to_owned(),
+            max_tasks: None,
         }
     }
 
@@ -733,13 +838,8 @@ mod tests {
     #[tokio::test]
     async fn the_delegate_answers_validations_and_closes_its_socket_on_shutdown() {
         let (settings, mut sockets) = manager().await;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let delegate = tokio::spawn(async move {
-            run(&settings, async move {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let (stop, stops) = tokio::sync::watch::channel(0u32);
+        let delegate = tokio::spawn(async move { run(&settings, stops).await });
         let mut socket = sockets.recv().await.unwrap();
         let (_open, open_addr) = silent_listener().await;
         let capability = Capability::tcp("127.0.0.1", open_addr.port()).unwrap();
@@ -760,7 +860,12 @@ mod tests {
         assert_eq!(results.len(), 1);
         assert!(results[0].reachable && results[0].basis == capability.basis());
 
-        stop.send(()).unwrap();
+        // The first stop signal: with nothing running, it says it drains and exits.
+        stop.send_modify(|n| *n += 1);
+        assert!(matches!(
+            socket.next_non_heartbeat().await,
+            Seen::Message(DelegateMessage::Draining { .. })
+        ));
         assert_eq!(delegate.await.unwrap(), Exit::Done);
         assert_eq!(socket.next_non_heartbeat().await, Seen::Closed);
     }
@@ -768,7 +873,7 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_token_stops_the_delegate_with_code_3() {
         let (settings, mut sockets) = manager().await;
-        let delegate = tokio::spawn(async move { run(&settings, std::future::pending()).await });
+        let delegate = tokio::spawn(async move { run(&settings, tokio::sync::watch::channel(0).1).await });
         let socket = sockets.recv().await.unwrap();
         socket
             .send
@@ -783,7 +888,7 @@ mod tests {
     #[tokio::test]
     async fn a_drained_delegate_with_nothing_running_exits_cleanly() {
         let (settings, mut sockets) = manager().await;
-        let delegate = tokio::spawn(async move { run(&settings, std::future::pending()).await });
+        let delegate = tokio::spawn(async move { run(&settings, tokio::sync::watch::channel(0).1).await });
         let mut socket = sockets.recv().await.unwrap();
         socket
             .send
@@ -814,7 +919,7 @@ mod tests {
             "edge",
         ])
         .unwrap();
-        assert_eq!(run(&settings, std::future::pending()).await, Exit::Failed);
+        assert_eq!(run(&settings, tokio::sync::watch::channel(0).1).await, Exit::Failed);
         assert_eq!(Exit::Failed.code(), 1);
     }
 }

@@ -28,7 +28,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let exit = runtime.block_on(agent::run(&settings, shutdown_signal()));
+    let exit = runtime.block_on(async {
+        // Counts the stop signals: the first drains, the second stops at once.
+        let (stops, watch) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                shutdown_signal().await;
+                stops.send_modify(|n| *n += 1);
+            }
+        });
+        agent::run(&settings, watch).await
+    });
     ExitCode::from(exit.code())
 }
 
@@ -47,7 +57,7 @@ fn settings_error(e: SettingsError) -> ExitCode {
     }
 }
 
-/// Resolves on ctrl-c or SIGTERM (what container runtimes send to stop a process).
+/// Resolves on the next ctrl-c or SIGTERM (what container runtimes send to stop a process).
 async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {

@@ -113,6 +113,7 @@ mod tests {
             capacity: Some(10),
             org: None,
             project: None,
+            max_tasks: None,
         }
     }
 
@@ -133,6 +134,7 @@ mod tests {
             session_token: Secret::presented("sess"),
             heartbeat_interval_ms: 60_000,
             stream_url: "ws://127.0.0.1:1/delegate/v1/stream".into(),
+            max_tasks: None,
         }
     }
 

@@ -71,13 +71,9 @@ impl From<Flavour> for ImageFlavour {
 #[command(name = "switchboard-delegate", version, about = "The Switchboard reference delegate")]
 struct Args {
     /// The manager's URL, e.g. https://switchboard.example.com
-    #[arg(
-        long,
-        env = "SWITCHBOARD_MANAGER",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    manager: String,
+    /// The manager's URL [default: http://127.0.0.1:8080, or the one in --jit-config]
+    #[arg(long, env = "SWITCHBOARD_MANAGER", value_name = "URL")]
+    manager: Option<String>,
 
     /// A PEM file of CA certificates to trust, besides the public ones: for an https://
     /// manager with a private certificate, and for https capability checks and
@@ -86,12 +82,39 @@ struct Args {
     ca_cert: Option<PathBuf>,
 
     /// The delegate token to register with.
-    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-    token: Token,
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "jit_config"
+    )]
+    token: Option<Token>,
 
     /// The delegate (group) to create or join.
-    #[arg(long, env = "SWITCHBOARD_NAME")]
-    name: Ident,
+    #[arg(long, env = "SWITCHBOARD_NAME", required_unless_present = "jit_config")]
+    name: Option<Ident>,
+
+    /// A single-use registration, as `POST /api/v1/delegates/{id}/jit` answers it
+    /// (`jit_config`): the manager's URL, a token that registers once, and the delegate's
+    /// name. The delegate takes one task and exits 0 once it ended.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_JIT_CONFIG",
+        hide_env_values = true,
+        conflicts_with_all = ["token", "name", "max_tasks"]
+    )]
+    jit_config: Option<JitConfig>,
+
+    /// Take this many tasks, then exit 0 once they ended (an ephemeral delegate); the
+    /// manager removes the instance then.
+    #[arg(long, env = "SWITCHBOARD_MAX_TASKS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_tasks: Option<u32>,
+
+    /// On SIGTERM or ctrl-c, how long to let running tasks finish before cancelling them
+    /// (the delegate tells the manager it is draining at once, so it is offered nothing
+    /// more). A second signal cancels at once. 0 cancels at once.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
 
     /// This instance's own tags, comma-separated.
     #[arg(long, env = "SWITCHBOARD_TAGS", value_delimiter = ',')]
@@ -173,6 +196,10 @@ pub struct Settings {
     pub token: Token,
     pub name: Ident,
     pub tags: Vec<String>,
+    /// Set for a single-use (ephemeral) delegate: how many tasks it takes, then exits.
+    pub max_tasks: Option<u32>,
+    /// How long running tasks may finish after the first stop signal.
+    pub drain_timeout: Duration,
     pub capacity: Capacity,
     /// The task types offered, without duplicates, in the order given.
     pub task_types: Vec<BuiltIn>,
@@ -249,6 +276,7 @@ impl Settings {
             capacity: Some(self.capacity.get()),
             org: self.org.clone(),
             project: self.project.clone(),
+            max_tasks: self.max_tasks,
         }
     }
 }
@@ -257,7 +285,22 @@ impl TryFrom<Args> for Settings {
     type Error = String;
 
     fn try_from(args: Args) -> Result<Self, String> {
-        let manager = parse_manager(&args.manager)?;
+        let (manager, token, name, max_tasks) = match args.jit_config {
+            Some(jit) => (
+                args.manager.unwrap_or(jit.url),
+                jit.token,
+                jit.name,
+                // The manager makes a JIT instance single-use whatever it asks.
+                Some(1),
+            ),
+            None => (
+                args.manager.unwrap_or_else(|| DEFAULT_MANAGER.to_owned()),
+                args.token.ok_or("--token is required (or --jit-config)")?,
+                args.name.ok_or("--name is required (or --jit-config)")?,
+                args.max_tasks,
+            ),
+        };
+        let manager = parse_manager(&manager)?;
         let tls = Tls::from_ca_file(args.ca_cert.as_deref()).map_err(|e| format!("--ca-cert: {e}"))?;
         if args.project.is_some() && args.org.is_none() {
             return Err("--project needs --org: a project lives in an organization".into());
@@ -307,9 +350,11 @@ impl TryFrom<Args> for Settings {
         Ok(Settings {
             manager,
             tls,
-            token: args.token,
-            name: args.name,
+            token,
+            name,
             tags,
+            max_tasks,
+            drain_timeout: args.drain_timeout,
             capacity: args.capacity,
             task_types,
             org: args.org,
@@ -320,6 +365,52 @@ impl TryFrom<Args> for Settings {
             log_limits,
             check_timeout: args.check_timeout,
             run_log: args.run_log,
+        })
+    }
+}
+
+/// The manager a delegate talks to when nothing says otherwise.
+const DEFAULT_MANAGER: &str = "http://127.0.0.1:8080";
+
+/// What `--jit-config` carries: base64 (URL-safe, padding optional) of
+/// `{"url": ..., "token": ..., "name": ...}`.
+#[derive(Clone)]
+struct JitConfig {
+    url: String,
+    token: Token,
+    name: Ident,
+}
+
+impl fmt::Debug for JitConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JitConfig")
+            .field("url", &self.url)
+            .field("token", &self.token)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl FromStr for JitConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use base64::Engine as _;
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            url: String,
+            token: String,
+            name: Ident,
+        }
+        let bad = |why: &str| format!("not a JIT config ({why}); pass the jit_config the manager answered");
+        let raw = s.trim().trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .map_err(|_| bad("not base64"))?;
+        let wire: Wire = serde_json::from_slice(&bytes).map_err(|_| bad("not the JSON it should hold"))?;
+        Ok(JitConfig {
+            url: wire.url,
+            token: wire.token.parse().map_err(|e: String| bad(&e))?,
+            name: wire.name,
         })
     }
 }

@@ -33,6 +33,10 @@ pub struct DelegateGroup {
     /// stays while it is declared, even at zero instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared: Option<Declaration>,
+    /// An operator paused the whole delegate: none of its instances takes a new task
+    /// while the pause holds (see [`Pause::holds_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
 }
 
 impl DelegateGroup {
@@ -62,6 +66,29 @@ pub struct Declaration {
     pub task_types: Vec<TaskType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
+}
+
+/// The longest note a pause may carry, in characters.
+pub const MAX_PAUSE_NOTE: usize = 500;
+
+/// An operator's pause of a delegate or of one instance: it takes no new task, and what
+/// it runs goes on. It holds until it is lifted or, when it has one, until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Pause {
+    /// Why, for whoever looks at the delegate next ("kernel upgrade, back at 14:00").
+    pub note: String,
+    pub since: DateTime<Utc>,
+    /// When it ends by itself; `None` for a pause that holds until it is lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Pause {
+    /// Whether the pause still holds at `now`: it has no end, or its end is still ahead.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
 }
 
 /// Which image a delegate runs: `full` ships client tools (kubectl, helm...), `minimal` not.
@@ -150,6 +177,21 @@ pub struct DelegateInstance {
     pub last_heartbeat_at: DateTime<Utc>,
     /// Whether a manager holds an open socket for it right now.
     pub connected: bool,
+    /// An operator paused this instance (its group may be paused as well).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
+    /// The delegate said it is stopping (a `draining` frame): it is offered nothing more,
+    /// finishes what it runs and goes away. Never cleared: a new process registers anew.
+    #[serde(default)]
+    pub draining: bool,
+    /// How many tasks it takes in its life: `Some(1)` for a single-use instance (one
+    /// registered with a JIT credential, or that asked for `max_tasks`); `None` for no
+    /// limit. Once it has taken them and they ended, it is told to exit and removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks: Option<u32>,
+    /// How many tasks it was ever assigned (kept by the store with each claim).
+    #[serde(default)]
+    pub tasks_taken: u32,
 }
 
 /// A delegate version, compared by its dotted numeric parts (`1.10.0` > `1.9.3`); a
@@ -213,6 +255,20 @@ impl DelegateInstance {
     pub fn has_free_slot(&self) -> bool {
         self.active_tasks < self.capacity.get()
     }
+
+    /// Whether a single-use instance has taken all the tasks it may ever take.
+    pub fn is_spent(&self) -> bool {
+        self.max_tasks.is_some_and(|max| self.tasks_taken >= max)
+    }
+
+    /// The pause that keeps this instance from new tasks at `now`, its group's or its
+    /// own, if one holds; the group's first, as it says more.
+    pub fn pause_at<'a>(&'a self, group: &'a DelegateGroup, now: DateTime<Utc>) -> Option<&'a Pause> {
+        [group.paused.as_ref(), self.paused.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|p| p.holds_at(now))
+    }
 }
 
 /// Whether a delegate token still admits registrations.
@@ -252,6 +308,20 @@ pub struct DelegateToken {
     pub status: TokenStatus,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Set for a JIT credential: a token that registers one single-use instance of one
+    /// group, once, before it expires (`POST /api/v1/delegates/{id}/jit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jit: Option<JitGrant>,
+}
+
+/// What a JIT credential allows: one registration into `group_id` before `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JitGrant {
+    pub group_id: GroupId,
+    pub expires_at: DateTime<Utc>,
+    /// When the registration that used it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]
@@ -273,6 +343,7 @@ mod tests {
             disabled: false,
             created_at: now,
             declared: None,
+            paused: None,
         };
         let instance = DelegateInstance {
             id: InstanceId::new(),
@@ -288,6 +359,10 @@ mod tests {
             registered_at: now,
             last_heartbeat_at: now,
             connected: true,
+            paused: None,
+            draining: false,
+            max_tasks: None,
+            tasks_taken: 0,
         };
         (group, instance)
     }

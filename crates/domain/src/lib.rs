@@ -25,7 +25,8 @@ pub use auth::{ApiKey, Denied, Permission, Permissions};
 pub use capability::{Capability, CapabilityBasis, CapabilityResult, ResultTtl};
 pub use connector::{Connector, LastSuccess};
 pub use delegate::{
-    Capacity, Declaration, DelegateGroup, DelegateInstance, DelegateToken, ImageFlavour, Liveness, TokenStatus,
+    Capacity, Declaration, DelegateGroup, DelegateInstance, DelegateToken, ImageFlavour, JitGrant, Liveness, Pause,
+    TokenStatus,
 };
 pub use ident::{Ident, Scope, ScopeLevel};
 pub use ids::{ApiKeyId, ConnectorId, GroupId, InstanceId, TaskId, TokenId};

@@ -21,6 +21,8 @@ pub enum Rule {
     Selectors,
     TaskType,
     Liveness,
+    /// Taking new tasks: not paused, not draining, not a spent single-use instance.
+    Accepting,
     Capacity,
     AlreadyTried,
     Capabilities,

@@ -37,7 +37,16 @@ pub struct RegisterRequest {
     pub org: Option<Ident>,
     #[serde(default)]
     pub project: Option<Ident>,
+    /// Makes the instance single-use: it takes this many tasks in its life (1 to 1000),
+    /// then, once they ended, is told to exit and is removed. Absent: no limit. An instance
+    /// registered with a JIT credential takes 1 whatever this says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub max_tasks: Option<u32>,
 }
+
+/// The most tasks a single-use instance may ask to take (`max_tasks`).
+pub const MAX_TASKS_LIMIT: u32 = 1000;
 
 fn default_flavour() -> ImageFlavour {
     ImageFlavour::Full
@@ -61,6 +70,10 @@ pub struct Registered {
     pub heartbeat_interval_ms: u64,
     /// Where to open the socket, e.g. `ws://manager:8080/delegate/v1/stream`.
     pub stream_url: String,
+    /// Set for a single-use instance: how many tasks it takes in its life. After them it
+    /// exits (the manager also says so, with `drain` and close code 4004).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks: Option<u32>,
 }
 
 /// `POST /delegate/v1/tasks/{id}/acquire`: the instance takes the attempt it was offered.

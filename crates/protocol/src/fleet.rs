@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, Liveness, Selector, TaskType, TokenId};
+use switchboard_domain::{GroupId, Ident, ImageFlavour, InstanceId, Liveness, Pause, Selector, TaskType, TokenId};
 
 /// A delegate group with its instances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +22,60 @@ pub struct DelegateView {
     /// stays, at zero instances too, and tasks it fits wait for it instead of failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub declared: Option<DeclarationView>,
+    /// Present while an operator's pause of the whole delegate holds: none of its
+    /// instances takes a new task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
     pub instances: Vec<InstanceView>,
+}
+
+/// `POST /api/v1/delegates/{id}/pause` (and `.../instances/{instance_id}/pause`): no new
+/// task until it is resumed, or until the pause ends by itself. What runs goes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    /// Why, for whoever looks next: 1 to 500 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 500))]
+    pub note: String,
+    /// When the pause ends by itself (RFC 3339, in the future). At most one of `until`
+    /// and `for`; neither: it holds until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// How long the pause holds, as a duration (`90s`, `30m`, `4h`; at most 30 days).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+/// `POST /api/v1/delegates/{id}/jit`: mints a single-use registration credential.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MintJit {
+    /// How long the credential can register, as a duration (`10m`, `1h`): 1 minute to
+    /// 24 hours; 1 hour when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+/// The answer to `POST /api/v1/delegates/{id}/jit`. The credential is shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JitCredential {
+    /// The credential's id: the `token_id` of the instance it registers.
+    pub id: TokenId,
+    pub group_id: GroupId,
+    /// The delegate's name, which the instance registers under.
+    pub name: Ident,
+    pub expires_at: DateTime<Utc>,
+    /// A delegate token (`sbd_...`) that registers one instance of this delegate, once,
+    /// before `expires_at`; that instance takes one task, then is told to exit.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub token: switchboard_domain::Secret,
+    /// The same, with the manager's URL and the delegate's name, for the reference
+    /// delegate's `--jit-config`: base64 (URL-safe, unpadded) of
+    /// `{"url": ..., "token": ..., "name": ...}`.
+    pub jit_config: String,
 }
 
 /// What an operator declared of a pool.
@@ -88,6 +141,19 @@ pub struct InstanceView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_name: Option<Ident>,
     pub registered_at: DateTime<Utc>,
+    /// Present while an operator's pause of this instance holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Pause>,
+    /// The delegate said it is stopping: it takes nothing new and finishes what it runs.
+    pub draining: bool,
+    /// For a single-use instance, how many tasks it takes in its life (1 for one
+    /// registered with a JIT credential), and how many it has taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks: Option<u32>,
+    pub tasks_taken: u32,
+    /// Whether it takes new tasks now: not paused (nor its delegate), not draining, not a
+    /// spent single-use instance, and its delegate not disabled.
+    pub accepting: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -32,6 +32,8 @@ pub mod close {
     pub const TOKEN_REVOKED: u16 = 4002;
     /// The instance or its group was deleted: register again to come back.
     pub const REMOVED: u16 = 4003;
+    /// A single-use instance ran its tasks and was removed: exit, do not register again.
+    pub const RETIRED: u16 = 4004;
 }
 
 /// A task an instance reports as running, with the attempt it runs.
@@ -102,6 +104,13 @@ pub enum DelegateMessage {
         request_id: String,
         results: Vec<CheckResult>,
     },
+    /// I am stopping: offer me nothing more; I finish what I run, then go. A task offered
+    /// just before and not yet acquired is given back at once, for another instance.
+    Draining {
+        /// Why, for the manager's log (`SIGTERM`, `maintenance`); may be empty.
+        #[serde(default)]
+        reason: String,
+    },
 }
 
 /// [`DelegateMessage`] as serde derives it externally tagged (`{"heartbeat": {...}}`), so
@@ -116,6 +125,10 @@ enum DelegateWire {
     ValidationResult {
         request_id: String,
         results: Vec<CheckResult>,
+    },
+    Draining {
+        #[serde(default)]
+        reason: String,
     },
 }
 
@@ -144,6 +157,7 @@ impl<'de> Deserialize<'de> for DelegateMessage {
             DelegateWire::ValidationResult { request_id, results } => {
                 DelegateMessage::ValidationResult { request_id, results }
             }
+            DelegateWire::Draining { reason } => DelegateMessage::Draining { reason },
         })
     }
 }

@@ -22,6 +22,7 @@ mod server {
     mod layout;
     mod limits;
     mod long_poll;
+    mod maintenance;
     mod metrics;
     mod openapi;
     mod openapi_errors;

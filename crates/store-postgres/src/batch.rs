@@ -176,7 +176,8 @@ async fn load(conn: &mut PgConnection, wanted: &Wanted) -> Result<Loaded, Failur
     if !instances.is_empty() {
         let ids: Vec<Uuid> = instances.iter().map(|i| i.0).collect();
         let found = sqlx::query(
-            "SELECT id, active_tasks, capacity FROM delegate_instances WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            "SELECT id, active_tasks, capacity, draining, max_tasks - tasks_taken AS tasks_left
+             FROM delegate_instances WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
         )
         .bind(&ids)
         .fetch_all(&mut *conn)
@@ -185,6 +186,10 @@ async fn load(conn: &mut PgConnection, wanted: &Wanted) -> Result<Loaded, Failur
             let slots = Slots {
                 active: u32::try_from(row.try_get::<i32, _>("active_tasks")?).unwrap_or_default(),
                 capacity: u32::try_from(row.try_get::<i32, _>("capacity")?).unwrap_or_default(),
+                taking: !row.try_get::<bool, _>("draining")?,
+                tasks_left: row
+                    .try_get::<Option<i32>, _>("tasks_left")?
+                    .map(|n| u32::try_from(n).unwrap_or_default()),
             };
             loaded.instances.insert(InstanceId(row.try_get("id")?), slots);
         }
@@ -216,13 +221,31 @@ async fn write_the_rest(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<i64>
     if !plan.updates.is_empty() {
         update_tasks(q.part("updated"), &plan.updates);
     }
-    if !plan.slot_changes.is_empty() {
-        let ids: Vec<Uuid> = plan.slot_changes.iter().map(|(i, _)| i.0).collect();
-        let deltas: Vec<i32> = plan.slot_changes.iter().map(|(_, d)| *d as i32).collect();
+    if !plan.slot_changes.is_empty() || !plan.taken.is_empty() {
+        // One update per instance row: two parts of one statement must not change the same
+        // row (PostgreSQL applies only one of them), so the active count and the count of
+        // tasks taken move together.
+        let mut rows: std::collections::BTreeMap<Uuid, (i32, i32)> = std::collections::BTreeMap::new();
+        for (id, delta) in &plan.slot_changes {
+            rows.entry(id.0).or_default().0 = *delta as i32;
+        }
+        for (id, n) in &plan.taken {
+            rows.entry(id.0).or_default().1 = *n as i32;
+        }
+        let ids: Vec<Uuid> = rows.keys().copied().collect();
+        let deltas: Vec<i32> = rows.values().map(|(d, _)| *d).collect();
+        let taken: Vec<i32> = rows.values().map(|(_, n)| *n).collect();
         let b = q.part("slots");
-        b.push("UPDATE delegate_instances AS d SET active_tasks = GREATEST(d.active_tasks + u.delta, 0) FROM unnest(");
-        b.push_bind(ids).push("::uuid[], ").push_bind(deltas);
-        b.push("::int[]) AS u(id, delta) WHERE d.id = u.id RETURNING 1");
+        b.push(
+            "UPDATE delegate_instances AS d SET active_tasks = GREATEST(d.active_tasks + u.delta, 0),
+                 tasks_taken = d.tasks_taken + u.taken FROM unnest(",
+        );
+        b.push_bind(ids)
+            .push("::uuid[], ")
+            .push_bind(deltas)
+            .push("::int[], ")
+            .push_bind(taken);
+        b.push("::int[]) AS u(id, delta, taken) WHERE d.id = u.id RETURNING 1");
     }
     if !plan.new_attempts.is_empty() {
         let a = &plan.new_attempts;

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use switchboard_domain::{
     Connector, ConnectorId, DelegateGroup, DelegateInstance, DelegateToken, GroupId, Ident, InstanceId, LastSuccess,
-    Scope, SecretHash, Selectors, TokenId, TokenStatus,
+    Pause, Scope, SecretHash, Selectors, TokenId, TokenStatus,
 };
 use switchboard_store::{Conflict, StoreError, StoreResult};
 use uuid::Uuid;
@@ -39,8 +39,9 @@ fn duplicate(what: &'static str, name: &Ident) -> impl FnOnce(sqlx::Error) -> St
 pub(crate) async fn create_token(pool: &PgPool, t: &DelegateToken, secret: &SecretHash) -> StoreResult<()> {
     let (account, org, project, path) = scope_values(&t.scope);
     sqlx::query(
-        "INSERT INTO delegate_tokens (id, account, org, project, scope_path, name, secret_hash, status, created_at, revoked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO delegate_tokens (id, account, org, project, scope_path, name, secret_hash, status, created_at, revoked_at,
+             jit_group, expires_at, used_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(t.id.0)
     .bind(account)
@@ -52,9 +53,15 @@ pub(crate) async fn create_token(pool: &PgPool, t: &DelegateToken, secret: &Secr
     .bind(t.status.as_str())
     .bind(t.created_at)
     .bind(t.revoked_at)
+    .bind(t.jit.as_ref().map(|j| j.group_id.0))
+    .bind(t.jit.as_ref().map(|j| j.expires_at))
+    .bind(t.jit.as_ref().and_then(|j| j.used_at))
     .execute(pool)
     .await
-    .map_err(duplicate("delegate token", &t.name))?;
+    .map_err(|e| match e {
+        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("23503") => StoreError::NotFound("delegate group"),
+        e => duplicate("delegate token", &t.name)(e),
+    })?;
     Ok(())
 }
 
@@ -79,7 +86,7 @@ pub(crate) async fn token_by_secret(pool: &PgPool, secret: &SecretHash) -> Store
 pub(crate) async fn list_tokens(pool: &PgPool, scope: Option<&Scope>) -> StoreResult<Vec<DelegateToken>> {
     let (a, o, p) = within(scope);
     let sql = format!(
-        "SELECT * FROM delegate_tokens WHERE {} ORDER BY account, name",
+        "SELECT * FROM delegate_tokens WHERE jit_group IS NULL AND {} ORDER BY account, name",
         within_sql(1)
     );
     let rows = sqlx::query(&sql)
@@ -103,6 +110,32 @@ pub(crate) async fn revoke_token(pool: &PgPool, id: TokenId, at: DateTime<Utc>) 
     .await
     .map_err(not_found("delegate token"))?;
     rows::token(&row)
+}
+
+pub(crate) async fn use_jit_token(pool: &PgPool, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE delegate_tokens SET used_at = $2
+         WHERE id = $1 AND jit_group IS NOT NULL AND used_at IS NULL AND expires_at > $2 AND status = 'active'",
+    )
+    .bind(id.0)
+    .bind(at)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn remove_expired_jit_tokens(pool: &PgPool, before: DateTime<Utc>) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "DELETE FROM delegate_tokens t
+         WHERE t.jit_group IS NOT NULL AND t.expires_at < $1
+           AND NOT EXISTS (SELECT 1 FROM delegate_instances i WHERE i.token_id = t.id)",
+    )
+    .bind(before)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(done.rows_affected())
 }
 
 // --- groups ------------------------------------------------------------------------------
@@ -211,6 +244,16 @@ pub(crate) async fn set_group_disabled(pool: &PgPool, id: GroupId, disabled: boo
     rows::group(&row)
 }
 
+pub(crate) async fn set_group_pause(pool: &PgPool, id: GroupId, pause: Option<&Pause>) -> StoreResult<DelegateGroup> {
+    let row = sqlx::query("UPDATE delegate_groups SET pause = $2 WHERE id = $1 RETURNING *")
+        .bind(id.0)
+        .bind(pause.map(Json))
+        .fetch_one(pool)
+        .await
+        .map_err(not_found("delegate group"))?;
+    rows::group(&row)
+}
+
 pub(crate) async fn delete_group(pool: &PgPool, id: GroupId) -> StoreResult<()> {
     let done = sqlx::query("DELETE FROM delegate_groups WHERE id = $1")
         .bind(id.0)
@@ -232,6 +275,7 @@ pub(crate) async fn delete_group(pool: &PgPool, id: GroupId) -> StoreResult<()> 
 /// `connected` flag, which this release never reads.
 const INSTANCE_SELECT: &str = "SELECT i.id, i.group_id, i.token_id, i.hostname, i.version, i.flavour, i.tags, \
      i.task_types, i.capacity, i.active_tasks, i.registered_at, i.last_heartbeat_at, \
+     i.pause, i.draining, i.max_tasks, i.tasks_taken, \
      EXISTS (SELECT 1 FROM manager_leases l WHERE l.id = i.connected_via AND l.expires_at > now()) AS connected \
      FROM delegate_instances i";
 
@@ -244,8 +288,9 @@ pub(crate) async fn register_instance(
     let mut tx = crate::begin(pool).await?;
     sqlx::query(
         "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags,
-             task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected_via)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected_via,
+             pause, draining, max_tasks, tasks_taken)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
     )
     .bind(i.id.0)
     .bind(i.group_id.0)
@@ -261,6 +306,10 @@ pub(crate) async fn register_instance(
     .bind(i.registered_at)
     .bind(i.last_heartbeat_at)
     .bind(i.connected.then_some(replica))
+    .bind(i.paused.as_ref().map(Json))
+    .bind(i.draining)
+    .bind(i.max_tasks.map(|m| i32::try_from(m).unwrap_or(i32::MAX)))
+    .bind(i32::try_from(i.tasks_taken).unwrap_or(i32::MAX))
     .execute(&mut *tx)
     .await
     .map_err(|e| match e {
@@ -420,6 +469,54 @@ pub(crate) async fn set_instance_connected(
         Some((held,)) => Ok(held),
         None => Err(StoreError::NotFound("delegate instance")),
     }
+}
+
+pub(crate) async fn set_instance_pause(
+    pool: &PgPool,
+    id: InstanceId,
+    pause: Option<&Pause>,
+) -> StoreResult<DelegateInstance> {
+    let done = sqlx::query("UPDATE delegate_instances SET pause = $2 WHERE id = $1")
+        .bind(id.0)
+        .bind(pause.map(Json))
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("delegate instance"));
+    }
+    get_instance(pool, id).await
+}
+
+pub(crate) async fn set_instance_draining(pool: &PgPool, id: InstanceId) -> StoreResult<DelegateInstance> {
+    let done = sqlx::query("UPDATE delegate_instances SET draining = true WHERE id = $1")
+        .bind(id.0)
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("delegate instance"));
+    }
+    get_instance(pool, id).await
+}
+
+/// Deletes the spent single-use instances that hold no task. The `DELETE` re-checks its
+/// condition on a row a claim holds locked once that claim commits, so a claim committed
+/// first leaves `active_tasks` above zero and the instance stays.
+pub(crate) async fn retire_spent_instances(pool: &PgPool, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "WITH gone AS (DELETE FROM delegate_instances
+                       WHERE max_tasks IS NOT NULL AND tasks_taken >= max_tasks AND active_tasks = 0
+                       RETURNING id, group_id),
+         touched AS (UPDATE delegate_groups SET last_instance_at = GREATEST(last_instance_at, $1)
+                     WHERE id IN (SELECT group_id FROM gone))
+         SELECT id FROM gone",
+    )
+    .bind(at)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(rows.into_iter().map(|(id,)| InstanceId(id)).collect())
 }
 
 /// Renews `replica`'s lease for `lease` from now, then clears the connections of the

@@ -28,8 +28,8 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Scope, SecretHash, SelectionLogEntry, Selectors, Task,
-    TaskAttempt, TaskId, TokenId,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
+    Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::committer::{Committer, Limits};
 use switchboard_store::{
@@ -279,6 +279,9 @@ impl Store for PgStore {
     async fn set_group_disabled(&self, id: GroupId, disabled: bool) -> StoreResult<DelegateGroup> {
         delegates::set_group_disabled(&self.pool, id, disabled).await
     }
+    async fn set_group_pause(&self, id: GroupId, pause: Option<&Pause>) -> StoreResult<DelegateGroup> {
+        delegates::set_group_pause(&self.pool, id, pause).await
+    }
     async fn delete_group(&self, id: GroupId) -> StoreResult<()> {
         delegates::delete_group(&self.pool, id).await
     }
@@ -300,6 +303,21 @@ impl Store for PgStore {
     }
     async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<bool> {
         delegates::set_instance_connected(&self.pool, self.replica, id, connected).await
+    }
+    async fn set_instance_pause(&self, id: InstanceId, pause: Option<&Pause>) -> StoreResult<DelegateInstance> {
+        delegates::set_instance_pause(&self.pool, id, pause).await
+    }
+    async fn set_instance_draining(&self, id: InstanceId) -> StoreResult<DelegateInstance> {
+        delegates::set_instance_draining(&self.pool, id).await
+    }
+    async fn retire_spent_instances(&self, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>> {
+        delegates::retire_spent_instances(&self.pool, at).await
+    }
+    async fn use_jit_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+        delegates::use_jit_token(&self.pool, id, at).await
+    }
+    async fn remove_expired_jit_tokens(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        delegates::remove_expired_jit_tokens(&self.pool, before).await
     }
     async fn renew_lease(&self) -> StoreResult<bool> {
         delegates::renew_lease(&self.pool, self.replica, self.lease).await

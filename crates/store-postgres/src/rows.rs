@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, Capacity, Connector, ConnectorId, Declaration, DelegateGroup,
     DelegateInstance, DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour, InstanceId,
-    NewTask, Scope, Task, TaskAttempt, TaskId, TaskState, TaskType, TokenId, TokenStatus,
+    JitGrant, NewTask, Scope, Task, TaskAttempt, TaskId, TaskState, TaskType, TokenId, TokenStatus,
 };
 use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
@@ -28,6 +28,12 @@ pub(crate) fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Pos
 
 fn json<T: DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<T> {
     row.try_get::<Json<T>, _>(col).map(|j| j.0).map_err(|e| corrupt(col, e))
+}
+
+fn opt_json<T: DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<Option<T>> {
+    row.try_get::<Option<Json<T>>, _>(col)
+        .map(|j| j.map(|j| j.0))
+        .map_err(|e| corrupt(col, e))
 }
 
 fn ident(row: &PgRow, col: &str) -> StoreResult<Ident> {
@@ -62,6 +68,15 @@ pub(crate) fn token(row: &PgRow) -> StoreResult<DelegateToken> {
         status: TokenStatus::parse(&status).ok_or_else(|| corrupt("status", status))?,
         created_at: get(row, "created_at")?,
         revoked_at: get(row, "revoked_at")?,
+        jit: match get::<Option<Uuid>>(row, "jit_group")? {
+            Some(group) => Some(JitGrant {
+                group_id: GroupId(group),
+                expires_at: get::<Option<chrono::DateTime<chrono::Utc>>>(row, "expires_at")?
+                    .ok_or_else(|| corrupt("expires_at", "a JIT credential without an expiry"))?,
+                used_at: get(row, "used_at")?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -77,6 +92,7 @@ pub(crate) fn group(row: &PgRow) -> StoreResult<DelegateGroup> {
             .try_get::<Option<Json<Declaration>>, _>("declaration")
             .map(|j| j.map(|j| j.0))
             .map_err(|e| corrupt("declaration", e))?,
+        paused: opt_json(row, "pause")?,
     })
 }
 
@@ -96,6 +112,12 @@ pub(crate) fn instance(row: &PgRow) -> StoreResult<DelegateInstance> {
         registered_at: get(row, "registered_at")?,
         last_heartbeat_at: get(row, "last_heartbeat_at")?,
         connected: get(row, "connected")?,
+        paused: opt_json(row, "pause")?,
+        draining: get(row, "draining")?,
+        max_tasks: get::<Option<i32>>(row, "max_tasks")?
+            .map(|m| u32::try_from(m).map_err(|e| corrupt("max_tasks", e)))
+            .transpose()?,
+        tasks_taken: count(row, "tasks_taken")?,
     })
 }
 

@@ -93,8 +93,10 @@ async fn load(conn: &mut SqliteConnection, wanted: &Wanted) -> StoreResult<Loade
     }
     let instances = wanted.instances(loaded.tasks.values());
     for ids in instances.chunks(IN_LIST) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("SELECT id, active_tasks, capacity FROM delegate_instances WHERE id IN (");
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, active_tasks, capacity, draining, max_tasks - tasks_taken AS tasks_left \
+                 FROM delegate_instances WHERE id IN (",
+        );
         let mut list = q.separated(", ");
         for id in ids {
             list.push_bind(id.0);
@@ -107,6 +109,11 @@ async fn load(conn: &mut SqliteConnection, wanted: &Wanted) -> StoreResult<Loade
             let slots = Slots {
                 active: count("active_tasks")?,
                 capacity: count("capacity")?,
+                taking: !row.try_get::<bool, _>("draining").map_err(map_err)?,
+                tasks_left: row
+                    .try_get::<Option<i64>, _>("tasks_left")
+                    .map_err(map_err)?
+                    .map(|n| u32::try_from(n).unwrap_or_default()),
             };
             loaded
                 .instances
@@ -130,6 +137,17 @@ async fn write(conn: &mut SqliteConnection, plan: &mut Plan) -> StoreResult<()> 
         });
         q.push(
             ") UPDATE delegate_instances SET active_tasks = MAX(delegate_instances.active_tasks + u.delta, 0) \
+             FROM u WHERE delegate_instances.id = u.id",
+        );
+        q.build().execute(&mut *conn).await.map_err(map_err)?;
+    }
+    for chunk in plan.taken.chunks(rows_per_statement(2)) {
+        let mut q = QueryBuilder::<Sqlite>::new("WITH u(id, n) AS (");
+        q.push_values(chunk, |mut row, (instance, n)| {
+            row.push_bind(instance.0).push_bind(*n);
+        });
+        q.push(
+            ") UPDATE delegate_instances SET tasks_taken = delegate_instances.tasks_taken + u.n \
              FROM u WHERE delegate_instances.id = u.id",
         );
         q.build().execute(&mut *conn).await.map_err(map_err)?;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 use switchboard_domain::{
     Connector, ConnectorId, DelegateGroup, DelegateInstance, DelegateToken, GroupId, Ident, InstanceId, LastSuccess,
-    Scope, SecretHash, Selectors, TokenId,
+    Pause, Scope, SecretHash, Selectors, TokenId,
 };
 use switchboard_store::{Conflict, StoreError, StoreResult};
 
@@ -21,8 +21,9 @@ pub(crate) async fn create_token(db: &Db, token: &DelegateToken, secret: &Secret
     let (account, org, project, path) = scope_values(&token.scope);
     sqlx::query(
         "INSERT INTO delegate_tokens \
-         (id, account, org, project, scope_path, name, secret_hash, status, created_at, revoked_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         (id, account, org, project, scope_path, name, secret_hash, status, created_at, revoked_at, \
+          jit_group, expires_at, used_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(token.id.0)
     .bind(account)
@@ -34,10 +35,15 @@ pub(crate) async fn create_token(db: &Db, token: &DelegateToken, secret: &Secret
     .bind(token.status.as_str())
     .bind(ms(token.created_at))
     .bind(token.revoked_at.map(ms))
+    .bind(token.jit.as_ref().map(|j| j.group_id.0))
+    .bind(token.jit.as_ref().map(|j| ms(j.expires_at)))
+    .bind(token.jit.as_ref().and_then(|j| j.used_at).map(ms))
     .execute(&db.writer)
     .await
     .map_err(|e| {
-        if is_unique_violation(&e) {
+        if is_foreign_key_violation(&e) {
+            StoreError::NotFound("delegate group")
+        } else if is_unique_violation(&e) {
             Conflict::Duplicate {
                 what: "delegate token",
                 name: token.name.to_string(),
@@ -73,7 +79,9 @@ pub(crate) async fn token_by_secret(db: &Db, secret: &SecretHash) -> StoreResult
 }
 
 pub(crate) async fn list_tokens(db: &Db, within: Option<&Scope>) -> StoreResult<Vec<DelegateToken>> {
-    let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {TOKEN_COLUMNS} FROM delegate_tokens WHERE 1 = 1"));
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {TOKEN_COLUMNS} FROM delegate_tokens WHERE jit_group IS NULL"
+    ));
     rows::push_within(&mut q, within);
     q.push(" ORDER BY account, name");
     let found = q.build().fetch_all(&db.reader).await.map_err(map_err)?;
@@ -93,6 +101,32 @@ pub(crate) async fn revoke_token(db: &Db, id: TokenId, at: DateTime<Utc>) -> Sto
     .map_err(map_err)?
     .ok_or(StoreError::NotFound("delegate token"))?;
     rows::token(&row)
+}
+
+pub(crate) async fn use_jit_token(db: &Db, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE delegate_tokens SET used_at = ? \
+         WHERE id = ? AND jit_group IS NOT NULL AND used_at IS NULL AND expires_at > ? AND status = 'active'",
+    )
+    .bind(ms(at))
+    .bind(id.0)
+    .bind(ms(at))
+    .execute(&db.writer)
+    .await
+    .map_err(map_err)?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn remove_expired_jit_tokens(db: &Db, before: DateTime<Utc>) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "DELETE FROM delegate_tokens WHERE jit_group IS NOT NULL AND expires_at < ? \
+         AND NOT EXISTS (SELECT 1 FROM delegate_instances i WHERE i.token_id = delegate_tokens.id)",
+    )
+    .bind(ms(before))
+    .execute(&db.writer)
+    .await
+    .map_err(map_err)?;
+    Ok(done.rows_affected())
 }
 
 // --- groups --------------------------------------------------------------------------
@@ -181,6 +215,19 @@ pub(crate) async fn set_group_disabled(db: &Db, id: GroupId, disabled: bool) -> 
     rows::group(&row)
 }
 
+pub(crate) async fn set_group_pause(db: &Db, id: GroupId, pause: Option<&Pause>) -> StoreResult<DelegateGroup> {
+    let row = sqlx::query(&format!(
+        "UPDATE delegate_groups SET pause = ? WHERE id = ? RETURNING {GROUP_COLUMNS}"
+    ))
+    .bind(pause.map(to_json).transpose()?)
+    .bind(id.0)
+    .fetch_optional(&db.writer)
+    .await
+    .map_err(map_err)?
+    .ok_or(StoreError::NotFound("delegate group"))?;
+    rows::group(&row)
+}
+
 pub(crate) async fn delete_group(db: &Db, id: GroupId) -> StoreResult<()> {
     // Its instances (and their capability results) go with it: ON DELETE CASCADE.
     let done = sqlx::query("DELETE FROM delegate_groups WHERE id = ?")
@@ -202,8 +249,9 @@ pub(crate) async fn register_instance(db: &Db, instance: &DelegateInstance, sess
     let mut tx = db.write().await?;
     let inserted = sqlx::query(
         "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags, \
-         task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected, pause, draining, \
+         max_tasks, tasks_taken) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(instance.id.0)
     .bind(instance.group_id.0)
@@ -219,6 +267,10 @@ pub(crate) async fn register_instance(db: &Db, instance: &DelegateInstance, sess
     .bind(ms(instance.registered_at))
     .bind(ms(instance.last_heartbeat_at))
     .bind(instance.connected)
+    .bind(instance.paused.as_ref().map(to_json).transpose()?)
+    .bind(instance.draining)
+    .bind(instance.max_tasks.map(i64::from))
+    .bind(i64::from(instance.tasks_taken))
     .execute(&mut *tx)
     .await;
     match inserted {
@@ -374,6 +426,61 @@ pub(crate) async fn set_instance_connected(db: &Db, id: InstanceId, connected: b
         return Err(StoreError::NotFound("delegate instance"));
     }
     Ok(())
+}
+
+pub(crate) async fn set_instance_pause(
+    db: &Db,
+    id: InstanceId,
+    pause: Option<&Pause>,
+) -> StoreResult<DelegateInstance> {
+    let row = sqlx::query(&format!(
+        "UPDATE delegate_instances SET pause = ? WHERE id = ? RETURNING {INSTANCE_COLUMNS}"
+    ))
+    .bind(pause.map(to_json).transpose()?)
+    .bind(id.0)
+    .fetch_optional(&db.writer)
+    .await
+    .map_err(map_err)?
+    .ok_or(StoreError::NotFound("delegate instance"))?;
+    rows::instance(&row)
+}
+
+pub(crate) async fn set_instance_draining(db: &Db, id: InstanceId) -> StoreResult<DelegateInstance> {
+    let row = sqlx::query(&format!(
+        "UPDATE delegate_instances SET draining = 1 WHERE id = ? RETURNING {INSTANCE_COLUMNS}"
+    ))
+    .bind(id.0)
+    .fetch_optional(&db.writer)
+    .await
+    .map_err(map_err)?
+    .ok_or(StoreError::NotFound("delegate instance"))?;
+    rows::instance(&row)
+}
+
+/// Deletes the spent single-use instances that hold no task. The one writer orders it
+/// with the batches that claim: a claim committed first leaves `active_tasks` above zero.
+pub(crate) async fn retire_spent_instances(db: &Db, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>> {
+    let mut tx = db.write().await?;
+    let gone: Vec<(uuid::Uuid, uuid::Uuid)> = sqlx::query_as(
+        "DELETE FROM delegate_instances \
+         WHERE max_tasks IS NOT NULL AND tasks_taken >= max_tasks AND active_tasks = 0 RETURNING id, group_id",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map_err)?;
+    let mut groups: Vec<uuid::Uuid> = gone.iter().map(|(_, g)| *g).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        sqlx::query("UPDATE delegate_groups SET last_instance_at = max(last_instance_at, ?) WHERE id = ?")
+            .bind(ms(at))
+            .bind(group)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+    }
+    tx.commit().await.map_err(map_err)?;
+    Ok(gone.into_iter().map(|(id, _)| InstanceId(id)).collect())
 }
 
 // --- connectors -----------------------------------------------------------------------

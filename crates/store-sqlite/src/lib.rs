@@ -53,8 +53,8 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Scope, SecretHash, SelectionLogEntry, Selectors, Task,
-    TaskAttempt, TaskId, TokenId,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
+    Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::committer::{Committer, Limits};
 use switchboard_store::{AdminKey, AuditQuery, Backend, DueQuery, DueTasks, Page, StoreError, StoreResult, TaskQuery};
@@ -385,6 +385,10 @@ impl switchboard_store::Store for SqliteStore {
         delegates::set_group_disabled(&self.db, id, disabled).await
     }
 
+    async fn set_group_pause(&self, id: GroupId, pause: Option<&Pause>) -> StoreResult<DelegateGroup> {
+        delegates::set_group_pause(&self.db, id, pause).await
+    }
+
     async fn delete_group(&self, id: GroupId) -> StoreResult<()> {
         delegates::delete_group(&self.db, id).await
     }
@@ -413,6 +417,26 @@ impl switchboard_store::Store for SqliteStore {
         delegates::set_instance_connected(&self.db, id, connected).await?;
         // One manager per file: nobody else can hold the socket.
         Ok(true)
+    }
+
+    async fn set_instance_pause(&self, id: InstanceId, pause: Option<&Pause>) -> StoreResult<DelegateInstance> {
+        delegates::set_instance_pause(&self.db, id, pause).await
+    }
+
+    async fn set_instance_draining(&self, id: InstanceId) -> StoreResult<DelegateInstance> {
+        delegates::set_instance_draining(&self.db, id).await
+    }
+
+    async fn retire_spent_instances(&self, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>> {
+        delegates::retire_spent_instances(&self.db, at).await
+    }
+
+    async fn use_jit_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool> {
+        delegates::use_jit_token(&self.db, id, at).await
+    }
+
+    async fn remove_expired_jit_tokens(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        delegates::remove_expired_jit_tokens(&self.db, before).await
     }
 
     async fn renew_lease(&self) -> StoreResult<bool> {

@@ -14,8 +14,8 @@ use sqlx::{QueryBuilder, Row};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityBasis, CapabilityResult, Capacity, Connector, ConnectorId,
     DelegateGroup, DelegateInstance, DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour,
-    InstanceId, LastSuccess, NewTask, Scope, SelectionKind, SelectionLogEntry, Task, TaskAttempt, TaskId, TaskState,
-    TaskType, TokenId, TokenStatus,
+    InstanceId, JitGrant, LastSuccess, NewTask, Scope, SelectionKind, SelectionLogEntry, Task, TaskAttempt, TaskId,
+    TaskState, TaskType, TokenId, TokenStatus,
 };
 use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
@@ -106,7 +106,8 @@ fn millis(row: &SqliteRow, col: &str) -> StoreResult<std::time::Duration> {
 }
 
 /// The columns [`token`] reads.
-pub(crate) const TOKEN_COLUMNS: &str = "id, account, org, project, name, status, created_at, revoked_at";
+pub(crate) const TOKEN_COLUMNS: &str =
+    "id, account, org, project, name, status, created_at, revoked_at, jit_group, expires_at, used_at";
 
 pub(crate) fn token(row: &SqliteRow) -> StoreResult<DelegateToken> {
     let status: String = get(row, "status")?;
@@ -117,11 +118,21 @@ pub(crate) fn token(row: &SqliteRow) -> StoreResult<DelegateToken> {
         status: TokenStatus::parse(&status).ok_or_else(|| corrupt("status", status))?,
         created_at: time(row, "created_at")?,
         revoked_at: opt_time(row, "revoked_at")?,
+        jit: match get::<Option<Uuid>>(row, "jit_group")? {
+            Some(group) => Some(JitGrant {
+                group_id: GroupId(group),
+                expires_at: opt_time(row, "expires_at")?
+                    .ok_or_else(|| corrupt("expires_at", "a JIT credential without an expiry"))?,
+                used_at: opt_time(row, "used_at")?,
+            }),
+            None => None,
+        },
     })
 }
 
 /// The columns [`group`] reads.
-pub(crate) const GROUP_COLUMNS: &str = "id, account, org, project, name, tags, disabled, created_at, declaration";
+pub(crate) const GROUP_COLUMNS: &str =
+    "id, account, org, project, name, tags, disabled, created_at, declaration, pause";
 
 pub(crate) fn group(row: &SqliteRow) -> StoreResult<DelegateGroup> {
     Ok(DelegateGroup {
@@ -132,12 +143,13 @@ pub(crate) fn group(row: &SqliteRow) -> StoreResult<DelegateGroup> {
         disabled: get(row, "disabled")?,
         created_at: time(row, "created_at")?,
         declared: opt_json(row, "declaration")?,
+        paused: opt_json(row, "pause")?,
     })
 }
 
 /// The columns [`instance`] reads.
 pub(crate) const INSTANCE_COLUMNS: &str = "id, group_id, token_id, hostname, version, flavour, tags, task_types, \
-     capacity, active_tasks, registered_at, last_heartbeat_at, connected";
+     capacity, active_tasks, registered_at, last_heartbeat_at, connected, pause, draining, max_tasks, tasks_taken";
 
 pub(crate) fn instance(row: &SqliteRow) -> StoreResult<DelegateInstance> {
     let flavour: String = get(row, "flavour")?;
@@ -155,6 +167,12 @@ pub(crate) fn instance(row: &SqliteRow) -> StoreResult<DelegateInstance> {
         registered_at: time(row, "registered_at")?,
         last_heartbeat_at: time(row, "last_heartbeat_at")?,
         connected: get(row, "connected")?,
+        paused: opt_json(row, "pause")?,
+        draining: get(row, "draining")?,
+        max_tasks: get::<Option<i64>>(row, "max_tasks")?
+            .map(|m| u32::try_from(m).map_err(|e| corrupt("max_tasks", e)))
+            .transpose()?,
+        tasks_taken: count(row, "tasks_taken")?,
     })
 }
 

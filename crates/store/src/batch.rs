@@ -300,6 +300,23 @@ impl Wanted {
 pub struct Slots {
     pub active: u32,
     pub capacity: u32,
+    /// `false` once it is draining: no claim for it then.
+    pub taking: bool,
+    /// How many more tasks a single-use instance may take (`max_tasks - tasks_taken`);
+    /// `None` for no limit.
+    pub tasks_left: Option<u32>,
+}
+
+impl Slots {
+    /// An instance that takes tasks, without a limit of tasks in its life.
+    pub fn open(active: u32, capacity: u32) -> Self {
+        Slots {
+            active,
+            capacity,
+            taking: true,
+            tasks_left: None,
+        }
+    }
 }
 
 /// What a backend read for a batch (step 1).
@@ -351,6 +368,9 @@ pub struct Plan {
     pub updates: Vec<Task>,
     /// Per instance, how much its active count moves (never zero here).
     pub slot_changes: Vec<(InstanceId, i64)>,
+    /// Per instance with a limit of tasks in its life, how many it was assigned by this
+    /// batch (its `tasks_taken` goes up by that much).
+    pub taken: Vec<(InstanceId, i64)>,
     pub new_attempts: Vec<NewAttempt>,
     pub attempt_changes: Vec<AttemptChange>,
     /// In order.
@@ -368,6 +388,7 @@ impl Plan {
         self.inserts.is_empty()
             && self.updates.is_empty()
             && self.slot_changes.is_empty()
+            && self.taken.is_empty()
             && self.new_attempts.is_empty()
             && self.attempt_changes.is_empty()
             && self.log.is_empty()
@@ -432,6 +453,7 @@ struct Planner {
     /// Stored tasks changed by this batch.
     changed: HashSet<TaskId>,
     slots: HashMap<InstanceId, i64>,
+    taken: HashMap<InstanceId, i64>,
     /// Where each attempt inserted by this batch is in `plan.new_attempts`.
     new_attempt_at: HashMap<(TaskId, Attempt), usize>,
 }
@@ -529,11 +551,18 @@ impl Planner {
         let Some(slots) = loaded.instances.get_mut(&c.instance) else {
             return Ok(Claim::InstanceGone);
         };
+        if !slots.taking || slots.tasks_left == Some(0) {
+            return Ok(Claim::InstanceNotTaking);
+        }
         if slots.active >= slots.capacity {
             return Ok(Claim::InstanceFull);
         }
         slots.active += 1;
         *self.slots.entry(c.instance).or_default() += 1;
+        if let Some(left) = &mut slots.tasks_left {
+            *left -= 1;
+            *self.taken.entry(c.instance).or_default() += 1;
+        }
         task.state = TaskState::Assigned;
         task.attempt = task.attempt.next();
         task.instance_id = Some(c.instance);
@@ -678,6 +707,9 @@ impl Planner {
         let mut slots: Vec<(InstanceId, i64)> = self.slots.into_iter().filter(|(_, d)| *d != 0).collect();
         slots.sort_unstable_by_key(|(id, _)| *id);
         self.plan.slot_changes = slots;
+        let mut taken: Vec<(InstanceId, i64)> = self.taken.into_iter().collect();
+        taken.sort_unstable_by_key(|(id, _)| *id);
+        self.plan.taken = taken;
         self.plan
     }
 }
@@ -716,7 +748,7 @@ mod tests {
             tasks: tasks.iter().map(|t| (t.id(), (*t).clone())).collect(),
             instances: instances
                 .iter()
-                .map(|&(id, active, capacity)| (id, Slots { active, capacity }))
+                .map(|&(id, active, capacity)| (id, Slots::open(active, capacity)))
                 .collect(),
             ..Loaded::default()
         }

@@ -54,6 +54,8 @@ pub enum SocketTarget {
     Token(TokenId),
     /// Every socket of this delegate group (it was deleted).
     Group(GroupId),
+    /// The socket of this instance (a single-use instance was retired).
+    Instance(InstanceId),
 }
 
 /// What a replica hears from the others.

@@ -31,8 +31,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry,
-    Selectors, Task, TaskAttempt, TaskEvent, TaskId, TokenId,
+    DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash,
+    SelectionLogEntry, Selectors, Task, TaskAttempt, TaskEvent, TaskId, TokenId,
 };
 
 pub use batch::{ClaimWrite, Submission, TaskWrite, Written};
@@ -69,6 +69,9 @@ pub enum Claim {
     InstanceFull,
     /// No such instance (it was removed).
     InstanceGone,
+    /// The instance takes no new task: it is draining, or a single-use instance that has
+    /// taken its tasks.
+    InstanceNotTaking,
 }
 
 /// A fenced change of a task's state (every event but [`TaskEvent::Assign`], which is
@@ -211,7 +214,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_token(&self, token: &DelegateToken, secret: &SecretHash) -> StoreResult<()>;
     async fn get_token(&self, id: TokenId) -> StoreResult<DelegateToken>;
     async fn token_by_secret(&self, secret: &SecretHash) -> StoreResult<Option<DelegateToken>>;
+    /// The named tokens; JIT credentials (one per single-use instance) are left out.
     async fn list_tokens(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateToken>>;
+    /// Uses a JIT credential for its one registration at `at`: `true` when it was unused
+    /// and unexpired (it is now used), `false` otherwise. Atomic: of two registrations
+    /// racing with one credential, one gets `true`.
+    async fn use_jit_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Deletes the JIT credentials that expired before `before` and that no instance
+    /// registered with still exists. Returns how many.
+    async fn remove_expired_jit_tokens(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Marks it revoked (again revoking is a no-op) and returns it.
     async fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<DelegateToken>;
 
@@ -234,6 +245,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_groups(&self, within: Option<&Scope>) -> StoreResult<Vec<DelegateGroup>>;
     async fn set_group_tags(&self, id: GroupId, tags: &Selectors) -> StoreResult<DelegateGroup>;
     async fn set_group_disabled(&self, id: GroupId, disabled: bool) -> StoreResult<DelegateGroup>;
+    /// Pauses the whole group (`Some`) or lifts its pause (`None`).
+    async fn set_group_pause(&self, id: GroupId, pause: Option<&Pause>) -> StoreResult<DelegateGroup>;
     /// Deletes the group and its instances.
     async fn delete_group(&self, id: GroupId) -> StoreResult<()>;
 
@@ -252,6 +265,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// recorded: `false` when another manager holds the instance's socket now (the delegate
     /// reconnected there, so it is not lost), `true` otherwise.
     async fn set_instance_connected(&self, id: InstanceId, connected: bool) -> StoreResult<bool>;
+    /// Pauses one instance (`Some`) or lifts its own pause (`None`).
+    async fn set_instance_pause(&self, id: InstanceId, pause: Option<&Pause>) -> StoreResult<DelegateInstance>;
+    /// Records that the instance is draining: no claim is made for it from now on.
+    async fn set_instance_draining(&self, id: InstanceId) -> StoreResult<DelegateInstance>;
+    /// Removes the single-use instances that took all their tasks and hold none any more
+    /// (each task ended, or went back to the queue); their groups remember `at` as the
+    /// last time they had an instance. Returns the removed instances. A claim committed
+    /// first keeps its instance (it then holds a task).
+    async fn retire_spent_instances(&self, at: DateTime<Utc>) -> StoreResult<Vec<InstanceId>>;
 
     /// Keeps this manager's recorded connections counting for one more lease (a setting
     /// of the backend, taken first when the store opens), and stops counting (clears)

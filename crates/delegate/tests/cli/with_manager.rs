@@ -57,6 +57,20 @@ pub(super) async fn manager_with(configure: impl FnOnce(&mut Settings), tls: &Tl
 }
 
 impl Manager {
+    /// An admin API call with a JSON body; the answer's body.
+    pub(super) async fn post(&self, path: &str, body: &Value) -> Value {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(ADMIN)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub(super) async fn token(&self, name: &str, account: &str) -> String {
         let body = json!({"name": name, "account": account});
         let created: Value = self
@@ -128,7 +142,8 @@ impl Drop for Delegate {
     }
 }
 
-/// Starts the delegate and waits for its "registered as" line.
+/// Starts the delegate and waits for its "registered as" line. An empty `token` sets
+/// none (a JIT delegate brings its own in `--jit-config`).
 pub(super) async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> Delegate {
     let logs = tempfile::tempdir().unwrap();
     let mut child = Command::new(super::BIN)
@@ -136,7 +151,7 @@ pub(super) async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> D
         .arg(logs.path())
         .args(args)
         .env_clear()
-        .env("SWITCHBOARD_TOKEN", token)
+        .envs((!token.is_empty()).then_some(("SWITCHBOARD_TOKEN", token)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -294,4 +309,71 @@ async fn a_reference_delegate_killed_mid_task_fails_it_as_delegate_lost() {
         failed.failure.map(|f| f.reason),
         Some(switchboard_domain::FailureReason::DelegateLost)
     );
+}
+
+/// Waits (within PATIENCE) for the process to exit, and returns its code.
+async fn exit_code(child: &mut Child) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(start.elapsed() < PATIENCE, "the delegate did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jit_reference_delegate_takes_one_task_and_exits_0() {
+    let m = manager().await;
+    let pool = m
+        .post(
+            "/api/v1/delegates",
+            &json!({"name": "oneshot", "account": "acme", "task_types": ["echo"]}),
+        )
+        .await;
+    let jit = m
+        .post(&format!("/api/v1/delegates/{}/jit", pool["id"].as_str().unwrap()), &json!({}))
+        .await;
+    let config = jit["jit_config"].as_str().unwrap();
+    // No token and no name of its own: both come with the JIT config.
+    let mut d = delegate(&m, "", &["--jit-config", config, "--hostname", "pod-1"]).await;
+    eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+    assert_eq!(m.instance(d.id).await["max_tasks"], 1);
+
+    let first = m.submit(&json!({"account": "acme", "type": "echo", "payload": {"n": 1}})).await;
+    assert_eq!(first["instance_id"], d.id.to_string(), "{first}");
+    let task = TaskId(first["id"].as_str().unwrap().parse().unwrap());
+    assert_eq!(exit_code(&mut d.child).await, Some(0), "a single-use delegate exits 0 after its task");
+    let store = m.state.store();
+    assert_eq!(store.get_task(task).await.unwrap().state, TaskState::Succeeded);
+    eventually(|| async { store.get_instance(d.id).await.is_err() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_task_finish_offers_nothing_more_and_exits_0() {
+    let m = manager().await;
+    let token = m.token("t", "acme").await;
+    let mut d = delegate(&m, &token, &["--name", "d", "--hostname", "leaving"]).await;
+    eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+    let body = json!({"account": "acme", "type": "sleep", "payload": {"ms": 1500}});
+    let submitted = m.submit(&body).await;
+    let task = TaskId(submitted["id"].as_str().unwrap().parse().unwrap());
+    let store = m.state.store();
+    eventually(|| async { store.get_task(task).await.unwrap().state == TaskState::Running }).await;
+
+    let sent = Command::new("kill")
+        .args(["-TERM", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    eventually(|| async { m.instance(d.id).await["draining"] == true }).await;
+    // Draining: a new task is not offered to it, though it has free slots.
+    let waiting = m.submit(&json!({"account": "acme", "type": "echo"})).await;
+    assert_eq!(waiting["state"], "queued", "{waiting}");
+    assert!(waiting["explanation"].as_str().unwrap().contains("draining"), "{waiting}");
+
+    assert_eq!(exit_code(&mut d.child).await, Some(0));
+    let done = store.get_task(task).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded, "the running task finished: {done:?}");
 }

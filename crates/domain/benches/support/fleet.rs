@@ -67,6 +67,7 @@ pub fn fleet(instances: usize, rng: &mut Rng) -> Fleet {
             disabled: false,
             created_at: now,
             declared: None,
+            paused: None,
         };
         scopes.push(scope);
         for n in 0..PER_GROUP {
@@ -85,6 +86,10 @@ pub fn fleet(instances: usize, rng: &mut Rng) -> Fleet {
                 registered_at: now,
                 last_heartbeat_at: if fresh { now } else { now - chrono::Duration::hours(1) },
                 connected: fresh,
+                paused: None,
+                draining: false,
+                max_tasks: None,
+                tasks_taken: 0,
             });
         }
         groups.push(group);

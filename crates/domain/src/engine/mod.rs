@@ -1,6 +1,6 @@
 //! The assignment engine: which instance gets a task, and why not the others.
 //!
-//! [`decide`] narrows the instances of a [`Registry`] snapshot by the eight rules of
+//! [`decide`] narrows the instances of a [`Registry`] snapshot by the nine rules of
 //! docs/rules.md (in [`rules`]), ranks the survivors by the preference order (in [`prefer`])
 //! and summarizes the outcome (in [`summary`]). It is a pure function of its inputs: the
 //! clock and the randomness come in through [`Context`], so the same inputs always give

@@ -67,8 +67,9 @@ fn arb_group() -> impl Strategy<Value = (Scope, u8, bool)> {
     (arb_scope(3), 0..8u8, prop::bool::weighted(0.15))
 }
 
-/// group index, tags, types, capacity, active, connected, heartbeat age (s), results, tried.
-type InstanceSpec = (usize, u8, u8, u32, u32, bool, i64, [u8; 2], bool);
+/// group index, tags, types, capacity, active, connected, heartbeat age (s), results, tried,
+/// hold (0 to 5: none; 6: paused ahead; 7: paused in the past; 8: draining; 9: spent).
+type InstanceSpec = (usize, u8, u8, u32, u32, bool, i64, [u8; 2], bool, u8);
 
 fn arb_instance() -> impl Strategy<Value = InstanceSpec> {
     (
@@ -81,6 +82,7 @@ fn arb_instance() -> impl Strategy<Value = InstanceSpec> {
         0..420i64,
         [0..5u8, 0..5u8],
         prop::bool::weighted(0.15),
+        0..10u8,
     )
 }
 
@@ -112,7 +114,7 @@ prop_compose! {
         let capabilities: Vec<Capability> = pick(CAPS, cap_mask).map(tcp).collect();
         let all_caps: Vec<Capability> = CAPS.into_iter().map(tcp).collect();
         let (mut instances, mut results, mut tried) = (Vec::new(), Vec::new(), BTreeSet::new());
-        for (n, (g, tags, types, cap, active, connected, age, res, was_tried)) in specs.into_iter().enumerate() {
+        for (n, (g, tags, types, cap, active, connected, age, res, was_tried, hold)) in specs.into_iter().enumerate() {
             let mut i = instance(n as u128, &groups[g % groups.len()]);
             i.tags = sels(&pick(TAGS, tags).collect::<Vec<_>>());
             i.task_types = pick(TYPES, types).map(task_type).collect();
@@ -120,6 +122,14 @@ prop_compose! {
             i.active_tasks = active.min(cap);
             i.connected = connected;
             i.last_heartbeat_at = now() - Duration::seconds(age);
+            let pause = |until| crate::Pause { note: "p".into(), since: now() - Duration::hours(1), until: Some(until) };
+            match hold {
+                6 => i.paused = Some(pause(now() + Duration::minutes(5))),
+                7 => i.paused = Some(pause(now() - Duration::minutes(5))),
+                8 => i.draining = true,
+                9 => (i.max_tasks, i.tasks_taken) = (Some(1), 1),
+                _ => {}
+            }
             for (c, r) in all_caps.iter().zip(res) {
                 let (reachable, age) = match r {
                     1 => (true, Duration::hours(1)),
@@ -218,6 +228,10 @@ impl World {
             (
                 Rule::Liveness,
                 i.liveness(now(), ctx.heartbeat_timeout) != Liveness::Connected,
+            ),
+            (
+                Rule::Accepting,
+                i.pause_at(g, now()).is_some() || i.draining || i.is_spent(),
             ),
             (Rule::Capacity, i.active_tasks >= i.capacity.get()),
             (Rule::AlreadyTried, self.tried.contains(&i.id)),

@@ -57,7 +57,7 @@ pub(crate) struct Entry {
     pub(crate) seq: usize,
 }
 
-/// What rules 1 and 4 to 8 and the preference order read about an instance, packed small
+/// What rules 1 and 4 to 9 and the preference order read about an instance, packed small
 /// and kept apart from [`Entry`], so a walk over thousands of instances stays in a few
 /// cache lines per instance and never follows a pointer.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +74,44 @@ pub(crate) struct Facts {
     pub(crate) active: u32,
     pub(crate) capacity: u32,
     pub(crate) connected: bool,
+    /// Rule 6: whether it takes new tasks.
+    pub(crate) taking: Taking,
+}
+
+/// Whether an instance takes new tasks (rule 6), as far as the snapshot can tell without
+/// the time of the decision: a pause is compared with it then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taking {
+    Yes,
+    /// Paused (itself or its group) until this instant, or until lifted (`None`). With
+    /// both paused, the later end.
+    PausedUntil(Option<chrono::DateTime<chrono::Utc>>),
+    Draining,
+    Spent,
+}
+
+impl Taking {
+    fn of(instance: &DelegateInstance, group: &DelegateGroup) -> Self {
+        if instance.draining {
+            return Taking::Draining;
+        }
+        if instance.is_spent() {
+            return Taking::Spent;
+        }
+        let pauses = [group.paused.as_ref(), instance.paused.as_ref()];
+        let mut held: Option<Option<chrono::DateTime<chrono::Utc>>> = None;
+        for pause in pauses.into_iter().flatten() {
+            held = Some(match (held, pause.until) {
+                (None, until) => until,
+                (Some(None), _) | (Some(_), None) => None,
+                (Some(Some(a)), Some(b)) => Some(a.max(b)),
+            });
+        }
+        match held {
+            Some(until) => Taking::PausedUntil(until),
+            None => Taking::Yes,
+        }
+    }
 }
 
 /// The task types an instance lists, as a bit set over the registry's interned types (a
@@ -288,6 +326,7 @@ impl Registry {
                 active: instance.active_tasks,
                 capacity: instance.capacity.get(),
                 connected: instance.connected,
+                taking: Taking::of(&instance, g),
             });
             self.entries.push(Entry {
                 instance,
@@ -366,7 +405,11 @@ impl Registry {
             Some(&slot) => {
                 let instance = &mut self.entries[slot].instance;
                 instance.active_tasks = instance.active_tasks.saturating_add(1);
+                instance.tasks_taken = instance.tasks_taken.saturating_add(1);
                 self.facts[slot].active = instance.active_tasks;
+                if instance.is_spent() {
+                    self.facts[slot].taking = Taking::Spent;
+                }
                 true
             }
             None => false,

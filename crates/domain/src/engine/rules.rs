@@ -1,9 +1,9 @@
-//! Narrowing: the eight assignment rules of docs/rules.md, applied in order to one instance.
+//! Narrowing: the nine assignment rules of docs/rules.md, applied in order to one instance.
 //!
 //! The first rule that fails is the instance's reason, and its [`Rejection`] carries the
 //! detail an operator needs (the missing selectors, the heartbeat age, the capability and
 //! what the check saw). Rules 1 to 3 (enabled, scope, selectors) are answered by where
-//! the registry's indexes place an instance (see `super::walk`); rules 4 to 8 are checked
+//! the registry's indexes place an instance (see `super::walk`); rules 4 to 9 are checked
 //! here, per instance, by `Prepared::check`, which reads only the instance's packed
 //! facts and allocates nothing: the detail of a rejection is only built when a verdict is
 //! written.
@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::prefer::{CAPABILITIES_KNOWN, LAST_GROUP, LAST_INSTANCE, Standing, tie_key};
-use super::registry::{Entry, Registry, Slot, WantedType};
+use super::registry::{Entry, Registry, Slot, Taking, WantedType};
 use super::{Context, TaskInputs};
 use crate::capability::{CapabilityBasis, CapabilityResult};
 use crate::ident::Scope;
@@ -48,11 +48,25 @@ pub enum Rejection {
     Disconnected { heartbeat_age_secs: i64 },
     /// Rule 5: socket open but the last heartbeat is older than the timeout.
     StaleHeartbeat { heartbeat_age_secs: i64 },
-    /// Rule 6: as many running or assigned tasks as its capacity.
+    /// Rule 6: an operator paused it or its whole delegate, and the pause still holds.
+    Paused {
+        /// The pause's note.
+        note: String,
+        /// When it ends by itself; absent when it holds until lifted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        until: Option<DateTime<Utc>>,
+        /// Whether the pause is its delegate's (all instances) rather than its own.
+        whole_delegate: bool,
+    },
+    /// Rule 6: the delegate said it is stopping (`draining`).
+    Draining,
+    /// Rule 6: a single-use instance that has taken its tasks.
+    Spent { max_tasks: u32 },
+    /// Rule 7: as many running or assigned tasks as its capacity.
     AtCapacity { active: u32, capacity: u32 },
-    /// Rule 7: it already lost, refused or failed validation for this task.
+    /// Rule 8: it already lost, refused or failed validation for this task.
     AlreadyTried,
-    /// Rule 8: a still-valid negative result for one of the task's capabilities.
+    /// Rule 9: a still-valid negative result for one of the task's capabilities.
     CapabilityUnreachable {
         capability: CapabilityBasis,
         /// What the check saw.
@@ -75,6 +89,9 @@ pub enum Reason {
     UnsupportedTaskType,
     Disconnected,
     StaleHeartbeat,
+    Paused,
+    Draining,
+    Spent,
     AtCapacity,
     AlreadyTried,
     CapabilityUnreachable,
@@ -82,13 +99,16 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in rule order (the order they compare in).
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Disabled,
         Reason::OutOfScope,
         Reason::LacksSelectors,
         Reason::UnsupportedTaskType,
         Reason::Disconnected,
         Reason::StaleHeartbeat,
+        Reason::Paused,
+        Reason::Draining,
+        Reason::Spent,
         Reason::AtCapacity,
         Reason::AlreadyTried,
         Reason::CapabilityUnreachable,
@@ -101,6 +121,7 @@ impl Reason {
             Reason::LacksSelectors => Rule::Selectors,
             Reason::UnsupportedTaskType => Rule::TaskType,
             Reason::Disconnected | Reason::StaleHeartbeat => Rule::Liveness,
+            Reason::Paused | Reason::Draining | Reason::Spent => Rule::Accepting,
             Reason::AtCapacity => Rule::Capacity,
             Reason::AlreadyTried => Rule::AlreadyTried,
             Reason::CapabilityUnreachable => Rule::Capabilities,
@@ -123,6 +144,9 @@ impl Rejection {
             Rejection::UnsupportedTaskType { .. } => Reason::UnsupportedTaskType,
             Rejection::Disconnected { .. } => Reason::Disconnected,
             Rejection::StaleHeartbeat { .. } => Reason::StaleHeartbeat,
+            Rejection::Paused { .. } => Reason::Paused,
+            Rejection::Draining => Reason::Draining,
+            Rejection::Spent { .. } => Reason::Spent,
             Rejection::AtCapacity { .. } => Reason::AtCapacity,
             Rejection::AlreadyTried => Reason::AlreadyTried,
             Rejection::CapabilityUnreachable { .. } => Reason::CapabilityUnreachable,
@@ -149,6 +173,23 @@ impl fmt::Display for Rejection {
             Rejection::StaleHeartbeat { heartbeat_age_secs } => {
                 write!(f, "stale heartbeat (last one {heartbeat_age_secs}s ago)")
             }
+            Rejection::Paused {
+                note,
+                until,
+                whole_delegate,
+            } => {
+                let what = if *whole_delegate {
+                    "its delegate is paused"
+                } else {
+                    "paused"
+                };
+                match until {
+                    Some(until) => write!(f, "{what} until {}: {note}", until.to_rfc3339()),
+                    None => write!(f, "{what}: {note}"),
+                }
+            }
+            Rejection::Draining => f.write_str("draining (the delegate is stopping)"),
+            Rejection::Spent { max_tasks } => write!(f, "single-use: has taken its {max_tasks} task(s)"),
             Rejection::AtCapacity { active, capacity } => write!(f, "at capacity ({active}/{capacity})"),
             Rejection::AlreadyTried => f.write_str("already tried for this task"),
             Rejection::CapabilityUnreachable {
@@ -191,7 +232,7 @@ pub(crate) struct Prepared<'a> {
     last_group: Option<usize>,
 }
 
-/// The outcome of rules 4 to 8 for an instance already known to be enabled, in scope and
+/// The outcome of rules 4 to 9 for an instance already known to be enabled, in scope and
 /// offering every selector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Check {
@@ -200,7 +241,7 @@ pub(crate) enum Check {
     Pass { capabilities_known: bool },
     /// The first rule it fails.
     Fail(Reason),
-    /// Rule 8: a valid negative result for this capability (an index into the task's).
+    /// Rule 9: a valid negative result for this capability (an index into the task's).
     Unreachable(usize),
 }
 
@@ -233,7 +274,7 @@ impl<'a> Prepared<'a> {
         reg.supports(slot, self.wanted_type, self.task.task_type)
     }
 
-    /// Applies rules 4 to 8, in order, to the instance in `slot`; rules 1 to 3 are the
+    /// Applies rules 4 to 9, in order, to the instance in `slot`; rules 1 to 3 are the
     /// walk's business (they follow from where the index found the instance).
     #[inline(always)]
     pub(crate) fn check(&self, reg: &Registry, slot: Slot) -> Check {
@@ -254,6 +295,16 @@ impl<'a> Prepared<'a> {
         };
         if !fresh {
             return Check::Fail(Reason::StaleHeartbeat);
+        }
+        match f.taking {
+            Taking::Yes => {}
+            Taking::PausedUntil(until) => {
+                if until.is_none_or(|until| self.ctx.now < until) {
+                    return Check::Fail(Reason::Paused);
+                }
+            }
+            Taking::Draining => return Check::Fail(Reason::Draining),
+            Taking::Spent => return Check::Fail(Reason::Spent),
         }
         if f.active >= f.capacity {
             return Check::Fail(Reason::AtCapacity);
@@ -328,6 +379,19 @@ impl<'a> Prepared<'a> {
             },
             Reason::Disconnected => Rejection::Disconnected { heartbeat_age_secs },
             Reason::StaleHeartbeat => Rejection::StaleHeartbeat { heartbeat_age_secs },
+            Reason::Paused => {
+                let group = reg.group(entry);
+                let pause = instance.pause_at(group, self.ctx.now);
+                Rejection::Paused {
+                    note: pause.map(|p| p.note.clone()).unwrap_or_default(),
+                    until: pause.and_then(|p| p.until),
+                    whole_delegate: pause.is_some_and(|p| group.paused.as_ref() == Some(p)),
+                }
+            }
+            Reason::Draining => Rejection::Draining,
+            Reason::Spent => Rejection::Spent {
+                max_tasks: instance.max_tasks.unwrap_or_default(),
+            },
             Reason::AtCapacity => Rejection::AtCapacity {
                 active: instance.active_tasks,
                 capacity: instance.capacity.get(),

@@ -215,6 +215,9 @@ impl fmt::Display for Summary {
                 }
                 Reason::Disconnected => "disconnected".to_owned(),
                 Reason::StaleHeartbeat => "stale heartbeat".to_owned(),
+                Reason::Paused => "paused".to_owned(),
+                Reason::Draining => "draining".to_owned(),
+                Reason::Spent => "single-use, spent".to_owned(),
                 Reason::AtCapacity => "at capacity".to_owned(),
                 Reason::AlreadyTried => "already tried".to_owned(),
                 Reason::CapabilityUnreachable => format!("cannot reach {}", list(&c.listed)),
@@ -264,6 +267,8 @@ fn waiting_for(reason: Reason) -> Option<&'static str> {
         Reason::OutOfScope | Reason::LacksSelectors | Reason::UnsupportedTaskType => None,
         Reason::Disconnected => Some("a delegate to connect"),
         Reason::StaleHeartbeat => Some("a heartbeat"),
+        Reason::Paused => Some("a pause to end"),
+        Reason::Draining | Reason::Spent => Some("another instance"),
         Reason::AtCapacity => Some("capacity"),
         Reason::AlreadyTried => Some("an instance not yet tried"),
         Reason::CapabilityUnreachable => Some("a capability check to pass"),

@@ -54,6 +54,7 @@ pub(super) fn group(n: u128, scope_path: &str, name: &str, tags: &[&str]) -> Del
         disabled: false,
         created_at: now() - Duration::days(1),
         declared: None,
+        paused: None,
     }
 }
 
@@ -73,6 +74,10 @@ pub(super) fn instance(n: u128, group: &DelegateGroup) -> DelegateInstance {
         registered_at: now() - Duration::hours(1),
         last_heartbeat_at: now(),
         connected: true,
+        paused: None,
+        draining: false,
+        max_tasks: None,
+        tasks_taken: 0,
     }
 }
 

@@ -67,9 +67,9 @@ impl<'a> Start<'a> {
     }
 }
 
-/// Counts the outcome of rules 4 to 8 on an enabled candidate in scope: whether its
+/// Counts the outcome of rules 4 to 9 on an enabled candidate in scope: whether its
 /// capability results are all known if it passed, else the reason (and the capability
-/// index, for rule 8).
+/// index, for rule 9).
 #[inline(always)]
 fn counted(tally: &mut Tally<'_>, check: Check) -> Result<bool, (Reason, usize)> {
     match check {

@@ -32,8 +32,8 @@ use crate::manager::demand;
 /// [`Sockets::current`]) and the heartbeat timeout that liveness is judged by.
 #[derive(Debug)]
 pub struct Views {
-    store: Arc<dyn Store>,
-    sockets: Sockets,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) sockets: Sockets,
     heartbeat_timeout: chrono::Duration,
 }
 
@@ -131,6 +131,7 @@ pub async fn declare(
             task_types,
             max_instances: body.max_instances,
         }),
+        paused: None,
     };
     state.store.declare_group(&group).await?;
     tracing::info!(group.id = %group.id, group.name = %group.name, scope = %group.scope, "delegate declared");
@@ -292,7 +293,7 @@ pub async fn delete(state: Views, caller: Caller, IdPath(id): IdPath<GroupId>) -
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn full_view(state: &Views, group: &DelegateGroup) -> Result<DelegateView, ApiError> {
+pub(super) async fn full_view(state: &Views, group: &DelegateGroup) -> Result<DelegateView, ApiError> {
     let instances = state.store.list_instances(Some(group.id)).await?;
     Ok(view(state, group, instances, &token_names(state).await?))
 }
@@ -319,7 +320,14 @@ fn view(
         .into_iter()
         .map(|i| {
             let i = state.sockets.current(i);
+            let paused = i.paused.clone().filter(|p| p.holds_at(now));
+            let accepting = !group.disabled && i.pause_at(group, now).is_none() && !i.draining && !i.is_spent();
             InstanceView {
+                paused,
+                draining: i.draining,
+                max_tasks: i.max_tasks,
+                tasks_taken: i.tasks_taken,
+                accepting,
                 id: i.id,
                 state: i.liveness(now, timeout),
                 heartbeat_age_ms: (now - i.last_heartbeat_at).num_milliseconds().max(0),
@@ -351,6 +359,7 @@ fn view(
             task_types: d.task_types.clone(),
             max_instances: d.max_instances,
         }),
+        paused: group.paused.clone().filter(|p| p.holds_at(now)),
         instances,
     }
 }

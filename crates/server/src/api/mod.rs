@@ -5,6 +5,7 @@ pub mod audit;
 pub mod connectors;
 pub mod delegates;
 pub mod keys;
+pub mod maintenance;
 pub mod status;
 pub mod tasks;
 pub mod tokens;
@@ -56,4 +57,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(delegates::demand))
         .routes(routes!(delegates::disable))
         .routes(routes!(delegates::enable))
+        .routes(routes!(maintenance::pause_delegate))
+        .routes(routes!(maintenance::resume_delegate))
+        .routes(routes!(maintenance::pause_instance))
+        .routes(routes!(maintenance::resume_instance))
+        .routes(routes!(maintenance::mint_jit))
 }

@@ -53,6 +53,7 @@ pub async fn create(
         status: TokenStatus::Active,
         created_at: Utc::now(),
         revoked_at: None,
+        jit: None,
     };
     let secret = secrets::generate(SecretKind::DelegateToken);
     store.create_token(&token, &secret.hash()).await?;

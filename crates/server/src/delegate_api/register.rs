@@ -11,13 +11,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Extension, FromRef, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use switchboard_domain::delegate::Version;
 use switchboard_domain::{
-    Capacity, DelegateInstance, DelegateToken, InstanceId, Scope, Secret, SecretKind, Selectors, TokenStatus,
+    Capacity, DelegateGroup, DelegateInstance, DelegateToken, InstanceId, JitGrant, Scope, Secret, SecretKind,
+    Selectors, TokenStatus,
 };
-use switchboard_protocol::delegate::{RegisterRequest, Registered};
+use switchboard_protocol::delegate::{MAX_TASKS_LIMIT, RegisterRequest, Registered};
 use switchboard_store::Store;
 
 use crate::config::Settings;
@@ -64,7 +65,15 @@ pub async fn register(
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     check_version(&settings, &request.version)?;
-    let scope = narrowed_scope(&token, &request)?;
+    let max_tasks = match request.max_tasks {
+        Some(n) if n == 0 || n > MAX_TASKS_LIMIT => {
+            return Err(ApiError::validation(
+                "max_tasks",
+                format!("max_tasks must be between 1 and {MAX_TASKS_LIMIT}, got {n}"),
+            ));
+        }
+        n => n,
+    };
     let tags = fields::tags(&request.tags)?;
     let capacity = Capacity::new(
         request
@@ -76,11 +85,20 @@ pub async fn register(
     fields::task_types(&request.task_types)?;
 
     let now = Utc::now();
-    // A group's own tags are the operators' (set through the API); what a process declares
-    // stays its instance's, so one replica's tags never leak onto its siblings.
-    let group = store
-        .upsert_group(&scope, &request.name, &Selectors::new(), now)
-        .await?;
+    let (group, max_tasks) = match &token.jit {
+        None => {
+            let scope = narrowed_scope(&token, &request)?;
+            // A group's own tags are the operators' (set through the API); what a process
+            // declares stays its instance's, so one replica's tags never leak onto its
+            // siblings.
+            let group = store
+                .upsert_group(&scope, &request.name, &Selectors::new(), now)
+                .await?;
+            (group, max_tasks)
+        }
+        Some(jit) => (jit_group(store.as_ref(), &token, jit, &request, now).await?, Some(1)),
+    };
+    let scope = group.scope.clone();
     let session = secrets::generate(SecretKind::Session);
     let instance = DelegateInstance {
         id: InstanceId::new(),
@@ -96,6 +114,10 @@ pub async fn register(
         registered_at: now,
         last_heartbeat_at: now,
         connected: false,
+        paused: None,
+        draining: false,
+        max_tasks,
+        tasks_taken: 0,
     };
     store.register_instance(&instance, &session.hash()).await?;
     tracing::info!(
@@ -115,8 +137,59 @@ pub async fn register(
             transport.map_or(Transport::Plain, |Extension(t)| t),
             &headers,
         ),
+        max_tasks,
     };
     Ok((StatusCode::CREATED, Json(registered)))
+}
+
+/// The group a JIT credential registers into, once: the registration must name it (the
+/// credential's `jit_config` carries the name), and the credential is used up here,
+/// atomically, so a second registration with it is refused even when both race. The
+/// request's `org` and `project` must be absent or the group's.
+async fn jit_group(
+    store: &dyn Store,
+    token: &DelegateToken,
+    jit: &JitGrant,
+    request: &RegisterRequest,
+    now: chrono::DateTime<Utc>,
+) -> Result<DelegateGroup, ApiError> {
+    let group = store.get_group(jit.group_id).await.map_err(|e| match e {
+        switchboard_store::StoreError::NotFound(_) => {
+            ApiError::unauthorized("the delegate this JIT credential registers into was deleted")
+        }
+        e => e.into(),
+    })?;
+    if request.name != group.name {
+        return Err(ApiError::validation(
+            "name",
+            format!(
+                "this JIT credential registers an instance of {:?}, not {:?}",
+                group.name.as_str(),
+                request.name.as_str()
+            ),
+        ));
+    }
+    let narrower = [
+        ("org", request.org.as_ref(), group.scope.org()),
+        ("project", request.project.as_ref(), group.scope.project()),
+    ];
+    for (field, asked, theirs) in narrower {
+        if asked.is_some() && asked != theirs {
+            return Err(ApiError::validation(
+                field,
+                format!("a JIT credential registers into {} only", group.scope),
+            ));
+        }
+    }
+    if !store.use_jit_token(token.id, now).await? {
+        let why = if jit.expires_at <= now {
+            "this JIT credential expired; mint a new one"
+        } else {
+            "this JIT credential was already used: each registers one instance, once"
+        };
+        return Err(ApiError::unauthorized(why));
+    }
+    Ok(group)
 }
 
 /// The extractor of registration: the request's delegate token, if it is a known, active
@@ -223,26 +296,15 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 /// `wss://`), or the host it used to reach this registration, over TLS (`wss://`) when the
 /// registration came over TLS.
 fn stream_url(public_url: Option<&str>, transport: Transport, headers: &HeaderMap) -> String {
-    let base = match public_url {
-        Some(url) => url.replacen("http", "ws", 1),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            let scheme = match transport {
-                Transport::Plain => "ws",
-                Transport::Tls => "wss",
-            };
-            format!("{scheme}://{host}")
-        }
-    };
-    format!("{base}/delegate/v1/stream")
+    format!(
+        "{}/delegate/v1/stream",
+        crate::http::serve::base_url(public_url, transport, headers, "ws")
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, header};
 
     use super::*;
 

@@ -221,6 +221,9 @@ async fn converse(
         Instant::now() + settings.socket_ping_interval,
         settings.socket_ping_interval,
     );
+    // Set by the delegate's `draining` frame (or already stored, for a draining delegate
+    // that reconnected): offers are no longer sent, since the store gives them back.
+    let mut draining = instance.draining;
     loop {
         tokio::select! {
             frame = socket.recv() => {
@@ -235,6 +238,12 @@ async fn converse(
                     // (which PostgreSQL cannot store in a validation result's detail) or
                     // an array for an object is not a protocol message.
                     Message::Text(text) => match crate::http::extract::decode::<DelegateMessage>(text.as_bytes()) {
+                        Ok(DelegateMessage::Draining { reason }) => {
+                            if !draining {
+                                draining = true;
+                                drain(state, instance, &reason).await;
+                            }
+                        }
                         Ok(m) => handle(state, instance, m).await,
                         Err(e) => return End::Close(close::INVALID_MESSAGE, format!("not a protocol message: {e}")),
                     },
@@ -246,6 +255,10 @@ async fn converse(
                 }
             }
             outbound = rx.recv() => match outbound {
+                // An offer claimed before the drain was stored: the drain gives it back.
+                Some(Outbound::Send(ServerMessage::TaskAvailable { task_id, attempt })) if draining => {
+                    tracing::info!(task.id = %task_id, attempt = %attempt, "not offering a task to a draining delegate");
+                }
                 Some(Outbound::Send(message)) => {
                     if send(socket, &message).await.is_err() {
                         return End::Gone;
@@ -266,8 +279,29 @@ async fn converse(
     }
 }
 
+/// The delegate said it is stopping. In this order: the store records it, so no claim
+/// for the instance commits from then on, on any replica; then every offer it holds and
+/// has not acquired (claimed before that) goes back to the queue at once, fenced by its
+/// attempt, so one it acquired meanwhile runs on; then placement wakes everywhere, for
+/// another instance to take them.
+async fn drain(state: &Conn, instance: &DelegateInstance, reason: &str) {
+    let reason = truncate(reason, 200);
+    tracing::info!(instance.id = %instance.id, reason, "delegate draining: no new task for it");
+    if let Err(e) = state.placer.store().set_instance_draining(instance.id).await {
+        // Its offers go back at the acknowledge timeout (it does not acquire them), and
+        // when its socket closes.
+        tracing::warn!(instance.id = %instance.id, error = %e, "cannot record that the delegate is draining");
+        return;
+    }
+    state.sockets.sessions.forget_instances(&[instance.id]);
+    crate::manager::dispatch::lifecycle::give_back_offers(&state.placer, instance.id, "is draining").await;
+    crate::manager::cluster::wake_everywhere(&state.placer, &state.sockets);
+}
+
 async fn handle(state: &Conn, instance: &DelegateInstance, message: DelegateMessage) {
     match message {
+        // Handled by the loop, which keeps whether the socket drains.
+        DelegateMessage::Draining { .. } => {}
         DelegateMessage::Heartbeat { running } => {
             state.placer.metrics().heartbeat_received();
             state.sockets.heartbeats.record(instance.id, Utc::now(), running);

@@ -16,6 +16,7 @@ use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{AnyJson, IdPath};
 use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{BODY, CONFLICT, LIMITED, NOT_FOUND, STORE, bit};
+use crate::manager::cluster::Sockets;
 use crate::manager::dispatch::Placer;
 use crate::manager::sessions::TrustedInstance;
 
@@ -106,6 +107,7 @@ pub async fn progress(
 )]
 pub async fn result(
     State(placer): State<Placer>,
+    State(sockets): State<Sockets>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
     AnyJson(report): AnyJson<TaskResult>,
@@ -132,6 +134,9 @@ pub async fn result(
     placer.dispatcher().wake();
     if task.state == TaskState::Succeeded {
         remember_success(&placer, &task, &instance).await;
+    }
+    if instance.single_use {
+        crate::manager::housekeeping::retire_spent(&placer, &sockets).await;
     }
     Ok(Json(status(&task)))
 }

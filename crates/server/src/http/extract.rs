@@ -236,6 +236,33 @@ where
     }
 }
 
+/// Two ids from a path of two (`/delegates/{id}/instances/{instance_id}`), each answered
+/// as [`IdPath`] answers when it does not parse.
+#[derive(Debug, Clone, Copy)]
+pub struct IdPair<A, B>(pub A, pub B);
+
+impl<A, B, S> FromRequestParts<S> for IdPair<A, B>
+where
+    A: Named + std::str::FromStr + Send,
+    B: Named + std::str::FromStr + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((a, b)) = axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::not_found(format!("there is no such {}: an id does not decode", B::NAME)))?;
+        let a = a
+            .parse()
+            .map_err(|_| ApiError::not_found(format!("there is no {} {a:?} (ids are UUIDs)", A::NAME)))?;
+        let b = b
+            .parse()
+            .map_err(|_| ApiError::not_found(format!("there is no {} {b:?} (ids are UUIDs)", B::NAME)))?;
+        Ok(IdPair(a, b))
+    }
+}
+
 macro_rules! named {
     ($($id:ty => $name:literal),+ $(,)?) => {
         $(impl Named for $id {
@@ -247,6 +274,7 @@ macro_rules! named {
 named!(
     switchboard_domain::TaskId => "task",
     switchboard_domain::GroupId => "delegate",
+    switchboard_domain::InstanceId => "delegate instance",
     switchboard_domain::TokenId => "delegate token",
     switchboard_domain::ConnectorId => "connector",
     switchboard_domain::ApiKeyId => "API key",

@@ -210,3 +210,28 @@ fn refused(refusal: guard::Refusal, peer: SocketAddr) -> Response {
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
+
+/// The manager's address as a caller reaches it, for `scheme` (`http` or `ws`): the
+/// configured public URL (its `http` becoming `scheme`), or the request's host, with the
+/// TLS form of the scheme when the request came over TLS.
+pub fn base_url(
+    public_url: Option<&str>,
+    transport: Transport,
+    headers: &axum::http::HeaderMap,
+    scheme: &str,
+) -> String {
+    match public_url {
+        Some(url) => url.replacen("http", scheme, 1),
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let tls = match transport {
+                Transport::Plain => "",
+                Transport::Tls => "s",
+            };
+            format!("{scheme}{tls}://{host}")
+        }
+    }
+}

@@ -166,10 +166,12 @@ impl Sockets {
         match target {
             SocketTarget::Token(token) => self.sessions.forget_token(token),
             SocketTarget::Group(group) => self.sessions.forget_group(group),
+            SocketTarget::Instance(instance) => self.sessions.forget_instances(&[instance]),
         }
         match target {
             SocketTarget::Token(token) => self.hub.close_token(token, code, reason),
             SocketTarget::Group(group) => self.hub.close_group(group, code, reason),
+            SocketTarget::Instance(instance) => self.hub.close_instance(instance, code, reason),
         }
     }
 

@@ -118,6 +118,28 @@ async fn keep_lease(placer: &Placer, sockets: &Sockets) {
     }
 }
 
+/// Removes the single-use instances done with their tasks (see
+/// [`switchboard_store::Store::retire_spent_instances`]) and tells each, wherever its
+/// socket is, to exit: a `drain`, then close code 4004. Called when a task of a
+/// single-use instance ends, and by every sweep for the endings that happen elsewhere
+/// (a timeout, a cancel, a lost instance).
+pub async fn retire_spent(placer: &Placer, sockets: &Sockets) {
+    match placer.store().retire_spent_instances(Utc::now()).await {
+        Ok(gone) => {
+            for id in &gone {
+                sockets.close(
+                    switchboard_store::SocketTarget::Instance(*id),
+                    switchboard_protocol::socket::close::RETIRED,
+                    "this single-use instance ran its task and was removed; exit",
+                );
+                sockets.heartbeats.forget(*id);
+                tracing::info!(instance.id = %id, "single-use instance retired");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot retire single-use instances; the next sweep tries again"),
+    }
+}
+
 /// Removes instances silent for longer than the instance retention, groups empty for
 /// longer than the group retention, and audit and selection-log entries past theirs. The
 /// same work on every replica: the one that leads does it.
@@ -128,6 +150,16 @@ async fn sweep(placer: &Placer, sockets: &Sockets, settings: &Schedule) {
     }
     let now = Utc::now();
     let retention = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    retire_spent(placer, sockets).await;
+    match placer
+        .store()
+        .remove_expired_jit_tokens(now - chrono::Duration::hours(1))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "deleted JIT credentials past their expiry"),
+        Err(e) => tracing::warn!(error = %e, "the JIT credential sweep failed; it runs again next interval"),
+    }
     match placer
         .store()
         .remove_silent_instances(now - retention(settings.instance_retention), now)

@@ -152,7 +152,7 @@ impl Hub {
         let revoked = ServerMessage::Revoked {
             reason: reason.to_owned(),
         };
-        self.close_where(|e| e.token == token, code, reason, Some(revoked))
+        self.close_where(|_, e| e.token == token, code, reason, Some(revoked))
     }
 
     /// Tells every socket of `group` to drain and close. Returns how many.
@@ -160,7 +160,16 @@ impl Hub {
         let drain = ServerMessage::Drain {
             reason: reason.to_owned(),
         };
-        self.close_where(|e| e.group == group, code, reason, Some(drain))
+        self.close_where(|_, e| e.group == group, code, reason, Some(drain))
+    }
+
+    /// Tells the socket of `instance`, if it is here, to drain and close. Returns 1 if it
+    /// was here, else 0.
+    pub fn close_instance(&self, instance: InstanceId, code: u16, reason: &str) -> usize {
+        let drain = ServerMessage::Drain {
+            reason: reason.to_owned(),
+        };
+        self.close_where(|id, _| *id == instance, code, reason, Some(drain))
     }
 
     /// Shutdown: tells every socket to close, and from now on sockets that end are not
@@ -168,7 +177,7 @@ impl Hub {
     /// it is back), with their tasks: see `crate::delegate_api::socket`.
     pub fn shut_down(&self, code: u16, reason: &str) -> usize {
         self.shutting_down.store(true, Ordering::Release);
-        self.close_where(|_| true, code, reason, None)
+        self.close_where(|_, _| true, code, reason, None)
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -177,14 +186,14 @@ impl Hub {
 
     fn close_where(
         &self,
-        matches: impl Fn(&Entry) -> bool,
+        matches: impl Fn(&InstanceId, &Entry) -> bool,
         code: u16,
         reason: &str,
         first: Option<ServerMessage>,
     ) -> usize {
         let sockets = self.lock();
         let mut n = 0;
-        for entry in sockets.values().filter(|e| matches(e)) {
+        for (_, entry) in sockets.iter().filter(|(id, e)| matches(id, e)) {
             if let Some(message) = &first {
                 let _ = entry.tx.try_send(Outbound::Send(message.clone()));
             }

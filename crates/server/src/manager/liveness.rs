@@ -46,6 +46,10 @@ mod tests {
             registered_at: now - beat_age,
             last_heartbeat_at: now - beat_age,
             connected,
+            paused: None,
+            draining: false,
+            max_tasks: None,
+            tasks_taken: 0,
         }
     }
 

@@ -53,6 +53,8 @@ pub struct TrustedInstance {
     pub id: InstanceId,
     pub group_id: GroupId,
     pub token_id: TokenId,
+    /// It has a limit of tasks in its life: it is retired once they ended.
+    pub single_use: bool,
 }
 
 impl From<&DelegateInstance> for TrustedInstance {
@@ -61,6 +63,7 @@ impl From<&DelegateInstance> for TrustedInstance {
             id: instance.id,
             group_id: instance.group_id,
             token_id: instance.token_id,
+            single_use: instance.max_tasks.is_some(),
         }
     }
 }
@@ -204,6 +207,7 @@ mod tests {
             id: InstanceId(uuid::Uuid::from_u128(n)),
             group_id: GroupId(uuid::Uuid::from_u128(group)),
             token_id: TokenId(uuid::Uuid::from_u128(token)),
+            single_use: false,
         }
     }
 

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Scope, SecretHash, SelectionLogEntry, Selectors,
-    Task, TaskAttempt, TaskId, TokenId,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash, SelectionLogEntry,
+    Selectors, Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
     AdminKey, AuditQuery, Backend, Backing, BatchSnapshot, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks,
@@ -209,6 +209,8 @@ observed! {
     fn token_by_secret(&self, secret: &SecretHash) -> Option<DelegateToken>;
     fn list_tokens(&self, within: Option<&Scope>) -> Vec<DelegateToken>;
     fn revoke_token(&self, id: TokenId, at: DateTime<Utc>) -> DelegateToken;
+    fn use_jit_token(&self, id: TokenId, at: DateTime<Utc>) -> bool;
+    fn remove_expired_jit_tokens(&self, before: DateTime<Utc>) -> u64;
     #[changes_registry]
     fn upsert_group(&self, scope: &Scope, name: &Ident, tags: &Selectors, at: DateTime<Utc>) -> DelegateGroup;
     #[changes_registry]
@@ -220,6 +222,8 @@ observed! {
     #[changes_registry]
     fn set_group_disabled(&self, id: GroupId, disabled: bool) -> DelegateGroup;
     #[changes_registry]
+    fn set_group_pause(&self, id: GroupId, pause: Option<&Pause>) -> DelegateGroup;
+    #[changes_registry]
     fn delete_group(&self, id: GroupId) -> ();
     #[changes_registry]
     fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> ();
@@ -229,6 +233,12 @@ observed! {
     fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> u64;
     #[changes_registry]
     fn set_instance_connected(&self, id: InstanceId, connected: bool) -> bool;
+    #[changes_registry]
+    fn set_instance_pause(&self, id: InstanceId, pause: Option<&Pause>) -> DelegateInstance;
+    #[changes_registry]
+    fn set_instance_draining(&self, id: InstanceId) -> DelegateInstance;
+    #[changes_registry]
+    fn retire_spent_instances(&self, at: DateTime<Utc>) -> Vec<InstanceId>;
     fn renew_lease(&self) -> bool;
     #[changes_registry]
     fn remove_silent_instances(&self, before: DateTime<Utc>, at: DateTime<Utc>) -> Vec<InstanceId>;

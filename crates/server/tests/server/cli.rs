@@ -156,7 +156,7 @@ async fn delegates_round_trip_in_both_output_modes() {
         "tags": [], "task_types": ["echo"], "capacity": 4
     }))
     .unwrap();
-    register(&app.client, &app.url(""), token["token"].as_str().unwrap(), &request)
+    let registered = register(&app.client, &app.url(""), token["token"].as_str().unwrap(), &request)
         .await
         .expect("registration succeeds");
 
@@ -184,6 +184,35 @@ async fn delegates_round_trip_in_both_output_modes() {
     assert_eq!(disabled["disabled"], true);
     let enabled = cli(&app, &["delegates", "enable", &id]).await;
     assert!(enabled.ok().contains("disabled: no"), "{enabled:?}");
+
+    // Paused with a note, the instance alone and then the whole delegate; resumed.
+    let instance = registered.instance_id.to_string();
+    let paused = cli(
+        &app,
+        &["delegates", "pause", &id, "--instance", &instance, "--note", "disk swap", "--for", "2h"],
+    )
+    .await;
+    let row = paused.ok().lines().find(|l| l.starts_with(&instance)).expect("the instance row");
+    assert!(row.contains("no: paused until") && row.contains("disk swap"), "{row}");
+    let resumed = cli(&app, &["delegates", "resume", &id, "--instance", &instance, "--output", "json"])
+        .await
+        .json();
+    assert_eq!(resumed["instances"][0]["accepting"], true, "{resumed}");
+    let paused = cli(&app, &["delegates", "pause", &id, "--note", "window"]).await;
+    let line = |run: &str| run.lines().find(|l| l.starts_with("paused:")).unwrap_or_default().to_owned();
+    assert!(line(paused.ok()).ends_with("paused until resumed: window"), "{paused:?}");
+    let resumed = cli(&app, &["delegates", "resume", &id]).await;
+    assert!(line(resumed.ok()).ends_with(" no"), "{resumed:?}");
+    let refused = cli(&app, &["delegates", "pause", &id, "--note", " "]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("note"), "{refused:?}");
+
+    // A single-use credential, shown once.
+    let jit = cli(&app, &["delegates", "jit", &id, "--expires-in", "15m"]).await;
+    assert!(
+        jit.ok().lines().any(|l| l.starts_with("token:") && l.contains("sbd_")) && jit.stdout.contains("--jit-config"),
+        "{jit:?}"
+    );
 
     // A pool declared ahead of any instance.
     let declared = cli(

@@ -492,6 +492,27 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
         ),
         (
             "POST",
+            "/api/v1/delegates/{id}/pause",
+            format!("/api/v1/delegates/{}/pause", me.group_id),
+            ADMIN_KEY,
+            json!({"note": "window", "for": "1s"}),
+        ),
+        (
+            "POST",
+            "/api/v1/delegates/{id}/instances/{instance_id}/pause",
+            format!("/api/v1/delegates/{}/instances/{}/pause", me.group_id, me.instance_id),
+            ADMIN_KEY,
+            json!({"note": "window", "for": "10m"}),
+        ),
+        (
+            "POST",
+            "/api/v1/delegates/{id}/jit",
+            format!("/api/v1/delegates/{}/jit", me.group_id),
+            ADMIN_KEY,
+            json!({"expires_in": "5m"}),
+        ),
+        (
+            "POST",
             "/delegate/v1/register",
             "/delegate/v1/register".into(),
             secret.as_str(),

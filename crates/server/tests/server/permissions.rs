@@ -79,6 +79,7 @@ async fn every_route_answers_as_the_permission_matrix_says() {
         connector["id"].as_str().unwrap().to_owned(),
         task["id"].as_str().unwrap().to_owned(),
     );
+    let iid = registered.instance_id.to_string();
     let new_token = json!({"name": "more", "account": "acme", "org": "eng"});
     let new_connector = json!({"name": "more", "account": "acme", "org": "eng"});
     let new_task = json!({"account": "acme", "org": "eng", "type": "echo", "wait_for_delegate": true});
@@ -140,6 +141,41 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             json!({}),
             Some("delegates:edit"),
             StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/delegates/{gid}/pause"),
+            json!({"note": "maintenance", "for": "1s"}),
+            Some("delegates:edit"),
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/delegates/{gid}/resume"),
+            json!({}),
+            Some("delegates:edit"),
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/delegates/{gid}/instances/{iid}/pause"),
+            json!({"note": "maintenance", "for": "1s"}),
+            Some("delegates:edit"),
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/delegates/{gid}/instances/{iid}/resume"),
+            json!({}),
+            Some("delegates:edit"),
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/delegates/{gid}/jit"),
+            json!({}),
+            Some("delegates:edit"),
+            StatusCode::CREATED,
         ),
         (
             Method::GET,

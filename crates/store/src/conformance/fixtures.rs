@@ -50,6 +50,7 @@ pub fn token(scope_path: &str, name: &str) -> DelegateToken {
         status: TokenStatus::Active,
         created_at: now(),
         revoked_at: None,
+        jit: None,
     }
 }
 
@@ -98,6 +99,10 @@ pub fn instance(group: GroupId, token: TokenId, hostname: &str, capacity: u32) -
         registered_at: at,
         last_heartbeat_at: at,
         connected: true,
+        paused: None,
+        draining: false,
+        max_tasks: None,
+        tasks_taken: 0,
     }
 }
 

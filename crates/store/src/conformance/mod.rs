@@ -14,6 +14,7 @@ pub mod batches;
 pub mod cancellation;
 pub mod deadlines;
 pub mod fixtures;
+pub mod maintenance;
 pub mod placement;
 pub mod registry;
 pub mod tasks;
@@ -63,6 +64,10 @@ macro_rules! conformance_tests {
             batches::a_batch_commits_its_accepted_items_and_refuses_the_others_alone,
             batches::a_submission_is_stored_claimed_with_its_log_and_audit_in_one_write,
             batches::a_caller_that_stops_waiting_leaves_its_writes_whole,
+            maintenance::pauses_of_a_group_and_an_instance_round_trip_and_lift,
+            maintenance::a_draining_instance_is_never_claimed_for,
+            maintenance::a_single_use_instance_takes_its_tasks_and_is_retired_once_they_ended,
+            maintenance::a_jit_credential_registers_once_before_it_expires,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

@@ -268,6 +268,7 @@ pub async fn a_declared_group_round_trips_is_joined_by_name_and_outlives_the_emp
             task_types: vec![TaskType(ident("deploy"))],
             max_instances: Some(10),
         }),
+        paused: None,
     };
     store.declare_group(&declared).await.expect("declared");
     assert_eq!(store.get_group(declared.id).await.expect("get"), declared);

@@ -242,6 +242,7 @@ pub async fn claims_are_exact_under_concurrency(store: Arc<dyn Store>) {
                             full.insert(i);
                         }
                         Claim::InstanceGone => panic!("no instance was removed"),
+                        Claim::InstanceNotTaking => panic!("no instance drains or has a limit of tasks"),
                     }
                 }
             }

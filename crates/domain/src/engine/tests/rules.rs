@@ -357,3 +357,107 @@ fn instances_whose_group_is_missing_are_left_out_of_the_snapshot() {
     assert_eq!((reg.len(), reg.orphans()), (1, 1));
     assert!(reg.instance(orphan.id).is_none());
 }
+
+#[test]
+fn a_paused_draining_or_spent_instance_is_rejected_by_the_accepting_rule_and_the_task_waits() {
+    let g = group(1, "acme", "k8s", &[]);
+    let pause = |until: Option<chrono::DateTime<chrono::Utc>>| crate::Pause {
+        note: "kernel upgrade".into(),
+        since: now() - Duration::minutes(5),
+        until,
+    };
+    let mut paused = instance(1, &g);
+    paused.paused = Some(pause(Some(now() + Duration::minutes(5))));
+    let mut draining = instance(2, &g);
+    draining.draining = true;
+    let mut spent = instance(3, &g);
+    spent.max_tasks = Some(1);
+    spent.tasks_taken = 1;
+    // A pause that ended holds nothing, and nothing has to lift it.
+    let mut was_paused = instance(4, &g);
+    was_paused.paused = Some(pause(Some(now() - Duration::seconds(1))));
+    was_paused.active_tasks = 9;
+    let reg = registry(
+        vec![g.clone()],
+        vec![paused.clone(), draining.clone(), spent.clone(), was_paused.clone()],
+    );
+    let d = Task::new("acme", &[]).decide(&reg);
+    assert_eq!(d.chosen, Some(was_paused.id));
+    for (i, detail) in [
+        (
+            &paused,
+            Rejection::Paused {
+                note: "kernel upgrade".into(),
+                until: Some(now() + Duration::minutes(5)),
+                whole_delegate: false,
+            },
+        ),
+        (&draining, Rejection::Draining),
+        (&spent, Rejection::Spent { max_tasks: 1 }),
+    ] {
+        assert_eq!(
+            d.verdict(i.id),
+            Some(&Verdict::Rejected {
+                rule: Rule::Accepting,
+                detail
+            }),
+            "{}",
+            i.hostname
+        );
+    }
+
+    // Without the one that takes tasks, the task waits: each of these can change.
+    let reg = registry(vec![g.clone()], vec![paused, draining, spent]);
+    let d = Task::new("acme", &[]).decide(&reg);
+    assert_eq!(d.chosen, None);
+    assert_eq!(d.summary.outlook, crate::engine::Outlook::Temporary);
+    assert_eq!(
+        d.summary.to_string(),
+        "0/3 delegates eligible: 1 paused, 1 draining, 1 single-use, spent; \
+         waiting for a pause to end or another instance"
+    );
+}
+
+#[test]
+fn a_paused_delegate_holds_every_instance_and_says_it_is_the_delegates_pause() {
+    let mut g = group(1, "acme", "k8s", &[]);
+    g.paused = Some(crate::Pause {
+        note: "window".into(),
+        since: now(),
+        until: None,
+    });
+    let i = instance(1, &g);
+    let d = Task::new("acme", &[]).decide(&registry(vec![g], vec![i.clone()]));
+    assert_eq!(
+        d.verdict(i.id),
+        Some(&Verdict::Rejected {
+            rule: Rule::Accepting,
+            detail: Rejection::Paused {
+                note: "window".into(),
+                until: None,
+                whole_delegate: true,
+            },
+        })
+    );
+    let line = Rejection::Paused {
+        note: "window".into(),
+        until: None,
+        whole_delegate: true,
+    }
+    .to_string();
+    assert_eq!(line, "its delegate is paused: window");
+}
+
+#[test]
+fn the_accepting_rule_comes_after_liveness_and_before_capacity() {
+    let g = group(1, "acme", "k8s", &[]);
+    let mut gone = instance(1, &g);
+    gone.draining = true;
+    gone.connected = false;
+    let mut full = instance(2, &g);
+    full.draining = true;
+    full.active_tasks = full.capacity.get();
+    let d = Task::new("acme", &[]).decide(&registry(vec![g], vec![gone.clone(), full.clone()]));
+    assert_eq!(rejected_by(&d, gone.id), Some(Rule::Liveness));
+    assert_eq!(rejected_by(&d, full.id), Some(Rule::Accepting));
+}

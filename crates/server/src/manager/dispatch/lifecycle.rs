@@ -60,6 +60,25 @@ pub async fn instance_lost(placer: &Placer, instance: InstanceId) {
     placer.dispatcher().wake();
 }
 
+/// Gives back to the queue at once the tasks offered to `instance` that it has not
+/// acquired (the instance `why`: "is draining"), each fenced by its attempt: one acquired
+/// meanwhile stays with it. Running tasks are left alone.
+#[tracing::instrument(name = "give_back_offers", skip_all, fields(instance.id = %instance))]
+pub async fn give_back_offers(placer: &Placer, instance: InstanceId, why: &str) {
+    let held = match placer.store().tasks_held_by(instance).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(instance.id = %instance, error = %e, "cannot list the offers of an instance to give them back");
+            return;
+        }
+    };
+    for task in held.iter().filter(|t| t.state == TaskState::Assigned) {
+        let why = format!("its instance {why}; given back before it acquired the task");
+        apply(placer, task, TaskEvent::Release, None, &why).await;
+    }
+    placer.dispatcher().wake();
+}
+
 /// Takes `task` from the instance that held it, lost as `loss` says (docs/rules.md, "Task lifecycle": an
 /// instance that disappears, socket closed or heartbeat too old, releases its assigned
 /// tasks at once; its running ones are re-queued while attempts remain, else fail

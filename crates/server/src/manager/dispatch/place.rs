@@ -310,7 +310,8 @@ async fn place_rounds(
             Claim::TaskNotQueued => return Ok(Placement::NotQueued),
             // Filled up or went away since the snapshot: decide again.
             Claim::InstanceFull => placer.fleet().full(instance).await,
-            Claim::InstanceGone => placer.fleet().invalidate(),
+            // Went away, began to drain or took its last task since the snapshot.
+            Claim::InstanceGone | Claim::InstanceNotTaking => placer.fleet().invalidate(),
         }
     }
     Ok(Placement::Waiting { explanation: last })
@@ -790,6 +791,7 @@ mod tests {
             status: TokenStatus::Active,
             created_at: Utc::now(),
             revoked_at: None,
+            jit: None,
         };
         store
             .create_token(&token, &secret(SecretKind::DelegateToken).hash())
@@ -813,6 +815,10 @@ mod tests {
             registered_at: Utc::now(),
             last_heartbeat_at: Utc::now(),
             connected: true,
+            paused: None,
+            draining: false,
+            max_tasks: None,
+            tasks_taken: 0,
         };
         store
             .register_instance(&instance, &secret(SecretKind::Session).hash())

@@ -1,0 +1,171 @@
+//! Conformance cases for fleet control: pauses, draining, single-use instances and the
+//! JIT credentials that register them.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use switchboard_domain::{JitGrant, Pause, SecretKind, TaskEvent};
+
+use super::fixtures::{fleet, instance, now, queued, secret, task, token};
+use crate::{Claim, Store, Transition};
+
+pub async fn pauses_of_a_group_and_an_instance_round_trip_and_lift(store: Arc<dyn Store>) {
+    let (group, instances) = fleet(&store, "acme", "k8s", 1, 5).await;
+    let pause = Pause {
+        note: "kernel upgrade".into(),
+        // Millisecond precision: what every backend keeps.
+        since: chrono::DateTime::from_timestamp_millis(now().timestamp_millis()).unwrap(),
+        until: chrono::DateTime::from_timestamp_millis((now() + TimeDelta::hours(2)).timestamp_millis()),
+    };
+    let paused = store.set_group_pause(group.id, Some(&pause)).await.expect("paused");
+    assert_eq!(paused.paused.as_ref(), Some(&pause));
+    assert_eq!(
+        store.get_group(group.id).await.expect("get").paused,
+        Some(pause.clone())
+    );
+    let lifted = store.set_group_pause(group.id, None).await.expect("lifted");
+    assert_eq!(lifted.paused, None);
+
+    let i = store
+        .set_instance_pause(instances[0].id, Some(&pause))
+        .await
+        .expect("instance paused");
+    assert_eq!(i.paused.as_ref(), Some(&pause));
+    let listed = store.list_instances(Some(group.id)).await.expect("list");
+    assert_eq!(listed[0].paused.as_ref(), Some(&pause));
+    let i = store.set_instance_pause(instances[0].id, None).await.expect("lifted");
+    assert_eq!(i.paused, None);
+    assert!(
+        store
+            .set_instance_pause(instance(group.id, i.token_id, "x", 1).id, None)
+            .await
+            .is_err()
+    );
+}
+
+pub async fn a_draining_instance_is_never_claimed_for(store: Arc<dyn Store>) {
+    let (_, instances) = fleet(&store, "acme", "k8s", 1, 5).await;
+    let id = instances[0].id;
+    let first = queued(&store, task("acme")).await;
+    assert!(matches!(
+        store.claim_task(first.id(), id, now()).await.expect("claim"),
+        Claim::Claimed(_)
+    ));
+    let drained = store.set_instance_draining(id).await.expect("draining");
+    assert!(drained.draining);
+    assert!(store.get_instance(id).await.expect("get").draining);
+    // Free slots remain, and still nothing is claimed for it: the store refuses, whatever
+    // snapshot a replica decided on.
+    let second = queued(&store, task("acme")).await;
+    assert_eq!(
+        store.claim_task(second.id(), id, now()).await.expect("claim"),
+        Claim::InstanceNotTaking
+    );
+    assert_eq!(
+        store.get_task(second.id()).await.expect("get").state,
+        switchboard_domain::TaskState::Queued
+    );
+    // What it was offered before can still be given back, fenced by its attempt.
+    let back = store
+        .transition_task(&Transition::new(
+            first.id(),
+            Some(first.attempt.next()),
+            TaskEvent::Release,
+            now(),
+        ))
+        .await
+        .expect("released");
+    assert_eq!(back.state, switchboard_domain::TaskState::Queued);
+}
+
+pub async fn a_single_use_instance_takes_its_tasks_and_is_retired_once_they_ended(store: Arc<dyn Store>) {
+    let (group, instances) = fleet(&store, "acme", "k8s", 1, 5).await;
+    let mut once = instance(group.id, instances[0].token_id, "pod-1", 5);
+    once.max_tasks = Some(1);
+    store
+        .register_instance(&once, &secret(SecretKind::Session).hash())
+        .await
+        .expect("registered");
+    let first = queued(&store, task("acme")).await;
+    let second = queued(&store, task("acme")).await;
+    let Claim::Claimed(claimed) = store.claim_task(first.id(), once.id, now()).await.expect("claim") else {
+        panic!("the first claim holds");
+    };
+    assert_eq!(
+        store.claim_task(second.id(), once.id, now()).await.expect("claim"),
+        Claim::InstanceNotTaking,
+        "one task in its life, though 4 slots are free"
+    );
+    let stored = store.get_instance(once.id).await.expect("get");
+    assert_eq!(
+        (stored.max_tasks, stored.tasks_taken, stored.active_tasks),
+        (Some(1), 1, 1)
+    );
+    // Holding its task, it stays; an instance without a limit is never retired.
+    assert_eq!(store.retire_spent_instances(now()).await.expect("sweep"), vec![]);
+
+    let released = Transition::new(first.id(), Some(claimed.attempt), TaskEvent::Release, now());
+    store.transition_task(&released).await.expect("released");
+    // Given back, the task does not give the instance another go.
+    assert_eq!(
+        store.claim_task(first.id(), once.id, now()).await.expect("claim"),
+        Claim::InstanceNotTaking
+    );
+    assert_eq!(store.retire_spent_instances(now()).await.expect("sweep"), vec![once.id]);
+    assert!(store.get_instance(once.id).await.is_err(), "removed");
+    assert!(store.get_instance(instances[0].id).await.is_ok(), "the other one stays");
+    assert_eq!(store.retire_spent_instances(now()).await.expect("sweep"), vec![]);
+}
+
+pub async fn a_jit_credential_registers_once_before_it_expires(store: Arc<dyn Store>) {
+    let (group, _) = fleet(&store, "acme", "k8s", 0, 5).await;
+    let mint = |name: &str, expires_in: TimeDelta| {
+        let mut t = token("acme", name);
+        t.jit = Some(JitGrant {
+            group_id: group.id,
+            expires_at: chrono::DateTime::from_timestamp_millis((now() + expires_in).timestamp_millis()).unwrap(),
+            used_at: None,
+        });
+        t
+    };
+    let fresh = mint("jit-1", TimeDelta::hours(1));
+    let hash = secret(SecretKind::DelegateToken).hash();
+    store.create_token(&fresh, &hash).await.expect("stored");
+    assert_eq!(
+        store.token_by_secret(&hash).await.expect("found").as_ref(),
+        Some(&fresh)
+    );
+    let named = store.list_tokens(None).await.expect("list");
+    assert!(
+        named.iter().all(|t| t.jit.is_none()),
+        "JIT credentials are not listed: {named:?}"
+    );
+
+    assert!(store.use_jit_token(fresh.id, now()).await.expect("use"));
+    assert!(!store.use_jit_token(fresh.id, now()).await.expect("use"), "once only");
+    assert!(
+        store
+            .get_token(fresh.id)
+            .await
+            .expect("get")
+            .jit
+            .unwrap()
+            .used_at
+            .is_some()
+    );
+
+    let stale = mint("jit-2", TimeDelta::minutes(-1));
+    store
+        .create_token(&stale, &secret(SecretKind::DelegateToken).hash())
+        .await
+        .expect("stored");
+    assert!(!store.use_jit_token(stale.id, now()).await.expect("use"), "expired");
+    // A plain token is no JIT credential.
+    let (_, plain) = fleet(&store, "acme", "edge", 1, 5).await;
+    assert!(!store.use_jit_token(plain[0].token_id, now()).await.expect("use"));
+
+    // Past its expiry and unused by any instance: swept. The fresh one is not expired.
+    assert_eq!(store.remove_expired_jit_tokens(now()).await.expect("sweep"), 1);
+    assert!(store.get_token(stale.id).await.is_err());
+    assert!(store.get_token(fresh.id).await.is_ok());
+}
