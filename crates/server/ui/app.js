@@ -294,7 +294,7 @@
     const rows = g.instances.map((i) => html`
       <tr data-instance="${i.id}">
         <td><span class="mono">${i.hostname}</span><br><small class="muted mono">${i.id}</small></td>
-        <td>${badge(i.state)}</td>
+        <td>${badge(i.state)}<br>${raw(taking(g, i, edit))}</td>
         <td data-age="${i.heartbeat_age_ms}" data-age-of="${i.id}"></td>
         <td>${i.version} <small class="muted">${i.flavour}</small></td>
         <td><meter min="0" max="${i.capacity}" value="${i.load}" aria-hidden="true"></meter> ${i.load}/${i.capacity}</td>
@@ -303,6 +303,12 @@
         <td>${tags(i.task_types)}</td>
         <td>${i.token_name ?? raw('<span class="muted">deleted</span>')}</td>
       </tr>`).join('');
+    const pauseForm = edit && !g.paused ? html`
+      <form class="inline" data-pause="${g.id}">
+        <label>Pause note <input name="note" id="pause-note-${g.id}" size="24" required maxlength="500"></label>
+        <label>for <input name="for" id="pause-for-${g.id}" size="5" placeholder="until resumed"></label>
+        <button type="submit" class="secondary" id="pause-${g.id}">Pause</button>
+      </form>` : '';
     const tagForm = edit ? html`
       <form class="inline" data-tags="${g.id}">
         <label>Group tags (comma-separated)
@@ -315,6 +321,8 @@
           <h2 id="g-${g.id}">${g.name}</h2>
           <span class="badge s-scope">${scopeText(g)}</span>
           ${g.disabled ? badge('disabled') : ''}
+          ${raw(g.paused ? html`<span class="paused" id="paused-${g.id}">${badge('paused')} ${pauseText(g.paused)}</span>` : '')}
+          ${raw(g.paused && edit ? html`<button type="button" class="secondary" data-act="resume" data-id="${g.id}" id="resume-${g.id}">Resume</button>` : '')}
           <span>Tags: ${tags(g.tags)}</span>
           <div class="actions">${raw(actions.join(''))}</div>
         </div>
@@ -325,8 +333,26 @@
             <th scope="col">Selectors</th><th scope="col">Task types</th><th scope="col">Token</th></tr></thead>
           <tbody>${raw(rows || '<tr><td colspan="9" class="muted">No instances.</td></tr>')}</tbody>
         </table></div>
+        ${raw(pauseForm)}
         ${raw(tagForm)}
       </section>`;
+  }
+
+  /** `until 14:00: kernel upgrade`, or `until resumed: ...`. */
+  function pauseText(p) {
+    return `${p.until ? `until ${when(p.until)}` : 'until resumed'}: ${p.note}`;
+  }
+
+  /** Whether an instance takes new tasks, and why not; with a resume button for its own pause. */
+  function taking(g, i, edit) {
+    if (i.draining) return badge('draining');
+    if (i.max_tasks && i.tasks_taken >= i.max_tasks) return badge('spent', 'single-use, done');
+    if (i.paused) {
+      const resume = edit ? html` <button type="button" class="secondary" data-act="resume-instance" data-id="${g.id}" data-instance="${i.id}">Resume</button>` : '';
+      return html`${badge('paused')} <small>${pauseText(i.paused)}</small>` + resume;
+    }
+    if (!i.accepting) return '';
+    return i.max_tasks ? badge('single_use', `single-use ${i.tasks_taken}/${i.max_tasks}`) : '';
   }
 
   main.addEventListener('click', async (event) => {
@@ -336,6 +362,10 @@
     if (what === 'enable') await act(button, 'Delegate enabled.', () => api('POST', `/delegates/${id}/enable`));
     if (what === 'disable') await act(button, 'Delegate disabled: it gets no new tasks.', () => api('POST', `/delegates/${id}/disable`));
     if (what === 'delete' && confirmed(button)) await act(button, 'Delegate deleted.', () => api('DELETE', `/delegates/${id}`));
+    if (what === 'resume') await act(button, 'Delegate resumed: it takes tasks again.', () => api('POST', `/delegates/${id}/resume`));
+    if (what === 'resume-instance') {
+      await act(button, 'Instance resumed.', () => api('POST', `/delegates/${id}/instances/${button.dataset.instance}/resume`));
+    }
     if (what === 'revoke-token' && confirmed(button)) {
       if (await act(button, 'Token revoked: its delegates are disconnected.', () => api('POST', `/delegate-tokens/${id}/revoke`))) reloadCredentials();
     }
@@ -347,6 +377,14 @@
 
   main.addEventListener('submit', async (event) => {
     const form = event.target;
+    if (form.dataset.pause) {
+      event.preventDefault();
+      const body = { note: form.elements.note.value };
+      if (form.elements.for.value.trim()) body.for = form.elements.for.value.trim();
+      await act(form.querySelector('button'), 'Delegate paused: it takes no new task; what runs goes on.',
+        () => api('POST', `/delegates/${form.dataset.pause}/pause`, body));
+      return;
+    }
     if (!form.dataset.tags) return;
     event.preventDefault();
     const list = form.elements.tags.value.split(',').map((t) => t.trim()).filter(Boolean);
@@ -547,6 +585,9 @@
       case 'unsupported_task_type': return `does not run tasks of type ${d.task_type}`;
       case 'disconnected': return `disconnected (last heartbeat ${d.heartbeat_age_secs} s ago)`;
       case 'stale_heartbeat': return `heartbeat stale (${d.heartbeat_age_secs} s old)`;
+      case 'paused': return `${d.whole_delegate ? 'its delegate is paused' : 'paused'} ${d.until ? `until ${when(d.until)}` : 'until resumed'}: ${d.note}`;
+      case 'draining': return 'draining: the delegate is stopping';
+      case 'spent': return `single-use: has taken its ${d.max_tasks} task(s)`;
       case 'at_capacity': return `at capacity (${d.active}/${d.capacity})`;
       case 'already_tried': return 'already tried this task';
       case 'capability_unreachable': return `cannot reach ${capText(d.capability)}: ${d.detail}`;

@@ -333,7 +333,10 @@ async fn a_jit_reference_delegate_takes_one_task_and_exits_0() {
         )
         .await;
     let jit = m
-        .post(&format!("/api/v1/delegates/{}/jit", pool["id"].as_str().unwrap()), &json!({}))
+        .post(
+            &format!("/api/v1/delegates/{}/jit", pool["id"].as_str().unwrap()),
+            &json!({}),
+        )
         .await;
     let config = jit["jit_config"].as_str().unwrap();
     // No token and no name of its own: both come with the JIT config.
@@ -341,10 +344,16 @@ async fn a_jit_reference_delegate_takes_one_task_and_exits_0() {
     eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
     assert_eq!(m.instance(d.id).await["max_tasks"], 1);
 
-    let first = m.submit(&json!({"account": "acme", "type": "echo", "payload": {"n": 1}})).await;
+    let first = m
+        .submit(&json!({"account": "acme", "type": "echo", "payload": {"n": 1}}))
+        .await;
     assert_eq!(first["instance_id"], d.id.to_string(), "{first}");
     let task = TaskId(first["id"].as_str().unwrap().parse().unwrap());
-    assert_eq!(exit_code(&mut d.child).await, Some(0), "a single-use delegate exits 0 after its task");
+    assert_eq!(
+        exit_code(&mut d.child).await,
+        Some(0),
+        "a single-use delegate exits 0 after its task"
+    );
     let store = m.state.store();
     assert_eq!(store.get_task(task).await.unwrap().state, TaskState::Succeeded);
     eventually(|| async { store.get_instance(d.id).await.is_err() }).await;
@@ -371,7 +380,10 @@ async fn sigterm_lets_the_running_task_finish_offers_nothing_more_and_exits_0() 
     // Draining: a new task is not offered to it, though it has free slots.
     let waiting = m.submit(&json!({"account": "acme", "type": "echo"})).await;
     assert_eq!(waiting["state"], "queued", "{waiting}");
-    assert!(waiting["explanation"].as_str().unwrap().contains("draining"), "{waiting}");
+    assert!(
+        waiting["explanation"].as_str().unwrap().contains("draining"),
+        "{waiting}"
+    );
 
     assert_eq!(exit_code(&mut d.child).await, Some(0));
     let done = store.get_task(task).await.unwrap();

@@ -189,18 +189,43 @@ async fn delegates_round_trip_in_both_output_modes() {
     let instance = registered.instance_id.to_string();
     let paused = cli(
         &app,
-        &["delegates", "pause", &id, "--instance", &instance, "--note", "disk swap", "--for", "2h"],
+        &[
+            "delegates",
+            "pause",
+            &id,
+            "--instance",
+            &instance,
+            "--note",
+            "disk swap",
+            "--for",
+            "2h",
+        ],
     )
     .await;
-    let row = paused.ok().lines().find(|l| l.starts_with(&instance)).expect("the instance row");
+    let row = paused
+        .ok()
+        .lines()
+        .find(|l| l.starts_with(&instance))
+        .expect("the instance row");
     assert!(row.contains("no: paused until") && row.contains("disk swap"), "{row}");
-    let resumed = cli(&app, &["delegates", "resume", &id, "--instance", &instance, "--output", "json"])
-        .await
-        .json();
+    let resumed = cli(
+        &app,
+        &["delegates", "resume", &id, "--instance", &instance, "--output", "json"],
+    )
+    .await
+    .json();
     assert_eq!(resumed["instances"][0]["accepting"], true, "{resumed}");
     let paused = cli(&app, &["delegates", "pause", &id, "--note", "window"]).await;
-    let line = |run: &str| run.lines().find(|l| l.starts_with("paused:")).unwrap_or_default().to_owned();
-    assert!(line(paused.ok()).ends_with("paused until resumed: window"), "{paused:?}");
+    let line = |run: &str| {
+        run.lines()
+            .find(|l| l.starts_with("paused:"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line(paused.ok()).ends_with("paused until resumed: window"),
+        "{paused:?}"
+    );
     let resumed = cli(&app, &["delegates", "resume", &id]).await;
     assert!(line(resumed.ok()).ends_with(" no"), "{resumed:?}");
     let refused = cli(&app, &["delegates", "pause", &id, "--note", " "]).await;

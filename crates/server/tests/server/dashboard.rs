@@ -263,6 +263,29 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         })
         .await;
 
+    // Paused for maintenance with a note, which the card shows; then resumed.
+    browser
+        .fill(&format!("#pause-note-{builders}"), "rack 4 power work")
+        .await;
+    browser.fill(&format!("#pause-for-{builders}"), "2h").await;
+    browser.click(&format!("#pause-{builders}")).await;
+    let head = browser
+        .wait_text("section[data-group=builders] .card-head", "paused", |t| {
+            t.contains("rack 4 power work")
+        })
+        .await;
+    assert!(head.contains("paused until"), "{head}");
+    let stored = app.state.store().get_group(builders).await.unwrap();
+    assert_eq!(stored.paused.map(|p| p.note).as_deref(), Some("rack 4 power work"));
+    browser.screenshot(&shots.join("delegate-paused.png")).await;
+    browser.click(&format!("#resume-{builders}")).await;
+    browser
+        .wait_text("section[data-group=builders] .card-head", "resumed", |t| {
+            !t.contains("rack 4 power work")
+        })
+        .await;
+    assert_eq!(app.state.store().get_group(builders).await.unwrap().paused, None);
+
     // A new token: its secret is shown once, and registers a delegate.
     browser.click("#nav a[data-view=credentials]").await;
     browser.fill("#new-token input[name=name]", "lab").await;
