@@ -227,6 +227,8 @@ pub(crate) struct Prepared<'a> {
     results: Vec<Option<&'a HashMap<InstanceId, CapabilityResult>>>,
     /// Whether the task has tried instances at all (most have not: skip the lookup).
     any_tried: bool,
+    /// The decision's time in Unix milliseconds, which a pause's end is compared with.
+    now_ms: i64,
     /// Who last succeeded for the task's connector: the instance, and its group's index.
     last_instance: Option<InstanceId>,
     last_group: Option<usize>,
@@ -258,6 +260,7 @@ impl<'a> Prepared<'a> {
                 .map(|from| (from, from.timestamp())),
             results: task.capabilities.iter().map(|c| reg.results_for(&c.basis())).collect(),
             any_tried: !task.tried.is_empty(),
+            now_ms: ctx.now.timestamp_millis(),
             last_instance: last.map(|l| l.instance_id),
             last_group: last.and_then(|l| reg.group_index(l.group_id)),
         }
@@ -296,13 +299,11 @@ impl<'a> Prepared<'a> {
         if !fresh {
             return Check::Fail(Reason::StaleHeartbeat);
         }
+        if f.paused_until_ms > self.now_ms {
+            return Check::Fail(Reason::Paused);
+        }
         match f.taking {
             Taking::Yes => {}
-            Taking::PausedUntil(until) => {
-                if until.is_none_or(|until| self.ctx.now < until) {
-                    return Check::Fail(Reason::Paused);
-                }
-            }
             Taking::Draining => return Check::Fail(Reason::Draining),
             Taking::Spent => return Check::Fail(Reason::Spent),
         }
