@@ -107,6 +107,23 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
             Command::Connectors(c) => connectors(&client, out, c).await.map(|()| Done::Ok),
             Command::Tasks(c) => tasks(&client, out, c).await,
             Command::Keys(c) => keys(&client, out, c).await.map(|()| Done::Ok),
+            Command::Queue {
+                account,
+                org,
+                project,
+                task_type,
+                connector,
+            } => {
+                let filter = TaskFilter {
+                    account,
+                    org,
+                    project,
+                    task_type,
+                    connector,
+                    ..TaskFilter::default()
+                };
+                queue(&client, out, &filter).await.map(|()| Done::Ok)
+            }
         }
     });
     match result {
@@ -332,6 +349,33 @@ async fn delegates(client: &Client, out: Printer, command: DelegatesCommand) -> 
             });
         }
     }
+    Ok(())
+}
+
+async fn queue(client: &Client, out: Printer, filter: &TaskFilter) -> Result<(), ClientError> {
+    out.show(&client.queue(filter).await?, |q| {
+        println!("{}", q.summary);
+        if q.reasons.is_empty() {
+            return;
+        }
+        println!();
+        let mut t = Table::new(&["REASON", "TASKS", "OLDEST", "DELEGATES", "WHAT", "SAMPLE"]);
+        for r in &q.reasons {
+            t.row(vec![
+                r.reason.clone(),
+                r.tasks.to_string(),
+                format!("{}s", r.oldest_queued_age_ms / 1000),
+                if r.delegates.is_empty() {
+                    "-".to_owned()
+                } else {
+                    list(&r.delegates)
+                },
+                r.line.clone(),
+                r.sample_task_ids.first().map_or_else(String::new, ToString::to_string),
+            ]);
+        }
+        t.print();
+    });
     Ok(())
 }
 

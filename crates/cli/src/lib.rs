@@ -96,6 +96,19 @@ pub enum Command {
     /// API keys: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The waiting tasks as a whole: how many, and what holds them.
+    Queue {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long = "type")]
+        task_type: Option<String>,
+        #[arg(long)]
+        connector: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

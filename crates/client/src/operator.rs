@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_domain::{TaskId, TaskState};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::{
-    DeclareDelegate, DelegateList, DelegateView, JitCredential, MintJit, PauseRequest, SetTags,
+    DeclareDelegate, DelegateList, DelegateView, JitCredential, MintJit, PauseRequest, QueueSummary, SetTags,
 };
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
@@ -253,6 +253,18 @@ impl Client {
                 .query(&filter.query()),
         )
         .await
+    }
+
+    /// The queue by reason (`GET /api/v1/queue`); of `filter`, the scope, type and
+    /// connector apply.
+    pub async fn queue(&self, filter: &TaskFilter) -> Result<QueueSummary, ClientError> {
+        let q: Vec<(&str, String)> = filter
+            .query()
+            .into_iter()
+            .filter(|(name, _)| ["account", "org", "project", "type", "connector"].contains(name))
+            .collect();
+        self.send(self.request(reqwest::Method::GET, "/api/v1/queue").query(&q))
+            .await
     }
 
     pub async fn get_task(&self, id: &str) -> Result<TaskView, ClientError> {

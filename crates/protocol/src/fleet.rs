@@ -203,3 +203,49 @@ pub struct Demand {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
 }
+
+/// `GET /api/v1/queue`: the waiting tasks as a whole, grouped by what holds them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueSummary {
+    /// Every queued task the filters match.
+    pub waiting: u64,
+    /// `412 tasks waiting: 300 lack selectors [gpu], 100 wait on capacity of k8s-prod
+    /// (10/10 busy), 12 wait for a capability check`.
+    pub summary: String,
+    /// The groups of tasks placement cannot tell apart that were decided (one engine
+    /// decision each), and whether there were more than the 1,000 largest: then the
+    /// tasks of the rest count in `waiting` but in no reason.
+    pub shapes: u32,
+    pub shapes_truncated: bool,
+    /// Largest first.
+    pub reasons: Vec<QueueReason>,
+}
+
+/// The tasks one reason holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueReason {
+    /// What holds them: `placing` (a delegate can take them now), `validating` (the
+    /// chosen delegate checks a capability first), `no_delegates` (none in the account),
+    /// `scaled_to_zero` (a declared pool fits, with no instance that can take them), or
+    /// the rejection that the delegates closest to taking them have: `disabled`,
+    /// `out_of_scope`, `lacks_selectors`, `unsupported_task_type`, `disconnected`,
+    /// `stale_heartbeat`, `paused`, `draining`, `spent`, `at_capacity`, `already_tried`,
+    /// `capability_unreachable`.
+    pub reason: String,
+    pub tasks: u64,
+    /// How long the oldest of them has waited.
+    pub oldest_queued_age_ms: i64,
+    /// One line, e.g. `100 wait on capacity of k8s-prod (10/10 busy)`.
+    pub line: String,
+    /// The delegates concerned: those at capacity, paused, the pools scaled to zero...
+    pub delegates: Vec<Ident>,
+    /// For `lacks_selectors`: the selectors the delegates lack; for
+    /// `capability_unreachable`, `validating`: the capabilities.
+    pub listed: Vec<String>,
+    /// A few of the tasks (the oldest and newest of each group), to look at.
+    pub sample_task_ids: Vec<switchboard_domain::TaskId>,
+    /// The engine's summary line for the largest group of them.
+    pub explanation: String,
+}

@@ -30,6 +30,7 @@ mod server {
     mod permissions;
     mod pools;
     mod queries;
+    mod queue;
     mod quickstart;
     mod raw_heads;
     mod replicas;

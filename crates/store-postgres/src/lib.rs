@@ -361,6 +361,9 @@ impl Store for PgStore {
     async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
         tasks::queued_tasks(&self.pool, account, limit).await
     }
+    async fn queue_shapes(&self, query: &switchboard_store::QueueQuery) -> StoreResult<switchboard_store::QueueShapes> {
+        tasks::queue_shapes(&self.pool, query).await
+    }
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.pool, task).await
     }

@@ -8,7 +8,7 @@ use switchboard_domain::{
     Attempt, CapabilityBasis, CapabilityResult, Ident, InstanceId, SelectionKind, SelectionLogEntry, Task, TaskAttempt,
     TaskId,
 };
-use switchboard_store::{Page, StoreError, StoreResult, TaskQuery};
+use switchboard_store::{Page, QueueQuery, QueueShapes, StoreError, StoreResult, TaskQuery};
 use uuid::Uuid;
 
 use crate::map_err;
@@ -54,6 +54,38 @@ pub(crate) async fn list_tasks(pool: &PgPool, q: &TaskQuery) -> StoreResult<Page
         None
     };
     Ok(Page { items, next })
+}
+
+/// One aggregate over the queued tasks (the partial index `tasks_queue` holds them): a
+/// group per shape, largest first, and the count of all of them beside each row.
+pub(crate) async fn queue_shapes(pool: &PgPool, q: &QueueQuery) -> StoreResult<QueueShapes> {
+    let (a, o, p) = within(q.within.as_ref());
+    let sql = format!(
+        "SELECT account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0 AS retried,
+                count(*) AS n, min(id::text)::uuid AS oldest, max(id::text)::uuid AS newest, min(created_at) AS oldest_at,
+                (sum(count(*)) OVER ())::bigint AS total
+         FROM tasks
+         WHERE state = 'queued' AND {} AND ($4::text IS NULL OR task_type = $4) AND ($5::uuid IS NULL OR connector_id = $5)
+         GROUP BY account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0
+         ORDER BY n DESC, oldest_at LIMIT $6",
+        within_sql(1)
+    );
+    let found = sqlx::query(&sql)
+        .bind(a)
+        .bind(o)
+        .bind(p)
+        .bind(q.task_type.as_ref().map(|t| t.as_str()))
+        .bind(q.connector.map(|c| c.0))
+        .bind(i64::from(q.max_shapes.max(1)))
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    let waiting = match found.first() {
+        Some(row) => u64::try_from(rows::get::<i64>(row, "total")?).unwrap_or_default(),
+        None => 0,
+    };
+    let shapes = found.iter().map(rows::queue_shape).collect::<StoreResult<Vec<_>>>()?;
+    Ok(QueueShapes { waiting, shapes })
 }
 
 pub(crate) async fn queued_tasks(pool: &PgPool, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {

@@ -496,6 +496,10 @@ impl switchboard_store::Store for SqliteStore {
         tasks::queued_tasks(&self.db, account, limit).await
     }
 
+    async fn queue_shapes(&self, query: &switchboard_store::QueueQuery) -> StoreResult<switchboard_store::QueueShapes> {
+        tasks::queue_shapes(&self.db, query).await
+    }
+
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.db, task).await
     }

@@ -354,3 +354,19 @@ pub(crate) fn audit_entry(row: &SqliteRow) -> StoreResult<AuditEntry> {
         remote: get(row, "remote")?,
     })
 }
+
+/// A row of the queue's aggregate (`tasks::queue_shapes`).
+pub(crate) fn queue_shape(row: &SqliteRow) -> StoreResult<switchboard_store::QueueShape> {
+    Ok(switchboard_store::QueueShape {
+        scope: scope(row)?,
+        task_type: TaskType(ident(row, "task_type")?),
+        selectors: json(row, "selectors")?,
+        connector_id: get::<Option<Uuid>>(row, "connector_id")?.map(ConnectorId),
+        capabilities: json(row, "capabilities")?,
+        retried: get(row, "retried")?,
+        count: u64::try_from(get::<i64>(row, "n")?).map_err(|e| corrupt("n", e))?,
+        oldest: TaskId(uuid(row, "oldest")?),
+        newest: TaskId(uuid(row, "newest")?),
+        oldest_created_at: time(row, "oldest_at")?,
+    })
+}

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 use switchboard_domain::{CapabilityResult, Ident, InstanceId, SelectionLogEntry, Task, TaskAttempt, TaskId};
-use switchboard_store::{Page, StoreError, StoreResult, TaskQuery};
+use switchboard_store::{Page, QueueQuery, QueueShapes, StoreError, StoreResult, TaskQuery};
 
 use crate::error::is_foreign_key_violation;
 use crate::rows::{self, ATTEMPT_COLUMNS, TASK_COLUMNS, ms, to_json};
@@ -55,6 +55,36 @@ pub(crate) async fn list_tasks(db: &Db, query: &TaskQuery) -> StoreResult<Page<T
         None
     };
     Ok(Page { items, next })
+}
+
+/// One aggregate over the queued tasks: a group per shape, largest first, and the count
+/// of all of them beside each row. Selectors and capabilities are stored normalized, so
+/// their JSON text compares as the values do.
+pub(crate) async fn queue_shapes(db: &Db, query: &QueueQuery) -> StoreResult<QueueShapes> {
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "SELECT account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0 AS retried, \
+         count(*) AS n, min(id) AS oldest, max(id) AS newest, min(created_at) AS oldest_at, \
+         sum(count(*)) OVER () AS total FROM tasks WHERE state = 'queued'",
+    );
+    rows::push_within(&mut q, query.within.as_ref());
+    if let Some(t) = &query.task_type {
+        q.push(" AND task_type = ").push_bind(t.to_string());
+    }
+    if let Some(c) = query.connector {
+        q.push(" AND connector_id = ").push_bind(c.0);
+    }
+    q.push(
+        " GROUP BY account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0 \
+         ORDER BY n DESC, oldest_at LIMIT ",
+    )
+    .push_bind(i64::from(query.max_shapes.max(1)));
+    let found = q.build().fetch_all(&db.reader).await.map_err(map_err)?;
+    let waiting = match found.first() {
+        Some(row) => u64::try_from(rows::get::<i64>(row, "total")?).unwrap_or_default(),
+        None => 0,
+    };
+    let shapes = found.iter().map(rows::queue_shape).collect::<StoreResult<Vec<_>>>()?;
+    Ok(QueueShapes { waiting, shapes })
 }
 
 pub(crate) async fn queued_tasks(db: &Db, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {

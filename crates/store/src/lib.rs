@@ -39,7 +39,7 @@ pub use batch::{ClaimWrite, Submission, TaskWrite, Written};
 pub use cluster::{ClusterEvent, ClusterSignal, ClusterSignals, SocketTarget};
 pub use committer::BatchSnapshot;
 pub use error::{Conflict, StoreError, StoreResult};
-pub use query::{AuditQuery, Page, TaskQuery};
+pub use query::{AuditQuery, Page, QueueQuery, QueueShape, QueueShapes, TaskQuery};
 
 /// The outcome of [`Store::insert_task`].
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +349,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Page<Task>>;
     /// Queued tasks, highest priority first, then oldest first.
     async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>>;
+    /// The queue grouped by what placement decides on (see [`QueueShape`]), in one
+    /// aggregate query: the count of every queued task the query matches, and the largest
+    /// shapes.
+    async fn queue_shapes(&self, query: &QueueQuery) -> StoreResult<QueueShapes>;
 
     /// Assigns a queued task to an instance with a free slot, atomically: the task moves
     /// to `assigned` with the next attempt number and the instance's active count goes up

@@ -1,6 +1,7 @@
 //! Filters and pages for list calls.
 
-use switchboard_domain::{ConnectorId, Scope, TaskId, TaskState, TaskType};
+use chrono::{DateTime, Utc};
+use switchboard_domain::{Capability, ConnectorId, Scope, Selectors, TaskId, TaskState, TaskType};
 
 /// The largest page a list returns, whatever the caller asks.
 pub const MAX_PAGE: u32 = 500;
@@ -46,4 +47,43 @@ pub struct AuditQuery {
     pub before_id: Option<i64>,
     /// At most this many (capped at [`MAX_PAGE`]).
     pub limit: u32,
+}
+
+/// A filter over the queue, for [`crate::Store::queue_shapes`]: queued tasks within a
+/// scope, of a type, naming a connector.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueQuery {
+    pub within: Option<Scope>,
+    pub task_type: Option<TaskType>,
+    pub connector: Option<ConnectorId>,
+    /// At most this many shapes, the largest first.
+    pub max_shapes: u32,
+}
+
+/// Queued tasks that placement cannot tell apart: the same scope, type, own selectors,
+/// connector and capabilities, and attempted before or not. One engine decision speaks
+/// for all of them (but for the instances each already tried).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueShape {
+    pub scope: Scope,
+    pub task_type: TaskType,
+    pub selectors: Selectors,
+    pub connector_id: Option<ConnectorId>,
+    pub capabilities: Vec<Capability>,
+    /// Whether these tasks had an attempt before (they went back to the queue).
+    pub retried: bool,
+    pub count: u64,
+    /// The oldest and the newest of them (ids are time-ordered).
+    pub oldest: TaskId,
+    pub newest: TaskId,
+    pub oldest_created_at: DateTime<Utc>,
+}
+
+/// The queue by shape: how many tasks wait in all, and the largest shapes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueShapes {
+    /// Every queued task the query matches, in shapes listed or not.
+    pub waiting: u64,
+    /// Largest first, at most the query's `max_shapes`.
+    pub shapes: Vec<QueueShape>,
 }

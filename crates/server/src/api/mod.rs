@@ -6,6 +6,7 @@ pub mod connectors;
 pub mod delegates;
 pub mod keys;
 pub mod maintenance;
+pub mod queue;
 pub mod status;
 pub mod tasks;
 pub mod tokens;
@@ -51,6 +52,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::selection_log))
+        .routes(routes!(queue::summary))
         .routes(routes!(delegates::list, delegates::declare))
         .routes(routes!(delegates::get, delegates::delete))
         .routes(routes!(delegates::set_tags))

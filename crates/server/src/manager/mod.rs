@@ -10,6 +10,7 @@
 //!   pieces above as one value; it is the server's [`dispatch::Reach`].
 //! * [`housekeeping`]: the lease, the heartbeat flush and the retention sweep.
 //! * [`demand`]: what an autoscaler needs to size a delegate.
+//! * [`queue`]: the queue explained as a whole, by what holds its tasks.
 //! * [`workers`]: how each of these starts its background tasks and stops them.
 //!
 //! Nothing here sees HTTP or the server's whole state: each part takes the few things it
@@ -22,5 +23,6 @@ pub mod heartbeats;
 pub mod housekeeping;
 pub mod hub;
 pub mod liveness;
+pub mod queue;
 pub mod sessions;
 pub mod workers;

@@ -17,7 +17,8 @@ use switchboard_domain::{
 };
 use switchboard_store::{
     AdminKey, AuditQuery, Backend, Backing, BatchSnapshot, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks,
-    Inserted, Page, Replicas, Store, StoreError, StoreResult, Submission, TaskQuery, TaskWrite, Transition, Written,
+    Inserted, Page, QueueQuery, QueueShapes, Replicas, Store, StoreError, StoreResult, Submission, TaskQuery,
+    TaskWrite, Transition, Written,
 };
 
 use crate::metrics::StoreCalls;
@@ -257,6 +258,7 @@ observed! {
     fn get_task(&self, id: TaskId) -> Task;
     fn list_tasks(&self, query: &TaskQuery) -> Page<Task>;
     fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> Vec<Task>;
+    fn queue_shapes(&self, query: &QueueQuery) -> QueueShapes;
     fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> Claim;
     fn transition_task(&self, transition: &Transition) -> Task;
     fn record_progress(&self, task: TaskId, attempt: Attempt, progress: &serde_json::Value, at: DateTime<Utc>) -> Task;

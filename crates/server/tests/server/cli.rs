@@ -10,7 +10,7 @@ use super::support::{ADMIN_KEY, TestApp, spawn_app};
 
 /// What one run of the binary did.
 #[derive(Debug)]
-struct Run {
+pub(super) struct Run {
     code: Option<i32>,
     stdout: String,
     stderr: String,
@@ -24,7 +24,7 @@ impl Run {
     }
 
     /// Asserts exit 0 and answers stdout.
-    fn ok(&self) -> &str {
+    pub(super) fn ok(&self) -> &str {
         assert_eq!(self.code, Some(0), "{self:?}");
         &self.stdout
     }
@@ -55,7 +55,7 @@ async fn run_with(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// Runs the binary against `app` with the admin key in `SWITCHBOARD_KEY`.
-async fn cli(app: &TestApp, args: &[&str]) -> Run {
+pub(super) async fn cli(app: &TestApp, args: &[&str]) -> Run {
     run_with(&app.url(""), args, &[("SWITCHBOARD_KEY", ADMIN_KEY)]).await
 }
 

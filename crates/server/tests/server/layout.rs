@@ -229,6 +229,7 @@ fn the_parts_of_the_manager_use_only_those_before_them_in_the_documented_order()
         ("manager::liveness", 2),
         ("manager::dispatch", 3),
         ("manager::cluster", 4),
+        ("manager::queue", 4),
         ("manager::housekeeping", 5),
         ("manager::demand", 5),
     ];

@@ -43,6 +43,7 @@ const ROUTES: &[&str] = &[
     "POST /api/v1/tasks/{id}/cancel",
     "GET /api/v1/tasks/{id}/wait",
     "GET /api/v1/tasks/{id}/selection-log",
+    "GET /api/v1/queue",
     "GET /api/v1/delegates",
     "POST /api/v1/delegates",
     "GET /api/v1/delegates/{id}",

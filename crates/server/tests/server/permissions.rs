@@ -309,6 +309,16 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             .collect();
         assert!(leaked.is_empty(), "{list} leaks eng's items to an ops key: {leaked:?}");
     }
+    // The queue too: an eng key counts eng's waiting task, an ops key nothing of it, even
+    // when it asks for eng by name.
+    let (status, mine) = call(&app, Some(&viewer), &Method::GET, "/api/v1/queue", &Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(mine["waiting"].as_u64().unwrap() >= 1, "{mine}");
+    for path in ["/api/v1/queue", "/api/v1/queue?account=acme&org=eng"] {
+        let (status, theirs) = call(&app, Some(&outsider), &Method::GET, path, &Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(theirs["waiting"], 0, "{path} leaks eng's queue to an ops key: {theirs}");
+    }
 }
 
 #[tokio::test]

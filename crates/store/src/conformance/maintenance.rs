@@ -169,3 +169,99 @@ pub async fn a_jit_credential_registers_once_before_it_expires(store: Arc<dyn St
     assert!(store.get_token(stale.id).await.is_err());
     assert!(store.get_token(fresh.id).await.is_ok());
 }
+
+pub async fn the_queue_is_counted_by_shape_largest_first(store: Arc<dyn Store>) {
+    use crate::{QueueQuery, QueueShape};
+    use switchboard_domain::{Ident, Scope, TaskType};
+    let (_, instances) = fleet(&store, "acme", "k8s", 1, 5).await;
+    let gpu = |scope_path: &str| {
+        let mut t = task(scope_path);
+        t.selectors = super::fixtures::selectors(&["gpu"]);
+        t
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(queued(&store, gpu("acme/eng")).await.id());
+    }
+    let plain = queued(&store, task("acme")).await;
+    let mut other_type = task("acme");
+    other_type.task_type = TaskType(Ident::parse("deploy").unwrap());
+    queued(&store, other_type).await;
+    queued(&store, task("globex")).await;
+    // Assigned: not waiting. Given back: waiting again, in a shape of its own (retried).
+    let retried = queued(&store, task("acme")).await;
+    let Claim::Claimed(claimed) = store.claim_task(retried.id(), instances[0].id, now()).await.unwrap() else {
+        panic!("claimed");
+    };
+    let assigned = queued(&store, task("acme")).await;
+    store.claim_task(assigned.id(), instances[0].id, now()).await.unwrap();
+    store
+        .transition_task(&Transition::new(
+            retried.id(),
+            Some(claimed.attempt),
+            TaskEvent::Release,
+            now(),
+        ))
+        .await
+        .unwrap();
+
+    let all = store
+        .queue_shapes(&QueueQuery {
+            max_shapes: 100,
+            ..QueueQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.waiting, 7, "{all:?}");
+    let counts: Vec<u64> = all.shapes.iter().map(|s| s.count).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 7);
+    let first: &QueueShape = &all.shapes[0];
+    assert_eq!(
+        (first.count, first.scope.path(), first.retried),
+        (3, "acme/eng".to_owned(), false)
+    );
+    assert_eq!(first.selectors, super::fixtures::selectors(&["gpu"]));
+    ids.sort();
+    assert_eq!(
+        (first.oldest, first.newest),
+        (ids[0], ids[2]),
+        "oldest and newest by id"
+    );
+    let again = all
+        .shapes
+        .iter()
+        .find(|s| s.retried)
+        .expect("the given-back task, apart");
+    assert_eq!((again.count, again.oldest), (1, retried.id()));
+    assert!(
+        all.shapes
+            .iter()
+            .any(|s| s.oldest == plain.id() && !s.retried && s.count == 1)
+    );
+
+    // Filters narrow; a cap keeps the largest shapes and still counts everything.
+    let acme = store
+        .queue_shapes(&QueueQuery {
+            within: Some(Scope::parse_path("acme").unwrap()),
+            task_type: Some(TaskType(Ident::parse("echo").unwrap())),
+            max_shapes: 1,
+            ..QueueQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        acme.waiting, 5,
+        "acme's echo tasks: 3 gpu, 1 plain, 1 given back: {acme:?}"
+    );
+    assert_eq!(acme.shapes.len(), 1);
+    assert_eq!(acme.shapes[0].count, 3);
+    let none = store
+        .queue_shapes(&QueueQuery {
+            within: Some(Scope::parse_path("initech").unwrap()),
+            max_shapes: 10,
+            ..QueueQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((none.waiting, none.shapes.len()), (0, 0));
+}

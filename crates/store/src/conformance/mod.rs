@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             maintenance::a_draining_instance_is_never_claimed_for,
             maintenance::a_single_use_instance_takes_its_tasks_and_is_retired_once_they_ended,
             maintenance::a_jit_credential_registers_once_before_it_expires,
+            maintenance::the_queue_is_counted_by_shape_largest_first,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

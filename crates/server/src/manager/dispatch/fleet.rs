@@ -149,6 +149,20 @@ impl Fleet {
         }
     }
 
+    /// Runs `read` against the kept snapshot (rebuilt first when it may be wrong, as
+    /// for a placement): many decisions against one picture, for a summary of the queue.
+    /// Placements wait meanwhile, so `read` should be quick.
+    pub async fn with_current<R>(&self, placer: &Placer, read: impl FnOnce(&Registry) -> R) -> StoreResult<R> {
+        let mut kept = self.kept.lock().await;
+        let current = match kept.take() {
+            Some(k) if !self.outdated(&k, Freshness::Kept) => k,
+            _ => self.build(placer).await?,
+        };
+        let answer = read(&current.registry);
+        *kept = Some(current);
+        Ok(answer)
+    }
+
     fn outdated(&self, kept: &Kept, freshness: Freshness) -> bool {
         freshness == Freshness::Fresh
             || kept.generation != self.changes.load(Ordering::Relaxed)

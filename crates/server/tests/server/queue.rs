@@ -1,0 +1,201 @@
+//! The queue explained as a whole (issue 17): `GET /api/v1/queue` over a mixed queue,
+//! counted per reason, on both stores, with client-library delegates on real sockets.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use switchboard_client::delegate::{Backoff, Event, Session, register};
+use switchboard_protocol::delegate::RegisterRequest;
+
+use super::dispatch::{Behaviour, submit, token, worker, worker_with};
+use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
+use crate::both_backends;
+
+both_backends!(the_queue_summary_counts_a_mixed_queue_by_reason,);
+
+async fn queue(app: &TestApp, query: &str, key: &str) -> Value {
+    let answer = app.get(&format!("/api/v1/queue{query}"), Some(key)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    answer.json().await.unwrap()
+}
+
+fn reason<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+async fn the_queue_summary_counts_a_mixed_queue_by_reason(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let empty = queue(&app, "", ADMIN_KEY).await;
+    assert_eq!(
+        (&empty["waiting"], &empty["summary"]),
+        (&json!(0), &json!("no task waiting"))
+    );
+
+    let t = token(&app).await;
+    // k8s-prod: one instance of capacity 1, busy with a task it never finishes.
+    let busy = worker_with(
+        &app,
+        &t,
+        json!({"name": "k8s-prod", "hostname": "kp-1", "version": "1", "task_types": ["echo"], "capacity": 1}),
+        Behaviour::Hold,
+        &[],
+    )
+    .await;
+    let on_prod = json!({"account": "acme", "type": "echo", "selectors": ["k8s-prod"]});
+    let (_, first) = submit(&app, on_prod.clone()).await;
+    assert_eq!(first["instance_id"], busy.registered.instance_id.to_string(), "{first}");
+    for _ in 0..3 {
+        submit(&app, on_prod.clone()).await;
+    }
+    // Nobody offers gpu: these wait only because they asked to.
+    for _ in 0..2 {
+        let (_, t) = submit(
+            &app,
+            json!({"account": "acme", "type": "echo", "selectors": ["gpu"], "wait_for_delegate": true}),
+        )
+        .await;
+        assert_eq!(t["state"], "queued", "{t}");
+    }
+    // A declared pool at zero fits these.
+    app.post(
+        "/api/v1/delegates",
+        Some(ADMIN_KEY),
+        &json!({"name": "tpu-pool", "account": "acme", "tags": ["tpu"], "task_types": ["echo"]}),
+    )
+    .await;
+    for _ in 0..2 {
+        submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["tpu"]})).await;
+    }
+    // A paused delegate.
+    let maint = worker(&app, &t, "maint-1", &["maint"], Behaviour::Work).await;
+    let pause = format!("/api/v1/delegates/{}/pause", maint.registered.group_id);
+    app.post(&pause, Some(ADMIN_KEY), &json!({"note": "patching"})).await;
+    submit(&app, json!({"account": "acme", "type": "echo", "selectors": ["maint"]})).await;
+    // A delegate that never answers a capability question: its task waits on the check.
+    let request: RegisterRequest =
+        serde_json::from_value(json!({"name": "checker", "hostname": "ck-1", "version": "1", "task_types": ["echo"]}))
+            .unwrap();
+    let registered = register(&app.client, &app.url(""), &t, &request).await.unwrap();
+    let mut silent = Session::start(registered, Backoff::default());
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, silent.events.recv()).await.unwrap(),
+        Some(Event::Connected)
+    );
+    submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "selectors": ["checker"],
+               "capabilities": [{"kind": "tcp", "host": "db.internal", "port": 5432}]}),
+    )
+    .await;
+    // Another account's task, which an acme key does not count.
+    submit(
+        &app,
+        json!({"account": "globex", "type": "echo", "wait_for_delegate": true}),
+    )
+    .await;
+
+    let all = queue(&app, "", ADMIN_KEY).await;
+    assert_eq!(all["waiting"], 10, "{all}");
+    let counted: Vec<(String, u64)> = all["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["reason"].as_str().unwrap().to_owned(), r["tasks"].as_u64().unwrap()))
+        .collect();
+    let total: u64 = counted.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 10, "every waiting task has a reason: {counted:?}");
+
+    let capacity = reason(&all, "at_capacity");
+    assert_eq!(capacity["tasks"], 3, "{capacity}");
+    assert_eq!(capacity["delegates"], json!(["k8s-prod"]));
+    assert_eq!(capacity["line"], "3 wait on capacity of k8s-prod (1/1 busy)");
+    assert!(capacity["oldest_queued_age_ms"].as_i64().unwrap() >= 0);
+    assert_eq!(
+        capacity["sample_task_ids"].as_array().unwrap().len(),
+        2,
+        "oldest and newest"
+    );
+
+    let lacking = reason(&all, "lacks_selectors");
+    // The gpu tasks; globex has no delegate at all, which is a reason of its own.
+    assert_eq!(lacking["tasks"], 2, "{all}");
+    assert_eq!(lacking["listed"], json!(["gpu"]));
+    assert_eq!(
+        reason(&all, "no_delegates")["tasks"],
+        1,
+        "globex has no delegate: {all}"
+    );
+
+    let pool = reason(&all, "scaled_to_zero");
+    assert_eq!((&pool["tasks"], &pool["delegates"]), (&json!(2), &json!(["tpu-pool"])));
+    assert_eq!(pool["line"], "2 wait for an instance of tpu-pool (0 running)");
+
+    let paused = reason(&all, "paused");
+    assert_eq!(
+        (&paused["tasks"], &paused["delegates"]),
+        (&json!(1), &json!(["workers"]))
+    );
+
+    let checking = reason(&all, "validating");
+    assert_eq!(checking["tasks"], 1, "{checking}");
+    assert_eq!(checking["listed"], json!(["tcp:db.internal:5432"]));
+    assert_eq!(checking["delegates"], json!(["checker"]));
+
+    let headline = all["summary"].as_str().unwrap();
+    assert!(
+        headline.starts_with("10 tasks waiting: 3 wait on capacity of k8s-prod (1/1 busy)"),
+        "{headline}"
+    );
+
+    // Filters narrow; an acme key sees acme's queue only.
+    let acme = queue(&app, "?account=acme", ADMIN_KEY).await;
+    assert_eq!(acme["waiting"], 9);
+    let key: Value = app
+        .post(
+            "/api/v1/api-keys",
+            Some(ADMIN_KEY),
+            &json!({"name": "viewer", "account": "acme", "permissions": []}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let viewer = key["key"].as_str().unwrap();
+    assert_eq!(queue(&app, "", viewer).await["waiting"], 9);
+    assert_eq!(queue(&app, "?account=globex", viewer).await["waiting"], 0);
+    let typed = queue(&app, "?account=acme&type=deploy", ADMIN_KEY).await;
+    assert_eq!(typed["waiting"], 0);
+    for bad in [
+        "?org=eng",
+        "?account=acme&colour=red",
+        "?type=NOT%20A%20TYPE",
+        "?connector=nope",
+    ] {
+        let answer = problem(
+            app.get(&format!("/api/v1/queue{bad}"), Some(ADMIN_KEY)).await,
+            422,
+            "validation",
+        )
+        .await;
+        assert!(answer["detail"].is_string(), "{bad}: {answer}");
+    }
+    // The same from the command line: the headline, then a row per reason.
+    let printed = super::cli::cli(&app, &["queue", "--account", "acme"]).await;
+    let out = printed.ok();
+    assert!(
+        out.starts_with("9 tasks waiting: 3 wait on capacity of k8s-prod"),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("scaled_to_zero"))
+        .expect("a row per reason");
+    assert!(row.contains("tpu-pool") && row.contains(" 2 "), "{row}");
+    drop(silent);
+}
