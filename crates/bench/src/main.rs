@@ -31,7 +31,8 @@ use crate::scenario::f1::F1Args;
 use crate::scenario::f2::F2Args;
 use crate::scenario::f3::F3Args;
 use crate::scenario::f4::F4Args;
-use crate::scenario::{Common, Ctx, f1, f2, f3, f4, suite};
+use crate::scenario::q1::Q1Args;
+use crate::scenario::{Common, Ctx, f1, f2, f3, f4, q1, suite};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -94,6 +95,13 @@ enum Scenario {
         #[command(flatten)]
         args: F4Args,
     },
+    /// Queue summary: what `GET /api/v1/queue` costs with many tasks waiting.
+    Q1 {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        store: StoreKind,
+        #[command(flatten)]
+        args: Q1Args,
+    },
     /// pgbench single-row INSERT and UPDATE against the PostgreSQL server.
     Reference,
     /// Every scenario for a few seconds at tiny sizes (SQLite, and PostgreSQL when
@@ -110,6 +118,8 @@ enum Scenario {
         f3: F3Args,
         #[command(flatten)]
         f4: F4Args,
+        #[command(flatten)]
+        q1: Q1Args,
     },
 }
 
@@ -139,9 +149,16 @@ fn main() -> ExitCode {
             Scenario::F2 { store, args } => f2::run(&ctx, store, &args).await.map(drop),
             Scenario::F3 { store, args } => f3::run(&ctx, store, &args).await.map(drop),
             Scenario::F4 { store, args } => f4::run(&ctx, store, &args).await.map(drop),
+            Scenario::Q1 { store, args } => q1::run(&ctx, store, &args).await.map(drop),
             Scenario::Reference => suite::reference(&ctx).await,
             Scenario::Smoke => suite::smoke(&ctx).await,
-            Scenario::All { stores, args, f3, f4 } => suite::all(&ctx, &stores, &args.f1, &args, &f3, &f4).await,
+            Scenario::All {
+                stores,
+                args,
+                f3,
+                f4,
+                q1,
+            } => suite::all(&ctx, &stores, &args.f1, &args, &f3, &f4, &q1).await,
         }
     });
     match outcome {

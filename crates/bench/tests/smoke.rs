@@ -148,6 +148,12 @@ fn the_smoke_run_completes_every_task_it_submits_and_writes_every_scenarios_json
             assert!(point["store_writes_per_heartbeat"].is_number(), "{point}");
         }
 
+        let q1 = json(out.path(), &format!("q1-{store}.json"));
+        for point in q1["points"].as_array().unwrap() {
+            assert_eq!(point["counted"], point["waiting"], "{point}");
+            assert!(point["summary_p50_ms"].as_f64().unwrap() > 0.0, "{point}");
+        }
+
         for chart in [
             format!("f1-{store}-latency.svg"),
             format!("f2-{store}-latency.svg"),

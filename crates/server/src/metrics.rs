@@ -118,6 +118,10 @@ pub struct Metrics {
     store_calls: Arc<StoreCalls>,
     instances: Family<LivenessLabel, Gauge>,
     leader: Gauge,
+    sockets_max: Gauge,
+    cluster_listening: Gauge,
+    queue_waiting: Gauge,
+    queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -141,6 +145,30 @@ impl Default for Metrics {
         });
         let instances = Family::<LivenessLabel, Gauge>::default();
         let leader = Gauge::default();
+        let sockets_max = Gauge::default();
+        let cluster_listening = Gauge::default();
+        let queue_waiting = Gauge::default();
+        let queue_oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "delegate_sockets_max",
+            "The most delegate sockets this manager holds (max_sockets); beyond it new sockets are refused with 503",
+            sockets_max.clone(),
+        );
+        registry.register(
+            "cluster_listening",
+            "1 while this replica hears the other replicas' signals (always 1 on SQLite, where there are none), else 0",
+            cluster_listening.clone(),
+        );
+        registry.register(
+            "queue_waiting_tasks",
+            "Queued tasks, every account, as of the scrape",
+            queue_waiting.clone(),
+        );
+        registry.register(
+            "queue_oldest_seconds",
+            "How long the oldest queued task has waited, as of the scrape (0 with none)",
+            queue_oldest.clone(),
+        );
 
         registry.register(
             "tasks_submitted",
@@ -236,6 +264,10 @@ impl Default for Metrics {
             store_calls,
             instances,
             leader,
+            sockets_max,
+            cluster_listening,
+            queue_waiting,
+            queue_oldest,
         }
     }
 }
@@ -297,6 +329,19 @@ impl Metrics {
     /// What the store wrapper reports into.
     pub fn store_calls(&self) -> Arc<StoreCalls> {
         self.store_calls.clone()
+    }
+
+    /// What the scrape reads of this replica: its socket cap and whether it hears the
+    /// others.
+    pub fn set_replica(&self, max_sockets: usize, listening: bool) {
+        self.sockets_max.set(i64::try_from(max_sockets).unwrap_or(i64::MAX));
+        self.cluster_listening.set(i64::from(listening));
+    }
+
+    /// What the scrape reads of the queue: how many tasks wait, and the oldest's wait.
+    pub fn set_queue(&self, waiting: u64, oldest_secs: f64) {
+        self.queue_waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.queue_oldest.set(oldest_secs);
     }
 
     pub fn set_leader(&self, leads: bool) {

@@ -161,6 +161,25 @@ pub async fn metrics(
         }
         placer.metrics().set_instances(counts);
     }
+    // The queue's depth and oldest wait: the aggregate of `GET /api/v1/queue`, without its
+    // decisions (docs/benchmarks.md, Q1, has its cost). Left as it was when it fails.
+    let query = switchboard_store::QueueQuery {
+        max_shapes: crate::manager::queue::MAX_SHAPES,
+        ..Default::default()
+    };
+    if let Ok(queue) = placer.store().queue_shapes(&query).await {
+        let now = Utc::now();
+        let oldest = queue
+            .shapes
+            .iter()
+            .map(|s| s.oldest_created_at)
+            .min()
+            .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        placer.metrics().set_queue(queue.waiting, oldest);
+    }
+    placer
+        .metrics()
+        .set_replica(settings.max_sockets, sockets.cluster.is_listening());
     let pools = pool_demand(&placer, &sockets, &settings).await;
     let body = placer.metrics().render(placer.store().batch_stats().as_ref(), &pools);
     (StatusCode::OK, [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()

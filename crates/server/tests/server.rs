@@ -24,6 +24,7 @@ mod server {
     mod long_poll;
     mod maintenance;
     mod metrics;
+    mod monitoring;
     mod openapi;
     mod openapi_errors;
     mod outage;

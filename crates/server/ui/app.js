@@ -83,7 +83,7 @@
   }
 
   function badge(state, text) {
-    return html`<span class="badge s-${state}">${text ?? state.replace('_', ' ')}</span>`;
+    return html`<span class="badge s-${state}">${text ?? state.replaceAll('_', ' ')}</span>`;
   }
 
   function tags(list) {
@@ -754,6 +754,43 @@
     });
   }
 
+  // ---- queue -----------------------------------------------------------------------------
+
+  // The waiting tasks as a whole, by what holds them (GET /api/v1/queue), kept current.
+  function queueView() {
+    main.innerHTML = html`<h1>Queue</h1><div id="live-queue" aria-live="off"><p class="muted">Loading…</p></div>`;
+    const box = document.getElementById('live-queue');
+    // Ages move every poll; the rest decides whether the table is redrawn.
+    const fingerprint = (q) => JSON.stringify({ ...q, reasons: q.reasons.map(({ oldest_queued_age_ms, ...r }) => r) });
+    return live(() => api('GET', '/queue'), (q) => redraw(box, drawQueue(q)), (q) => {
+      for (const r of q.reasons) {
+        const cell = box.querySelector(`[data-queue-age="${r.reason}:${r.delegates.join(',')}:${r.listed.join(',')}"]`);
+        if (cell) cell.textContent = age(r.oldest_queued_age_ms);
+      }
+      return fingerprint(q);
+    });
+  }
+
+  function drawQueue(q) {
+    const head = html`<p id="queue-summary" class="counts">${q.summary}</p>`;
+    if (q.reasons.length === 0) return head;
+    const rows = q.reasons.map((r) => html`
+      <tr data-reason="${r.reason}">
+        <td>${badge(r.reason)}</td>
+        <td class="num">${r.tasks}</td>
+        <td data-queue-age="${r.reason}:${r.delegates.join(',')}:${r.listed.join(',')}">${age(r.oldest_queued_age_ms)}</td>
+        <td>${r.line}<br><small class="muted">${r.explanation}</small></td>
+        <td>${raw(r.sample_task_ids.map((id) => html`<a class="mono" href="#/tasks/${id}">${id.slice(-8)}</a>`).join(' '))}</td>
+      </tr>`).join('');
+    const more = q.shapes_truncated ? html`<p class="muted">Only the largest groups of tasks are explained; the rest count in the total.</p>` : '';
+    return head + html`
+      <div class="table-wrap"><table id="queue-reasons">
+        <thead><tr><th scope="col">Reason</th><th scope="col">Tasks</th><th scope="col">Oldest</th>
+          <th scope="col">What holds them</th><th scope="col">Sample</th></tr></thead>
+        <tbody>${raw(rows)}</tbody>
+      </table></div>` + more;
+  }
+
   // ---- navigation ------------------------------------------------------------------------
 
   function stop() {
@@ -777,6 +814,7 @@
     let shown;
     if (view === 'tasks' && parts[1]) shown = taskView(parts[1]);
     else if (view === 'tasks') shown = tasksView(query);
+    else if (view === 'queue') shown = queueView();
     else if (view === 'explain') shown = explainView();
     else if (view === 'credentials') shown = credentialsView();
     else shown = delegatesView();

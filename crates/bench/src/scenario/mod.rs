@@ -6,6 +6,7 @@ pub mod f1;
 pub mod f2;
 pub mod f3;
 pub mod f4;
+pub mod q1;
 pub mod suite;
 
 use std::collections::BTreeMap;

@@ -12,7 +12,8 @@ use crate::scenario::f1::{F1Args, FleetArgs};
 use crate::scenario::f2::F2Args;
 use crate::scenario::f3::F3Args;
 use crate::scenario::f4::F4Args;
-use crate::scenario::{Ctx, f1, f2, f3, f4};
+use crate::scenario::q1::Q1Args;
+use crate::scenario::{Ctx, f1, f2, f3, f4, q1};
 
 /// `reference`: pgbench alone, printed and written as `reference-postgres.json`.
 pub async fn reference(ctx: &Ctx) -> Result<(), BenchError> {
@@ -45,6 +46,7 @@ pub async fn all(
     f2_args: &F2Args,
     f3_args: &F3Args,
     f4_args: &F4Args,
+    q1_args: &Q1Args,
 ) -> Result<(), BenchError> {
     for &store in stores {
         let f1 = f1::run(ctx, store, f1_args).await?;
@@ -55,6 +57,7 @@ pub async fn all(
         f2::run(ctx, store, &f2_args).await?;
         f3::run(ctx, store, f3_args).await?;
         f4::run(ctx, store, f4_args).await?;
+        q1::run(ctx, store, q1_args).await?;
     }
     Ok(())
 }
@@ -138,6 +141,22 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), BenchError> {
                     store.as_str(),
                     p.connected,
                     p.sockets
+                ));
+            }
+        }
+        let q1_args = Q1Args {
+            waiting: vec![300],
+            shapes: 5,
+            delegates: 10,
+            calls: 3,
+        };
+        for p in q1::run(ctx, store, &q1_args).await? {
+            if p.counted < p.waiting as u64 {
+                failures.push(format!(
+                    "q1 {}: the summary counted {} of {} waiting tasks",
+                    store.as_str(),
+                    p.counted,
+                    p.waiting
                 ));
             }
         }

@@ -323,23 +323,28 @@ fn line(held: &Held, tasks: u64) -> String {
             .join(", ")
     };
     let listed = format!("[{}]", held.listed.join(", "));
+    let (wait, lack) = if tasks == 1 {
+        ("waits", "lacks")
+    } else {
+        ("wait", "lack")
+    };
     match held.reason {
         "placing" => format!("{tasks} about to be assigned (a delegate can take them now)"),
-        "validating" => format!("{tasks} wait for {} to check {listed}", names()),
-        "no_delegates" => format!("{tasks} wait: no delegate in their account"),
-        "scaled_to_zero" => format!("{tasks} wait for an instance of {}", names()),
-        "lacks_selectors" => format!("{tasks} lack selectors {listed}: no delegate offers them all"),
+        "validating" => format!("{tasks} {wait} for {} to check {listed}", names()),
+        "no_delegates" => format!("{tasks} {wait}: no delegate in their account"),
+        "scaled_to_zero" => format!("{tasks} {wait} for an instance of {}", names()),
+        "lacks_selectors" => format!("{tasks} {lack} selectors {listed}: no delegate offers them all"),
         "unsupported_task_type" => format!("{tasks} of a type no delegate runs {listed}"),
         "out_of_scope" => format!("{tasks} in a scope no delegate serves"),
-        "at_capacity" => format!("{tasks} wait on capacity of {}", names()),
-        "paused" => format!("{tasks} wait for the pause of {} to end", names()),
-        "draining" => format!("{tasks} wait: {} drains", names()),
-        "spent" => format!("{tasks} wait: the single-use instances of {} are spent", names()),
-        "disabled" => format!("{tasks} wait for {} to be enabled", names()),
-        "disconnected" => format!("{tasks} wait for {} to connect", names()),
-        "stale_heartbeat" => format!("{tasks} wait for a heartbeat of {}", names()),
-        "already_tried" => format!("{tasks} wait for an instance not yet tried"),
-        "capability_unreachable" => format!("{tasks} wait: {} cannot reach {listed}", names()),
+        "at_capacity" => format!("{tasks} {wait} on capacity of {}", names()),
+        "paused" => format!("{tasks} {wait} for the pause of {} to end", names()),
+        "draining" => format!("{tasks} {wait}: {} drains", names()),
+        "spent" => format!("{tasks} {wait}: the single-use instances of {} are spent", names()),
+        "disabled" => format!("{tasks} {wait} for {} to be enabled", names()),
+        "disconnected" => format!("{tasks} {wait} for {} to connect", names()),
+        "stale_heartbeat" => format!("{tasks} {wait} for a heartbeat of {}", names()),
+        "already_tried" => format!("{tasks} {wait} for an instance not yet tried"),
+        "capability_unreachable" => format!("{tasks} {wait}: {} cannot reach {listed}", names()),
         other => format!("{tasks} {other}"),
     }
 }

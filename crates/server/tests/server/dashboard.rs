@@ -196,6 +196,26 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         .await;
     browser.screenshot(&shots.join("task-waiting.png")).await;
 
+    // The queue as a whole says the same, for all waiting tasks at once.
+    browser.click("#nav a[data-view=queue]").await;
+    let summary = browser
+        .wait_text("#queue-summary", "the queue", |t| t.contains("waiting"))
+        .await;
+    assert!(
+        summary.starts_with("1 task waiting: 1 lacks selectors [gpu]"),
+        "{summary}"
+    );
+    let row = browser
+        .text("#queue-reasons tr[data-reason=lacks_selectors]")
+        .await
+        .unwrap();
+    assert!(row.contains(&task_id[task_id.len() - 8..]), "a link to the task: {row}");
+    browser.screenshot(&shots.join("queue.png")).await;
+    browser
+        .script(&format!("location.hash = '#/tasks/{task_id}'; return null;"), json!([]))
+        .await;
+    browser.wait_text("#task-state", "queued", |t| t == "queued").await;
+
     // A matching delegate starts: the task is placed, runs and succeeds, and the page
     // follows by itself.
     let gpu_delegate = delegate(&app, gpu["token"].as_str().unwrap(), "gpu-boxes", "gpu-1", &["gpu"]).await;
