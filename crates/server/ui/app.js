@@ -3,13 +3,20 @@
 // may change exactly what that key may; the manager checks every call.
 //
 // Views are chosen by the URL's hash (#/delegates, #/tasks, #/tasks/<id>, #/explain,
-// #/credentials). The delegate and task views poll every POLL_MS and redraw only when
-// the data changed, so focus and half-typed input survive the refresh.
+// #/credentials). The live views (delegates, tasks, a task, the queue) redraw when the
+// manager says something changed, over the event stream of GET /api/v1/events (read
+// with fetch, which can send the key), and only when their data did change, so focus and
+// half-typed input survive the refresh. While the stream is down they poll every POLL_MS
+// instead, and the stream is opened again with a growing pause; while it is up they
+// still poll every PUSH_POLL_MS, for what no event announces (heartbeat ages).
+// document.body.dataset.live says which ('push' or 'poll'); window.switchboardLive
+// counts the events, for tests.
 
 'use strict';
 
 (() => {
   const POLL_MS = 2000;
+  const PUSH_POLL_MS = 15000;
   const KEY = 'switchboard.api-key';
   const STATES = ['queued', 'assigned', 'running', 'succeeded', 'failed', 'cancelled', 'expired', 'timed_out'];
   const ENDED = new Set(['succeeded', 'failed', 'cancelled', 'expired', 'timed_out']);
@@ -21,6 +28,9 @@
   let poller = null;
   let refresh = () => {}; // redraws the live view now (after an action), not at the next poll
   let generation = 0; // bumped on every navigation: a late answer for an old view is dropped
+  let stream = null; // the AbortController of the open event stream, if any
+  const liveState = { mode: 'poll', events: 0 };
+  window.switchboardLive = liveState;
 
   // ---- helpers -------------------------------------------------------------------------
 
@@ -141,7 +151,7 @@
     };
     const loop = async () => {
       await tick();
-      if (mine === generation) poller = setTimeout(loop, POLL_MS);
+      if (mine === generation) poller = setTimeout(loop, liveState.mode === 'push' ? PUSH_POLL_MS : POLL_MS);
     };
     refresh = tick;
     return loop();
@@ -224,7 +234,59 @@
     sessionStorage.removeItem(KEY);
     me = null;
     stop();
+    unfollow();
     showSignIn(message);
+  }
+
+  // ---- the event stream ------------------------------------------------------------------
+
+  function setMode(mode) {
+    liveState.mode = mode;
+    document.body.dataset.live = mode;
+  }
+
+  // Opens GET /api/v1/events and redraws the live view on each `changed` event; when the
+  // stream ends or fails, polls again and reopens it after a pause that doubles up to 30 s.
+  function follow(pause = 1000) {
+    unfollow();
+    const controller = new AbortController();
+    stream = controller;
+    const retry = () => {
+      if (stream !== controller) return; // signed out, or replaced
+      setMode('poll');
+      refresh();
+      setTimeout(() => { if (stream === controller && me) follow(Math.min(pause * 2, 30000)); }, pause);
+    };
+    (async () => {
+      const response = await fetch('/api/v1/events', {
+        headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ''}` },
+        signal: controller.signal,
+      });
+      if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
+      setMode('push');
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (block.split('\n').some((line) => line === 'event: changed')) {
+            liveState.events += 1;
+            refresh();
+          }
+        }
+      }
+    })().then(retry, retry);
+  }
+
+  function unfollow() {
+    if (stream) stream.abort();
+    stream = null;
+    setMode('poll');
   }
 
   function enter() {
@@ -235,6 +297,7 @@
     document.getElementById('who-name').textContent = c.kind === 'admin'
       ? 'admin key'
       : `${c.name} (${scopeText(c)})`;
+    follow();
     if (!location.hash || location.hash === '#' || location.hash === '#/') location.hash = '#/delegates';
     else show();
   }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod connectors;
 pub mod delegates;
+pub mod events;
 pub mod keys;
 pub mod maintenance;
 pub mod queue;
@@ -53,6 +54,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::selection_log))
         .routes(routes!(queue::summary))
+        .routes(routes!(events::follow))
         .routes(routes!(delegates::list, delegates::declare))
         .routes(routes!(delegates::get, delegates::delete))
         .routes(routes!(delegates::set_tags))

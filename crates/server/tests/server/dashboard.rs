@@ -127,6 +127,13 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         .wait_text("#who-name", "the key's name", |t| !t.is_empty())
         .await;
     assert_eq!(who, "night-shift (acme)");
+    // The page follows the manager's event stream rather than polling.
+    wait_until(
+        &browser,
+        "the event stream opened",
+        "return document.body.dataset.live === 'push';",
+    )
+    .await;
     // A mark that only survives if the page is never reloaded from here on.
     browser
         .script("window.stillTheSamePage = 'yes'; return null;", json!([]))
@@ -234,6 +241,11 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     }
     let headline = browser.text("#task-summary").await.unwrap();
     assert!(headline.starts_with("Succeeded on instance "), "{headline}");
+    let events = browser.script("return window.switchboardLive.events;", json!([])).await;
+    assert!(
+        events.as_u64().unwrap() > 0,
+        "redrawn on events, not only polls: {events}"
+    );
     browser.script("window.scrollTo(0, 0); return null;", json!([])).await;
     browser.screenshot(&shots.join("task.png")).await;
 
@@ -451,4 +463,13 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy_and_no_cre
             .contains("app.js, app.css and index.html"),
         "{body}"
     );
+}
+
+/// Waits (within the patience of the browser helpers) for `script` to return true.
+async fn wait_until(browser: &Browser, what: &str, script: &str) {
+    let started = std::time::Instant::now();
+    while browser.script(script, json!([])).await != json!(true) {
+        assert!(started.elapsed() < PATIENCE, "{what} did not happen");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

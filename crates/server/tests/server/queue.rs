@@ -199,3 +199,80 @@ async fn the_queue_summary_counts_a_mixed_queue_by_reason(backend: Backend) {
     assert!(row.contains("tpu-pool") && row.contains(" 2 "), "{row}");
     drop(silent);
 }
+
+/// Reads the stream until a `changed` event whose data satisfies `ok`, within PATIENCE.
+async fn next_change(response: &mut reqwest::Response, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut buffer = String::new();
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream is still open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if !block.lines().any(|l| l == "event: changed") {
+                continue;
+            }
+            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            let data: Value = serde_json::from_str(data).unwrap();
+            if ok(&data) {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_says_when_tasks_and_delegates_change_and_ends_at_shutdown() {
+    let app = super::support::spawn_app().await;
+    let refused = app.get("/api/v1/events", None).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let mut events = app.get("/api/v1/events", Some(ADMIN_KEY)).await;
+    assert_eq!(events.status(), StatusCode::OK);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{:?}",
+        events.headers()
+    );
+    // A task changes: the stream says tasks changed, and names nothing.
+    submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "wait_for_delegate": true}),
+    )
+    .await;
+    let change = next_change(&mut events, |d| d["tasks"] == true).await;
+    assert_eq!(
+        change.as_object().unwrap().len(),
+        2,
+        "only which kinds changed: {change}"
+    );
+    // A delegate registers: the stream says delegates changed.
+    let t = token(&app).await;
+    let request: RegisterRequest =
+        serde_json::from_value(json!({"name": "d", "hostname": "h", "version": "1", "task_types": ["echo"]})).unwrap();
+    register(&app.client, &app.url(""), &t, &request).await.unwrap();
+    next_change(&mut events, |d| d["delegates"] == true).await;
+    // The manager stops: the stream ends rather than holding the shutdown.
+    let stopping = tokio::spawn(async move { app.stop().await });
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.chunk().await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream did not end at shutdown");
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -93,6 +93,12 @@ impl Fleet {
         }
     }
 
+    /// The change counter: it moves whenever what a snapshot holds may have changed (a
+    /// delegate registered, connected, left, was paused...). Watchers compare readings.
+    pub fn generation(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
     /// The next decision builds a new snapshot.
     pub fn invalidate(&self) {
         self.changes.fetch_add(1, Ordering::Relaxed);

@@ -98,10 +98,17 @@ pub async fn submit(placer: &Placer, spec: NewTask, audit: Option<AuditEntry>) -
             inserted,
             placement: None,
         }),
-        (Some(inserted), outcome) => Ok(Submitted {
-            inserted,
-            placement: Some(outcome),
-        }),
+        (Some(inserted), outcome) => {
+            // A new task left waiting is news to this replica's watchers (the event
+            // stream); an assigned or failed one was announced by its placement.
+            if matches!(outcome, Ok(Placement::Waiting { .. })) {
+                placer.dispatcher().changed(id);
+            }
+            Ok(Submitted {
+                inserted,
+                placement: Some(outcome),
+            })
+        }
     }
 }
 
