@@ -249,3 +249,36 @@ pub struct QueueReason {
     /// The engine's summary line for the largest group of them.
     pub explanation: String,
 }
+
+/// `GET /api/v1/queue/history`: the last hour of the queue, interval by interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueHistory {
+    /// The length of each interval (the manager's `history_interval`).
+    pub interval_ms: u64,
+    /// Oldest first, at most an hour's worth.
+    pub points: Vec<HistoryPoint>,
+}
+
+/// One interval of the queue's history, summed over the scopes the key sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HistoryPoint {
+    /// The interval's start.
+    pub at: DateTime<Utc>,
+    /// Tasks queued, and assigned or running, at the interval's last sample; absent when
+    /// it was not sampled (yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u64>,
+    /// Tasks this replica assigned in the interval, and how long they had waited: the
+    /// upper bound of the bucket (5 ms to 1 h) that holds each percentile.
+    pub assigned: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_p50_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_p95_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_p99_ms: Option<f64>,
+}

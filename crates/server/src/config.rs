@@ -185,6 +185,11 @@ settings! {
     flag(long, value_name = "DURATION")
     sweep_interval: Duration = Duration::from_secs(60), parse = values::parse_positive_duration;
 
+    /// The length of one interval of the queue's history, the dashboard's charts; an hour
+    /// is 360 of them at the default (10s).
+    flag(long, value_name = "DURATION")
+    history_interval: Duration = Duration::from_secs(10), parse = values::parse_positive_duration;
+
     /// Requests a second each API key may make on /api/v1, in bursts of as many; 0 for no
     /// limit (1000).
     flag(long, value_name = "N")

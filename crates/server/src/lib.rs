@@ -13,6 +13,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod config;
 pub mod delegate_api;
+pub mod history;
 pub mod http;
 pub mod manager;
 pub mod metrics;

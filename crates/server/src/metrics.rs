@@ -122,10 +122,19 @@ pub struct Metrics {
     cluster_listening: Gauge,
     queue_waiting: Gauge,
     queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The last hour of the queue, for the dashboard's charts.
+    history: crate::history::History,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(std::time::Duration::from_secs(10))
+    }
+}
+
+impl Metrics {
+    /// The metrics, with a history of the queue in intervals of `history_interval`.
+    pub fn new(history_interval: std::time::Duration) -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let submitted = Counter::default();
         let finished = Family::<StateLabel, Counter>::default();
@@ -268,7 +277,13 @@ impl Default for Metrics {
             cluster_listening,
             queue_waiting,
             queue_oldest,
+            history: crate::history::History::new(history_interval),
         }
+    }
+
+    /// The last hour of the queue.
+    pub fn history(&self) -> &crate::history::History {
+        &self.history
     }
 }
 
@@ -283,6 +298,8 @@ impl Metrics {
         self.assignments.inc();
         let assigned = task.assigned_at.unwrap_or_else(Utc::now);
         self.queue_time.observe(seconds(task.spec.created_at, assigned));
+        self.history
+            .assigned(&task.spec.scope, assigned - task.spec.created_at, assigned);
     }
 
     /// `task` just moved; counted (with its end-to-end time) if that move ended it, by its

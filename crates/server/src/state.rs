@@ -57,7 +57,7 @@ impl AppState {
 
     /// A state that accepts the admin key of this hash (see [`crate::bootstrap`]).
     pub fn with_admin_key(store: Arc<dyn Backing>, settings: Settings, admin_key: Option<SecretHash>) -> Self {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(settings.history_interval));
         // Every store call is timed for `GET /metrics`.
         // Bumped by the store writes that change the registry, so the kept snapshot is
         // rebuilt after them.

@@ -825,7 +825,11 @@
     const box = document.getElementById('live-queue');
     // Ages move every poll; the rest decides whether the table is redrawn.
     const fingerprint = (q) => JSON.stringify({ ...q, reasons: q.reasons.map(({ oldest_queued_age_ms, ...r }) => r) });
-    return live(() => api('GET', '/queue'), (q) => redraw(box, drawQueue(q)), (q) => {
+    const load = async () => {
+      const [queue, history] = await Promise.all([api('GET', '/queue'), api('GET', '/queue/history')]);
+      return { ...queue, history };
+    };
+    return live(load, (q) => redraw(box, drawQueue(q) + drawHistory(q.history)), (q) => {
       for (const r of q.reasons) {
         const cell = box.querySelector(`[data-queue-age="${r.reason}:${r.delegates.join(',')}:${r.listed.join(',')}"]`);
         if (cell) cell.textContent = age(r.oldest_queued_age_ms);
@@ -852,6 +856,63 @@
           <th scope="col">What holds them</th><th scope="col">Sample</th></tr></thead>
         <tbody>${raw(rows)}</tbody>
       </table></div>` + more;
+  }
+
+  // The last hour as two charts, drawn here as SVG: tasks queued and running, and how
+  // long the tasks assigned in each interval had waited (p50, p95, p99).
+  function drawHistory(h) {
+    const points = h.points || [];
+    if (points.length === 0) return html`<p class="muted" id="history-empty">No history yet: the manager samples the queue every ${Math.round(h.interval_ms / 1000)} s.</p>`;
+    const counts = chart('history-counts', 'Queued and running, last hour', points, [
+      { key: 'queued', label: 'queued', cls: 'line-a' },
+      { key: 'running', label: 'assigned or running', cls: 'line-b' },
+    ], (v) => String(Math.round(v)));
+    const waits = chart('history-waits', 'Time to assignment, last hour', points, [
+      { key: 'wait_p50_ms', label: 'p50', cls: 'line-a' },
+      { key: 'wait_p95_ms', label: 'p95', cls: 'line-b' },
+      { key: 'wait_p99_ms', label: 'p99', cls: 'line-c' },
+    ], (v) => age(v));
+    return html`<h2>The last hour</h2><div class="charts">${raw(counts)}${raw(waits)}</div>`;
+  }
+
+  // One chart of `series` (keys of the points), over the points' times; a missing value
+  // breaks its line.
+  function chart(id, title, points, series, label) {
+    const [w, h, left, bottom] = [560, 160, 48, 20];
+    const t0 = Date.parse(points[0].at);
+    const t1 = Math.max(Date.parse(points[points.length - 1].at), t0 + 1);
+    const values = points.flatMap((p) => series.map((s) => p[s.key]).filter((v) => v != null));
+    const top = Math.max(1, ...values);
+    const x = (p) => left + ((Date.parse(p.at) - t0) / (t1 - t0)) * (w - left - 4);
+    const y = (v) => 4 + (1 - v / top) * (h - bottom - 8);
+    const lines = series.map((s) => {
+      const runs = [];
+      let run = [];
+      for (const p of points) {
+        if (p[s.key] == null) { if (run.length) runs.push(run); run = []; continue; }
+        run.push(`${x(p).toFixed(1)},${y(p[s.key]).toFixed(1)}`);
+      }
+      if (run.length) runs.push(run);
+      return runs.map((r) => r.length === 1
+        ? html`<circle class="${s.cls}" cx="${r[0].split(',')[0]}" cy="${r[0].split(',')[1]}" r="2"></circle>`
+        : html`<polyline class="${s.cls}" fill="none" stroke-width="2" points="${r.join(' ')}"></polyline>`).join('');
+    }).join('');
+    const legend = series.map((s) => html`<span class="key ${s.cls}">${s.label}</span>`).join(' ');
+    const span = t1 - t0;
+    const since = span < 60000 ? `${Math.round(span / 1000)} s ago` : `${Math.round(span / 60000)} min ago`;
+    return html`
+      <figure class="chart" id="${id}">
+        <figcaption>${title} ${raw(legend)}</figcaption>
+        <svg viewBox="0 0 ${w} ${h}" role="img" aria-label="${title}">
+          <line class="axis" x1="${left}" y1="${h - bottom}" x2="${w}" y2="${h - bottom}"></line>
+          <line class="axis" x1="${left}" y1="0" x2="${left}" y2="${h - bottom}"></line>
+          <text class="tick" x="${left - 4}" y="12" text-anchor="end">${label(top)}</text>
+          <text class="tick" x="${left - 4}" y="${h - bottom}" text-anchor="end">0</text>
+          <text class="tick" x="${left}" y="${h - 4}">${since}</text>
+          <text class="tick" x="${w - 4}" y="${h - 4}" text-anchor="end">now</text>
+          ${raw(lines)}
+        </svg>
+      </figure>`;
   }
 
   // ---- navigation ------------------------------------------------------------------------

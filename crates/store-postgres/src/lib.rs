@@ -364,6 +364,9 @@ impl Store for PgStore {
     async fn queue_shapes(&self, query: &switchboard_store::QueueQuery) -> StoreResult<switchboard_store::QueueShapes> {
         tasks::queue_shapes(&self.pool, query).await
     }
+    async fn active_by_scope(&self) -> StoreResult<Vec<(Scope, u64)>> {
+        tasks::active_by_scope(&self.pool).await
+    }
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.pool, task).await
     }

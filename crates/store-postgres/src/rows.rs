@@ -291,3 +291,11 @@ pub(crate) fn queue_shape(row: &PgRow) -> StoreResult<switchboard_store::QueueSh
         oldest_created_at: get(row, "oldest_at")?,
     })
 }
+
+/// A scope and a count (`n`), from a `GROUP BY account, org, project`.
+pub(crate) fn scope_count(row: &PgRow) -> StoreResult<(Scope, u64)> {
+    Ok((
+        scope(row)?,
+        u64::try_from(get::<i64>(row, "n")?).map_err(|e| corrupt("n", e))?,
+    ))
+}

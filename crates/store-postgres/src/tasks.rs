@@ -88,6 +88,17 @@ pub(crate) async fn queue_shapes(pool: &PgPool, q: &QueueQuery) -> StoreResult<Q
     Ok(QueueShapes { waiting, shapes })
 }
 
+pub(crate) async fn active_by_scope(pool: &PgPool) -> StoreResult<Vec<(switchboard_domain::Scope, u64)>> {
+    let found = sqlx::query(
+        "SELECT account, org, project, count(*) AS n FROM tasks WHERE state IN ('assigned', 'running')
+         GROUP BY account, org, project",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    found.iter().map(rows::scope_count).collect()
+}
+
 pub(crate) async fn queued_tasks(pool: &PgPool, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'queued' AND ($1::text IS NULL OR account = $1)

@@ -500,6 +500,10 @@ impl switchboard_store::Store for SqliteStore {
         tasks::queue_shapes(&self.db, query).await
     }
 
+    async fn active_by_scope(&self) -> StoreResult<Vec<(Scope, u64)>> {
+        tasks::active_by_scope(&self.db).await
+    }
+
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.db, task).await
     }

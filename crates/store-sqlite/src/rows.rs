@@ -370,3 +370,11 @@ pub(crate) fn queue_shape(row: &SqliteRow) -> StoreResult<switchboard_store::Que
         oldest_created_at: time(row, "oldest_at")?,
     })
 }
+
+/// A scope and a count (`n`), from a `GROUP BY account, org, project`.
+pub(crate) fn scope_count(row: &SqliteRow) -> StoreResult<(Scope, u64)> {
+    Ok((
+        scope(row)?,
+        u64::try_from(get::<i64>(row, "n")?).map_err(|e| corrupt("n", e))?,
+    ))
+}

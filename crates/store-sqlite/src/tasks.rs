@@ -87,6 +87,17 @@ pub(crate) async fn queue_shapes(db: &Db, query: &QueueQuery) -> StoreResult<Que
     Ok(QueueShapes { waiting, shapes })
 }
 
+pub(crate) async fn active_by_scope(db: &Db) -> StoreResult<Vec<(switchboard_domain::Scope, u64)>> {
+    let found = sqlx::query(
+        "SELECT account, org, project, count(*) AS n FROM tasks WHERE state IN ('assigned', 'running') \
+         GROUP BY account, org, project",
+    )
+    .fetch_all(&db.reader)
+    .await
+    .map_err(map_err)?;
+    found.iter().map(rows::scope_count).collect()
+}
+
 pub(crate) async fn queued_tasks(db: &Db, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
     // The literal `state = 'queued'` (not a parameter) lets SQLite use the partial index.
     let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'queued'"));

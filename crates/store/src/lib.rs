@@ -353,6 +353,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// aggregate query: the count of every queued task the query matches, and the largest
     /// shapes.
     async fn queue_shapes(&self, query: &QueueQuery) -> StoreResult<QueueShapes>;
+    /// How many tasks are assigned or running, per scope (those with none left out).
+    async fn active_by_scope(&self) -> StoreResult<Vec<(Scope, u64)>>;
 
     /// Assigns a queued task to an instance with a free slot, atomically: the task moves
     /// to `assigned` with the next attempt number and the instance's active count goes up

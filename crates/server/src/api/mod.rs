@@ -54,6 +54,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::selection_log))
         .routes(routes!(queue::summary))
+        .routes(routes!(queue::history))
         .routes(routes!(events::follow))
         .routes(routes!(delegates::list, delegates::declare))
         .routes(routes!(delegates::get, delegates::delete))

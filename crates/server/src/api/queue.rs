@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 use switchboard_domain::{ConnectorId, Permission, Scope, TaskType};
-use switchboard_protocol::fleet::QueueSummary;
+use switchboard_protocol::fleet::{QueueHistory, QueueSummary};
 use switchboard_store::QueueQuery;
 use utoipa::IntoParams;
 
@@ -85,4 +85,60 @@ pub async fn summary(
     };
     let sees = |scope: &Scope| caller.check(Permission::DelegatesView, scope, "delegate").is_ok();
     Ok(Json(queue::summarize(&placer, query, &sees).await?))
+}
+
+/// The query string of `GET /api/v1/queue/history`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryFilters {
+    /// Only tasks in this account.
+    account: Option<switchboard_domain::Ident>,
+    /// Only tasks in this org (needs `account`).
+    org: Option<switchboard_domain::Ident>,
+    /// Only tasks in this project (needs `account` and `org`).
+    project: Option<switchboard_domain::Ident>,
+}
+
+/// The last hour of the queue, interval by interval: tasks queued and running, tasks
+/// assigned and how long they had waited (p50, p95, p99).
+///
+/// Within the key's scope. Kept in memory by the replica that answers: the counts are
+/// sampled from the store once per `history_interval` (10 s), the waits are those of the
+/// assignments this replica made.
+#[utoipa::path(
+    get,
+    path = "/queue/history",
+    operation_id = "queue_history",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params(HistoryFilters),
+    responses((status = 200, description = "The queue's last hour.", body = QueueHistory), Errors<{ API | QUERY }>)
+)]
+pub async fn history(
+    State(placer): State<Placer>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<HistoryFilters>,
+) -> Result<Json<QueueHistory>, ApiError> {
+    let within = match q.account {
+        Some(account) => {
+            Some(Scope::new(account, q.org, q.project).map_err(|e| ApiError::validation("project", e.to_string()))?)
+        }
+        None if q.org.is_some() || q.project.is_some() => {
+            return Err(ApiError::validation(
+                "account",
+                "filtering by org or project needs the account too",
+            ));
+        }
+        None => None,
+    };
+    let Ok(within) = caller.narrow(within) else {
+        return Ok(Json(placer.metrics().history().series(|_| false)));
+    };
+    Ok(Json(
+        placer
+            .metrics()
+            .history()
+            .series(|scope| within.as_ref().is_none_or(|w| w.contains(scope))),
+    ))
 }

@@ -21,6 +21,7 @@ pub struct Schedule {
     pub group_retention: Duration,
     pub audit_retention: Duration,
     pub selection_log_retention: Duration,
+    pub history_interval: Duration,
 }
 
 impl From<&Settings> for Schedule {
@@ -33,6 +34,7 @@ impl From<&Settings> for Schedule {
             group_retention: s.group_retention,
             audit_retention: s.audit_retention,
             selection_log_retention: s.selection_log_retention,
+            history_interval: s.history_interval,
         }
     }
 }
@@ -64,6 +66,11 @@ impl Housekeeping {
                     tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
                 }
             }
+        });
+        let p = placer.clone();
+        workers.every(schedule.history_interval, move || {
+            let p = p.clone();
+            async move { sample_history(&p).await }
         });
         let (p, s) = (placer.clone(), sockets.clone());
         workers.every(schedule.sweep_interval, move || {
@@ -116,6 +123,36 @@ async fn keep_lease(placer: &Placer, sockets: &Sockets) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot renew the connection lease; retrying"),
     }
+}
+
+/// Samples the queue's counts per scope into the history of the dashboard's charts:
+/// the aggregate of `GET /api/v1/queue` (without its decisions) and a count of the
+/// assigned and running tasks. Every replica keeps its own history, so every one samples.
+#[tracing::instrument(name = "history", skip_all)]
+async fn sample_history(placer: &Placer) {
+    let store = placer.store();
+    let query = switchboard_store::QueueQuery {
+        max_shapes: super::queue::MAX_SHAPES,
+        ..Default::default()
+    };
+    let (queued, active) = match (store.queue_shapes(&query).await, store.active_by_scope().await) {
+        (Ok(q), Ok(a)) => (q, a),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot sample the queue for its history; the interval stays unsampled");
+            return;
+        }
+    };
+    let mut counts: std::collections::HashMap<switchboard_domain::Scope, (u64, u64)> = Default::default();
+    for shape in queued.shapes {
+        counts.entry(shape.scope).or_default().0 += shape.count;
+    }
+    for (scope, n) in active {
+        counts.entry(scope).or_default().1 += n;
+    }
+    placer
+        .metrics()
+        .history()
+        .sampled(Utc::now(), counts.into_iter().map(|(s, (q, r))| (s, q, r)));
 }
 
 /// Removes the single-use instances done with their tasks (see

@@ -259,6 +259,7 @@ observed! {
     fn list_tasks(&self, query: &TaskQuery) -> Page<Task>;
     fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> Vec<Task>;
     fn queue_shapes(&self, query: &QueueQuery) -> QueueShapes;
+    fn active_by_scope(&self) -> Vec<(Scope, u64)>;
     fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> Claim;
     fn transition_task(&self, transition: &Transition) -> Task;
     fn record_progress(&self, task: TaskId, attempt: Attempt, progress: &serde_json::Value, at: DateTime<Utc>) -> Task;

@@ -73,7 +73,11 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     };
     // A short drain: the test is not about shutdown, and a browser that keeps a
     // connection open must not hold the stop for the default 30 s.
-    let app = spawn_app_with(|s| s.shutdown_grace = std::time::Duration::from_secs(2)).await;
+    let app = spawn_app_with(|s| {
+        s.shutdown_grace = std::time::Duration::from_secs(2);
+        s.history_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
     let shots = screenshots();
 
     // An operator's key for account acme, and two tokens: the fleet's and a GPU box's.
@@ -217,6 +221,18 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
         .await
         .unwrap();
     assert!(row.contains(&task_id[task_id.len() - 8..]), "a link to the task: {row}");
+    // The last hour, drawn: the waiting task in the counts.
+    browser
+        .wait_text("#history-counts", "the history chart", |t| {
+            t.contains("Queued and running")
+        })
+        .await;
+    wait_until(
+        &browser,
+        "a line of queued tasks",
+        "return document.querySelectorAll('#history-counts .line-a').length > 0;",
+    )
+    .await;
     browser.screenshot(&shots.join("queue.png")).await;
     browser
         .script(&format!("location.hash = '#/tasks/{task_id}'; return null;"), json!([]))

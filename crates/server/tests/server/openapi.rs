@@ -44,6 +44,7 @@ const ROUTES: &[&str] = &[
     "GET /api/v1/tasks/{id}/wait",
     "GET /api/v1/tasks/{id}/selection-log",
     "GET /api/v1/queue",
+    "GET /api/v1/queue/history",
     "GET /api/v1/events",
     "GET /api/v1/delegates",
     "POST /api/v1/delegates",

@@ -276,3 +276,78 @@ async fn the_event_stream_says_when_tasks_and_delegates_change_and_ends_at_shutd
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_queue_history_counts_waiting_and_running_tasks_and_the_waits_of_assignments() {
+    let app = super::support::spawn_app_with(|s| s.history_interval = std::time::Duration::from_millis(100)).await;
+    let t = token(&app).await;
+    let _busy = worker(&app, &t, "w-1", &[], Behaviour::Hold).await;
+    let (_, running) = submit(&app, json!({"account": "acme", "type": "echo"})).await;
+    assert_eq!(running["state"], "assigned", "{running}");
+    submit(
+        &app,
+        json!({"account": "acme", "org": "eng", "type": "echo", "selectors": ["gpu"], "wait_for_delegate": true}),
+    )
+    .await;
+    submit(
+        &app,
+        json!({"account": "globex", "type": "echo", "wait_for_delegate": true}),
+    )
+    .await;
+
+    // The last sampled interval, of acme's scope and of every scope.
+    let last_sampled = |history: &Value| {
+        history["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|p| p["queued"].is_number())
+            .cloned()
+    };
+    let started = std::time::Instant::now();
+    let (point, all) = loop {
+        let acme = queue(&app, "/history?account=acme", ADMIN_KEY).await;
+        let all = queue(&app, "/history", ADMIN_KEY).await;
+        assert_eq!(acme["interval_ms"], 100);
+        let assigned: u64 = acme["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["assigned"].as_u64().unwrap())
+            .sum();
+        if let (Some(mine), Some(everyone)) = (last_sampled(&acme), last_sampled(&all))
+            && assigned == 1
+            && everyone["queued"] == 2
+            && mine["queued"] == 1
+        {
+            break (mine, all);
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no sampled interval with every task: {all}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&point["queued"], &point["running"]),
+        (&json!(1), &json!(1)),
+        "acme only: {point}"
+    );
+    let waited = all["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["assigned"] == 1)
+        .unwrap()
+        .clone();
+    assert!(waited["wait_p50_ms"].as_f64().unwrap() > 0.0, "{waited}");
+    for bad in ["/history?org=eng", "/history?limit=3"] {
+        problem(
+            app.get(&format!("/api/v1/queue{bad}"), Some(ADMIN_KEY)).await,
+            422,
+            "validation",
+        )
+        .await;
+    }
+}
