@@ -516,7 +516,7 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
             "/delegate/v1/register",
             "/delegate/v1/register".into(),
             secret.as_str(),
-            json!({"name": "d", "hostname": "h2", "version": "1.0.0", "tags": ["t"], "task_types": ["echo"], "capacity": 2}),
+            json!({"name": "d", "hostname": "h2", "version": "1.0.0", "tags": ["t"], "task_types": ["echo"], "capacity": 2, "max_tasks": 3}),
         ),
         (
             "POST",

@@ -385,4 +385,27 @@ async fn a_jit_credential_registers_once_and_its_instance_takes_one_task_and_is_
     // The session credential died with the instance.
     let gone = tasks.acquire(task_id, attempt).await.unwrap_err();
     assert!(!gone.is_transient(), "{gone}");
+
+    // A plain token may ask for a single-use instance too, within bounds.
+    let plain = token(&app).await;
+    for bad in [0, 1001] {
+        let mut body = register_as("oneshot");
+        body["max_tasks"] = json!(bad);
+        let refused = app
+            .client
+            .post(app.url("/delegate/v1/register"))
+            .bearer_auth(&plain)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(problem(refused, 422, "validation").await["field"], "max_tasks");
+    }
+    let mut body = register_as("oneshot");
+    body["max_tasks"] = json!(2);
+    let request: RegisterRequest = serde_json::from_value(body).unwrap();
+    let two = register(&app.client, &app.url(""), &plain, &request).await.unwrap();
+    assert_eq!(two.max_tasks, Some(2));
+    let view = delegate(&app, &group).await;
+    assert_eq!(view["instances"][0]["max_tasks"], 2, "{view}");
 }

@@ -264,4 +264,8 @@ pub async fn the_queue_is_counted_by_shape_largest_first(store: Arc<dyn Store>) 
         .await
         .unwrap();
     assert_eq!((none.waiting, none.shapes.len()), (0, 0));
+
+    // Assigned and running tasks, per scope: the one still assigned in acme.
+    let active = store.active_by_scope().await.unwrap();
+    assert_eq!(active, vec![(Scope::parse_path("acme").unwrap(), 1)]);
 }
