@@ -820,13 +820,33 @@
   // ---- queue -----------------------------------------------------------------------------
 
   // The waiting tasks as a whole, by what holds them (GET /api/v1/queue), kept current.
-  function queueView() {
-    main.innerHTML = html`<h1>Queue</h1><div id="live-queue" aria-live="off"><p class="muted">Loading…</p></div>`;
+  // `query`: the scope to look at (account, org, project), from the URL, as the task
+  // list keeps its filters.
+  function queueView(query) {
+    const q = (k) => query.get(k) || '';
+    main.innerHTML = html`
+      <h1>Queue</h1>
+      <form class="filters card" id="queue-filters" aria-label="The scope to look at">
+        <label>Account <input name="account" value="${q('account')}" size="12"></label>
+        <label>Org <input name="org" value="${q('org')}" size="10"></label>
+        <label>Project <input name="project" value="${q('project')}" size="10"></label>
+        <button type="submit">Show</button>
+        <a href="#/queue">Everything this key sees</a>
+      </form>
+      <div id="live-queue" aria-live="off"><p class="muted">Loading…</p></div>`;
+    document.getElementById('queue-filters').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const f = new FormData(event.target);
+      const wanted = new URLSearchParams([...f.entries()].filter(([, v]) => String(v).trim()));
+      location.hash = `#/queue${wanted.toString() ? `?${wanted}` : ''}`;
+    });
+    const scope = new URLSearchParams(['account', 'org', 'project'].filter((k) => q(k)).map((k) => [k, q(k)])).toString();
+    const suffix = scope ? `?${scope}` : '';
     const box = document.getElementById('live-queue');
     // Ages move every poll; the rest decides whether the table is redrawn.
     const fingerprint = (q) => JSON.stringify({ ...q, reasons: q.reasons.map(({ oldest_queued_age_ms, ...r }) => r) });
     const load = async () => {
-      const [queue, history] = await Promise.all([api('GET', '/queue'), api('GET', '/queue/history')]);
+      const [queue, history] = await Promise.all([api('GET', `/queue${suffix}`), api('GET', `/queue/history${suffix}`)]);
       return { ...queue, history };
     };
     return live(load, (q) => redraw(box, drawQueue(q) + drawHistory(q.history)), (q) => {
@@ -938,7 +958,7 @@
     let shown;
     if (view === 'tasks' && parts[1]) shown = taskView(parts[1]);
     else if (view === 'tasks') shown = tasksView(query);
-    else if (view === 'queue') shown = queueView();
+    else if (view === 'queue') shown = queueView(query);
     else if (view === 'explain') shown = explainView();
     else if (view === 'credentials') shown = credentialsView();
     else shown = delegatesView();

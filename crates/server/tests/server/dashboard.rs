@@ -234,6 +234,13 @@ async fn an_operator_finds_why_a_task_waits_and_watches_it_succeed_without_reloa
     )
     .await;
     browser.screenshot(&shots.join("queue.png")).await;
+    // Narrowed to a scope with nothing waiting, it says so.
+    browser.fill("#queue-filters input[name=account]", "acme").await;
+    browser.fill("#queue-filters input[name=org]", "ops").await;
+    browser.click("#queue-filters button[type=submit]").await;
+    browser
+        .wait_text("#queue-summary", "the narrowed queue", |t| t == "no task waiting")
+        .await;
     browser
         .script(&format!("location.hash = '#/tasks/{task_id}'; return null;"), json!([]))
         .await;
