@@ -33,6 +33,44 @@ pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiErr
     }
 }
 
+/// The scope a list's `account`, `org` and `project` filters name, narrowed to what the
+/// caller sees. 422 for an org or project without its account, or a project without its
+/// org; a filter outside the caller's scope is [`Narrowed::Nothing`], which lists
+/// nothing (as if nothing were there).
+pub(crate) fn scope_filter(
+    caller: &crate::http::auth::Caller,
+    account: Option<switchboard_domain::Ident>,
+    org: Option<switchboard_domain::Ident>,
+    project: Option<switchboard_domain::Ident>,
+) -> Result<Narrowed, ApiError> {
+    let asked = match account {
+        Some(account) => Some(
+            switchboard_domain::Scope::new(account, org, project)
+                .map_err(|e| ApiError::validation("project", e.to_string()))?,
+        ),
+        None if org.is_some() || project.is_some() => {
+            return Err(ApiError::validation(
+                "account",
+                "filtering by org or project needs the account too",
+            ));
+        }
+        None => None,
+    };
+    Ok(match caller.narrow(asked) {
+        Ok(within) => Narrowed::Within(within),
+        Err(_) => Narrowed::Nothing,
+    })
+}
+
+/// What [`scope_filter`] leaves a list.
+#[derive(Debug)]
+pub(crate) enum Narrowed {
+    /// The resources within this scope (`None`: everything).
+    Within(Option<switchboard_domain::Scope>),
+    /// The filter and the caller's scope do not overlap: nothing.
+    Nothing,
+}
+
 /// The `/api/v1` routes, without the authentication layer (see [`crate::router`]). Each
 /// handler's `#[utoipa::path]` gives its path and method: registering it here is what
 /// puts it both in the router and in the OpenAPI document.

@@ -8,6 +8,7 @@ use switchboard_protocol::fleet::{QueueHistory, QueueSummary};
 use switchboard_store::QueueQuery;
 use utoipa::IntoParams;
 
+use super::Narrowed;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiQuery;
@@ -55,19 +56,7 @@ pub async fn summary(
     caller: Caller,
     ApiQuery(q): ApiQuery<QueueFilters>,
 ) -> Result<Json<QueueSummary>, ApiError> {
-    let within = match q.account {
-        Some(account) => {
-            Some(Scope::new(account, q.org, q.project).map_err(|e| ApiError::validation("project", e.to_string()))?)
-        }
-        None if q.org.is_some() || q.project.is_some() => {
-            return Err(ApiError::validation(
-                "account",
-                "filtering by org or project needs the account too",
-            ));
-        }
-        None => None,
-    };
-    let Ok(within) = caller.narrow(within) else {
+    let Narrowed::Within(within) = super::scope_filter(&caller, q.account, q.org, q.project)? else {
         // Nothing of that scope is visible to this key: nothing waits there for it.
         return Ok(Json(QueueSummary {
             waiting: 0,
@@ -120,19 +109,7 @@ pub async fn history(
     caller: Caller,
     ApiQuery(q): ApiQuery<HistoryFilters>,
 ) -> Result<Json<QueueHistory>, ApiError> {
-    let within = match q.account {
-        Some(account) => {
-            Some(Scope::new(account, q.org, q.project).map_err(|e| ApiError::validation("project", e.to_string()))?)
-        }
-        None if q.org.is_some() || q.project.is_some() => {
-            return Err(ApiError::validation(
-                "account",
-                "filtering by org or project needs the account too",
-            ));
-        }
-        None => None,
-    };
-    let Ok(within) = caller.narrow(within) else {
+    let Narrowed::Within(within) = super::scope_filter(&caller, q.account, q.org, q.project)? else {
         return Ok(Json(placer.metrics().history().series(|_| false)));
     };
     Ok(Json(

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use switchboard_domain::engine::Decision;
 use switchboard_domain::task::fingerprint;
 use switchboard_domain::{
-    ConnectorId, Idempotency, NewTask, Permission, Scope, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
+    ConnectorId, Idempotency, NewTask, Permission, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
 };
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView, WAIT_DEFAULT_MS, WAIT_MAX_MS};
 use switchboard_store::{Inserted, StoreError, TaskQuery};
@@ -376,19 +376,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ListAnswer>, ApiError> {
     let limit = super::page_limit(q.limit, 50)?;
-    let within = match q.account {
-        Some(account) => {
-            Some(Scope::new(account, q.org, q.project).map_err(|e| ApiError::validation("project", e.to_string()))?)
-        }
-        None if q.org.is_some() || q.project.is_some() => {
-            return Err(ApiError::validation(
-                "account",
-                "filtering by org or project needs the account too",
-            ));
-        }
-        None => None,
-    };
-    let Ok(within) = caller.narrow(within) else {
+    let super::Narrowed::Within(within) = super::scope_filter(&caller, q.account, q.org, q.project)? else {
         return Ok(Json(ListAnswer {
             items: Vec::new(),
             next: None,

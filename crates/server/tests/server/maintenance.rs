@@ -13,6 +13,7 @@ use switchboard_protocol::delegate::{Outcome, RegisterRequest, Registered, TaskR
 use switchboard_protocol::socket::{DelegateMessage, ServerMessage, close};
 
 use super::dispatch::{Behaviour, log, submit, token, wait_for, worker};
+use super::pools::logged;
 use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
 use crate::both_backends;
 
@@ -30,24 +31,6 @@ async fn delegate(app: &TestApp, id: &str) -> Value {
         .json()
         .await
         .unwrap()
-}
-
-/// Waits (within PATIENCE) for a selection-log entry of task `id` whose summary contains
-/// `text`.
-async fn logged(app: &TestApp, id: &str, text: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let entries = log(app, id).await;
-        if let Some(line) = entries
-            .iter()
-            .filter_map(|e| e["summary"].as_str())
-            .find(|s| s.contains(text))
-        {
-            return line.to_owned();
-        }
-        assert!(started.elapsed() < PATIENCE, "no entry says {text:?}: {entries:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn a_paused_instance_gets_nothing_until_it_is_resumed(backend: Backend) {

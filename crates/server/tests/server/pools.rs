@@ -131,7 +131,7 @@ async fn a_task_for_a_declared_pool_at_zero_waits_and_its_first_instance_takes_i
 
 /// Waits (within PATIENCE) for a selection-log entry of task `id` whose summary contains
 /// `text`, and returns that summary.
-async fn logged(app: &TestApp, id: &str, text: &str) -> String {
+pub(super) async fn logged(app: &TestApp, id: &str, text: &str) -> String {
     let started = std::time::Instant::now();
     loop {
         let entries = log(app, id).await;
