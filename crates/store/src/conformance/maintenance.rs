@@ -168,6 +168,17 @@ pub async fn a_jit_credential_registers_once_before_it_expires(store: Arc<dyn St
     assert_eq!(store.remove_expired_jit_tokens(now()).await.expect("sweep"), 1);
     assert!(store.get_token(stale.id).await.is_err());
     assert!(store.get_token(fresh.id).await.is_ok());
+
+    // The instance it registered goes with its delegate, and so does the credential.
+    let mut once = instance(group.id, fresh.id, "pod-1", 1);
+    once.max_tasks = Some(1);
+    store
+        .register_instance(&once, &secret(SecretKind::Session).hash())
+        .await
+        .expect("registered with the JIT credential");
+    store.delete_group(group.id).await.expect("deleted with its instance and credential");
+    assert!(store.get_instance(once.id).await.is_err());
+    assert!(store.get_token(fresh.id).await.is_err(), "a JIT credential lives with its delegate");
 }
 
 pub async fn the_queue_is_counted_by_shape_largest_first(store: Arc<dyn Store>) {
