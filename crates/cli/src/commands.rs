@@ -677,7 +677,15 @@ fn task_detail(task: &TaskView) {
         ("scope", scope(&task.account, task.org.as_ref(), task.project.as_ref())),
         ("attempt", task.attempt.to_string()),
         ("runs", format!("{}/{}", task.runs, task.max_attempts)),
-        ("priority", task.priority.to_string()),
+        (
+            "priority",
+            match task.effective_priority {
+                Some(effective) if effective != i64::from(task.priority) => {
+                    format!("{} (effective {effective}: it has waited)", task.priority)
+                }
+                _ => task.priority.to_string(),
+            },
+        ),
         ("selectors", list(&task.selectors)),
         ("connector", opt(task.connector.as_ref())),
         ("instance", opt(task.instance_id.as_ref())),

@@ -245,6 +245,24 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// How a waiting task's priority rises: by one for every `PRIORITY_AGING_STEP_MS` it has
+/// waited, so that a low priority is delayed, never starved (docs/rules.md, "The queue's
+/// order"). At 10 s a step, a task of priority -1000 overtakes fresh tasks of priority
+/// 1000 after 20,000 s (5.6 h) of waiting; one of priority 0 overtakes fresh tasks of
+/// priority 6 after a minute.
+pub const PRIORITY_AGING_STEP_MS: i64 = 10_000;
+
+/// The queue's order, as one number: smaller goes first. A task of priority `p` sorts as
+/// if it had been created `p` aging steps earlier, which orders by effective priority
+/// (priority plus steps waited) at every instant alike, since every waiting task ages at
+/// the same rate; among equals, the older first. Stored with each task, so the order is
+/// an index, not a computation over the queue.
+pub fn queue_key(created_at: DateTime<Utc>, priority: i32) -> i64 {
+    created_at
+        .timestamp_millis()
+        .saturating_sub(i64::from(priority).saturating_mul(PRIORITY_AGING_STEP_MS))
+}
+
 /// Limits of a task's settings; the defaults apply when a submission leaves them out.
 pub mod limits {
     use std::time::Duration;
@@ -429,6 +447,13 @@ impl Task {
     pub fn attempts_remain(&self) -> bool {
         self.runs < self.spec.max_attempts
     }
+
+    /// Its priority plus one for every aging step it has waited since it was submitted,
+    /// at `now` (what orders the queue: see [`queue_key`]).
+    pub fn effective_priority(&self, now: DateTime<Utc>) -> i64 {
+        let waited = (now - self.spec.created_at).num_milliseconds().max(0);
+        i64::from(self.spec.priority).saturating_add(waited / PRIORITY_AGING_STEP_MS)
+    }
 }
 
 /// One assignment of a task to an instance.
@@ -569,6 +594,25 @@ mod tests {
         proptest::sample::select(TaskState::ALL.to_vec())
     }
 
+    fn sample_task() -> NewTask {
+        NewTask {
+            id: TaskId::new(),
+            scope: crate::Scope::parse_path("a").expect("valid"),
+            task_type: TaskType(Ident::parse("echo").expect("valid")),
+            payload: serde_json::json!({}),
+            selectors: Selectors::new(),
+            connector_id: None,
+            capabilities: vec![],
+            priority: 0,
+            assign_timeout: limits::DEFAULT_ASSIGN_TIMEOUT,
+            execution_timeout: limits::DEFAULT_EXECUTION_TIMEOUT,
+            max_attempts: 1,
+            wait_for_delegate: false,
+            idempotency: None,
+            created_at: Utc::now(),
+        }
+    }
+
     fn any_event() -> impl Strategy<Value = TaskEvent> {
         proptest::sample::select(TaskEvent::ALL.to_vec())
     }
@@ -602,5 +646,66 @@ mod tests {
                 }
             }
         }
+
+        #[test]
+        fn aging_never_starves_a_task(
+            old in limits::PRIORITY_RANGE,
+            new in limits::PRIORITY_RANGE,
+            later_ms in 0i64..30_000_000,
+        ) {
+            // A task submitted `later_ms` after another goes ahead of it only while it was
+            // submitted within the head start its higher priority buys (its priority minus
+            // the other's, in aging steps); from then on the older one goes first,
+            // whatever the newer one's priority: nothing waits for ever.
+            let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+            let first = queue_key(t0, old);
+            let second = queue_key(t0 + chrono::Duration::milliseconds(later_ms), new);
+            let head_start = i64::from(new - old) * PRIORITY_AGING_STEP_MS;
+            if later_ms > head_start {
+                prop_assert!(first < second);
+            }
+            if later_ms < head_start {
+                prop_assert!(second < first);
+            }
+        }
+
+        #[test]
+        fn the_queue_key_orders_as_the_effective_priority_at_any_instant(
+            (a_p, b_p) in (limits::PRIORITY_RANGE, limits::PRIORITY_RANGE),
+            (a_age, b_age) in (0i64..20_000_000, 0i64..20_000_000),
+            later in 0i64..10_000_000,
+        ) {
+            let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+            let task = |priority: i32, age_ms: i64| {
+                let mut t = Task::queued(sample_task());
+                t.spec.priority = priority;
+                t.spec.created_at = now - chrono::Duration::milliseconds(age_ms);
+                t
+            };
+            let (a, b) = (task(a_p, a_age), task(b_p, b_age));
+            let at = now + chrono::Duration::milliseconds(later);
+            if queue_key(a.spec.created_at, a_p) < queue_key(b.spec.created_at, b_p) {
+                prop_assert!(a.effective_priority(at) >= b.effective_priority(at));
+            }
+        }
+    }
+
+    #[test]
+    fn the_effective_priority_rises_a_step_every_ten_seconds() {
+        let mut t = Task::queued(sample_task());
+        t.spec.priority = -3;
+        let created = t.spec.created_at;
+        assert_eq!(t.effective_priority(created), -3);
+        assert_eq!(
+            t.effective_priority(created + chrono::Duration::milliseconds(9_999)),
+            -3
+        );
+        assert_eq!(t.effective_priority(created + chrono::Duration::seconds(10)), -2);
+        assert_eq!(t.effective_priority(created + chrono::Duration::seconds(95)), 6);
+        assert_eq!(
+            t.effective_priority(created - chrono::Duration::seconds(5)),
+            -3,
+            "never below its priority"
+        );
     }
 }

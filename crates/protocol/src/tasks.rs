@@ -175,6 +175,10 @@ pub struct TaskView {
     pub runs: u32,
     pub max_attempts: u32,
     pub priority: i32,
+    /// While it waits: its priority plus one for every 10 s it has waited, which orders
+    /// the queue (docs/rules.md, "The queue's order"), as of this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_priority: Option<i64>,
     pub selectors: Vec<Selector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<ConnectorId>,
@@ -218,6 +222,7 @@ impl From<&Task> for TaskView {
             runs: t.runs,
             max_attempts: s.max_attempts,
             priority: s.priority,
+            effective_priority: (t.state == TaskState::Queued).then(|| t.effective_priority(chrono::Utc::now())),
             selectors: s.selectors.iter().cloned().collect(),
             connector: s.connector_id,
             capabilities: s.capabilities.clone(),

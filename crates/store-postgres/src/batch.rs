@@ -368,12 +368,12 @@ async fn insert_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Fai
              capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate,
              idempotency_key, idempotency_fingerprint, state, attempt, runs, instance_id, failure_reason,
              failure_detail, result, progress, created_at, updated_at, assigned_at, started_at, finished_at,
-             assign_deadline, run_deadline)
+             assign_deadline, run_deadline, queue_key)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
              $8::jsonb[], $9::uuid[], $10::jsonb[], $11::int[], $12::bigint[], $13::bigint[], $14::int[],
              $15::bool[], $16::text[], $17::text[], $18::text[], $19::int[], $20::int[], $21::uuid[], $22::text[],
              $23::text[], $24::jsonb[], $25::jsonb[], $26::timestamptz[], $27::timestamptz[], $28::timestamptz[],
-             $29::timestamptz[], $30::timestamptz[], $31::timestamptz[], $32::timestamptz[])
+             $29::timestamptz[], $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::bigint[])
          ON CONFLICT (account, idempotency_key) DO NOTHING";
     let done = sqlx::query(sql)
         .bind(tasks.iter().map(|t| t.id().0).collect::<Vec<_>>())
@@ -438,6 +438,12 @@ async fn insert_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Fai
         .bind(tasks.iter().map(|t| t.finished_at).collect::<Vec<_>>())
         .bind(tasks.iter().map(Task::assign_deadline).collect::<Vec<DateTime<Utc>>>())
         .bind(tasks.iter().map(|t| t.run_deadline).collect::<Vec<_>>())
+        .bind(
+            tasks
+                .iter()
+                .map(|t| switchboard_domain::task::queue_key(t.spec.created_at, t.spec.priority))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() != tasks.len() as u64 {

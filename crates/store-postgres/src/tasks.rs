@@ -102,7 +102,7 @@ pub(crate) async fn active_by_scope(pool: &PgPool) -> StoreResult<Vec<(switchboa
 pub(crate) async fn queued_tasks(pool: &PgPool, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'queued' AND ($1::text IS NULL OR account = $1)
-         ORDER BY priority DESC, created_at, id LIMIT $2"
+         ORDER BY queue_key, id LIMIT $2"
     );
     let rows = sqlx::query(&sql)
         .bind(account.map(Ident::as_str))

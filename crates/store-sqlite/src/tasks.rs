@@ -104,7 +104,7 @@ pub(crate) async fn queued_tasks(db: &Db, account: Option<&Ident>, limit: u32) -
     if let Some(account) = account {
         q.push(" AND account = ").push_bind(account.to_string());
     }
-    q.push(" ORDER BY priority DESC, created_at ASC, id ASC LIMIT ")
+    q.push(" ORDER BY queue_key ASC, id ASC LIMIT ")
         .push_bind(i64::from(limit));
     let found = q.build().fetch_all(&db.reader).await.map_err(map_err)?;
     found.iter().map(rows::task).collect()

@@ -347,7 +347,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_task(&self, id: TaskId) -> StoreResult<Task>;
     /// Newest first, filtered and paginated.
     async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Page<Task>>;
-    /// Queued tasks, highest priority first, then oldest first.
+    /// Queued tasks, highest effective priority first (priority plus one per aging step
+    /// waited: [`switchboard_domain::task::queue_key`]), then oldest first.
     async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>>;
     /// The queue grouped by what placement decides on (see [`QueueShape`]), in one
     /// aggregate query: the count of every queued task the query matches, and the largest

@@ -351,3 +351,48 @@ async fn the_queue_history_counts_waiting_and_running_tasks_and_the_waits_of_ass
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_waiting_task_shows_its_effective_priority_in_its_view_and_its_log() {
+    let app = super::support::spawn_app().await;
+    let (_, task) = submit(
+        &app,
+        json!({"account": "acme", "type": "echo", "priority": -2, "wait_for_delegate": true}),
+    )
+    .await;
+    assert_eq!(task["state"], "queued", "{task}");
+    let id = task["id"].as_str().unwrap();
+    let view: Value = app
+        .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Just submitted: it has not aged a step (10 s) yet.
+    assert_eq!(
+        (&view["priority"], &view["effective_priority"]),
+        (&json!(-2), &json!(-2)),
+        "{view}"
+    );
+    let entries = super::dispatch::log(&app, id).await;
+    let decision = entries.iter().find(|e| e["kind"] == "decision").expect("a decision");
+    assert_eq!(decision["detail"]["effective_priority"], -2, "{decision}");
+    // Assigned, it no longer waits: no effective priority.
+    let t = token(&app).await;
+    let _w = worker(&app, &t, "w-1", &[], Behaviour::Hold).await;
+    let started = std::time::Instant::now();
+    loop {
+        let view: Value = app
+            .get(&format!("/api/v1/tasks/{id}"), Some(ADMIN_KEY))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if view["state"] != "queued" {
+            assert!(view.get("effective_priority").is_none(), "{view}");
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "never assigned: {view}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -176,9 +176,15 @@ pub async fn a_jit_credential_registers_once_before_it_expires(store: Arc<dyn St
         .register_instance(&once, &secret(SecretKind::Session).hash())
         .await
         .expect("registered with the JIT credential");
-    store.delete_group(group.id).await.expect("deleted with its instance and credential");
+    store
+        .delete_group(group.id)
+        .await
+        .expect("deleted with its instance and credential");
     assert!(store.get_instance(once.id).await.is_err());
-    assert!(store.get_token(fresh.id).await.is_err(), "a JIT credential lives with its delegate");
+    assert!(
+        store.get_token(fresh.id).await.is_err(),
+        "a JIT credential lives with its delegate"
+    );
 }
 
 pub async fn the_queue_is_counted_by_shape_largest_first(store: Arc<dyn Store>) {

@@ -127,7 +127,32 @@ pub async fn queued_tasks_come_highest_priority_first_then_oldest(store: Arc<dyn
         .map(|t| ids[&t.id()])
         .collect();
     assert_eq!(order, ["high-new", "mid-old", "mid-new", "low-old"]);
-    assert_eq!(store.queued_tasks(None, 10).await.expect("queue").len(), 5);
+    // Aging: a low priority waits, but not for ever. Waited 2 minutes, priority -5 has
+    // risen to 7, ahead of a fresh 6 and behind a fresh 8.
+    let mut old = task("initech");
+    old.priority = -5;
+    old.created_at = base - TimeDelta::seconds(120);
+    let old = queued(&store, old).await;
+    for priority in [6, 8] {
+        let mut fresh = task("initech");
+        fresh.priority = priority;
+        fresh.created_at = base;
+        queued(&store, fresh).await;
+    }
+    let order: Vec<i32> = store
+        .queued_tasks(Some(&ident("initech")), 10)
+        .await
+        .expect("queue")
+        .iter()
+        .map(|t| t.spec.priority)
+        .collect();
+    assert_eq!(
+        order,
+        [8, -5, 6],
+        "the old task ({}) by its effective priority",
+        old.id()
+    );
+    assert_eq!(store.queued_tasks(None, 10).await.expect("queue").len(), 8);
     assert_eq!(store.queued_tasks(None, 2).await.expect("queue").len(), 2);
 }
 

@@ -221,13 +221,15 @@ async fn place_rounds(
         // keep the log in order.
         let mut entries = Vec::with_capacity(2);
         if placer.dispatcher().explanation_changed(id, &last) {
-            entries.push(entry(
-                id,
-                attempt,
-                SelectionKind::Decision,
-                &last,
-                serde_json::to_value(&decision),
-            ));
+            // With the effective priority the task was decided at (it ages while it waits).
+            let detail = serde_json::to_value(&decision).map(|mut v| {
+                if let Some(fields) = v.as_object_mut() {
+                    let effective = task.effective_priority(Utc::now());
+                    fields.insert("effective_priority".into(), serde_json::json!(effective));
+                }
+                v
+            });
+            entries.push(entry(id, attempt, SelectionKind::Decision, &last, detail));
         }
 
         let Some(instance) = decision.chosen else {
