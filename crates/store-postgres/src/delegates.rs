@@ -285,7 +285,45 @@ pub(crate) async fn register_instance(
     i: &DelegateInstance,
     session: &SecretHash,
 ) -> StoreResult<()> {
+    register(pool, replica, i, session, None).await.map(drop)
+}
+
+/// Uses the JIT credential the instance names (`token_id`) and stores the instance, in
+/// one transaction: `false`, and nothing stored, when the credential is used, expired or
+/// revoked; a failed insert leaves the credential unused.
+pub(crate) async fn register_jit_instance(
+    pool: &PgPool,
+    replica: Uuid,
+    i: &DelegateInstance,
+    session: &SecretHash,
+    at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    register(pool, replica, i, session, Some(at)).await
+}
+
+async fn register(
+    pool: &PgPool,
+    replica: Uuid,
+    i: &DelegateInstance,
+    session: &SecretHash,
+    jit_at: Option<DateTime<Utc>>,
+) -> StoreResult<bool> {
     let mut tx = crate::begin(pool).await?;
+    if let Some(at) = jit_at {
+        let used = sqlx::query(
+            "UPDATE delegate_tokens SET used_at = $2
+             WHERE id = $1 AND jit_group IS NOT NULL AND used_at IS NULL AND expires_at > $2 AND status = 'active'",
+        )
+        .bind(i.token_id.0)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+    }
     sqlx::query(
         "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags,
              task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected_via,
@@ -325,7 +363,8 @@ pub(crate) async fn register_instance(
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-    tx.commit().await.map_err(map_err)
+    tx.commit().await.map_err(map_err)?;
+    Ok(true)
 }
 
 pub(crate) async fn remove_silent_instances(

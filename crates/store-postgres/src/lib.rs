@@ -289,6 +289,14 @@ impl Store for PgStore {
     async fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
         delegates::register_instance(&self.pool, self.replica, instance, session).await
     }
+    async fn register_jit_instance(
+        &self,
+        instance: &DelegateInstance,
+        session: &SecretHash,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        delegates::register_jit_instance(&self.pool, self.replica, instance, session, at).await
+    }
     async fn get_instance(&self, id: InstanceId) -> StoreResult<DelegateInstance> {
         delegates::get_instance(&self.pool, id).await
     }

@@ -244,9 +244,46 @@ pub(crate) async fn delete_group(db: &Db, id: GroupId) -> StoreResult<()> {
 // --- instances -----------------------------------------------------------------------
 
 pub(crate) async fn register_instance(db: &Db, instance: &DelegateInstance, session: &SecretHash) -> StoreResult<()> {
+    register(db, instance, session, None).await.map(drop)
+}
+
+/// Uses the JIT credential the instance names (`token_id`) and stores the instance, in
+/// one transaction: `false`, and nothing stored, when the credential is used, expired or
+/// revoked; a failed insert leaves the credential unused.
+pub(crate) async fn register_jit_instance(
+    db: &Db,
+    instance: &DelegateInstance,
+    session: &SecretHash,
+    at: DateTime<Utc>,
+) -> StoreResult<bool> {
+    register(db, instance, session, Some(at)).await
+}
+
+async fn register(
+    db: &Db,
+    instance: &DelegateInstance,
+    session: &SecretHash,
+    jit_at: Option<DateTime<Utc>>,
+) -> StoreResult<bool> {
     let task_types = to_json(&instance.task_types)?;
     let tags = to_json(&instance.tags)?;
     let mut tx = db.write().await?;
+    if let Some(at) = jit_at {
+        let used = sqlx::query(
+            "UPDATE delegate_tokens SET used_at = ? \
+             WHERE id = ? AND jit_group IS NOT NULL AND used_at IS NULL AND expires_at > ? AND status = 'active'",
+        )
+        .bind(ms(at))
+        .bind(instance.token_id.0)
+        .bind(ms(at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+    }
     let inserted = sqlx::query(
         "INSERT INTO delegate_instances (id, group_id, token_id, session_hash, hostname, version, flavour, tags, \
          task_types, capacity, active_tasks, registered_at, last_heartbeat_at, connected, pause, draining, \
@@ -293,7 +330,8 @@ pub(crate) async fn register_instance(db: &Db, instance: &DelegateInstance, sess
         }
         Err(e) => return Err(map_err(e)),
     }
-    tx.commit().await.map_err(map_err)
+    tx.commit().await.map_err(map_err)?;
+    Ok(true)
 }
 
 pub(crate) async fn remove_silent_instances(

@@ -397,6 +397,15 @@ impl switchboard_store::Store for SqliteStore {
         delegates::register_instance(&self.db, instance, session).await
     }
 
+    async fn register_jit_instance(
+        &self,
+        instance: &DelegateInstance,
+        session: &SecretHash,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        delegates::register_jit_instance(&self.db, instance, session, at).await
+    }
+
     async fn get_instance(&self, id: InstanceId) -> StoreResult<DelegateInstance> {
         delegates::get_instance(&self.db, id).await
     }

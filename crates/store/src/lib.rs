@@ -252,6 +252,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Stores a new instance with the hash of its session credential.
     async fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> StoreResult<()>;
+    /// Uses the JIT credential the instance registers with (its `token_id`) at `at` and
+    /// stores the instance, in one transaction: `false`, with nothing stored, when the
+    /// credential is used, expired or revoked. Of two registrations racing with one
+    /// credential, one stores its instance; an insert that fails leaves it unused.
+    async fn register_jit_instance(
+        &self,
+        instance: &DelegateInstance,
+        session: &SecretHash,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     async fn get_instance(&self, id: InstanceId) -> StoreResult<DelegateInstance>;
     async fn instance_by_session(&self, session: &SecretHash) -> StoreResult<Option<DelegateInstance>>;
     /// The instances of one group, or of every group.

@@ -293,10 +293,12 @@ fn pause_of(body: PauseRequest, now: DateTime<Utc>) -> Result<Pause, ApiError> {
             "a pause may end by itself at most 30 days ahead; leave the end out for one that holds until resumed",
         ));
     }
+    // Whole milliseconds, as placement compares them: the pause ends when the API says.
+    let whole_ms = |t: DateTime<Utc>| DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t);
     Ok(Pause {
         note: note.to_owned(),
-        since: now,
-        until,
+        since: whole_ms(now),
+        until: until.map(whole_ms),
     })
 }
 
@@ -317,7 +319,8 @@ mod tests {
         let now = Utc::now();
         let ok = pause_of(request(" kernel upgrade ", None, Some("2h")), now).expect("valid");
         assert_eq!(ok.note, "kernel upgrade");
-        assert_eq!(ok.until, Some(now + chrono::Duration::hours(2)));
+        let whole_ms = |t: DateTime<Utc>| DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap();
+        assert_eq!(ok.until, Some(whole_ms(now + chrono::Duration::hours(2))));
         assert_eq!(pause_of(request("x", None, None), now).expect("valid").until, None);
         for (bad, field) in [
             (request("", None, None), "note"),

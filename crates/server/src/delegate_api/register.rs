@@ -96,7 +96,7 @@ pub async fn register(
                 .await?;
             (group, max_tasks)
         }
-        Some(jit) => (jit_group(store.as_ref(), &token, jit, &request, now).await?, Some(1)),
+        Some(jit) => (jit_group(store.as_ref(), jit, &request, now).await?, Some(1)),
     };
     let scope = group.scope.clone();
     let session = secrets::generate(SecretKind::Session);
@@ -119,7 +119,16 @@ pub async fn register(
         max_tasks,
         tasks_taken: 0,
     };
-    store.register_instance(&instance, &session.hash()).await?;
+    match &token.jit {
+        None => store.register_instance(&instance, &session.hash()).await?,
+        // The credential is used in the same transaction that stores the instance: of
+        // two registrations racing with it one gets in, and a failed one leaves it unused.
+        Some(jit) => {
+            if !store.register_jit_instance(&instance, &session.hash(), now).await? {
+                return Err(jit_refused(jit, now));
+            }
+        }
+    }
     tracing::info!(
         instance.id = %instance.id, group.name = %group.name, scope = %scope, token.name = %token.name,
         version = %instance.version, "delegate registered"
@@ -142,13 +151,12 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(registered)))
 }
 
-/// The group a JIT credential registers into, once: the registration must name it (the
-/// credential's `jit_config` carries the name), and the credential is used up here,
-/// atomically, so a second registration with it is refused even when both race. The
-/// request's `org` and `project` must be absent or the group's.
+/// The group a JIT credential registers into: the registration must name it (the
+/// credential's `jit_config` carries the name), and the request's `org` and `project`
+/// must be absent or the group's. The credential is used later, with the instance's
+/// insert ([`Store::register_jit_instance`]).
 async fn jit_group(
     store: &dyn Store,
-    token: &DelegateToken,
     jit: &JitGrant,
     request: &RegisterRequest,
     now: chrono::DateTime<Utc>,
@@ -181,15 +189,20 @@ async fn jit_group(
             ));
         }
     }
-    if !store.use_jit_token(token.id, now).await? {
-        let why = if jit.expires_at <= now {
-            "this JIT credential expired; mint a new one"
-        } else {
-            "this JIT credential was already used: each registers one instance, once"
-        };
-        return Err(ApiError::unauthorized(why));
+    // Checked here for the answer; the store checks again as it uses the credential.
+    if jit.expires_at <= now || jit.used_at.is_some() {
+        return Err(jit_refused(jit, now));
     }
     Ok(group)
+}
+
+/// Why a JIT credential registers nothing (it expired, or it was used).
+fn jit_refused(jit: &JitGrant, now: chrono::DateTime<Utc>) -> ApiError {
+    ApiError::unauthorized(if jit.expires_at <= now {
+        "this JIT credential expired; mint a new one"
+    } else {
+        "this JIT credential was already used: each registers one instance, once"
+    })
 }
 
 /// The extractor of registration: the request's delegate token, if it is a known, active

@@ -127,7 +127,14 @@ async fn serve(mut socket: WebSocket, state: Conn, instance: DelegateInstance) {
             tracing::info!(instance.id = %id, "delegate connected");
             // A new delegate may be what a queued task waits for, on any replica.
             crate::manager::cluster::wake_everywhere(&state.placer, &state.sockets);
-            let pending = unacquired_offers(&state, &instance).await;
+            // A draining delegate that reconnects is offered nothing again: what it holds
+            // unacquired goes back instead (a give-back cut short before is finished).
+            let pending = if instance.draining {
+                crate::manager::dispatch::lifecycle::give_back_offers(&state.placer, id, "is draining").await;
+                Vec::new()
+            } else {
+                unacquired_offers(&state, &instance).await
+            };
             converse(&mut socket, &state, &instance, &mut rx, pending).await
         }
         Err(e) => {
@@ -238,10 +245,11 @@ async fn converse(
                     // (which PostgreSQL cannot store in a validation result's detail) or
                     // an array for an object is not a protocol message.
                     Message::Text(text) => match crate::http::extract::decode::<DelegateMessage>(text.as_bytes()) {
+                        // Until a drain is recorded, offers still go out (nothing would give
+                        // them back); a repeated frame tries again.
                         Ok(DelegateMessage::Draining { reason }) => {
                             if !draining {
-                                draining = true;
-                                drain(state, instance, &reason).await;
+                                draining = drain(state, instance, &reason).await;
                             }
                         }
                         Ok(m) => handle(state, instance, m).await,
@@ -283,19 +291,21 @@ async fn converse(
 /// for the instance commits from then on, on any replica; then every offer it holds and
 /// has not acquired (claimed before that) goes back to the queue at once, fenced by its
 /// attempt, so one it acquired meanwhile runs on; then placement wakes everywhere, for
-/// another instance to take them.
-async fn drain(state: &Conn, instance: &DelegateInstance, reason: &str) {
+/// another instance to take them. Returns whether the drain was recorded: until it is,
+/// claims for the instance still commit and their offers must still be sent.
+async fn drain(state: &Conn, instance: &DelegateInstance, reason: &str) -> bool {
     let reason = truncate(reason, 200);
     tracing::info!(instance.id = %instance.id, reason, "delegate draining: no new task for it");
     if let Err(e) = state.placer.store().set_instance_draining(instance.id).await {
-        // Its offers go back at the acknowledge timeout (it does not acquire them), and
-        // when its socket closes.
+        // The delegate does not acquire what it is offered now; those offers go back at
+        // the acknowledge timeout, or when its socket closes, or at its next frame.
         tracing::warn!(instance.id = %instance.id, error = %e, "cannot record that the delegate is draining");
-        return;
+        return false;
     }
     state.sockets.sessions.forget_instances(&[instance.id]);
     crate::manager::dispatch::lifecycle::give_back_offers(&state.placer, instance.id, "is draining").await;
     crate::manager::cluster::wake_everywhere(&state.placer, &state.sockets);
+    true
 }
 
 async fn handle(state: &Conn, instance: &DelegateInstance, message: DelegateMessage) {

@@ -228,6 +228,8 @@ observed! {
     fn delete_group(&self, id: GroupId) -> ();
     #[changes_registry]
     fn register_instance(&self, instance: &DelegateInstance, session: &SecretHash) -> ();
+    #[changes_registry]
+    fn register_jit_instance(&self, instance: &DelegateInstance, session: &SecretHash, at: DateTime<Utc>) -> bool;
     fn get_instance(&self, id: InstanceId) -> DelegateInstance;
     fn instance_by_session(&self, session: &SecretHash) -> Option<DelegateInstance>;
     fn list_instances(&self, group: Option<GroupId>) -> Vec<DelegateInstance>;

@@ -169,13 +169,41 @@ pub async fn a_jit_credential_registers_once_before_it_expires(store: Arc<dyn St
     assert!(store.get_token(stale.id).await.is_err());
     assert!(store.get_token(fresh.id).await.is_ok());
 
-    // The instance it registered goes with its delegate, and so does the credential.
-    let mut once = instance(group.id, fresh.id, "pod-1", 1);
-    once.max_tasks = Some(1);
+    // Using it and storing the instance is one step: once, and only while it is fresh.
+    let third = mint("jit-3", TimeDelta::hours(1));
     store
-        .register_instance(&once, &secret(SecretKind::Session).hash())
+        .create_token(&third, &secret(SecretKind::DelegateToken).hash())
         .await
-        .expect("registered with the JIT credential");
+        .expect("stored");
+    let mut once = instance(group.id, third.id, "pod-1", 1);
+    once.max_tasks = Some(1);
+    assert!(
+        store
+            .register_jit_instance(&once, &secret(SecretKind::Session).hash(), now())
+            .await
+            .expect("registered with the JIT credential")
+    );
+    let again = instance(group.id, third.id, "pod-2", 1);
+    assert!(
+        !store
+            .register_jit_instance(&again, &secret(SecretKind::Session).hash(), now())
+            .await
+            .expect("refused")
+    );
+    assert!(
+        store.get_instance(again.id).await.is_err(),
+        "nothing stored by the refusal"
+    );
+    let late = instance(group.id, stale.id, "pod-3", 1);
+    assert!(store.get_token(stale.id).await.is_err(), "swept above");
+    assert!(
+        store
+            .register_jit_instance(&late, &secret(SecretKind::Session).hash(), now())
+            .await
+            .is_ok_and(|ok| !ok)
+    );
+    let fresh = third;
+    // The instance it registered goes with its delegate, and so does the credential.
     store
         .delete_group(group.id)
         .await
