@@ -104,6 +104,13 @@ impl Dispatcher {
         let _ = self.changes.send(task);
     }
 
+    /// Tells this replica's watchers (the event stream, long polls) that `task` is new,
+    /// and nothing else: unlike [`Dispatcher::changed`], a question asked for it and its
+    /// last explanation stay, since its placement has only begun.
+    pub fn announce_new(&self, task: TaskId) {
+        let _ = self.changes.send(task);
+    }
+
     /// Listens for task changes.
     pub fn subscribe(&self) -> broadcast::Receiver<TaskId> {
         self.changes.subscribe()

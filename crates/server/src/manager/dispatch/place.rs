@@ -102,7 +102,7 @@ pub async fn submit(placer: &Placer, spec: NewTask, audit: Option<AuditEntry>) -
             // A new task left waiting is news to this replica's watchers (the event
             // stream); an assigned or failed one was announced by its placement.
             if matches!(outcome, Ok(Placement::Waiting { .. })) {
-                placer.dispatcher().changed(id);
+                placer.dispatcher().announce_new(id);
             }
             Ok(Submitted {
                 inserted,
