@@ -536,20 +536,8 @@ mod tests {
         let instance = InstanceId::new();
         let mut task = Task {
             spec: NewTask {
-                id: TaskId::new(),
-                scope: crate::Scope::parse_path("a").expect("valid"),
-                task_type: TaskType(Ident::parse("echo").expect("valid")),
-                payload: serde_json::json!({}),
-                selectors: Selectors::new(),
-                connector_id: None,
-                capabilities: vec![],
-                priority: 0,
-                assign_timeout: limits::DEFAULT_ASSIGN_TIMEOUT,
-                execution_timeout: limits::DEFAULT_EXECUTION_TIMEOUT,
-                max_attempts: 1,
-                wait_for_delegate: false,
-                idempotency: None,
                 created_at: now,
+                ..sample_task()
             },
             state: TaskState::Assigned,
             attempt: Attempt(1),
