@@ -321,6 +321,8 @@ async fn take(
         outcome: Outcome::Succeeded,
         result: None,
         error: None,
+        error_code: None,
+        retryable: None,
     };
     let reported = tasks.result(task, &report).await;
     let done = Instant::now();

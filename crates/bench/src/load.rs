@@ -284,5 +284,9 @@ fn task(layout: &Layout, stamp: &Stamp) -> SubmitTask {
         execution_timeout_ms: None,
         max_attempts: None,
         wait_for_delegate: false,
+        concurrency_key: None,
+        concurrency_limit: None,
+        concurrency_strategy: None,
+        retry: None,
     }
 }

@@ -105,7 +105,7 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
             Command::Tokens(c) => tokens(&client, out, c).await.map(|()| Done::Ok),
             Command::Delegates(c) => delegates(&client, out, c).await.map(|()| Done::Ok),
             Command::Connectors(c) => connectors(&client, out, c).await.map(|()| Done::Ok),
-            Command::Tasks(c) => tasks(&client, out, c).await,
+            Command::Tasks(c) => tasks(&client, out, *c).await,
             Command::Keys(c) => keys(&client, out, c).await.map(|()| Done::Ok),
             Command::Queue {
                 account,
@@ -545,6 +545,10 @@ fn submission(task: TaskArgs) -> SubmitTask {
         execution_timeout_ms: task.execution_timeout_ms,
         max_attempts: task.max_attempts,
         wait_for_delegate: task.wait_for_delegate,
+        concurrency_key: task.concurrency_key,
+        concurrency_limit: task.concurrency_limit,
+        concurrency_strategy: task.concurrency_strategy,
+        retry: task.retry,
     }
 }
 
@@ -635,6 +639,34 @@ async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<D
             });
         }
         TasksCommand::Cancel { id } => out.show(&client.cancel_task(&id).await?, task_detail),
+        TasksCommand::Attempts { id } => {
+            out.show(&client.task_attempts(&id).await?, |answer| {
+                let mut t = Table::new(&[
+                    "ATTEMPT", "INSTANCE", "ASSIGNED", "ACQUIRED", "ENDED", "OUTCOME", "WHY", "NEXT DUE",
+                ]);
+                let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+                for a in answer["items"].as_array().into_iter().flatten() {
+                    let why = match &a["failure"] {
+                        serde_json::Value::Null => "-".to_owned(),
+                        f => {
+                            let code = f["code"].as_str().map(|c| format!(" [{c}]")).unwrap_or_default();
+                            format!("{}{code}: {}", text(&f["reason"]), text(&f["detail"]))
+                        }
+                    };
+                    t.row(vec![
+                        a["attempt"].to_string(),
+                        text(&a["instance_id"]),
+                        text(&a["assigned_at"]),
+                        text(&a["acquired_at"]),
+                        text(&a["ended_at"]),
+                        text(&a["outcome"]),
+                        why,
+                        text(&a["retry_at"]),
+                    ]);
+                }
+                t.print();
+            });
+        }
         TasksCommand::Log { id } => {
             out.show(&client.selection_log(&id).await?, |log| {
                 let mut t = Table::new(&["AT", "ATTEMPT", "KIND", "SUMMARY"]);
@@ -669,6 +701,38 @@ fn task_table(tasks: &[TaskView]) {
     t.print();
 }
 
+/// `on delegate_lost, failed [exit:137]; backoff 1s x2 up to 5m; another instance first`.
+fn retry_line(r: &switchboard_protocol::tasks::RetryView) -> String {
+    let on: Vec<String> =
+        r.on.iter()
+            .map(|e| {
+                serde_json::to_value(e)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect();
+    let codes = if r.error_codes.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", r.error_codes.join(", "))
+    };
+    let backoff = if r.initial_delay_ms == 0 {
+        "at once".to_owned()
+    } else {
+        format!(
+            "backoff {}ms x{} up to {}ms",
+            r.initial_delay_ms, r.backoff_factor, r.max_delay_ms
+        )
+    };
+    let instance = if r.prefer_different_instance {
+        "another instance first"
+    } else {
+        "any instance"
+    };
+    format!("on {}{codes}; {backoff}; {instance}", on.join(", "))
+}
+
 fn task_detail(task: &TaskView) {
     let mut pairs = vec![
         ("id", task.id.to_string()),
@@ -692,6 +756,19 @@ fn task_detail(task: &TaskView) {
         ("created", task.created_at.to_rfc3339()),
         ("updated", task.updated_at.to_rfc3339()),
     ];
+    if let Some(key) = &task.concurrency_key {
+        let strategy = task.concurrency_strategy.unwrap_or_default();
+        let strategy = serde_json::to_value(strategy).unwrap_or_default();
+        let limit = task.concurrency_limit.unwrap_or(1);
+        pairs.push((
+            "concurrency",
+            format!("{key} (limit {limit}, {})", strategy.as_str().unwrap_or("keep_all")),
+        ));
+    }
+    pairs.push(("retry", retry_line(&task.retry)));
+    if let Some(at) = task.retry_at {
+        pairs.push(("next attempt", format!("due at {}", at.to_rfc3339())));
+    }
     if let Some(failure) = &task.failure {
         pairs.push(("failure", serde_json::to_string(failure).unwrap_or_default()));
     }

@@ -92,7 +92,7 @@ pub enum Command {
     Connectors(ConnectorsCommand),
     /// Tasks: submit, get, list, watch, explain, cancel, log.
     #[command(subcommand)]
-    Tasks(TasksCommand),
+    Tasks(Box<TasksCommand>),
     /// API keys: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -305,6 +305,20 @@ pub struct TaskArgs {
     /// Wait in the queue even when no registered delegate could ever take it.
     #[arg(long)]
     pub wait_for_delegate: bool,
+    /// At most `--concurrency-limit` tasks of this key run at once in the account.
+    #[arg(long, value_name = "KEY")]
+    pub concurrency_key: Option<String>,
+    /// With `--concurrency-key`: how many may run at once (default 1).
+    #[arg(long, value_name = "N")]
+    pub concurrency_limit: Option<u32>,
+    /// With `--concurrency-key`: `keep_all` (default) or `cancel_older`.
+    #[arg(long, value_parser = concurrency_strategy, value_name = "STRATEGY")]
+    pub concurrency_strategy: Option<switchboard_domain::policy::ConcurrencyStrategy>,
+    /// The retry policy, as JSON: `{"on": ["failed", "timed_out", "delegate_lost"],
+    /// "error_codes": [..], "initial_delay_ms": .., "backoff_factor": ..,
+    /// "max_delay_ms": .., "prefer_different_instance": ..}` (docs/rules.md, "Retries").
+    #[arg(long, value_parser = retry_policy, value_name = "JSON")]
+    pub retry: Option<switchboard_protocol::tasks::RetryInput>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +379,8 @@ pub enum TasksCommand {
     Cancel { id: String },
     /// Every decision about a task: its selection log.
     Log { id: String },
+    /// Every attempt of a task: where it ran, how each ended and why, when the next is due.
+    Attempts { id: String },
 }
 
 fn ident(raw: &str) -> Result<Ident, String> {
@@ -377,6 +393,15 @@ fn task_type(raw: &str) -> Result<TaskType, String> {
 
 fn json(raw: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn concurrency_strategy(raw: &str) -> Result<switchboard_domain::policy::ConcurrencyStrategy, String> {
+    serde_json::from_value(serde_json::Value::String(raw.to_owned()))
+        .map_err(|_| "a strategy is keep_all or cancel_older".to_owned())
+}
+
+fn retry_policy(raw: &str) -> Result<switchboard_protocol::tasks::RetryInput, String> {
+    serde_json::from_str(raw).map_err(|e| format!("not a retry policy: {e}"))
 }
 
 fn capability(raw: &str) -> Result<Capability, String> {

@@ -299,6 +299,12 @@ impl Client {
         self.post_json("/api/v1/tasks/explain", body).await
     }
 
+    /// Every attempt of the task, as `{"items": [...]}`.
+    pub async fn task_attempts(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.send(self.request(reqwest::Method::GET, &format!("/api/v1/tasks/{}/attempts", seg(id))))
+            .await
+    }
+
     /// Every decision about the task, as `{"items": [...]}`.
     pub async fn selection_log(&self, id: &str) -> Result<serde_json::Value, ClientError> {
         self.send(self.request(

@@ -487,6 +487,8 @@ async fn run_offered(
                 outcome: Outcome::Failed,
                 result: None,
                 error: Some(format!("the delegate refused to start it: {refused:?}")),
+                error_code: Some("refused".into()),
+                retryable: None,
             };
             let _ = tasks.result(task_id, &report).await;
             return;
@@ -514,14 +516,19 @@ async fn run_offered(
             outcome: Outcome::Succeeded,
             result: Some(outcome.result),
             error: None,
+            error_code: None,
+            retryable: None,
         }
     } else {
         let error = outcome.result.get("detail").and_then(|d| d.as_str()).map(str::to_owned);
+        let (error_code, retryable) = failure_code(&outcome.result);
         TaskResult {
             attempt,
             outcome: Outcome::Failed,
             result: Some(outcome.result),
             error,
+            error_code,
+            retryable,
         }
     };
     let answer = report_result(&tasks, task_id, &report, REPORT_BACKOFF, REPORT_PATIENCE).await;
@@ -534,6 +541,25 @@ async fn run_offered(
             report: answer,
         });
     }
+}
+
+/// The code a failed outcome is reported with (what a retry policy's `error_codes` name),
+/// and whether running it again could help: the result's `error` code, or `exit:N` for a
+/// `shell` command that exited with status N (as Buildkite retries by exit status). A
+/// payload the delegate cannot run, or a type it does not have, is not worth a retry.
+fn failure_code(result: &serde_json::Value) -> (Option<String>, Option<bool>) {
+    let code = result.get("error").and_then(|c| c.as_str());
+    let retryable = match code {
+        Some("bad_payload" | "unsupported_task_type") => Some(false),
+        _ => None,
+    };
+    let code = match (code, result.get("exit_code").and_then(serde_json::Value::as_i64)) {
+        (Some("nonzero_exit"), Some(status)) => Some(format!("exit:{status}")),
+        (code, _) => code
+            .filter(|c| switchboard_domain::policy::check_key(c).is_ok())
+            .map(str::to_owned),
+    };
+    (code, retryable)
 }
 
 /// How long a result report is retried while the manager cannot take it (a replica that
@@ -700,7 +726,22 @@ mod tests {
             outcome: Outcome::Succeeded,
             result: Some(json!({"n": 1})),
             error: None,
+            error_code: None,
+            retryable: None,
         }
+    }
+
+    #[test]
+    fn a_failure_is_reported_with_its_code_and_whether_a_retry_can_help() {
+        let exit = json!({"error": "nonzero_exit", "exit_code": 137, "detail": "killed"});
+        assert_eq!(failure_code(&exit), (Some("exit:137".into()), None));
+        let bad = json!({"error": "bad_payload", "detail": "no command"});
+        assert_eq!(failure_code(&bad), (Some("bad_payload".into()), Some(false)));
+        let unreachable = json!({"error": "unreachable", "detail": "refused"});
+        assert_eq!(failure_code(&unreachable), (Some("unreachable".into()), None));
+        // Not a code the manager takes: left out rather than refused with the result.
+        assert_eq!(failure_code(&json!({"error": "no spaces allowed"})), (None, None));
+        assert_eq!(failure_code(&json!({"detail": "?"})), (None, None));
     }
 
     const QUICK: Backoff = Backoff {

@@ -15,6 +15,7 @@ pub mod duration;
 pub mod engine;
 pub mod ident;
 pub mod ids;
+pub mod policy;
 pub mod secret;
 pub mod selection;
 pub mod selector;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::capability::Capability;
 use crate::ident::{Ident, Scope};
 use crate::ids::{ConnectorId, InstanceId, TaskId};
+use crate::policy::{self, Concurrency, Ending, RetryPolicy};
 use crate::selector::Selectors;
 
 /// The largest payload accepted, in bytes of JSON.
@@ -243,6 +244,34 @@ impl FailureReason {
 pub struct Failure {
     pub reason: FailureReason,
     pub detail: String,
+    /// The delegate's own error code for a `task_error`, which a retry policy's
+    /// `error_codes` match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `false` when the delegate said that running it again cannot help: no retry policy
+    /// retries it.
+    #[serde(default = "crate::task::yes", skip_serializing_if = "crate::task::is_true")]
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A retryable failure without a code.
+    pub fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            detail: detail.into(),
+            code: None,
+            retryable: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// How a waiting task's priority rises: by one for every `PRIORITY_AGING_STEP_MS` it has
@@ -326,6 +355,22 @@ pub struct NewTask {
     /// The submitter's `Idempotency-Key`, with the fingerprint of the body it came with.
     pub idempotency: Option<Idempotency>,
     pub created_at: DateTime<Utc>,
+    /// At most so many tasks of this key run at once in the account.
+    #[serde(default)]
+    pub concurrency: Option<Concurrency>,
+    /// How its runs are retried; `None`: [`RetryPolicy::default`].
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+}
+
+impl NewTask {
+    /// The retry policy that applies: its own, else the default.
+    pub fn retry_policy(&self) -> std::borrow::Cow<'_, RetryPolicy> {
+        match &self.retry {
+            Some(p) => std::borrow::Cow::Borrowed(p),
+            None => std::borrow::Cow::Owned(RetryPolicy::default()),
+        }
+    }
 }
 
 /// The fingerprint of a request body for idempotency: the SHA-256 of its canonical bytes,
@@ -368,6 +413,18 @@ pub struct Task {
     /// acquire time + execution timeout, pushed forward by every heartbeat that lists the
     /// task ("heartbeats keep a running task's execution timeout alive").
     pub run_deadline: Option<DateTime<Utc>>,
+    /// While queued for a retry: not placed before this (its backoff).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Task::apply`] did besides changing the task.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// The instance whose slot this frees.
+    pub freed: Option<InstanceId>,
+    /// The run ended in a way its retry policy retries: how, and why. The task is queued
+    /// again (with [`Task::retry_at`]).
+    pub retried: Option<(Ending, Option<Failure>)>,
 }
 
 impl Task {
@@ -388,12 +445,16 @@ impl Task {
             started_at: None,
             finished_at: None,
             run_deadline: None,
+            retry_at: None,
         }
     }
 
-    /// When a queued task expires: its creation plus its assign timeout.
+    /// When a queued task expires: its assign timeout after its creation, or, waiting
+    /// for a retry, after the retry is due (a retry's wait for an instance starts then).
     pub fn assign_deadline(&self) -> DateTime<Utc> {
-        self.spec.created_at + chrono::Duration::from_std(self.spec.assign_timeout).unwrap_or(chrono::Duration::MAX)
+        let from = self.retry_at.unwrap_or(self.spec.created_at);
+        from.checked_add_signed(chrono::Duration::from_std(self.spec.assign_timeout).unwrap_or(chrono::Duration::MAX))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     pub fn id(&self) -> TaskId {
@@ -402,21 +463,38 @@ impl Task {
 
     /// Applies `event` to this task as of `at`: the pure half of every stored transition
     /// except [`TaskEvent::Assign`] (which needs the store's claim, to respect capacity).
-    /// Returns the instance whose slot this frees, if any. On refusal nothing changes.
+    /// On refusal nothing changes.
+    ///
+    /// A run that ends (`Fail`, `TimeOut`, `Requeue`) in a way the task's retry policy
+    /// retries, while `max_attempts` allow another run, sends the task back to the queue
+    /// instead, due after its backoff (docs/rules.md, "Retries"); the failure is then the
+    /// attempt's, not the task's.
     pub fn apply(
         &mut self,
         event: TaskEvent,
         at: DateTime<Utc>,
         failure: Option<Failure>,
         result: Option<serde_json::Value>,
-    ) -> Result<Option<InstanceId>, InvalidTransition> {
+    ) -> Result<Applied, InvalidTransition> {
         if event == TaskEvent::Assign {
             return Err(InvalidTransition {
                 from: self.state,
                 event,
             });
         }
-        let to = transition(self.state, event)?;
+        let mut to = transition(self.state, event)?;
+        let mut applied = Applied::default();
+        if self.state == TaskState::Running
+            && let Some(ending) = policy::ending_of(event, failure.as_ref())
+        {
+            let policy = self.spec.retry_policy();
+            if self.attempts_remain() && policy.retries(ending, failure.as_ref()) {
+                to = TaskState::Queued;
+                let wait = chrono::Duration::from_std(policy.backoff.delay(self.runs)).unwrap_or(chrono::Duration::MAX);
+                self.retry_at = Some(at.checked_add_signed(wait).unwrap_or(at));
+                applied.retried = Some((ending, failure.clone()));
+            }
+        }
         let from = std::mem::replace(&mut self.state, to);
         self.updated_at = at;
         if event == TaskEvent::Acquire {
@@ -428,19 +506,26 @@ impl Task {
         if to != TaskState::Running {
             self.run_deadline = None;
         }
-        if failure.is_some() {
-            self.failure = failure;
+        // Kept through the retry's assignment, so that an offer given back keeps the
+        // retry's assign deadline; gone once it runs or ends.
+        if !matches!(to, TaskState::Queued | TaskState::Assigned) {
+            self.retry_at = None;
         }
-        if result.is_some() {
-            self.result = result;
+        if applied.retried.is_none() {
+            if failure.is_some() {
+                self.failure = failure;
+            }
+            if result.is_some() {
+                self.result = result;
+            }
         }
         if to.is_terminal() {
             self.finished_at = Some(at);
         }
         if from.holds_instance() && !to.holds_instance() {
-            return Ok(self.instance_id.take());
+            applied.freed = self.instance_id.take();
         }
-        Ok(None)
+        Ok(applied)
     }
 
     /// Whether a running task that lost its instance may run again.
@@ -465,8 +550,16 @@ pub struct TaskAttempt {
     pub assigned_at: DateTime<Utc>,
     pub acquired_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
-    /// The state the task left this attempt in (`queued` for a release), once it ended.
+    /// How the attempt ended, once it did: the task's state after it (`queued` for a
+    /// release or a re-queue), or, for a run its retry policy retried, how the run ended
+    /// (`failed`, `timed_out`; the task went back to the queue).
     pub outcome: Option<TaskState>,
+    /// Why it ended, when it ended badly.
+    #[serde(default)]
+    pub failure: Option<Failure>,
+    /// When it was retried: when the next attempt was due.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// Serializes a [`Duration`] as whole milliseconds.
@@ -551,8 +644,9 @@ mod tests {
             started_at: None,
             finished_at: None,
             run_deadline: None,
+            retry_at: None,
         };
-        assert_eq!(task.apply(TaskEvent::Acquire, now, None, None), Ok(None));
+        assert_eq!(task.apply(TaskEvent::Acquire, now, None, None), Ok(Applied::default()));
         assert_eq!(
             (task.state, task.runs, task.started_at),
             (TaskState::Running, 1, Some(now))
@@ -568,7 +662,8 @@ mod tests {
         assert_eq!(task, before, "a refused event changes nothing");
         let out = serde_json::json!({"ok": true});
         assert_eq!(
-            task.apply(TaskEvent::Succeed, now, None, Some(out.clone())),
+            task.apply(TaskEvent::Succeed, now, None, Some(out.clone()))
+                .map(|a| a.freed),
             Ok(Some(instance))
         );
         assert_eq!(task.run_deadline, None, "only a running task has a run deadline");
@@ -598,7 +693,90 @@ mod tests {
             wait_for_delegate: false,
             idempotency: None,
             created_at: Utc::now(),
+            concurrency: None,
+            retry: None,
         }
+    }
+
+    /// A task running on `instance` as attempt `runs`, having started `runs` times.
+    fn running(spec: NewTask, instance: InstanceId, runs: u32) -> Task {
+        let mut t = Task::queued(spec);
+        t.state = TaskState::Running;
+        t.attempt = Attempt(runs);
+        t.runs = runs;
+        t.instance_id = Some(instance);
+        t
+    }
+
+    #[test]
+    fn a_retried_run_goes_back_to_the_queue_after_its_backoff_until_attempts_run_out() {
+        use crate::policy::{Backoff, Ending};
+        let spec = NewTask {
+            max_attempts: 3,
+            retry: Some(RetryPolicy {
+                on: [Ending::Failed].into(),
+                backoff: Backoff {
+                    initial_ms: 1_000,
+                    factor: 3.0,
+                    max_ms: 60_000,
+                },
+                ..RetryPolicy::default()
+            }),
+            ..sample_task()
+        };
+        let (i, at) = (InstanceId::new(), Utc::now());
+        let failed = Failure::new(FailureReason::TaskError, "exit 1");
+        let mut t = running(spec.clone(), i, 2);
+        let applied = t.apply(TaskEvent::Fail, at, Some(failed.clone()), None).unwrap();
+        assert_eq!(applied.freed, Some(i));
+        assert_eq!(applied.retried, Some((Ending::Failed, Some(failed.clone()))));
+        assert_eq!(t.state, TaskState::Queued);
+        assert_eq!(
+            t.retry_at,
+            Some(at + chrono::Duration::seconds(3)),
+            "second retry: 1 s x 3"
+        );
+        assert_eq!((t.failure, t.finished_at), (None, None), "the failure is the attempt's");
+
+        let mut last = running(spec.clone(), i, 3);
+        let applied = last.apply(TaskEvent::Fail, at, Some(failed.clone()), None).unwrap();
+        assert_eq!(applied.retried, None, "no attempts remain");
+        assert_eq!((last.state, last.failure), (TaskState::Failed, Some(failed.clone())));
+
+        let mut timed_out = running(spec.clone(), i, 1);
+        timed_out.apply(TaskEvent::TimeOut, at, None, None).unwrap();
+        assert_eq!(timed_out.state, TaskState::TimedOut, "timed_out is not in `on`");
+
+        let mut fatal = running(spec, i, 1);
+        let not_retryable = Failure {
+            retryable: false,
+            ..failed
+        };
+        fatal.apply(TaskEvent::Fail, at, Some(not_retryable), None).unwrap();
+        assert_eq!(fatal.state, TaskState::Failed, "the delegate said not retryable");
+    }
+
+    #[test]
+    fn by_default_only_a_lost_instance_retries() {
+        let spec = NewTask {
+            max_attempts: 2,
+            ..sample_task()
+        };
+        let (i, at) = (InstanceId::new(), Utc::now());
+        let mut lost = running(spec.clone(), i, 1);
+        let why = Failure::new(FailureReason::DelegateLost, "gone");
+        lost.apply(TaskEvent::Fail, at, Some(why), None).unwrap();
+        assert_eq!((lost.state, lost.retry_at), (TaskState::Queued, Some(at)), "at once");
+        let mut failed = running(spec, i, 1);
+        failed
+            .apply(
+                TaskEvent::Fail,
+                at,
+                Some(Failure::new(FailureReason::TaskError, "x")),
+                None,
+            )
+            .unwrap();
+        assert_eq!(failed.state, TaskState::Failed);
     }
 
     fn any_event() -> impl Strategy<Value = TaskEvent> {

@@ -126,6 +126,14 @@ pub struct TaskResult {
     /// With `failed`: what went wrong, for people.
     #[serde(default)]
     pub error: Option<String>,
+    /// With `failed`: a code for what went wrong (letters, digits and `. _ - : / @`, at
+    /// most 128 bytes), which a task's retry policy may name in `error_codes`.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// With `failed`: `false` when running the task again cannot help; then it is not
+    /// retried whatever its policy (default true).
+    #[serde(default)]
+    pub retryable: Option<bool>,
 }
 
 /// The answer to progress and result reports: where the task stands now.

@@ -232,7 +232,8 @@ pub struct QueueReason {
     /// the rejection that the delegates closest to taking them have: `disabled`,
     /// `out_of_scope`, `lacks_selectors`, `unsupported_task_type`, `disconnected`,
     /// `stale_heartbeat`, `paused`, `draining`, `spent`, `at_capacity`, `already_tried`,
-    /// `capability_unreachable`.
+    /// `capability_unreachable`; or, before any delegate is asked, `limited` (their
+    /// concurrency key is at its limit) or `retrying` (waiting out a retry's backoff).
     pub reason: String,
     pub tasks: u64,
     /// How long the oldest of them has waited.
@@ -242,7 +243,7 @@ pub struct QueueReason {
     /// The delegates concerned: those at capacity, paused, the pools scaled to zero...
     pub delegates: Vec<Ident>,
     /// For `lacks_selectors`: the selectors the delegates lack; for
-    /// `capability_unreachable`, `validating`: the capabilities.
+    /// `capability_unreachable`, `validating`: the capabilities; for `limited`: the key.
     pub listed: Vec<String>,
     /// A few of the tasks (the oldest and newest of each group), to look at.
     pub sample_task_ids: Vec<switchboard_domain::TaskId>,

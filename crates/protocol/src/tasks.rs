@@ -4,11 +4,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use switchboard_domain::policy::{
+    BACKOFF_FACTOR_MAX, BACKOFF_MAX, Backoff, CONCURRENCY_LIMIT_MAX, Concurrency, ConcurrencyStrategy, Ending,
+    RetryPolicy,
+};
 use switchboard_domain::selector::parse_selectors;
 use switchboard_domain::task::{FieldError, PAYLOAD_MAX_BYTES, limits};
 use switchboard_domain::{
-    Attempt, Capability, ConnectorId, Failure, Ident, InstanceId, NewTask, Scope, Selector, Task, TaskId, TaskState,
-    TaskType,
+    Attempt, Capability, ConnectorId, Failure, Ident, InstanceId, NewTask, Scope, Selector, Task, TaskAttempt, TaskId,
+    TaskState, TaskType,
 };
 
 /// A submission's body made into a task, by the domain's limits
@@ -71,6 +75,31 @@ impl TryFrom<SubmitTask> for NewTask {
                 format!("max_attempts must be 1 to {}", limits::MAX_MAX_ATTEMPTS),
             ));
         }
+        // A limit is checked whether or not a key comes with it; without one it limits
+        // nothing (the task view shows no key).
+        let limit = r.concurrency_limit.unwrap_or(1);
+        if !(1..=CONCURRENCY_LIMIT_MAX).contains(&limit) {
+            return Err(FieldError::new(
+                "concurrency_limit",
+                format!("concurrency_limit must be 1 to {CONCURRENCY_LIMIT_MAX}"),
+            ));
+        }
+        let concurrency = match r.concurrency_key {
+            None => None,
+            Some(key) => Some(
+                Concurrency::new(key, limit, r.concurrency_strategy.unwrap_or_default())
+                    .map_err(|(field, e)| FieldError::new(field, e))?,
+            ),
+        };
+        let retry = match r.retry {
+            None => None,
+            Some(p) => {
+                p.check()?;
+                let policy = RetryPolicy::from(p);
+                policy.check().map_err(|(field, e)| FieldError::new(field, e))?;
+                Some(policy)
+            }
+        };
         Ok(NewTask {
             id: TaskId::new(),
             scope,
@@ -86,7 +115,153 @@ impl TryFrom<SubmitTask> for NewTask {
             wait_for_delegate: r.wait_for_delegate,
             idempotency: None,
             created_at: Utc::now(),
+            concurrency,
+            retry,
         })
+    }
+}
+
+/// A retry policy as a submission gives it: every field may be left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetryInput {
+    /// The endings retried (default `["delegate_lost"]`).
+    #[serde(default)]
+    pub on: Option<Vec<Ending>>,
+    /// With `failed` in `on`: only failures reported with one of these codes (at most 16).
+    #[serde(default)]
+    pub error_codes: Vec<String>,
+    /// The wait before the first retry, in milliseconds (default 0, at most 1 day).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86_400_000))]
+    pub initial_delay_ms: Option<u64>,
+    /// What each later wait is multiplied by (default 2, 1 to 10).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
+    pub backoff_factor: Option<f64>,
+    /// The longest wait, in milliseconds (default the larger of the initial delay and 5
+    /// min, at most 1 day; at least the initial delay).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 86_400_000))]
+    pub max_delay_ms: Option<u64>,
+    /// Prefer an instance that has not run the task (default true).
+    #[serde(default)]
+    pub prefer_different_instance: Option<bool>,
+}
+
+impl RetryInput {
+    /// Checks each field as given, naming it (`retry.backoff_factor`).
+    fn check(&self) -> Result<(), FieldError> {
+        let most = u64::try_from(BACKOFF_MAX.as_millis()).unwrap_or(u64::MAX);
+        for (field, value) in [
+            ("retry.initial_delay_ms", self.initial_delay_ms),
+            ("retry.max_delay_ms", self.max_delay_ms),
+        ] {
+            if value.is_some_and(|ms| ms > most) {
+                return Err(FieldError::new(field, format!("must be at most {most} (1 day)")));
+            }
+        }
+        if let Some(f) = self.backoff_factor
+            && !(1.0..=BACKOFF_FACTOR_MAX).contains(&f)
+        {
+            return Err(FieldError::new(
+                "retry.backoff_factor",
+                format!("must be 1 to {BACKOFF_FACTOR_MAX}"),
+            ));
+        }
+        if let (Some(initial), Some(max)) = (self.initial_delay_ms, self.max_delay_ms)
+            && max < initial
+        {
+            return Err(FieldError::new(
+                "retry.max_delay_ms",
+                "must be at least initial_delay_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl From<RetryInput> for RetryPolicy {
+    fn from(r: RetryInput) -> Self {
+        let initial_ms = r.initial_delay_ms.unwrap_or(0);
+        RetryPolicy {
+            on: match r.on {
+                Some(on) => on.into_iter().collect(),
+                None => RetryPolicy::default().on,
+            },
+            error_codes: r.error_codes,
+            backoff: Backoff {
+                initial_ms,
+                factor: r.backoff_factor.unwrap_or(2.0),
+                max_ms: r.max_delay_ms.unwrap_or(initial_ms.max(5 * 60 * 1000)),
+            },
+            prefer_different_instance: r.prefer_different_instance.unwrap_or(true),
+        }
+    }
+}
+
+/// A retry policy as the API shows it (the same fields as [`RetryInput`], all given).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetryView {
+    pub on: Vec<Ending>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_codes: Vec<String>,
+    pub initial_delay_ms: u64,
+    pub backoff_factor: f64,
+    pub max_delay_ms: u64,
+    pub prefer_different_instance: bool,
+}
+
+impl From<&RetryPolicy> for RetryView {
+    fn from(p: &RetryPolicy) -> Self {
+        RetryView {
+            on: p.on.iter().copied().collect(),
+            error_codes: p.error_codes.clone(),
+            initial_delay_ms: p.backoff.initial_ms,
+            backoff_factor: p.backoff.factor,
+            max_delay_ms: p.backoff.max_ms,
+            prefer_different_instance: p.prefer_different_instance,
+        }
+    }
+}
+
+/// One attempt of a task, as `GET /api/v1/tasks/{id}/attempts` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptView {
+    pub attempt: Attempt,
+    pub instance_id: InstanceId,
+    pub assigned_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquired_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// How it ended: the task's state after it (`queued` when given back or re-queued),
+    /// or `failed` / `timed_out` for a run its retry policy retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<TaskState>,
+    /// Why it ended, when it ended badly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    /// When it was retried: when the next attempt was due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+impl From<&TaskAttempt> for AttemptView {
+    fn from(a: &TaskAttempt) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            instance_id: a.instance_id,
+            assigned_at: a.assigned_at,
+            acquired_at: a.acquired_at,
+            ended_at: a.ended_at,
+            outcome: a.outcome,
+            failure: a.failure.clone(),
+            retry_at: a.retry_at,
+        }
     }
 }
 
@@ -156,6 +331,22 @@ pub struct SubmitTask {
     /// Wait in the queue even when no registered delegate could ever take it.
     #[serde(default)]
     pub wait_for_delegate: bool,
+    /// At most `concurrency_limit` tasks of this key (letters, digits and `. _ - : / @`,
+    /// at most 128 bytes) are assigned or running at once in the account.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
+    /// With `concurrency_key`: 1 to 10000 (default 1). Checked without one too, where it
+    /// limits nothing.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10_000))]
+    pub concurrency_limit: Option<u32>,
+    /// With `concurrency_key`: `keep_all` (default), or `cancel_older` to cancel the key's
+    /// waiting tasks when this one arrives. Without a key it has no effect.
+    #[serde(default)]
+    pub concurrency_strategy: Option<ConcurrencyStrategy>,
+    /// How its runs are retried (default: re-queued only when its instance is lost).
+    #[serde(default)]
+    pub retry: Option<RetryInput>,
 }
 
 /// A task as the API shows it.
@@ -202,6 +393,17 @@ pub struct TaskView {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_strategy: Option<ConcurrencyStrategy>,
+    /// The retry policy that applies (its own, or the default).
+    pub retry: RetryView,
+    /// While it waits for a retry's backoff: when the next attempt is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -238,6 +440,11 @@ impl From<&Task> for TaskView {
             assigned_at: t.assigned_at,
             started_at: t.started_at,
             finished_at: t.finished_at,
+            concurrency_key: s.concurrency.as_ref().map(|c| c.key.clone()),
+            concurrency_limit: s.concurrency.as_ref().map(|c| c.limit),
+            concurrency_strategy: s.concurrency.as_ref().map(|c| c.strategy),
+            retry: RetryView::from(s.retry_policy().as_ref()),
+            retry_at: t.retry_at.filter(|_| t.state == TaskState::Queued),
         }
     }
 }
@@ -303,5 +510,55 @@ mod submission_tests {
         let e = refused(serde_json::json!({"payload": big}));
         assert_eq!((e.field, e.too_large), ("payload", true));
         assert!(!refused(serde_json::json!({"priority": -1001})).too_large);
+        assert_eq!(
+            refused(serde_json::json!({"concurrency_limit": 0})).field,
+            "concurrency_limit"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"concurrency_key": "a b"})).field,
+            "concurrency_key"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"concurrency_key": "k", "concurrency_limit": 0})).field,
+            "concurrency_limit"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"retry": {"backoff_factor": 0.5}})).field,
+            "retry.backoff_factor"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"retry": {"initial_delay_ms": 90_000_000u64}})).field,
+            "retry.initial_delay_ms"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"retry": {"initial_delay_ms": 5000, "max_delay_ms": 10}})).field,
+            "retry.max_delay_ms"
+        );
+        assert_eq!(
+            refused(serde_json::json!({"retry": {"on": ["timed_out"], "error_codes": ["E"]}})).field,
+            "retry.error_codes"
+        );
+    }
+
+    #[test]
+    fn a_submission_may_carry_a_concurrency_key_and_a_retry_policy() {
+        let task = NewTask::try_from(body(serde_json::json!({
+            "concurrency_key": "deploy-prod",
+            "concurrency_strategy": "cancel_older",
+            "retry": {"on": ["failed", "timed_out"], "initial_delay_ms": 500, "backoff_factor": 3}
+        })))
+        .unwrap();
+        let c = task.concurrency.expect("a key");
+        assert_eq!(
+            (c.key.as_str(), c.limit, c.strategy),
+            ("deploy-prod", 1, ConcurrencyStrategy::CancelOlder)
+        );
+        let retry = task.retry.expect("a policy");
+        assert_eq!(retry.on, [Ending::Failed, Ending::TimedOut].into());
+        assert_eq!(
+            (retry.backoff.initial_ms, retry.backoff.factor, retry.backoff.max_ms),
+            (500, 3.0, 300_000)
+        );
+        assert!(retry.prefer_different_instance);
     }
 }

@@ -108,6 +108,7 @@ pub struct Metrics {
     registry: Registry,
     submitted: Counter,
     finished: Family<StateLabel, Counter>,
+    retries: Family<StateLabel, Counter>,
     assignments: Counter,
     queue_time: Histogram,
     duration: Histogram,
@@ -138,6 +139,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("switchboard");
         let submitted = Counter::default();
         let finished = Family::<StateLabel, Counter>::default();
+        let retries = Family::<StateLabel, Counter>::default();
         let assignments = Counter::default();
         // 5ms .. ~2.7h, doubling: a queue wait is anything from instant to the assign timeout.
         let queue_time = Histogram::new(exponential_buckets(0.005, 2.0, 22));
@@ -188,6 +190,11 @@ impl Metrics {
             "tasks_finished",
             "Tasks that reached a final state, by that state",
             finished.clone(),
+        );
+        registry.register(
+            "task_retries",
+            "Runs that ended and were retried by their task's retry policy, by how they ended (state: failed, timed_out, delegate_lost)",
+            retries.clone(),
         );
         registry.register(
             "assignments",
@@ -249,6 +256,9 @@ impl Metrics {
         for state in TaskState::ALL.into_iter().filter(|s| s.is_terminal()) {
             drop(finished.get_or_create(&StateLabel { state: state.as_str() }));
         }
+        for ending in ["failed", "timed_out", "delegate_lost"] {
+            drop(retries.get_or_create(&StateLabel { state: ending }));
+        }
         for liveness in [Liveness::Connected, Liveness::Stale, Liveness::Disconnected] {
             drop(instances.get_or_create(&LivenessLabel {
                 liveness: liveness_name(liveness),
@@ -263,6 +273,7 @@ impl Metrics {
             registry,
             submitted,
             finished,
+            retries,
             assignments,
             queue_time,
             duration,
@@ -314,6 +325,23 @@ impl Metrics {
         self.finished.get_or_create(&label).inc();
         let finished = task.finished_at.unwrap_or_else(Utc::now);
         self.duration.observe(seconds(task.spec.created_at, finished));
+    }
+
+    /// A waiting task was cancelled by a newer one of its concurrency key
+    /// (`cancel_older`).
+    pub fn task_superseded(&self) {
+        self.finished.get_or_create(&StateLabel { state: "cancelled" }).inc();
+    }
+
+    /// A run ended as `ending` and its retry policy put the task back in the queue.
+    pub fn task_retried(&self, ending: switchboard_domain::policy::Ending) {
+        use switchboard_domain::policy::Ending;
+        let state = match ending {
+            Ending::Failed => "failed",
+            Ending::TimedOut => "timed_out",
+            Ending::DelegateLost => "delegate_lost",
+        };
+        self.retries.get_or_create(&StateLabel { state }).inc();
     }
 
     /// Runs the engine's `decide` (or anything) and records how long it took.

@@ -29,6 +29,7 @@ mod server {
     mod openapi_errors;
     mod outage;
     mod permissions;
+    mod policy;
     mod pools;
     mod queries;
     mod queue;

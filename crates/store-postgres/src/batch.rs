@@ -19,6 +19,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use switchboard_domain::{ConnectorId, InstanceId, Task, TaskId};
 use switchboard_store::batch::{self, Loaded, Plan, Precision, Slots, TaskWrite, Wanted, Written};
+use switchboard_store::columns::{StoredPolicy, concurrency_key};
 use switchboard_store::committer::BatchWriter;
 use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
@@ -194,7 +195,84 @@ async fn load(conn: &mut PgConnection, wanted: &Wanted) -> Result<Loaded, Failur
             loaded.instances.insert(InstanceId(row.try_get("id")?), slots);
         }
     }
+    let keys = wanted.concurrency_keys(loaded.tasks.values());
+    if !keys.is_empty() {
+        lock_keys(conn, &keys).await?;
+        let (accounts, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(a, k)| (a.as_str(), k.as_str())).unzip();
+        // Counted after the locks are held: a snapshot taken now sees every claim of the
+        // keys committed before them (READ COMMITTED takes one per statement).
+        let held: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT account, concurrency_key, count(*) FROM tasks
+             WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running')
+               AND (account, concurrency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             GROUP BY account, concurrency_key",
+        )
+        .bind(&accounts)
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (account, key, n) in held {
+            loaded
+                .held_by_key
+                .insert((account, key), u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    if !wanted.superseding.is_empty() {
+        let (accounts, names): (Vec<&str>, Vec<&str>) =
+            wanted.superseding.iter().map(|(a, k)| (a.as_str(), k.as_str())).unzip();
+        // Without waiting: a waiting task locked elsewhere is being claimed or ended there.
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE concurrency_key IS NOT NULL AND state = 'queued'
+               AND (account, concurrency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"
+        );
+        for row in sqlx::query(&sql)
+            .bind(&accounts)
+            .bind(&names)
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let task = rows::task(&row)?;
+            if let Some(key) = switchboard_store::columns::concurrency_key(&task) {
+                let key = (task.spec.scope.account_id().to_string(), key.to_owned());
+                loaded.waiting_by_key.entry(key).or_default().push(task.id());
+            }
+            loaded.tasks.entry(task.id()).or_insert(task);
+        }
+        for key in &wanted.superseding {
+            loaded.waiting_by_key.entry(key.clone()).or_default();
+        }
+    }
     Ok(loaded)
+}
+
+/// Takes, in order, a transaction-scoped advisory lock per `(account, key)` of
+/// concurrency key: two replicas claiming tasks of one key take turns, each counting what
+/// the other committed. The lock is a 64-bit hash of the pair in a class of its own
+/// (two 32-bit halves can collide only with another key's lock, which only makes two
+/// keys take turns). Taken after the task and instance locks, in sorted order by every
+/// transaction, so they cannot deadlock.
+async fn lock_keys(conn: &mut PgConnection, keys: &[(String, String)]) -> Result<(), Failure> {
+    let mut ids: Vec<i64> = keys.iter().map(|(a, k)| key_lock_id(a, k)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS u(id)")
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The advisory lock of a concurrency key: FNV-1a over the account, a separator and the
+/// key, so that the id is the same on every replica and release.
+fn key_lock_id(account: &str, key: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account.bytes().chain([0u8]).chain(key.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h as i64
 }
 
 async fn write(conn: &mut PgConnection, plan: &mut Plan) -> Result<(), Failure> {
@@ -251,7 +329,8 @@ async fn write_the_rest(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<i64>
         let a = &plan.new_attempts;
         let b = q.part("new_attempts");
         b.push(
-            "INSERT INTO task_attempts (task_id, attempt, instance_id, assigned_at, acquired_at, ended_at, outcome)
+            "INSERT INTO task_attempts (task_id, attempt, instance_id, assigned_at, acquired_at, ended_at, outcome,
+                 failure, retry_at)
              SELECT * FROM unnest(",
         );
         b.push_bind(a.iter().map(|r| r.task.0).collect::<Vec<_>>())
@@ -266,15 +345,20 @@ async fn write_the_rest(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<i64>
             .push("::timestamptz[], ");
         b.push_bind(a.iter().map(|r| r.ended_at).collect::<Vec<_>>())
             .push("::timestamptz[], ");
-        b.push_bind(a.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>());
-        b.push("::text[]) RETURNING 1");
+        b.push_bind(a.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>())
+            .push("::text[], ");
+        b.push_bind(a.iter().map(|r| r.failure.as_ref().map(Json)).collect::<Vec<_>>())
+            .push("::jsonb[], ");
+        b.push_bind(a.iter().map(|r| r.retry_at).collect::<Vec<_>>());
+        b.push("::timestamptz[]) RETURNING 1");
     }
     if !plan.attempt_changes.is_empty() {
         let c = &plan.attempt_changes;
         let b = q.part("attempt_changes");
         b.push(
             "UPDATE task_attempts AS a SET acquired_at = COALESCE(u.acquired_at, a.acquired_at),
-                 ended_at = COALESCE(u.ended_at, a.ended_at), outcome = COALESCE(u.outcome, a.outcome)
+                 ended_at = COALESCE(u.ended_at, a.ended_at), outcome = COALESCE(u.outcome, a.outcome),
+                 failure = COALESCE(u.failure, a.failure), retry_at = COALESCE(u.retry_at, a.retry_at)
              FROM unnest(",
         );
         b.push_bind(c.iter().map(|r| r.task.0).collect::<Vec<_>>())
@@ -285,9 +369,13 @@ async fn write_the_rest(conn: &mut PgConnection, plan: &Plan) -> Result<Vec<i64>
             .push("::timestamptz[], ");
         b.push_bind(c.iter().map(|r| r.ended_at).collect::<Vec<_>>())
             .push("::timestamptz[], ");
-        b.push_bind(c.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>());
+        b.push_bind(c.iter().map(|r| r.outcome.map(|o| o.as_str())).collect::<Vec<_>>())
+            .push("::text[], ");
+        b.push_bind(c.iter().map(|r| r.failure.as_ref().map(Json)).collect::<Vec<_>>())
+            .push("::jsonb[], ");
+        b.push_bind(c.iter().map(|r| r.retry_at).collect::<Vec<_>>());
         b.push(
-            "::text[]) AS u(task_id, attempt, acquired_at, ended_at, outcome)
+            "::timestamptz[]) AS u(task_id, attempt, acquired_at, ended_at, outcome, failure, retry_at)
              WHERE a.task_id = u.task_id AND a.attempt = u.attempt RETURNING 1",
         );
     }
@@ -368,12 +456,14 @@ async fn insert_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Fai
              capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate,
              idempotency_key, idempotency_fingerprint, state, attempt, runs, instance_id, failure_reason,
              failure_detail, result, progress, created_at, updated_at, assigned_at, started_at, finished_at,
-             assign_deadline, run_deadline, queue_key)
+             assign_deadline, run_deadline, queue_key, concurrency_key, policy, retry_at, failure_code,
+             failure_retryable)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[],
              $8::jsonb[], $9::uuid[], $10::jsonb[], $11::int[], $12::bigint[], $13::bigint[], $14::int[],
              $15::bool[], $16::text[], $17::text[], $18::text[], $19::int[], $20::int[], $21::uuid[], $22::text[],
              $23::text[], $24::jsonb[], $25::jsonb[], $26::timestamptz[], $27::timestamptz[], $28::timestamptz[],
-             $29::timestamptz[], $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::bigint[])
+             $29::timestamptz[], $30::timestamptz[], $31::timestamptz[], $32::timestamptz[], $33::bigint[],
+             $34::text[], $35::jsonb[], $36::timestamptz[], $37::text[], $38::bool[])
          ON CONFLICT (account, idempotency_key) DO NOTHING";
     let done = sqlx::query(sql)
         .bind(tasks.iter().map(|t| t.id().0).collect::<Vec<_>>())
@@ -444,6 +534,26 @@ async fn insert_tasks(conn: &mut PgConnection, tasks: &[Task]) -> Result<(), Fai
                 .map(|t| switchboard_domain::task::queue_key(t.spec.created_at, t.spec.priority))
                 .collect::<Vec<_>>(),
         )
+        .bind(tasks.iter().map(concurrency_key).collect::<Vec<_>>())
+        .bind(
+            tasks
+                .iter()
+                .map(|t| StoredPolicy::of(&t.spec).map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(tasks.iter().map(|t| t.retry_at).collect::<Vec<_>>())
+        .bind(
+            tasks
+                .iter()
+                .map(|t| t.failure.as_ref().and_then(|f| f.code.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            tasks
+                .iter()
+                .map(|t| t.failure.as_ref().is_none_or(|f| f.retryable))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
     if done.rows_affected() != tasks.len() as u64 {
@@ -460,7 +570,9 @@ fn update_tasks<'a>(b: &mut QueryBuilder<'a, Postgres>, tasks: &'a [Task]) {
         "UPDATE tasks AS t SET state = u.state, attempt = u.attempt, runs = u.runs, instance_id = u.instance_id,
              failure_reason = u.failure_reason, failure_detail = u.failure_detail, result = u.result,
              progress = u.progress, updated_at = u.updated_at, assigned_at = u.assigned_at,
-             started_at = u.started_at, finished_at = u.finished_at, run_deadline = u.run_deadline
+             started_at = u.started_at, finished_at = u.finished_at, run_deadline = u.run_deadline,
+             retry_at = u.retry_at, assign_deadline = u.assign_deadline, failure_code = u.failure_code,
+             failure_retryable = u.failure_retryable
          FROM unnest(",
     );
     b.push_bind(tasks.iter().map(|t| t.id().0).collect::<Vec<_>>())
@@ -500,10 +612,29 @@ fn update_tasks<'a>(b: &mut QueryBuilder<'a, Postgres>, tasks: &'a [Task]) {
     b.push_bind(tasks.iter().map(|t| t.finished_at).collect::<Vec<_>>())
         .push("::timestamptz[], ");
     b.push_bind(tasks.iter().map(|t| t.run_deadline).collect::<Vec<_>>())
-        .push("::timestamptz[]");
+        .push("::timestamptz[], ");
+    b.push_bind(tasks.iter().map(|t| t.retry_at).collect::<Vec<_>>())
+        .push("::timestamptz[], ");
+    b.push_bind(tasks.iter().map(Task::assign_deadline).collect::<Vec<_>>())
+        .push("::timestamptz[], ");
+    b.push_bind(
+        tasks
+            .iter()
+            .map(|t| t.failure.as_ref().and_then(|f| f.code.as_deref()))
+            .collect::<Vec<_>>(),
+    )
+    .push("::text[], ");
+    b.push_bind(
+        tasks
+            .iter()
+            .map(|t| t.failure.as_ref().is_none_or(|f| f.retryable))
+            .collect::<Vec<_>>(),
+    )
+    .push("::bool[]");
     b.push(
         ") AS u(id, state, attempt, runs, instance_id, failure_reason, failure_detail, result, progress,
-               updated_at, assigned_at, started_at, finished_at, run_deadline)
+               updated_at, assigned_at, started_at, finished_at, run_deadline, retry_at, assign_deadline,
+               failure_code, failure_retryable)
          WHERE t.id = u.id RETURNING 1",
     );
 }

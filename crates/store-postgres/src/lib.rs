@@ -375,6 +375,10 @@ impl Store for PgStore {
     async fn active_by_scope(&self) -> StoreResult<Vec<(Scope, u64)>> {
         tasks::active_by_scope(&self.pool).await
     }
+
+    async fn concurrency_held(&self, account: &Ident, key: &str) -> StoreResult<u32> {
+        tasks::concurrency_held(&self.pool, account, key).await
+    }
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.pool, task).await
     }

@@ -10,6 +10,7 @@ use switchboard_domain::{
     DelegateInstance, DelegateToken, Failure, FailureReason, GroupId, Idempotency, Ident, ImageFlavour, InstanceId,
     JitGrant, NewTask, Scope, Task, TaskAttempt, TaskId, TaskState, TaskType, TokenId, TokenStatus,
 };
+use switchboard_store::columns::StoredPolicy;
 use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
 
@@ -146,7 +147,8 @@ fn state(row: &PgRow, col: &str) -> StoreResult<TaskState> {
 pub(crate) const TASK_COLUMNS: &str = "id, account, org, project, task_type, payload, selectors, connector_id, \
      capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate, \
      idempotency_key, idempotency_fingerprint, state, attempt, runs, instance_id, failure_reason, failure_detail, \
-     result, progress, created_at, updated_at, assigned_at, started_at, finished_at, run_deadline";
+     result, progress, created_at, updated_at, assigned_at, started_at, finished_at, run_deadline, policy, retry_at, \
+     failure_code, failure_retryable";
 
 pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
     let idempotency = match (
@@ -160,10 +162,12 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
         Some(r) => Some(Failure {
             reason: FailureReason::parse(&r).ok_or_else(|| corrupt("failure_reason", r))?,
             detail: get::<Option<String>>(row, "failure_detail")?.unwrap_or_default(),
+            code: get(row, "failure_code")?,
+            retryable: get(row, "failure_retryable")?,
         }),
         None => None,
     };
-    Ok(Task {
+    let mut task = Task {
         spec: NewTask {
             id: TaskId(get(row, "id")?),
             scope: scope(row)?,
@@ -179,6 +183,8 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
             wait_for_delegate: get(row, "wait_for_delegate")?,
             idempotency,
             created_at: get(row, "created_at")?,
+            concurrency: None,
+            retry: None,
         },
         state: state(row, "state")?,
         attempt: Attempt(count(row, "attempt")?),
@@ -192,7 +198,12 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
         started_at: get(row, "started_at")?,
         finished_at: get(row, "finished_at")?,
         run_deadline: get(row, "run_deadline")?,
-    })
+        retry_at: get(row, "retry_at")?,
+    };
+    if let Some(policy) = opt_json::<StoredPolicy>(row, "policy")? {
+        policy.fill(&mut task.spec);
+    }
+    Ok(task)
 }
 
 pub(crate) fn attempt(row: &PgRow) -> StoreResult<TaskAttempt> {
@@ -206,6 +217,8 @@ pub(crate) fn attempt(row: &PgRow) -> StoreResult<TaskAttempt> {
         outcome: get::<Option<String>>(row, "outcome")?
             .map(|s| TaskState::parse(&s).ok_or_else(|| corrupt("outcome", s)))
             .transpose()?,
+        failure: opt_json(row, "failure")?,
+        retry_at: get(row, "retry_at")?,
     })
 }
 
@@ -289,6 +302,15 @@ pub(crate) fn queue_shape(row: &PgRow) -> StoreResult<switchboard_store::QueueSh
         oldest: TaskId(get(row, "oldest")?),
         newest: TaskId(get(row, "newest")?),
         oldest_created_at: get(row, "oldest_at")?,
+        concurrency: match get::<Option<String>>(row, "concurrency_key")? {
+            Some(key) => Some(switchboard_store::KeyUse {
+                key,
+                limit: get::<Option<i32>>(row, "concurrency_limit")?.map_or(1, |n| u32::try_from(n).unwrap_or(1)),
+                running: 0,
+            }),
+            None => None,
+        },
+        backing_off: u64::try_from(get::<i64>(row, "backing_off")?).map_err(|e| corrupt("backing_off", e))?,
     })
 }
 

@@ -63,10 +63,12 @@ pub(crate) async fn queue_shapes(pool: &PgPool, q: &QueueQuery) -> StoreResult<Q
     let sql = format!(
         "SELECT account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0 AS retried,
                 count(*) AS n, min(id::text)::uuid AS oldest, max(id::text)::uuid AS newest, min(created_at) AS oldest_at,
-                (sum(count(*)) OVER ())::bigint AS total
+                (sum(count(*)) OVER ())::bigint AS total, concurrency_key,
+                max((policy->'concurrency'->>'limit')::int) AS concurrency_limit,
+                count(*) FILTER (WHERE retry_at > $7) AS backing_off
          FROM tasks
          WHERE state = 'queued' AND {} AND ($4::text IS NULL OR task_type = $4) AND ($5::uuid IS NULL OR connector_id = $5)
-         GROUP BY account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0
+         GROUP BY account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0, concurrency_key
          ORDER BY n DESC, oldest_at LIMIT $6",
         within_sql(1)
     );
@@ -77,6 +79,7 @@ pub(crate) async fn queue_shapes(pool: &PgPool, q: &QueueQuery) -> StoreResult<Q
         .bind(q.task_type.as_ref().map(|t| t.as_str()))
         .bind(q.connector.map(|c| c.0))
         .bind(i64::from(q.max_shapes.max(1)))
+        .bind(chrono::Utc::now())
         .fetch_all(pool)
         .await
         .map_err(map_err)?;
@@ -84,8 +87,49 @@ pub(crate) async fn queue_shapes(pool: &PgPool, q: &QueueQuery) -> StoreResult<Q
         Some(row) => u64::try_from(rows::get::<i64>(row, "total")?).unwrap_or_default(),
         None => 0,
     };
-    let shapes = found.iter().map(rows::queue_shape).collect::<StoreResult<Vec<_>>>()?;
+    let mut shapes = found.iter().map(rows::queue_shape).collect::<StoreResult<Vec<_>>>()?;
+    let keys: std::collections::BTreeSet<(String, String)> = shapes
+        .iter()
+        .filter_map(|s| Some((s.scope.account_id().to_string(), s.concurrency.as_ref()?.key.clone())))
+        .collect();
+    if !keys.is_empty() {
+        let (accounts, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(a, k)| (a.as_str(), k.as_str())).unzip();
+        let held: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT account, concurrency_key, count(*) FROM tasks
+             WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running')
+               AND (account, concurrency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             GROUP BY account, concurrency_key",
+        )
+        .bind(&accounts)
+        .bind(&names)
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+        let held: std::collections::HashMap<(String, String), u32> = held
+            .into_iter()
+            .map(|(a, k, n)| ((a, k), u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect();
+        for shape in &mut shapes {
+            let account = shape.scope.account_id().to_string();
+            if let Some(c) = &mut shape.concurrency {
+                c.running = held.get(&(account, c.key.clone())).copied().unwrap_or(0);
+            }
+        }
+    }
     Ok(QueueShapes { waiting, shapes })
+}
+
+pub(crate) async fn concurrency_held(pool: &PgPool, account: &Ident, key: &str) -> StoreResult<u32> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM tasks
+         WHERE account = $1 AND concurrency_key = $2 AND state IN ('assigned', 'running')",
+    )
+    .bind(account.as_str())
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 pub(crate) async fn active_by_scope(pool: &PgPool) -> StoreResult<Vec<(switchboard_domain::Scope, u64)>> {
@@ -102,11 +146,13 @@ pub(crate) async fn active_by_scope(pool: &PgPool) -> StoreResult<Vec<(switchboa
 pub(crate) async fn queued_tasks(pool: &PgPool, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>> {
     let sql = format!(
         "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'queued' AND ($1::text IS NULL OR account = $1)
+           AND (retry_at IS NULL OR retry_at <= $3)
          ORDER BY queue_key, id LIMIT $2"
     );
     let rows = sqlx::query(&sql)
         .bind(account.map(Ident::as_str))
         .bind(i64::from(limit))
+        .bind(chrono::Utc::now())
         .fetch_all(pool)
         .await
         .map_err(map_err)?;

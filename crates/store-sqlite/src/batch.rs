@@ -120,14 +120,46 @@ async fn load(conn: &mut SqliteConnection, wanted: &Wanted) -> StoreResult<Loade
                 .insert(InstanceId(row.try_get("id").map_err(map_err)?), slots);
         }
     }
+    // One writer: the counts cannot change before this transaction commits.
+    for (account, key) in wanted.concurrency_keys(loaded.tasks.values()) {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM tasks \
+             WHERE account = ? AND concurrency_key = ? AND state IN ('assigned', 'running')",
+        )
+        .bind(&account)
+        .bind(&key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        loaded
+            .held_by_key
+            .insert((account, key), u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    for (account, key) in &wanted.superseding {
+        let found = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE account = ? AND concurrency_key = ? AND state = 'queued' ORDER BY id"
+        ))
+        .bind(account)
+        .bind(key)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let mut waiting = Vec::with_capacity(found.len());
+        for row in found {
+            let task = rows::task(&row)?;
+            waiting.push(task.id());
+            loaded.tasks.entry(task.id()).or_insert(task);
+        }
+        loaded.waiting_by_key.insert((account.clone(), key.clone()), waiting);
+    }
     Ok(loaded)
 }
 
 async fn write(conn: &mut SqliteConnection, plan: &mut Plan) -> StoreResult<()> {
-    for chunk in plan.inserts.chunks(rows_per_statement(32)) {
+    for chunk in plan.inserts.chunks(rows_per_statement(37)) {
         insert_tasks(conn, chunk).await?;
     }
-    for chunk in plan.updates.chunks(rows_per_statement(14)) {
+    for chunk in plan.updates.chunks(rows_per_statement(18)) {
         update_tasks(conn, chunk).await?;
     }
     for chunk in plan.slot_changes.chunks(rows_per_statement(2)) {
@@ -152,34 +184,51 @@ async fn write(conn: &mut SqliteConnection, plan: &mut Plan) -> StoreResult<()> 
         );
         q.build().execute(&mut *conn).await.map_err(map_err)?;
     }
-    for chunk in plan.new_attempts.chunks(rows_per_statement(7)) {
+    for chunk in plan.new_attempts.chunks(rows_per_statement(9)) {
+        let failures = chunk
+            .iter()
+            .map(|a| a.failure.as_ref().map(to_json).transpose())
+            .collect::<StoreResult<Vec<_>>>()?;
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO task_attempts (task_id, attempt, instance_id, assigned_at, acquired_at, ended_at, outcome) ",
+            "INSERT INTO task_attempts (task_id, attempt, instance_id, assigned_at, acquired_at, ended_at, outcome, \
+             failure, retry_at) ",
         );
-        q.push_values(chunk, |mut row, a| {
+        q.push_values(chunk.iter().zip(failures), |mut row, (a, failure)| {
             row.push_bind(a.task.0)
                 .push_bind(i64::from(a.attempt.0))
                 .push_bind(a.instance.0)
                 .push_bind(ms(a.assigned_at))
                 .push_bind(a.acquired_at.map(ms))
                 .push_bind(a.ended_at.map(ms))
-                .push_bind(a.outcome.map(|o| o.as_str()));
+                .push_bind(a.outcome.map(|o| o.as_str()))
+                .push_bind(failure)
+                .push_bind(a.retry_at.map(ms));
         });
         q.build().execute(&mut *conn).await.map_err(map_err)?;
     }
-    for chunk in plan.attempt_changes.chunks(rows_per_statement(5)) {
-        let mut q = QueryBuilder::<Sqlite>::new("WITH u(task_id, attempt, acquired_at, ended_at, outcome) AS (");
-        q.push_values(chunk, |mut row, c| {
+    for chunk in plan.attempt_changes.chunks(rows_per_statement(7)) {
+        let failures = chunk
+            .iter()
+            .map(|c| c.failure.as_ref().map(to_json).transpose())
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "WITH u(task_id, attempt, acquired_at, ended_at, outcome, failure, retry_at) AS (",
+        );
+        q.push_values(chunk.iter().zip(failures), |mut row, (c, failure)| {
             row.push_bind(c.task.0)
                 .push_bind(i64::from(c.attempt.0))
                 .push_bind(c.acquired_at.map(ms))
                 .push_bind(c.ended_at.map(ms))
-                .push_bind(c.outcome.map(|o| o.as_str()));
+                .push_bind(c.outcome.map(|o| o.as_str()))
+                .push_bind(failure)
+                .push_bind(c.retry_at.map(ms));
         });
         q.push(
             ") UPDATE task_attempts SET acquired_at = COALESCE(u.acquired_at, task_attempts.acquired_at), \
              ended_at = COALESCE(u.ended_at, task_attempts.ended_at), \
-             outcome = COALESCE(u.outcome, task_attempts.outcome) \
+             outcome = COALESCE(u.outcome, task_attempts.outcome), \
+             failure = COALESCE(u.failure, task_attempts.failure), \
+             retry_at = COALESCE(u.retry_at, task_attempts.retry_at) \
              FROM u WHERE task_attempts.task_id = u.task_id AND task_attempts.attempt = u.attempt",
         );
         q.build().execute(&mut *conn).await.map_err(map_err)?;
@@ -223,6 +272,7 @@ struct TaskJson {
     capabilities: String,
     result: Option<String>,
     progress: Option<String>,
+    policy: Option<String>,
 }
 
 impl TaskJson {
@@ -233,6 +283,10 @@ impl TaskJson {
             capabilities: to_json(&t.spec.capabilities)?,
             result: t.result.as_ref().map(to_json).transpose()?,
             progress: t.progress.as_ref().map(to_json).transpose()?,
+            policy: switchboard_store::columns::StoredPolicy::of(&t.spec)
+                .as_ref()
+                .map(to_json)
+                .transpose()?,
         })
     }
 }
@@ -244,7 +298,7 @@ async fn insert_tasks(conn: &mut SqliteConnection, tasks: &[Task]) -> StoreResul
          capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate, \
          idempotency_key, idempotency_fingerprint, state, attempt, runs, instance_id, failure_reason, \
          failure_detail, result, progress, created_at, updated_at, assigned_at, started_at, finished_at, \
-         assign_deadline, run_deadline) ",
+         assign_deadline, run_deadline, concurrency_key, policy, retry_at, failure_code, failure_retryable) ",
     );
     q.push_values(tasks.iter().zip(json), |mut row, (t, json)| {
         let (account, org, project, path) = scope_values(&t.spec.scope);
@@ -279,8 +333,13 @@ async fn insert_tasks(conn: &mut SqliteConnection, tasks: &[Task]) -> StoreResul
             .push_bind(t.started_at.map(ms))
             .push_bind(t.finished_at.map(ms))
             // The same sum as `Task::assign_deadline`, on the stored (millisecond) values.
-            .push_bind(ms(t.spec.created_at).saturating_add(duration_ms(t.spec.assign_timeout)))
-            .push_bind(t.run_deadline.map(ms));
+            .push_bind(assign_deadline(t))
+            .push_bind(t.run_deadline.map(ms))
+            .push_bind(switchboard_store::columns::concurrency_key(t).map(str::to_owned))
+            .push_bind(json.policy)
+            .push_bind(t.retry_at.map(ms))
+            .push_bind(t.failure.as_ref().and_then(|f| f.code.clone()))
+            .push_bind(t.failure.as_ref().is_none_or(|f| f.retryable));
     });
     q.build().execute(&mut *conn).await.map_err(map_err)?;
     Ok(())
@@ -296,7 +355,8 @@ async fn update_tasks(conn: &mut SqliteConnection, tasks: &[Task]) -> StoreResul
     }
     let mut q = QueryBuilder::<Sqlite>::new(
         "WITH u(id, state, attempt, runs, instance_id, failure_reason, failure_detail, result, progress, \
-         updated_at, assigned_at, started_at, finished_at, run_deadline) AS (",
+         updated_at, assigned_at, started_at, finished_at, run_deadline, retry_at, assign_deadline, failure_code, \
+         failure_retryable) AS (",
     );
     q.push_values(tasks.iter().zip(json), |mut row, (t, (result, progress))| {
         row.push_bind(t.id().0)
@@ -312,13 +372,19 @@ async fn update_tasks(conn: &mut SqliteConnection, tasks: &[Task]) -> StoreResul
             .push_bind(t.assigned_at.map(ms))
             .push_bind(t.started_at.map(ms))
             .push_bind(t.finished_at.map(ms))
-            .push_bind(t.run_deadline.map(ms));
+            .push_bind(t.run_deadline.map(ms))
+            .push_bind(t.retry_at.map(ms))
+            .push_bind(assign_deadline(t))
+            .push_bind(t.failure.as_ref().and_then(|f| f.code.clone()))
+            .push_bind(t.failure.as_ref().is_none_or(|f| f.retryable));
     });
     q.push(
         ") UPDATE tasks SET state = u.state, attempt = u.attempt, runs = u.runs, instance_id = u.instance_id, \
          failure_reason = u.failure_reason, failure_detail = u.failure_detail, result = u.result, \
          progress = u.progress, updated_at = u.updated_at, assigned_at = u.assigned_at, \
-         started_at = u.started_at, finished_at = u.finished_at, run_deadline = u.run_deadline \
+         started_at = u.started_at, finished_at = u.finished_at, run_deadline = u.run_deadline, \
+         retry_at = u.retry_at, assign_deadline = u.assign_deadline, failure_code = u.failure_code, \
+         failure_retryable = u.failure_retryable \
          FROM u WHERE tasks.id = u.id",
     );
     q.build().execute(&mut *conn).await.map_err(map_err)?;
@@ -353,6 +419,11 @@ async fn insert_audit(conn: &mut SqliteConnection, e: &AuditEntry) -> StoreResul
     .await
     .map_err(map_err)?;
     row.try_get("id").map_err(map_err)
+}
+
+/// The same sum as `Task::assign_deadline`, on the stored (millisecond) values.
+fn assign_deadline(t: &Task) -> i64 {
+    ms(t.retry_at.unwrap_or(t.spec.created_at)).saturating_add(duration_ms(t.spec.assign_timeout))
 }
 
 fn duration_ms(d: std::time::Duration) -> i64 {

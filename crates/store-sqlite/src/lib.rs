@@ -513,6 +513,10 @@ impl switchboard_store::Store for SqliteStore {
         tasks::active_by_scope(&self.db).await
     }
 
+    async fn concurrency_held(&self, account: &Ident, key: &str) -> StoreResult<u32> {
+        tasks::concurrency_held(&self.db, account, key).await
+    }
+
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.db, task).await
     }

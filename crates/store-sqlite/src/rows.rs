@@ -203,7 +203,8 @@ pub(crate) fn last_success(row: &SqliteRow) -> StoreResult<LastSuccess> {
 pub(crate) const TASK_COLUMNS: &str = "id, account, org, project, task_type, payload, selectors, connector_id, \
      capabilities, priority, assign_timeout_ms, execution_timeout_ms, max_attempts, wait_for_delegate, \
      idempotency_key, idempotency_fingerprint, state, attempt, runs, instance_id, failure_reason, failure_detail, \
-     result, progress, created_at, updated_at, assigned_at, started_at, finished_at, run_deadline";
+     result, progress, created_at, updated_at, assigned_at, started_at, finished_at, run_deadline, policy, retry_at, \
+     failure_code, failure_retryable";
 
 pub(crate) fn task(row: &SqliteRow) -> StoreResult<Task> {
     let idempotency = match (
@@ -217,10 +218,12 @@ pub(crate) fn task(row: &SqliteRow) -> StoreResult<Task> {
         Some(r) => Some(Failure {
             reason: FailureReason::parse(&r).ok_or_else(|| corrupt("failure_reason", r))?,
             detail: get::<Option<String>>(row, "failure_detail")?.unwrap_or_default(),
+            code: get(row, "failure_code")?,
+            retryable: get(row, "failure_retryable")?,
         }),
         None => None,
     };
-    Ok(Task {
+    let mut task = Task {
         spec: NewTask {
             id: TaskId(uuid(row, "id")?),
             scope: scope(row)?,
@@ -236,6 +239,8 @@ pub(crate) fn task(row: &SqliteRow) -> StoreResult<Task> {
             wait_for_delegate: get(row, "wait_for_delegate")?,
             idempotency,
             created_at: time(row, "created_at")?,
+            concurrency: None,
+            retry: None,
         },
         state: state(row, "state")?,
         attempt: Attempt(count(row, "attempt")?),
@@ -249,11 +254,17 @@ pub(crate) fn task(row: &SqliteRow) -> StoreResult<Task> {
         started_at: opt_time(row, "started_at")?,
         finished_at: opt_time(row, "finished_at")?,
         run_deadline: opt_time(row, "run_deadline")?,
-    })
+        retry_at: opt_time(row, "retry_at")?,
+    };
+    if let Some(policy) = opt_json::<switchboard_store::columns::StoredPolicy>(row, "policy")? {
+        policy.fill(&mut task.spec);
+    }
+    Ok(task)
 }
 
 /// The columns [`attempt`] reads.
-pub(crate) const ATTEMPT_COLUMNS: &str = "task_id, attempt, instance_id, assigned_at, acquired_at, ended_at, outcome";
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "task_id, attempt, instance_id, assigned_at, acquired_at, ended_at, outcome, failure, retry_at";
 
 pub(crate) fn attempt(row: &SqliteRow) -> StoreResult<TaskAttempt> {
     Ok(TaskAttempt {
@@ -266,6 +277,8 @@ pub(crate) fn attempt(row: &SqliteRow) -> StoreResult<TaskAttempt> {
         outcome: get::<Option<String>>(row, "outcome")?
             .map(|s| TaskState::parse(&s).ok_or_else(|| corrupt("outcome", s)))
             .transpose()?,
+        failure: opt_json(row, "failure")?,
+        retry_at: opt_time(row, "retry_at")?,
     })
 }
 
@@ -368,6 +381,15 @@ pub(crate) fn queue_shape(row: &SqliteRow) -> StoreResult<switchboard_store::Que
         oldest: TaskId(uuid(row, "oldest")?),
         newest: TaskId(uuid(row, "newest")?),
         oldest_created_at: time(row, "oldest_at")?,
+        concurrency: match get::<Option<String>>(row, "concurrency_key")? {
+            Some(key) => Some(switchboard_store::KeyUse {
+                key,
+                limit: get::<Option<i64>>(row, "concurrency_limit")?.map_or(1, |n| u32::try_from(n).unwrap_or(1)),
+                running: 0,
+            }),
+            None => None,
+        },
+        backing_off: u64::try_from(get::<i64>(row, "backing_off")?).map_err(|e| corrupt("backing_off", e))?,
     })
 }
 

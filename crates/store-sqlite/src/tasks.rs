@@ -64,8 +64,12 @@ pub(crate) async fn queue_shapes(db: &Db, query: &QueueQuery) -> StoreResult<Que
     let mut q = QueryBuilder::<Sqlite>::new(
         "SELECT account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0 AS retried, \
          count(*) AS n, min(id) AS oldest, max(id) AS newest, min(created_at) AS oldest_at, \
-         sum(count(*)) OVER () AS total FROM tasks WHERE state = 'queued'",
+         sum(count(*)) OVER () AS total, concurrency_key, \
+         max(CAST(json_extract(policy, '$.concurrency.limit') AS INTEGER)) AS concurrency_limit, \
+         count(*) FILTER (WHERE retry_at > ",
     );
+    q.push_bind(ms(chrono::Utc::now()));
+    q.push(") AS backing_off FROM tasks WHERE state = 'queued'");
     rows::push_within(&mut q, query.within.as_ref());
     if let Some(t) = &query.task_type {
         q.push(" AND task_type = ").push_bind(t.to_string());
@@ -74,8 +78,8 @@ pub(crate) async fn queue_shapes(db: &Db, query: &QueueQuery) -> StoreResult<Que
         q.push(" AND connector_id = ").push_bind(c.0);
     }
     q.push(
-        " GROUP BY account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0 \
-         ORDER BY n DESC, oldest_at LIMIT ",
+        " GROUP BY account, org, project, task_type, selectors, connector_id, capabilities, attempt > 0, \
+         concurrency_key ORDER BY n DESC, oldest_at LIMIT ",
     )
     .push_bind(i64::from(query.max_shapes.max(1)));
     let found = q.build().fetch_all(&db.reader).await.map_err(map_err)?;
@@ -83,8 +87,35 @@ pub(crate) async fn queue_shapes(db: &Db, query: &QueueQuery) -> StoreResult<Que
         Some(row) => u64::try_from(rows::get::<i64>(row, "total")?).unwrap_or_default(),
         None => 0,
     };
-    let shapes = found.iter().map(rows::queue_shape).collect::<StoreResult<Vec<_>>>()?;
+    let mut shapes = found.iter().map(rows::queue_shape).collect::<StoreResult<Vec<_>>>()?;
+    let mut held: std::collections::HashMap<(String, String), u32> = std::collections::HashMap::new();
+    for shape in &mut shapes {
+        let account = shape.scope.account_id().clone();
+        if let Some(c) = &mut shape.concurrency {
+            let pair = (account.to_string(), c.key.clone());
+            c.running = match held.get(&pair) {
+                Some(n) => *n,
+                None => {
+                    let n = concurrency_held(db, &account, &c.key).await?;
+                    held.insert(pair, n);
+                    n
+                }
+            };
+        }
+    }
     Ok(QueueShapes { waiting, shapes })
+}
+
+pub(crate) async fn concurrency_held(db: &Db, account: &Ident, key: &str) -> StoreResult<u32> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM tasks WHERE account = ? AND concurrency_key = ? AND state IN ('assigned', 'running')",
+    )
+    .bind(account.as_str())
+    .bind(key)
+    .fetch_one(&db.reader)
+    .await
+    .map_err(map_err)?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 pub(crate) async fn active_by_scope(db: &Db) -> StoreResult<Vec<(switchboard_domain::Scope, u64)>> {
@@ -104,6 +135,9 @@ pub(crate) async fn queued_tasks(db: &Db, account: Option<&Ident>, limit: u32) -
     if let Some(account) = account {
         q.push(" AND account = ").push_bind(account.to_string());
     }
+    q.push(" AND (retry_at IS NULL OR retry_at <= ")
+        .push_bind(ms(chrono::Utc::now()))
+        .push(")");
     q.push(" ORDER BY queue_key ASC, id ASC LIMIT ")
         .push_bind(i64::from(limit));
     let found = q.build().fetch_all(&db.reader).await.map_err(map_err)?;

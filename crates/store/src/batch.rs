@@ -31,8 +31,10 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use switchboard_domain::policy::{ConcurrencyStrategy, Ending};
 use switchboard_domain::{
-    Attempt, AuditEntry, ConnectorId, InstanceId, NewTask, SelectionLogEntry, Task, TaskEvent, TaskId, TaskState,
+    Attempt, AuditEntry, ConnectorId, Failure, InstanceId, NewTask, SelectionKind, SelectionLogEntry, Task, TaskEvent,
+    TaskId, TaskState,
 };
 
 use crate::{Claim, Conflict, Inserted, StoreError, StoreResult, Transition};
@@ -98,9 +100,12 @@ pub struct ClaimWrite {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {
     /// `claim` is `None` when the submission asked for none or was a replay.
+    /// `superseded`: the waiting tasks of its concurrency key it cancelled (strategy
+    /// `cancel_older`).
     Submitted {
         inserted: Inserted,
         claim: Option<Claim>,
+        superseded: Vec<TaskId>,
     },
     Claim(Claim),
     /// The task after a transition or progress.
@@ -238,6 +243,14 @@ pub struct Wanted {
     /// the task on its instance): only their instances are read and locked, so a batch
     /// of acquires leaves the hot instance rows alone.
     pub freeing: Vec<TaskId>,
+    /// Tasks claims name, sorted: their concurrency keys are counted
+    /// ([`Wanted::concurrency_keys`]).
+    pub claiming: Vec<TaskId>,
+    /// `(account, key)` of the submissions that claim at once and carry a concurrency key.
+    pub submitted_keys: Vec<(String, String)>,
+    /// `(account, key)` of the submissions whose strategy cancels the key's waiting tasks:
+    /// load those ([`Loaded::waiting_by_key`]), locked without waiting.
+    pub superseding: Vec<(String, String)>,
 }
 
 impl Wanted {
@@ -256,8 +269,20 @@ impl Wanted {
                     }
                     wanted.connectors.extend(s.task.connector_id);
                     wanted.claimed_instances.extend(s.claim);
+                    if let Some(c) = &s.task.concurrency {
+                        let key = (s.task.scope.account_id().as_str().to_owned(), c.key.clone());
+                        if c.strategy == ConcurrencyStrategy::CancelOlder {
+                            wanted.superseding.push(key.clone());
+                        }
+                        if s.claim.is_some() {
+                            wanted.submitted_keys.push(key);
+                        }
+                    }
                 }
-                TaskWrite::Claim(c) => wanted.claimed_instances.push(c.instance),
+                TaskWrite::Claim(c) => {
+                    wanted.claimed_instances.push(c.instance);
+                    wanted.claiming.push(c.task);
+                }
                 TaskWrite::Transition(t) if t.event != TaskEvent::Acquire => wanted.freeing.push(t.task_id),
                 _ => {}
             }
@@ -276,7 +301,30 @@ impl Wanted {
             .retain(|t| wanted.tasks.binary_search(t).is_err() && wanted.claimed.binary_search(t).is_err());
         wanted.connectors.sort_unstable();
         wanted.connectors.dedup();
+        wanted.claiming.sort_unstable();
+        wanted.claiming.dedup();
+        wanted.superseding.sort_unstable();
+        wanted.superseding.dedup();
         wanted
+    }
+
+    /// The `(account, key)` of every concurrency key the batch's claims may use, sorted
+    /// (lock them in this order, after the instances, and count what holds each): those of
+    /// the submissions and those of the loaded tasks the claims name.
+    pub fn concurrency_keys<'t>(&self, tasks: impl IntoIterator<Item = &'t Task>) -> Vec<(String, String)> {
+        let mut keys = self.submitted_keys.clone();
+        keys.extend(
+            tasks
+                .into_iter()
+                .filter(|t| self.claiming.binary_search(&t.id()).is_ok())
+                .filter_map(|t| {
+                    let c = t.spec.concurrency.as_ref()?;
+                    Some((t.spec.scope.account_id().as_str().to_owned(), c.key.clone()))
+                }),
+        );
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// Every instance to read (and lock, in this order): those claimed and those holding
@@ -332,6 +380,13 @@ pub struct Loaded {
     /// The tasks stored under the submissions' idempotency keys, by `(account, key)`.
     pub by_idempotency: HashMap<(String, String), Task>,
     pub connectors: HashSet<ConnectorId>,
+    /// For each of [`Wanted::concurrency_keys`], how many tasks of the key are assigned or
+    /// running (a key with none may be absent), read after the key was locked.
+    pub held_by_key: HashMap<(String, String), u32>,
+    /// For each of [`Wanted::superseding`], the key's queued tasks that could be locked
+    /// (each also in [`Loaded::tasks`]); one locked elsewhere is being claimed or ended
+    /// there, and is left to that.
+    pub waiting_by_key: HashMap<(String, String), Vec<TaskId>>,
 }
 
 /// An attempt row to insert.
@@ -344,6 +399,8 @@ pub struct NewAttempt {
     pub acquired_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub outcome: Option<TaskState>,
+    pub failure: Option<Failure>,
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// A change of a stored attempt row: fields to set where `Some`.
@@ -354,6 +411,8 @@ pub struct AttemptChange {
     pub acquired_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub outcome: Option<TaskState>,
+    pub failure: Option<Failure>,
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 /// What the accepted items of a batch change (step 3 writes it), and each item's answer.
@@ -486,6 +545,7 @@ impl Planner {
             return Ok(Written::Submitted {
                 inserted: Inserted::Existing(existing),
                 claim: None,
+                superseded: Vec::new(),
             });
         }
         if let Some(connector) = spec.connector_id
@@ -503,7 +563,16 @@ impl Planner {
         let task = Task::queued(spec);
         let id = task.id();
         if let Some(idem) = &task.spec.idempotency {
-            loaded.by_idempotency.insert((account, idem.key.clone()), task.clone());
+            loaded
+                .by_idempotency
+                .insert((account.clone(), idem.key.clone()), task.clone());
+        }
+        let superseded = self.supersede(&task, loaded);
+        if let Some(c) = &task.spec.concurrency {
+            // A later submission of the batch that cancels older ones sees this one too.
+            if let Some(waiting) = loaded.waiting_by_key.get_mut(&(account, c.key.clone())) {
+                waiting.push(id);
+            }
         }
         loaded.tasks.insert(id, task);
         self.inserted.insert(id);
@@ -527,7 +596,51 @@ impl Planner {
         Ok(Written::Submitted {
             inserted: Inserted::Created(task),
             claim: claimed,
+            superseded,
         })
+    }
+
+    /// Cancels the waiting tasks of `task`'s concurrency key when its strategy says so
+    /// (`cancel_older`), each with a log entry naming the task that superseded it.
+    fn supersede(&mut self, task: &Task, loaded: &mut Loaded) -> Vec<TaskId> {
+        let Some(c) = task
+            .spec
+            .concurrency
+            .as_ref()
+            .filter(|c| c.strategy == ConcurrencyStrategy::CancelOlder)
+        else {
+            return Vec::new();
+        };
+        let key = (task.spec.scope.account_id().as_str().to_owned(), c.key.clone());
+        let at = task.spec.created_at;
+        let mut cancelled = Vec::new();
+        for old in loaded.waiting_by_key.get(&key).cloned().unwrap_or_default() {
+            let Some(waiting) = loaded.tasks.get_mut(&old) else {
+                continue;
+            };
+            if waiting.state != TaskState::Queued || waiting.apply(TaskEvent::Cancel, at, None, None).is_err() {
+                continue;
+            }
+            let attempt = waiting.attempt;
+            self.touched(old);
+            self.plan.log.push(SelectionLogEntry {
+                task_id: old,
+                attempt,
+                at,
+                kind: SelectionKind::Ended,
+                summary: format!(
+                    "cancelled: superseded by task {} of concurrency key {} (strategy cancel_older)",
+                    task.id(),
+                    c.key
+                ),
+                detail: serde_json::json!({"superseded_by": task.id(), "concurrency_key": c.key}),
+            });
+            cancelled.push(old);
+        }
+        if let Some(waiting) = loaded.waiting_by_key.get_mut(&key) {
+            waiting.retain(|t| !cancelled.contains(t));
+        }
+        cancelled
     }
 
     fn audit(&mut self, audit: Option<AuditEntry>, status: u16) {
@@ -548,6 +661,22 @@ impl Planner {
         if task.state != TaskState::Queued || c.after.is_some_and(|a| a != task.attempt) {
             return Ok(Claim::TaskNotQueued);
         }
+        let key = task.spec.concurrency.as_ref().map(|k| {
+            (
+                (task.spec.scope.account_id().as_str().to_owned(), k.key.clone()),
+                k.limit,
+            )
+        });
+        if let Some((key, limit)) = &key {
+            let running = loaded.held_by_key.get(key).copied().unwrap_or(0);
+            if running >= *limit {
+                return Ok(Claim::Limited {
+                    key: key.1.clone(),
+                    running,
+                    limit: *limit,
+                });
+            }
+        }
         let Some(slots) = loaded.instances.get_mut(&c.instance) else {
             return Ok(Claim::InstanceGone);
         };
@@ -562,6 +691,9 @@ impl Planner {
         if let Some(left) = &mut slots.tasks_left {
             *left -= 1;
             *self.taken.entry(c.instance).or_default() += 1;
+        }
+        if let Some((key, _)) = key {
+            *loaded.held_by_key.entry(key).or_default() += 1;
         }
         task.state = TaskState::Assigned;
         task.attempt = task.attempt.next();
@@ -580,6 +712,8 @@ impl Planner {
             acquired_at: None,
             ended_at: None,
             outcome: None,
+            failure: None,
+            retry_at: None,
         });
         self.plan.log.extend(c.log_if_claimed);
         Ok(Claim::Claimed(Box::new(claimed)))
@@ -590,14 +724,22 @@ impl Planner {
         t.check_fences(task)?;
         let from = task.state;
         let mut next = task.clone();
-        let freed = next
+        let applied = next
             .apply(t.event, t.at, t.failure.clone(), t.result.clone())
             .map_err(Conflict::from)?;
         *task = next;
         let (id, attempt, to) = (task.id(), task.attempt, task.state);
         let answer = task.clone();
+        if applied.freed.is_some()
+            && let Some(c) = &answer.spec.concurrency
+            && let Some(held) = loaded
+                .held_by_key
+                .get_mut(&(answer.spec.scope.account_id().as_str().to_owned(), c.key.clone()))
+        {
+            *held = held.saturating_sub(1);
+        }
         self.touched(id);
-        if let Some(instance) = freed
+        if let Some(instance) = applied.freed
             && let Some(slots) = loaded.instances.get_mut(&instance)
         {
             // The instance may have been removed meanwhile: then there is no slot to free.
@@ -609,12 +751,24 @@ impl Planner {
         let acquired_at = (t.event == TaskEvent::Acquire).then_some(t.at);
         let ended = from.holds_instance() && !to.holds_instance();
         if acquired_at.is_some() || ended {
+            // A retried run ended as its ending says (the task went back to the queue).
+            let outcome = match &applied.retried {
+                Some((Ending::Failed, _)) => TaskState::Failed,
+                Some((Ending::TimedOut, _)) => TaskState::TimedOut,
+                _ => to,
+            };
+            let failure = match applied.retried {
+                Some((_, failure)) => failure,
+                None => answer.failure.clone().filter(|_| to.is_terminal()),
+            };
             self.change_attempt(AttemptChange {
                 task: id,
                 attempt,
                 acquired_at,
                 ended_at: ended.then_some(t.at),
-                outcome: ended.then_some(to),
+                outcome: ended.then_some(outcome),
+                failure: failure.filter(|_| ended),
+                retry_at: answer.retry_at.filter(|_| ended && to == TaskState::Queued),
             });
         }
         Ok(Written::Task(Box::new(answer)))
@@ -670,6 +824,8 @@ impl Planner {
             row.acquired_at = change.acquired_at.or(row.acquired_at);
             row.ended_at = change.ended_at.or(row.ended_at);
             row.outcome = change.outcome.or(row.outcome);
+            row.failure = change.failure.or(row.failure.take());
+            row.retry_at = change.retry_at.or(row.retry_at);
             return;
         }
         if let Some(row) = self
@@ -681,6 +837,8 @@ impl Planner {
             row.acquired_at = change.acquired_at.or(row.acquired_at);
             row.ended_at = change.ended_at.or(row.ended_at);
             row.outcome = change.outcome.or(row.outcome);
+            row.failure = change.failure.or(row.failure.take());
+            row.retry_at = change.retry_at.or(row.retry_at);
             return;
         }
         self.plan.attempt_changes.push(change);
@@ -740,6 +898,8 @@ mod tests {
                 fingerprint: "f".into(),
             }),
             created_at: Utc::now(),
+            concurrency: None,
+            retry: None,
         }
     }
 
@@ -843,11 +1003,97 @@ mod tests {
         let plan = plan(&[submit(first.clone()), submit(replay)], loaded(&[], &[(i, 0, 5)]));
         assert!(matches!(
             &plan.outcomes[1],
-            Ok(Written::Submitted { inserted: Inserted::Existing(t), claim: None })
+            Ok(Written::Submitted { inserted: Inserted::Existing(t), claim: None, .. })
                 if t.id() == first.id && t.state == TaskState::Assigned
         ));
         assert_eq!(plan.inserts.len(), 1, "stored once");
         assert_eq!(plan.slot_changes, vec![(i, 1)], "claimed once");
+    }
+
+    fn keyed(key: &str, limit: u32, strategy: ConcurrencyStrategy) -> NewTask {
+        NewTask {
+            concurrency: Some(
+                switchboard_domain::policy::Concurrency::new(key.into(), limit, strategy).expect("valid"),
+            ),
+            ..new_task(None)
+        }
+    }
+
+    #[test]
+    fn a_concurrency_key_at_its_limit_refuses_the_claim_counting_the_batchs_own_claims() {
+        let (a, b, c) = (
+            Task::queued(keyed("deploy", 2, ConcurrencyStrategy::KeepAll)),
+            Task::queued(keyed("deploy", 2, ConcurrencyStrategy::KeepAll)),
+            Task::queued(keyed("deploy", 2, ConcurrencyStrategy::KeepAll)),
+        );
+        let i = InstanceId::new();
+        let mut l = loaded(&[&a, &b, &c], &[(i, 0, 10)]);
+        let key = ("acme".to_owned(), "deploy".to_owned());
+        l.held_by_key.insert(key.clone(), 1);
+        let writes = vec![claim(a.id(), i), claim(b.id(), i)];
+        let p = plan(&writes, l.clone());
+        assert!(matches!(p.outcomes[0], Ok(Written::Claim(Claim::Claimed(_)))));
+        assert!(
+            matches!(&p.outcomes[1], Ok(Written::Claim(Claim::Limited { key, running: 2, limit: 2 })) if key == "deploy"),
+            "{:?}",
+            p.outcomes[1]
+        );
+        // A run of the key ending in the same batch frees its place for a later claim.
+        let mut running = b.clone();
+        running.state = TaskState::Running;
+        running.attempt = Attempt(1);
+        running.instance_id = Some(i);
+        l.tasks.insert(running.id(), running.clone());
+        l.held_by_key.insert(key, 2);
+        l.instances.insert(i, Slots::open(2, 10));
+        let writes = vec![
+            TaskWrite::Transition(Box::new(
+                Transition::new(running.id(), Some(Attempt(1)), TaskEvent::Succeed, Utc::now()).held_by(i),
+            )),
+            claim(c.id(), i),
+        ];
+        let p = plan(&writes, l);
+        assert!(
+            matches!(p.outcomes[1], Ok(Written::Claim(Claim::Claimed(_)))),
+            "{:?}",
+            p.outcomes
+        );
+    }
+
+    #[test]
+    fn a_cancel_older_submission_cancels_the_keys_waiting_tasks_and_logs_why() {
+        let old = Task::queued(keyed("deploy", 1, ConcurrencyStrategy::KeepAll));
+        let mut l = loaded(&[&old], &[]);
+        l.waiting_by_key
+            .insert(("acme".into(), "deploy".into()), vec![old.id()]);
+        let submit = |t: NewTask| {
+            TaskWrite::Submit(Box::new(Submission {
+                task: t,
+                claim: None,
+                log: vec![],
+                log_if_claimed: vec![],
+                audit: None,
+            }))
+        };
+        let (second, third) = (
+            keyed("deploy", 1, ConcurrencyStrategy::CancelOlder),
+            keyed("deploy", 1, ConcurrencyStrategy::CancelOlder),
+        );
+        let p = plan(&[submit(second.clone()), submit(third)], l);
+        let superseded: Vec<Vec<TaskId>> = p
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(Written::Submitted { superseded, .. }) => superseded.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(superseded, vec![vec![old.id()], vec![second.id]]);
+        assert_eq!(p.updates.len(), 1);
+        assert_eq!(p.updates[0].state, TaskState::Cancelled);
+        let second_stored = p.inserts.iter().find(|t| t.id() == second.id).expect("inserted");
+        assert_eq!(second_stored.state, TaskState::Cancelled, "cancelled by the third");
+        assert!(p.log.iter().all(|e| e.summary.contains("superseded by task")));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod cluster;
+pub mod columns;
 pub mod committer;
 mod error;
 pub mod query;
@@ -39,7 +40,7 @@ pub use batch::{ClaimWrite, Submission, TaskWrite, Written};
 pub use cluster::{ClusterEvent, ClusterSignal, ClusterSignals, SocketTarget};
 pub use committer::BatchSnapshot;
 pub use error::{Conflict, StoreError, StoreResult};
-pub use query::{AuditQuery, Page, QueueQuery, QueueShape, QueueShapes, TaskQuery};
+pub use query::{AuditQuery, KeyUse, Page, QueueQuery, QueueShape, QueueShapes, TaskQuery};
 
 /// The outcome of [`Store::insert_task`].
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,16 @@ pub enum Inserted {
     Created(Task),
     /// The idempotency key was seen before with the same request: the original task.
     Existing(Task),
+}
+
+/// What [`Store::submit_task`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub inserted: Inserted,
+    /// The claim's outcome; `None` without a claim or for a replay.
+    pub claim: Option<Claim>,
+    /// The waiting tasks of its concurrency key that it cancelled (`cancel_older`).
+    pub superseded: Vec<TaskId>,
 }
 
 impl Inserted {
@@ -72,6 +83,10 @@ pub enum Claim {
     /// The instance takes no new task: it is draining, or a single-use instance that has
     /// taken its tasks.
     InstanceNotTaking,
+    /// The task's concurrency key already has `running` tasks assigned or running in its
+    /// account, and its limit is `limit`: the task waits (docs/rules.md, "Concurrency
+    /// keys").
+    Limited { key: String, running: u32, limit: u32 },
 }
 
 /// A fenced change of a task's state (every event but [`TaskEvent::Assign`], which is
@@ -342,15 +357,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             log_if_claimed: Vec::new(),
             audit: None,
         };
-        Ok(self.submit_task(submission).await?.0)
+        Ok(self.submit_task(submission).await?.inserted)
     }
 
     /// Stores a new task as [`Store::insert_task`] does, claimed at once by the instance
     /// the submission names (if it still has a free slot), with its log entries and audit
     /// row: one commit. The claim's outcome is `None` without a claim or for a replay.
-    async fn submit_task(&self, submission: Submission) -> StoreResult<(Inserted, Option<Claim>)> {
+    async fn submit_task(&self, submission: Submission) -> StoreResult<Stored> {
         match one(self, TaskWrite::Submit(Box::new(submission))).await? {
-            Written::Submitted { inserted, claim } => Ok((inserted, claim)),
+            Written::Submitted {
+                inserted,
+                claim,
+                superseded,
+            } => Ok(Stored {
+                inserted,
+                claim,
+                superseded,
+            }),
             other => Err(unexpected(&other)),
         }
     }
@@ -358,7 +381,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Newest first, filtered and paginated.
     async fn list_tasks(&self, query: &TaskQuery) -> StoreResult<Page<Task>>;
     /// Queued tasks, highest effective priority first (priority plus one per aging step
-    /// waited: [`switchboard_domain::task::queue_key`]), then oldest first.
+    /// waited: [`switchboard_domain::task::queue_key`]), then oldest first; not those
+    /// whose retry is due after now.
     async fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> StoreResult<Vec<Task>>;
     /// The queue grouped by what placement decides on (see [`QueueShape`]), in one
     /// aggregate query: the count of every queued task the query matches, and the largest
@@ -366,6 +390,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn queue_shapes(&self, query: &QueueQuery) -> StoreResult<QueueShapes>;
     /// How many tasks are assigned or running, per scope (those with none left out).
     async fn active_by_scope(&self) -> StoreResult<Vec<(Scope, u64)>>;
+    /// How many tasks of concurrency key `key` in `account` are assigned or running.
+    async fn concurrency_held(&self, account: &Ident, key: &str) -> StoreResult<u32>;
 
     /// Assigns a queued task to an instance with a free slot, atomically: the task moves
     /// to `assigned` with the next attempt number and the instance's active count goes up

@@ -77,6 +77,19 @@ pub struct QueueShape {
     pub oldest: TaskId,
     pub newest: TaskId,
     pub oldest_created_at: DateTime<Utc>,
+    /// Their concurrency key and its limit (the largest any of them names), and how many
+    /// of the key's tasks are assigned or running now.
+    pub concurrency: Option<KeyUse>,
+    /// How many of them wait for a retry's backoff.
+    pub backing_off: u64,
+}
+
+/// A concurrency key, its limit and how many of its tasks hold an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub key: String,
+    pub limit: u32,
+    pub running: u32,
 }
 
 /// The queue by shape: how many tasks wait in all, and the largest shapes.

@@ -245,6 +245,10 @@ fn task(layout: &Layout, i: usize, shapes: usize) -> SubmitTask {
         execution_timeout_ms: None,
         max_attempts: None,
         wait_for_delegate: true,
+        concurrency_key: None,
+        concurrency_limit: None,
+        concurrency_strategy: None,
+        retry: None,
     }
 }
 

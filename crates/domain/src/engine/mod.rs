@@ -78,6 +78,9 @@ pub struct TaskInputs<'a> {
     pub capabilities: &'a [Capability],
     /// Instances that already lost, refused or failed validation for this task.
     pub tried: &'a BTreeSet<InstanceId>,
+    /// Instances that ran it before, when its retry prefers a different instance: the
+    /// others go first (empty otherwise).
+    pub ran: &'a BTreeSet<InstanceId>,
 }
 
 impl<'a> TaskInputs<'a> {
@@ -90,15 +93,18 @@ impl<'a> TaskInputs<'a> {
             connector_id: None,
             capabilities: &[],
             tried: &NOTHING_TRIED,
+            ran: &NOTHING_TRIED,
         }
     }
 
     /// The inputs of a submitted task, given its connector's selectors (if it names a
-    /// connector) and the instances already tried for it.
+    /// connector), the instances already tried for it and those that ran it (see
+    /// [`TaskInputs::ran`]).
     pub fn for_task(
         task: &'a NewTask,
         connector_selectors: Option<&'a Selectors>,
         tried: &'a BTreeSet<InstanceId>,
+        ran: &'a BTreeSet<InstanceId>,
     ) -> Self {
         TaskInputs {
             scope: &task.scope,
@@ -107,6 +113,7 @@ impl<'a> TaskInputs<'a> {
             connector_id: task.connector_id,
             capabilities: &task.capabilities,
             tried,
+            ran,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Preference: the order in which the instances that passed every rule are offered a task.
 //!
-//! In order (docs/rules.md, "Assignment"): the instance that last succeeded for the
+//! In order (docs/rules.md, "Assignment"): for a retry that prefers a different
+//! instance, one that has not run the task; then the instance that last succeeded for the
 //! task's connector, then the instances of that instance's group (both have been shown to
 //! reach that infrastructure), then instances whose capability results for this task are
 //! all known and positive (no validation round trip), then the lowest load, then a random
@@ -20,6 +21,8 @@ use crate::ids::InstanceId;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Preference {
+    /// It has not run the task before (a retry that prefers a different instance).
+    NotRunBefore,
     /// It is the instance that last succeeded for the task's connector.
     LastSuccessInstance,
     /// Its group last succeeded for the task's connector.
@@ -37,7 +40,7 @@ pub enum Preference {
 pub(crate) struct Standing {
     pub(crate) id: InstanceId,
     /// The properties it holds as bits, the most important highest, so that more is
-    /// better: [`LAST_INSTANCE`], [`LAST_GROUP`], [`CAPABILITIES_KNOWN`].
+    /// better: [`NOT_RUN`], [`LAST_INSTANCE`], [`LAST_GROUP`], [`CAPABILITIES_KNOWN`].
     held: u8,
     pub(crate) active: u32,
     pub(crate) capacity: u32,
@@ -45,6 +48,8 @@ pub(crate) struct Standing {
     tie: u64,
 }
 
+/// It has not run the task before, and the task's retry prefers a different instance.
+pub(crate) const NOT_RUN: u8 = 0b1000;
 /// It is the instance that last succeeded for the task's connector.
 pub(crate) const LAST_INSTANCE: u8 = 0b100;
 /// Its group last succeeded for the task's connector.
@@ -54,7 +59,7 @@ pub(crate) const LAST_GROUP: u8 = 0b010;
 pub(crate) const CAPABILITIES_KNOWN: u8 = 0b001;
 
 impl Standing {
-    /// `held` is a combination of [`LAST_INSTANCE`], [`LAST_GROUP`] and
+    /// `held` is a combination of [`NOT_RUN`], [`LAST_INSTANCE`], [`LAST_GROUP`] and
     /// [`CAPABILITIES_KNOWN`]; `tie` comes from [`tie_key`].
     pub(crate) fn new(id: InstanceId, held: u8, active: u32, capacity: u32, tie: u64) -> Self {
         Standing {
@@ -69,6 +74,7 @@ impl Standing {
     /// The properties from the preference order it holds.
     pub(crate) fn holds(&self) -> Vec<Preference> {
         [
+            (NOT_RUN, Preference::NotRunBefore),
             (LAST_INSTANCE, Preference::LastSuccessInstance),
             (LAST_GROUP, Preference::LastSuccessGroup),
             (CAPABILITIES_KNOWN, Preference::CapabilitiesKnown),
@@ -135,6 +141,7 @@ fn first_difference(a: &Standing, b: &Standing) -> Option<(Preference, Ordering)
     let load = (u64::from(a.active) * u64::from(b.capacity)).cmp(&(u64::from(b.active) * u64::from(a.capacity)));
     let held = |s: &Standing, bit: u8| s.held & bit != 0;
     [
+        (Preference::NotRunBefore, held(b, NOT_RUN).cmp(&held(a, NOT_RUN))),
         (
             Preference::LastSuccessInstance,
             held(b, LAST_INSTANCE).cmp(&held(a, LAST_INSTANCE)),

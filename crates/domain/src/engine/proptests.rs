@@ -39,6 +39,8 @@ struct World {
     connector: Option<ConnectorId>,
     capabilities: Vec<Capability>,
     tried: BTreeSet<InstanceId>,
+    /// Instances that ran the task before (a retry preferring another instance).
+    ran: BTreeSet<InstanceId>,
     seed: u64,
 }
 
@@ -152,8 +154,14 @@ prop_compose! {
             group_id: i.group_id,
             at: now(),
         });
+        // In one world in two, the task is a retry that ran on every third instance.
+        let ran = if seed % 2 == 0 {
+            instances.iter().step_by(3).map(|i| i.id).collect()
+        } else {
+            BTreeSet::new()
+        };
         World {
-            groups, instances, results, last, scope,
+            groups, instances, results, last, scope, ran,
             task_type: task_type(TYPES[type_ix]),
             selectors: sels(&pick(TASK_SELECTORS, selector_mask).collect::<Vec<_>>()),
             connector: connector.then_some(connector_id),
@@ -189,6 +197,7 @@ impl World {
             connector_id: self.connector,
             capabilities: &self.capabilities,
             tried: &self.tried,
+            ran: &self.ran,
         };
         decide(&task, reg, &ctx)
     }
@@ -299,9 +308,18 @@ proptest! {
         if let (Some(_), Some(last)) = (w.connector, w.last) {
             let i = w.instances.iter().find(|i| i.id == last.instance_id).expect("known instance");
             let mine = w.group_of(i).scope.account_id() == w.scope.account_id();
-            if mine && w.first_failure(i).is_none() {
+            if mine && w.first_failure(i).is_none() && !w.ran.contains(&last.instance_id) {
                 prop_assert_eq!(d.chosen, Some(last.instance_id));
             }
+        }
+    }
+
+    #[test]
+    fn a_retry_goes_to_an_instance_that_has_not_run_it_whenever_one_is_eligible(w in arb_world()) {
+        let d = w.decide(&w.registry(false), true);
+        let fresh_eligible = eligible_ids(&d).iter().any(|id| !w.ran.contains(id));
+        if let Some(chosen) = d.chosen && !w.ran.is_empty() {
+            prop_assert_eq!(!w.ran.contains(&chosen), fresh_eligible);
         }
     }
 

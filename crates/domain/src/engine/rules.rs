@@ -15,7 +15,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::prefer::{CAPABILITIES_KNOWN, LAST_GROUP, LAST_INSTANCE, Standing, tie_key};
+use super::prefer::{CAPABILITIES_KNOWN, LAST_GROUP, LAST_INSTANCE, NOT_RUN, Standing, tie_key};
 use super::registry::{Entry, Registry, Slot, Taking, WantedType};
 use super::{Context, TaskInputs};
 use crate::capability::{CapabilityBasis, CapabilityResult};
@@ -334,7 +334,9 @@ impl<'a> Prepared<'a> {
     #[inline]
     pub(crate) fn standing(&self, reg: &Registry, slot: Slot, capabilities_known: bool) -> Standing {
         let f = reg.facts(slot);
+        let not_run = !self.task.ran.is_empty() && !self.task.ran.contains(&f.id);
         let held = [
+            (not_run, NOT_RUN),
             (self.last_instance == Some(f.id), LAST_INSTANCE),
             (self.last_group == Some(f.group as usize), LAST_GROUP),
             (capabilities_known, CAPABILITIES_KNOWN),

@@ -91,6 +91,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::selection_log))
+        .routes(routes!(tasks::attempts))
         .routes(routes!(queue::summary))
         .routes(routes!(queue::history))
         .routes(routes!(events::follow))

@@ -13,7 +13,7 @@ use switchboard_domain::task::fingerprint;
 use switchboard_domain::{
     ConnectorId, Idempotency, NewTask, Permission, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
 };
-use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView, WAIT_DEFAULT_MS, WAIT_MAX_MS};
+use switchboard_protocol::tasks::{AttemptView, SubmitTask, Submitted, TaskView, WAIT_DEFAULT_MS, WAIT_MAX_MS};
 use switchboard_store::{Inserted, StoreError, TaskQuery};
 use utoipa::{IntoParams, ToSchema};
 
@@ -122,6 +122,19 @@ pub struct Explained {
     /// because they lie outside the caller's scope: counted, never named.
     #[serde(skip_serializing_if = "Option::is_none")]
     hidden_instances: Option<usize>,
+    /// With a `concurrency_key`: how many of the key's tasks hold an instance now. At its
+    /// limit, the task would wait whichever instance is chosen, and `explanation` says so
+    /// (`limited by concurrency key deploy-prod: 1/1 running`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency: Option<ConcurrencyUse>,
+}
+
+/// A concurrency key's use, as the dry run shows it.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct ConcurrencyUse {
+    key: String,
+    limit: u32,
+    running: u32,
 }
 
 /// Dry-run a submission: which instance would take this task now, and why the others
@@ -148,11 +161,25 @@ pub async fn explain(
     let task = Task::queued(new_task(&placer, &caller, request, None).await?);
     caller.check(Permission::DelegatesView, &task.spec.scope, "scope")?;
     let decision = dispatch::place::evaluate(&placer, &task, &Default::default(), dispatch::place::Detail::All).await?;
-    let explanation = decision.summary.to_string();
+    let mut explanation = decision.summary.to_string();
+    let mut concurrency = None;
+    if let Some(c) = &task.spec.concurrency {
+        let account = task.spec.scope.account_id();
+        let running = placer.store().concurrency_held(account, &c.key).await?;
+        if running >= c.limit {
+            explanation = dispatch::place::limited(&c.key, running, c.limit);
+        }
+        concurrency = Some(ConcurrencyUse {
+            key: c.key.clone(),
+            limit: c.limit,
+            running,
+        });
+    }
     let mut answer = serde_json::to_value(Explained {
         decision,
         explanation,
         hidden_instances: None,
+        concurrency,
     })
     .map_err(|_| ApiError::internal())?;
     super::visible::decision(&caller, &mut answer);
@@ -243,6 +270,39 @@ pub async fn selection_log(
     };
     Ok(Json(LogAnswer {
         items: super::visible::selection_log(store, &caller, holders, entries).await?,
+    }))
+}
+
+/// A task's attempts, oldest first.
+#[derive(Debug, serde::Serialize, ToSchema)]
+#[schema(as = TaskAttempts)]
+pub struct AttemptsAnswer {
+    items: Vec<AttemptView>,
+}
+
+/// Every attempt of a task: the instance it went to, when it was acquired and ended, how
+/// it ended and why, and, for a run its retry policy retried, when the next was due.
+///
+/// The instances named are the task's holders, named whatever their scope (as the task
+/// names its holder).
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/attempts",
+    operation_id = "task_attempts",
+    tag = "tasks",
+    security(("api_key" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    responses((status = 200, description = "The attempts.", body = AttemptsAnswer), Errors<{ API | NOT_FOUND }>)
+)]
+pub async fn attempts(
+    State(placer): State<Placer>,
+    caller: Caller,
+    IdPath(id): IdPath<TaskId>,
+) -> Result<Json<AttemptsAnswer>, ApiError> {
+    let id = visible_task(&placer, &caller, id).await?.id();
+    let attempts = placer.store().task_attempts(id).await?;
+    Ok(Json(AttemptsAnswer {
+        items: attempts.iter().map(AttemptView::from).collect(),
     }))
 }
 

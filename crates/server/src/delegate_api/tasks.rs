@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
+use switchboard_domain::policy::Ending;
 use switchboard_domain::task::PAYLOAD_MAX_BYTES;
 use switchboard_domain::{Attempt, Failure, FailureReason, LastSuccess, Task, TaskEvent, TaskId, TaskState};
 use switchboard_protocol::delegate::{Acquire, AcquiredTask, Outcome, Progress, TaskResult, TaskStatus};
@@ -115,6 +116,9 @@ pub async fn result(
     if let Some(result) = &report.result {
         check_size("result", result)?;
     }
+    if let Some(code) = &report.error_code {
+        switchboard_domain::policy::check_key(code).map_err(|e| ApiError::validation("error_code", e))?;
+    }
     let now = Utc::now();
     let mut transition = Transition::new(id, Some(report.attempt), TaskEvent::Succeed, now).held_by(instance.id);
     transition.result = report.result;
@@ -122,12 +126,21 @@ pub async fn result(
         transition.event = TaskEvent::Fail;
         let detail: String = report.error.unwrap_or_else(|| "the delegate reported a failure".into());
         transition.failure = Some(Failure {
-            reason: FailureReason::TaskError,
-            detail: detail.chars().take(ERROR_MAX_CHARS).collect(),
+            code: report.error_code,
+            retryable: report.retryable.unwrap_or(true),
+            ..Failure::new(
+                FailureReason::TaskError,
+                detail.chars().take(ERROR_MAX_CHARS).collect::<String>(),
+            )
         });
     }
     let task = placer.store().transition_task(&transition).await?;
     placer.metrics().task_finished(&task);
+    if task.state == TaskState::Queued {
+        // Its retry policy retries the failure (docs/rules.md, "Retries").
+        let why = transition.failure.as_ref().map_or("", |f| f.detail.as_str());
+        crate::manager::dispatch::retried(&placer, &task, report.attempt, Ending::Failed, why).await;
+    }
     tracing::info!(task.id = %task.id(), attempt = %report.attempt, state = %task.state, "task finished");
     placer.task_changed(task.id());
     // A slot is free: a queued task may fit now.

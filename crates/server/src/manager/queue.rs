@@ -128,6 +128,24 @@ fn hold(
     scopes: &HashMap<GroupId, Scope>,
     sees: &(dyn Fn(&Scope) -> bool + Sync),
 ) -> Held {
+    // What holds them before any delegate is asked: their concurrency key at its limit
+    // (the store's claim would refuse every one), or a retry's backoff.
+    if let Some(key) = shape.concurrency.as_ref().filter(|k| k.running >= k.limit) {
+        return Held {
+            reason: "limited",
+            delegates: BTreeMap::new(),
+            listed: vec![key.key.clone()],
+            explanation: super::dispatch::place::limited(&key.key, key.running, key.limit),
+        };
+    }
+    if shape.backing_off > 0 && shape.backing_off >= shape.count {
+        return Held {
+            reason: "retrying",
+            delegates: BTreeMap::new(),
+            listed: Vec::new(),
+            explanation: "retrying: waiting out the retry policy's backoff".to_owned(),
+        };
+    }
     let tried = BTreeSet::new();
     let own = shape.selectors.is_empty();
     let selectors = match shape.connector_id.and_then(|c| connectors.get(&c)) {
@@ -141,6 +159,7 @@ fn hold(
         connector_id: shape.connector_id,
         capabilities: &shape.capabilities,
         tried: &tried,
+        ran: &tried,
     };
     let decision = decide(&inputs, registry, ctx);
     let mut held = classify(&decision, |id| scopes.get(&id).cloned());
@@ -345,6 +364,8 @@ fn line(held: &Held, tasks: u64) -> String {
         "stale_heartbeat" => format!("{tasks} {wait} for a heartbeat of {}", names()),
         "already_tried" => format!("{tasks} {wait} for an instance not yet tried"),
         "capability_unreachable" => format!("{tasks} {wait}: {} cannot reach {listed}", names()),
+        "limited" => format!("{tasks} {}", held.explanation),
+        "retrying" => format!("{tasks} {wait} out a retry's backoff"),
         other => format!("{tasks} {other}"),
     }
 }
@@ -443,6 +464,8 @@ mod tests {
             oldest: TaskId::new(),
             newest: TaskId::new(),
             oldest_created_at: Utc::now(),
+            concurrency: None,
+            backing_off: 0,
         };
         let reasons = gather(
             &[shape(200), shape(100), shape(100), shape(12)],

@@ -17,7 +17,7 @@ use switchboard_domain::{
 };
 use switchboard_store::{
     AdminKey, AuditQuery, Backend, Backing, BatchSnapshot, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks,
-    Inserted, Page, QueueQuery, QueueShapes, Replicas, Store, StoreError, StoreResult, Submission, TaskQuery,
+    Inserted, Page, QueueQuery, QueueShapes, Replicas, Store, StoreError, StoreResult, Stored, Submission, TaskQuery,
     TaskWrite, Transition, Written,
 };
 
@@ -256,12 +256,13 @@ observed! {
     fn last_success(&self, connector: ConnectorId) -> Option<LastSuccess>;
     fn write_tasks(&self, writes: Vec<TaskWrite>) -> Vec<StoreResult<Written>>;
     fn insert_task(&self, task: &NewTask) -> Inserted;
-    fn submit_task(&self, submission: Submission) -> (Inserted, Option<Claim>);
+    fn submit_task(&self, submission: Submission) -> Stored;
     fn get_task(&self, id: TaskId) -> Task;
     fn list_tasks(&self, query: &TaskQuery) -> Page<Task>;
     fn queued_tasks(&self, account: Option<&Ident>, limit: u32) -> Vec<Task>;
     fn queue_shapes(&self, query: &QueueQuery) -> QueueShapes;
     fn active_by_scope(&self) -> Vec<(Scope, u64)>;
+    fn concurrency_held(&self, account: &Ident, key: &str) -> u32;
     fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> Claim;
     fn transition_task(&self, transition: &Transition) -> Task;
     fn record_progress(&self, task: TaskId, attempt: Attempt, progress: &serde_json::Value, at: DateTime<Utc>) -> Task;

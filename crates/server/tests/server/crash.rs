@@ -84,6 +84,8 @@ async fn a_manager_killed_with_writes_in_flight_keeps_what_it_acknowledged_and_n
                             outcome: Outcome::Succeeded,
                             result: Some(acquired.payload),
                             error: None,
+                            error_code: None,
+                            retryable: None,
                         };
                         if tasks.result(task_id, &report).await.is_ok() {
                             reported.lock().unwrap().push((task_id, attempt));

@@ -47,6 +47,8 @@ async fn delegate(app: &TestApp, token: &str, group: &str, hostname: &str, tags:
                     outcome: Outcome::Succeeded,
                     result: Some(json!({"echoed": acquired.payload})),
                     error: None,
+                    error_code: None,
+                    retryable: None,
                 };
                 let _ = tasks.result(task_id, &report).await;
             }

@@ -58,6 +58,8 @@ async fn assigned(app: &TestApp, instance: InstanceId, connector: Option<Connect
         max_attempts: 1,
         wait_for_delegate: false,
         idempotency: None,
+        concurrency: None,
+        retry: None,
         created_at: Utc::now(),
     };
     store.insert_task(&task).await.unwrap();

@@ -503,6 +503,8 @@ async fn a_task_running_when_the_manager_shuts_down_stays_with_its_delegate_and_
         outcome: Outcome::Succeeded,
         result: Some(json!({"n": 1})),
         error: None,
+        error_code: None,
+        retryable: None,
     };
     tasks.result(task_id, &report).await.unwrap();
     let task: Value = app

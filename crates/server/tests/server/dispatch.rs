@@ -108,6 +108,8 @@ pub(super) async fn worker_with(
                             outcome: Outcome::Succeeded,
                             result: Some(acquired.payload),
                             error: None,
+                            error_code: None,
+                            retryable: None,
                         };
                         let _ = tasks.result(task_id, &report).await;
                     }

@@ -334,6 +334,8 @@ async fn a_jit_credential_registers_once_and_its_instance_takes_one_task_and_is_
         outcome: Outcome::Succeeded,
         result: Some(acquired.payload),
         error: None,
+        error_code: None,
+        retryable: None,
     };
     tasks.result(task_id, &report).await.unwrap();
 

@@ -104,6 +104,8 @@ async fn one_task_through_the_whole_path_is_counted() {
                     outcome: Outcome::Succeeded,
                     result: Some(acquired.payload),
                     error: None,
+                    error_code: None,
+                    retryable: None,
                 };
                 tasks.result(task_id, &report).await.unwrap();
             }

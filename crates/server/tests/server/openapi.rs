@@ -43,6 +43,7 @@ const ROUTES: &[&str] = &[
     "POST /api/v1/tasks/{id}/cancel",
     "GET /api/v1/tasks/{id}/wait",
     "GET /api/v1/tasks/{id}/selection-log",
+    "GET /api/v1/tasks/{id}/attempts",
     "GET /api/v1/queue",
     "GET /api/v1/queue/history",
     "GET /api/v1/events",
@@ -419,6 +420,16 @@ async fn successful_answers_fit_the_schemas_the_document_gives_them() {
     )
     .await;
     assert!(!log["items"].as_array().unwrap().is_empty(), "{log}");
+    let attempts = conforming(
+        &app,
+        &spec,
+        get.clone(),
+        "/api/v1/tasks/{id}/attempts",
+        &format!("{task_path}/attempts"),
+        None,
+    )
+    .await;
+    assert!(attempts["items"].is_array(), "{attempts}");
     let explained = conforming(
         &app,
         &spec,

@@ -234,6 +234,13 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             StatusCode::OK,
         ),
         (
+            Method::GET,
+            format!("/api/v1/tasks/{kid}/attempts"),
+            Value::Null,
+            None,
+            StatusCode::OK,
+        ),
+        (
             Method::POST,
             format!("/api/v1/tasks/{kid}/cancel"),
             json!({}),

@@ -102,6 +102,8 @@ fn succeeded(attempt: Attempt) -> TaskResult {
         outcome: Outcome::Succeeded,
         result: None,
         error: None,
+        error_code: None,
+        retryable: None,
     }
 }
 
@@ -124,6 +126,8 @@ async fn a_task_submitted_to_replica_a_reaches_a_delegate_on_replica_b_at_once()
         outcome: Outcome::Succeeded,
         result: Some(acquired.payload),
         error: None,
+        error_code: None,
+        retryable: None,
     };
     tasks.result(id, &report).await.unwrap();
     let done: Value = a

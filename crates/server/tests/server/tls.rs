@@ -145,6 +145,8 @@ async fn a_delegate_registers_and_runs_a_task_over_https_and_wss() {
         outcome: Outcome::Succeeded,
         result: Some(acquired.payload),
         error: None,
+        error_code: None,
+        retryable: None,
     };
     tasks.result(task_id, &report).await.expect("reported over HTTPS");
 

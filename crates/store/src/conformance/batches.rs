@@ -12,7 +12,7 @@ use switchboard_domain::{
 
 use super::fixtures::{fleet, now, queued, task};
 use crate::batch::{ClaimWrite, Submission, TaskWrite, Written};
-use crate::{AuditQuery, Claim, Conflict, Inserted, Store, StoreError, Transition};
+use crate::{AuditQuery, Claim, Conflict, Inserted, Store, StoreError, Stored, Transition};
 
 fn log(task: TaskId, attempt: u32, summary: &str) -> SelectionLogEntry {
     SelectionLogEntry {
@@ -132,7 +132,7 @@ pub async fn a_batch_commits_its_accepted_items_and_refuses_the_others_alone(sto
     assert_eq!(outcomes.len(), 11, "one outcome per item");
     assert!(matches!(
         &outcomes[0],
-        Ok(Written::Submitted { inserted: Inserted::Created(t), claim: None }) if t.id() == fresh_id
+        Ok(Written::Submitted { inserted: Inserted::Created(t), claim: None, .. }) if t.id() == fresh_id
     ));
     assert!(matches!(
         &outcomes[1],
@@ -210,7 +210,7 @@ pub async fn a_submission_is_stored_claimed_with_its_log_and_audit_in_one_write(
     });
     let id = t.id;
 
-    let (inserted, claim) = store
+    let Stored { inserted, claim, .. } = store
         .submit_task(submission(t.clone(), Some(i)))
         .await
         .expect("submitted");
@@ -230,7 +230,9 @@ pub async fn a_submission_is_stored_claimed_with_its_log_and_audit_in_one_write(
     assert_eq!(store.get_instance(i).await.expect("instance").active_tasks, 1);
 
     // The same request again: the task as stored, nothing claimed, audited as a replay.
-    let (again, claim) = store.submit_task(submission(t, Some(i))).await.expect("replayed");
+    let Stored {
+        inserted: again, claim, ..
+    } = store.submit_task(submission(t, Some(i))).await.expect("replayed");
     assert!(matches!(&again, Inserted::Existing(e) if e.id() == id && e.state == TaskState::Assigned));
     assert_eq!(claim, None);
     assert_eq!(summaries(&store, id).await.len(), 2, "a replay logs nothing");
@@ -249,7 +251,7 @@ pub async fn a_submission_is_stored_claimed_with_its_log_and_audit_in_one_write(
     // The instance is full now: the next task is stored queued, without the claim's entries.
     let next = task("acme");
     let next_id = next.id;
-    let (inserted, claim) = store.submit_task(submission(next, Some(i))).await.expect("submitted");
+    let Stored { inserted, claim, .. } = store.submit_task(submission(next, Some(i))).await.expect("submitted");
     assert!(matches!(&inserted, Inserted::Created(t) if t.state == TaskState::Queued));
     assert_eq!(claim, Some(Claim::InstanceFull));
     assert_eq!(store.get_task(next_id).await.expect("stored").state, TaskState::Queued);
@@ -275,7 +277,7 @@ pub async fn a_caller_that_stops_waiting_leaves_its_writes_whole(store: Arc<dyn 
         answer.expect("a write answered at once is a success");
     }
     // The retry goes through the committer behind the dropped writes, so it sees them.
-    let (inserted, claim) = store.submit_task(submission(t, Some(i))).await.expect("retried");
+    let Stored { inserted, claim, .. } = store.submit_task(submission(t, Some(i))).await.expect("retried");
     match inserted {
         Inserted::Existing(task) => {
             assert_eq!(claim, None);

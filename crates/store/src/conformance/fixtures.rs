@@ -121,6 +121,8 @@ pub fn task(scope_path: &str) -> NewTask {
         max_attempts: 1,
         wait_for_delegate: false,
         idempotency: None,
+        concurrency: None,
+        retry: None,
         created_at: now(),
     }
 }

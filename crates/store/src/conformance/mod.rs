@@ -16,6 +16,7 @@ pub mod deadlines;
 pub mod fixtures;
 pub mod maintenance;
 pub mod placement;
+pub mod policy;
 pub mod registry;
 pub mod tasks;
 
@@ -69,6 +70,10 @@ macro_rules! conformance_tests {
             maintenance::a_single_use_instance_takes_its_tasks_and_is_retired_once_they_ended,
             maintenance::a_jit_credential_registers_once_before_it_expires,
             maintenance::the_queue_is_counted_by_shape_largest_first,
+            policy::a_concurrency_key_limits_claims_in_its_account_until_one_ends,
+            policy::claims_of_one_key_are_exact_under_concurrency,
+            policy::cancel_older_cancels_the_keys_waiting_tasks_in_the_submissions_commit,
+            policy::a_retried_run_is_recorded_on_its_attempt_and_waits_out_its_backoff,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

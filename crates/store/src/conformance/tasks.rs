@@ -268,6 +268,7 @@ pub async fn claims_are_exact_under_concurrency(store: Arc<dyn Store>) {
                         }
                         Claim::InstanceGone => panic!("no instance was removed"),
                         Claim::InstanceNotTaking => panic!("no instance drains or has a limit of tasks"),
+                        Claim::Limited { .. } => panic!("no task has a concurrency key"),
                     }
                 }
             }
@@ -490,10 +491,7 @@ pub async fn transitions_follow_the_state_machine_and_free_slots(store: Arc<dyn 
     assert_eq!(store.get_instance(i).await.expect("by id").active_tasks, 0);
     let t3 = queued(&store, task("acme")).await;
     let mut fail = Transition::new(t3.id(), None, TaskEvent::Fail, later);
-    fail.failure = Some(Failure {
-        reason: FailureReason::NoEligibleDelegate,
-        detail: "0/1 eligible".into(),
-    });
+    fail.failure = Some(Failure::new(FailureReason::NoEligibleDelegate, "0/1 eligible"));
     let failed = store.transition_task(&fail).await.expect("failed");
     assert_eq!((failed.state, failed.failure), (TaskState::Failed, fail.failure));
     let t4 = queued(&store, task("acme")).await;

@@ -25,6 +25,7 @@ struct Task {
     connector: Option<ConnectorId>,
     capabilities: Vec<Capability>,
     tried: BTreeSet<InstanceId>,
+    ran: BTreeSet<InstanceId>,
 }
 
 impl Task {
@@ -37,6 +38,7 @@ impl Task {
             connector: None,
             capabilities: Vec::new(),
             tried: BTreeSet::new(),
+            ran: BTreeSet::new(),
         }
     }
 
@@ -48,6 +50,7 @@ impl Task {
             connector_id: self.connector,
             capabilities: &self.capabilities,
             tried: &self.tried,
+            ran: &self.ran,
         }
     }
 

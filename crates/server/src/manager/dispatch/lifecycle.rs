@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use switchboard_domain::{Failure, FailureReason, InstanceId, SelectionKind, Task, TaskEvent, TaskId, TaskState};
+use switchboard_domain::policy::Ending;
+use switchboard_domain::{
+    Attempt, Failure, FailureReason, InstanceId, SelectionKind, Task, TaskEvent, TaskId, TaskState,
+};
 use switchboard_store::{DueQuery, StoreError, StoreResult, Transition};
 use tokio::task::JoinHandle;
 
@@ -93,18 +96,15 @@ async fn lose(placer: &Placer, task: &Task, loss: Loss) {
             None,
             format!("its instance {what} before acquiring it"),
         ),
-        TaskState::Running if task.attempts_remain() => (
-            TaskEvent::Requeue,
-            None,
-            format!("its instance {what} while running it; attempts remain"),
-        ),
+        // Whether it runs again is its retry policy's to say (by default a lost run is
+        // retried while attempts remain): the store applies it with the failure.
         _ => (
             TaskEvent::Fail,
-            Some(Failure {
-                reason: FailureReason::DelegateLost,
-                detail: format!("instance {instance} {what} while running it and no attempts remain"),
-            }),
-            format!("its instance {what} while running it; no attempts remain"),
+            Some(Failure::new(
+                FailureReason::DelegateLost,
+                format!("instance {instance} {what} while running it"),
+            )),
+            format!("its instance {what} while running it"),
         ),
     };
     apply(placer, task, event, failure, &why).await;
@@ -123,6 +123,12 @@ async fn apply(placer: &Placer, task: &Task, event: TaskEvent, failure: Option<F
     let mut t = Transition::new(task.id(), Some(task.attempt), event, Utc::now());
     t.failure = failure;
     match placer.store().transition_task(&t).await {
+        Ok(after) if task.state == TaskState::Running && after.state == TaskState::Queued => {
+            // A run its retry policy retries.
+            let ending = switchboard_domain::policy::ending_of(event, t.failure.as_ref());
+            let ending = ending.unwrap_or(switchboard_domain::policy::Ending::DelegateLost);
+            retried(placer, &after, task.attempt, ending, why).await;
+        }
         Ok(after) => {
             placer.metrics().task_finished(&after);
             let kind = if after.state == TaskState::Queued {
@@ -194,10 +200,7 @@ pub async fn reap(placer: &Placer) -> StoreResult<()> {
     }
     for task in &due.overrun {
         let instance = task.instance_id;
-        let failure = Failure {
-            reason: FailureReason::TaskError,
-            detail: "ran past its execution timeout".into(),
-        };
+        let failure = Failure::new(FailureReason::TaskError, "ran past its execution timeout");
         apply(
             placer,
             task,
@@ -222,6 +225,48 @@ pub async fn reap(placer: &Placer) -> StoreResult<()> {
         placer.dispatcher().wake();
     }
     Ok(())
+}
+
+/// A run of `task` (as `attempt`) ended as `ending` and its retry policy put the task back
+/// in the queue (the store applied the policy: `task` is as it stored it): logs it, counts
+/// it, and wakes the queue when the next attempt is due.
+pub async fn retried(placer: &Placer, task: &Task, attempt: Attempt, ending: Ending, why: &str) {
+    placer.metrics().task_retried(ending);
+    let due = task.retry_at.unwrap_or_else(Utc::now);
+    let ending_name = serde_json::to_value(ending).ok();
+    let ending_name = ending_name.as_ref().and_then(|v| v.as_str()).unwrap_or("ended");
+    let mut summary = format!(
+        "requeued: attempt {attempt} {ending_name}; retrying as attempt {} at {}",
+        attempt.next(),
+        due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    if !why.is_empty() {
+        summary.push_str(&format!(" ({why})"));
+    }
+    let detail = serde_json::json!({"ending": ending, "attempt": attempt, "retry_at": due});
+    record(
+        placer,
+        task.id(),
+        attempt,
+        SelectionKind::Requeued,
+        &summary,
+        Ok(detail),
+    )
+    .await;
+    placer.task_changed(task.id());
+    tracing::info!(task.id = %task.id(), %attempt, ending = ending_name, retry_at = %due, "task retried");
+    let wait = (due - Utc::now()).to_std().unwrap_or_default();
+    if wait.is_zero() {
+        placer.dispatcher().wake();
+    } else {
+        // Wakes the queue when the retry is due; the full sweep every `assign_interval`
+        // finds it anyway should this manager stop meanwhile.
+        let placer = placer.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            placer.dispatcher().wake();
+        });
+    }
 }
 
 async fn last_explanation(placer: &Placer, task: TaskId) -> String {

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use switchboard_domain::{Attempt, Capability, InstanceId, TaskId};
 use tokio::sync::{Notify, broadcast};
 
+pub use lifecycle::retried;
 pub use place::{Placement, place};
 pub use placer::{Placer, Reach, Timers};
 

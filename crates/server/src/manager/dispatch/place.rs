@@ -11,7 +11,7 @@ use switchboard_domain::{
 };
 use switchboard_protocol::socket::{CheckResult, ServerMessage};
 use switchboard_store::{
-    Claim, ClaimWrite, Inserted, StoreError, StoreResult, Submission, TaskWrite, Transition, Written,
+    Claim, ClaimWrite, Inserted, StoreError, StoreResult, Stored, Submission, TaskWrite, Transition, Written,
 };
 
 use super::fleet::{Freshness, Use};
@@ -137,7 +137,11 @@ impl Pending {
         submission.log = log;
         submission.log_if_claimed = log_if_claimed;
         let id = submission.task.id;
-        let (inserted, claim) = match claim {
+        let Stored {
+            inserted,
+            claim,
+            superseded,
+        } = match claim {
             Some(instance) => {
                 let store = placer.store().clone();
                 offered(placer, instance, id, async move { store.submit_task(submission).await }).await?
@@ -147,6 +151,12 @@ impl Pending {
         let created = matches!(inserted, Inserted::Created(_));
         if created {
             placer.metrics().task_submitted();
+        }
+        // Cancelled by this submission's `cancel_older` strategy, in its commit.
+        for old in superseded {
+            placer.metrics().task_superseded();
+            placer.dispatcher().forget_explanation(old);
+            placer.task_changed(old);
         }
         self.inserted = Some(inserted);
         Ok(created.then_some(claim))
@@ -207,6 +217,13 @@ async fn place_rounds(
         };
         if task.state != TaskState::Queued {
             return Ok(Placement::NotQueued);
+        }
+        // A retry waits out its backoff (docs/rules.md, "Retries"); the sweep finds it
+        // once it is due, as the queue's reads leave it out until then.
+        if let Some(due) = task.retry_at.filter(|at| *at > Utc::now()) {
+            return Ok(Placement::Waiting {
+                explanation: format!("retrying: attempt {} due at {}", task.attempt.next(), due.to_rfc3339()),
+            });
         }
         let decision = evaluate(placer, &task, &unreachable_here, Detail::Placement).await?;
         let attempt = task.attempt.next();
@@ -321,6 +338,16 @@ async fn place_rounds(
             Claim::InstanceFull => placer.fleet().full(instance).await,
             // Went away, began to drain or took its last task since the snapshot.
             Claim::InstanceGone | Claim::InstanceNotTaking => placer.fleet().invalidate(),
+            // Its concurrency key is at its limit: no instance can take it until one of
+            // the key's tasks ends (and that ending wakes the queue).
+            Claim::Limited { key, running, limit } => {
+                let why = limited(&key, running, limit);
+                if placer.dispatcher().explanation_changed(id, &why) {
+                    let detail = serde_json::json!({"concurrency_key": key, "running": running, "limit": limit});
+                    record(placer, id, attempt, SelectionKind::Decision, &why, Ok(detail)).await;
+                }
+                return Ok(Placement::Waiting { explanation: why });
+            }
         }
     }
     Ok(Placement::Waiting { explanation: last })
@@ -390,10 +417,16 @@ impl ClaimOf for Claim {
     }
 }
 
-impl ClaimOf for (Inserted, Option<Claim>) {
+impl ClaimOf for Stored {
     fn claim(&self) -> Option<&Claim> {
-        self.1.as_ref()
+        self.claim.as_ref()
     }
+}
+
+/// Why a task of concurrency key `key` waits, as the selection log, the dry run and the
+/// queue summary say it (docs/rules.md, "Concurrency keys").
+pub fn limited(key: &str, running: u32, limit: u32) -> String {
+    format!("limited by concurrency key {key}: {running}/{limit} running")
 }
 
 /// The most instances a task's account may hold for an assigning decision to be logged
@@ -431,23 +464,34 @@ pub async fn evaluate(
         },
         _ => None,
     };
-    // A task never attempted has no attempts to read.
-    let mut tried: BTreeSet<InstanceId> = if task.attempt == Attempt::NONE {
-        BTreeSet::new()
-    } else {
-        store
-            .task_attempts(task.id())
-            .await?
-            .into_iter()
-            .map(|a| a.instance_id)
-            .collect()
-    };
+    // A task never attempted has no attempts to read. An instance that lost the task,
+    // gave it back or failed its validation is passed over (rule 8, "Not tried"); one
+    // whose run ended and was retried (failed, timed out) may run it again, and is only
+    // passed over in favour of another when the policy prefers a different instance
+    // (docs/rules.md, "Retries").
+    let mut tried: BTreeSet<InstanceId> = BTreeSet::new();
+    let mut ran: BTreeSet<InstanceId> = BTreeSet::new();
+    if task.attempt != Attempt::NONE {
+        let prefer_other = task.spec.retry_policy().prefer_different_instance;
+        for a in store.task_attempts(task.id()).await? {
+            match a.outcome {
+                Some(TaskState::Failed | TaskState::TimedOut) => {
+                    if prefer_other {
+                        ran.insert(a.instance_id);
+                    }
+                }
+                _ => {
+                    tried.insert(a.instance_id);
+                }
+            }
+        }
+    }
     tried.extend(also_skip.iter().copied());
     let last = match task.spec.connector_id {
         Some(c) => store.last_success(c).await?,
         None => None,
     };
-    let inputs = TaskInputs::for_task(&task.spec, connector_selectors.as_ref(), &tried);
+    let inputs = TaskInputs::for_task(&task.spec, connector_selectors.as_ref(), &tried, &ran);
     let timeout = chrono::Duration::from_std(placer.timers().heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
     let context = Context {
         heartbeat_timeout: timeout,
@@ -643,10 +687,7 @@ fn unreachable(decision: &Decision) -> String {
 
 async fn fail(placer: &Placer, id: TaskId, reason: FailureReason, detail: &str) -> StoreResult<Placement> {
     let mut t = Transition::new(id, None, TaskEvent::Fail, Utc::now());
-    t.failure = Some(Failure {
-        reason,
-        detail: detail.to_owned(),
-    });
+    t.failure = Some(Failure::new(reason, detail));
     match placer.store().transition_task(&t).await {
         Ok(task) => {
             placer.metrics().task_finished(&task);
@@ -863,6 +904,8 @@ mod tests {
             max_attempts: 1,
             wait_for_delegate: true,
             idempotency: None,
+            concurrency: None,
+            retry: None,
             created_at: Utc::now(),
         }
     }

@@ -1,0 +1,14 @@
+-- Queue policy (issue 18): see migrations/postgres/0010_queue_policy.sql. Times are Unix
+-- milliseconds, JSON is text.
+ALTER TABLE tasks ADD COLUMN concurrency_key TEXT;
+ALTER TABLE tasks ADD COLUMN policy TEXT;
+ALTER TABLE tasks ADD COLUMN retry_at INTEGER;
+ALTER TABLE tasks ADD COLUMN failure_code TEXT;
+ALTER TABLE tasks ADD COLUMN failure_retryable INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX tasks_concurrency_held ON tasks (account, concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running');
+CREATE INDEX tasks_concurrency_waiting ON tasks (account, concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND state = 'queued';
+
+ALTER TABLE task_attempts ADD COLUMN failure TEXT;
+ALTER TABLE task_attempts ADD COLUMN retry_at INTEGER;
