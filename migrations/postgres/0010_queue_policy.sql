@@ -21,3 +21,23 @@ CREATE INDEX tasks_concurrency_waiting ON tasks (account, concurrency_key)
 ALTER TABLE task_attempts
     ADD COLUMN failure  jsonb,
     ADD COLUMN retry_at timestamptz;
+
+-- Operators' defaults per scope: the weight of its fair share and the retry policy of
+-- its tasks that name none. '' stands for "no org" / "no project", so that the primary
+-- key holds one row per scope.
+CREATE TABLE scope_policies (
+    account    text        NOT NULL,
+    org        text        NOT NULL DEFAULT '',
+    project    text        NOT NULL DEFAULT '',
+    weight     integer     CHECK (weight BETWEEN 1 AND 1000),
+    retry      jsonb,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (account, org, project)
+);
+
+-- The fair sweep walks the queue share by share (each account, org and project with
+-- tasks of its own), by bytes (COLLATE "C", as the store compares), and reads the head
+-- of each: one probe per share, however many tasks it holds.
+CREATE INDEX tasks_queue_shares ON tasks (
+    (account COLLATE "C"), (coalesce(org, '') COLLATE "C"), (coalesce(project, '') COLLATE "C"), queue_key, id
+) WHERE state = 'queued';

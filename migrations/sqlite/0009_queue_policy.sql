@@ -12,3 +12,17 @@ CREATE INDEX tasks_concurrency_waiting ON tasks (account, concurrency_key)
 
 ALTER TABLE task_attempts ADD COLUMN failure TEXT;
 ALTER TABLE task_attempts ADD COLUMN retry_at INTEGER;
+
+CREATE TABLE scope_policies (
+    account    TEXT    NOT NULL,
+    org        TEXT    NOT NULL DEFAULT '',
+    project    TEXT    NOT NULL DEFAULT '',
+    weight     INTEGER CHECK (weight BETWEEN 1 AND 1000),
+    retry      TEXT,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (account, org, project)
+) STRICT;
+
+-- The fair sweep's walk of the queue share by share (postgres 0010).
+CREATE INDEX tasks_queue_shares ON tasks (account, ifnull(org, ''), ifnull(project, ''), queue_key, id)
+    WHERE state = 'queued';

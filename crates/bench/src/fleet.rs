@@ -42,6 +42,8 @@ pub struct Layout {
     /// How many delegates the tasks are spread over.
     pub delegates: usize,
     tags: Vec<String>,
+    /// Whether each task carries a concurrency key and a retry policy (issue 18).
+    pub policies: bool,
 }
 
 /// The scope and tag of one delegate.
@@ -63,7 +65,13 @@ impl Layout {
             task_type: TaskType(ident("bench")?),
             delegates,
             tags: (0..TAGS).map(|t| format!("t{t:02}")).collect(),
+            policies: false,
         })
+    }
+
+    /// The scope of the org level, for its policy.
+    pub fn org_scope(&self) -> (&Ident, &Ident) {
+        (&self.account, &self.org)
     }
 
     pub fn slot(&self, i: usize) -> Slot<'_> {

@@ -284,9 +284,16 @@ fn task(layout: &Layout, stamp: &Stamp) -> SubmitTask {
         execution_timeout_ms: None,
         max_attempts: None,
         wait_for_delegate: false,
-        concurrency_key: None,
-        concurrency_limit: None,
+        // With policies: one of 100 keys, whose limit a run never reaches (so the cost is
+        // the claim's count under the key's lock, not tasks held back), and a retry policy.
+        concurrency_key: layout.policies.then(|| format!("bench-{}", stamp.seq % 100)),
+        concurrency_limit: layout.policies.then_some(10_000),
         concurrency_strategy: None,
-        retry: None,
+        retry: layout.policies.then(|| {
+            serde_json::from_value(serde_json::json!({
+                "on": ["failed", "timed_out", "delegate_lost"], "initial_delay_ms": 1000
+            }))
+            .unwrap_or_else(|_| unreachable!("a valid retry policy"))
+        }),
     }
 }

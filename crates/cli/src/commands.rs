@@ -8,13 +8,14 @@ use switchboard_domain::TaskState;
 use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::{DeclareDelegate, DelegateView, MintJit, PauseRequest};
 use switchboard_protocol::keys::{ApiKeyView, CreateApiKey};
+use switchboard_protocol::policies::{ScopePolicyView, SetScopePolicy};
 use switchboard_protocol::tasks::{SubmitTask, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenView};
 
 use super::table::{Table, fields, label, list, opt, scope};
 use super::{
-    Command, Connection, ConnectorsCommand, DelegatesCommand, KeysCommand, Output, TaskArgs, TasksCommand,
-    TokensCommand,
+    Command, Connection, ConnectorsCommand, DelegatesCommand, KeysCommand, Output, PoliciesCommand, TaskArgs,
+    TasksCommand, TokensCommand,
 };
 
 /// The manager refused the request (a 4xx answer).
@@ -105,6 +106,7 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
             Command::Tokens(c) => tokens(&client, out, c).await.map(|()| Done::Ok),
             Command::Delegates(c) => delegates(&client, out, c).await.map(|()| Done::Ok),
             Command::Connectors(c) => connectors(&client, out, c).await.map(|()| Done::Ok),
+            Command::Policies(c) => policies(&client, out, c).await.map(|()| Done::Ok),
             Command::Tasks(c) => tasks(&client, out, *c).await,
             Command::Keys(c) => keys(&client, out, c).await.map(|()| Done::Ok),
             Command::Queue {
@@ -514,6 +516,55 @@ async fn connectors(client: &Client, out: Printer, command: ConnectorsCommand) -
         }
     }
     Ok(())
+}
+
+async fn policies(client: &Client, out: Printer, command: PoliciesCommand) -> Result<(), ClientError> {
+    match command {
+        PoliciesCommand::Set { scope, weight, retry } => {
+            let body = SetScopePolicy {
+                account: scope.account,
+                org: scope.org,
+                project: scope.project,
+                weight,
+                retry,
+            };
+            out.show(&client.set_scope_policy(&body).await?, |p| {
+                policy_table(std::slice::from_ref(p));
+            });
+        }
+        PoliciesCommand::List { account, org, project } => {
+            let filter = ScopeFilter { account, org, project };
+            out.show(&client.scope_policies(&filter).await?, |l| policy_table(&l.items));
+        }
+        PoliciesCommand::Delete { scope } => {
+            let filter = ScopeFilter {
+                account: Some(scope.account.to_string()),
+                org: scope.org.map(|o| o.to_string()),
+                project: scope.project.map(|p| p.to_string()),
+            };
+            client.delete_scope_policy(&filter).await?;
+            out.done("deleted the scope policy");
+        }
+    }
+    Ok(())
+}
+
+fn policy_table(policies: &[ScopePolicyView]) {
+    let mut t = Table::new(&["SCOPE", "WEIGHT", "RETRY", "UPDATED"]);
+    for p in policies {
+        let weight = if p.weight_set {
+            p.weight.to_string()
+        } else {
+            format!("{} (default)", p.weight)
+        };
+        t.row(vec![
+            scope(&p.account, p.org.as_ref(), p.project.as_ref()),
+            weight,
+            p.retry.as_ref().map_or_else(|| "-".to_owned(), retry_line),
+            p.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ]);
+    }
+    t.print();
 }
 
 fn connector_table(connectors: &[ConnectorView]) {

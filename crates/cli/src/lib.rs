@@ -90,6 +90,10 @@ pub enum Command {
     /// Connectors: create, list, get, update, delete.
     #[command(subcommand)]
     Connectors(ConnectorsCommand),
+    /// Scope policies (a scope's fair-share weight, its default retry policy): set, list,
+    /// delete.
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
     /// Tasks: submit, get, list, watch, explain, cancel, log.
     #[command(subcommand)]
     Tasks(Box<TasksCommand>),
@@ -235,6 +239,35 @@ pub enum DelegatesCommand {
         /// How long the credential can register (1m to 24h; 1h when absent).
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// Set (replace) a scope's policy.
+    Set {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The weight of the scope's fair share, 1 to 1000 (default 1).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// The retry policy of its tasks that name none, as JSON (as `tasks submit --retry`).
+        #[arg(long, value_parser = retry_policy, value_name = "JSON")]
+        retry: Option<switchboard_protocol::tasks::RetryInput>,
+    },
+    /// List the policies, optionally within a scope.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Remove a scope's policy.
+    Delete {
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
 }
 

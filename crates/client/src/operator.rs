@@ -12,6 +12,7 @@ use switchboard_protocol::fleet::{
     DeclareDelegate, DelegateList, DelegateView, JitCredential, MintJit, PauseRequest, QueueSummary, SetTags,
 };
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
+use switchboard_protocol::policies::{ScopePolicyList, ScopePolicyView, SetScopePolicy};
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
 
@@ -67,6 +68,20 @@ pub struct ScopeFilter {
     pub account: Option<String>,
     pub org: Option<String>,
     pub project: Option<String>,
+}
+
+impl ScopeFilter {
+    /// The filters given, as query pairs.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        [
+            ("account", &self.account),
+            ("org", &self.org),
+            ("project", &self.project),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.clone().map(|v| (name, v)))
+        .collect()
+    }
 }
 
 impl Client {
@@ -200,18 +215,11 @@ impl Client {
     }
 
     pub async fn list_connectors(&self, scope: &ScopeFilter) -> Result<ConnectorList, ClientError> {
-        let mut q = Vec::new();
-        for (name, value) in [
-            ("account", &scope.account),
-            ("org", &scope.org),
-            ("project", &scope.project),
-        ] {
-            if let Some(v) = value {
-                q.push((name, v.clone()));
-            }
-        }
-        self.send(self.request(reqwest::Method::GET, "/api/v1/connectors").query(&q))
-            .await
+        self.send(
+            self.request(reqwest::Method::GET, "/api/v1/connectors")
+                .query(&scope.query()),
+        )
+        .await
     }
 
     pub async fn get_connector(&self, id: &str) -> Result<ConnectorView, ClientError> {
@@ -230,6 +238,30 @@ impl Client {
     pub async fn delete_connector(&self, id: &str) -> Result<(), ClientError> {
         self.no_content(self.request(reqwest::Method::DELETE, &format!("/api/v1/connectors/{}", seg(id))))
             .await
+    }
+
+    // Scope policies.
+
+    /// Sets (replaces) one scope's policy: its share's weight, its default retry policy.
+    pub async fn set_scope_policy(&self, body: &SetScopePolicy) -> Result<ScopePolicyView, ClientError> {
+        self.send(self.request(reqwest::Method::PUT, "/api/v1/scope-policies").json(body))
+            .await
+    }
+
+    pub async fn scope_policies(&self, scope: &ScopeFilter) -> Result<ScopePolicyList, ClientError> {
+        self.send(
+            self.request(reqwest::Method::GET, "/api/v1/scope-policies")
+                .query(&scope.query()),
+        )
+        .await
+    }
+
+    pub async fn delete_scope_policy(&self, scope: &ScopeFilter) -> Result<(), ClientError> {
+        self.no_content(
+            self.request(reqwest::Method::DELETE, "/api/v1/scope-policies")
+                .query(&scope.query()),
+        )
+        .await
     }
 
     // Tasks.

@@ -13,6 +13,7 @@ pub mod connector;
 pub mod delegate;
 pub mod duration;
 pub mod engine;
+pub mod fair;
 pub mod ident;
 pub mod ids;
 pub mod policy;

@@ -250,6 +250,18 @@ pub fn ending_of(event: crate::TaskEvent, failure: Option<&Failure>) -> Option<E
     }
 }
 
+/// What an operator sets for one scope (docs/rules.md, "Fair shares", "Retries"): the
+/// weight of its share of the delegates it competes for, and the retry policy of its tasks
+/// that name none (the nearest scope's, project before org before account).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopePolicy {
+    pub scope: crate::Scope,
+    /// 1 to [`crate::fair::MAX_WEIGHT`]; `None` for the default.
+    pub weight: Option<u32>,
+    pub retry: Option<RetryPolicy>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod connectors;
 pub mod delegate;
 pub mod fleet;
 pub mod keys;
+pub mod policies;
 #[cfg(feature = "openapi")]
 pub mod schema;
 pub mod socket;

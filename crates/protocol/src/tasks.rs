@@ -91,15 +91,7 @@ impl TryFrom<SubmitTask> for NewTask {
                     .map_err(|(field, e)| FieldError::new(field, e))?,
             ),
         };
-        let retry = match r.retry {
-            None => None,
-            Some(p) => {
-                p.check()?;
-                let policy = RetryPolicy::from(p);
-                policy.check().map_err(|(field, e)| FieldError::new(field, e))?;
-                Some(policy)
-            }
-        };
+        let retry = r.retry.map(RetryInput::checked).transpose()?;
         Ok(NewTask {
             id: TaskId::new(),
             scope,
@@ -151,6 +143,14 @@ pub struct RetryInput {
 }
 
 impl RetryInput {
+    /// The policy it gives, every field checked (and named, as `retry.backoff_factor`).
+    pub fn checked(self) -> Result<RetryPolicy, FieldError> {
+        self.check()?;
+        let policy = RetryPolicy::from(self);
+        policy.check().map_err(|(field, e)| FieldError::new(field, e))?;
+        Ok(policy)
+    }
+
     /// Checks each field as given, naming it (`retry.backoff_factor`).
     fn check(&self) -> Result<(), FieldError> {
         let most = u64::try_from(BACKOFF_MAX.as_millis()).unwrap_or(u64::MAX);

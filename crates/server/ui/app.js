@@ -524,12 +524,14 @@
     const box = document.getElementById('live-task');
     return live(async () => {
       const path = `/tasks/${encodeURIComponent(id)}`;
-      const [task, log] = await Promise.all([api('GET', path), api('GET', `${path}/selection-log`)]);
-      return { task, log: log.items };
-    }, ({ task, log }) => redraw(box, drawTask(task, log)));
+      const [task, log, attempts] = await Promise.all([
+        api('GET', path), api('GET', `${path}/selection-log`), api('GET', `${path}/attempts`),
+      ]);
+      return { task, log: log.items, attempts: attempts.items };
+    }, ({ task, log, attempts }) => redraw(box, drawTask(task, log, attempts)));
   }
 
-  function drawTask(t, log) {
+  function drawTask(t, log, attempts) {
     const decisions = log.filter((e) => e.kind === 'decision');
     const lastDecision = decisions[decisions.length - 1];
     const assigned = log.filter((e) => e.kind === 'assigned').pop();
@@ -548,6 +550,9 @@
       ['Priority', t.priority], ['Attempt', `${t.attempt} (${t.runs} of ${t.max_attempts} runs used)`],
       ['Instance', t.instance_id ?? '—'], ['Waits for a delegate', t.wait_for_delegate ? 'yes' : 'no'],
       ['Assign timeout', age(t.assign_timeout_ms)], ['Execution timeout', age(t.execution_timeout_ms)],
+      ['Concurrency key', t.concurrency_key ? `${t.concurrency_key} (limit ${t.concurrency_limit}, ${t.concurrency_strategy.replace('_', ' ')})` : '—'],
+      ['Retries', retryText(t.retry)],
+      ...(t.retry_at ? [['Next attempt due', when(t.retry_at)]] : []),
     ].map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`).join('');
     return html`
       <div class="card-head">
@@ -560,7 +565,7 @@
         <section class="card" aria-labelledby="h-facts"><h2 id="h-facts">Details</h2><dl class="facts">${raw(facts)}</dl></section>
         <section class="card" aria-labelledby="h-timeline"><h2 id="h-timeline">Timeline</h2>${raw(drawTimeline(t, log))}</section>
       </div>
-      <section class="card" aria-labelledby="h-attempts"><h2 id="h-attempts">Attempts</h2>${raw(drawAttempts(t, log))}</section>
+      <section class="card" aria-labelledby="h-attempts"><h2 id="h-attempts">Attempts</h2>${raw(drawAttempts(t, attempts))}</section>
       <section class="card" aria-labelledby="h-result"><h2 id="h-result">Result</h2>${raw(drawResult(t))}</section>
       <section class="card" aria-labelledby="h-log"><h2 id="h-log">Selection log</h2>${raw(drawLog(log))}</section>`;
   }
@@ -579,17 +584,24 @@
     return html`<ol class="timeline" id="timeline">${raw(events.map((e) => html`<li><time datetime="${e.at}">${when(e.at)}</time>${e.text}</li>`).join(''))}</ol>`;
   }
 
-  function drawAttempts(t, log) {
-    const attempts = new Map();
-    for (const e of log) {
-      if (e.kind === 'assigned') attempts.set(e.attempt, { attempt: e.attempt, instance: e.detail.instance_id, at: e.at, end: '' });
-      if (e.kind === 'requeued' && attempts.has(e.attempt)) attempts.get(e.attempt).end = e.summary;
-    }
-    if (t.attempt > 0 && attempts.has(t.attempt) && !attempts.get(t.attempt).end) {
-      attempts.get(t.attempt).end = ENDED.has(t.state) ? t.state.replace('_', ' ') : `${t.state} now`;
-    }
-    if (attempts.size === 0) return '<p class="muted">Not assigned yet.</p>';
-    const rows = [...attempts.values()].map((a) => html`<tr><td>${a.attempt}</td><td class="mono">${a.instance}</td><td>${when(a.at)}</td><td>${a.end}</td></tr>`).join('');
+  /** `on failed [exit:137], delegate lost; 1 s then x2 up to 5 min; another instance first`. */
+  function retryText(r) {
+    if (!r || r.on.length === 0) return 'never';
+    const codes = r.error_codes && r.error_codes.length ? ` [${r.error_codes.join(', ')}]` : '';
+    const on = r.on.map((e) => (e === 'failed' ? `failed${codes}` : e.replace('_', ' '))).join(', ');
+    const wait = r.initial_delay_ms ? `${age(r.initial_delay_ms)} then x${r.backoff_factor} up to ${age(r.max_delay_ms)}` : 'at once';
+    return `on ${on}; ${wait}; ${r.prefer_different_instance ? 'another instance first' : 'any instance'}`;
+  }
+
+  function drawAttempts(t, attempts) {
+    if (attempts.length === 0) return '<p class="muted">Not assigned yet.</p>';
+    const ended = (a) => {
+      if (!a.ended_at) return t.attempt === a.attempt ? `${t.state} now` : '—';
+      const why = a.failure ? `: ${a.failure.reason}${a.failure.code ? ` [${a.failure.code}]` : ''}: ${a.failure.detail}` : '';
+      const next = a.retry_at ? `; retried, next due ${when(a.retry_at)}` : '';
+      return `${(a.outcome ?? 'ended').replace('_', ' ')}${why}${next}`;
+    };
+    const rows = attempts.map((a) => html`<tr><td>${a.attempt}</td><td class="mono">${a.instance_id}</td><td>${when(a.assigned_at)}</td><td>${ended(a)}</td></tr>`).join('');
     return html`<div class="table-wrap"><table><thead><tr><th scope="col">Attempt</th><th scope="col">Instance</th>
       <th scope="col">Assigned</th><th scope="col">How it ended</th></tr></thead><tbody>${raw(rows)}</tbody></table></div>`;
   }

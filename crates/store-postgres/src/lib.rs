@@ -16,6 +16,7 @@ mod error;
 mod keys;
 mod lead;
 mod notify;
+mod policy;
 mod rows;
 mod tasks;
 
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
@@ -378,6 +380,18 @@ impl Store for PgStore {
 
     async fn concurrency_held(&self, account: &Ident, key: &str) -> StoreResult<u32> {
         tasks::concurrency_held(&self.pool, account, key).await
+    }
+    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> StoreResult<Vec<Task>> {
+        policy::queue_heads(&self.pool, after, shares, per_share).await
+    }
+    async fn set_scope_policy(&self, p: &ScopePolicy) -> StoreResult<()> {
+        policy::set_scope_policy(&self.pool, p).await
+    }
+    async fn delete_scope_policy(&self, scope: &Scope) -> StoreResult<()> {
+        policy::delete_scope_policy(&self.pool, scope).await
+    }
+    async fn scope_policies(&self, within: Option<&Scope>) -> StoreResult<Vec<ScopePolicy>> {
+        policy::scope_policies(&self.pool, within).await
     }
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {
         tasks::task_attempts(&self.pool, task).await

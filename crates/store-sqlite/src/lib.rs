@@ -39,6 +39,7 @@ mod deadlines;
 mod delegates;
 mod error;
 mod keys;
+mod policy;
 mod rows;
 mod tasks;
 
@@ -51,6 +52,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
@@ -515,6 +517,22 @@ impl switchboard_store::Store for SqliteStore {
 
     async fn concurrency_held(&self, account: &Ident, key: &str) -> StoreResult<u32> {
         tasks::concurrency_held(&self.db, account, key).await
+    }
+
+    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> StoreResult<Vec<Task>> {
+        policy::queue_heads(&self.db, after, shares, per_share).await
+    }
+
+    async fn set_scope_policy(&self, p: &ScopePolicy) -> StoreResult<()> {
+        policy::set_scope_policy(&self.db, p).await
+    }
+
+    async fn delete_scope_policy(&self, scope: &Scope) -> StoreResult<()> {
+        policy::delete_scope_policy(&self.db, scope).await
+    }
+
+    async fn scope_policies(&self, within: Option<&Scope>) -> StoreResult<Vec<ScopePolicy>> {
+        policy::scope_policies(&self.db, within).await
     }
 
     async fn task_attempts(&self, task: TaskId) -> StoreResult<Vec<TaskAttempt>> {

@@ -32,7 +32,7 @@ pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_ms(col: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
+pub(crate) fn from_ms(col: &str, ms: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(col, format!("timestamp {ms} out of range")))
 }
 

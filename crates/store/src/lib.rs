@@ -30,6 +30,7 @@ pub mod conformance;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash,
@@ -392,6 +393,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn active_by_scope(&self) -> StoreResult<Vec<(Scope, u64)>>;
     /// How many tasks of concurrency key `key` in `account` are assigned or running.
     async fn concurrency_held(&self, account: &Ident, key: &str) -> StoreResult<u32>;
+    /// The head of each share's queue, for a fair sweep (docs/rules.md, "Fair shares"):
+    /// the scopes with queued tasks (each account, org and project with tasks of its own)
+    /// after `after` in the order (account, org, project) by bytes, no org or project
+    /// first; at most `shares` of them, and of each at most `per_share` tasks in
+    /// [`Store::queued_tasks`]'s order (not those whose retry is due after now). Grouped
+    /// by share, shares in that order.
+    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> StoreResult<Vec<Task>>;
+
+    /// Sets what operators say for one scope (replacing what was set before).
+    async fn set_scope_policy(&self, policy: &ScopePolicy) -> StoreResult<()>;
+    /// Removes what was set for `scope`; `NotFound` when nothing was.
+    async fn delete_scope_policy(&self, scope: &Scope) -> StoreResult<()>;
+    /// Every scope policy at or below `within` (every one without), by scope.
+    async fn scope_policies(&self, within: Option<&Scope>) -> StoreResult<Vec<ScopePolicy>>;
 
     /// Assigns a queued task to an instance with a free slot, atomically: the task moves
     /// to `assigned` with the next attempt number and the instance's active count goes up

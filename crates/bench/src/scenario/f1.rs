@@ -64,6 +64,11 @@ pub struct F1Args {
     /// The highest p99 of the full lifecycle a sustained step may have, in ms.
     #[arg(long, default_value_t = 1000.0)]
     pub max_p99_ms: f64,
+    /// Queue policy on (issue 18): every task carries a concurrency key (one of 100,
+    /// never at its limit) and a retry policy, and the org the tasks come from has a
+    /// fair-share weight and the account a default retry policy.
+    #[arg(long)]
+    pub policies: bool,
 }
 
 /// What F1 found.
@@ -90,7 +95,13 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
     let reference = ctx.reference(store).await;
     let sqlite_reference = ctx.sqlite_reference(store).await;
     let label = format!("f1-{}", store.as_str());
-    let rig = Rig::up(ctx, store, &label, args.fleet.delegates, args.fleet.capacity).await?;
+    let mut rig = Rig::up(ctx, store, &label, args.fleet.delegates, args.fleet.capacity).await?;
+    if args.policies
+        && let Err(e) = rig.with_policies().await
+    {
+        rig.down().await;
+        return Err(e);
+    }
     let outcome = ramp(ctx, &rig, &label, args).await;
     let acquire_errors = rig.fleet.acquire_errors();
     let disconnects = rig.fleet.disconnects();

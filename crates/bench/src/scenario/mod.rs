@@ -294,6 +294,36 @@ impl Rig {
         }
     }
 
+    /// Turns the queue policy on (issue 18): the tasks carry a concurrency key and a retry
+    /// policy, the org a weight, the account a default retry policy.
+    pub async fn with_policies(&mut self) -> Result<(), BenchError> {
+        self.layout.policies = true;
+        let (account, org) = self.layout.org_scope();
+        let set = |org: Option<switchboard_domain::Ident>, weight: Option<u32>, retry: Option<serde_json::Value>| {
+            switchboard_protocol::policies::SetScopePolicy {
+                account: account.clone(),
+                org,
+                project: None,
+                weight,
+                retry: retry.and_then(|r| serde_json::from_value(r).ok()),
+            }
+        };
+        for body in [
+            set(Some(org.clone()), Some(2), None),
+            set(
+                None,
+                None,
+                Some(serde_json::json!({"on": ["delegate_lost"], "initial_delay_ms": 500})),
+            ),
+        ] {
+            self.operator
+                .set_scope_policy(&body)
+                .await
+                .map_err(|e| BenchError::Setup(format!("cannot set a scope policy: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Registers and connects the fleet of [`Rig::up`].
     async fn fleet(
         ctx: &Ctx,

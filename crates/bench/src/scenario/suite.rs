@@ -77,6 +77,8 @@ pub fn smoke_args() -> (F1Args, F2Args, F3Args, F4Args) {
         step_secs: 2,
         drain_secs: 30,
         max_p99_ms: 5000.0,
+        // The queue policy's path too (issue 18), so that it keeps working.
+        policies: true,
     };
     let f2 = F2Args {
         f1: f1.clone(),

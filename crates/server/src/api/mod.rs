@@ -7,6 +7,7 @@ pub mod delegates;
 pub mod events;
 pub mod keys;
 pub mod maintenance;
+pub mod policies;
 pub mod queue;
 pub mod status;
 pub mod tasks;
@@ -92,6 +93,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::selection_log))
         .routes(routes!(tasks::attempts))
+        .routes(routes!(policies::set, policies::list, policies::delete))
         .routes(routes!(queue::summary))
         .routes(routes!(queue::history))
         .routes(routes!(events::follow))

@@ -540,6 +540,12 @@ async fn new_task(
             ));
         }
     }
+    if spec.retry.is_none() {
+        // The nearest scope's default (docs/rules.md, "Retries"), kept with the task: a
+        // later change of the default does not change how it is retried.
+        let policies = placer.shares().policies(placer.store().as_ref()).await;
+        spec.retry = dispatch::shares::default_retry(&policies, &spec.scope);
+    }
     Ok(spec)
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash, SelectionLogEntry,
@@ -263,6 +264,10 @@ observed! {
     fn queue_shapes(&self, query: &QueueQuery) -> QueueShapes;
     fn active_by_scope(&self) -> Vec<(Scope, u64)>;
     fn concurrency_held(&self, account: &Ident, key: &str) -> u32;
+    fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> Vec<Task>;
+    fn set_scope_policy(&self, policy: &ScopePolicy) -> ();
+    fn delete_scope_policy(&self, scope: &Scope) -> ();
+    fn scope_policies(&self, within: Option<&Scope>) -> Vec<ScopePolicy>;
     fn claim_task(&self, task: TaskId, instance: InstanceId, at: DateTime<Utc>) -> Claim;
     fn transition_task(&self, transition: &Transition) -> Task;
     fn record_progress(&self, task: TaskId, attempt: Attempt, progress: &serde_json::Value, at: DateTime<Utc>) -> Task;

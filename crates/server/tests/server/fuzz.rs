@@ -260,8 +260,9 @@ async fn dump(app: &TestApp) -> String {
         .await
         .unwrap();
     format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         tasks.items,
+        store.scope_policies(None).await.unwrap(),
         store.list_tokens(None).await.unwrap(),
         store.list_api_keys(None).await.unwrap(),
         store.list_connectors(None).await.unwrap(),
@@ -482,6 +483,13 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
             "/api/v1/delegates".into(),
             ADMIN_KEY,
             json!({"name": "declared", "account": "acme", "tags": ["t"], "task_types": ["echo"], "max_instances": 3}),
+        ),
+        (
+            "PUT",
+            "/api/v1/scope-policies",
+            "/api/v1/scope-policies".to_owned(),
+            ADMIN_KEY,
+            json!({"account": "acme", "org": "x", "weight": 2, "retry": {"on": ["failed"], "initial_delay_ms": 10}}),
         ),
         (
             "PUT",

@@ -123,6 +123,13 @@ async fn every_route_answers_as_the_permission_matrix_says() {
         ),
         (
             Method::PUT,
+            "/api/v1/scope-policies".into(),
+            json!({"account": "acme", "org": "eng", "weight": 2}),
+            Some("delegates:edit"),
+            StatusCode::OK,
+        ),
+        (
+            Method::PUT,
             format!("/api/v1/delegates/{gid}/tags"),
             json!({"tags": ["x"]}),
             Some("delegates:edit"),
@@ -256,6 +263,13 @@ async fn every_route_answers_as_the_permission_matrix_says() {
         ),
         (
             Method::DELETE,
+            "/api/v1/scope-policies?account=acme&org=eng".into(),
+            Value::Null,
+            Some("delegates:edit"),
+            StatusCode::NO_CONTENT,
+        ),
+        (
+            Method::DELETE,
             format!("/api/v1/connectors/{cid}"),
             Value::Null,
             Some("connectors:access"),
@@ -315,6 +329,24 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             .filter(|i| i["org"] == "eng")
             .collect();
         assert!(leaked.is_empty(), "{list} leaks eng's items to an ops key: {leaked:?}");
+    }
+    // Scope policies: an eng key lists eng's, an ops key none of them, even by name.
+    let policy = json!({"account": "acme", "org": "eng", "weight": 3});
+    let (status, _) = call(&app, Some(&holder), &Method::PUT, "/api/v1/scope-policies", &policy).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, mine) = call(
+        &app,
+        Some(&viewer),
+        &Method::GET,
+        "/api/v1/scope-policies",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
+    for path in ["/api/v1/scope-policies", "/api/v1/scope-policies?account=acme&org=eng"] {
+        let (status, theirs) = call(&app, Some(&outsider), &Method::GET, path, &Value::Null).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(theirs["items"], json!([]), "{path} leaks eng's policy to an ops key");
     }
     // The queue too: an eng key counts eng's waiting task, an ops key nothing of it, even
     // when it asks for eng by name.

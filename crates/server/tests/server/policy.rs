@@ -31,6 +31,27 @@ enum Script {
         most: Arc<AtomicUsize>,
         work: Duration,
     },
+    /// Sends its payload's `org` on `seen`, works for `work`, reports success.
+    Record {
+        seen: tokio::sync::mpsc::UnboundedSender<String>,
+        work: Duration,
+    },
+    /// Sends its id on `acquired`, then reports success once `gate` lets one through.
+    Gated {
+        acquired: tokio::sync::mpsc::UnboundedSender<String>,
+        gate: Arc<tokio::sync::Notify>,
+    },
+}
+
+fn succeeded(attempt: switchboard_domain::Attempt) -> TaskResult {
+    TaskResult {
+        attempt,
+        outcome: Outcome::Succeeded,
+        result: None,
+        error: None,
+        error_code: None,
+        retryable: None,
+    }
 }
 
 struct Agent {
@@ -64,9 +85,9 @@ async fn agent(app: &TestApp, token: &str, hostname: &str, capacity: u32, script
             let Event::Message(ServerMessage::TaskAvailable { task_id, attempt }) = event else {
                 continue;
             };
-            if tasks.acquire(task_id, attempt).await.is_err() {
+            let Ok(acquired) = tasks.acquire(task_id, attempt).await else {
                 continue;
-            }
+            };
             let (tasks, script) = (tasks.clone(), script.clone());
             tokio::spawn(async move {
                 let report = match script {
@@ -84,14 +105,18 @@ async fn agent(app: &TestApp, token: &str, hostname: &str, capacity: u32, script
                         most.fetch_max(now, Ordering::SeqCst);
                         tokio::time::sleep(work).await;
                         running.fetch_sub(1, Ordering::SeqCst);
-                        TaskResult {
-                            attempt,
-                            outcome: Outcome::Succeeded,
-                            result: None,
-                            error: None,
-                            error_code: None,
-                            retryable: None,
-                        }
+                        succeeded(attempt)
+                    }
+                    Script::Record { seen, work } => {
+                        let org = acquired.payload["org"].as_str().unwrap_or("-").to_owned();
+                        let _ = seen.send(org);
+                        tokio::time::sleep(work).await;
+                        succeeded(attempt)
+                    }
+                    Script::Gated { acquired, gate } => {
+                        let _ = acquired.send(task_id.to_string());
+                        gate.notified().await;
+                        succeeded(attempt)
                     }
                 };
                 tasks.result(task_id, &report).await.unwrap();
@@ -373,3 +398,247 @@ async fn a_concurrency_key_of_limit_1_never_runs_two_tasks_across_two_replicas()
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// Two orgs of one account compete for three account-level delegates, each with a
+/// backlog: red (weight 2) gets two assignments for each of blue's (weight 1), where the
+/// queue's order alone would alternate them.
+async fn two_orgs_competing_for_account_delegates_get_assignments_in_the_ratio_of_their_weights(backend: Backend) {
+    const EACH: usize = 60;
+    const COUNTED: usize = 60;
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let set = app
+        .client
+        .put(app.url("/api/v1/scope-policies"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"account": "acme", "org": "red", "weight": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    // The backlogs, alternating in the queue's order, before any delegate is there.
+    for _ in 0..EACH {
+        for org in ["red", "blue"] {
+            let body = json!({"account": "acme", "org": org, "type": "echo", "payload": {"org": org},
+                              "wait_for_delegate": true});
+            let (status, task) = submit(&app, body).await;
+            assert_eq!(
+                (status.as_u16(), task["state"].as_str()),
+                (201, Some("queued")),
+                "{task}"
+            );
+        }
+    }
+    let token = token(&app).await;
+    let (seen, mut order) = tokio::sync::mpsc::unbounded_channel();
+    let record = || Script::Record {
+        seen: seen.clone(),
+        work: Duration::from_millis(5),
+    };
+    let _agents = [
+        agent(&app, &token, "d1", 1, record()).await,
+        agent(&app, &token, "d2", 1, record()).await,
+        agent(&app, &token, "d3", 1, record()).await,
+    ];
+    let mut counted = Vec::with_capacity(COUNTED);
+    while counted.len() < COUNTED {
+        let org = tokio::time::timeout(PATIENCE, order.recv())
+            .await
+            .expect("assignments go on")
+            .unwrap();
+        counted.push(org);
+    }
+    let red = counted.iter().filter(|o| *o == "red").count();
+    // 2:1 is 40 of 60; within 15 % of that (the queue's order alone gives 30).
+    assert!(
+        (34..=46).contains(&red),
+        "red got {red} of the first {COUNTED} assignments (weight 2 to 1: 40 expected): {counted:?}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// How long from freeing `acme`'s one slot to its next waiting task being acquired.
+async fn freed_slot_to_next_acquired(
+    app: &TestApp,
+    acquired: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    gate: &tokio::sync::Notify,
+) -> Duration {
+    let body = json!({"account": "acme", "type": "echo", "payload": {}});
+    let (_, running) = submit(app, body.clone()).await;
+    let running_id = running["id"].as_str().unwrap().to_owned();
+    let first = tokio::time::timeout(PATIENCE, acquired.recv()).await.unwrap().unwrap();
+    assert_eq!(first, running_id);
+    let (_, waiting) = submit(app, body).await;
+    assert_eq!(waiting["state"], "queued", "the one slot is taken: {waiting}");
+    let started = std::time::Instant::now();
+    gate.notify_one();
+    let next = tokio::time::timeout(PATIENCE, acquired.recv())
+        .await
+        .expect("the waiting task is placed")
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(next, waiting["id"].as_str().unwrap());
+    gate.notify_one();
+    wait_for(app, &next, "succeeded").await;
+    elapsed
+}
+
+/// A flood of 10,000 waiting tasks in one account does not delay another account's
+/// placement: the time from a freed slot to the next task's acquisition grows by less
+/// than the stated bound, 1 s (one `assign_interval`), over the same without the flood.
+async fn a_flood_in_one_account_does_not_delay_another_accounts_placements(backend: Backend) {
+    const FLOOD: usize = 10_000;
+    const BOUND: Duration = Duration::from_secs(1);
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let token = token(&app).await;
+    let (tx, mut acquired) = tokio::sync::mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let _calm = agent(
+        &app,
+        &token,
+        "calm",
+        1,
+        Script::Gated {
+            acquired: tx,
+            gate: gate.clone(),
+        },
+    )
+    .await;
+    let before = freed_slot_to_next_acquired(&app, &mut acquired, &gate).await;
+
+    // The flood: older than anything acme submits next, waiting for delegates that its
+    // account does not have (written straight to the store, in batches).
+    let store = app.state.store();
+    for chunk in 0..FLOOD / 500 {
+        let writes: Vec<switchboard_store::TaskWrite> = (0..500)
+            .map(|n| {
+                let task = switchboard_domain::NewTask {
+                    id: switchboard_domain::TaskId::new(),
+                    scope: switchboard_domain::Scope::parse_path(&format!("flood/p{}", (chunk * 500 + n) % 7)).unwrap(),
+                    task_type: switchboard_domain::TaskType(switchboard_domain::Ident::parse("echo").unwrap()),
+                    payload: json!({}),
+                    selectors: switchboard_domain::Selectors::new(),
+                    connector_id: None,
+                    capabilities: vec![],
+                    priority: 0,
+                    assign_timeout: Duration::from_secs(3600),
+                    execution_timeout: Duration::from_secs(60),
+                    max_attempts: 1,
+                    wait_for_delegate: true,
+                    idempotency: None,
+                    concurrency: None,
+                    retry: None,
+                    created_at: Utc::now(),
+                };
+                switchboard_store::TaskWrite::Submit(Box::new(switchboard_store::Submission {
+                    task,
+                    claim: None,
+                    log: Vec::new(),
+                    log_if_claimed: Vec::new(),
+                    audit: None,
+                }))
+            })
+            .collect();
+        for written in store.write_tasks(writes).await.unwrap() {
+            written.unwrap();
+        }
+    }
+    let queue: Value = app
+        .get("/api/v1/queue?account=flood", Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue["waiting"], FLOOD as u64);
+
+    let during = freed_slot_to_next_acquired(&app, &mut acquired, &gate).await;
+    assert!(
+        during <= before + BOUND,
+        "with {FLOOD} tasks waiting in another account, a freed slot took {during:?} to be used (without: {before:?})"
+    );
+    app.stop().await.unwrap();
+}
+
+async fn a_scope_policy_is_checked_listed_and_gives_its_tasks_a_default_retry_policy(backend: Backend) {
+    let Some(app) = spawn_on(backend, |_| {}).await else {
+        return;
+    };
+    let put = |body: Value| {
+        app.client
+            .put(app.url("/api/v1/scope-policies"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+    };
+    for (body, field) in [
+        (json!({"account": "acme", "weight": 0}), "weight"),
+        (json!({"account": "acme", "weight": 1001}), "weight"),
+        (
+            json!({"account": "acme", "retry": {"backoff_factor": 20}}),
+            "retry.backoff_factor",
+        ),
+        (json!({"account": "acme", "retry": {"on": ["sometimes"]}}), ""),
+        (json!({"account": "acme", "colour": "red"}), ""),
+        (json!({"account": "acme", "project": "p"}), "project"),
+    ] {
+        let refused = super::support::problem(put(body.clone()).await.unwrap(), 422, "validation").await;
+        if !field.is_empty() {
+            assert_eq!(refused["field"], field, "{body}: {refused}");
+        }
+    }
+    let retry = json!({"on": ["failed", "delegate_lost"], "error_codes": ["exit:137"], "initial_delay_ms": 1000});
+    let set: Value = put(json!({"account": "acme", "retry": retry}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (set["weight"].as_u64(), set["weight_set"].as_bool()),
+        (Some(1), Some(false)),
+        "{set}"
+    );
+    let set: Value = put(json!({"account": "acme", "org": "red", "weight": 4}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set["weight"], 4);
+    let listed: Value = app
+        .get("/api/v1/scope-policies?account=acme", Some(ADMIN_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+
+    // A task that names no retry policy gets the nearest scope's: here the account's.
+    let body = json!({"account": "acme", "org": "red", "type": "echo", "payload": {}, "wait_for_delegate": true});
+    let (_, task) = submit(&app, body).await;
+    assert_eq!(task["retry"]["on"], json!(["failed", "delegate_lost"]), "{task}");
+    assert_eq!(task["retry"]["error_codes"], json!(["exit:137"]));
+    let own = json!({"account": "acme", "type": "echo", "payload": {}, "wait_for_delegate": true,
+                     "retry": {"on": ["timed_out"]}});
+    let (_, task) = submit(&app, own).await;
+    assert_eq!(task["retry"]["on"], json!(["timed_out"]), "its own policy stays");
+
+    let delete = |query: &'static str| {
+        app.client
+            .delete(app.url(&format!("/api/v1/scope-policies?{query}")))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+    };
+    assert_eq!(delete("account=acme&org=red").await.unwrap().status(), 204);
+    super::support::problem(delete("account=acme&org=red").await.unwrap(), 404, "not-found").await;
+    app.stop().await.unwrap();
+}
+
+crate::both_backends!(
+    two_orgs_competing_for_account_delegates_get_assignments_in_the_ratio_of_their_weights,
+    a_flood_in_one_account_does_not_delay_another_accounts_placements,
+    a_scope_policy_is_checked_listed_and_gives_its_tasks_a_default_retry_policy,
+);

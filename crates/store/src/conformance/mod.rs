@@ -74,6 +74,8 @@ macro_rules! conformance_tests {
             policy::claims_of_one_key_are_exact_under_concurrency,
             policy::cancel_older_cancels_the_keys_waiting_tasks_in_the_submissions_commit,
             policy::a_retried_run_is_recorded_on_its_attempt_and_waits_out_its_backoff,
+            policy::the_queue_is_read_share_by_share_from_a_cursor,
+            policy::scope_policies_round_trip_and_are_listed_within_a_scope,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

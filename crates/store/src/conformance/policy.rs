@@ -301,3 +301,103 @@ pub async fn a_retried_run_is_recorded_on_its_attempt_and_waits_out_its_backoff(
     let attempts = store.task_attempts(t).await.unwrap();
     assert_eq!(attempts[0].outcome, Some(TaskState::TimedOut));
 }
+
+/// The fair sweep's read: share by share (account, org, project, by bytes, none first),
+/// the head of each in the queue's order, from a cursor, at most so many shares.
+pub async fn the_queue_is_read_share_by_share_from_a_cursor(store: Arc<dyn Store>) {
+    let mut red = Vec::new();
+    for _ in 0..6 {
+        red.push(queued(&store, task("acme/red")).await.id());
+    }
+    let blue = queued(&store, task("acme/blue")).await.id();
+    let account = queued(&store, task("acme")).await.id();
+    let other = queued(&store, task("globex/x/y")).await.id();
+    let project = queued(&store, task("acme/red/web")).await.id();
+    let ids = |tasks: Vec<switchboard_domain::Task>| tasks.iter().map(|t| t.id()).collect::<Vec<_>>();
+
+    let all = ids(store.queue_heads(None, 10, 4).await.unwrap());
+    let mut expected = vec![account, blue];
+    expected.extend(&red[..4]);
+    expected.extend([project, other]);
+    assert_eq!(all, expected, "each share's head, shares in order");
+
+    let first_two = ids(store.queue_heads(None, 2, 4).await.unwrap());
+    assert_eq!(first_two, vec![account, blue]);
+    let after = super::fixtures::scope("acme/blue");
+    let rest = ids(store.queue_heads(Some(&after), 2, 1).await.unwrap());
+    assert_eq!(rest, vec![red[0], project], "after the cursor, one each");
+
+    // Not a task taken, nor one whose retry is not yet due (a claimed one leaves).
+    let (_, instances) = fleet(&store, "acme", "k8s", 1, 4).await;
+    assert!(matches!(
+        store.claim_task(account, instances[0].id, now()).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    let left = ids(store.queue_heads(None, 1, 4).await.unwrap());
+    assert_eq!(left, vec![blue], "the account's share is empty now");
+}
+
+/// What operators set per scope round-trips, is replaced by a new setting, is listed
+/// within a scope, and removed once.
+pub async fn scope_policies_round_trip_and_are_listed_within_a_scope(store: Arc<dyn Store>) {
+    use switchboard_domain::policy::ScopePolicy;
+    let at = now();
+    let policy = |path: &str, weight, retry: Option<RetryPolicy>| ScopePolicy {
+        scope: super::fixtures::scope(path),
+        weight,
+        retry,
+        updated_at: at,
+    };
+    let retry = RetryPolicy {
+        on: [Ending::Failed].into_iter().collect(),
+        error_codes: vec!["exit:137".into()],
+        backoff: Backoff {
+            initial_ms: 1000,
+            factor: 3.0,
+            max_ms: 60_000,
+        },
+        prefer_different_instance: false,
+    };
+    store
+        .set_scope_policy(&policy("acme", None, Some(retry.clone())))
+        .await
+        .unwrap();
+    store
+        .set_scope_policy(&policy("acme/red", Some(2), None))
+        .await
+        .unwrap();
+    store
+        .set_scope_policy(&policy("acme/red/web", Some(5), None))
+        .await
+        .unwrap();
+    store.set_scope_policy(&policy("globex", Some(9), None)).await.unwrap();
+    // Replaced, not added.
+    store
+        .set_scope_policy(&policy("acme/red", Some(3), None))
+        .await
+        .unwrap();
+
+    let all = store.scope_policies(None).await.unwrap();
+    let paths: Vec<String> = all.iter().map(|p| p.scope.path()).collect();
+    assert_eq!(paths, vec!["acme", "acme/red", "acme/red/web", "globex"]);
+    assert_eq!(all[0], policy("acme", None, Some(retry)), "every field round-trips");
+    assert_eq!(all[1].weight, Some(3));
+    let red = store
+        .scope_policies(Some(&super::fixtures::scope("acme/red")))
+        .await
+        .unwrap();
+    assert_eq!(
+        red.iter().map(|p| p.scope.path()).collect::<Vec<_>>(),
+        vec!["acme/red", "acme/red/web"]
+    );
+
+    store
+        .delete_scope_policy(&super::fixtures::scope("acme/red"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.delete_scope_policy(&super::fixtures::scope("acme/red")).await,
+        Err(crate::StoreError::NotFound(_))
+    ));
+    assert_eq!(store.scope_policies(None).await.unwrap().len(), 3);
+}

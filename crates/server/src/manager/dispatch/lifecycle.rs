@@ -364,7 +364,12 @@ async fn place_queue(placer: Placer, stop: CancellationToken) {
                 () = stop.cancelled() => return,
             }
         }
-        let queued = match placer.store().queued_tasks(None, BATCH).await {
+        // The head of every account's queue, fairly ordered (`shares`).
+        let queued = match placer
+            .shares()
+            .sweep_list(placer.store().as_ref(), BATCH as usize)
+            .await
+        {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the queue; trying again next interval");

@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod lifecycle;
 pub mod place;
 pub mod placer;
+pub mod shares;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

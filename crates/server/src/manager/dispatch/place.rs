@@ -187,6 +187,11 @@ async fn place_marked(
     if matches!(outcome, Ok(Placement::Assigned { .. } | Placement::Failed { .. })) {
         placer.task_changed(id);
     }
+    if let Ok(Placement::Assigned { task, .. }) = &outcome {
+        // Its share's turn is taken (docs/rules.md, "Fair shares").
+        let policies = placer.shares().policies(placer.store().as_ref()).await;
+        placer.shares().assigned(&task.spec.scope, &policies);
+    }
     outcome
 }
 

@@ -23,6 +23,7 @@ use switchboard_store::{Replicas, Store};
 
 use super::Dispatcher;
 use super::fleet::Fleet;
+use super::shares::Shares;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 
@@ -90,6 +91,7 @@ struct Parts {
     replicas: Arc<dyn Replicas>,
     fleet: Fleet,
     dispatcher: Dispatcher,
+    shares: Shares,
     metrics: Arc<Metrics>,
     timers: Timers,
     reach: Arc<dyn Reach>,
@@ -112,6 +114,7 @@ impl Placer {
                 replicas,
                 fleet: Fleet::new(changes),
                 dispatcher: Dispatcher::default(),
+                shares: Shares::default(),
                 metrics,
                 timers,
                 reach,
@@ -134,6 +137,11 @@ impl Placer {
 
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.inner.dispatcher
+    }
+
+    /// Fair shares: the sweep's order, and the operators' policies per scope.
+    pub fn shares(&self) -> &Shares {
+        &self.inner.shares
     }
 
     pub fn metrics(&self) -> &Metrics {

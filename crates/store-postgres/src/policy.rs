@@ -1,0 +1,155 @@
+//! The fair sweep's read of the queue, and operators' policies per scope.
+
+use sqlx::PgPool;
+use sqlx::types::Json;
+use switchboard_domain::policy::{RetryPolicy, ScopePolicy};
+use switchboard_domain::{Ident, Scope, Task};
+use switchboard_store::{StoreError, StoreResult};
+
+use crate::map_err;
+use crate::rows::{self, TASK_COLUMNS, get};
+
+/// The shares with queued tasks after `after`, found by a walk of the share index (one
+/// probe per share, however many tasks each holds), then the head of each by the same
+/// index. Every comparison is by bytes (`COLLATE "C"`), as the index is.
+pub(crate) async fn queue_heads(
+    pool: &PgPool,
+    after: Option<&Scope>,
+    shares: u32,
+    per_share: u32,
+) -> StoreResult<Vec<Task>> {
+    const A: &str = r#"(account COLLATE "C")"#;
+    const O: &str = r#"(coalesce(org, '') COLLATE "C")"#;
+    const P: &str = r#"(coalesce(project, '') COLLATE "C")"#;
+    let columns: String = TASK_COLUMNS
+        .split(',')
+        .map(|c| format!("h.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "WITH RECURSIVE shares(a, o, p, n) AS (
+             (SELECT {A}, {O}, {P}, 1 FROM tasks
+              WHERE state = 'queued' AND ({A}, {O}, {P}) > ($1 COLLATE \"C\", $2 COLLATE \"C\", $3 COLLATE \"C\")
+              ORDER BY 1, 2, 3 LIMIT 1)
+             UNION ALL
+             SELECT next.a, next.o, next.p, s.n + 1 FROM shares s CROSS JOIN LATERAL (
+                 SELECT {A} AS a, {O} AS o, {P} AS p FROM tasks
+                 WHERE state = 'queued' AND ({A}, {O}, {P}) > (s.a, s.o, s.p)
+                 ORDER BY 1, 2, 3 LIMIT 1
+             ) next
+             WHERE s.n < $4
+         )
+         SELECT {columns} FROM shares s CROSS JOIN LATERAL (
+             SELECT {TASK_COLUMNS}, queue_key FROM tasks
+             WHERE state = 'queued' AND {A} = s.a AND {O} = s.o AND {P} = s.p
+               AND (retry_at IS NULL OR retry_at <= $6)
+             ORDER BY {A}, {O}, {P}, queue_key, id LIMIT $5
+         ) h
+         ORDER BY s.a, s.o, s.p, h.queue_key, h.id"
+    );
+    let (account, org, project) = after.map(key).unwrap_or_default();
+    let rows = sqlx::query(&sql)
+        .bind(account)
+        .bind(org)
+        .bind(project)
+        .bind(i64::from(shares))
+        .bind(i64::from(per_share))
+        .bind(chrono::Utc::now())
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?;
+    rows.iter().map(rows::task).collect()
+}
+
+fn key(scope: &Scope) -> (String, String, String) {
+    (
+        scope.account_id().to_string(),
+        scope.org().map(ToString::to_string).unwrap_or_default(),
+        scope.project().map(ToString::to_string).unwrap_or_default(),
+    )
+}
+
+pub(crate) async fn set_scope_policy(pool: &PgPool, p: &ScopePolicy) -> StoreResult<()> {
+    let (account, org, project) = key(&p.scope);
+    sqlx::query(
+        "INSERT INTO scope_policies (account, org, project, weight, retry, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (account, org, project) DO UPDATE
+           SET weight = EXCLUDED.weight, retry = EXCLUDED.retry, updated_at = EXCLUDED.updated_at",
+    )
+    .bind(account)
+    .bind(org)
+    .bind(project)
+    .bind(p.weight.map(|w| i32::try_from(w).unwrap_or(i32::MAX)))
+    .bind(p.retry.as_ref().map(Json))
+    .bind(p.updated_at)
+    .execute(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(crate) async fn delete_scope_policy(pool: &PgPool, scope: &Scope) -> StoreResult<()> {
+    let (account, org, project) = key(scope);
+    let done = sqlx::query("DELETE FROM scope_policies WHERE account = $1 AND org = $2 AND project = $3")
+        .bind(account)
+        .bind(org)
+        .bind(project)
+        .execute(pool)
+        .await
+        .map_err(map_err)?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound("scope policy"));
+    }
+    Ok(())
+}
+
+pub(crate) async fn scope_policies(pool: &PgPool, within: Option<&Scope>) -> StoreResult<Vec<ScopePolicy>> {
+    let (account, org, project) = match within {
+        Some(s) => {
+            let (a, o, p) = key(s);
+            (
+                Some(a),
+                Some(o).filter(|o| !o.is_empty()),
+                Some(p).filter(|p| !p.is_empty()),
+            )
+        }
+        None => (None, None, None),
+    };
+    let rows = sqlx::query(
+        "SELECT account, org, project, weight, retry, updated_at FROM scope_policies
+         WHERE ($1::text IS NULL OR account = $1) AND ($2::text IS NULL OR org = $2)
+           AND ($3::text IS NULL OR project = $3)
+         ORDER BY account, org, project",
+    )
+    .bind(account)
+    .bind(org)
+    .bind(project)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows.iter()
+        .map(|row| {
+            let part = |col: &str| -> StoreResult<Option<Ident>> {
+                let s: String = get(row, col)?;
+                if s.is_empty() {
+                    return Ok(None);
+                }
+                Ident::parse(&s)
+                    .map(Some)
+                    .map_err(|e| StoreError::Internal(format!("corrupt {col}: {e}")))
+            };
+            let account = part("account")?.ok_or_else(|| StoreError::Internal("a policy without account".into()))?;
+            let scope = Scope::new(account, part("org")?, part("project")?)
+                .map_err(|e| StoreError::Internal(format!("corrupt scope policy: {e}")))?;
+            let weight: Option<i32> = get(row, "weight")?;
+            let retry: Option<Json<RetryPolicy>> = get(row, "retry")?;
+            Ok(ScopePolicy {
+                scope,
+                weight: weight.and_then(|w| u32::try_from(w).ok()),
+                retry: retry.map(|r| r.0),
+                updated_at: get(row, "updated_at")?,
+            })
+        })
+        .collect()
+}
