@@ -42,8 +42,9 @@ pub struct Layout {
     /// How many delegates the tasks are spread over.
     pub delegates: usize,
     tags: Vec<String>,
-    /// Whether each task carries a concurrency key and a retry policy (issue 18).
-    pub policies: bool,
+    /// With the queue policy on (issue 18): how many concurrency keys the tasks spread
+    /// over (each task carries one, and a retry policy).
+    pub policies: Option<u64>,
 }
 
 /// The scope and tag of one delegate.
@@ -65,7 +66,7 @@ impl Layout {
             task_type: TaskType(ident("bench")?),
             delegates,
             tags: (0..TAGS).map(|t| format!("t{t:02}")).collect(),
-            policies: false,
+            policies: None,
         })
     }
 

@@ -284,12 +284,12 @@ fn task(layout: &Layout, stamp: &Stamp) -> SubmitTask {
         execution_timeout_ms: None,
         max_attempts: None,
         wait_for_delegate: false,
-        // With policies: one of 100 keys, whose limit a run never reaches (so the cost is
+        // With policies: one of the keys, whose limit a run never reaches (so the cost is
         // the claim's count under the key's lock, not tasks held back), and a retry policy.
-        concurrency_key: layout.policies.then(|| format!("bench-{}", stamp.seq % 100)),
-        concurrency_limit: layout.policies.then_some(10_000),
+        concurrency_key: layout.policies.map(|keys| format!("bench-{}", stamp.seq % keys.max(1))),
+        concurrency_limit: layout.policies.map(|_| 10_000),
         concurrency_strategy: None,
-        retry: layout.policies.then(|| {
+        retry: layout.policies.map(|_| {
             serde_json::from_value(serde_json::json!({
                 "on": ["failed", "timed_out", "delegate_lost"], "initial_delay_ms": 1000
             }))

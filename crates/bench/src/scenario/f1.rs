@@ -64,11 +64,15 @@ pub struct F1Args {
     /// The highest p99 of the full lifecycle a sustained step may have, in ms.
     #[arg(long, default_value_t = 1000.0)]
     pub max_p99_ms: f64,
-    /// Queue policy on (issue 18): every task carries a concurrency key (one of 100,
-    /// never at its limit) and a retry policy, and the org the tasks come from has a
-    /// fair-share weight and the account a default retry policy.
+    /// Queue policy on (issue 18): every task carries a concurrency key (one of
+    /// `--policy-keys`, never at its limit) and a retry policy, and the org the tasks come
+    /// from has a fair-share weight and the account a default retry policy.
     #[arg(long)]
     pub policies: bool,
+    /// With `--policies`: how many concurrency keys the tasks spread over. Claims of one
+    /// key take turns (in every replica's transactions), so fewer keys cost more.
+    #[arg(long, default_value_t = 100)]
+    pub policy_keys: u64,
 }
 
 /// What F1 found.
@@ -97,7 +101,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
     let label = format!("f1-{}", store.as_str());
     let mut rig = Rig::up(ctx, store, &label, args.fleet.delegates, args.fleet.capacity).await?;
     if args.policies
-        && let Err(e) = rig.with_policies().await
+        && let Err(e) = rig.with_policies(args.policy_keys).await
     {
         rig.down().await;
         return Err(e);

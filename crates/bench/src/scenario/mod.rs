@@ -296,8 +296,8 @@ impl Rig {
 
     /// Turns the queue policy on (issue 18): the tasks carry a concurrency key and a retry
     /// policy, the org a weight, the account a default retry policy.
-    pub async fn with_policies(&mut self) -> Result<(), BenchError> {
-        self.layout.policies = true;
+    pub async fn with_policies(&mut self, keys: u64) -> Result<(), BenchError> {
+        self.layout.policies = Some(keys);
         let (account, org) = self.layout.org_scope();
         let set = |org: Option<switchboard_domain::Ident>, weight: Option<u32>, retry: Option<serde_json::Value>| {
             switchboard_protocol::policies::SetScopePolicy {

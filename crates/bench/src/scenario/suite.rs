@@ -79,6 +79,7 @@ pub fn smoke_args() -> (F1Args, F2Args, F3Args, F4Args) {
         max_p99_ms: 5000.0,
         // The queue policy's path too (issue 18), so that it keeps working.
         policies: true,
+        policy_keys: 10,
     };
     let f2 = F2Args {
         f1: f1.clone(),
