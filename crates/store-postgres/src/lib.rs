@@ -381,8 +381,8 @@ impl Store for PgStore {
     async fn concurrency_held(&self, account: &Ident, key: &str) -> StoreResult<u32> {
         tasks::concurrency_held(&self.pool, account, key).await
     }
-    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> StoreResult<Vec<Task>> {
-        policy::queue_heads(&self.pool, after, shares, per_share).await
+    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, rows: u32) -> StoreResult<Vec<Task>> {
+        policy::queue_heads(&self.pool, after, shares, rows).await
     }
     async fn set_scope_policy(&self, p: &ScopePolicy) -> StoreResult<()> {
         policy::set_scope_policy(&self.pool, p).await

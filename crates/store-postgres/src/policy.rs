@@ -16,7 +16,7 @@ pub(crate) async fn queue_heads(
     pool: &PgPool,
     after: Option<&Scope>,
     shares: u32,
-    per_share: u32,
+    rows: u32,
 ) -> StoreResult<Vec<Task>> {
     const A: &str = r#"(account COLLATE "C")"#;
     const O: &str = r#"(coalesce(org, '') COLLATE "C")"#;
@@ -43,7 +43,8 @@ pub(crate) async fn queue_heads(
              SELECT {TASK_COLUMNS}, queue_key FROM tasks
              WHERE state = 'queued' AND {A} = s.a AND {O} = s.o AND {P} = s.p
                AND (retry_at IS NULL OR retry_at <= $6)
-             ORDER BY {A}, {O}, {P}, queue_key, id LIMIT $5
+             ORDER BY {A}, {O}, {P}, queue_key, id
+             LIMIT greatest(2, $5 / greatest(1, (SELECT count(*) FROM shares)))
          ) h
          ORDER BY s.a, s.o, s.p, h.queue_key, h.id"
     );
@@ -53,7 +54,7 @@ pub(crate) async fn queue_heads(
         .bind(org)
         .bind(project)
         .bind(i64::from(shares))
-        .bind(i64::from(per_share))
+        .bind(i64::from(rows))
         .bind(chrono::Utc::now())
         .fetch_all(pool)
         .await

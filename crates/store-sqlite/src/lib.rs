@@ -519,8 +519,8 @@ impl switchboard_store::Store for SqliteStore {
         tasks::concurrency_held(&self.db, account, key).await
     }
 
-    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> StoreResult<Vec<Task>> {
-        policy::queue_heads(&self.db, after, shares, per_share).await
+    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, rows: u32) -> StoreResult<Vec<Task>> {
+        policy::queue_heads(&self.db, after, shares, rows).await
     }
 
     async fn set_scope_policy(&self, p: &ScopePolicy) -> StoreResult<()> {

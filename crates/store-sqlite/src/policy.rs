@@ -10,13 +10,12 @@ use crate::{Db, map_err};
 
 /// The shares with queued tasks after `after` (one probe of the share index each), then
 /// the head of each by the same index. SQLite compares text by bytes.
-pub(crate) async fn queue_heads(db: &Db, after: Option<&Scope>, shares: u32, per_share: u32) -> StoreResult<Vec<Task>> {
+pub(crate) async fn queue_heads(db: &Db, after: Option<&Scope>, shares: u32, rows: u32) -> StoreResult<Vec<Task>> {
     let mut next = after.map(key).unwrap_or_default();
-    let now = ms(chrono::Utc::now());
-    let mut heads = Vec::new();
+    let mut found = Vec::new();
     for _ in 0..shares {
         // The literal `state = 'queued'` lets SQLite use the partial index.
-        let found: Option<(String, String, String)> = sqlx::query_as(
+        let share: Option<(String, String, String)> = sqlx::query_as(
             "SELECT account, ifnull(org, ''), ifnull(project, '') FROM tasks WHERE state = 'queued' \
              AND (account, ifnull(org, ''), ifnull(project, '')) > (?, ?, ?) \
              ORDER BY account, ifnull(org, ''), ifnull(project, '') LIMIT 1",
@@ -27,7 +26,14 @@ pub(crate) async fn queue_heads(db: &Db, after: Option<&Scope>, shares: u32, per
         .fetch_optional(&db.reader)
         .await
         .map_err(map_err)?;
-        let Some(share) = found else { break };
+        let Some(share) = share else { break };
+        next = share.clone();
+        found.push(share);
+    }
+    let per_share = (rows / u32::try_from(found.len()).unwrap_or(u32::MAX).max(1)).max(2);
+    let now = ms(chrono::Utc::now());
+    let mut heads = Vec::new();
+    for share in &found {
         let rows = sqlx::query(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE state = 'queued' \
              AND account = ? AND ifnull(org, '') = ? AND ifnull(project, '') = ? \
@@ -45,7 +51,6 @@ pub(crate) async fn queue_heads(db: &Db, after: Option<&Scope>, shares: u32, per
         for row in &rows {
             heads.push(rows::task(row)?);
         }
-        next = share;
     }
     Ok(heads)
 }

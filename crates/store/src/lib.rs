@@ -396,10 +396,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The head of each share's queue, for a fair sweep (docs/rules.md, "Fair shares"):
     /// the scopes with queued tasks (each account, org and project with tasks of its own)
     /// after `after` in the order (account, org, project) by bytes, no org or project
-    /// first; at most `shares` of them, and of each at most `per_share` tasks in
-    /// [`Store::queued_tasks`]'s order (not those whose retry is due after now). Grouped
-    /// by share, shares in that order.
-    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> StoreResult<Vec<Task>>;
+    /// first; at most `shares` of them, and of each the first `max(2, rows / shares
+    /// found)` tasks in [`Store::queued_tasks`]'s order (not those whose retry is due
+    /// after now), so that a sweep reads about `rows` tasks however many shares wait.
+    /// Grouped by share, shares in that order.
+    async fn queue_heads(&self, after: Option<&Scope>, shares: u32, rows: u32) -> StoreResult<Vec<Task>>;
 
     /// Sets what operators say for one scope (replacing what was set before).
     async fn set_scope_policy(&self, policy: &ScopePolicy) -> StoreResult<()>;

@@ -264,7 +264,7 @@ observed! {
     fn queue_shapes(&self, query: &QueueQuery) -> QueueShapes;
     fn active_by_scope(&self) -> Vec<(Scope, u64)>;
     fn concurrency_held(&self, account: &Ident, key: &str) -> u32;
-    fn queue_heads(&self, after: Option<&Scope>, shares: u32, per_share: u32) -> Vec<Task>;
+    fn queue_heads(&self, after: Option<&Scope>, shares: u32, rows: u32) -> Vec<Task>;
     fn set_scope_policy(&self, policy: &ScopePolicy) -> ();
     fn delete_scope_policy(&self, scope: &Scope) -> ();
     fn scope_policies(&self, within: Option<&Scope>) -> Vec<ScopePolicy>;

@@ -303,7 +303,8 @@ pub async fn a_retried_run_is_recorded_on_its_attempt_and_waits_out_its_backoff(
 }
 
 /// The fair sweep's read: share by share (account, org, project, by bytes, none first),
-/// the head of each in the queue's order, from a cursor, at most so many shares.
+/// the head of each in the queue's order (the rows asked for, shared out, at least two
+/// each), from a cursor, at most so many shares.
 pub async fn the_queue_is_read_share_by_share_from_a_cursor(store: Arc<dyn Store>) {
     let mut red = Vec::new();
     for _ in 0..6 {
@@ -315,17 +316,21 @@ pub async fn the_queue_is_read_share_by_share_from_a_cursor(store: Arc<dyn Store
     let project = queued(&store, task("acme/red/web")).await.id();
     let ids = |tasks: Vec<switchboard_domain::Task>| tasks.iter().map(|t| t.id()).collect::<Vec<_>>();
 
-    let all = ids(store.queue_heads(None, 10, 4).await.unwrap());
+    let all = ids(store.queue_heads(None, 10, 20).await.unwrap());
     let mut expected = vec![account, blue];
     expected.extend(&red[..4]);
     expected.extend([project, other]);
     assert_eq!(all, expected, "each share's head, shares in order");
 
-    let first_two = ids(store.queue_heads(None, 2, 4).await.unwrap());
+    let first_two = ids(store.queue_heads(None, 2, 8).await.unwrap());
     assert_eq!(first_two, vec![account, blue]);
     let after = super::fixtures::scope("acme/blue");
     let rest = ids(store.queue_heads(Some(&after), 2, 1).await.unwrap());
-    assert_eq!(rest, vec![red[0], project], "after the cursor, one each");
+    assert_eq!(
+        rest,
+        vec![red[0], red[1], project],
+        "after the cursor, at least two each"
+    );
 
     // Not a task taken, nor one whose retry is not yet due (a claimed one leaves).
     let (_, instances) = fleet(&store, "acme", "k8s", 1, 4).await;

@@ -1,10 +1,10 @@
 //! Fair shares in the dispatcher: which waiting tasks a sweep looks at, in which order,
 //! and the operators' policies per scope that weigh them (docs/rules.md, "Fair shares").
 //!
-//! * A sweep reads the head of each share's queue ([`Store::queue_heads`]: at most
-//!   [`PER_SHARE`] tasks of each of at most [`SHARES`] shares, the next sweep going on
-//!   from the last share read), so however many tasks one share holds, the others' are
-//!   in the sweep.
+//! * A sweep reads the head of each share's queue ([`Store::queue_heads`]: of each of at
+//!   most [`SHARES`] shares, the next sweep going on from the last share read, the first
+//!   few tasks, [`ROWS`] in all and at least 2 each), so however many tasks one share
+//!   holds, the others' are in the sweep.
 //! * **Across accounts** (delegates never cross them), the accounts' lists are
 //!   interleaved round-robin, so a flood of tasks in one account never puts another's
 //!   behind it.
@@ -27,8 +27,8 @@ use switchboard_store::{Store, StoreResult};
 
 /// The most shares one sweep reads the queue of.
 pub const SHARES: u32 = 100;
-/// The most tasks of one share a sweep reads.
-pub const PER_SHARE: u32 = 16;
+/// About how many tasks a sweep reads in all (at least 2 of each share).
+pub const ROWS: u32 = 200;
 /// How long the policies read from the store are used before they are read again.
 pub const POLICY_TTL: Duration = Duration::from_secs(5);
 
@@ -108,14 +108,21 @@ impl Shares {
     /// interleaved, at most `limit` in all.
     pub async fn sweep_list(&self, store: &dyn Store, limit: usize) -> StoreResult<Vec<Task>> {
         let after = self.cursor.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut heads = store.queue_heads(after.as_ref(), SHARES, PER_SHARE).await?;
+        let mut heads = store.queue_heads(after.as_ref(), SHARES, ROWS).await?;
         let mut seen: HashSet<Scope> = heads.iter().map(|t| t.spec.scope.clone()).collect();
         // Short of the most shares: the read reached the last one, so the next starts from
         // the first; and this one goes on from there, up to where it began.
         let next = if seen.len() < SHARES as usize {
             if after.is_some() {
                 let room = SHARES - u32::try_from(seen.len()).unwrap_or(SHARES);
-                let again = store.queue_heads(None, room, PER_SHARE).await?;
+                let again = store
+                    .queue_heads(
+                        None,
+                        room,
+                        ROWS.saturating_sub(u32::try_from(heads.len()).unwrap_or(ROWS))
+                            .max(2 * room),
+                    )
+                    .await?;
                 let fresh: Vec<Task> = again.into_iter().filter(|t| !seen.contains(&t.spec.scope)).collect();
                 seen.extend(fresh.iter().map(|t| t.spec.scope.clone()));
                 heads.extend(fresh);
