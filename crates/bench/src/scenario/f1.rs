@@ -69,6 +69,10 @@ pub struct F1Args {
     /// from has a fair-share weight and the account a default retry policy.
     #[arg(long)]
     pub policies: bool,
+    /// Before the first step, this many seconds at half the first rate, not recorded: the
+    /// manager's and the database's caches, pools and plans warm up on it (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_secs: u64,
     /// With `--policies`: how many concurrency keys the tasks spread over. Claims of one
     /// key take turns (in every replica's transactions), so fewer keys cost more.
     #[arg(long, default_value_t = 100)]
@@ -236,6 +240,22 @@ async fn ramp(ctx: &Ctx, rig: &Rig, label: &str, args: &F1Args) -> Result<Vec<St
         duration: Duration::from_secs(args.step_secs.max(1)),
         drain: Duration::from_secs(args.drain_secs),
     };
+    if args.warmup_secs > 0 {
+        let rate = args.rates.first().copied().unwrap_or(args.start_rate).max(2.0) / 2.0;
+        let bar = progress(&format!("{label}: warming up at {rate:.0}/s"));
+        let warm = Offer {
+            rate,
+            duration: Duration::from_secs(args.warmup_secs),
+            drain: Duration::from_secs(args.drain_secs),
+        };
+        let s = run_step(&rig.operator, &rig.recorder, &rig.layout, warm, &bar).await;
+        bar.finish_and_clear();
+        eprintln!(
+            "{label}: warm-up at {rate:.0}/s, {} of {} done (not recorded)",
+            s.completed, s.submitted
+        );
+        rig.wait_idle(ctx, Duration::from_secs(60)).await;
+    }
     let mut steps = Vec::new();
     let step = |rate: f64| {
         let bar = progress(&format!("{label}: {rate:.0}/s"));

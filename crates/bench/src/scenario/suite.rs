@@ -80,6 +80,7 @@ pub fn smoke_args() -> (F1Args, F2Args, F3Args, F4Args) {
         // The queue policy's path too (issue 18), so that it keeps working.
         policies: true,
         policy_keys: 10,
+        warmup_secs: 1,
     };
     let f2 = F2Args {
         f1: f1.clone(),
