@@ -198,24 +198,9 @@ async fn load(conn: &mut PgConnection, wanted: &Wanted) -> Result<Loaded, Failur
     let keys = wanted.concurrency_keys(loaded.tasks.values());
     if !keys.is_empty() {
         lock_keys(conn, &keys).await?;
-        let (accounts, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(a, k)| (a.as_str(), k.as_str())).unzip();
         // Counted after the locks are held: a snapshot taken now sees every claim of the
         // keys committed before them (READ COMMITTED takes one per statement).
-        let held: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT account, concurrency_key, count(*) FROM tasks
-             WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running')
-               AND (account, concurrency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-             GROUP BY account, concurrency_key",
-        )
-        .bind(&accounts)
-        .bind(&names)
-        .fetch_all(&mut *conn)
-        .await?;
-        for (account, key, n) in held {
-            loaded
-                .held_by_key
-                .insert((account, key), u32::try_from(n).unwrap_or(u32::MAX));
-        }
+        loaded.held_by_key = crate::tasks::held_by_keys(&mut *conn, &keys).await?;
     }
     if !wanted.superseding.is_empty() {
         let (accounts, names): (Vec<&str>, Vec<&str>) =

@@ -93,22 +93,8 @@ pub(crate) async fn queue_shapes(pool: &PgPool, q: &QueueQuery) -> StoreResult<Q
         .filter_map(|s| Some((s.scope.account_id().to_string(), s.concurrency.as_ref()?.key.clone())))
         .collect();
     if !keys.is_empty() {
-        let (accounts, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(a, k)| (a.as_str(), k.as_str())).unzip();
-        let held: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT account, concurrency_key, count(*) FROM tasks
-             WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running')
-               AND (account, concurrency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-             GROUP BY account, concurrency_key",
-        )
-        .bind(&accounts)
-        .bind(&names)
-        .fetch_all(pool)
-        .await
-        .map_err(map_err)?;
-        let held: std::collections::HashMap<(String, String), u32> = held
-            .into_iter()
-            .map(|(a, k, n)| ((a, k), u32::try_from(n).unwrap_or(u32::MAX)))
-            .collect();
+        let keys: Vec<(String, String)> = keys.into_iter().collect();
+        let held = held_by_keys(pool, &keys).await.map_err(map_err)?;
         for shape in &mut shapes {
             let account = shape.scope.account_id().to_string();
             if let Some(c) = &mut shape.concurrency {
@@ -130,6 +116,29 @@ pub(crate) async fn concurrency_held(pool: &PgPool, account: &Ident, key: &str) 
     .await
     .map_err(map_err)?;
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// How many tasks of each concurrency key `(account, key)` are assigned or running; keys
+/// with none are left out.
+pub(crate) async fn held_by_keys<'c, E: sqlx::PgExecutor<'c>>(
+    executor: E,
+    keys: &[(String, String)],
+) -> Result<std::collections::HashMap<(String, String), u32>, sqlx::Error> {
+    let (accounts, names): (Vec<&str>, Vec<&str>) = keys.iter().map(|(a, k)| (a.as_str(), k.as_str())).unzip();
+    let held: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT account, concurrency_key, count(*) FROM tasks
+         WHERE concurrency_key IS NOT NULL AND state IN ('assigned', 'running')
+           AND (account, concurrency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         GROUP BY account, concurrency_key",
+    )
+    .bind(&accounts)
+    .bind(&names)
+    .fetch_all(executor)
+    .await?;
+    Ok(held
+        .into_iter()
+        .map(|(a, k, n)| ((a, k), u32::try_from(n).unwrap_or(u32::MAX)))
+        .collect())
 }
 
 pub(crate) async fn active_by_scope(pool: &PgPool) -> StoreResult<Vec<(switchboard_domain::Scope, u64)>> {
