@@ -3,7 +3,8 @@
 use sqlx::PgPool;
 use sqlx::types::Json;
 use switchboard_domain::policy::{RetryPolicy, ScopePolicy};
-use switchboard_domain::{Ident, Scope, Task};
+use switchboard_domain::{Scope, Task};
+use switchboard_store::columns::{policy_filter, policy_key, policy_scope};
 use switchboard_store::{StoreError, StoreResult};
 
 use crate::map_err;
@@ -48,7 +49,7 @@ pub(crate) async fn queue_heads(
          ) h
          ORDER BY s.a, s.o, s.p, h.queue_key, h.id"
     );
-    let (account, org, project) = after.map(key).unwrap_or_default();
+    let (account, org, project) = after.map(policy_key).unwrap_or_default();
     let rows = sqlx::query(&sql)
         .bind(account)
         .bind(org)
@@ -62,16 +63,8 @@ pub(crate) async fn queue_heads(
     rows.iter().map(rows::task).collect()
 }
 
-fn key(scope: &Scope) -> (String, String, String) {
-    (
-        scope.account_id().to_string(),
-        scope.org().map(ToString::to_string).unwrap_or_default(),
-        scope.project().map(ToString::to_string).unwrap_or_default(),
-    )
-}
-
 pub(crate) async fn set_scope_policy(pool: &PgPool, p: &ScopePolicy) -> StoreResult<()> {
-    let (account, org, project) = key(&p.scope);
+    let (account, org, project) = policy_key(&p.scope);
     sqlx::query(
         "INSERT INTO scope_policies (account, org, project, weight, retry, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -91,7 +84,7 @@ pub(crate) async fn set_scope_policy(pool: &PgPool, p: &ScopePolicy) -> StoreRes
 }
 
 pub(crate) async fn delete_scope_policy(pool: &PgPool, scope: &Scope) -> StoreResult<()> {
-    let (account, org, project) = key(scope);
+    let (account, org, project) = policy_key(scope);
     let done = sqlx::query("DELETE FROM scope_policies WHERE account = $1 AND org = $2 AND project = $3")
         .bind(account)
         .bind(org)
@@ -106,17 +99,7 @@ pub(crate) async fn delete_scope_policy(pool: &PgPool, scope: &Scope) -> StoreRe
 }
 
 pub(crate) async fn scope_policies(pool: &PgPool, within: Option<&Scope>) -> StoreResult<Vec<ScopePolicy>> {
-    let (account, org, project) = match within {
-        Some(s) => {
-            let (a, o, p) = key(s);
-            (
-                Some(a),
-                Some(o).filter(|o| !o.is_empty()),
-                Some(p).filter(|p| !p.is_empty()),
-            )
-        }
-        None => (None, None, None),
-    };
+    let (account, org, project) = policy_filter(within);
     let rows = sqlx::query(
         "SELECT account, org, project, weight, retry, updated_at FROM scope_policies
          WHERE ($1::text IS NULL OR account = $1) AND ($2::text IS NULL OR org = $2)
@@ -131,18 +114,8 @@ pub(crate) async fn scope_policies(pool: &PgPool, within: Option<&Scope>) -> Sto
     .map_err(map_err)?;
     rows.iter()
         .map(|row| {
-            let part = |col: &str| -> StoreResult<Option<Ident>> {
-                let s: String = get(row, col)?;
-                if s.is_empty() {
-                    return Ok(None);
-                }
-                Ident::parse(&s)
-                    .map(Some)
-                    .map_err(|e| StoreError::Internal(format!("corrupt {col}: {e}")))
-            };
-            let account = part("account")?.ok_or_else(|| StoreError::Internal("a policy without account".into()))?;
-            let scope = Scope::new(account, part("org")?, part("project")?)
-                .map_err(|e| StoreError::Internal(format!("corrupt scope policy: {e}")))?;
+            let key = |col: &str| get::<String>(row, col);
+            let scope = policy_scope(&key("account")?, &key("org")?, &key("project")?)?;
             let weight: Option<i32> = get(row, "weight")?;
             let retry: Option<Json<RetryPolicy>> = get(row, "retry")?;
             Ok(ScopePolicy {

@@ -2,7 +2,8 @@
 
 use sqlx::Row;
 use switchboard_domain::policy::{RetryPolicy, ScopePolicy};
-use switchboard_domain::{Ident, Scope, Task};
+use switchboard_domain::{Scope, Task};
+use switchboard_store::columns::{policy_filter, policy_key, policy_scope};
 use switchboard_store::{StoreError, StoreResult};
 
 use crate::rows::{self, TASK_COLUMNS, from_ms, ms, to_json};
@@ -11,7 +12,7 @@ use crate::{Db, map_err};
 /// The shares with queued tasks after `after` (one probe of the share index each), then
 /// the head of each by the same index. SQLite compares text by bytes.
 pub(crate) async fn queue_heads(db: &Db, after: Option<&Scope>, shares: u32, rows: u32) -> StoreResult<Vec<Task>> {
-    let mut next = after.map(key).unwrap_or_default();
+    let mut next = after.map(policy_key).unwrap_or_default();
     let mut found = Vec::new();
     for _ in 0..shares {
         // The literal `state = 'queued'` lets SQLite use the partial index.
@@ -55,16 +56,8 @@ pub(crate) async fn queue_heads(db: &Db, after: Option<&Scope>, shares: u32, row
     Ok(heads)
 }
 
-fn key(scope: &Scope) -> (String, String, String) {
-    (
-        scope.account_id().to_string(),
-        scope.org().map(ToString::to_string).unwrap_or_default(),
-        scope.project().map(ToString::to_string).unwrap_or_default(),
-    )
-}
-
 pub(crate) async fn set_scope_policy(db: &Db, p: &ScopePolicy) -> StoreResult<()> {
-    let (account, org, project) = key(&p.scope);
+    let (account, org, project) = policy_key(&p.scope);
     let retry = p.retry.as_ref().map(to_json).transpose()?;
     sqlx::query(
         "INSERT INTO scope_policies (account, org, project, weight, retry, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
@@ -84,7 +77,7 @@ pub(crate) async fn set_scope_policy(db: &Db, p: &ScopePolicy) -> StoreResult<()
 }
 
 pub(crate) async fn delete_scope_policy(db: &Db, scope: &Scope) -> StoreResult<()> {
-    let (account, org, project) = key(scope);
+    let (account, org, project) = policy_key(scope);
     let done = sqlx::query("DELETE FROM scope_policies WHERE account = ? AND org = ? AND project = ?")
         .bind(account)
         .bind(org)
@@ -99,17 +92,7 @@ pub(crate) async fn delete_scope_policy(db: &Db, scope: &Scope) -> StoreResult<(
 }
 
 pub(crate) async fn scope_policies(db: &Db, within: Option<&Scope>) -> StoreResult<Vec<ScopePolicy>> {
-    let (account, org, project) = match within {
-        Some(s) => {
-            let (a, o, p) = key(s);
-            (
-                Some(a),
-                Some(o).filter(|o| !o.is_empty()),
-                Some(p).filter(|p| !p.is_empty()),
-            )
-        }
-        None => (None, None, None),
-    };
+    let (account, org, project) = policy_filter(within);
     let found = sqlx::query(
         "SELECT account, org, project, weight, retry, updated_at FROM scope_policies \
          WHERE (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR org = ?2) AND (?3 IS NULL OR project = ?3) \
@@ -125,16 +108,8 @@ pub(crate) async fn scope_policies(db: &Db, within: Option<&Scope>) -> StoreResu
     found
         .iter()
         .map(|row| {
-            let part = |col: &str| -> StoreResult<Option<Ident>> {
-                let s: String = row.try_get(col).map_err(map_err)?;
-                if s.is_empty() {
-                    return Ok(None);
-                }
-                Ident::parse(&s).map(Some).map_err(|e| corrupt(col, e.to_string()))
-            };
-            let account = part("account")?.ok_or_else(|| corrupt("account", "empty".into()))?;
-            let scope =
-                Scope::new(account, part("org")?, part("project")?).map_err(|e| corrupt("scope", e.to_string()))?;
+            let key = |col: &str| row.try_get::<String, _>(col).map_err(map_err);
+            let scope = policy_scope(&key("account")?, &key("org")?, &key("project")?)?;
             let weight: Option<i64> = row.try_get("weight").map_err(map_err)?;
             let retry: Option<String> = row.try_get("retry").map_err(map_err)?;
             let retry: Option<RetryPolicy> = retry

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use switchboard_domain::policy::{Concurrency, RetryPolicy};
-use switchboard_domain::{NewTask, Task};
+use switchboard_domain::{Ident, NewTask, Scope, Task};
+
+use crate::{StoreError, StoreResult};
 
 /// The `policy` column: a task's concurrency key and retry policy (its key is also a
 /// column of its own, which the claim counts by).
@@ -38,4 +40,42 @@ impl StoredPolicy {
 /// The concurrency key column of `task`.
 pub fn concurrency_key(task: &Task) -> Option<&str> {
     task.spec.concurrency.as_ref().map(|c| c.key.as_str())
+}
+
+/// The primary key of a scope's row in `scope_policies`: account, org, project, with ''
+/// for "no org" and "no project" (so that the key holds one row per scope).
+pub fn policy_key(scope: &Scope) -> (String, String, String) {
+    (
+        scope.account_id().to_string(),
+        scope.org().map(ToString::to_string).unwrap_or_default(),
+        scope.project().map(ToString::to_string).unwrap_or_default(),
+    )
+}
+
+/// The `scope_policies` filter for "at or below `within`": each `None` matches anything.
+pub fn policy_filter(within: Option<&Scope>) -> (Option<String>, Option<String>, Option<String>) {
+    match within {
+        Some(s) => {
+            let (a, o, p) = policy_key(s);
+            (
+                Some(a),
+                Some(o).filter(|o| !o.is_empty()),
+                Some(p).filter(|p| !p.is_empty()),
+            )
+        }
+        None => (None, None, None),
+    }
+}
+
+/// The scope of a `scope_policies` row, from its key columns.
+pub fn policy_scope(account: &str, org: &str, project: &str) -> StoreResult<Scope> {
+    let corrupt = |e: String| StoreError::Internal(format!("corrupt scope policy in the database: {e}"));
+    let part = |s: &str| -> StoreResult<Option<Ident>> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        Ident::parse(s).map(Some).map_err(|e| corrupt(e.to_string()))
+    };
+    let account = part(account)?.ok_or_else(|| corrupt("no account".into()))?;
+    Scope::new(account, part(org)?, part(project)?).map_err(|e| corrupt(e.to_string()))
 }

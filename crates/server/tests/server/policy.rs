@@ -15,6 +15,7 @@ use switchboard_protocol::delegate::{Outcome, RegisterRequest, TaskResult};
 use switchboard_protocol::socket::ServerMessage;
 
 use super::dispatch::{log, submit, token, wait_for};
+use super::replicas::succeeded;
 use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, spawn_on, spawn_replicas};
 
 /// What a scripted delegate does with each task it acquires.
@@ -41,17 +42,6 @@ enum Script {
         acquired: tokio::sync::mpsc::UnboundedSender<String>,
         gate: Arc<tokio::sync::Notify>,
     },
-}
-
-fn succeeded(attempt: switchboard_domain::Attempt) -> TaskResult {
-    TaskResult {
-        attempt,
-        outcome: Outcome::Succeeded,
-        result: None,
-        error: None,
-        error_code: None,
-        retryable: None,
-    }
 }
 
 struct Agent {

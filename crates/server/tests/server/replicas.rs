@@ -96,7 +96,7 @@ async fn submit(
     panic!("replica A never placed a task itself at submission");
 }
 
-fn succeeded(attempt: Attempt) -> TaskResult {
+pub(super) fn succeeded(attempt: Attempt) -> TaskResult {
     TaskResult {
         attempt,
         outcome: Outcome::Succeeded,
