@@ -3,8 +3,9 @@
 //! documented exit codes: 1 refused (4xx), 3 unreachable or failing (5xx).
 
 use serde::Serialize;
-use switchboard_client::{Client, ClientError, ScopeFilter, TaskFilter, Tls};
+use switchboard_client::{Client, ClientError, LogEvent, ScopeFilter, TaskFilter, Tls};
 use switchboard_domain::TaskState;
+use switchboard_domain::tasklog::{self, LogChunk, LogPosition};
 use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::{DeclareDelegate, DelegateView, MintJit, PauseRequest};
 use switchboard_protocol::keys::{ApiKeyView, CreateApiKey};
@@ -627,6 +628,52 @@ async fn watch(client: &Client, out: Printer, id: &str, poll_ms: u64) -> Result<
     }
 }
 
+/// Prints a task's log: as text (a line where output was cut, and a line between
+/// attempts), or with `--output json` one chunk per line. Pages through what is stored;
+/// with `follow`, goes on with each chunk as it is stored until the task ends.
+async fn task_logs(client: &Client, out: Printer, id: &str, follow: bool) -> Result<(), ClientError> {
+    use std::io::Write as _;
+    let mut attempt = None;
+    let mut print = |chunk: &LogChunk| {
+        let mut stdout = std::io::stdout().lock();
+        if out.0 == Output::Json {
+            let _ = writeln!(stdout, "{}", serde_json::to_string(chunk).unwrap_or_default());
+            return;
+        }
+        if attempt.is_some_and(|a| a != chunk.at.attempt) {
+            let _ = writeln!(stdout, "--- attempt {} ---", chunk.at.attempt);
+        }
+        attempt = Some(chunk.at.attempt);
+        match chunk.cut_bytes {
+            Some(bytes) => {
+                let _ = write!(stdout, "{}", tasklog::cut_line(bytes));
+            }
+            None => {
+                let _ = write!(stdout, "{}", chunk.text);
+            }
+        }
+        let _ = stdout.flush();
+    };
+    if follow {
+        let mut follower = client.follow_task_logs(id, LogPosition::default());
+        while let Some(event) = follower.next().await? {
+            if let LogEvent::Chunk(chunk) = event {
+                print(&chunk);
+            }
+        }
+        return Ok(());
+    }
+    let mut from = LogPosition::default();
+    loop {
+        let page = client.task_logs(id, from, None).await?;
+        page.chunks.iter().for_each(&mut print);
+        if page.chunks.is_empty() {
+            return Ok(());
+        }
+        from = page.next;
+    }
+}
+
 async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<Done, ClientError> {
     match command {
         TasksCommand::Submit {
@@ -717,6 +764,9 @@ async fn tasks(client: &Client, out: Printer, command: TasksCommand) -> Result<D
                 }
                 t.print();
             });
+        }
+        TasksCommand::Logs { id, follow } => {
+            task_logs(client, out, &id, follow).await?;
         }
         TasksCommand::Log { id } => {
             out.show(&client.selection_log(&id).await?, |log| {

@@ -414,6 +414,14 @@ pub enum TasksCommand {
     Log { id: String },
     /// Every attempt of a task: where it ran, how each ended and why, when the next is due.
     Attempts { id: String },
+    /// What a task's attempts printed: its whole log so far, or with --follow each new
+    /// line as it is stored until the task ends.
+    Logs {
+        id: String,
+        /// Keep printing what the task prints until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 fn ident(raw: &str) -> Result<Ident, String> {

@@ -26,7 +26,7 @@ use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use switchboard_domain::{Attempt, Secret, TaskId};
 use switchboard_protocol::delegate::{
-    Acquire, AcquiredTask, Progress, RegisterRequest, Registered, TaskResult, TaskStatus,
+    Acquire, AcquiredTask, LogAppendBody, LogAppended, Progress, RegisterRequest, Registered, TaskResult, TaskStatus,
 };
 use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, RunningTask, ServerMessage, close};
 use tokio::sync::{mpsc, watch};
@@ -82,6 +82,12 @@ impl TaskClient {
 
     pub async fn result(&self, task: TaskId, report: &TaskResult) -> Result<TaskStatus, ClientError> {
         self.post(task, "result", report).await
+    }
+
+    /// Appends a chunk of what the attempt printed to the task's log; sending the same
+    /// chunk (same offset) again is harmless.
+    pub async fn append_log(&self, task: TaskId, chunk: &LogAppendBody) -> Result<LogAppended, ClientError> {
+        self.post(task, "logs", chunk).await
     }
 
     async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(

@@ -11,7 +11,7 @@ pub mod delegate;
 pub mod operator;
 pub mod tls;
 
-pub use operator::{ScopeFilter, TaskFilter, TaskPage};
+pub use operator::{LogEvent, LogFollower, ScopeFilter, TaskFilter, TaskPage};
 pub use tls::{Tls, TlsError};
 
 use std::time::Duration;

@@ -6,6 +6,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use switchboard_domain::tasklog::{LogChunk, LogPosition};
 use switchboard_domain::{TaskId, TaskState};
 use switchboard_protocol::connectors::{ConnectorList, ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::{
@@ -13,7 +14,7 @@ use switchboard_protocol::fleet::{
 };
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
 use switchboard_protocol::policies::{ScopePolicyList, ScopePolicyView, SetScopePolicy};
-use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskView};
+use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskLogPage, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
 
 use crate::{Client, ClientError, decode};
@@ -24,6 +25,129 @@ pub struct TaskPage {
     pub items: Vec<TaskView>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<TaskId>,
+}
+
+/// What a followed task log brings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogEvent {
+    /// A stored chunk, in order.
+    Chunk(LogChunk),
+    /// The task ended and its whole log was read: nothing more comes.
+    End(TaskState),
+}
+
+/// A task's log followed over `GET /api/v1/tasks/{id}/logs?follow=true` (server-sent
+/// events). A stream that breaks (a replica restarting, a proxy's timeout) is opened
+/// again from the last chunk read, so no chunk is missed or read twice.
+#[derive(Debug)]
+pub struct LogFollower<'a> {
+    client: &'a Client,
+    id: String,
+    from: LogPosition,
+    stream: Option<reqwest::Response>,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+/// How long one followed stream stays open before it is opened again (the client's usual
+/// 30 s timeout would cut a quiet log short).
+const FOLLOW_STREAM: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl LogFollower<'_> {
+    /// The next event; `None` after [`LogEvent::End`]. A refusal (the task is unknown,
+    /// the key may not see it) is an error; a broken stream is reopened.
+    pub async fn next(&mut self) -> Result<Option<LogEvent>, ClientError> {
+        let mut reopened = 0u32;
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if let Some(event) = self.take_event()? {
+                return Ok(Some(event));
+            }
+            let stream = match self.stream.as_mut() {
+                Some(stream) => stream,
+                None => {
+                    let resp = self
+                        .client
+                        .request(reqwest::Method::GET, &format!("/api/v1/tasks/{}/logs", seg(&self.id)))
+                        .query(&[
+                            ("follow", "true".to_owned()),
+                            ("attempt", self.from.attempt.0.to_string()),
+                            ("offset", self.from.offset.to_string()),
+                        ])
+                        .timeout(FOLLOW_STREAM)
+                        .send()
+                        .await?;
+                    if !resp.status().is_success() {
+                        return Err(decode::<serde_json::Value>(resp)
+                            .await
+                            .err()
+                            .unwrap_or(ClientError::Closed));
+                    }
+                    self.buffer.clear();
+                    self.stream.insert(resp)
+                }
+            };
+            match stream.chunk().await {
+                Ok(Some(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Ok(None) | Err(_) if reopened < 3 => {
+                    // The stream ended without `end`: open it again from where we are.
+                    reopened += 1;
+                    self.stream = None;
+                }
+                Ok(None) => return Err(ClientError::Closed),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The next whole event in the buffer, if there is one.
+    fn take_event(&mut self) -> Result<Option<LogEvent>, ClientError> {
+        loop {
+            let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") else {
+                return Ok(None);
+            };
+            let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&raw);
+            let (mut kind, mut data) = ("message", String::new());
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    kind = if v.trim() == "chunk" {
+                        "chunk"
+                    } else if v.trim() == "end" {
+                        "end"
+                    } else {
+                        "other"
+                    };
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            let unexpected = |e: serde_json::Error| ClientError::Unexpected {
+                status: 200,
+                body: format!("{e}: {data}"),
+            };
+            match kind {
+                "chunk" => {
+                    let chunk: LogChunk = serde_json::from_str(&data).map_err(unexpected)?;
+                    self.from = chunk.next();
+                    return Ok(Some(LogEvent::Chunk(chunk)));
+                }
+                "end" => {
+                    #[derive(Deserialize)]
+                    struct End {
+                        state: TaskState,
+                    }
+                    let end: End = serde_json::from_str(&data).map_err(unexpected)?;
+                    self.done = true;
+                    return Ok(Some(LogEvent::End(end.state)));
+                }
+                // Keep-alive comments, and events this client does not know.
+                _ => continue,
+            }
+        }
+    }
 }
 
 /// The filters of `GET /api/v1/tasks`; `None` leaves a filter out.
@@ -335,6 +459,41 @@ impl Client {
     pub async fn task_attempts(&self, id: &str) -> Result<serde_json::Value, ClientError> {
         self.send(self.request(reqwest::Method::GET, &format!("/api/v1/tasks/{}/attempts", seg(id))))
             .await
+    }
+
+    /// A page of the task's log from `from` (the first attempt's start by default), of
+    /// about `limit_bytes` of text at most (the server's default without).
+    pub async fn task_logs(
+        &self,
+        id: &str,
+        from: LogPosition,
+        limit_bytes: Option<u32>,
+    ) -> Result<TaskLogPage, ClientError> {
+        let mut q = vec![
+            ("attempt", from.attempt.0.to_string()),
+            ("offset", from.offset.to_string()),
+        ];
+        if let Some(limit) = limit_bytes {
+            q.push(("limit_bytes", limit.to_string()));
+        }
+        self.send(
+            self.request(reqwest::Method::GET, &format!("/api/v1/tasks/{}/logs", seg(id)))
+                .query(&q),
+        )
+        .await
+    }
+
+    /// Follows the task's log from `from`: each chunk as it is stored, then the task's
+    /// final state (see [`LogFollower::next`]).
+    pub fn follow_task_logs(&self, id: &str, from: LogPosition) -> LogFollower<'_> {
+        LogFollower {
+            client: self,
+            id: id.to_owned(),
+            from,
+            stream: None,
+            buffer: Vec::new(),
+            done: false,
+        }
     }
 
     /// Every decision about the task, as `{"items": [...]}`.

@@ -479,7 +479,16 @@ async fn run_offered(
     let running = RunningTask { task_id, attempt };
     // Taken before the launch and after the end, so the recorded interval covers the run.
     let started_at = chrono::Utc::now();
-    let handle = match registry.launch(&runner, running, acquired.task_type.clone(), acquired.payload, timeout) {
+    let shipper = crate::logship::Shipper::start(tasks.clone(), task_id, attempt);
+    let launched = registry.launch(
+        &runner,
+        running,
+        acquired.task_type.clone(),
+        acquired.payload,
+        timeout,
+        shipper.output(),
+    );
+    let handle = match launched {
         Ok(handle) => handle,
         Err(refused) => {
             let report = TaskResult {
@@ -510,6 +519,12 @@ async fn run_offered(
         },
     };
     let ended_at = chrono::Utc::now();
+    // What it printed reaches the task's log before its result ends the attempt (appends
+    // to an ended attempt are refused).
+    let shipped = shipper.finish().await;
+    if shipped.chunks > 0 {
+        tracing::debug!(task.id = %task_id, chunks = shipped.chunks, bytes = shipped.bytes, "task output shipped");
+    }
     let report = if outcome.succeeded {
         TaskResult {
             attempt,
@@ -824,7 +839,14 @@ mod tests {
         let sleep = TaskType(Ident::parse("sleep").unwrap());
         let handle = a
             .registry
-            .launch(&a.runner, task, sleep, json!({"ms": 60_000}), Duration::from_secs(120))
+            .launch(
+                &a.runner,
+                task,
+                sleep,
+                json!({"ms": 60_000}),
+                Duration::from_secs(120),
+                crate::tasks::Output::discard(),
+            )
             .unwrap();
         let cancel = ServerMessage::CancelTask {
             task_id: task.task_id,
@@ -846,9 +868,14 @@ mod tests {
             attempt: Attempt(1),
         };
         let sleep = TaskType(Ident::parse("sleep").unwrap());
-        let refused = a
-            .registry
-            .launch(&a.runner, task, sleep, json!({"ms": 1}), Duration::from_secs(1));
+        let refused = a.registry.launch(
+            &a.runner,
+            task,
+            sleep,
+            json!({"ms": 1}),
+            Duration::from_secs(1),
+            crate::tasks::Output::discard(),
+        );
         assert_eq!(refused.unwrap_err(), Refused::Draining);
     }
 

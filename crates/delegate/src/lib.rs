@@ -21,6 +21,7 @@ pub mod agent;
 pub mod cancel;
 pub mod checks;
 pub mod logfile;
+pub mod logship;
 pub mod probe;
 pub mod register;
 pub mod registry;

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cancel::{self, Canceller};
-use crate::tasks::{Runner, TaskOutcome};
+use crate::tasks::{Output, Runner, TaskOutcome};
 
 /// Why a task was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +75,8 @@ impl Registry {
         self.changes.borrow().clone()
     }
 
-    /// Starts `task` on `runner` and tracks it until it ends. The outcome comes back on
-    /// the handle, for the caller to report.
+    /// Starts `task` on `runner`, its output written to `output`, and tracks it until it
+    /// ends. The outcome comes back on the handle, for the caller to report.
     pub fn launch(
         self: &Arc<Self>,
         runner: &Runner,
@@ -84,6 +84,7 @@ impl Registry {
         task_type: TaskType,
         payload: Value,
         timeout: Duration,
+        output: Output,
     ) -> Result<JoinHandle<TaskOutcome>, Refused> {
         let (canceller, token) = cancel::pair();
         {
@@ -115,7 +116,9 @@ impl Registry {
         let runner = runner.clone();
         Ok(tokio::spawn(async move {
             let _done = done;
-            runner.run(&task_type, payload, timeout, token).await
+            runner
+                .run_with_output(&task_type, payload, timeout, token, output)
+                .await
         }))
     }
 
@@ -217,6 +220,7 @@ mod tests {
             sleep_type(),
             json!({"ms": 60_000}),
             Duration::from_secs(120),
+            Output::discard(),
         )
     }
 
@@ -227,7 +231,14 @@ mod tests {
         let t = task(1);
         let runner = Runner::new(&[BuiltIn::Sleep]);
         let handle = registry
-            .launch(&runner, t, sleep_type(), json!({"ms": 1}), Duration::from_secs(5))
+            .launch(
+                &runner,
+                t,
+                sleep_type(),
+                json!({"ms": 1}),
+                Duration::from_secs(5),
+                Output::discard(),
+            )
             .unwrap();
         assert!(changes.has_changed().unwrap());
         assert_eq!(changes.borrow_and_update().clone(), vec![t]);

@@ -21,6 +21,7 @@ pub mod secret;
 pub mod selection;
 pub mod selector;
 pub mod task;
+pub mod tasklog;
 
 pub use audit::AuditEntry;
 pub use auth::{ApiKey, Denied, Permission, Permissions};

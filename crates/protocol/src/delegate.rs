@@ -104,6 +104,32 @@ pub struct Progress {
     pub progress: serde_json::Value,
 }
 
+/// `POST /delegate/v1/tasks/{id}/logs`: a chunk of what the attempt printed. `offset` is
+/// the byte offset of the chunk's first byte in the attempt's output (UTF-8), so a chunk
+/// sent again is kept once and chunks that arrive out of order are read in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LogAppendBody {
+    pub attempt: switchboard_domain::Attempt,
+    pub offset: u64,
+    /// At most 256 KiB of UTF-8 text; not empty.
+    pub text: String,
+}
+
+/// The answer to a log append.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogAppended {
+    pub task_id: switchboard_domain::TaskId,
+    pub attempt: switchboard_domain::Attempt,
+    pub offset: u64,
+    /// `stored`, or `already_stored` for a chunk sent before (nothing changed).
+    pub outcome: switchboard_domain::tasklog::Appended,
+    /// Where the next chunk of this attempt starts.
+    pub next_offset: u64,
+}
+
 /// How a run ended, as the delegate reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

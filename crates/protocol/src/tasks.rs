@@ -562,3 +562,20 @@ mod submission_tests {
         assert!(retry.prefer_different_instance);
     }
 }
+
+/// `GET /api/v1/tasks/{id}/logs`: a page of a task's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskLogPage {
+    pub task_id: TaskId,
+    /// In order: attempt, then offset. A chunk with `cut_bytes` is the marker where
+    /// output was cut to keep the log within its bound (its `text` is empty).
+    pub chunks: Vec<switchboard_domain::tasklog::LogChunk>,
+    /// Where to read on from (`attempt` and `offset`).
+    pub next: switchboard_domain::tasklog::LogPosition,
+    /// The task has ended and this page reached the end of its log: nothing more will
+    /// come.
+    pub ended: bool,
+    /// The task's state when the page was read.
+    pub state: TaskState,
+}

@@ -177,6 +177,18 @@ settings! {
     flag(long, value_name = "DURATION")
     selection_log_retention: Duration = Duration::from_secs(30 * 24 * 3600), parse = values::parse_positive_duration;
 
+    /// The most a task's log keeps (10MiB): the first half as it came, then the newest
+    /// output, with a marker where older output was cut. At least 512KiB. Logs are kept
+    /// as long as selection logs (`selection_log_retention`) after they last grew.
+    flag(long, value_name = "SIZE")
+    task_log_max_bytes: usize = 10 * 1024 * 1024, parse = values::parse_log_bound;
+
+    /// How often a followed task log (`GET /api/v1/tasks/{id}/logs?follow=true`) is read
+    /// again when no append was heard (1s): appends on this replica, and on the others
+    /// through PostgreSQL, wake it at once; this bounds the wait if a wake-up is missed.
+    flag(long, value_name = "DURATION")
+    log_follow_interval: Duration = Duration::from_secs(1), parse = values::parse_positive_duration;
+
     /// Audit-log entries older than this are deleted by the sweep (90d).
     flag(long, value_name = "DURATION")
     audit_retention: Duration = Duration::from_secs(90 * 24 * 3600), parse = values::parse_positive_duration;

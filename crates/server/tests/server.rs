@@ -40,6 +40,7 @@ mod server {
     mod slow_clients;
     mod spec;
     mod support;
+    mod task_logs;
     mod tls;
     mod tokens;
 }

@@ -520,8 +520,11 @@
   // ---- one task --------------------------------------------------------------------------
 
   function taskView(id) {
-    main.innerHTML = html`<div id="live-task"><p class="muted">Loading…</p></div>`;
+    main.innerHTML = html`<div id="live-task"><p class="muted">Loading…</p></div>
+      <section class="card" aria-labelledby="h-output"><h2 id="h-output">Log <span class="muted" id="task-log-state">(following)</span></h2>
+        <pre class="task-log" id="task-log" tabindex="0" aria-live="polite"></pre></section>`;
     const box = document.getElementById('live-task');
+    followLog(id);
     return live(async () => {
       const path = `/tasks/${encodeURIComponent(id)}`;
       const [task, log, attempts] = await Promise.all([
@@ -568,6 +571,70 @@
       <section class="card" aria-labelledby="h-attempts"><h2 id="h-attempts">Attempts</h2>${raw(drawAttempts(t, attempts))}</section>
       <section class="card" aria-labelledby="h-result"><h2 id="h-result">Result</h2>${raw(drawResult(t))}</section>
       <section class="card" aria-labelledby="h-log"><h2 id="h-log">Selection log</h2>${raw(drawLog(log))}</section>`;
+  }
+
+  // Follows the task's log (GET /tasks/{id}/logs?follow=true) into the page until the
+  // task ends or the view changes; a stream that breaks is reopened from the last chunk.
+  function followLog(id, from = { attempt: 1, offset: 0 }, pause = 1000) {
+    const mine = generation;
+    const out = document.getElementById('task-log');
+    const state = document.getElementById('task-log-state');
+    const controller = new AbortController();
+    const watchdog = setInterval(() => { if (mine !== generation) { controller.abort(); clearInterval(watchdog); } }, 500);
+    let at = from;
+    let lastAttempt = null;
+    const print = (chunk) => {
+      if (lastAttempt !== null && chunk.attempt !== lastAttempt) out.append(`--- attempt ${chunk.attempt} ---\n`);
+      lastAttempt = chunk.attempt;
+      const stick = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+      out.append(chunk.cut_bytes != null ? `[... ${chunk.cut_bytes} bytes cut to keep this log within its bound ...]\n` : chunk.text);
+      if (stick) out.scrollTop = out.scrollHeight;
+    };
+    (async () => {
+      const q = `follow=true&attempt=${at.attempt}&offset=${at.offset}`;
+      const response = await fetch(`/api/v1/tasks/${encodeURIComponent(id)}/logs?${q}`, {
+        headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ''}` },
+        signal: controller.signal,
+      });
+      if (!response.ok || !response.body) throw new Error(`logs: ${response.status}`);
+      state.textContent = '(following)';
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return false;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const lines = buffer.slice(0, end).split('\n');
+          buffer = buffer.slice(end + 2);
+          const kind = (lines.find((l) => l.startsWith('event: ')) || '').slice(7);
+          const data = lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('');
+          if (kind === 'chunk') {
+            const chunk = JSON.parse(data);
+            print(chunk);
+            at = chunk.cut_bytes != null
+              ? { attempt: chunk.attempt, offset: chunk.offset + 1 }
+              : { attempt: chunk.attempt, offset: chunk.offset + new TextEncoder().encode(chunk.text).length };
+          } else if (kind === 'end') {
+            return true;
+          }
+        }
+      }
+    })().then((ended) => {
+      clearInterval(watchdog);
+      if (mine !== generation) return;
+      if (ended) {
+        state.textContent = out.textContent ? '(complete)' : '(empty)';
+        return;
+      }
+      setTimeout(() => { if (mine === generation) followLog(id, at, pause); }, pause);
+    }, () => {
+      clearInterval(watchdog);
+      if (mine !== generation) return;
+      state.textContent = '(reconnecting)';
+      setTimeout(() => { if (mine === generation) followLog(id, at, Math.min(pause * 2, 30000)); }, pause);
+    });
   }
 
   function capText(c) {

@@ -15,6 +15,7 @@ mod delegates;
 mod error;
 mod keys;
 mod lead;
+mod logs;
 mod notify;
 mod policy;
 mod rows;
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use switchboard_domain::policy::ScopePolicy;
+use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
@@ -418,6 +420,16 @@ impl Store for PgStore {
     }
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         tasks::prune_selection_log(&self.pool, before).await
+    }
+
+    async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended> {
+        logs::append(&self.pool, append).await
+    }
+    async fn task_log(&self, task: TaskId, from: LogPosition, max_bytes: usize) -> StoreResult<Vec<LogChunk>> {
+        logs::read(&self.pool, task, from, max_bytes).await
+    }
+    async fn prune_task_logs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        logs::prune(&self.pool, before).await
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {

@@ -39,6 +39,7 @@ mod deadlines;
 mod delegates;
 mod error;
 mod keys;
+mod logs;
 mod policy;
 mod rows;
 mod tasks;
@@ -53,6 +54,7 @@ use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use switchboard_domain::policy::ScopePolicy;
+use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
@@ -569,6 +571,20 @@ impl switchboard_store::Store for SqliteStore {
 
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         tasks::prune_selection_log(&self.db, before).await
+    }
+
+    // --- task logs ---------------------------------------------------------------------
+
+    async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended> {
+        logs::append(&self.db, append).await
+    }
+
+    async fn task_log(&self, task: TaskId, from: LogPosition, max_bytes: usize) -> StoreResult<Vec<LogChunk>> {
+        logs::read(&self.db, task, from, max_bytes).await
+    }
+
+    async fn prune_task_logs(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        logs::prune(&self.db, before).await
     }
 
     // --- audit log ---------------------------------------------------------------------

@@ -29,6 +29,8 @@ pub enum ClusterEvent {
     },
     /// The task changed state: wake its long polls everywhere.
     TaskChanged { task: TaskId },
+    /// The task's log grew: wake the readers following it everywhere.
+    TaskLog { task: TaskId },
     /// Something may let a queued task be placed: run placement everywhere.
     Wake,
     /// Close the sockets of a token or a group, with this close code and reason.

@@ -45,3 +45,17 @@ pub enum Conflict {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A task-log append's refusal as the conflict every backend answers with: the same as a
+/// report of that attempt would get.
+pub fn append_refused(presented: Attempt, refused: switchboard_domain::tasklog::AppendRefused) -> StoreError {
+    use switchboard_domain::tasklog::AppendRefused;
+    match refused {
+        AppendRefused::Stale { current } => Conflict::StaleAttempt { presented, current }.into(),
+        AppendRefused::NotHolder { state } => Conflict::NotHolder {
+            attempt: presented,
+            state,
+        }
+        .into(),
+    }
+}

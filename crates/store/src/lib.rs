@@ -31,6 +31,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use switchboard_domain::policy::ScopePolicy;
+use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash,
@@ -40,7 +41,7 @@ use switchboard_domain::{
 pub use batch::{ClaimWrite, Submission, TaskWrite, Written};
 pub use cluster::{ClusterEvent, ClusterSignal, ClusterSignals, SocketTarget};
 pub use committer::BatchSnapshot;
-pub use error::{Conflict, StoreError, StoreResult};
+pub use error::{Conflict, StoreError, StoreResult, append_refused};
 pub use query::{AuditQuery, KeyUse, Page, QueueQuery, QueueShape, QueueShapes, TaskQuery};
 
 /// The outcome of [`Store::insert_task`].
@@ -492,6 +493,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>>;
     /// Deletes entries older than `before`; returns how many.
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // --- task logs ---------------------------------------------------------------------
+
+    /// Appends a chunk to a task's log (see [`switchboard_domain::tasklog`]), fenced like
+    /// every report of a delegate: [`Conflict::StaleAttempt`] unless the attempt is
+    /// current, [`Conflict::NotHolder`] unless it is assigned to the instance and
+    /// assigned or running; `NotFound("task")` for an unknown task. A chunk whose
+    /// position is stored already changes nothing ([`Appended::AlreadyStored`]). Past
+    /// the bound, the oldest tail chunks are cut and the marker counts them. Appends to
+    /// one task take turns, so the bound holds under concurrent appends.
+    async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended>;
+
+    /// The chunks of a task's log from `from` on (inclusive), in order, until about
+    /// `max_bytes` of text (always at least one chunk when there is one). An unknown task
+    /// is `NotFound("task")`; a task without a log, an empty list.
+    async fn task_log(&self, task: TaskId, from: LogPosition, max_bytes: usize) -> StoreResult<Vec<LogChunk>>;
+
+    /// Deletes the logs of tasks whose log last grew before `before`, whole; returns how
+    /// many logs.
+    async fn prune_task_logs(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     // --- audit log ---------------------------------------------------------------------
 

@@ -77,6 +77,10 @@ pub struct F1Args {
     /// key take turns (in every replica's transactions), so fewer keys cost more.
     #[arg(long, default_value_t = 100)]
     pub policy_keys: u64,
+    /// Task logs on (issue 19): each simulated delegate appends this many lines (about
+    /// 50 bytes each) to its task's log, in one chunk, between acquire and result (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub log_lines: usize,
 }
 
 /// What F1 found.
@@ -110,6 +114,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F1Args) -> Result<F1Result,
         rig.down().await;
         return Err(e);
     }
+    rig.fleet.log_each_task(args.log_lines);
     let outcome = ramp(ctx, &rig, &label, args).await;
     let acquire_errors = rig.fleet.acquire_errors();
     let disconnects = rig.fleet.disconnects();

@@ -81,6 +81,8 @@ pub fn smoke_args() -> (F1Args, F2Args, F3Args, F4Args) {
         policies: true,
         policy_keys: 10,
         warmup_secs: 1,
+        // And the task logs' (issue 19).
+        log_lines: 5,
     };
     let f2 = F2Args {
         f1: f1.clone(),

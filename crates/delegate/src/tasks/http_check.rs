@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_domain::Capability;
 
-use super::{TaskOutcome, parse_payload};
+use super::{Output, TaskOutcome, parse_payload};
 use crate::probe;
 
 #[derive(Deserialize)]
@@ -21,7 +21,7 @@ struct Payload {
     expect_status: Option<u16>,
 }
 
-pub(super) async fn run(http: &reqwest::Client, payload: Value, timeout: Duration) -> TaskOutcome {
+pub(super) async fn run(http: &reqwest::Client, payload: Value, timeout: Duration, output: &Output) -> TaskOutcome {
     let Payload { url, expect_status } = match parse_payload(payload) {
         Ok(p) => p,
         Err(refused) => return refused,
@@ -30,9 +30,11 @@ pub(super) async fn run(http: &reqwest::Client, payload: Value, timeout: Duratio
     if let Err(e) = Capability::http(&url) {
         return TaskOutcome::failure("bad_payload", e.to_string());
     }
+    output.write(format!("GET {url}\n")).await;
     let answer = match probe::http(http, &url, timeout).await {
         Ok(answer) => answer,
         Err(seen) => {
+            output.write(format!("unreachable: {seen}\n")).await;
             return TaskOutcome {
                 succeeded: false,
                 result: json!({"url": url, "error": "unreachable", "detail": seen}),
@@ -44,6 +46,9 @@ pub(super) async fn run(http: &reqwest::Client, payload: Value, timeout: Duratio
         "status": answer.status,
         "latency_ms": u64::try_from(answer.elapsed.as_millis()).unwrap_or(u64::MAX),
     });
+    output
+        .write(format!("HTTP {} in {} ms\n", answer.status, answer.elapsed.as_millis()))
+        .await;
     let succeeded = match expect_status {
         Some(want) => answer.status == want,
         None => answer.status < 400,

@@ -78,6 +78,33 @@ impl FromStr for BuiltIn {
     }
 }
 
+/// Where a task's output goes while it runs: text for the manager's task log (see
+/// `logship.rs`), or nowhere. Writing waits when the shipper is behind, so a chatty task
+/// slows down rather than filling the delegate's memory.
+#[derive(Debug, Clone, Default)]
+pub struct Output(Option<tokio::sync::mpsc::Sender<String>>);
+
+impl Output {
+    /// Output that goes nowhere (tests, and tasks run without a manager).
+    pub fn discard() -> Self {
+        Output(None)
+    }
+
+    /// Output sent to `tx`.
+    pub fn to(tx: tokio::sync::mpsc::Sender<String>) -> Self {
+        Output(Some(tx))
+    }
+
+    /// Writes `text` (whole lines, ideally). Nothing happens once the receiver is gone.
+    pub async fn write(&self, text: String) {
+        if let Some(tx) = &self.0
+            && !text.is_empty()
+        {
+            let _ = tx.send(text).await;
+        }
+    }
+}
+
 /// How one task ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOutcome {
@@ -138,6 +165,21 @@ impl Runner {
         timeout: Duration,
         cancel: CancelToken,
     ) -> TaskOutcome {
+        self.run_with_output(task_type, payload, timeout, cancel, Output::discard())
+            .await
+    }
+
+    /// Like [`Runner::run`], writing what the task prints to `output` as it runs
+    /// (`shell`: its stdout and stderr, line by line; `http_check`: the request and its
+    /// answer).
+    pub async fn run_with_output(
+        &self,
+        task_type: &TaskType,
+        payload: Value,
+        timeout: Duration,
+        cancel: CancelToken,
+        output: Output,
+    ) -> TaskOutcome {
         let kind = match self.enabled_kind(task_type) {
             Ok(kind) => kind,
             Err(refused) => return refused,
@@ -146,8 +188,8 @@ impl Runner {
             match kind {
                 BuiltIn::Echo => echo::run(payload),
                 BuiltIn::Sleep => sleep::run(payload).await,
-                BuiltIn::HttpCheck => http_check::run(&self.http, payload, timeout).await,
-                BuiltIn::Shell => shell::run(payload).await,
+                BuiltIn::HttpCheck => http_check::run(&self.http, payload, timeout, &output).await,
+                BuiltIn::Shell => shell::run(payload, &output).await,
             }
         };
         // Dropping `work` on timeout or cancel is what stops it: sleeps end, requests are

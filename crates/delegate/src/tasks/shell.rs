@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
-use super::{TaskOutcome, parse_payload};
+use super::{Output, TaskOutcome, parse_payload};
 
 /// The most output kept per stream.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -27,7 +27,7 @@ struct Payload {
     command: String,
 }
 
-pub(super) async fn run(payload: Value) -> TaskOutcome {
+pub(super) async fn run(payload: Value, output: &Output) -> TaskOutcome {
     let Payload { command } = match parse_payload(payload) {
         Ok(p) => p,
         Err(refused) => return refused,
@@ -50,7 +50,7 @@ pub(super) async fn run(payload: Value) -> TaskOutcome {
     let (stdout, stderr) = (group.0.stdout.take(), group.0.stderr.take());
     // Read both streams to their end before waiting: until `wait` reaps the shell, its
     // process group id cannot be reused, so `Group`'s kill can only hit this command.
-    let ((out, out_cut), (err, err_cut)) = tokio::join!(read_capped(stdout), read_capped(stderr));
+    let ((out, out_cut), (err, err_cut)) = tokio::join!(read_capped(stdout, output), read_capped(stderr, output));
     let status = match group.0.wait().await {
         Ok(status) => status,
         Err(e) => return TaskOutcome::failure("failed", format!("cannot wait for sh: {e}")),
@@ -77,23 +77,65 @@ pub(super) async fn run(payload: Value) -> TaskOutcome {
 }
 
 /// Keeps at most [`OUTPUT_LIMIT`] bytes of `stream`, reading (and dropping) the rest;
-/// says whether anything was dropped.
-async fn read_capped(stream: Option<impl AsyncRead + Unpin>) -> (Vec<u8>, bool) {
+/// says whether anything was dropped. Everything read is also written to `output`, whole
+/// lines at a time (see [`Lines`]).
+async fn read_capped(stream: Option<impl AsyncRead + Unpin>, output: &Output) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let Some(mut stream) = stream else {
         return (kept, truncated);
     };
+    let mut lines = Lines::default();
     let mut buf = [0u8; 8192];
     loop {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return (kept, truncated),
+            Ok(0) | Err(_) => {
+                output.write(lines.finish()).await;
+                return (kept, truncated);
+            }
             Ok(n) => {
                 let room = OUTPUT_LIMIT - kept.len();
                 kept.extend_from_slice(&buf[..n.min(room)]);
                 truncated |= n > room;
+                output.write(lines.push(&buf[..n])).await;
             }
         }
+    }
+}
+
+/// Bytes of a stream into text a line at a time, so the two streams of a command
+/// interleave by whole lines in its log. A line longer than [`LONG_LINE`] goes out in
+/// pieces (cut at a character's boundary); bytes that are not UTF-8 become U+FFFD.
+#[derive(Debug, Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+/// The longest piece of a line held back waiting for its end.
+const LONG_LINE: usize = 8192;
+
+impl Lines {
+    /// Takes `bytes` in; returns the text of the lines they completed.
+    fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let cut = match self.pending.iter().rposition(|b| *b == b'\n') {
+            Some(end) => end + 1,
+            None if self.pending.len() >= LONG_LINE => match std::str::from_utf8(&self.pending) {
+                Ok(_) => self.pending.len(),
+                // Up to the last whole character; a broken byte sequence goes out as is.
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => self.pending.len(),
+            },
+            None => return String::new(),
+        };
+        let rest = self.pending.split_off(cut);
+        let done = std::mem::replace(&mut self.pending, rest);
+        String::from_utf8_lossy(&done).into_owned()
+    }
+
+    /// What is left once the stream ended.
+    fn finish(&mut self) -> String {
+        String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned()
     }
 }
 
@@ -237,6 +279,45 @@ mod tests {
             .await
             .expect("the background process was killed, closing the FIFO")
             .unwrap();
+    }
+
+    #[test]
+    fn output_goes_out_in_whole_lines_and_whole_characters() {
+        let mut lines = super::Lines::default();
+        assert_eq!(lines.push(b"one\ntw"), "one\n");
+        assert_eq!(lines.push(b"o\nthr"), "two\n");
+        assert_eq!(lines.finish(), "thr");
+        // A long line without its end goes out at a character boundary: here the first
+        // of the two bytes of "é" ends the read, so it waits for the second.
+        let mut long = vec![b'a'; super::LONG_LINE - 1];
+        long.push(0xC3);
+        let out = lines.push(&long);
+        assert_eq!(out.len(), super::LONG_LINE - 1);
+        assert_eq!(lines.push(&[0xA9]), "");
+        assert_eq!(lines.finish(), "é");
+        assert_eq!(lines.push(b"\xff\n"), "\u{fffd}\n");
+    }
+
+    #[tokio::test]
+    async fn a_shell_task_writes_its_output_as_it_runs() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let out = Runner::new(&[BuiltIn::Shell])
+            .run_with_output(
+                &tt("shell"),
+                json!({"command": "echo one; echo two >&2; echo three"}),
+                Duration::from_secs(10),
+                CancelToken::new(),
+                crate::tasks::Output::to(tx),
+            )
+            .await;
+        assert!(out.succeeded, "{out:?}");
+        let mut written = Vec::new();
+        while let Ok(text) = rx.try_recv() {
+            written.push(text);
+        }
+        let mut lines: Vec<&str> = written.iter().flat_map(|t| t.lines()).collect();
+        lines.sort_unstable();
+        assert_eq!(lines, ["one", "three", "two"]);
     }
 
     #[tokio::test]

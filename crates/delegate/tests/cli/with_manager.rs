@@ -291,6 +291,58 @@ async fn a_reference_delegate_runs_a_task_submitted_for_it_and_reports_the_resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_delegate_streams_a_shell_tasks_output_to_its_log_before_the_result() {
+    let m = manager().await;
+    let token = m.token("t", "acme").await;
+    let d = delegate(
+        &m,
+        &token,
+        &[
+            "--name",
+            "d",
+            "--hostname",
+            "worker",
+            "--task-types",
+            "shell",
+            "--enable-shell",
+        ],
+    )
+    .await;
+    eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+    // 2,000 lines, on both streams: batched into few chunks, every line kept in order
+    // within its stream.
+    let command = "i=0; while [ $i -lt 1000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done";
+    let body = json!({"account": "acme", "type": "shell", "payload": {"command": command}});
+    let submitted = m.submit(&body).await;
+    let task = TaskId(submitted["id"].as_str().unwrap().parse().unwrap());
+    let store = m.state.store();
+    eventually(|| async { store.get_task(task).await.unwrap().state.is_terminal() }).await;
+    assert_eq!(store.get_task(task).await.unwrap().state, TaskState::Succeeded);
+
+    // The log was whole when the result came: the shipper sends before the report.
+    let chunks = store
+        .task_log(task, switchboard_domain::tasklog::LogPosition::default(), usize::MAX)
+        .await
+        .unwrap();
+    let text: String = chunks.iter().map(|c| c.text.as_str()).collect();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2000, "{} chunks", chunks.len());
+    for stream in ["out", "err"] {
+        let numbers: Vec<u32> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(stream).map(|n| n.trim().parse().unwrap()))
+            .collect();
+        assert_eq!(numbers, (0..1000).collect::<Vec<_>>(), "{stream}");
+    }
+    assert!(chunks.len() < 100, "batched: {} chunks for 2,000 lines", chunks.len());
+    let mut at = 0;
+    for c in &chunks {
+        assert_eq!(c.at.offset, at, "chunks are contiguous");
+        at += c.text.len() as u64;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reference_delegate_killed_mid_task_fails_it_as_delegate_lost() {
     let m = manager().await;
     let token = m.token("t", "acme").await;

@@ -6,6 +6,7 @@ pub mod connectors;
 pub mod delegates;
 pub mod events;
 pub mod keys;
+pub mod logs;
 pub mod maintenance;
 pub mod policies;
 pub mod queue;
@@ -93,6 +94,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::wait))
         .routes(routes!(tasks::selection_log))
         .routes(routes!(tasks::attempts))
+        .routes(routes!(logs::read))
         .routes(routes!(policies::set, policies::list, policies::delete))
         .routes(routes!(queue::summary))
         .routes(routes!(queue::history))

@@ -45,6 +45,18 @@ pub fn parse_byte_size(raw: &str) -> Result<usize, String> {
     }
 }
 
+/// The bound of a task's log: a byte size of at least two of the largest chunks.
+pub fn parse_log_bound(raw: &str) -> Result<usize, String> {
+    let n = parse_byte_size(raw)?;
+    let least = switchboard_domain::tasklog::MIN_MAX_BYTES as usize;
+    if n < least {
+        return Err(format!(
+            "must be at least {least} bytes (512KiB): twice the largest chunk"
+        ));
+    }
+    Ok(n)
+}
+
 /// An http:// or https:// base URL, kept without its trailing slash.
 pub fn parse_public_url(raw: &str) -> Result<Option<String>, String> {
     let url = raw.trim().trim_end_matches('/');

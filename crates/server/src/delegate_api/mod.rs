@@ -20,5 +20,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(socket::stream))
         .routes(routes!(tasks::acquire))
         .routes(routes!(tasks::progress))
+        .routes(routes!(tasks::logs))
         .routes(routes!(tasks::result))
 }

@@ -6,13 +6,19 @@
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
+use std::sync::Arc;
+
 use switchboard_domain::policy::Ending;
 use switchboard_domain::task::PAYLOAD_MAX_BYTES;
+use switchboard_domain::tasklog::{self, Appended, LogAppend, LogPosition};
 use switchboard_domain::{Attempt, Failure, FailureReason, LastSuccess, Task, TaskEvent, TaskId, TaskState};
-use switchboard_protocol::delegate::{Acquire, AcquiredTask, Outcome, Progress, TaskResult, TaskStatus};
-use switchboard_store::Transition;
+use switchboard_protocol::delegate::{
+    Acquire, AcquiredTask, LogAppendBody, LogAppended, Outcome, Progress, TaskResult, TaskStatus,
+};
+use switchboard_store::{ClusterEvent, Transition};
 
 use super::session::Trusted;
+use crate::config::Settings;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::{AnyJson, IdPath};
 use crate::http::openapi::Errors;
@@ -93,6 +99,77 @@ pub async fn progress(
         .record_progress(task.id(), attempt, &progress, Utc::now())
         .await?;
     Ok(Json(status(&task)))
+}
+
+/// Append a chunk of what a running attempt printed to the task's log.
+///
+/// `offset` is where the chunk's first byte sits in the attempt's output, so a chunk sent
+/// again (a retried request) is kept once (`already_stored`) and chunks read back in
+/// order whatever order they came in. Fenced like every report: 409 `stale-attempt` for
+/// an attempt that is not current, 409 `conflict` once it is not this instance's or has
+/// ended. `text` is at most 256 KiB (413 above) and not empty (422).
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/logs",
+    operation_id = "append_task_log",
+    tag = "delegate",
+    security(("session" = [])),
+    params(("id" = TaskId, Path, description = "The task's id.")),
+    request_body = LogAppendBody,
+    responses((status = 200, description = "Stored, or stored before.", body = LogAppended), Errors<REPORT_ERRORS>)
+)]
+pub async fn logs(
+    State(placer): State<Placer>,
+    State(sockets): State<Sockets>,
+    State(settings): State<Arc<Settings>>,
+    IdPath(id): IdPath<TaskId>,
+    Trusted(instance): Trusted,
+    AnyJson(body): AnyJson<LogAppendBody>,
+) -> Result<Json<LogAppended>, ApiError> {
+    if body.text.is_empty() {
+        return Err(ApiError::validation(
+            "text",
+            "a chunk carries at least one byte of text",
+        ));
+    }
+    if body.text.len() > tasklog::CHUNK_MAX_BYTES {
+        return Err(ApiError::new(
+            Problem::PayloadTooLarge,
+            format!(
+                "text is {} bytes; a chunk carries at most {} (send longer output as several chunks)",
+                body.text.len(),
+                tasklog::CHUNK_MAX_BYTES
+            ),
+        ));
+    }
+    let next_offset = body
+        .offset
+        .checked_add(body.text.len() as u64)
+        .filter(|end| i64::try_from(*end).is_ok())
+        .ok_or_else(|| ApiError::validation("offset", format!("offset must be below 2^63 - 1; got {}", body.offset)))?;
+    let append = LogAppend {
+        task: id,
+        instance: instance.id,
+        at: LogPosition {
+            attempt: body.attempt,
+            offset: body.offset,
+        },
+        text: body.text,
+        stored_at: Utc::now(),
+        max_bytes: settings.task_log_max_bytes as u64,
+    };
+    let outcome = placer.store().append_task_log(&append).await?;
+    if outcome == Appended::Stored {
+        placer.dispatcher().log_grew(id);
+        sockets.cluster.publish(ClusterEvent::TaskLog { task: id });
+    }
+    Ok(Json(LogAppended {
+        task_id: id,
+        attempt: body.attempt,
+        offset: body.offset,
+        outcome,
+        next_offset,
+    }))
 }
 
 /// Report how an attempt ended, with its result (any JSON, at most 1 MiB).

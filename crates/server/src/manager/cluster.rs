@@ -253,6 +253,7 @@ fn apply(placer: &Placer, sockets: &Sockets, event: ClusterEvent) {
                 .send(instance, ServerMessage::CancelTask { task_id: task, attempt });
         }
         ClusterEvent::TaskChanged { task } => placer.dispatcher().changed(task),
+        ClusterEvent::TaskLog { task } => placer.dispatcher().log_grew(task),
         // Sent when a delegate connects to another replica: a snapshot taken before it
         // does not know that instance is there.
         ClusterEvent::Wake => {

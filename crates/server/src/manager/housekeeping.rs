@@ -1,6 +1,6 @@
 //! The manager's upkeep: the connection lease renewed, heartbeats held in memory flushed
 //! to the store in batches, and the sweep that removes long-gone instances and groups and
-//! prunes the audit trail and the selection logs past their retention.
+//! prunes the audit trail, the selection logs and the task logs past their retention.
 
 use std::time::Duration;
 
@@ -237,5 +237,11 @@ async fn sweep(placer: &Placer, sockets: &Sockets, settings: &Schedule) {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "deleted selection-log entries past their retention"),
         Err(e) => tracing::warn!(error = %e, "the selection-log sweep failed; it runs again next interval"),
+    }
+    // Task logs are kept as long as selection logs, from when they last grew.
+    match placer.store().prune_task_logs(log_cutoff).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "deleted task logs past their retention"),
+        Err(e) => tracing::warn!(error = %e, "the task-log sweep failed; it runs again next interval"),
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use switchboard_domain::policy::ScopePolicy;
+use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash, SelectionLogEntry,
@@ -281,6 +282,9 @@ observed! {
     fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> ();
     fn selection_log(&self, task: TaskId) -> Vec<SelectionLogEntry>;
     fn prune_selection_log(&self, before: DateTime<Utc>) -> u64;
+    fn append_task_log(&self, append: &LogAppend) -> Appended;
+    fn task_log(&self, task: TaskId, from: LogPosition, max_bytes: usize) -> Vec<LogChunk>;
+    fn prune_task_logs(&self, before: DateTime<Utc>) -> u64;
     fn append_audit(&self, entry: &AuditEntry) -> AuditEntry;
     fn list_audit(&self, query: &AuditQuery) -> Vec<AuditEntry>;
     fn prune_audit(&self, before: DateTime<Utc>) -> u64;

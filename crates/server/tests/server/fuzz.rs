@@ -542,6 +542,13 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
         ),
         (
             "POST",
+            "/delegate/v1/tasks/{id}/logs",
+            format!("/delegate/v1/tasks/{task}/logs"),
+            session.expose(),
+            json!({"attempt": 1, "offset": 0, "text": "a line\n"}),
+        ),
+        (
+            "POST",
             "/delegate/v1/tasks/{id}/result",
             format!("/delegate/v1/tasks/{task}/result"),
             session.expose(),

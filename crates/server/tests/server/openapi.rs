@@ -44,6 +44,7 @@ const ROUTES: &[&str] = &[
     "GET /api/v1/tasks/{id}/wait",
     "GET /api/v1/tasks/{id}/selection-log",
     "GET /api/v1/tasks/{id}/attempts",
+    "GET /api/v1/tasks/{id}/logs",
     "PUT /api/v1/scope-policies",
     "GET /api/v1/scope-policies",
     "DELETE /api/v1/scope-policies",
@@ -67,6 +68,7 @@ const ROUTES: &[&str] = &[
     "GET /delegate/v1/stream",
     "POST /delegate/v1/tasks/{id}/acquire",
     "POST /delegate/v1/tasks/{id}/progress",
+    "POST /delegate/v1/tasks/{id}/logs",
     "POST /delegate/v1/tasks/{id}/result",
 ];
 
@@ -433,6 +435,16 @@ async fn successful_answers_fit_the_schemas_the_document_gives_them() {
     )
     .await;
     assert!(attempts["items"].is_array(), "{attempts}");
+    let logs = conforming(
+        &app,
+        &spec,
+        get.clone(),
+        "/api/v1/tasks/{id}/logs",
+        &format!("{task_path}/logs"),
+        None,
+    )
+    .await;
+    assert!(logs["chunks"].is_array(), "{logs}");
     let explained = conforming(
         &app,
         &spec,

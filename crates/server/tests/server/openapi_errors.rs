@@ -487,6 +487,56 @@ fn table(f: &Fixture) -> Vec<Case> {
         .json(json!({"attempt": 7}))
         .answers(409, "stale-attempt"),
         case(
+            "a log chunk of a stale attempt",
+            M::POST,
+            "/delegate/v1/tasks/{id}/logs",
+            format!("/delegate/v1/tasks/{}/logs", f.task),
+        )
+        .key(&f.session)
+        .json(json!({"attempt": 7, "offset": 0, "text": "x\n"}))
+        .answers(409, "stale-attempt"),
+        case(
+            "an empty log chunk",
+            M::POST,
+            "/delegate/v1/tasks/{id}/logs",
+            format!("/delegate/v1/tasks/{}/logs", f.task),
+        )
+        .key(&f.session)
+        .json(json!({"attempt": 1, "offset": 0, "text": ""}))
+        .answers(422, "validation"),
+        case(
+            "a log chunk past its size",
+            M::POST,
+            "/delegate/v1/tasks/{id}/logs",
+            format!("/delegate/v1/tasks/{}/logs", f.task),
+        )
+        .key(&f.session)
+        .json(json!({"attempt": 1, "offset": 0, "text": "x".repeat(300 * 1024)}))
+        .answers(413, "payload-too-large"),
+        case(
+            "a log offset past the end",
+            M::POST,
+            "/delegate/v1/tasks/{id}/logs",
+            format!("/delegate/v1/tasks/{}/logs", f.task),
+        )
+        .key(&f.session)
+        .json(json!({"attempt": 1, "offset": u64::MAX, "text": "x"}))
+        .answers(422, "validation"),
+        case(
+            "a log page of no bytes",
+            M::GET,
+            "/api/v1/tasks/{id}/logs",
+            format!("/api/v1/tasks/{}/logs?limit_bytes=0", f.task),
+        )
+        .answers(422, "validation"),
+        case(
+            "a log read from attempt 0",
+            M::GET,
+            "/api/v1/tasks/{id}/logs",
+            format!("/api/v1/tasks/{}/logs?attempt=0", f.task),
+        )
+        .answers(422, "validation"),
+        case(
             "a name already taken",
             M::POST,
             "/api/v1/delegate-tokens",

@@ -248,6 +248,13 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             StatusCode::OK,
         ),
         (
+            Method::GET,
+            format!("/api/v1/tasks/{kid}/logs"),
+            Value::Null,
+            None,
+            StatusCode::OK,
+        ),
+        (
             Method::POST,
             format!("/api/v1/tasks/{kid}/cancel"),
             json!({}),

@@ -14,6 +14,7 @@ pub mod batches;
 pub mod cancellation;
 pub mod deadlines;
 pub mod fixtures;
+pub mod logs;
 pub mod maintenance;
 pub mod placement;
 pub mod policy;
@@ -76,6 +77,10 @@ macro_rules! conformance_tests {
             policy::a_retried_run_is_recorded_on_its_attempt_and_waits_out_its_backoff,
             policy::the_queue_is_read_share_by_share_from_a_cursor,
             policy::scope_policies_round_trip_and_are_listed_within_a_scope,
+            logs::log_chunks_out_of_order_and_retried_are_kept_once_in_order,
+            logs::log_appends_are_fenced_by_attempt_and_holder,
+            logs::a_log_past_its_bound_keeps_its_head_and_its_tail_with_a_marker,
+            logs::task_logs_are_removed_whole_past_their_retention,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

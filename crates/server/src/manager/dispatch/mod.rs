@@ -62,6 +62,8 @@ pub struct Dispatcher {
     /// correct anyway; this saves the duplicate work and validation questions).
     placing: Mutex<HashSet<TaskId>>,
     changes: broadcast::Sender<TaskId>,
+    /// Tasks whose log grew, here or on another replica, for the readers following it.
+    logs: broadcast::Sender<TaskId>,
     /// The last decision summary recorded per waiting task: a task re-examined every
     /// sweep gets a new selection-log entry only when the explanation changes.
     explained: Mutex<HashMap<TaskId, String>>,
@@ -75,6 +77,7 @@ impl Default for Dispatcher {
             validations: Mutex::default(),
             placing: Mutex::default(),
             changes: broadcast::channel(1024).0,
+            logs: broadcast::channel(1024).0,
             explained: Mutex::default(),
         }
     }
@@ -111,6 +114,16 @@ impl Dispatcher {
     /// last explanation stay, since its placement has only begun.
     pub fn announce_new(&self, task: TaskId) {
         let _ = self.changes.send(task);
+    }
+
+    /// Announces, to this replica's readers following it, that `task`'s log grew.
+    pub fn log_grew(&self, task: TaskId) {
+        let _ = self.logs.send(task);
+    }
+
+    /// Listens for grown task logs.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<TaskId> {
+        self.logs.subscribe()
     }
 
     /// Listens for task changes.
