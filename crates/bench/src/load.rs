@@ -295,5 +295,6 @@ fn task(layout: &Layout, stamp: &Stamp) -> SubmitTask {
             }))
             .unwrap_or_else(|_| unreachable!("a valid retry policy"))
         }),
+        secrets: Vec::new(),
     }
 }

@@ -4,19 +4,22 @@
 
 use serde::Serialize;
 use switchboard_client::{Client, ClientError, LogEvent, ScopeFilter, TaskFilter, Tls};
+use switchboard_domain::Secret;
 use switchboard_domain::TaskState;
 use switchboard_domain::tasklog::{self, LogChunk, LogPosition};
+use switchboard_domain::vault::SecretReference;
 use switchboard_protocol::connectors::{ConnectorView, CreateConnector, UpdateConnector};
 use switchboard_protocol::fleet::{DeclareDelegate, DelegateView, MintJit, PauseRequest};
 use switchboard_protocol::keys::{ApiKeyView, CreateApiKey};
 use switchboard_protocol::policies::{ScopePolicyView, SetScopePolicy};
+use switchboard_protocol::secrets::{CreateSecret, ReplaceSecret, SecretView};
 use switchboard_protocol::tasks::{SubmitTask, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenView};
 
 use super::table::{Table, fields, label, list, opt, scope};
 use super::{
-    Command, Connection, ConnectorsCommand, DelegatesCommand, KeysCommand, Output, PoliciesCommand, TaskArgs,
-    TasksCommand, TokensCommand,
+    Command, Connection, ConnectorsCommand, DelegatesCommand, KeysCommand, Output, PoliciesCommand, SecretSourceArgs,
+    SecretsCommand, TaskArgs, TasksCommand, TokensCommand,
 };
 
 /// The manager refused the request (a 4xx answer).
@@ -107,6 +110,7 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
             Command::Tokens(c) => tokens(&client, out, c).await.map(|()| Done::Ok),
             Command::Delegates(c) => delegates(&client, out, c).await.map(|()| Done::Ok),
             Command::Connectors(c) => connectors(&client, out, c).await.map(|()| Done::Ok),
+            Command::Secrets(c) => secrets(&client, out, c).await,
             Command::Policies(c) => policies(&client, out, c).await.map(|()| Done::Ok),
             Command::Tasks(c) => tasks(&client, out, *c).await,
             Command::Keys(c) => keys(&client, out, c).await.map(|()| Done::Ok),
@@ -132,6 +136,10 @@ pub fn operate(connection: &Connection, command: Command) -> u8 {
     match result {
         Ok(Done::Ok) => 0,
         Ok(Done::TaskUnsuccessful) => EXIT_TASK_UNSUCCESSFUL,
+        Ok(Done::Usage(why)) => {
+            eprintln!("error: {why}");
+            EXIT_USAGE
+        }
         Err(e) => {
             let failed = Failed::from_client(e, &connection.url);
             eprintln!("error: {}", failed.message.replace('\n', " "));
@@ -145,6 +153,9 @@ enum Done {
     Ok,
     /// `tasks submit --wait` saw the task end in another state than `succeeded`.
     TaskUnsuccessful,
+    /// The command line cannot work as given (found only once it ran: a value file that
+    /// cannot be read, a reference that does not parse).
+    Usage(String),
 }
 
 /// Waits up to `patience` for the manager to accept connections (it may be starting, as
@@ -519,6 +530,109 @@ async fn connectors(client: &Client, out: Printer, command: ConnectorsCommand) -
     Ok(())
 }
 
+async fn secrets(client: &Client, out: Printer, command: SecretsCommand) -> Result<Done, ClientError> {
+    match command {
+        SecretsCommand::Create {
+            name,
+            scope,
+            source,
+            description,
+        } => {
+            let (value, reference) = match secret_source(source) {
+                Ok(source) => source,
+                Err(why) => return Ok(Done::Usage(why)),
+            };
+            let body = CreateSecret {
+                name,
+                account: scope.account,
+                org: scope.org,
+                project: scope.project,
+                value,
+                reference,
+                description,
+            };
+            out.show(&client.create_secret(&body).await?, |s| {
+                secret_table(std::slice::from_ref(s))
+            });
+        }
+        SecretsCommand::List { account, org, project } => {
+            let filter = ScopeFilter { account, org, project };
+            out.show(&client.list_secrets(&filter).await?, |l| secret_table(&l.items));
+        }
+        SecretsCommand::Get { id } => {
+            out.show(&client.get_secret(&id).await?, |s| {
+                secret_table(std::slice::from_ref(s))
+            });
+        }
+        SecretsCommand::Replace {
+            id,
+            source,
+            description,
+        } => {
+            let (value, reference) = match secret_source(source) {
+                Ok(source) => source,
+                Err(why) => return Ok(Done::Usage(why)),
+            };
+            let body = ReplaceSecret {
+                value,
+                reference,
+                description,
+            };
+            out.show(&client.replace_secret(&id, &body).await?, |s| {
+                secret_table(std::slice::from_ref(s));
+            });
+        }
+        SecretsCommand::Delete { id } => {
+            client.delete_secret(&id).await?;
+            out.done(&format!("deleted secret {id}"));
+        }
+    }
+    Ok(Done::Ok)
+}
+
+/// The value (read from its file or stdin) or the reference the arguments give. A
+/// reference that does not parse, or an unreadable file, is the usage error it is.
+fn secret_source(source: SecretSourceArgs) -> Result<(Option<Secret>, Option<SecretReference>), String> {
+    if let Some(reference) = source.reference {
+        let reference = SecretReference::parse(&reference).map_err(|e| format!("--reference: {e}"))?;
+        return Ok((None, Some(reference)));
+    }
+    let Some(path) = source.value_file else {
+        return Err("give --value-file PATH (or -) or --reference".into());
+    };
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(&path).map(|t| text = t)
+    };
+    read.map_err(|e| format!("cannot read the value from {}: {e}", path.display()))?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Ok((Some(Secret::presented(text)), None))
+}
+
+fn secret_table(secrets: &[SecretView]) {
+    let mut t = Table::new(&["ID", "NAME", "SCOPE", "KIND", "VERSION", "UPDATED", "DESCRIPTION"]);
+    for s in secrets {
+        let kind = match &s.reference {
+            Some(r) => format!("reference {r}"),
+            None => "value".to_owned(),
+        };
+        t.row(vec![
+            s.id.to_string(),
+            s.name.to_string(),
+            scope(&s.account, s.org.as_ref(), s.project.as_ref()),
+            kind,
+            s.version.to_string(),
+            s.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            s.description.clone(),
+        ]);
+    }
+    t.print();
+}
+
 async fn policies(client: &Client, out: Printer, command: PoliciesCommand) -> Result<(), ClientError> {
     match command {
         PoliciesCommand::Set { scope, weight, retry } => {
@@ -601,6 +715,7 @@ fn submission(task: TaskArgs) -> SubmitTask {
         concurrency_limit: task.concurrency_limit,
         concurrency_strategy: task.concurrency_strategy,
         retry: task.retry,
+        secrets: task.secrets,
     }
 }
 

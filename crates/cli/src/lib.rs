@@ -90,6 +90,10 @@ pub enum Command {
     /// Connectors: create, list, get, update, delete.
     #[command(subcommand)]
     Connectors(ConnectorsCommand),
+    /// Secrets that tasks use: create, list, get, replace, delete (values are never
+    /// shown).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Scope policies (a scope's fair-share weight, its default retry policy): set, list,
     /// delete.
     #[command(subcommand)]
@@ -307,6 +311,55 @@ pub enum ConnectorsCommand {
     Delete { id: String },
 }
 
+/// Where a secret's value comes from on the command line: never an argument (it would
+/// show in `ps` and the shell's history), but a file or stdin; or a reference instead.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct SecretSourceArgs {
+    /// Read the value from this file (`-` for stdin); one final newline is dropped.
+    #[arg(long, value_name = "PATH")]
+    pub value_file: Option<std::path::PathBuf>,
+    /// Instead of a value: where the delegate finds it (`env:NAME`, `file:/path`, ...).
+    #[arg(long, value_name = "REFERENCE")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Create a secret: a value (sealed by the manager) or a reference.
+    Create {
+        #[arg(long, value_parser = ident)]
+        name: Ident,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        source: SecretSourceArgs,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the secrets the key may use, optionally within a scope.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show one secret (never its value).
+    Get { id: String },
+    /// Replace what a secret holds: a new version.
+    Replace {
+        id: String,
+        #[command(flatten)]
+        source: SecretSourceArgs,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a secret.
+    Delete { id: String },
+}
+
 /// What a task submission (or its dry run) says.
 #[derive(Debug, Clone, Args)]
 pub struct TaskArgs {
@@ -352,6 +405,10 @@ pub struct TaskArgs {
     /// "max_delay_ms": .., "prefer_different_instance": ..}` (docs/rules.md, "Retries").
     #[arg(long, value_parser = retry_policy, value_name = "JSON")]
     pub retry: Option<switchboard_protocol::tasks::RetryInput>,
+    /// A secret the task uses, by name (repeat for more): needs `secrets:access` at the
+    /// secret's scope.
+    #[arg(long = "secret", value_parser = ident, value_name = "NAME")]
+    pub secrets: Vec<Ident>,
 }
 
 #[derive(Debug, Subcommand)]

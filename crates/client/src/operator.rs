@@ -14,6 +14,7 @@ use switchboard_protocol::fleet::{
 };
 use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateApiKey};
 use switchboard_protocol::policies::{ScopePolicyList, ScopePolicyView, SetScopePolicy};
+use switchboard_protocol::secrets::{CreateSecret, ReplaceSecret, SecretList, SecretView};
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskLogPage, TaskView};
 use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
 
@@ -257,6 +258,40 @@ impl Client {
 
     pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
         self.post_empty(&format!("/api/v1/delegate-tokens/{}/revoke", seg(id)))
+            .await
+    }
+
+    // Secrets.
+
+    /// Creates a secret (a value, sealed by the manager, or a reference); the answer never
+    /// carries the value.
+    pub async fn create_secret(&self, body: &CreateSecret) -> Result<SecretView, ClientError> {
+        self.post_json("/api/v1/secrets", body).await
+    }
+
+    pub async fn list_secrets(&self, scope: &ScopeFilter) -> Result<SecretList, ClientError> {
+        self.send(
+            self.request(reqwest::Method::GET, "/api/v1/secrets")
+                .query(&scope.query()),
+        )
+        .await
+    }
+
+    pub async fn get_secret(&self, id: &str) -> Result<SecretView, ClientError> {
+        self.send(self.request(reqwest::Method::GET, &format!("/api/v1/secrets/{}", seg(id))))
+            .await
+    }
+
+    /// Replaces what the secret holds (a new version).
+    pub async fn replace_secret(&self, id: &str, body: &ReplaceSecret) -> Result<SecretView, ClientError> {
+        let req = self
+            .request(reqwest::Method::PUT, &format!("/api/v1/secrets/{}", seg(id)))
+            .json(body);
+        self.send(req).await
+    }
+
+    pub async fn delete_secret(&self, id: &str) -> Result<(), ClientError> {
+        self.no_content(self.request(reqwest::Method::DELETE, &format!("/api/v1/secrets/{}", seg(id))))
             .await
     }
 

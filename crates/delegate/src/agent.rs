@@ -479,27 +479,34 @@ async fn run_offered(
     let running = RunningTask { task_id, attempt };
     // Taken before the launch and after the end, so the recorded interval covers the run.
     let started_at = chrono::Utc::now();
-    let shipper = crate::logship::Shipper::start(tasks.clone(), task_id, attempt);
+    let secrets = match crate::secrets::resolve(&acquired.secrets) {
+        Ok(secrets) => secrets,
+        Err((code, detail)) => {
+            tracing::warn!(task.id = %task_id, task.attempt = %attempt, error = %detail, "cannot get the task's secrets");
+            fail_unstarted(&tasks, task_id, attempt, code, detail).await;
+            return;
+        }
+    };
+    // What the task prints or returns is masked here too, before it leaves.
+    let values: Vec<String> = secrets.iter().map(|(_, v)| v.expose().to_owned()).collect();
+    let shipper = crate::logship::Shipper::start(tasks.clone(), task_id, attempt, values.clone());
+    let io = crate::tasks::TaskIo {
+        output: shipper.output(),
+        secrets,
+    };
     let launched = registry.launch(
         &runner,
         running,
         acquired.task_type.clone(),
         acquired.payload,
         timeout,
-        shipper.output(),
+        io,
     );
     let handle = match launched {
         Ok(handle) => handle,
         Err(refused) => {
-            let report = TaskResult {
-                attempt,
-                outcome: Outcome::Failed,
-                result: None,
-                error: Some(format!("the delegate refused to start it: {refused:?}")),
-                error_code: Some("refused".into()),
-                retryable: None,
-            };
-            let _ = tasks.result(task_id, &report).await;
+            let detail = format!("the delegate refused to start it: {refused:?}");
+            fail_unstarted(&tasks, task_id, attempt, "refused", detail).await;
             return;
         }
     };
@@ -511,7 +518,7 @@ async fn run_offered(
         });
     }
     tracing::info!(task.id = %task_id, task.attempt = %attempt, task.r#type = %acquired.task_type, "running task");
-    let outcome = match handle.await {
+    let mut outcome = match handle.await {
         Ok(outcome) => outcome,
         Err(e) => TaskOutcome {
             succeeded: false,
@@ -522,6 +529,7 @@ async fn run_offered(
     // What it printed reaches the task's log before its result ends the attempt (appends
     // to an ended attempt are refused).
     let shipped = shipper.finish().await;
+    switchboard_domain::vault::mask_json(&mut outcome.result, &values);
     if shipped.chunks > 0 {
         tracing::debug!(task.id = %task_id, chunks = shipped.chunks, bytes = shipped.bytes, "task output shipped");
     }
@@ -556,6 +564,19 @@ async fn run_offered(
             report: answer,
         });
     }
+}
+
+/// Reports an attempt that never started as failed with `code`.
+async fn fail_unstarted(tasks: &TaskClient, task_id: TaskId, attempt: Attempt, code: &str, detail: String) {
+    let report = TaskResult {
+        attempt,
+        outcome: Outcome::Failed,
+        result: None,
+        error: Some(detail),
+        error_code: Some(code.into()),
+        retryable: None,
+    };
+    let _ = tasks.result(task_id, &report).await;
 }
 
 /// The code a failed outcome is reported with (what a retry policy's `error_codes` name),
@@ -845,7 +866,7 @@ mod tests {
                 sleep,
                 json!({"ms": 60_000}),
                 Duration::from_secs(120),
-                crate::tasks::Output::discard(),
+                crate::tasks::TaskIo::default(),
             )
             .unwrap();
         let cancel = ServerMessage::CancelTask {
@@ -874,7 +895,7 @@ mod tests {
             sleep,
             json!({"ms": 1}),
             Duration::from_secs(1),
-            crate::tasks::Output::discard(),
+            crate::tasks::TaskIo::default(),
         );
         assert_eq!(refused.unwrap_err(), Refused::Draining);
     }

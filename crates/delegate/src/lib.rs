@@ -26,6 +26,7 @@ pub mod probe;
 pub mod register;
 pub mod registry;
 pub mod runlog;
+pub mod secrets;
 pub mod settings;
 pub mod tasks;
 pub mod telemetry;

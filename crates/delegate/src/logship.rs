@@ -55,12 +55,13 @@ pub struct Shipped {
 }
 
 impl Shipper {
-    /// Starts shipping `task`'s output for `attempt` through `tasks`.
-    pub fn start(tasks: TaskClient, task: TaskId, attempt: Attempt) -> Shipper {
+    /// Starts shipping `task`'s output for `attempt` through `tasks`, with each of
+    /// `secrets` (the task's secret values) masked as `***`.
+    pub fn start(tasks: TaskClient, task: TaskId, attempt: Attempt, secrets: Vec<String>) -> Shipper {
         let (tx, rx) = mpsc::channel(QUEUE);
         Shipper {
             output: Output::to(tx),
-            done: tokio::spawn(ship(tasks, task, attempt, rx)),
+            done: tokio::spawn(ship(tasks, task, attempt, secrets, rx)),
         }
     }
 
@@ -77,13 +78,21 @@ impl Shipper {
     }
 }
 
-async fn ship(tasks: TaskClient, task: TaskId, attempt: Attempt, mut rx: mpsc::Receiver<String>) -> Shipped {
+async fn ship(
+    tasks: TaskClient,
+    task: TaskId,
+    attempt: Attempt,
+    secrets: Vec<String>,
+    mut rx: mpsc::Receiver<String>,
+) -> Shipped {
     let mut shipped = Shipped::default();
     let mut offset = 0u64;
     let mut refused = false;
     loop {
         let Some(first) = rx.recv().await else { break };
         let (batch, closed) = gather(first, &mut rx).await;
+        // Masked before it is cut into chunks, so offsets count what is sent.
+        let batch = switchboard_domain::vault::mask(&batch, &secrets).unwrap_or(batch);
         if refused {
             shipped.dropped += batch.len() as u64;
         } else {

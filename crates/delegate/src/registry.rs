@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cancel::{self, Canceller};
-use crate::tasks::{Output, Runner, TaskOutcome};
+use crate::tasks::{Runner, TaskIo, TaskOutcome};
 
 /// Why a task was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +75,8 @@ impl Registry {
         self.changes.borrow().clone()
     }
 
-    /// Starts `task` on `runner`, its output written to `output`, and tracks it until it
-    /// ends. The outcome comes back on the handle, for the caller to report.
+    /// Starts `task` on `runner` with `io` (where its output goes, its secrets), and
+    /// tracks it until it ends. The outcome comes back on the handle, for the caller to report.
     pub fn launch(
         self: &Arc<Self>,
         runner: &Runner,
@@ -84,7 +84,7 @@ impl Registry {
         task_type: TaskType,
         payload: Value,
         timeout: Duration,
-        output: Output,
+        io: TaskIo,
     ) -> Result<JoinHandle<TaskOutcome>, Refused> {
         let (canceller, token) = cancel::pair();
         {
@@ -116,9 +116,7 @@ impl Registry {
         let runner = runner.clone();
         Ok(tokio::spawn(async move {
             let _done = done;
-            runner
-                .run_with_output(&task_type, payload, timeout, token, output)
-                .await
+            runner.run_with(&task_type, payload, timeout, token, io).await
         }))
     }
 
@@ -220,7 +218,7 @@ mod tests {
             sleep_type(),
             json!({"ms": 60_000}),
             Duration::from_secs(120),
-            Output::discard(),
+            TaskIo::default(),
         )
     }
 
@@ -237,7 +235,7 @@ mod tests {
                 sleep_type(),
                 json!({"ms": 1}),
                 Duration::from_secs(5),
-                Output::discard(),
+                TaskIo::default(),
             )
             .unwrap();
         assert!(changes.has_changed().unwrap());

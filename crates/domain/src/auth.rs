@@ -26,15 +26,18 @@ pub enum Permission {
     PipelinesExecute,
     #[serde(rename = "connectors:access")]
     ConnectorsAccess,
+    #[serde(rename = "secrets:access")]
+    SecretsAccess,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 5] = [
+    pub const ALL: [Permission; 6] = [
         Permission::DelegatesView,
         Permission::DelegatesEdit,
         Permission::DelegatesDelete,
         Permission::PipelinesExecute,
         Permission::ConnectorsAccess,
+        Permission::SecretsAccess,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Permission {
             Permission::DelegatesDelete => "delegates:delete",
             Permission::PipelinesExecute => "pipelines:execute",
             Permission::ConnectorsAccess => "connectors:access",
+            Permission::SecretsAccess => "secrets:access",
         }
     }
 

@@ -70,3 +70,7 @@ typed_id!(
     /// An API key.
     ApiKeyId
 );
+typed_id!(
+    /// A secret that tasks name (see [`crate::vault`]).
+    SecretId
+);

@@ -22,6 +22,7 @@ pub mod selection;
 pub mod selector;
 pub mod task;
 pub mod tasklog;
+pub mod vault;
 
 pub use audit::AuditEntry;
 pub use auth::{ApiKey, Denied, Permission, Permissions};
@@ -32,7 +33,7 @@ pub use delegate::{
     TokenStatus,
 };
 pub use ident::{Ident, Scope, ScopeLevel};
-pub use ids::{ApiKeyId, ConnectorId, GroupId, InstanceId, TaskId, TokenId};
+pub use ids::{ApiKeyId, ConnectorId, GroupId, InstanceId, SecretId, TaskId, TokenId};
 pub use secret::{Secret, SecretHash, SecretKind};
 pub use selection::{Rule, SelectionKind, SelectionLogEntry};
 pub use selector::{Selector, Selectors};

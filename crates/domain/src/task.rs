@@ -361,6 +361,9 @@ pub struct NewTask {
     /// How its runs are retried; `None`: [`RetryPolicy::default`].
     #[serde(default)]
     pub retry: Option<RetryPolicy>,
+    /// The secrets it uses, by the names it was submitted with (see [`crate::vault`]).
+    #[serde(default)]
+    pub secrets: Vec<crate::vault::SecretUse>,
 }
 
 impl NewTask {
@@ -695,6 +698,7 @@ mod tests {
             created_at: Utc::now(),
             concurrency: None,
             retry: None,
+            secrets: Vec::new(),
         }
     }
 

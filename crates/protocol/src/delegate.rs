@@ -93,6 +93,10 @@ pub struct AcquiredTask {
     pub task_type: TaskType,
     pub payload: serde_json::Value,
     pub execution_timeout_ms: u64,
+    /// The secrets the task names, with their values (or where to find them): sent to
+    /// this instance only, here. Mask them in anything reported back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secrets::DeliveredSecret>,
 }
 
 /// `POST /delegate/v1/tasks/{id}/progress`.

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod policies;
 #[cfg(feature = "openapi")]
 pub mod schema;
+pub mod secrets;
 pub mod socket;
 pub mod strict;
 pub mod tasks;

@@ -92,6 +92,23 @@ impl TryFrom<SubmitTask> for NewTask {
             ),
         };
         let retry = r.retry.map(RetryInput::checked).transpose()?;
+        if r.secrets.len() > switchboard_domain::vault::MAX_PER_TASK {
+            return Err(FieldError::new(
+                "secrets",
+                format!(
+                    "a task names at most {} secrets",
+                    switchboard_domain::vault::MAX_PER_TASK
+                ),
+            ));
+        }
+        if let Some(twice) = r
+            .secrets
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| r.secrets[..i].contains(n).then_some(n))
+        {
+            return Err(FieldError::new("secrets", format!("the secret {twice} is named twice")));
+        }
         Ok(NewTask {
             id: TaskId::new(),
             scope,
@@ -109,6 +126,8 @@ impl TryFrom<SubmitTask> for NewTask {
             created_at: Utc::now(),
             concurrency,
             retry,
+            // Resolved to the secrets they name by the server, which sees the store.
+            secrets: Vec::new(),
         })
     }
 }
@@ -347,6 +366,11 @@ pub struct SubmitTask {
     /// How its runs are retried (default: re-queued only when its instance is lost).
     #[serde(default)]
     pub retry: Option<RetryInput>,
+    /// Secrets it uses, by name (at most 32, no repeats): each resolves to the secret of
+    /// that name nearest the task's scope that serves it, and needs `secrets:access` at
+    /// that secret's scope. Their values reach only the instance that acquires it.
+    #[serde(default)]
+    pub secrets: Vec<Ident>,
 }
 
 /// A task as the API shows it.
@@ -404,6 +428,9 @@ pub struct TaskView {
     /// While it waits for a retry's backoff: when the next attempt is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,
+    /// The secrets it uses, by name (never their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Ident>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -445,6 +472,7 @@ impl From<&Task> for TaskView {
             concurrency_strategy: s.concurrency.as_ref().map(|c| c.strategy),
             retry: RetryView::from(s.retry_policy().as_ref()),
             retry_at: t.retry_at.filter(|_| t.state == TaskState::Queued),
+            secrets: s.secrets.iter().map(|u| u.name.clone()).collect(),
         }
     }
 }

@@ -224,6 +224,13 @@ settings! {
     flag(long, value_name = "PATH")
     tls_key: Option<PathBuf> = None, parse = values::parse_path;
 
+    /// A file of keys that seal secret values: one per line, 32 bytes as 64 hex
+    /// characters (`openssl rand -hex 32`); the last seals, all of them open (append a
+    /// key to rotate). Read at startup. None: secret values are refused (references to
+    /// values the delegate resolves still work).
+    flag(long, value_name = "PATH")
+    secret_key_file: Option<crate::sealing::SecretKeys> = None, parse = values::parse_secret_key_file;
+
     /// Longest a client may take to complete the TLS handshake, and then to send each
     /// request's headers; past it the connection is closed (10s).
     flag(long, value_name = "DURATION")

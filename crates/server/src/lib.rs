@@ -18,6 +18,7 @@ pub mod http;
 pub mod manager;
 pub mod metrics;
 pub mod probes;
+pub mod sealing;
 pub mod secrets;
 pub mod state;
 pub mod storage;

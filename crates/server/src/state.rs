@@ -17,6 +17,7 @@ use crate::manager::cluster::{Cluster, Sockets};
 use crate::manager::dispatch::{Dispatcher, Placer, Timers};
 use crate::manager::heartbeats::Heartbeats;
 use crate::manager::hub::Hub;
+use crate::manager::masks::Masks;
 use crate::manager::sessions::Sessions;
 use crate::metrics::Metrics;
 use crate::storage::Instrumented;
@@ -46,6 +47,8 @@ struct Inner {
     /// Set once shutdown begins: long polls then answer at once, so they do not hold the
     /// drain for their whole wait.
     stopping: Stopping,
+    /// The secret values of running tasks (and the keys that open them).
+    masks: Arc<Masks>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
                     api: Arc::new(PerCredential::new(settings.api_rate_limit, "API key")),
                     delegates: Arc::new(PerCredential::new(settings.delegate_rate_limit, "delegate credential")),
                 },
+                masks: Arc::new(Masks::new(settings.secret_key_file.clone())),
                 settings: Arc::new(settings),
                 stopping: Stopping::default(),
             }),
@@ -178,6 +182,12 @@ impl FromRef<AppState> for Sockets {
 impl FromRef<AppState> for Arc<Settings> {
     fn from_ref(state: &AppState) -> Self {
         state.inner.settings.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Masks> {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.masks.clone()
     }
 }
 

@@ -37,6 +37,7 @@ mod server {
     mod raw_heads;
     mod replicas;
     mod rules;
+    mod secrets;
     mod slow_clients;
     mod spec;
     mod support;

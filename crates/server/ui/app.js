@@ -555,6 +555,7 @@
       ['Assign timeout', age(t.assign_timeout_ms)], ['Execution timeout', age(t.execution_timeout_ms)],
       ['Concurrency key', t.concurrency_key ? `${t.concurrency_key} (limit ${t.concurrency_limit}, ${t.concurrency_strategy.replace('_', ' ')})` : '—'],
       ['Retries', retryText(t.retry)],
+      ['Secrets', t.secrets && t.secrets.length ? t.secrets.join(', ') : '—'],
       ...(t.retry_at ? [['Next attempt due', when(t.retry_at)]] : []),
     ].map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`).join('');
     return html`

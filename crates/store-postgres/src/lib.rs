@@ -19,6 +19,7 @@ mod logs;
 mod notify;
 mod policy;
 mod rows;
+mod secrets;
 mod tasks;
 
 use std::sync::Arc;
@@ -28,8 +29,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use switchboard_domain::SecretId;
 use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
+use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
@@ -420,6 +423,28 @@ impl Store for PgStore {
     }
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         tasks::prune_selection_log(&self.pool, before).await
+    }
+
+    async fn create_secret(&self, secret: &TaskSecret) -> StoreResult<()> {
+        secrets::create(&self.pool, secret).await
+    }
+    async fn get_secret(&self, id: SecretId) -> StoreResult<TaskSecret> {
+        secrets::get_one(&self.pool, id).await
+    }
+    async fn list_secrets(&self, within: Option<&Scope>) -> StoreResult<Vec<TaskSecret>> {
+        secrets::list(&self.pool, within).await
+    }
+    async fn secrets_named(&self, account: &Ident, names: &[Ident]) -> StoreResult<Vec<TaskSecret>> {
+        secrets::named(&self.pool, account, names).await
+    }
+    async fn secrets_by_id(&self, ids: &[SecretId]) -> StoreResult<Vec<TaskSecret>> {
+        secrets::by_id(&self.pool, ids).await
+    }
+    async fn replace_secret(&self, secret: &TaskSecret) -> StoreResult<()> {
+        secrets::replace(&self.pool, secret).await
+    }
+    async fn delete_secret(&self, id: SecretId) -> StoreResult<()> {
+        secrets::delete(&self.pool, id).await
     }
 
     async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended> {

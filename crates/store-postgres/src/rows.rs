@@ -37,7 +37,7 @@ fn opt_json<T: DeserializeOwned>(row: &PgRow, col: &str) -> StoreResult<Option<T
         .map_err(|e| corrupt(col, e))
 }
 
-fn ident(row: &PgRow, col: &str) -> StoreResult<Ident> {
+pub(crate) fn ident(row: &PgRow, col: &str) -> StoreResult<Ident> {
     Ident::parse(&get::<String>(row, col)?).map_err(|e| corrupt(col, e))
 }
 
@@ -47,7 +47,7 @@ fn opt_ident(row: &PgRow, col: &str) -> StoreResult<Option<Ident>> {
         .transpose()
 }
 
-fn scope(row: &PgRow) -> StoreResult<Scope> {
+pub(crate) fn scope(row: &PgRow) -> StoreResult<Scope> {
     Scope::new(
         ident(row, "account")?,
         opt_ident(row, "org")?,
@@ -185,6 +185,7 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
             created_at: get(row, "created_at")?,
             concurrency: None,
             retry: None,
+            secrets: Vec::new(),
         },
         state: state(row, "state")?,
         attempt: Attempt(count(row, "attempt")?),

@@ -42,6 +42,7 @@ mod keys;
 mod logs;
 mod policy;
 mod rows;
+mod secrets;
 mod tasks;
 
 use std::fs::{File, TryLockError};
@@ -53,8 +54,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use switchboard_domain::SecretId;
 use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
+use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
     DelegateToken, GroupId, Ident, InstanceId, LastSuccess, Pause, Scope, SecretHash, SelectionLogEntry, Selectors,
@@ -571,6 +574,36 @@ impl switchboard_store::Store for SqliteStore {
 
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         tasks::prune_selection_log(&self.db, before).await
+    }
+
+    // --- secrets -----------------------------------------------------------------------
+
+    async fn create_secret(&self, secret: &TaskSecret) -> StoreResult<()> {
+        secrets::create(&self.db, secret).await
+    }
+
+    async fn get_secret(&self, id: SecretId) -> StoreResult<TaskSecret> {
+        secrets::get_one(&self.db, id).await
+    }
+
+    async fn list_secrets(&self, within: Option<&Scope>) -> StoreResult<Vec<TaskSecret>> {
+        secrets::list(&self.db, within).await
+    }
+
+    async fn secrets_named(&self, account: &Ident, names: &[Ident]) -> StoreResult<Vec<TaskSecret>> {
+        secrets::named(&self.db, account, names).await
+    }
+
+    async fn secrets_by_id(&self, ids: &[SecretId]) -> StoreResult<Vec<TaskSecret>> {
+        secrets::by_id(&self.db, ids).await
+    }
+
+    async fn replace_secret(&self, secret: &TaskSecret) -> StoreResult<()> {
+        secrets::replace(&self.db, secret).await
+    }
+
+    async fn delete_secret(&self, id: SecretId) -> StoreResult<()> {
+        secrets::delete(&self.db, id).await
     }
 
     // --- task logs ---------------------------------------------------------------------

@@ -68,7 +68,7 @@ fn opt_json<T: DeserializeOwned>(row: &SqliteRow, col: &str) -> StoreResult<Opti
         .transpose()
 }
 
-fn ident(row: &SqliteRow, col: &str) -> StoreResult<Ident> {
+pub(crate) fn ident(row: &SqliteRow, col: &str) -> StoreResult<Ident> {
     Ident::parse(&get::<String>(row, col)?).map_err(|e| corrupt(col, e))
 }
 
@@ -78,7 +78,7 @@ fn opt_ident(row: &SqliteRow, col: &str) -> StoreResult<Option<Ident>> {
         .transpose()
 }
 
-fn scope(row: &SqliteRow) -> StoreResult<Scope> {
+pub(crate) fn scope(row: &SqliteRow) -> StoreResult<Scope> {
     Scope::new(
         ident(row, "account")?,
         opt_ident(row, "org")?,
@@ -241,6 +241,7 @@ pub(crate) fn task(row: &SqliteRow) -> StoreResult<Task> {
             created_at: time(row, "created_at")?,
             concurrency: None,
             retry: None,
+            secrets: Vec::new(),
         },
         state: state(row, "state")?,
         attempt: Attempt(count(row, "attempt")?),

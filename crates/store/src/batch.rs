@@ -900,6 +900,7 @@ mod tests {
             created_at: Utc::now(),
             concurrency: None,
             retry: None,
+            secrets: Vec::new(),
         }
     }
 

@@ -3,29 +3,33 @@
 
 use serde::{Deserialize, Serialize};
 use switchboard_domain::policy::{Concurrency, RetryPolicy};
+use switchboard_domain::vault::SecretUse;
 use switchboard_domain::{Ident, NewTask, Scope, Task};
 
 use crate::{StoreError, StoreResult};
 
 /// The `policy` column: a task's concurrency key and retry policy (its key is also a
-/// column of its own, which the claim counts by).
+/// column of its own, which the claim counts by), and the secrets it uses.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoredPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretUse>,
 }
 
 impl StoredPolicy {
     /// The column's value for `spec`; `None` when it has neither part.
     pub fn of(spec: &NewTask) -> Option<serde_json::Value> {
-        if spec.concurrency.is_none() && spec.retry.is_none() {
+        if spec.concurrency.is_none() && spec.retry.is_none() && spec.secrets.is_empty() {
             return None;
         }
         serde_json::to_value(StoredPolicy {
             concurrency: spec.concurrency.clone(),
             retry: spec.retry.clone(),
+            secrets: spec.secrets.clone(),
         })
         .ok()
     }
@@ -34,6 +38,7 @@ impl StoredPolicy {
     pub fn fill(self, spec: &mut NewTask) {
         spec.concurrency = self.concurrency;
         spec.retry = self.retry;
+        spec.secrets = self.secrets;
     }
 }
 

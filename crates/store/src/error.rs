@@ -42,6 +42,9 @@ pub enum Conflict {
     /// The task is not in a state this operation applies to.
     #[error("the task is {0}")]
     TaskState(TaskState),
+    /// Someone else changed it between the caller's read and its write; read it again.
+    #[error("the {0} was changed meanwhile; read it again and retry")]
+    Changed(&'static str),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -32,9 +32,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
+use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash,
+    DelegateToken, Failure, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash, SecretId,
     SelectionLogEntry, Selectors, Task, TaskAttempt, TaskEvent, TaskId, TokenId,
 };
 
@@ -493,6 +494,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn selection_log(&self, task: TaskId) -> StoreResult<Vec<SelectionLogEntry>>;
     /// Deletes entries older than `before`; returns how many.
     async fn prune_selection_log(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // --- secrets -----------------------------------------------------------------------
+
+    /// Stores a new secret; [`Conflict::Duplicate`] when its name is taken in its scope.
+    async fn create_secret(&self, secret: &TaskSecret) -> StoreResult<()>;
+    async fn get_secret(&self, id: SecretId) -> StoreResult<TaskSecret>;
+    /// The secrets at or below `within` (all without), by scope then name.
+    async fn list_secrets(&self, within: Option<&Scope>) -> StoreResult<Vec<TaskSecret>>;
+    /// Every secret of `account` named one of `names`, whatever its scope (the caller
+    /// picks the one that serves a task).
+    async fn secrets_named(&self, account: &Ident, names: &[Ident]) -> StoreResult<Vec<TaskSecret>>;
+    /// The secrets of these ids that exist.
+    async fn secrets_by_id(&self, ids: &[SecretId]) -> StoreResult<Vec<TaskSecret>>;
+    /// Replaces what a secret holds, its description, version and `updated_at`, if its
+    /// stored version is still `secret.version - 1` ([`Conflict::Changed`] otherwise: a
+    /// concurrent replacement won).
+    async fn replace_secret(&self, secret: &TaskSecret) -> StoreResult<()>;
+    async fn delete_secret(&self, id: SecretId) -> StoreResult<()>;
 
     // --- task logs ---------------------------------------------------------------------
 

@@ -249,6 +249,7 @@ fn task(layout: &Layout, i: usize, shapes: usize) -> SubmitTask {
         concurrency_limit: None,
         concurrency_strategy: None,
         retry: None,
+        secrets: Vec::new(),
     }
 }
 

@@ -105,6 +105,26 @@ impl Output {
     }
 }
 
+/// What a task gets besides its payload: where its output goes, and the secrets it
+/// named, by name (`shell` sees each as an environment variable, see [`env_name`]).
+#[derive(Debug, Clone, Default)]
+pub struct TaskIo {
+    pub output: Output,
+    pub secrets: Vec<(String, switchboard_domain::Secret)>,
+}
+
+/// The environment variable a secret reaches a `shell` task as: its name upper-cased,
+/// with `-` and `.` as `_` (`db-password` is `DB_PASSWORD`).
+pub fn env_name(secret: &str) -> String {
+    secret
+        .chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
 /// How one task ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskOutcome {
@@ -165,20 +185,20 @@ impl Runner {
         timeout: Duration,
         cancel: CancelToken,
     ) -> TaskOutcome {
-        self.run_with_output(task_type, payload, timeout, cancel, Output::discard())
+        self.run_with(task_type, payload, timeout, cancel, TaskIo::default())
             .await
     }
 
-    /// Like [`Runner::run`], writing what the task prints to `output` as it runs
+    /// Like [`Runner::run`], writing what the task prints to `io.output` as it runs
     /// (`shell`: its stdout and stderr, line by line; `http_check`: the request and its
-    /// answer).
-    pub async fn run_with_output(
+    /// answer), with its secrets (`shell`: as environment variables).
+    pub async fn run_with(
         &self,
         task_type: &TaskType,
         payload: Value,
         timeout: Duration,
         cancel: CancelToken,
-        output: Output,
+        io: TaskIo,
     ) -> TaskOutcome {
         let kind = match self.enabled_kind(task_type) {
             Ok(kind) => kind,
@@ -188,8 +208,8 @@ impl Runner {
             match kind {
                 BuiltIn::Echo => echo::run(payload),
                 BuiltIn::Sleep => sleep::run(payload).await,
-                BuiltIn::HttpCheck => http_check::run(&self.http, payload, timeout, &output).await,
-                BuiltIn::Shell => shell::run(payload, &output).await,
+                BuiltIn::HttpCheck => http_check::run(&self.http, payload, timeout, &io.output).await,
+                BuiltIn::Shell => shell::run(payload, &io).await,
             }
         };
         // Dropping `work` on timeout or cancel is what stops it: sleeps end, requests are

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
-use super::{Output, TaskOutcome, parse_payload};
+use super::{Output, TaskIo, TaskOutcome, env_name, parse_payload};
 
 /// The most output kept per stream.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -27,7 +27,8 @@ struct Payload {
     command: String,
 }
 
-pub(super) async fn run(payload: Value, output: &Output) -> TaskOutcome {
+pub(super) async fn run(payload: Value, io: &TaskIo) -> TaskOutcome {
+    let output = &io.output;
     let Payload { command } = match parse_payload(payload) {
         Ok(p) => p,
         Err(refused) => return refused,
@@ -40,6 +41,8 @@ pub(super) async fn run(payload: Value, output: &Output) -> TaskOutcome {
         .stderr(Stdio::piped())
         // The token may have come from the environment; a task must not be able to read it.
         .env_remove("SWITCHBOARD_TOKEN")
+        // The secrets the task named, as variables (`db-password` is `DB_PASSWORD`).
+        .envs(io.secrets.iter().map(|(name, value)| (env_name(name), value.expose())))
         .process_group(0)
         .kill_on_drop(true)
         .spawn();
@@ -302,12 +305,15 @@ mod tests {
     async fn a_shell_task_writes_its_output_as_it_runs() {
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let out = Runner::new(&[BuiltIn::Shell])
-            .run_with_output(
+            .run_with(
                 &tt("shell"),
                 json!({"command": "echo one; echo two >&2; echo three"}),
                 Duration::from_secs(10),
                 CancelToken::new(),
-                crate::tasks::Output::to(tx),
+                crate::tasks::TaskIo {
+                    output: crate::tasks::Output::to(tx),
+                    secrets: vec![],
+                },
             )
             .await;
         assert!(out.succeeded, "{out:?}");

@@ -145,6 +145,11 @@ impl Drop for Delegate {
 /// Starts the delegate and waits for its "registered as" line. An empty `token` sets
 /// none (a JIT delegate brings its own in `--jit-config`).
 pub(super) async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> Delegate {
+    delegate_with_env(manager, token, args, &[]).await
+}
+
+/// Like [`delegate`], with these variables in the delegate's environment too.
+pub(super) async fn delegate_with_env(manager: &Manager, token: &str, args: &[&str], env: &[(&str, &str)]) -> Delegate {
     let logs = tempfile::tempdir().unwrap();
     let mut child = Command::new(super::BIN)
         .args(["--manager", &manager.url, "--log-dir"])
@@ -152,6 +157,7 @@ pub(super) async fn delegate(manager: &Manager, token: &str, args: &[&str]) -> D
         .args(args)
         .env_clear()
         .envs((!token.is_empty()).then_some(("SWITCHBOARD_TOKEN", token)))
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -340,6 +346,68 @@ async fn a_reference_delegate_streams_a_shell_tasks_output_to_its_log_before_the
         assert_eq!(c.at.offset, at, "chunks are contiguous");
         at += c.text.len() as u64;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_delegate_resolves_a_secret_reference_itself_and_masks_its_value() {
+    let m = manager().await;
+    let token = m.token("t", "acme").await;
+    let value = "ref-value-9Tz4Qw";
+    let secret = m
+        .post(
+            "/api/v1/secrets",
+            &json!({"name": "db-password", "account": "acme", "reference": "env:SB_TEST_DB_PASSWORD"}),
+        )
+        .await;
+    assert_eq!(secret["kind"], "reference", "{secret}");
+    let d = delegate_with_env(
+        &m,
+        &token,
+        &[
+            "--name",
+            "d",
+            "--hostname",
+            "worker",
+            "--task-types",
+            "shell",
+            "--enable-shell",
+        ],
+        &[("SB_TEST_DB_PASSWORD", value)],
+    )
+    .await;
+    eventually(|| async { m.instance(d.id).await["state"] == "connected" }).await;
+    // The shell sees the secret as DB_PASSWORD; what it prints comes back masked.
+    let command = format!("test \"$DB_PASSWORD\" = '{value}' && echo \"using $DB_PASSWORD\"");
+    let body = json!({"account": "acme", "type": "shell", "payload": {"command": command}, "secrets": ["db-password"]});
+    let submitted = m.submit(&body).await;
+    let task = TaskId(submitted["id"].as_str().unwrap().parse().unwrap());
+    let store = m.state.store();
+    eventually(|| async { store.get_task(task).await.unwrap().state.is_terminal() }).await;
+    let done = store.get_task(task).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded, "{:?}", done.result);
+    assert_eq!(done.result.as_ref().unwrap()["stdout"], "using ***\n");
+    let log = store
+        .task_log(task, switchboard_domain::tasklog::LogPosition::default(), usize::MAX)
+        .await
+        .unwrap();
+    let text: String = log.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(text, "using ***\n");
+
+    // A reference this delegate cannot resolve fails the task, saying so.
+    let unresolved = m
+        .post(
+            "/api/v1/secrets",
+            &json!({"name": "vaulted", "account": "acme", "reference": "vault:secret/data/db#password"}),
+        )
+        .await;
+    assert_eq!(unresolved["kind"], "reference");
+    let body = json!({"account": "acme", "type": "shell", "payload": {"command": "true"}, "secrets": ["vaulted"]});
+    let task = TaskId(m.submit(&body).await["id"].as_str().unwrap().parse().unwrap());
+    eventually(|| async { store.get_task(task).await.unwrap().state.is_terminal() }).await;
+    let failed = store.get_task(task).await.unwrap();
+    let failure = failed.failure.expect("failed");
+    assert_eq!(failure.code.as_deref(), Some("secret_unresolved"), "{failure:?}");
+    assert!(failure.detail.contains("not vault:"), "{failure:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

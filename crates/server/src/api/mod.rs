@@ -10,6 +10,7 @@ pub mod logs;
 pub mod maintenance;
 pub mod policies;
 pub mod queue;
+pub mod secrets;
 pub mod status;
 pub mod tasks;
 pub mod tokens;
@@ -87,6 +88,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke))
         .routes(routes!(connectors::create, connectors::list))
         .routes(routes!(connectors::get, connectors::update, connectors::delete))
+        .routes(routes!(secrets::create, secrets::list))
+        .routes(routes!(secrets::get, secrets::replace, secrets::delete))
         .routes(routes!(tasks::submit, tasks::list))
         .routes(routes!(tasks::explain))
         .routes(routes!(tasks::get))

@@ -10,6 +10,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use switchboard_domain::engine::Decision;
 use switchboard_domain::task::fingerprint;
+use switchboard_domain::vault::{self, SecretUse};
 use switchboard_domain::{
     ConnectorId, Idempotency, NewTask, Permission, SelectionLogEntry, Task, TaskId, TaskState, TaskType,
 };
@@ -506,6 +507,7 @@ async fn new_task(
     r: SubmitTask,
     idempotency: Option<Idempotency>,
 ) -> Result<NewTask, ApiError> {
+    let secret_names = r.secrets.clone();
     let mut spec = NewTask::try_from(r).map_err(|e| {
         let error = if e.too_large {
             ApiError::new(Problem::PayloadTooLarge, e.message)
@@ -540,6 +542,7 @@ async fn new_task(
             ));
         }
     }
+    spec.secrets = resolve_secrets(placer, caller, &spec.scope, &secret_names).await?;
     if spec.retry.is_none() {
         // The nearest scope's default (docs/rules.md, "Retries"), kept with the task: a
         // later change of the default does not change how it is retried.
@@ -550,6 +553,39 @@ async fn new_task(
 }
 
 /// Task `id`, if the caller may see it (else 404, as if it did not exist).
+/// The secrets a submission names, each resolved to the one of that name nearest the
+/// task's scope that serves it (docs/rules.md, "Secrets"). One the caller cannot see, or
+/// that serves no scope of the task, is answered as if it did not exist; one it sees but
+/// may not use is 403 (`secrets:access` at the secret's scope).
+async fn resolve_secrets(
+    placer: &Placer,
+    caller: &Caller,
+    scope: &switchboard_domain::Scope,
+    names: &[switchboard_domain::Ident],
+) -> Result<Vec<SecretUse>, ApiError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = placer.store().secrets_named(scope.account_id(), names).await?;
+    let seen = |s: &&switchboard_domain::vault::TaskSecret| caller.visible().is_none_or(|v| v.contains(&s.scope));
+    let mut uses = Vec::with_capacity(names.len());
+    for name in names {
+        let candidates: Vec<_> = found.iter().filter(|s| &s.name == name).filter(seen).collect();
+        let Some(secret) = vault::nearest(candidates, scope) else {
+            return Err(ApiError::validation(
+                "secrets",
+                format!("there is no secret {name} that serves {scope}"),
+            ));
+        };
+        caller.check(Permission::SecretsAccess, &secret.scope, "secret")?;
+        uses.push(SecretUse {
+            name: name.clone(),
+            id: secret.id,
+        });
+    }
+    Ok(uses)
+}
+
 async fn visible_task(placer: &Placer, caller: &Caller, id: TaskId) -> Result<Task, ApiError> {
     let task = placer.store().get_task(id).await?;
     caller.check(Permission::DelegatesView, &task.spec.scope, "task")?;

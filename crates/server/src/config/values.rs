@@ -45,6 +45,16 @@ pub fn parse_byte_size(raw: &str) -> Result<usize, String> {
     }
 }
 
+/// The keys file of `secret_key_file`, read and checked now, so a bad file stops the
+/// manager at startup naming the setting.
+pub fn parse_secret_key_file(raw: &str) -> Result<Option<crate::sealing::SecretKeys>, String> {
+    let path = raw.trim();
+    if path.is_empty() {
+        return Ok(None);
+    }
+    crate::sealing::SecretKeys::load(std::path::Path::new(path)).map(Some)
+}
+
 /// The bound of a task's log: a byte size of at least two of the largest chunks.
 pub fn parse_log_bound(raw: &str) -> Result<usize, String> {
     let n = parse_byte_size(raw)?;

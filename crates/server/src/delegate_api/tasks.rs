@@ -11,6 +11,7 @@ use std::sync::Arc;
 use switchboard_domain::policy::Ending;
 use switchboard_domain::task::PAYLOAD_MAX_BYTES;
 use switchboard_domain::tasklog::{self, Appended, LogAppend, LogPosition};
+use switchboard_domain::vault;
 use switchboard_domain::{Attempt, Failure, FailureReason, LastSuccess, Task, TaskEvent, TaskId, TaskState};
 use switchboard_protocol::delegate::{
     Acquire, AcquiredTask, LogAppendBody, LogAppended, Outcome, Progress, TaskResult, TaskStatus,
@@ -25,6 +26,7 @@ use crate::http::openapi::Errors;
 use crate::http::openapi::errors::{BODY, CONFLICT, LIMITED, NOT_FOUND, STORE, bit};
 use crate::manager::cluster::Sockets;
 use crate::manager::dispatch::Placer;
+use crate::manager::masks::Masks;
 use crate::manager::sessions::TrustedInstance;
 
 /// What every task report can be answered besides its success: the session check, the
@@ -57,6 +59,7 @@ const ERROR_MAX_CHARS: usize = 4096;
 )]
 pub async fn acquire(
     State(placer): State<Placer>,
+    State(masks): State<Arc<Masks>>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
     AnyJson(Acquire { attempt }): AnyJson<Acquire>,
@@ -66,12 +69,15 @@ pub async fn acquire(
     let task = placer.store().transition_task(&transition.held_by(instance.id)).await?;
     tracing::info!(task.id = %task.id(), attempt = %attempt, instance.id = %instance.id, "task acquired");
     placer.task_changed(task.id());
+    // The secrets' values travel here only, to this instance (never on the socket).
+    let secrets = masks.deliver(placer.store().as_ref(), &task).await;
     Ok(Json(AcquiredTask {
         task_id: task.id(),
         attempt,
         task_type: task.spec.task_type.clone(),
         payload: task.spec.payload.clone(),
         execution_timeout_ms: u64::try_from(task.spec.execution_timeout.as_millis()).unwrap_or(u64::MAX),
+        secrets,
     }))
 }
 
@@ -88,12 +94,16 @@ pub async fn acquire(
 )]
 pub async fn progress(
     State(placer): State<Placer>,
+    State(masks): State<Arc<Masks>>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
-    AnyJson(Progress { attempt, progress }): AnyJson<Progress>,
+    AnyJson(Progress { attempt, mut progress }): AnyJson<Progress>,
 ) -> Result<Json<TaskStatus>, ApiError> {
     check_size("progress", &progress)?;
     let task = offered(&placer, id, &instance, attempt).await?;
+    if let Some(values) = masks.values(placer.store().as_ref(), id).await? {
+        vault::mask_json(&mut progress, &values);
+    }
     let task = placer
         .store()
         .record_progress(task.id(), attempt, &progress, Utc::now())
@@ -122,9 +132,10 @@ pub async fn logs(
     State(placer): State<Placer>,
     State(sockets): State<Sockets>,
     State(settings): State<Arc<Settings>>,
+    State(masks): State<Arc<Masks>>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
-    AnyJson(body): AnyJson<LogAppendBody>,
+    AnyJson(mut body): AnyJson<LogAppendBody>,
 ) -> Result<Json<LogAppended>, ApiError> {
     if body.text.is_empty() {
         return Err(ApiError::validation(
@@ -147,6 +158,13 @@ pub async fn logs(
         .checked_add(body.text.len() as u64)
         .filter(|end| i64::try_from(*end).is_ok())
         .ok_or_else(|| ApiError::validation("offset", format!("offset must be below 2^63 - 1; got {}", body.offset)))?;
+    // Masked text is shorter (`***` for 4 bytes or more), so the chunk's place and the
+    // next one's stay as the delegate counted them.
+    if let Some(values) = masks.values(placer.store().as_ref(), id).await?
+        && let Some(masked) = vault::mask(&body.text, &values)
+    {
+        body.text = masked;
+    }
     let append = LogAppend {
         task: id,
         instance: instance.id,
@@ -186,12 +204,22 @@ pub async fn logs(
 pub async fn result(
     State(placer): State<Placer>,
     State(sockets): State<Sockets>,
+    State(masks): State<Arc<Masks>>,
     IdPath(id): IdPath<TaskId>,
     Trusted(instance): Trusted,
-    AnyJson(report): AnyJson<TaskResult>,
+    AnyJson(mut report): AnyJson<TaskResult>,
 ) -> Result<Json<TaskStatus>, ApiError> {
     if let Some(result) = &report.result {
         check_size("result", result)?;
+    }
+    // What the task printed or returned may hold its secrets' values: never stored.
+    if let Some(values) = masks.values(placer.store().as_ref(), id).await? {
+        if let Some(result) = report.result.as_mut() {
+            vault::mask_json(result, &values);
+        }
+        if let Some(masked) = report.error.as_deref().and_then(|e| vault::mask(e, &values)) {
+            report.error = Some(masked);
+        }
     }
     if let Some(code) = &report.error_code {
         switchboard_domain::policy::check_key(code).map_err(|e| ApiError::validation("error_code", e))?;
@@ -212,6 +240,7 @@ pub async fn result(
         });
     }
     let task = placer.store().transition_task(&transition).await?;
+    masks.forget(id);
     placer.metrics().task_finished(&task);
     if task.state == TaskState::Queued {
         // Its retry policy retries the failure (docs/rules.md, "Retries").

@@ -32,6 +32,8 @@ pub enum Problem {
     MethodNotAllowed,
     Conflict,
     StaleAttempt,
+    /// A secret value, on a manager given no key to seal it with (`secret_key_file`).
+    NoSecretKey,
     IdempotencyMismatch,
     NotAcceptable,
     PayloadTooLarge,
@@ -50,7 +52,7 @@ pub enum Problem {
 
 impl Problem {
     /// Every problem type, in the order of the table below.
-    pub const ALL: [Problem; 20] = [
+    pub const ALL: [Problem; 21] = [
         Problem::BadRequest,
         Problem::Unauthorized,
         Problem::Forbidden,
@@ -60,6 +62,7 @@ impl Problem {
         Problem::MethodNotAllowed,
         Problem::Conflict,
         Problem::StaleAttempt,
+        Problem::NoSecretKey,
         Problem::IdempotencyMismatch,
         Problem::NotAcceptable,
         Problem::PayloadTooLarge,
@@ -89,6 +92,7 @@ impl Problem {
             ),
             Problem::Conflict => ("conflict", "Conflict", StatusCode::CONFLICT),
             Problem::StaleAttempt => ("stale-attempt", "Stale attempt", StatusCode::CONFLICT),
+            Problem::NoSecretKey => ("no-secret-key", "No key for secret values", StatusCode::CONFLICT),
             Problem::IdempotencyMismatch => (
                 "idempotency-mismatch",
                 "Idempotency key reused",
@@ -430,6 +434,7 @@ mod tests {
             | Problem::MethodNotAllowed
             | Problem::Conflict
             | Problem::StaleAttempt
+            | Problem::NoSecretKey
             | Problem::IdempotencyMismatch
             | Problem::NotAcceptable
             | Problem::PayloadTooLarge

@@ -277,6 +277,7 @@ named!(
     switchboard_domain::InstanceId => "delegate instance",
     switchboard_domain::TokenId => "delegate token",
     switchboard_domain::ConnectorId => "connector",
+    switchboard_domain::SecretId => "secret",
     switchboard_domain::ApiKeyId => "API key",
 );
 

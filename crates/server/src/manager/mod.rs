@@ -11,6 +11,8 @@
 //! * [`housekeeping`]: the lease, the heartbeat flush and the retention sweep.
 //! * [`demand`]: what an autoscaler needs to size a delegate.
 //! * [`queue`]: the queue explained as a whole, by what holds its tasks.
+//! * [`masks`]: the secret values of running tasks, delivered at acquire and masked in
+//!   what the tasks report.
 //! * [`workers`]: how each of these starts its background tasks and stops them.
 //!
 //! Nothing here sees HTTP or the server's whole state: each part takes the few things it
@@ -23,6 +25,7 @@ pub mod heartbeats;
 pub mod housekeeping;
 pub mod hub;
 pub mod liveness;
+pub mod masks;
 pub mod queue;
 pub mod sessions;
 pub mod workers;

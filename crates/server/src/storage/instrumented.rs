@@ -12,10 +12,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use switchboard_domain::policy::ScopePolicy;
 use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
+use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
-    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash, SelectionLogEntry,
-    Selectors, Task, TaskAttempt, TaskId, TokenId,
+    DelegateToken, GroupId, Ident, InstanceId, LastSuccess, NewTask, Pause, Scope, SecretHash, SecretId,
+    SelectionLogEntry, Selectors, Task, TaskAttempt, TaskId, TokenId,
 };
 use switchboard_store::{
     AdminKey, AuditQuery, Backend, Backing, BatchSnapshot, Claim, ClusterEvent, ClusterSignals, DueQuery, DueTasks,
@@ -282,6 +283,13 @@ observed! {
     fn append_selection_log(&self, entries: &[SelectionLogEntry]) -> ();
     fn selection_log(&self, task: TaskId) -> Vec<SelectionLogEntry>;
     fn prune_selection_log(&self, before: DateTime<Utc>) -> u64;
+    fn create_secret(&self, secret: &TaskSecret) -> ();
+    fn get_secret(&self, id: SecretId) -> TaskSecret;
+    fn list_secrets(&self, within: Option<&Scope>) -> Vec<TaskSecret>;
+    fn secrets_named(&self, account: &Ident, names: &[Ident]) -> Vec<TaskSecret>;
+    fn secrets_by_id(&self, ids: &[SecretId]) -> Vec<TaskSecret>;
+    fn replace_secret(&self, secret: &TaskSecret) -> ();
+    fn delete_secret(&self, id: SecretId) -> ();
     fn append_task_log(&self, append: &LogAppend) -> Appended;
     fn task_log(&self, task: TaskId, from: LogPosition, max_bytes: usize) -> Vec<LogChunk>;
     fn prune_task_logs(&self, before: DateTime<Utc>) -> u64;

@@ -73,7 +73,16 @@ async fn status_reports_version_and_store_to_the_admin_key() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         body,
-        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "store": "sqlite", "caller": {"kind": "admin"}})
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "store": "sqlite",
+            "caller": {"kind": "admin"},
+            "secrets": {
+                "values": false,
+                "references": true,
+                "detail": "no secret_key_file: secret values are refused (409 no-secret-key); references are accepted"
+            }
+        })
     );
 }
 

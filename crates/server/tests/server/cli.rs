@@ -632,3 +632,158 @@ async fn quiet_creates_print_only_the_secret_and_submit_wait_exits_4_unless_succ
     assert_eq!(last["state"], "failed");
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn secrets_round_trip_without_their_values_and_a_task_log_prints_as_text() {
+    let app = super::support::spawn_app_with(|s| {
+        s.secret_key_file = Some(
+            switchboard_server::sealing::SecretKeys::parse(
+                "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            )
+            .unwrap(),
+        );
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let value_file = dir.path().join("value");
+    std::fs::write(&value_file, "cli-secret-5Rk8\n").unwrap();
+    let path = value_file.display().to_string();
+    let args = [
+        "secrets",
+        "create",
+        "--name",
+        "db",
+        "--account",
+        "acme",
+        "--value-file",
+        &path,
+    ];
+    let created = cli(&app, &[&args[..], &["--output", "json"]].concat()).await;
+    let created = created.json();
+    assert_eq!(
+        (created["kind"].clone(), created["version"].clone()),
+        (json!("value"), json!(1))
+    );
+    assert!(!created.to_string().contains("cli-secret"), "{created}");
+    let id = id_of(&created);
+    let table = cli(&app, &["secrets", "list"]).await;
+    assert!(table.ok().contains("db") && table.ok().contains("value"), "{table:?}");
+    assert!(!table.ok().contains("cli-secret"), "{table:?}");
+    let replaced = cli(
+        &app,
+        &[
+            "secrets",
+            "replace",
+            &id,
+            "--reference",
+            "env:DB_PASSWORD",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(
+        (replaced["version"].clone(), replaced["reference"].clone()),
+        (json!(2), json!("env:DB_PASSWORD"))
+    );
+    // Bad references and unreadable files are usage errors (2); both or neither, clap's.
+    let bad = cli(&app, &["secrets", "replace", &id, "--reference", "no-scheme"]).await;
+    assert_eq!(bad.code, Some(2), "{bad:?}");
+    let missing = cli(&app, &["secrets", "replace", &id, "--value-file", "/no/such/file"]).await;
+    assert_eq!(missing.code, Some(2), "{missing:?}");
+    assert!(missing.stderr.contains("/no/such/file"), "{missing:?}");
+    assert_eq!(cli(&app, &["secrets", "replace", &id]).await.code, Some(2));
+    assert!(
+        cli(&app, &["secrets", "delete", &id])
+            .await
+            .ok()
+            .contains("deleted secret")
+    );
+    assert_eq!(cli(&app, &["secrets", "get", &id]).await.code, Some(1));
+
+    // A task's log, as the delegate appended it.
+    let task = cli(
+        &app,
+        &[
+            "tasks",
+            "submit",
+            "--account",
+            "acme",
+            "--type",
+            "echo",
+            "--wait-for-delegate",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let task_id = id_of(&task);
+    let token: Value = app
+        .post(
+            "/api/v1/delegate-tokens",
+            Some(ADMIN_KEY),
+            &json!({"name": "t", "account": "acme"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let request: RegisterRequest =
+        serde_json::from_value(json!({"name": "d", "hostname": "h", "version": "1.0.0", "task_types": ["echo"]}))
+            .unwrap();
+    let me = register(&app.client, &app.url(""), token["token"].as_str().unwrap(), &request)
+        .await
+        .unwrap();
+    let claimed = app
+        .state
+        .store()
+        .claim_task(task_id.parse().unwrap(), me.instance_id, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(claimed, switchboard_store::Claim::Claimed(_)));
+    let post = |what: &str, body: Value| {
+        let url = app.url(&format!("/delegate/v1/tasks/{task_id}/{what}"));
+        let session = me.session_token.expose().to_owned();
+        let client = app.client.clone();
+        async move {
+            client
+                .post(url)
+                .bearer_auth(session)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert!(post("acquire", json!({"attempt": 1})).await.is_success());
+    assert!(
+        post("logs", json!({"attempt": 1, "offset": 0, "text": "step one\n"}))
+            .await
+            .is_success()
+    );
+    assert!(
+        post("logs", json!({"attempt": 1, "offset": 9, "text": "step two\n"}))
+            .await
+            .is_success()
+    );
+    assert!(
+        post("result", json!({"attempt": 1, "outcome": "succeeded"}))
+            .await
+            .is_success()
+    );
+    assert_eq!(
+        cli(&app, &["tasks", "logs", &task_id]).await.ok(),
+        "step one\nstep two\n"
+    );
+    assert_eq!(
+        cli(&app, &["tasks", "logs", &task_id, "--follow"]).await.ok(),
+        "step one\nstep two\n"
+    );
+    let lines = cli(&app, &["tasks", "logs", &task_id, "--output", "json"]).await;
+    let chunks: Vec<Value> = lines.ok().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(chunks.len(), 2);
+    assert_eq!(chunks[1]["offset"], 9);
+}

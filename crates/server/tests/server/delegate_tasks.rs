@@ -60,6 +60,7 @@ async fn assigned(app: &TestApp, instance: InstanceId, connector: Option<Connect
         idempotency: None,
         concurrency: None,
         retry: None,
+        secrets: Vec::new(),
         created_at: Utc::now(),
     };
     store.insert_task(&task).await.unwrap();

@@ -260,8 +260,9 @@ async fn dump(app: &TestApp) -> String {
         .await
         .unwrap();
     format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         tasks.items,
+        store.list_secrets(None).await.unwrap(),
         store.scope_policies(None).await.unwrap(),
         store.list_tokens(None).await.unwrap(),
         store.list_api_keys(None).await.unwrap(),
@@ -407,6 +408,12 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
     let secret = token["token"].as_str().unwrap().to_owned();
     let connector = post("/api/v1/connectors", json!({"name": "c", "account": "acme"})).await;
     let connector = connector["id"].as_str().unwrap().to_owned();
+    let stored_secret = post(
+        "/api/v1/secrets",
+        json!({"name": "s", "account": "acme", "reference": "env:S"}),
+    )
+    .await;
+    let stored_secret = stored_secret["id"].as_str().unwrap().to_owned();
     let request =
         serde_json::from_value(json!({"name": "d", "hostname": "h", "version": "1.0.0", "task_types": ["echo"]}))
             .unwrap();
@@ -455,6 +462,20 @@ async fn hostile_json_on_every_documented_body_and_query_never_5xx_and_refusals_
             format!("/api/v1/connectors/{connector}"),
             ADMIN_KEY,
             json!({"name": "c", "selectors": ["b"]}),
+        ),
+        (
+            "POST",
+            "/api/v1/secrets",
+            "/api/v1/secrets".into(),
+            ADMIN_KEY,
+            json!({"name": "s2", "account": "acme", "org": "o", "reference": "env:S2", "description": "d"}),
+        ),
+        (
+            "PUT",
+            "/api/v1/secrets/{id}",
+            format!("/api/v1/secrets/{stored_secret}"),
+            ADMIN_KEY,
+            json!({"reference": "file:/run/s", "description": "d"}),
         ),
         (
             "POST",

@@ -223,6 +223,7 @@ fn the_parts_of_the_manager_use_only_those_before_them_in_the_documented_order()
     // docs/architecture.md, "Which module may use which".
     let order = [
         ("manager::workers", 0),
+        ("manager::masks", 0),
         ("manager::hub", 1),
         ("manager::heartbeats", 1),
         ("manager::sessions", 1),

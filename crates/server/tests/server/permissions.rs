@@ -37,7 +37,8 @@ async fn every_route_answers_as_the_permission_matrix_says() {
         "delegates:edit",
         "delegates:delete",
         "pipelines:execute",
-        "connectors:access"
+        "connectors:access",
+        "secrets:access"
     ]);
     let holder = key(&app, eng.clone(), all.clone()).await;
     let viewer = key(&app, eng.clone(), json!([])).await;
@@ -84,6 +85,22 @@ async fn every_route_answers_as_the_permission_matrix_says() {
     let new_connector = json!({"name": "more", "account": "acme", "org": "eng"});
     let new_task = json!({"account": "acme", "org": "eng", "type": "echo", "wait_for_delegate": true});
 
+    let secret = admin(
+        Method::POST,
+        "/api/v1/secrets",
+        json!({"name": "eng-s", "account": "acme", "org": "eng", "reference": "env:ENG_S"}),
+    )
+    .await;
+    let doomed = admin(
+        Method::POST,
+        "/api/v1/secrets",
+        json!({"name": "eng-doomed", "account": "acme", "org": "eng", "reference": "env:ENG_D"}),
+    )
+    .await;
+    let (sid, did) = (
+        secret["id"].as_str().unwrap().to_owned(),
+        doomed["id"].as_str().unwrap().to_owned(),
+    );
     // (method, path, body, the permission needed; None = view, always granted in scope)
     let routes: Vec<(Method, String, Value, Option<&str>, StatusCode)> = vec![
         (
@@ -253,6 +270,34 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             Value::Null,
             None,
             StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            "/api/v1/secrets".into(),
+            json!({"name": "eng-new", "account": "acme", "org": "eng", "reference": "env:ENG_NEW"}),
+            Some("secrets:access"),
+            StatusCode::CREATED,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/secrets/{sid}"),
+            Value::Null,
+            Some("secrets:access"),
+            StatusCode::OK,
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/secrets/{sid}"),
+            json!({"reference": "env:ENG_S2"}),
+            Some("secrets:access"),
+            StatusCode::OK,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/secrets/{did}"),
+            Value::Null,
+            Some("secrets:access"),
+            StatusCode::NO_CONTENT,
         ),
         (
             Method::POST,

@@ -521,6 +521,7 @@ async fn a_flood_in_one_account_does_not_delay_another_accounts_placements(backe
                     idempotency: None,
                     concurrency: None,
                     retry: None,
+                    secrets: Vec::new(),
                     created_at: Utc::now(),
                 };
                 switchboard_store::TaskWrite::Submit(Box::new(switchboard_store::Submission {

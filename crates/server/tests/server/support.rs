@@ -397,14 +397,63 @@ impl DurableStore {
 
     /// A manager in this process on the store (the one that comes after a killed one).
     pub async fn spawn_app(&self) -> TestApp {
+        self.spawn_app_with(|_| {}).await
+    }
+
+    /// Like [`DurableStore::spawn_app`], with settings adjusted by `configure`.
+    pub async fn spawn_app_with(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
         spawn_app_in(tempfile::tempdir().unwrap(), "127.0.0.1:0".parse().unwrap(), |s| {
             s.database_url = match self.backend {
                 Backend::Sqlite => Database::Sqlite(self.file.clone()),
                 Backend::Postgres => Database::Postgres(self.url.clone()),
             };
             s.db_max_connections = 4;
+            configure(s);
         })
         .await
+    }
+
+    /// Whether `needle` appears anywhere in the stored data, as the database keeps it:
+    /// the SQLite file and its write-ahead log byte by byte, or every row of every table
+    /// of the PostgreSQL schema as text.
+    pub async fn holds(&self, needle: &str) -> bool {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut wal = self.file.clone().into_os_string();
+                wal.push("-wal");
+                [self.file.clone(), std::path::PathBuf::from(wal)].iter().any(|path| {
+                    std::fs::read(path)
+                        .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                        .unwrap_or(false)
+                })
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                assert!(tables.iter().any(|t| t == "tasks"), "{tables:?}");
+                let pattern = format!("%{needle}%");
+                for table in tables {
+                    let n: i64 =
+                        sqlx::query_scalar(&format!("SELECT count(*) FROM \"{table}\" x WHERE x::text LIKE $1"))
+                            .bind(&pattern)
+                            .fetch_one(&pool)
+                            .await
+                            .unwrap();
+                    if n > 0 {
+                        pool.close().await;
+                        return true;
+                    }
+                }
+                pool.close().await;
+                false
+            }
+        }
     }
 }
 

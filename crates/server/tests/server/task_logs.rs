@@ -53,6 +53,7 @@ async fn running(app: &TestApp, me: &Registered) -> TaskId {
         idempotency: None,
         concurrency: None,
         retry: None,
+        secrets: Vec::new(),
         created_at: Utc::now(),
     };
     store.insert_task(&task).await.unwrap();

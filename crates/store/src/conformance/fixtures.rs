@@ -123,6 +123,7 @@ pub fn task(scope_path: &str) -> NewTask {
         idempotency: None,
         concurrency: None,
         retry: None,
+        secrets: Vec::new(),
         created_at: now(),
     }
 }

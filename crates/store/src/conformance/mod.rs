@@ -19,6 +19,7 @@ pub mod maintenance;
 pub mod placement;
 pub mod policy;
 pub mod registry;
+pub mod secrets;
 pub mod tasks;
 
 /// Expands to one test per conformance case. `$fresh` is an `async fn() ->
@@ -81,6 +82,7 @@ macro_rules! conformance_tests {
             logs::log_appends_are_fenced_by_attempt_and_holder,
             logs::a_log_past_its_bound_keeps_its_head_and_its_tail_with_a_marker,
             logs::task_logs_are_removed_whole_past_their_retention,
+            secrets::secrets_round_trip_are_unique_per_scope_and_are_found_by_name_and_id,
         );
     };
     (@cases $fresh:path; $($module:ident :: $case:ident),* $(,)?) => {

@@ -51,6 +51,7 @@ where an object is required, numbers outside the `minimum`/`maximum` given, repe
         (name = "delegates", description = "The registered delegates and their instances (operators)."),
         (name = "delegate-tokens", description = "The tokens delegates register with."),
         (name = "connectors", description = "Named connections to infrastructure, with the selectors their tasks inherit."),
+        (name = "secrets", description = "Secrets that tasks use: sealed values, or references the delegate resolves. Values are never answered."),
         (name = "api-keys", description = "Scoped API keys with permissions."),
         (name = "audit", description = "Every change made through `/api/v1`."),
         (name = "status", description = "What this manager is."),

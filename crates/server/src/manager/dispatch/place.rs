@@ -911,6 +911,7 @@ mod tests {
             idempotency: None,
             concurrency: None,
             retry: None,
+            secrets: Vec::new(),
             created_at: Utc::now(),
         }
     }
