@@ -270,6 +270,9 @@ async fn write(conn: &mut PgConnection, plan: &mut Plan) -> Result<(), Failure> 
     if !plan.audits.is_empty() {
         plan.number_audits(&audits);
     }
+    if !plan.log_appends.is_empty() {
+        crate::logs::write_appends(conn, plan).await?;
+    }
     Ok(())
 }
 

@@ -31,7 +31,7 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use switchboard_domain::SecretId;
 use switchboard_domain::policy::ScopePolicy;
-use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
+use switchboard_domain::tasklog::{LogChunk, LogPosition};
 use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
@@ -447,9 +447,6 @@ impl Store for PgStore {
         secrets::delete(&self.pool, id).await
     }
 
-    async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended> {
-        logs::append(&self.pool, append).await
-    }
     async fn task_log(&self, task: TaskId, from: LogPosition, max_bytes: usize) -> StoreResult<Vec<LogChunk>> {
         logs::read(&self.pool, task, from, max_bytes).await
     }

@@ -1,89 +1,135 @@
 //! Task logs: fenced appends kept within their bound, reads in order, and the retention
 //! sweep. The rules are `switchboard_domain::tasklog`'s; this is their SQL.
 //!
-//! An append is one transaction of its own, not a write of the committer's batches: logs
-//! arrive while a task runs, off the path of submissions and results, and a task's
-//! appends take turns on its row of `task_log_sizes` without touching its `tasks` row.
+//! Appends are items of the committer's batches (`TaskWrite::AppendLog`), so they share
+//! commits with the rest of the task path; the plan checks their fences against the
+//! batch's locked task rows, and [`write_appends`] writes them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use switchboard_domain::tasklog::{self, Appended, LogAppend, LogChunk, LogPosition};
-use switchboard_domain::{Attempt, InstanceId, TaskId, TaskState};
-use switchboard_store::{StoreError, StoreResult, append_refused};
+use switchboard_domain::{Attempt, TaskId};
+use switchboard_store::batch::Plan;
+use switchboard_store::{StoreError, StoreResult};
 use uuid::Uuid;
 
 use crate::{begin, map_err};
 
-pub(crate) async fn append(pool: &PgPool, a: &LogAppend) -> StoreResult<Appended> {
-    let mut tx = begin(pool).await?;
-    fence(&mut tx, a).await?;
-    // Creating or locking the task's size row: concurrent appends to one log wait here.
-    let sizes = sqlx::query(
-        "INSERT INTO task_log_sizes (task_id, last_at) VALUES ($1, $2)
+/// Writes the log chunks of a batch whose fences the plan checked (the batch holds their
+/// tasks' rows locked): creates or locks each task's size row, inserts the chunks (one
+/// already stored at its place is left alone, and its outcome says so), cuts what went
+/// past a bound, and moves the sizes. Three statements, whatever the number of chunks,
+/// plus the cuts.
+pub(crate) async fn write_appends(conn: &mut PgConnection, plan: &mut Plan) -> StoreResult<()> {
+    let appends = std::mem::take(&mut plan.log_appends);
+    // Per task, in id order (the order its row was locked in): the latest append.
+    let mut last: BTreeMap<Uuid, &LogAppend> = BTreeMap::new();
+    for (_, a) in &appends {
+        let seen = last.entry(a.task.0).or_insert(a);
+        if a.stored_at >= seen.stored_at {
+            *seen = a;
+        }
+    }
+    let ids: Vec<Uuid> = last.keys().copied().collect();
+    let times: Vec<DateTime<Utc>> = last.values().map(|a| a.stored_at).collect();
+    let rows = sqlx::query(
+        "INSERT INTO task_log_sizes (task_id, last_at) SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
          ON CONFLICT (task_id) DO UPDATE SET last_at = greatest(task_log_sizes.last_at, excluded.last_at)
-         RETURNING stored, received",
+         RETURNING task_id, stored, received",
     )
-    .bind(a.task.0)
-    .bind(a.stored_at)
-    .fetch_one(&mut *tx)
+    .bind(&ids)
+    .bind(&times)
+    .fetch_all(&mut *conn)
     .await
     .map_err(map_err)?;
-    let stored = bytes(sizes.try_get::<i64, _>("stored").map_err(map_err)?);
-    let received = bytes(sizes.try_get::<i64, _>("received").map_err(map_err)?);
-    let size = a.text.len() as u64;
+    let mut sizes: HashMap<Uuid, (u64, u64)> = HashMap::new();
+    for row in &rows {
+        let id: Uuid = row.try_get("task_id").map_err(map_err)?;
+        let stored = bytes(row.try_get("stored").map_err(map_err)?);
+        let received = bytes(row.try_get("received").map_err(map_err)?);
+        sizes.insert(id, (stored, received));
+    }
+    // The head is what arrives while less than half the bound was received.
+    let mut received: HashMap<Uuid, u64> = sizes.iter().map(|(id, (_, r))| (*id, *r)).collect();
+    let mut heads = Vec::with_capacity(appends.len());
+    for (_, a) in &appends {
+        let so_far = received.entry(a.task.0).or_default();
+        heads.push(tasklog::is_head(*so_far, a.max_bytes));
+        *so_far += a.text.len() as u64;
+    }
+    let tasks: Vec<Uuid> = appends.iter().map(|(_, a)| a.task.0).collect();
+    let attempts: Vec<i32> = appends.iter().map(|(_, a)| attempt(a.at.attempt)).collect();
+    let offsets: Vec<i64> = appends.iter().map(|(_, a)| offset(a.at.offset)).collect();
+    let texts: Vec<&str> = appends.iter().map(|(_, a)| a.text.as_str()).collect();
+    let sizes_of: Vec<i32> = appends
+        .iter()
+        .map(|(_, a)| i32::try_from(a.text.len()).unwrap_or(i32::MAX))
+        .collect();
+    let stored_at: Vec<DateTime<Utc>> = appends.iter().map(|(_, a)| a.stored_at).collect();
     let inserted = sqlx::query(
         r#"INSERT INTO task_logs (task_id, attempt, "offset", text, bytes, head, stored_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"#,
+           SELECT * FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::text[], $5::int[], $6::bool[],
+                                $7::timestamptz[])
+           ON CONFLICT DO NOTHING RETURNING task_id, attempt, "offset""#,
     )
-    .bind(a.task.0)
-    .bind(attempt(a.at.attempt))
-    .bind(offset(a.at.offset))
-    .bind(&a.text)
-    .bind(size as i32)
-    .bind(tasklog::is_head(received, a.max_bytes))
-    .bind(a.stored_at)
-    .execute(&mut *tx)
+    .bind(&tasks)
+    .bind(&attempts)
+    .bind(&offsets)
+    .bind(&texts)
+    .bind(&sizes_of)
+    .bind(&heads)
+    .bind(&stored_at)
+    .fetch_all(&mut *conn)
     .await
-    .map_err(map_err)?
-    .rows_affected();
-    if inserted == 0 {
-        // The size row's lock is let go with the rollback; nothing changed.
-        return Ok(Appended::AlreadyStored);
+    .map_err(map_err)?;
+    let mut fresh: HashSet<(Uuid, i32, i64)> = HashSet::new();
+    for row in &inserted {
+        fresh.insert((
+            row.try_get("task_id").map_err(map_err)?,
+            row.try_get("attempt").map_err(map_err)?,
+            row.try_get("offset").map_err(map_err)?,
+        ));
     }
-    let mut stored = stored + size;
-    if stored > a.max_bytes {
-        stored -= cut(&mut tx, a, stored).await?;
+    let mut added: BTreeMap<Uuid, u64> = BTreeMap::new();
+    for (index, a) in &appends {
+        // Taken out once: a second chunk at the same place in this batch was stored before.
+        if fresh.remove(&(a.task.0, attempt(a.at.attempt), offset(a.at.offset))) {
+            *added.entry(a.task.0).or_default() += a.text.len() as u64;
+        } else {
+            plan.log_appended(*index, Appended::AlreadyStored);
+        }
     }
-    sqlx::query("UPDATE task_log_sizes SET stored = $2, received = received + $3 WHERE task_id = $1")
-        .bind(a.task.0)
-        .bind(stored as i64)
-        .bind(size as i64)
-        .execute(&mut *tx)
+    let mut grown = Vec::new();
+    let mut stored_now = Vec::new();
+    let mut grew = Vec::new();
+    for (id, more) in added {
+        let (stored, _) = sizes.get(&id).copied().unwrap_or_default();
+        let mut stored = stored + more;
+        let a = last[&id];
+        if stored > a.max_bytes {
+            stored -= cut(conn, a, stored).await?;
+        }
+        grown.push(id);
+        stored_now.push(i64::try_from(stored).unwrap_or(i64::MAX));
+        grew.push(i64::try_from(more).unwrap_or(i64::MAX));
+    }
+    if !grown.is_empty() {
+        sqlx::query(
+            "UPDATE task_log_sizes AS s SET stored = u.stored, received = s.received + u.grew
+             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(task_id, stored, grew)
+             WHERE s.task_id = u.task_id",
+        )
+        .bind(&grown)
+        .bind(&stored_now)
+        .bind(&grew)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
-    tx.commit().await.map_err(map_err)?;
-    Ok(Appended::Stored)
-}
-
-/// Refuses the append unless its attempt is current and held by its instance.
-async fn fence(conn: &mut PgConnection, a: &LogAppend) -> StoreResult<()> {
-    let row = sqlx::query("SELECT attempt, instance_id, state FROM tasks WHERE id = $1")
-        .bind(a.task.0)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound("task"))?;
-    let current = Attempt(u32::try_from(row.try_get::<i32, _>("attempt").map_err(map_err)?).unwrap_or(0));
-    let holder = row
-        .try_get::<Option<Uuid>, _>("instance_id")
-        .map_err(map_err)?
-        .map(InstanceId);
-    let state: String = row.try_get("state").map_err(map_err)?;
-    let state =
-        TaskState::parse(&state).ok_or_else(|| StoreError::Internal(format!("corrupt task state {state:?}")))?;
-    tasklog::check_append(a.at.attempt, a.instance, current, holder, state)
-        .map_err(|refused| append_refused(a.at.attempt, refused))
+    }
+    Ok(())
 }
 
 /// Cuts the oldest tail chunks until `stored` bytes fit the bound, and moves the count

@@ -256,6 +256,9 @@ async fn write(conn: &mut SqliteConnection, plan: &mut Plan) -> StoreResult<()> 
         ids.push(insert_audit(conn, e).await?);
     }
     plan.number_audits(&ids);
+    if !plan.log_appends.is_empty() {
+        crate::logs::write_appends(conn, plan).await?;
+    }
     Ok(())
 }
 

@@ -56,7 +56,7 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use switchboard_domain::SecretId;
 use switchboard_domain::policy::ScopePolicy;
-use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
+use switchboard_domain::tasklog::{LogChunk, LogPosition};
 use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{
     ApiKey, ApiKeyId, Attempt, AuditEntry, CapabilityResult, Connector, ConnectorId, DelegateGroup, DelegateInstance,
@@ -607,10 +607,6 @@ impl switchboard_store::Store for SqliteStore {
     }
 
     // --- task logs ---------------------------------------------------------------------
-
-    async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended> {
-        logs::append(&self.db, append).await
-    }
 
     async fn task_log(&self, task: TaskId, from: LogPosition, max_bytes: usize) -> StoreResult<Vec<LogChunk>> {
         logs::read(&self.db, task, from, max_bytes).await

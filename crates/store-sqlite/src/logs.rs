@@ -2,24 +2,33 @@
 //! sweep. The rules are `switchboard_domain::tasklog`'s; this is their SQL, the same
 //! steps as the PostgreSQL backend's `logs.rs`.
 //!
-//! An append is one write transaction of its own on the writer, not a write of the
-//! committer's batches: logs arrive while a task runs, off the path of submissions and
-//! results. The writer is one connection, so appends take turns by construction.
+//! Appends are items of the committer's batches (`TaskWrite::AppendLog`), so they share
+//! commits with the rest of the task path; the plan checks their fences, and
+//! [`write_appends`] writes them inside the batch's transaction.
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use switchboard_domain::tasklog::{self, Appended, LogAppend, LogChunk, LogPosition};
-use switchboard_domain::{Attempt, InstanceId, TaskId, TaskState};
-use switchboard_store::{StoreError, StoreResult, append_refused};
-use uuid::Uuid;
+use switchboard_domain::{Attempt, TaskId};
+use switchboard_store::batch::Plan;
+use switchboard_store::{StoreError, StoreResult};
 
 use crate::rows::{from_ms, ms};
 use crate::{Db, map_err};
 
-pub(crate) async fn append(db: &Db, a: &LogAppend) -> StoreResult<Appended> {
-    let mut tx = db.write().await?;
-    fence(&mut tx, a).await?;
+/// Writes the log chunks of a batch whose fences the plan checked, in order: one
+/// already stored at its place is left alone, and its outcome says so.
+pub(crate) async fn write_appends(conn: &mut SqliteConnection, plan: &mut Plan) -> StoreResult<()> {
+    for (index, a) in std::mem::take(&mut plan.log_appends) {
+        if append(conn, &a).await? == Appended::AlreadyStored {
+            plan.log_appended(index, Appended::AlreadyStored);
+        }
+    }
+    Ok(())
+}
+
+async fn append(conn: &mut SqliteConnection, a: &LogAppend) -> StoreResult<Appended> {
     let sizes = sqlx::query(
         "INSERT INTO task_log_sizes (task_id, last_at) VALUES (?1, ?2)
          ON CONFLICT (task_id) DO UPDATE SET last_at = max(last_at, excluded.last_at)
@@ -27,7 +36,7 @@ pub(crate) async fn append(db: &Db, a: &LogAppend) -> StoreResult<Appended> {
     )
     .bind(a.task.0)
     .bind(ms(a.stored_at))
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await
     .map_err(map_err)?;
     let stored = bytes(sizes.try_get("stored").map_err(map_err)?);
@@ -44,7 +53,7 @@ pub(crate) async fn append(db: &Db, a: &LogAppend) -> StoreResult<Appended> {
     .bind(size as i64)
     .bind(tasklog::is_head(received, a.max_bytes))
     .bind(ms(a.stored_at))
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(map_err)?
     .rows_affected();
@@ -53,37 +62,16 @@ pub(crate) async fn append(db: &Db, a: &LogAppend) -> StoreResult<Appended> {
     }
     let mut stored = stored + size;
     if stored > a.max_bytes {
-        stored -= cut(&mut tx, a, stored).await?;
+        stored -= cut(conn, a, stored).await?;
     }
     sqlx::query("UPDATE task_log_sizes SET stored = ?2, received = received + ?3 WHERE task_id = ?1")
         .bind(a.task.0)
         .bind(stored as i64)
         .bind(size as i64)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
-    tx.commit().await.map_err(map_err)?;
     Ok(Appended::Stored)
-}
-
-/// Refuses the append unless its attempt is current and held by its instance.
-async fn fence(conn: &mut SqliteConnection, a: &LogAppend) -> StoreResult<()> {
-    let row = sqlx::query("SELECT attempt, instance_id, state FROM tasks WHERE id = ?")
-        .bind(a.task.0)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?
-        .ok_or(StoreError::NotFound("task"))?;
-    let current = Attempt(u32::try_from(row.try_get::<i64, _>("attempt").map_err(map_err)?).unwrap_or(0));
-    let holder = row
-        .try_get::<Option<Uuid>, _>("instance_id")
-        .map_err(map_err)?
-        .map(InstanceId);
-    let state: String = row.try_get("state").map_err(map_err)?;
-    let state =
-        TaskState::parse(&state).ok_or_else(|| StoreError::Internal(format!("corrupt task state {state:?}")))?;
-    tasklog::check_append(a.at.attempt, a.instance, current, holder, state)
-        .map_err(|refused| append_refused(a.at.attempt, refused))
 }
 
 /// Cuts the oldest tail chunks until `stored` bytes fit the bound, and moves the count

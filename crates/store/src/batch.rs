@@ -32,6 +32,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use switchboard_domain::policy::{ConcurrencyStrategy, Ending};
+use switchboard_domain::tasklog::{self, Appended, LogAppend};
 use switchboard_domain::{
     Attempt, AuditEntry, ConnectorId, Failure, InstanceId, NewTask, SelectionKind, SelectionLogEntry, Task, TaskEvent,
     TaskId, TaskState,
@@ -60,6 +61,9 @@ pub enum TaskWrite {
     Log(Vec<SelectionLogEntry>),
     /// An audit row.
     Audit(Box<AuditEntry>),
+    /// A chunk of a task's log, fenced by attempt and holder
+    /// (see [`crate::Store::append_task_log`]).
+    AppendLog(Box<LogAppend>),
 }
 
 /// A submission: the task, and what its first placement decided before it was stored.
@@ -112,6 +116,8 @@ pub enum Written {
     Task(Box<Task>),
     Logged,
     Audited(Box<AuditEntry>),
+    /// A log chunk stored, or found stored before.
+    LogAppended(Appended),
 }
 
 impl TaskWrite {
@@ -122,6 +128,7 @@ impl TaskWrite {
             TaskWrite::Claim(c) => 2 + c.log_if_claimed.len(),
             TaskWrite::Transition(_) | TaskWrite::Progress { .. } | TaskWrite::Audit(_) => 1,
             TaskWrite::Log(entries) => entries.len().max(1),
+            TaskWrite::AppendLog(_) => 2,
         }
     }
 
@@ -149,6 +156,7 @@ impl TaskWrite {
             TaskWrite::Progress { progress, .. } => ROW + json_size(progress),
             TaskWrite::Log(entries) => log(entries),
             TaskWrite::Audit(_) => ROW,
+            TaskWrite::AppendLog(a) => ROW + a.text.len(),
         }
     }
 
@@ -160,6 +168,8 @@ impl TaskWrite {
             TaskWrite::Transition(t) => wanted.tasks.push(t.task_id),
             TaskWrite::Progress { task, .. } => wanted.tasks.push(*task),
             TaskWrite::Log(entries) => wanted.logged.extend(entries.iter().map(|e| e.task_id)),
+            // Locked like a report's task: the fence is exact against a result in flight.
+            TaskWrite::AppendLog(a) => wanted.tasks.push(a.task),
         }
     }
 
@@ -185,6 +195,7 @@ impl TaskWrite {
             TaskWrite::Progress { at, .. } => cut(at),
             TaskWrite::Log(entries) => cut_log(entries),
             TaskWrite::Audit(a) => cut(&mut a.at),
+            TaskWrite::AppendLog(a) => cut(&mut a.stored_at),
         }
     }
 }
@@ -439,6 +450,10 @@ pub struct Plan {
     /// For each of [`Plan::audits`], the outcome that answers with it (an `Audit` item's),
     /// or `None` (a submission's row).
     audit_answers: Vec<Option<usize>>,
+    /// Log chunks past their fence, in order, each with the index of its outcome: the
+    /// backend writes them and sets that outcome to what the write found
+    /// ([`Plan::log_appended`]), stored or stored before.
+    pub log_appends: Vec<(usize, LogAppend)>,
 }
 
 impl Plan {
@@ -452,6 +467,14 @@ impl Plan {
             && self.attempt_changes.is_empty()
             && self.log.is_empty()
             && self.audits.is_empty()
+            && self.log_appends.is_empty()
+    }
+
+    /// Says, in the outcome of the log chunk at `index`, that it was stored before.
+    pub fn log_appended(&mut self, index: usize, appended: Appended) {
+        if let Some(outcome) = self.outcomes.get_mut(index) {
+            *outcome = Ok(Written::LogAppended(appended));
+        }
     }
 
     /// Gives the audit rows their stored ids (in the order of [`Plan::audits`]) in the
@@ -497,6 +520,7 @@ pub fn plan(writes: &[TaskWrite], mut loaded: Loaded) -> Plan {
                 p.plan.audit_answers.push(Some(outcomes.len()));
                 Ok(Written::Audited(entry))
             }
+            TaskWrite::AppendLog(append) => p.append_log(*append, outcomes.len(), &loaded),
         };
         outcomes.push(outcome);
     }
@@ -810,6 +834,22 @@ impl Planner {
         }
         self.plan.log.extend(entries);
         Ok(Written::Logged)
+    }
+
+    fn append_log(&mut self, append: LogAppend, index: usize, loaded: &Loaded) -> StoreResult<Written> {
+        let task = loaded.tasks.get(&append.task).ok_or(StoreError::NotFound("task"))?;
+        // The task as this batch left it so far: a result earlier in it ends the attempt.
+        tasklog::check_append(
+            append.at.attempt,
+            append.instance,
+            task.attempt,
+            task.instance_id,
+            task.state,
+        )
+        .map_err(|refused| crate::append_refused(append.at.attempt, refused))?;
+        self.plan.log_appends.push((index, append));
+        // Until the write says whether it was stored before.
+        Ok(Written::LogAppended(Appended::Stored))
     }
 
     fn touched(&mut self, id: TaskId) {

@@ -515,14 +515,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     // --- task logs ---------------------------------------------------------------------
 
-    /// Appends a chunk to a task's log (see [`switchboard_domain::tasklog`]), fenced like
-    /// every report of a delegate: [`Conflict::StaleAttempt`] unless the attempt is
+    /// Appends a chunk to a task's log (see [`switchboard_domain::tasklog`]), in the
+    /// committer's batches like every write of the task path, fenced like every report of
+    /// a delegate: [`Conflict::StaleAttempt`] unless the attempt is
     /// current, [`Conflict::NotHolder`] unless it is assigned to the instance and
     /// assigned or running; `NotFound("task")` for an unknown task. A chunk whose
     /// position is stored already changes nothing ([`Appended::AlreadyStored`]). Past
     /// the bound, the oldest tail chunks are cut and the marker counts them. Appends to
     /// one task take turns, so the bound holds under concurrent appends.
-    async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended>;
+    async fn append_task_log(&self, append: &LogAppend) -> StoreResult<Appended> {
+        match one(self, TaskWrite::AppendLog(Box::new(append.clone()))).await? {
+            Written::LogAppended(appended) => Ok(appended),
+            other => Err(unexpected(&other)),
+        }
+    }
 
     /// The chunks of a task's log from `from` on (inclusive), in order, until about
     /// `max_bytes` of text (always at least one chunk when there is one). An unknown task

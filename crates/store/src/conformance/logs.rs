@@ -8,7 +8,7 @@ use switchboard_domain::tasklog::{Appended, LogAppend, LogChunk, LogPosition};
 use switchboard_domain::{Attempt, InstanceId, Task, TaskEvent, TaskId, TaskState};
 
 use super::fixtures::{fleet, now, queued, task};
-use crate::{Claim, Conflict, Store, StoreError, Transition};
+use crate::{Claim, Conflict, Store, StoreError, TaskWrite, Transition, Written};
 
 /// A task running attempt 1 on an instance, and that instance.
 async fn running(store: &Arc<dyn Store>, group: &str) -> (Task, InstanceId) {
@@ -195,4 +195,44 @@ pub async fn task_logs_are_removed_whole_past_their_retention(store: Arc<dyn Sto
     assert_eq!(removed, 1);
     assert!(chunks(&store, t.id()).await.is_empty());
     assert_eq!(text_of(&store, u.id()).await, "new\n");
+}
+
+pub async fn log_chunks_in_one_batch_are_fenced_by_what_the_batch_did_before_them(store: Arc<dyn Store>) {
+    let (t, me) = running(&store, "k8s").await;
+    let chunk = |offset: u64, text: &str| TaskWrite::AppendLog(Box::new(append(t.id(), me, 1, offset, text, BOUND)));
+    let done = Transition::new(t.id(), Some(Attempt(1)), TaskEvent::Succeed, now()).held_by(me);
+    let outcomes = store
+        .write_tasks(vec![
+            chunk(0, "one\n"),
+            chunk(0, "one\n"),
+            chunk(4, "two\n"),
+            TaskWrite::Transition(Box::new(done)),
+            chunk(8, "late\n"),
+        ])
+        .await
+        .expect("the batch commits");
+    let appended = |i: usize| match &outcomes[i] {
+        Ok(Written::LogAppended(a)) => Ok(*a),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.clone()),
+    };
+    assert!(matches!(appended(0), Ok(Appended::Stored)), "{:?}", outcomes[0]);
+    assert!(
+        matches!(appended(1), Ok(Appended::AlreadyStored)),
+        "the same place twice in one batch: {:?}",
+        outcomes[1]
+    );
+    assert!(matches!(appended(2), Ok(Appended::Stored)), "{:?}", outcomes[2]);
+    assert!(
+        matches!(
+            appended(4),
+            Err(StoreError::Conflict(Conflict::NotHolder {
+                state: TaskState::Succeeded,
+                ..
+            }))
+        ),
+        "after the result in the same batch: {:?}",
+        outcomes[4]
+    );
+    assert_eq!(text_of(&store, t.id()).await, "one\ntwo\n");
 }

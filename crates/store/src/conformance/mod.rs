@@ -82,6 +82,7 @@ macro_rules! conformance_tests {
             logs::log_appends_are_fenced_by_attempt_and_holder,
             logs::a_log_past_its_bound_keeps_its_head_and_its_tail_with_a_marker,
             logs::task_logs_are_removed_whole_past_their_retention,
+            logs::log_chunks_in_one_batch_are_fenced_by_what_the_batch_did_before_them,
             secrets::secrets_round_trip_are_unique_per_scope_and_are_found_by_name_and_id,
         );
     };
