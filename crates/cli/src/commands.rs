@@ -235,6 +235,52 @@ async fn tokens(client: &Client, out: Printer, command: TokensCommand) -> Result
                 token_table(std::slice::from_ref(t))
             });
         }
+        TokensCommand::Install {
+            id,
+            format,
+            name,
+            replicas,
+            flavour,
+            tags,
+            capacity,
+            org,
+            project,
+            new_token,
+        } => {
+            let mut query = vec![("format", format)];
+            let optional = [
+                ("name", name),
+                ("flavour", flavour),
+                ("tags", tags),
+                ("org", org),
+                ("project", project),
+            ];
+            query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+            query.extend(replicas.map(|r| ("replicas", r.to_string())));
+            query.extend(capacity.map(|c| ("capacity", c.to_string())));
+            if new_token {
+                query.push(("new_token", "true".to_owned()));
+            }
+            let file = client.install_file(&id, &query).await?;
+            if out.0 == Output::Json {
+                out.show(&file, |_| {});
+                return Ok(());
+            }
+            // The file alone on stdout, so `> delegate.yaml` keeps just it.
+            print!("{}", file.content);
+            if let Some(token) = &file.token {
+                eprintln!(
+                    "a new token was minted for this install ({}): {}",
+                    file.token_id,
+                    token.expose()
+                );
+                eprintln!("it is in the file; keep the file as you would the token.");
+            }
+            eprintln!("to install ({}):", file.filename);
+            for step in &file.instructions {
+                eprintln!("  {step}");
+            }
+        }
     }
     Ok(())
 }

@@ -176,6 +176,35 @@ pub enum TokensCommand {
     Get { id: String },
     /// Revoke a token: no new registrations, its instances are disconnected.
     Revoke { id: String },
+    /// Print an install file for a delegate with this token (`> delegate.yaml`); how to
+    /// apply it goes to stderr.
+    Install {
+        id: String,
+        /// kubernetes, compose or systemd.
+        #[arg(long, default_value = "kubernetes")]
+        format: String,
+        /// The delegate's name (default: the token's).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        replicas: Option<u32>,
+        /// minimal or full.
+        #[arg(long)]
+        flavour: Option<String>,
+        /// Comma-separated tags.
+        #[arg(long)]
+        tags: Option<String>,
+        /// Parallel tasks per replica (resources scale with it).
+        #[arg(long)]
+        capacity: Option<u32>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        /// Mint a new token for this install and put it in the file (needs delegates:edit).
+        #[arg(long)]
+        new_token: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,7 +16,7 @@ use switchboard_protocol::keys::{ApiKeyCreated, ApiKeyList, ApiKeyView, CreateAp
 use switchboard_protocol::policies::{ScopePolicyList, ScopePolicyView, SetScopePolicy};
 use switchboard_protocol::secrets::{CreateSecret, ReplaceSecret, SecretList, SecretView};
 use switchboard_protocol::tasks::{SubmitTask, Submitted, TaskLogPage, TaskView};
-use switchboard_protocol::tokens::{CreateToken, TokenCreated, TokenList, TokenView};
+use switchboard_protocol::tokens::{CreateToken, InstallFile, TokenCreated, TokenList, TokenView};
 
 use crate::{Client, ClientError, decode};
 
@@ -259,6 +259,20 @@ impl Client {
     pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
         self.post_empty(&format!("/api/v1/delegate-tokens/{}/revoke", seg(id)))
             .await
+    }
+
+    /// An install file for a delegate with this token; `query` holds the route's
+    /// parameters (`format`, `name`, `replicas`, `flavour`, `tags`, `capacity`, `org`,
+    /// `project`, `new_token`).
+    pub async fn install_file(&self, id: &str, query: &[(&str, String)]) -> Result<InstallFile, ClientError> {
+        self.send(
+            self.request(
+                reqwest::Method::GET,
+                &format!("/api/v1/delegate-tokens/{}/install", seg(id)),
+            )
+            .query(query),
+        )
+        .await
     }
 
     // Secrets.

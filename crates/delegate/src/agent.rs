@@ -78,6 +78,17 @@ async fn stopped(mut stops: Stops, n: u32) {
 pub async fn run(settings: &Settings, stops: Stops) -> Exit {
     let shutdown = stopped(stops.clone(), 1);
     tokio::pin!(shutdown);
+    // Up before registration, so a liveness probe passes while it retries.
+    let health = crate::health::Health::default();
+    if let Some(addr) = settings.health_listen {
+        match crate::health::serve(addr, health.clone()).await {
+            Ok(bound) => tracing::info!(address = %bound, "serving /healthz"),
+            Err(e) => {
+                tracing::error!(address = %addr, error = %e, "cannot serve /healthz");
+                return Exit::Failed;
+            }
+        }
+    }
     let http = match settings.tls.http_client().timeout(Duration::from_secs(30)).build() {
         Ok(http) => http,
         Err(e) => {
@@ -135,7 +146,8 @@ pub async fn run(settings: &Settings, stops: Stops) -> Exit {
     .with_tasks(tasks)
     .with_run_log(run_log)
     .with_max_tasks(registered_max_tasks.or(settings.max_tasks))
-    .with_drain_timeout(settings.drain_timeout);
+    .with_drain_timeout(settings.drain_timeout)
+    .with_health(health);
     agent.serve(session, stops).await
 }
 
@@ -185,6 +197,8 @@ pub struct Agent {
     taken: u32,
     /// How long running tasks may finish after the first stop signal.
     drain_timeout: Duration,
+    /// What `/healthz` says of the socket (`--health-listen`).
+    health: crate::health::Health,
 }
 
 /// One thing the loop waits for.
@@ -217,7 +231,14 @@ impl Agent {
             max_tasks: None,
             taken: 0,
             drain_timeout: Duration::ZERO,
+            health: crate::health::Health::default(),
         }
+    }
+
+    /// Reports the socket's state to `health` (what `/healthz` answers).
+    pub fn with_health(mut self, health: crate::health::Health) -> Agent {
+        self.health = health;
+        self
     }
 
     /// Takes at most `max_tasks` tasks (single-use), then exits once they ended.
@@ -351,10 +372,12 @@ impl Agent {
             }
             Some(Event::Connected) => {
                 tracing::info!("connected to the manager");
+                self.health.set_connected(true);
                 Step::Continue
             }
             Some(Event::Disconnected { reason }) => {
                 tracing::warn!(%reason, "lost the connection to the manager; reconnecting");
+                self.health.set_connected(false);
                 Step::Continue
             }
             Some(Event::Ended { reason }) if reason.contains(&format!("({})", close::RETIRED)) => {

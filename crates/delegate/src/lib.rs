@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod cancel;
 pub mod checks;
+pub mod health;
 pub mod logfile;
 pub mod logship;
 pub mod probe;

@@ -173,6 +173,12 @@ struct Args {
     #[arg(long, env = "SWITCHBOARD_RUN_LOG", value_name = "PATH")]
     run_log: Option<PathBuf>,
 
+    /// Serve `GET /healthz` on this address (`0.0.0.0:8081`, say) for a liveness probe:
+    /// 200 while the process runs, with whether its socket to the manager is up. Off by
+    /// default.
+    #[arg(long, env = "SWITCHBOARD_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<std::net::SocketAddr>,
+
     // The rotation limits are the original's; they are settable only so tests can use
     // small ones, hence hidden from --help.
     #[arg(long, hide = true, default_value_t = Limits::default().max_file_bytes)]
@@ -212,6 +218,8 @@ pub struct Settings {
     pub check_timeout: Duration,
     /// Where to record every attempt run (`--run-log`), if anywhere.
     pub run_log: Option<PathBuf>,
+    /// Where to serve `/healthz` (`--health-listen`), if anywhere.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the settings could not be read.
@@ -365,6 +373,7 @@ impl TryFrom<Args> for Settings {
             log_limits,
             check_timeout: args.check_timeout,
             run_log: args.run_log,
+            health_listen: args.health_listen,
         })
     }
 }

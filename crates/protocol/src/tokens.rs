@@ -66,3 +66,37 @@ pub struct TokenCreated {
 pub struct TokenList {
     pub items: Vec<TokenView>,
 }
+
+/// Which install file `GET /api/v1/delegate-tokens/{id}/install` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum InstallFormat {
+    /// A `kind: List` of a Deployment (and the token's Secret, when minted): `kubectl apply -f`.
+    #[default]
+    Kubernetes,
+    /// A Compose file with one service: `docker compose -f FILE up -d`.
+    Compose,
+    /// A systemd unit for the `switchboard-delegate` binary.
+    Systemd,
+}
+
+/// An install file, and how to use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstallFile {
+    pub format: InstallFormat,
+    /// A name to save it as (`delegate.yaml`...).
+    pub filename: String,
+    /// The file itself (Kubernetes and Compose: JSON, which is YAML too).
+    pub content: String,
+    /// The token the delegate registers with.
+    pub token_id: TokenId,
+    /// With `new_token=true`: the minted token's secret, shown here only (it is in the
+    /// file too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub token: Option<Secret>,
+    /// The commands to run, in order.
+    pub instructions: Vec<String>,
+}

@@ -224,6 +224,11 @@ settings! {
     flag(long, value_name = "PATH")
     tls_key: Option<PathBuf> = None, parse = values::parse_path;
 
+    /// The reference delegate's image in install files, without its tag (the manager's
+    /// version is the tag; `-full` for the full flavour).
+    flag(long, value_name = "IMAGE")
+    delegate_image: String = "ghcr.io/switchboard-dev/switchboard-delegate".to_owned(), parse = values::parse_image;
+
     /// A file of keys that seal secret values: one per line, 32 bytes as 64 hex
     /// characters (`openssl rand -hex 32`); the last seals, all of them open (append a
     /// key to rotate). Read at startup. None: secret values are refused (references to

@@ -19,6 +19,7 @@ mod server {
     mod dispatch;
     mod edge;
     mod fuzz;
+    mod install;
     mod layout;
     mod limits;
     mod long_poll;

@@ -20,7 +20,7 @@
   const KEY = 'switchboard.api-key';
   const STATES = ['queued', 'assigned', 'running', 'succeeded', 'failed', 'cancelled', 'expired', 'timed_out'];
   const ENDED = new Set(['succeeded', 'failed', 'cancelled', 'expired', 'timed_out']);
-  const PERMISSIONS = ['delegates:view', 'delegates:edit', 'delegates:delete', 'pipelines:execute', 'connectors:access'];
+  const PERMISSIONS = ['delegates:view', 'delegates:edit', 'delegates:delete', 'pipelines:execute', 'connectors:access', 'secrets:access'];
 
   const main = document.getElementById('main');
   const notice = document.getElementById('notice');
@@ -435,6 +435,22 @@
     if (what === 'revoke-key' && confirmed(button)) {
       if (await act(button, 'API key revoked.', () => api('POST', `/api-keys/${id}/revoke`))) reloadCredentials();
     }
+    if (what === 'install-file') {
+      try {
+        const file = await api('GET', `/delegate-tokens/${id}/install?format=${button.dataset.format}`);
+        const box = document.getElementById('install-box');
+        document.getElementById('install-title').textContent = `Install file: ${file.filename}`;
+        document.getElementById('install-steps').innerHTML = file.instructions.map((i) => html`<li><code>${i}</code></li>`).join('');
+        document.getElementById('install-content').textContent = file.content;
+        const link = document.getElementById('install-download');
+        link.href = URL.createObjectURL(new Blob([file.content], { type: 'text/plain' }));
+        link.download = file.filename;
+        box.hidden = false;
+        box.scrollIntoView();
+      } catch (e) {
+        say(`Could not make the install file: ${e.message}`, true);
+      }
+    }
     if (what === 'cancel-task' && confirmed(button)) await act(button, 'Task cancelled.', () => api('POST', `/tasks/${id}/cancel`));
   });
 
@@ -832,7 +848,8 @@
       <tr data-token="${t.name}">
         <td>${t.name}</td><td>${scopeText(t)}</td><td>${badge(t.status)}</td>
         <td>${when(t.created_at)}</td><td>${when(t.revoked_at)}</td>
-        <td>${raw(edit && t.status === 'active' ? html`<button type="button" class="danger" data-act="revoke-token" data-id="${t.id}" id="revoke-token-${t.id}">Revoke</button>` : '')}</td>
+        <td>${raw(edit && t.status === 'active' ? html`<button type="button" class="danger" data-act="revoke-token" data-id="${t.id}" id="revoke-token-${t.id}">Revoke</button>` : '')}
+          ${raw(t.status === 'active' ? ['kubernetes', 'compose', 'systemd'].map((f) => html`<button type="button" data-act="install-file" data-id="${t.id}" data-format="${f}" id="install-${f}-${t.id}">${f}</button>`).join(' ') : '')}</td>
       </tr>`).join('');
     const keyRows = keys.items.map((k) => html`
       <tr data-key="${k.name}">
@@ -849,6 +866,9 @@
         <div class="table-wrap"><table><thead><tr><th scope="col">Name</th><th scope="col">Scope</th><th scope="col">Status</th>
           <th scope="col">Created</th><th scope="col">Revoked</th><th scope="col"><span class="muted">Action</span></th></tr></thead>
           <tbody>${raw(tokenRows || '<tr><td colspan="6" class="muted">No tokens.</td></tr>')}</tbody></table></div>
+        <div id="install-box" hidden><h3 id="install-title">Install file</h3>
+          <ol id="install-steps"></ol><p><a id="install-download" download>Download</a></p>
+          <pre class="task-log" id="install-content" tabindex="0"></pre></div>
         ${raw(edit ? html`<h3>New token</h3><form class="inline" id="new-token">
           <label>Name <input name="name" required size="14"></label>
           <label>Account <input name="account" value="${account}" required size="12"></label>

@@ -19,7 +19,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 pub(super) struct Manager {
     pub(super) url: String,
     pub(super) state: AppState,
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: TempDir,
 }
@@ -408,6 +408,94 @@ async fn a_reference_delegate_resolves_a_secret_reference_itself_and_masks_its_v
     let failure = failed.failure.expect("failed");
     assert_eq!(failure.code.as_deref(), Some("secret_unresolved"), "{failure:?}");
     assert!(failure.detail.contains("not vault:"), "{failure:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_compose_file_runs_the_reference_delegate_against_the_manager() {
+    let m = manager().await;
+    let token: Value = m
+        .post(
+            "/api/v1/delegate-tokens",
+            &json!({"name": "composed", "account": "acme"}),
+        )
+        .await;
+    let id = token["id"].as_str().unwrap();
+    let file: Value = m
+        .http
+        .get(format!(
+            "{}/api/v1/delegate-tokens/{id}/install?format=compose&new_token=true&tags=edge",
+            m.url
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let compose: Value = serde_json::from_str(file["content"].as_str().unwrap()).unwrap();
+    let service = &compose["services"]["composed"];
+    // What the container would run: the file's command and environment, with the binary
+    // built here for the image's entrypoint. Only the health port is moved to a free one,
+    // so the test never depends on 8081 being free on this machine.
+    let health = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let args: Vec<String> = service["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().replace("0.0.0.0:8081", &health.to_string()))
+        .collect();
+    assert!(args.iter().any(|a| a == &health.to_string()), "{args:?}");
+    let env: Vec<(String, String)> = service["environment"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        env[0].1,
+        file["token"].as_str().unwrap(),
+        "the minted token is in the file"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(super::BIN)
+        .args(&args)
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        line
+    });
+    let line = tokio::time::timeout(PATIENCE, line)
+        .await
+        .expect("registered in time")
+        .unwrap();
+    // The liveness probe the Kubernetes file points at answers.
+    let probe = m.http.get(format!("http://{health}/healthz")).send().await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let probe = probe.expect("/healthz answers");
+    assert_eq!(probe.status(), 200);
+    assert!(probe.text().await.unwrap().contains("\"status\":\"ok\""));
+    let instance: InstanceId = line
+        .strip_prefix("switchboard-delegate registered as ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    let stored = m.state.store().get_instance(instance).await.unwrap();
+    assert_eq!(stored.capacity.get(), 10);
+    assert!(stored.tags.iter().any(|t| t.as_str() == "edge"), "{:?}", stored.tags);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

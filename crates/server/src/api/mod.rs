@@ -5,6 +5,7 @@ pub mod audit;
 pub mod connectors;
 pub mod delegates;
 pub mod events;
+pub mod install;
 pub mod keys;
 pub mod logs;
 pub mod maintenance;
@@ -86,6 +87,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::get))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(install::install))
         .routes(routes!(connectors::create, connectors::list))
         .routes(routes!(connectors::get, connectors::update, connectors::delete))
         .routes(routes!(secrets::create, secrets::list))

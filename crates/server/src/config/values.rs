@@ -45,6 +45,20 @@ pub fn parse_byte_size(raw: &str) -> Result<usize, String> {
     }
 }
 
+/// A container image name without a tag: registry/path characters only.
+pub fn parse_image(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    let ok = !s.is_empty()
+        && s.len() <= 255
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "./-_:".contains(c))
+        && !s.rsplit('/').next().unwrap_or("").contains(':');
+    if !ok {
+        return Err("expected an image name without a tag, like ghcr.io/acme/switchboard-delegate".into());
+    }
+    Ok(s.to_owned())
+}
+
 /// The keys file of `secret_key_file`, read and checked now, so a bad file stops the
 /// manager at startup naming the setting.
 pub fn parse_secret_key_file(raw: &str) -> Result<Option<crate::sealing::SecretKeys>, String> {

@@ -787,3 +787,37 @@ async fn secrets_round_trip_without_their_values_and_a_task_log_prints_as_text()
     assert_eq!(chunks.len(), 2);
     assert_eq!(chunks[1]["offset"], 9);
 }
+
+#[tokio::test]
+async fn tokens_install_prints_the_file_alone_on_stdout_and_the_steps_on_stderr() {
+    let app = spawn_app().await;
+    let token = cli(
+        &app,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "ci",
+            "--account",
+            "acme",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let id = id_of(&token);
+    let run = cli(
+        &app,
+        &["tokens", "install", &id, "--format", "kubernetes", "--replicas", "2"],
+    )
+    .await;
+    let file: Value = serde_json::from_str(run.ok()).expect("stdout is the file alone");
+    assert_eq!(file["items"][0]["spec"]["replicas"], 2);
+    assert!(run.stderr.contains("kubectl create secret generic ci-token"), "{run:?}");
+    let minted = cli(&app, &["tokens", "install", &id, "--format", "systemd", "--new-token"]).await;
+    assert!(minted.ok().starts_with("[Unit]"), "{minted:?}");
+    assert!(minted.stderr.contains("a new token was minted"), "{minted:?}");
+    let bad = cli(&app, &["tokens", "install", &id, "--format", "helm"]).await;
+    assert_eq!(bad.code, Some(1), "{bad:?}");
+}

@@ -31,6 +31,7 @@ const ROUTES: &[&str] = &[
     "GET /api/v1/delegate-tokens",
     "GET /api/v1/delegate-tokens/{id}",
     "POST /api/v1/delegate-tokens/{id}/revoke",
+    "GET /api/v1/delegate-tokens/{id}/install",
     "POST /api/v1/connectors",
     "GET /api/v1/connectors",
     "GET /api/v1/connectors/{id}",

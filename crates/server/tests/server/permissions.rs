@@ -111,6 +111,20 @@ async fn every_route_answers_as_the_permission_matrix_says() {
             StatusCode::OK,
         ),
         (
+            Method::GET,
+            format!("/api/v1/delegate-tokens/{tid}/install?format=kubernetes"),
+            Value::Null,
+            None,
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/delegate-tokens/{tid}/install?format=compose&new_token=true"),
+            Value::Null,
+            Some("delegates:edit"),
+            StatusCode::OK,
+        ),
+        (
             Method::POST,
             "/api/v1/delegate-tokens".into(),
             new_token,
