@@ -2,8 +2,9 @@
 
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;
-use switchboard_domain::vault::{SecretReference, SecretSource, TaskSecret};
+use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{Ident, Scope, SecretId};
+use switchboard_store::columns::{secret_columns, secret_source};
 use switchboard_store::{Conflict, StoreError, StoreResult};
 use uuid::Uuid;
 
@@ -11,16 +12,9 @@ use crate::error::is_unique_violation;
 use crate::map_err;
 use crate::rows::{self, get, scope_values, within, within_sql};
 
-fn source(s: &TaskSecret) -> (Option<&[u8]>, Option<&str>) {
-    match &s.source {
-        SecretSource::Sealed(bytes) => (Some(bytes.as_slice()), None),
-        SecretSource::Reference(r) => (None, Some(r.as_str())),
-    }
-}
-
 pub(crate) async fn create(pool: &PgPool, s: &TaskSecret) -> StoreResult<()> {
     let (account, org, project, path) = scope_values(&s.scope);
-    let (sealed, reference) = source(s);
+    let (sealed, reference) = secret_columns(s);
     sqlx::query(
         "INSERT INTO secrets (id, account, org, project, scope_path, name, description, sealed, reference, version,
                               created_at, updated_at)
@@ -102,7 +96,7 @@ pub(crate) async fn by_id(pool: &PgPool, ids: &[SecretId]) -> StoreResult<Vec<Ta
 }
 
 pub(crate) async fn replace(pool: &PgPool, s: &TaskSecret) -> StoreResult<()> {
-    let (sealed, reference) = source(s);
+    let (sealed, reference) = secret_columns(s);
     let version = i32::try_from(s.version).unwrap_or(i32::MAX);
     let done = sqlx::query(
         "UPDATE secrets SET sealed = $2, reference = $3, description = $4, version = $5, updated_at = $6
@@ -139,17 +133,7 @@ pub(crate) async fn delete(pool: &PgPool, id: SecretId) -> StoreResult<()> {
 fn secret(row: &PgRow) -> StoreResult<TaskSecret> {
     let sealed: Option<Vec<u8>> = get(row, "sealed")?;
     let reference: Option<String> = get(row, "reference")?;
-    let source = match (sealed, reference) {
-        (Some(bytes), None) => SecretSource::Sealed(bytes),
-        (None, Some(r)) => SecretSource::Reference(
-            SecretReference::parse(&r).map_err(|e| StoreError::Internal(format!("corrupt secret reference: {e}")))?,
-        ),
-        _ => {
-            return Err(StoreError::Internal(
-                "corrupt secret: neither sealed nor a reference".into(),
-            ));
-        }
-    };
+    let source = secret_source(sealed, reference)?;
     let version: i32 = get(row, "version")?;
     Ok(TaskSecret {
         id: SecretId(get(row, "id")?),

@@ -2,24 +2,18 @@
 
 use sqlx::sqlite::{Sqlite, SqliteRow};
 use sqlx::{QueryBuilder, Row};
-use switchboard_domain::vault::{SecretReference, SecretSource, TaskSecret};
+use switchboard_domain::vault::TaskSecret;
 use switchboard_domain::{Ident, Scope, SecretId};
+use switchboard_store::columns::{secret_columns, secret_source};
 use switchboard_store::{Conflict, StoreError, StoreResult};
 
 use crate::error::is_unique_violation;
 use crate::rows::{self, from_ms, ms, scope_values};
 use crate::{Db, map_err};
 
-fn source(s: &TaskSecret) -> (Option<&[u8]>, Option<&str>) {
-    match &s.source {
-        SecretSource::Sealed(bytes) => (Some(bytes.as_slice()), None),
-        SecretSource::Reference(r) => (None, Some(r.as_str())),
-    }
-}
-
 pub(crate) async fn create(db: &Db, s: &TaskSecret) -> StoreResult<()> {
     let (account, org, project, path) = scope_values(&s.scope);
-    let (sealed, reference) = source(s);
+    let (sealed, reference) = secret_columns(s);
     sqlx::query(
         "INSERT INTO secrets (id, account, org, project, scope_path, name, description, sealed, reference, version,
                               created_at, updated_at)
@@ -101,7 +95,7 @@ pub(crate) async fn by_id(db: &Db, ids: &[SecretId]) -> StoreResult<Vec<TaskSecr
 }
 
 pub(crate) async fn replace(db: &Db, s: &TaskSecret) -> StoreResult<()> {
-    let (sealed, reference) = source(s);
+    let (sealed, reference) = secret_columns(s);
     let done = sqlx::query(
         "UPDATE secrets SET sealed = ?2, reference = ?3, description = ?4, version = ?5, updated_at = ?6
          WHERE id = ?1 AND version = ?5 - 1",
@@ -138,17 +132,7 @@ fn secret(row: &SqliteRow) -> StoreResult<TaskSecret> {
     let get = |e: sqlx::Error| map_err(e);
     let sealed: Option<Vec<u8>> = row.try_get("sealed").map_err(get)?;
     let reference: Option<String> = row.try_get("reference").map_err(get)?;
-    let source = match (sealed, reference) {
-        (Some(bytes), None) => SecretSource::Sealed(bytes),
-        (None, Some(r)) => SecretSource::Reference(
-            SecretReference::parse(&r).map_err(|e| StoreError::Internal(format!("corrupt secret reference: {e}")))?,
-        ),
-        _ => {
-            return Err(StoreError::Internal(
-                "corrupt secret: neither sealed nor a reference".into(),
-            ));
-        }
-    };
+    let source = secret_source(sealed, reference)?;
     let version: i64 = row.try_get("version").map_err(get)?;
     Ok(TaskSecret {
         id: SecretId(row.try_get("id").map_err(get)?),

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use switchboard_domain::policy::{Concurrency, RetryPolicy};
-use switchboard_domain::vault::SecretUse;
+use switchboard_domain::vault::{SecretReference, SecretSource, SecretUse, TaskSecret};
 use switchboard_domain::{Ident, NewTask, Scope, Task};
 
 use crate::{StoreError, StoreResult};
@@ -83,4 +83,25 @@ pub fn policy_scope(account: &str, org: &str, project: &str) -> StoreResult<Scop
     };
     let account = part(account)?.ok_or_else(|| corrupt("no account".into()))?;
     Scope::new(account, part(org)?, part(project)?).map_err(|e| corrupt(e.to_string()))
+}
+
+/// The `sealed` and `reference` columns of a secret: exactly one is set.
+pub fn secret_columns(secret: &TaskSecret) -> (Option<&[u8]>, Option<&str>) {
+    match &secret.source {
+        SecretSource::Sealed(bytes) => (Some(bytes.as_slice()), None),
+        SecretSource::Reference(r) => (None, Some(r.as_str())),
+    }
+}
+
+/// What a secret holds, from its `sealed` and `reference` columns.
+pub fn secret_source(sealed: Option<Vec<u8>>, reference: Option<String>) -> StoreResult<SecretSource> {
+    match (sealed, reference) {
+        (Some(bytes), None) => Ok(SecretSource::Sealed(bytes)),
+        (None, Some(r)) => SecretReference::parse(&r)
+            .map(SecretSource::Reference)
+            .map_err(|e| StoreError::Internal(format!("corrupt secret reference: {e}"))),
+        _ => Err(StoreError::Internal(
+            "corrupt secret: neither sealed nor a reference".into(),
+        )),
+    }
 }

@@ -5,11 +5,11 @@
 use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use switchboard_protocol::delegate::{RegisterRequest, Registered};
+use switchboard_protocol::delegate::Registered;
 use switchboard_server::sealing::SecretKeys;
 use switchboard_store::Claim;
 
-use super::support::{ADMIN_KEY, Backend, DurableStore, TestApp, problem, spawn_app};
+use super::support::{ADMIN_KEY, Backend, DurableStore, TestApp, problem, registered_delegate, spawn_app};
 
 const KEY_A: &str = "3f1c0a9e8d7b6a5948372615f4e3d2c1b0a99887766554433221100ffeeddccb";
 const KEY_B: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
@@ -33,25 +33,6 @@ async fn created(app: &TestApp, body: Value) -> Value {
     let answer = call(app, reqwest::Method::POST, "/api/v1/secrets", ADMIN_KEY, Some(body)).await;
     assert_eq!(answer.status(), StatusCode::CREATED);
     answer.json().await.unwrap()
-}
-
-async fn delegate(app: &TestApp, name: &str) -> Registered {
-    let token: Value = app
-        .post(
-            "/api/v1/delegate-tokens",
-            Some(ADMIN_KEY),
-            &json!({"name": name, "account": "acme"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let request: RegisterRequest =
-        serde_json::from_value(json!({"name": name, "hostname": name, "version": "1.0.0", "task_types": ["echo"]}))
-            .unwrap();
-    switchboard_client::delegate::register(&app.client, &app.url(""), token["token"].as_str().unwrap(), &request)
-        .await
-        .unwrap()
 }
 
 /// Submits `body` over the API (waiting for a delegate: none is connected) and claims
@@ -96,8 +77,8 @@ async fn a_secret_value_reaches_the_acquiring_instance_only_and_the_store_never_
         (secret["kind"].clone(), secret["version"].clone()),
         (json!("value"), json!(1))
     );
-    let me = delegate(&app, "a").await;
-    let other = delegate(&app, "b").await;
+    let me = registered_delegate(&app, "a").await;
+    let other = registered_delegate(&app, "b").await;
     let body =
         json!({"account": "acme", "org": "eng", "type": "echo", "secrets": ["db-password"], "wait_for_delegate": true});
     let task = assigned(&app, ADMIN_KEY, body, &me).await;
@@ -407,7 +388,7 @@ async fn a_rotated_key_file_still_opens_old_values_and_seals_new_ones_with_the_l
         .await
         .unwrap();
     assert_eq!(status["secrets"]["keys"], 2, "{status}");
-    let me = delegate(&rotated, "a").await;
+    let me = registered_delegate(&rotated, "a").await;
     let body = json!({"account": "acme", "type": "echo", "secrets": ["db"], "wait_for_delegate": true});
     let first = assigned(&rotated, ADMIN_KEY, body.clone(), &me).await;
     let acquired: Value = report(&rotated, &me, &first, "acquire", json!({"attempt": 1}))
@@ -430,7 +411,7 @@ async fn a_rotated_key_file_still_opens_old_values_and_seals_new_ones_with_the_l
 
     // Only B now: the new value opens; a manager with A alone cannot open it and says so.
     let newer = store.spawn_app_with(|s| s.secret_key_file = keys(KEY_B)).await;
-    let me = delegate(&newer, "b").await;
+    let me = registered_delegate(&newer, "b").await;
     let second = assigned(&newer, ADMIN_KEY, body.clone(), &me).await;
     let acquired: Value = report(&newer, &me, &second, "acquire", json!({"attempt": 1}))
         .await
@@ -440,7 +421,7 @@ async fn a_rotated_key_file_still_opens_old_values_and_seals_new_ones_with_the_l
     assert_eq!(acquired["secrets"][0]["value"], "the-new-value-2");
     newer.stop().await.unwrap();
     let stale = store.spawn_app_with(|s| s.secret_key_file = keys(KEY_A)).await;
-    let me = delegate(&stale, "c").await;
+    let me = registered_delegate(&stale, "c").await;
     let third = assigned(&stale, ADMIN_KEY, body, &me).await;
     let acquired: Value = report(&stale, &me, &third, "acquire", json!({"attempt": 1}))
         .await

@@ -459,3 +459,25 @@ impl DurableStore {
 
 /// The load balancer in front of replicas (see `switchboard_testkit`).
 pub use switchboard_testkit::Balancer;
+
+/// A delegate registered over HTTP with a new token of `name` in account `acme`, offering
+/// `echo`.
+pub async fn registered_delegate(app: &TestApp, name: &str) -> switchboard_protocol::delegate::Registered {
+    let token: serde_json::Value = app
+        .post(
+            "/api/v1/delegate-tokens",
+            Some(ADMIN_KEY),
+            &serde_json::json!({"name": name, "account": "acme"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let request: switchboard_protocol::delegate::RegisterRequest = serde_json::from_value(
+        serde_json::json!({"name": name, "hostname": name, "version": "1.0.0", "task_types": ["echo"]}),
+    )
+    .unwrap();
+    switchboard_client::delegate::register(&app.client, &app.url(""), token["token"].as_str().unwrap(), &request)
+        .await
+        .unwrap()
+}

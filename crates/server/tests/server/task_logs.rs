@@ -10,29 +10,10 @@ use switchboard_client::LogEvent;
 use switchboard_domain::task::limits;
 use switchboard_domain::tasklog::LogPosition;
 use switchboard_domain::{Ident, NewTask, Scope, Selectors, TaskId, TaskState, TaskType};
-use switchboard_protocol::delegate::{RegisterRequest, Registered};
+use switchboard_protocol::delegate::Registered;
 use switchboard_store::Claim;
 
-use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, spawn_on};
-
-async fn delegate(app: &TestApp, name: &str) -> Registered {
-    let created: Value = app
-        .post(
-            "/api/v1/delegate-tokens",
-            Some(ADMIN_KEY),
-            &json!({"name": name, "account": "acme"}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let request: RegisterRequest =
-        serde_json::from_value(json!({"name": name, "hostname": name, "version": "1.0.0", "task_types": ["echo"]}))
-            .unwrap();
-    switchboard_client::delegate::register(&app.client, &app.url(""), created["token"].as_str().unwrap(), &request)
-        .await
-        .unwrap()
-}
+use super::support::{ADMIN_KEY, Backend, PATIENCE, TestApp, problem, registered_delegate, spawn_on};
 
 /// A task claimed for `me` and acquired by it over HTTP: running attempt 1.
 async fn running(app: &TestApp, me: &Registered) -> TaskId {
@@ -108,7 +89,7 @@ async fn chunks_out_of_order_and_retried_are_stored_once_and_read_in_order(backe
     let Some(app) = spawn_on(backend, |_| {}).await else {
         return;
     };
-    let me = delegate(&app, "a").await;
+    let me = registered_delegate(&app, "a").await;
     let task = running(&app, &me).await;
     // "one\n" at 0, "two\n" at 4, "three\n" at 8: sent last first, then retried.
     for (offset, line) in [(8, "three\n"), (0, "one\n"), (4, "two\n"), (0, "one\n"), (8, "three\n")] {
@@ -147,7 +128,7 @@ async fn chunks_out_of_order_and_retried_are_stored_once_and_read_in_order(backe
         "stale-attempt",
     )
     .await;
-    let other = delegate(&app, "b").await;
+    let other = registered_delegate(&app, "b").await;
     problem(append(&app, &other, task, 14, "not mine\n").await, 409, "conflict").await;
     // Once the attempt ended, nothing more is appended; the log reads as ended.
     let done = report(&app, &me, task, "result", json!({"attempt": 1, "outcome": "succeeded"})).await;
@@ -174,7 +155,7 @@ async fn a_followed_log_streams_each_line_as_it_is_stored_and_ends_with_the_task
     let Some(app) = spawn_on(backend, |s| s.log_follow_interval = Duration::from_secs(3600)).await else {
         return;
     };
-    let me = delegate(&app, "a").await;
+    let me = registered_delegate(&app, "a").await;
     let task = running(&app, &me).await;
     assert_eq!(append(&app, &me, task, 0, "before\n").await.status(), StatusCode::OK);
     let operator = switchboard_client::Client::new(app.url(""), Some(ADMIN_KEY.to_owned())).unwrap();
