@@ -2,8 +2,9 @@
 //!
 //! Authenticated by the instance's session credential. The manager says hello, then the
 //! socket carries heartbeats and validation answers up, notifications down. The manager
-//! pings on an interval and closes a socket it has heard nothing from (no frame, no pong)
-//! for the silence limit. Anything that breaks the protocol (a frame that is not JSON, an
+//! pings a socket it has heard nothing from (no frame, no pong) for the ping interval, and
+//! closes one silent for the silence limit; a delegate's own frames count as hearing from
+//! it, so one that sends heartbeats more often than the ping interval is never pinged. Anything that breaks the protocol (a frame that is not JSON, an
 //! unknown message, a string holding U+0000, a binary frame, a frame over the size limit)
 //! closes *this* socket with a close code and a reason, and nothing else.
 
@@ -222,12 +223,15 @@ async fn converse(
             return End::Gone;
         }
     }
-    let deadline = tokio::time::sleep(silence);
-    tokio::pin!(deadline);
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + settings.socket_ping_interval,
-        settings.socket_ping_interval,
-    );
+    // One timer per socket, for both jobs: ping a socket silent for the ping interval, and
+    // close one silent for the silence limit. A frame only moves `heard` (no timer is
+    // touched per frame); the timer, when it fires, looks at how long it has been. So a
+    // delegate whose own frames (heartbeats) come more often than the ping interval is
+    // never pinged: its traffic already proves it alive.
+    let every = settings.socket_ping_interval;
+    let mut heard = Instant::now();
+    let wake = tokio::time::sleep(every.min(silence));
+    tokio::pin!(wake);
     // Set by the delegate's `draining` frame (or already stored, for a draining delegate
     // that reconnected): offers are no longer sent, since the store gives them back.
     let mut draining = instance.draining;
@@ -239,7 +243,7 @@ async fn converse(
                     Some(Err(e)) => return broken(e),
                     Some(Ok(message)) => message,
                 };
-                deadline.as_mut().reset(Instant::now() + silence);
+                heard = Instant::now();
                 match message {
                     // The same strict parse as the HTTP bodies: a frame that holds U+0000
                     // (which PostgreSQL cannot store in a validation result's detail) or
@@ -275,13 +279,21 @@ async fn converse(
                 Some(Outbound::Close(code, reason)) => return End::Close(code, reason),
                 None => return End::Close(close::GOING_AWAY, "the manager is shutting down".into()),
             },
-            _ = ping.tick() => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return End::Gone;
+            () = &mut wake => {
+                let now = Instant::now();
+                let quiet = now.saturating_duration_since(heard);
+                if quiet >= silence {
+                    return End::Close(close::SILENT, format!("nothing heard from the delegate for {}s", silence.as_secs()));
                 }
-            }
-            () = &mut deadline => {
-                return End::Close(close::SILENT, format!("nothing heard from the delegate for {}s", silence.as_secs()));
+                let next = if quiet >= every {
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::Gone;
+                    }
+                    now + every
+                } else {
+                    heard + every
+                };
+                wake.as_mut().reset(next.min(heard + silence));
             }
         }
     }

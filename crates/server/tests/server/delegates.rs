@@ -347,6 +347,43 @@ async fn a_socket_that_stops_answering_is_closed_after_the_silence_limit() {
     assert!(took < Duration::from_secs(5), "closed and marked in {took:?}");
 }
 
+#[tokio::test]
+async fn a_socket_whose_only_traffic_is_heartbeats_is_never_pinged_and_stays_open() {
+    let app = spawn_app_with(|s| {
+        s.socket_silence_timeout = Duration::from_secs(2);
+        s.socket_ping_interval = Duration::from_secs(1);
+    })
+    .await;
+    let t = token(&app, "t", "acme").await;
+    let r = registered(&app, &t, &request("d", "h", &[])).await;
+    let mut socket = raw_socket(&r).await;
+    // Heartbeats five times a ping interval, for longer than the silence limit: each one
+    // proves the delegate alive, so no ping is due and nothing closes.
+    let beat = Message::Text(r#"{"type":"heartbeat","running":[]}"#.into());
+    let until = Instant::now() + Duration::from_millis(3500);
+    let mut pinged = 0;
+    while Instant::now() < until {
+        socket.send(beat.clone()).await.unwrap();
+        if let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), socket.next()).await {
+            match frame {
+                Some(Ok(Message::Ping(_))) => pinged += 1,
+                Some(Ok(Message::Close(c))) => panic!("closed while it beat: {c:?}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(pinged, 0, "a beating delegate is not pinged");
+    assert_eq!(
+        instance(&app, r.instance_id).await.state,
+        switchboard_domain::Liveness::Connected
+    );
+    // Once it falls silent, the pings come again (and, answered, keep it open).
+    let ping = tokio::time::timeout(PATIENCE, socket.next())
+        .await
+        .expect("a ping in time");
+    assert!(matches!(ping, Some(Ok(Message::Ping(_)))), "{ping:?}");
+}
+
 /// Reads server frames (unmasked, short) from a raw TCP stream until a close frame, and
 /// returns its code and reason. Pings before it are skipped.
 async fn raw_close_frame(tcp: &mut tokio::net::TcpStream) -> (u16, String) {
