@@ -267,16 +267,18 @@ async fn converse(
                 }
             }
             outbound = rx.recv() => match outbound {
-                // An offer claimed before the drain was stored: the drain gives it back.
-                Some(Outbound::Send(ServerMessage::TaskAvailable { task_id, attempt })) if draining => {
-                    tracing::info!(task.id = %task_id, attempt = %attempt, "not offering a task to a draining delegate");
-                }
-                Some(Outbound::Send(message)) => {
-                    if send(socket, &message).await.is_err() {
-                        return End::Gone;
+                Some(Outbound::Send(message)) => match *message {
+                    // An offer claimed before the drain was stored: the drain gives it back.
+                    ServerMessage::TaskAvailable { task_id, attempt } if draining => {
+                        tracing::info!(task.id = %task_id, attempt = %attempt, "not offering a task to a draining delegate");
                     }
-                }
-                Some(Outbound::Close(code, reason)) => return End::Close(code, reason),
+                    message => {
+                        if send(socket, &message).await.is_err() {
+                            return End::Gone;
+                        }
+                    }
+                },
+                Some(Outbound::Close(closing)) => return End::Close(closing.0, closing.1),
                 None => return End::Close(close::GOING_AWAY, "the manager is shutting down".into()),
             },
             () = &mut wake => {
