@@ -99,10 +99,37 @@ struct Shared {
     log_lines: AtomicUsize,
 }
 
-/// A fleet of simulated delegates registered with one manager.
+/// Which delegates of a fleet spread over several processes this one runs: those whose
+/// number `i` has `i % of == index`. The whole fleet is `Part { index: 0, of: 1 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Part {
+    pub const WHOLE: Part = Part { index: 0, of: 1 };
+
+    /// The delegates of this part among the first `size` of the fleet.
+    pub fn numbers(self, from: usize, to: usize) -> impl Iterator<Item = usize> {
+        let of = self.of.max(1);
+        let first = from + (self.index + of - from % of) % of;
+        (first..to).step_by(of)
+    }
+
+    /// How many of the first `size` delegates are this part's.
+    pub fn share(self, size: usize) -> usize {
+        self.numbers(0, size).count()
+    }
+}
+
+/// A fleet of simulated delegates registered with one manager, or spread over replicas:
+/// delegate `i` registers with (and so opens its socket to) `bases[i % bases.len()]`,
+/// and connects from source address `i % sources`.
 #[derive(Debug)]
 pub struct Fleet {
-    base: String,
+    bases: Vec<String>,
+    part: Part,
     token: switchboard_domain::Secret,
     layout: Layout,
     capacity: u32,
@@ -114,7 +141,7 @@ pub struct Fleet {
     stop: CancellationToken,
     /// The delegates' tasks, waited for at the stop.
     delegates: TaskTracker,
-    /// How many delegates were started.
+    /// The fleet's size so far (delegates of every part, this one's started).
     size: usize,
 }
 
@@ -133,18 +160,31 @@ impl Fleet {
         sources: usize,
         recorder: Arc<Recorder>,
     ) -> Result<Fleet, BenchError> {
-        let name = Ident::parse(&format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
-            .map_err(|e| BenchError::Setup(e.to_string()))?;
-        let token = operator
-            .create_token(&CreateToken {
-                name,
-                account: layout.account.clone(),
-                org: None,
-                project: None,
-            })
-            .await
-            .map_err(|e| BenchError::Manager(format!("cannot create the fleet's delegate token: {e}")))?
-            .token;
+        let token = fleet_token(operator, &layout).await?;
+        Fleet::joined(
+            token,
+            vec![base.to_owned()],
+            Part::WHOLE,
+            layout,
+            capacity,
+            sources,
+            recorder,
+        )
+    }
+
+    /// One part of a fleet whose delegate token is `token`, spread over `bases`.
+    pub fn joined(
+        token: switchboard_domain::Secret,
+        bases: Vec<String>,
+        part: Part,
+        layout: Layout,
+        capacity: u32,
+        sources: usize,
+        recorder: Arc<Recorder>,
+    ) -> Result<Fleet, BenchError> {
+        if bases.is_empty() {
+            return Err(BenchError::Setup("a fleet needs at least one manager".into()));
+        }
         let sources = (1..=sources.clamp(1, 250))
             .map(|n| {
                 let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, u8::try_from(n).unwrap_or(1)));
@@ -158,7 +198,8 @@ impl Fleet {
             })
             .collect::<Result<Vec<_>, BenchError>>()?;
         Ok(Fleet {
-            base: base.to_owned(),
+            bases,
+            part,
             token,
             layout,
             capacity,
@@ -179,6 +220,11 @@ impl Fleet {
         self.shared.disconnects.load(Ordering::Relaxed)
     }
 
+    /// The fleet's counters, to read while it grows.
+    pub fn gauge(&self) -> Gauge {
+        Gauge(Arc::clone(&self.shared))
+    }
+
     /// From now on, each task appends `lines` lines to its log before its result.
     pub fn log_each_task(&self, lines: usize) {
         self.shared.log_lines.store(lines, Ordering::Relaxed);
@@ -188,19 +234,20 @@ impl Fleet {
         self.shared.acquire_errors.load(Ordering::Relaxed)
     }
 
-    /// Registers delegates until there are `size`, and starts their sessions.
+    /// Registers delegates (this part's) until the fleet has `size`, and starts their
+    /// sessions.
     pub async fn grow(&mut self, size: usize, bar: &ProgressBar) -> Result<(), BenchError> {
         let from = self.size;
-        bar.set_length(size.saturating_sub(from) as u64);
+        bar.set_length(self.part.share(size).saturating_sub(self.part.share(from)) as u64);
         bar.set_position(0);
         let this = &*self;
-        let mut registered = futures::stream::iter(from..size)
+        let mut registered = futures::stream::iter(this.part.numbers(from, size))
             .map(|i| async move { (i, this.register(i).await) })
             .buffer_unordered(REGISTERING);
         while let Some((i, outcome)) = registered.next().await {
             let registered = outcome?;
             let (ip, http) = &this.sources[i % this.sources.len()];
-            let tasks = TaskClient::new(http.clone(), &this.base, &registered.session_token);
+            let tasks = TaskClient::new(http.clone(), this.base(i), &registered.session_token);
             let session = Session::start_bound(registered, Backoff::default(), Tls::default(), Some(*ip));
             this.delegates.spawn(delegate(
                 session,
@@ -214,6 +261,11 @@ impl Fleet {
         drop(registered);
         self.size = self.size.max(size);
         Ok(())
+    }
+
+    /// The manager delegate `i` talks to.
+    fn base(&self, i: usize) -> &str {
+        &self.bases[i % self.bases.len()]
     }
 
     /// Registers delegate `i`, retrying while the manager is busy (429, 5xx, transport).
@@ -239,7 +291,7 @@ impl Fleet {
         };
         let mut attempt = 0;
         loop {
-            match register(http, &self.base, self.token.expose(), &request).await {
+            match register(http, self.base(i), self.token.expose(), &request).await {
                 Ok(registered) => return Ok(registered),
                 Err(e) if attempt < 20 && e.is_transient() => {
                     tokio::time::sleep(backoff.delay(attempt)).await;
@@ -269,6 +321,37 @@ impl Fleet {
         self.stop.cancel();
         self.delegates.close();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.delegates.wait()).await;
+    }
+}
+
+/// Creates a fleet's delegate token, at the account so that delegates can narrow to the
+/// org and the project.
+pub async fn fleet_token(operator: &Client, layout: &Layout) -> Result<switchboard_domain::Secret, BenchError> {
+    let name = Ident::parse(&format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    Ok(operator
+        .create_token(&CreateToken {
+            name,
+            account: layout.account.clone(),
+            org: None,
+            project: None,
+        })
+        .await
+        .map_err(|e| BenchError::Manager(format!("cannot create the fleet's delegate token: {e}")))?
+        .token)
+}
+
+/// A fleet's counters, readable while it grows.
+#[derive(Debug, Clone)]
+pub struct Gauge(Arc<Shared>);
+
+impl Gauge {
+    pub fn connected(&self) -> usize {
+        self.0.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn disconnects(&self) -> u64 {
+        self.0.disconnects.load(Ordering::Relaxed)
     }
 }
 
@@ -364,5 +447,23 @@ async fn take(
         (Some(stamp), Ok(_)) => recorder.completed(&stamp, notified, acquired_at, done),
         (Some(stamp), Err(_)) => recorder.result_failed(stamp.run),
         (None, _) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parts_of_a_fleet_hold_every_delegate_once() {
+        let parts: Vec<Part> = (0..3).map(|index| Part { index, of: 3 }).collect();
+        for (from, to) in [(0, 10), (4, 11), (7, 7), (0, 1)] {
+            let mut all: Vec<usize> = parts.iter().flat_map(|p| p.numbers(from, to)).collect();
+            all.sort_unstable();
+            assert_eq!(all, (from..to).collect::<Vec<_>>(), "{from}..{to}");
+        }
+        assert_eq!(Part { index: 1, of: 3 }.numbers(2, 9).collect::<Vec<_>>(), [4, 7]);
+        assert_eq!(Part { index: 2, of: 3 }.share(10), 3);
+        assert_eq!(Part::WHOLE.share(10), 10);
     }
 }

@@ -19,6 +19,7 @@ mod postgres;
 mod procfs;
 mod report;
 mod scenario;
+mod spread;
 mod sqlite;
 mod stats;
 
@@ -104,6 +105,9 @@ enum Scenario {
     },
     /// pgbench single-row INSERT and UPDATE against the PostgreSQL server.
     Reference,
+    /// One part of a fleet spread over processes (started by F3 and F4 themselves).
+    #[command(hide = true)]
+    Drive(spread::DriveArgs),
     /// Every scenario for a few seconds at tiny sizes (SQLite, and PostgreSQL when
     /// DATABASE_URL is set); fails only if the tool did not run end to end.
     Smoke,
@@ -139,11 +143,14 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async move {
         let ctx = Ctx::new(cli.common)?;
-        eprintln!(
-            "switchboard-bench: {} cores, open-file limit {limit}, results in {}",
-            ctx.machine.cores,
-            ctx.out.display()
-        );
+        // A driver's parent already said all this.
+        if !matches!(cli.scenario, Scenario::Drive(_)) {
+            eprintln!(
+                "switchboard-bench: {} cores, open-file limit {limit}, results in {}",
+                ctx.machine.cores,
+                ctx.out.display()
+            );
+        }
         match cli.scenario {
             Scenario::F1 { store, args } => f1::run(&ctx, store, &args).await.map(drop),
             Scenario::F2 { store, args } => f2::run(&ctx, store, &args).await.map(drop),
@@ -151,6 +158,7 @@ fn main() -> ExitCode {
             Scenario::F4 { store, args } => f4::run(&ctx, store, &args).await.map(drop),
             Scenario::Q1 { store, args } => q1::run(&ctx, store, &args).await.map(drop),
             Scenario::Reference => suite::reference(&ctx).await,
+            Scenario::Drive(args) => spread::drive(args).await,
             Scenario::Smoke => suite::smoke(&ctx).await,
             Scenario::All {
                 stores,

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -69,8 +70,14 @@ pub struct Manager {
 #[derive(Debug)]
 struct Started {
     child: Child,
-    /// The SQLite file's directory (kept as long as the manager runs).
-    _dir: tempfile::TempDir,
+    /// How it was started, to start it again on the same address and store.
+    launch: Launch,
+    database_url: String,
+    /// The SQLite file's directory (kept as long as the manager runs; shared by replicas,
+    /// which are only started on PostgreSQL).
+    dir: Arc<tempfile::TempDir>,
+    /// Set on the manager that owns the fresh database (the first of a set of replicas):
+    /// it drops it when it stops.
     database: Option<FreshDatabase>,
 }
 
@@ -89,10 +96,17 @@ impl Manager {
         }
     }
 
-    /// Starts `switchboard serve` on a fresh store and waits until it listens.
-    pub async fn start(launch: &Launch) -> Result<Manager, BenchError> {
-        let dir = tempfile::Builder::new().prefix("switchboard-bench-").tempdir()?;
-        let database = match launch.store {
+    /// Starts `replicas` managers on one fresh store (a PostgreSQL database: SQLite is one
+    /// process's file) and waits until each listens. They share the admin key; the first
+    /// owns the database, so [`stop_all`] stops it last.
+    pub async fn start_replicas(launch: &Launch, replicas: usize) -> Result<Vec<Manager>, BenchError> {
+        if replicas > 1 && launch.store == StoreKind::Sqlite {
+            return Err(BenchError::Setup(
+                "replicas share one PostgreSQL database: use --store postgres with --replicas".into(),
+            ));
+        }
+        let dir = Arc::new(tempfile::Builder::new().prefix("switchboard-bench-").tempdir()?);
+        let mut database = match launch.store {
             StoreKind::Sqlite => None,
             StoreKind::Postgres => Some(FreshDatabase::create(&launch.database_url).await?),
         };
@@ -101,71 +115,79 @@ impl Manager {
             None => format!("sqlite://{}", dir.path().join("switchboard.db").display()),
         };
         let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let log = std::fs::File::create(&launch.log)?;
-        let mut command = Command::new(&launch.binary);
-        command
-            .arg("serve")
-            .current_dir(dir.path())
-            .env_clear()
-            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
-            .env("SWITCHBOARD_DATABASE_URL", &database_url)
-            .env("SWITCHBOARD_ADMIN_KEY", &api_key)
-            .env("SWITCHBOARD_DB_MAX_CONNECTIONS", launch.pool.to_string())
-            .env("SWITCHBOARD_API_RATE_LIMIT", "0")
-            .env("SWITCHBOARD_DELEGATE_RATE_LIMIT", "0")
-            .env("SWITCHBOARD_MAX_SOCKETS", "10000000")
-            .env("SWITCHBOARD_LOG_LEVEL", "warn")
-            .env("SWITCHBOARD_SHUTDOWN_GRACE", "2s")
-            .envs(launch.settings.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| BenchError::Manager(format!("cannot start {}: {e}", launch.binary.display())))?;
-        let pid = child.id();
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| BenchError::Manager("no stdout from the manager".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let banner = tokio::time::timeout(STARTUP, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.strip_prefix("switchboard listening on ") {
-                    return Some(rest.to_owned());
+        let mut managers: Vec<Manager> = Vec::with_capacity(replicas);
+        for n in 0..replicas.max(1) {
+            let mut launch = launch.clone();
+            if replicas > 1 {
+                launch.log = replica_log(&launch.log, n);
+            }
+            match spawn(&launch, &database_url, dir.path(), &api_key, "127.0.0.1:0").await {
+                Ok((child, url)) => managers.push(Manager {
+                    url,
+                    api_key: api_key.clone(),
+                    pid: child.id(),
+                    started: Some(Started {
+                        child,
+                        launch,
+                        database_url: database_url.clone(),
+                        dir: Arc::clone(&dir),
+                        database: if n == 0 { database.take() } else { None },
+                    }),
+                }),
+                Err(e) => {
+                    stop_all(managers).await;
+                    if let Some(db) = database {
+                        db.drop_now().await;
+                    }
+                    return Err(e);
                 }
             }
-            None
-        })
-        .await;
-        let address = match banner {
-            Ok(Some(rest)) => rest.split_whitespace().next().unwrap_or_default().to_owned(),
-            Ok(None) | Err(_) => {
-                let _ = child.kill().await;
-                if let Some(db) = database {
-                    db.drop_now().await;
-                }
-                let log = std::fs::read_to_string(&launch.log).unwrap_or_default();
-                return Err(BenchError::Manager(format!(
-                    "the manager did not start listening within {STARTUP:?}; its log ({}): {}",
-                    launch.log.display(),
-                    log.trim()
-                )));
-            }
+        }
+        Ok(managers)
+    }
+
+    /// Stops a manager the tool started with `signal` (`TERM`, `KILL`) and waits (at most
+    /// 20 s, then kills it) until it has exited; its store stays. [`Manager::relaunch`]
+    /// starts it again.
+    pub async fn halt(&mut self, signal: &str) {
+        let Some(started) = self.started.as_mut() else {
+            return;
         };
-        // Keep reading, so that a later line on stdout never meets a closed pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Manager {
-            url: address,
-            api_key,
-            pid,
-            started: Some(Started {
-                child,
-                _dir: dir,
-                database,
-            }),
-        })
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(20), started.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = started.child.kill().await;
+        }
+    }
+
+    /// Starts a halted manager again on the same address and store, as a restarted
+    /// replica would be; the delegates' sockets come back to the same URL.
+    pub async fn relaunch(&mut self) -> Result<(), BenchError> {
+        let Some(started) = self.started.as_mut() else {
+            return Err(BenchError::Setup(
+                "an external manager cannot be restarted by the tool".into(),
+            ));
+        };
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        let (child, url) = spawn(
+            &started.launch,
+            &started.database_url,
+            started.dir.path(),
+            &self.api_key,
+            &listen,
+        )
+        .await?;
+        self.pid = child.id();
+        self.url = url;
+        started.child = child;
+        Ok(())
     }
 
     /// The URL of the fresh PostgreSQL database of a manager the tool started (unknown for
@@ -200,22 +222,94 @@ impl Manager {
     }
 
     /// Stops a manager the tool started (SIGTERM, then SIGKILL after 20 s) and removes its
-    /// store; leaves an external one alone.
+    /// store when it owns it; leaves an external one alone.
     pub async fn stop(mut self) {
-        let Some(mut started) = self.started.take() else {
-            return;
-        };
-        if let Some(pid) = self.pid {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
-        }
-        if tokio::time::timeout(Duration::from_secs(20), started.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = started.child.kill().await;
-        }
-        if let Some(db) = started.database.take() {
+        self.halt("TERM").await;
+        if let Some(db) = self.started.take().and_then(|mut s| s.database.take()) {
             db.drop_now().await;
+        }
+    }
+}
+
+/// Stops managers started together, the one that owns the database last.
+pub async fn stop_all(mut managers: Vec<Manager>) {
+    let first = if managers.is_empty() {
+        None
+    } else {
+        Some(managers.remove(0))
+    };
+    futures::future::join_all(managers.into_iter().map(Manager::stop)).await;
+    if let Some(first) = first {
+        first.stop().await;
+    }
+}
+
+/// `<out>/f3.manager.log` -> `<out>/f3.manager-2.log` for replica 2.
+fn replica_log(log: &Path, n: usize) -> PathBuf {
+    let stem = log.file_stem().and_then(|s| s.to_str()).unwrap_or("manager");
+    log.with_file_name(format!("{stem}-{n}.log"))
+}
+
+/// Starts one `switchboard serve` listening on `listen` and waits for its banner; returns
+/// the process and its base URL.
+async fn spawn(
+    launch: &Launch,
+    database_url: &str,
+    dir: &Path,
+    api_key: &str,
+    listen: &str,
+) -> Result<(Child, String), BenchError> {
+    let log = std::fs::File::create(&launch.log)?;
+    let mut command = Command::new(&launch.binary);
+    command
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("SWITCHBOARD_LISTEN", listen)
+        .env("SWITCHBOARD_DATABASE_URL", database_url)
+        .env("SWITCHBOARD_ADMIN_KEY", api_key)
+        .env("SWITCHBOARD_DB_MAX_CONNECTIONS", launch.pool.to_string())
+        .env("SWITCHBOARD_API_RATE_LIMIT", "0")
+        .env("SWITCHBOARD_DELEGATE_RATE_LIMIT", "0")
+        .env("SWITCHBOARD_MAX_SOCKETS", "10000000")
+        .env("SWITCHBOARD_LOG_LEVEL", "warn")
+        .env("SWITCHBOARD_SHUTDOWN_GRACE", "2s")
+        .envs(launch.settings.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| BenchError::Manager(format!("cannot start {}: {e}", launch.binary.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| BenchError::Manager("no stdout from the manager".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = tokio::time::timeout(STARTUP, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("switchboard listening on ") {
+                return Some(rest.to_owned());
+            }
+        }
+        None
+    })
+    .await;
+    match banner {
+        Ok(Some(rest)) => {
+            // Keep reading, so that a later line on stdout never meets a closed pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            Ok((child, rest.split_whitespace().next().unwrap_or_default().to_owned()))
+        }
+        Ok(None) | Err(_) => {
+            let _ = child.kill().await;
+            let log = std::fs::read_to_string(&launch.log).unwrap_or_default();
+            Err(BenchError::Manager(format!(
+                "the manager did not start listening on {listen} within {STARTUP:?}; its log ({}): {}",
+                launch.log.display(),
+                log.trim()
+            )))
         }
     }
 }

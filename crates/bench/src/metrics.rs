@@ -144,8 +144,9 @@ impl Histogram {
     }
 }
 
-/// Whether a store operation only reads. Everything else counts as a write; `lead` (the
-/// leader's lock, renewed periodically) counts as neither, like the scrape's own read.
+/// Whether a store operation only reads. Everything else counts as a write (a sweep's
+/// `DELETE` too, whether or not it found rows); `lead` (the leader's lock, renewed
+/// periodically) counts as neither, like the scrape's own read.
 pub fn is_read(op: &str) -> bool {
     op.starts_with("get_")
         || op.starts_with("list_")
@@ -163,6 +164,14 @@ pub fn is_read(op: &str) -> bool {
                 | "last_success"
                 | "subscribe"
                 | "lead"
+                | "queue_shapes"
+                | "queue_heads"
+                | "active_by_scope"
+                | "scope_policies"
+                | "concurrency_held"
+                | "secrets_by_id"
+                | "secrets_named"
+                | "task_log"
         )
 }
 
@@ -252,5 +261,7 @@ switchboard_store_batch_items_bucket{le="+Inf"} 0
     fn reads_and_writes_are_told_apart() {
         assert!(is_read("list_instances") && is_read("get_task") && is_read("token_by_secret"));
         assert!(!is_read("record_heartbeats") && !is_read("claim_task") && !is_read("insert_task"));
+        // The placer's and the history's queue reads are reads.
+        assert!(is_read("queue_heads") && is_read("queue_shapes") && is_read("active_by_scope"));
     }
 }

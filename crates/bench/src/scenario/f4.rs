@@ -1,5 +1,7 @@
-//! F4, heartbeats: heartbeats a second a manager ingests, the store writes each costs,
-//! and the manager's CPU, for a connected fleet that does nothing but beat.
+//! F4, heartbeats: heartbeats a second a manager (or `--replicas N` on one PostgreSQL)
+//! ingests, the store writes each costs, and the managers' CPU, for a connected fleet
+//! that does nothing but beat. Store writes are counted twice: those of the heartbeats
+//! (their flushes), and every write the managers made in the window (their leases too).
 //!
 //! Each case is `DELEGATES` (at the manager's default interval, 60 s) or
 //! `DELEGATES@INTERVAL` (the manager started with that `heartbeat_interval`). Once every
@@ -8,7 +10,6 @@
 //! (writes are every operation that is not a read), CPU seconds.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -16,13 +17,12 @@ use serde_json::json;
 use switchboard_client::Client;
 
 use crate::BenchError;
-use crate::fleet::{Fleet, Layout};
-use crate::load::Recorder;
-use crate::manager::{Manager, StoreKind};
+use crate::manager::{Manager, StoreKind, stop_all};
 use crate::metrics::{self, Scrape};
 use crate::report::{Table, num};
 use crate::scenario::f3::HEADROOM;
 use crate::scenario::{Ctx, progress};
+use crate::spread::Delegates;
 
 /// The manager's heartbeat interval when none is set.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -95,9 +95,15 @@ pub struct Point {
     pub expected_per_s: f64,
     pub store_writes: f64,
     pub store_writes_per_heartbeat: Option<f64>,
+    /// The heartbeats' own writes (`record_heartbeats`, `extend_run_deadlines`).
+    pub heartbeat_writes: f64,
+    pub heartbeat_writes_per_heartbeat: Option<f64>,
+    pub replicas: usize,
+    /// Each replica's CPU over the window, in % of one core.
+    pub per_replica_cpu_percent: Vec<Option<f64>>,
     /// Store calls in the window by operation (the two scrapes' own reads included).
     pub store_calls: BTreeMap<String, f64>,
-    /// CPU time over the window, as a percentage of one core.
+    /// CPU time over the window, as a percentage of one core (every replica's together).
     pub manager_cpu_percent: Option<f64>,
     pub manager_rss_kib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,14 +117,15 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F4Args) -> Result<Vec<Point
         .map(|c| Case::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
     let reference = ctx.reference(store).await;
+    let replicas = ctx.common.replicas.max(1);
     let mut points = Vec::new();
     for case in &cases {
         let label = format!("f4-{}-{}", store.as_str(), case.delegates);
         let limit = ctx.machine.open_files_limit;
-        if case.delegates as u64 + HEADROOM > limit {
+        let per_replica = case.delegates.div_ceil(replicas) as u64 + HEADROOM;
+        if per_replica > limit {
             points.push(skipped(case, format!(
-                "needs about {} open files per process, over this machine's limit of {limit} (RLIMIT_NOFILE, already raised to its hard limit)",
-                case.delegates as u64 + HEADROOM
+                "needs about {per_replica} open files per manager, over this machine's limit of {limit} (RLIMIT_NOFILE, already raised to its hard limit): more --replicas",
             )));
             continue;
         }
@@ -127,9 +134,9 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F4Args) -> Result<Vec<Point
             .iter()
             .map(|i| ("SWITCHBOARD_HEARTBEAT_INTERVAL", i.clone()))
             .collect();
-        let manager = ctx.manager(store, &label, &settings).await?;
-        let outcome = measure(ctx, &manager, &label, case, args).await;
-        manager.stop().await;
+        let managers = ctx.managers(store, &label, &settings, replicas).await?;
+        let outcome = measure(ctx, &managers, &label, case, args).await;
+        stop_all(managers).await;
         points.push(outcome?);
     }
 
@@ -138,11 +145,13 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F4Args) -> Result<Vec<Point
         &[
             "delegates",
             "interval s",
+            "replicas",
             "open",
             "beats/s",
             "expected/s",
             "store writes/s",
             "writes/beat",
+            "beat writes/beat",
             "CPU % of a core",
             "RSS MiB",
         ],
@@ -157,17 +166,31 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F4Args) -> Result<Vec<Point
             None => table.row(vec![
                 p.delegates.to_string(),
                 num(p.interval_s, 1),
+                p.replicas.to_string(),
                 p.connected.to_string(),
                 num(p.heartbeats_per_s, 1),
                 num(p.expected_per_s, 1),
                 num(p.store_writes / p.window_s, 2),
                 p.store_writes_per_heartbeat.map_or("-".to_owned(), |w| num(w, 4)),
+                p.heartbeat_writes_per_heartbeat.map_or("-".to_owned(), |w| num(w, 5)),
                 p.manager_cpu_percent.map_or("-".to_owned(), |c| num(c, 1)),
                 p.manager_rss_kib.map_or("-".to_owned(), |k| num(k as f64 / 1024.0, 1)),
             ]),
         }
     }
-    table.note("targets: at most 0.01 store writes per heartbeat; 100,000 delegates at the default interval under 10 % of one core");
+    for p in points.iter().filter(|p| p.replicas > 1) {
+        let each: Vec<String> = p
+            .per_replica_cpu_percent
+            .iter()
+            .map(|c| c.map_or("-".to_owned(), |c| format!("{} %", num(c, 1))))
+            .collect();
+        table.note(format!(
+            "{} delegates: CPU per replica {}",
+            p.delegates,
+            each.join(", ")
+        ));
+    }
+    table.note("targets: at most 0.001 store writes per heartbeat at 100,000; 100,000 delegates at the default interval under 10 % of one core across the replicas");
     if let Some(r) = &reference {
         for p in points.iter().filter(|p| p.skipped.is_none()) {
             table.note(format!(
@@ -179,7 +202,7 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F4Args) -> Result<Vec<Point
             ));
         }
     }
-    if ctx.common.manager.is_some() {
+    if !ctx.common.manager.is_empty() {
         table.note("an external manager beats at its own interval: the @INTERVAL of the cases was not applied");
     }
     table.print();
@@ -195,6 +218,8 @@ pub async fn run(ctx: &Ctx, store: StoreKind, args: &F4Args) -> Result<Vec<Point
                 "interval_s": p.interval_s,
                 "heartbeats_per_s": p.heartbeats_per_s,
                 "store_writes_per_heartbeat": p.store_writes_per_heartbeat,
+                "heartbeat_writes_per_heartbeat": p.heartbeat_writes_per_heartbeat,
+                "replicas": p.replicas,
                 "manager_cpu_percent": p.manager_cpu_percent,
                 "skipped": p.skipped,
             })).collect::<Vec<_>>(),
@@ -214,6 +239,10 @@ fn skipped(case: &Case, why: String) -> Point {
         expected_per_s: 0.0,
         store_writes: 0.0,
         store_writes_per_heartbeat: None,
+        heartbeat_writes: 0.0,
+        heartbeat_writes_per_heartbeat: None,
+        replicas: 0,
+        per_replica_cpu_percent: Vec::new(),
         store_calls: BTreeMap::new(),
         manager_cpu_percent: None,
         manager_rss_kib: None,
@@ -221,21 +250,56 @@ fn skipped(case: &Case, why: String) -> Point {
     }
 }
 
-async fn measure(ctx: &Ctx, manager: &Manager, label: &str, case: &Case, args: &F4Args) -> Result<Point, BenchError> {
-    let operator = Client::new(manager.url.clone(), Some(manager.api_key.clone()))
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let mut fleet = Fleet::new(
+/// The store operations a heartbeat flush makes.
+const HEARTBEAT_WRITES: &[&str] = &["record_heartbeats", "extend_run_deadlines"];
+
+/// What the managers have counted and used at one moment.
+struct Reading {
+    scrapes: Vec<Scrape>,
+    cpu: Vec<Option<f64>>,
+    at: Instant,
+}
+
+async fn read(ctx: &Ctx, managers: &[Manager]) -> Result<Reading, BenchError> {
+    let scrapes = futures::future::join_all(managers.iter().map(|m| m.scrape(&ctx.http)))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Reading {
+        scrapes,
+        cpu: managers.iter().map(Manager::cpu_seconds).collect(),
+        at: Instant::now(),
+    })
+}
+
+async fn measure(
+    ctx: &Ctx,
+    managers: &[Manager],
+    label: &str,
+    case: &Case,
+    args: &F4Args,
+) -> Result<Point, BenchError> {
+    let first = managers
+        .first()
+        .ok_or_else(|| BenchError::Manager("no manager to drive".into()))?;
+    let operator =
+        Client::new(first.url.clone(), Some(first.api_key.clone())).map_err(|e| BenchError::Setup(e.to_string()))?;
+    let bases: Vec<String> = managers.iter().map(|m| m.url.clone()).collect();
+    let mut fleet = Delegates::new(
         &operator,
-        &manager.url,
-        Layout::new(case.delegates)?,
-        10,
+        &bases,
+        ctx.drivers(case.delegates),
         ctx.sources(case.delegates),
-        Arc::new(Recorder::default()),
+        10,
     )
     .await?;
     let bar = progress(&format!("{label}: registering"));
-    fleet.grow(case.delegates, &bar).await?;
+    let grown = fleet.grow(case.delegates, &bar).await;
     bar.finish_and_clear();
+    if let Err(e) = grown {
+        fleet.stop().await;
+        return Err(e);
+    }
     let bar = progress(&format!("{label}: connecting"));
     let connected = fleet
         .wait_connected(case.delegates, Duration::from_secs(600), &bar)
@@ -246,8 +310,13 @@ async fn measure(ctx: &Ctx, manager: &Manager, label: &str, case: &Case, args: &
     let period = case.period();
     let window = Duration::from_secs(args.window_secs.unwrap_or_else(|| (2 * period.as_secs()).max(20)))
         .max(Duration::from_secs(1));
-    let before: (Scrape, Option<f64>, Instant) =
-        (manager.scrape(&ctx.http).await?, manager.cpu_seconds(), Instant::now());
+    let before = match read(ctx, managers).await {
+        Ok(r) => r,
+        Err(e) => {
+            fleet.stop().await;
+            return Err(e);
+        }
+    };
     let bar = progress(&format!("{label}: counting heartbeats for {} s", window.as_secs()));
     bar.set_length(window.as_secs());
     let end = Instant::now() + window;
@@ -260,24 +329,45 @@ async fn measure(ctx: &Ctx, manager: &Manager, label: &str, case: &Case, args: &
         );
     }
     bar.finish_and_clear();
-    let after: (Scrape, Option<f64>, Instant) =
-        (manager.scrape(&ctx.http).await?, manager.cpu_seconds(), Instant::now());
+    let after = read(ctx, managers).await;
     fleet.stop().await;
+    let after = after?;
 
-    let elapsed = after.2.duration_since(before.2).as_secs_f64();
-    let heartbeats = after.0.value("switchboard_heartbeats_received_total")
-        - before.0.value("switchboard_heartbeats_received_total");
-    let (calls_before, calls_after) = (metrics::store_calls(&before.0), metrics::store_calls(&after.0));
-    let store_calls: BTreeMap<String, f64> = calls_after
+    let elapsed = after.at.duration_since(before.at).as_secs_f64();
+    let heartbeats: f64 = after
+        .scrapes
         .iter()
-        .map(|(op, n)| (op.clone(), n - calls_before.get(op).copied().unwrap_or(0.0)))
-        .filter(|(_, n)| *n > 0.0)
-        .collect();
+        .zip(&before.scrapes)
+        .map(|(a, b)| {
+            a.value("switchboard_heartbeats_received_total") - b.value("switchboard_heartbeats_received_total")
+        })
+        .sum();
+    let mut store_calls: BTreeMap<String, f64> = BTreeMap::new();
+    for (a, b) in after.scrapes.iter().zip(&before.scrapes) {
+        let (calls_before, calls_after) = (metrics::store_calls(b), metrics::store_calls(a));
+        for (op, n) in calls_after {
+            let d = n - calls_before.get(&op).copied().unwrap_or(0.0);
+            if d > 0.0 {
+                *store_calls.entry(op).or_default() += d;
+            }
+        }
+    }
     let store_writes: f64 = store_calls
         .iter()
         .filter(|(op, _)| !metrics::is_read(op))
         .map(|(_, n)| n)
         .sum();
+    let heartbeat_writes: f64 = store_calls
+        .iter()
+        .filter(|(op, _)| HEARTBEAT_WRITES.contains(&op.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let per_replica_cpu_percent: Vec<Option<f64>> = after
+        .cpu
+        .iter()
+        .zip(&before.cpu)
+        .map(|(a, b)| a.zip(*b).map(|(a, b)| (a - b) / elapsed * 100.0))
+        .collect();
     let point = Point {
         delegates: case.delegates,
         interval_s: period.as_secs_f64(),
@@ -288,15 +378,20 @@ async fn measure(ctx: &Ctx, manager: &Manager, label: &str, case: &Case, args: &
         expected_per_s: connected as f64 / period.as_secs_f64(),
         store_writes,
         store_writes_per_heartbeat: (heartbeats > 0.0).then(|| store_writes / heartbeats),
+        heartbeat_writes,
+        heartbeat_writes_per_heartbeat: (heartbeats > 0.0).then(|| heartbeat_writes / heartbeats),
+        replicas: managers.len(),
         store_calls,
-        manager_cpu_percent: after.1.zip(before.1).map(|(a, b)| (a - b) / elapsed * 100.0),
-        manager_rss_kib: manager.rss_kib(),
+        manager_cpu_percent: per_replica_cpu_percent.iter().copied().sum(),
+        per_replica_cpu_percent,
+        manager_rss_kib: managers.iter().map(Manager::rss_kib).sum(),
         skipped: None,
     };
     eprintln!(
-        "{label}: {:.1} heartbeats/s, {:.4} store writes per heartbeat",
+        "{label}: {:.1} heartbeats/s, {:.4} store writes per heartbeat ({:.5} of them the heartbeats')",
         point.heartbeats_per_s,
-        point.store_writes_per_heartbeat.unwrap_or(f64::NAN)
+        point.store_writes_per_heartbeat.unwrap_or(f64::NAN),
+        point.heartbeat_writes_per_heartbeat.unwrap_or(f64::NAN)
     );
     Ok(point)
 }

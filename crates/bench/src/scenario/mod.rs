@@ -40,15 +40,26 @@ pub struct Common {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Drive this manager instead of starting one (its store is whatever it was started on;
-    /// --store then only labels the results and picks the reference).
-    #[arg(long, value_name = "URL", global = true, requires = "api_key")]
-    pub manager: Option<String>,
+    /// --store then only labels the results and picks the reference). F3 and F4 take
+    /// several, comma-separated: replicas on one store, the fleet spread over them.
+    #[arg(long, value_name = "URL", value_delimiter = ',', global = true, requires = "api_key")]
+    pub manager: Vec<String>,
     /// An API key with every permission on --manager.
     #[arg(long, env = "SWITCHBOARD_API_KEY", global = true, hide_env_values = true)]
     pub api_key: Option<String>,
-    /// The process id of --manager, to read its memory and CPU time from /proc.
+    /// The process ids of --manager, in the same order, to read memory and CPU time from
+    /// /proc.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub manager_pid: Vec<u32>,
+    /// F3 and F4: start this many managers on one fresh PostgreSQL database and spread the
+    /// fleet over them (delegate `i` registers with, and opens its socket to, replica
+    /// `i % N`).
+    #[arg(long, default_value_t = 1, global = true)]
+    pub replicas: usize,
+    /// F3 and F4: processes the fleet runs in (each holds one socket per delegate of its
+    /// share, under the open-file limit) [default: as few as that limit allows].
     #[arg(long, global = true)]
-    pub manager_pid: Option<u32>,
+    pub drivers: Option<usize>,
     /// The `switchboard` binary to start [default: the one next to this executable].
     #[arg(long, value_name = "PATH", global = true)]
     pub manager_bin: Option<PathBuf>,
@@ -124,8 +135,28 @@ impl Ctx {
         label: &str,
         settings: &[(&str, String)],
     ) -> Result<Manager, BenchError> {
-        if let (Some(url), Some(key)) = (&self.common.manager, &self.common.api_key) {
-            return Ok(Manager::external(url, key, self.common.manager_pid));
+        let mut managers = self.managers(store, label, settings, 1).await?;
+        managers.truncate(1);
+        managers.pop().ok_or_else(|| BenchError::Manager("no manager".into()))
+    }
+
+    /// The managers F3 and F4 drive: every `--manager`, or `replicas` fresh ones on one
+    /// store (see [`Ctx::manager`]); stop them with [`crate::manager::stop_all`].
+    pub async fn managers(
+        &self,
+        store: StoreKind,
+        label: &str,
+        settings: &[(&str, String)],
+        replicas: usize,
+    ) -> Result<Vec<Manager>, BenchError> {
+        if let (false, Some(key)) = (self.common.manager.is_empty(), &self.common.api_key) {
+            return Ok(self
+                .common
+                .manager
+                .iter()
+                .enumerate()
+                .map(|(n, url)| Manager::external(url, key, self.common.manager_pid.get(n).copied()))
+                .collect());
         }
         let launch = Launch {
             binary: manager_binary(self.common.manager_bin.as_deref())?,
@@ -135,7 +166,21 @@ impl Ctx {
             log: self.out.join(format!("{label}.manager.log")),
             settings: settings.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
         };
-        Manager::start(&launch).await
+        Manager::start_replicas(&launch, replicas).await
+    }
+
+    /// How many processes a fleet of `delegates` runs in: `--drivers`, else as few as
+    /// keep each under the open-file limit.
+    pub fn drivers(&self, delegates: usize) -> usize {
+        let per_process = self
+            .machine
+            .open_files_limit
+            .saturating_sub(crate::scenario::f3::HEADROOM)
+            .max(1);
+        self.common
+            .drivers
+            .unwrap_or_else(|| delegates.div_ceil(usize::try_from(per_process).unwrap_or(usize::MAX)))
+            .max(1)
     }
 
     /// The pgbench reference for a PostgreSQL scenario, measured on first use.
@@ -209,7 +254,7 @@ impl Ctx {
             map.insert("reference".into(), json!(reference));
             map.insert(
                 "manager".into(),
-                json!(if self.common.manager.is_some() {
+                json!(if !self.common.manager.is_empty() {
                     "external"
                 } else {
                     "started"

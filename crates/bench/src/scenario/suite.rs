@@ -93,6 +93,7 @@ pub fn smoke_args() -> (F1Args, F2Args, F3Args, F4Args) {
     let f3 = F3Args {
         sizes: vec![20, 40],
         settle_secs: 1,
+        restart: false,
     };
     let f4 = F4Args {
         cases: vec!["20@1s".to_owned()],
@@ -176,6 +177,9 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), BenchError> {
             }
         }
     }
+    if ctx.common.database_url.is_some() {
+        failures.extend(smoke_spread(ctx, &f3_args, &f4_args).await?);
+    }
     if failures.is_empty() {
         println!("smoke: every scenario ran end to end");
         Ok(())
@@ -183,3 +187,51 @@ pub async fn smoke(ctx: &Ctx) -> Result<(), BenchError> {
         Err(BenchError::Incomplete(failures.join("; ")))
     }
 }
+
+/// F3 (with the restart) and F4 over two replicas on one PostgreSQL database, the fleet
+/// in two driver processes: the multi-replica form of issue 20 at a few hundred sockets.
+async fn smoke_spread(ctx: &Ctx, f3_args: &F3Args, f4_args: &F4Args) -> Result<Vec<String>, BenchError> {
+    let mut common = ctx.common.clone();
+    common.replicas = SPREAD.0;
+    common.drivers = Some(SPREAD.1);
+    let spread = Ctx::new(common)?;
+    let mut failures = Vec::new();
+    let f3_args = F3Args {
+        sizes: vec![SPREAD_SOCKETS],
+        restart: true,
+        ..f3_args.clone()
+    };
+    let (points, storm) = f3::run_all(&spread, StoreKind::Postgres, &f3_args).await?;
+    for p in &points {
+        if p.connected < p.sockets || p.per_replica_sockets.len() != SPREAD.0 || p.per_replica_sockets.contains(&0.0) {
+            failures.push(format!(
+                "f3 over {} replicas: {} of {} sockets open, per replica {:?}",
+                SPREAD.0, p.connected, p.sockets, p.per_replica_sockets
+            ));
+        }
+    }
+    match storm {
+        Some(s) if s.reconnected_secs.is_some() => {}
+        other => failures.push(format!(
+            "f3 over {} replicas: the fleet did not come back after the restart: {other:?}",
+            SPREAD.0
+        )),
+    }
+    let f4_args = F4Args {
+        cases: vec![format!("{SPREAD_SOCKETS}@1s")],
+        ..f4_args.clone()
+    };
+    for p in f4::run(&spread, StoreKind::Postgres, &f4_args).await? {
+        if p.heartbeats <= 0.0 || p.per_replica_cpu_percent.len() != SPREAD.0 {
+            failures.push(format!(
+                "f4 over {} replicas: {} heartbeats counted from {} delegates",
+                SPREAD.0, p.heartbeats, p.delegates
+            ));
+        }
+    }
+    Ok(failures)
+}
+
+/// Replicas and driver processes of the smoke's spread fleet, and its size.
+const SPREAD: (usize, usize) = (2, 2);
+const SPREAD_SOCKETS: usize = 300;
