@@ -113,6 +113,7 @@ pub struct Metrics {
     queue_time: Histogram,
     duration: Histogram,
     decision: Histogram,
+    snapshot: Histogram,
     sockets_open: Gauge,
     heartbeats: Counter,
     validations: Family<OutcomeLabel, Counter>,
@@ -147,6 +148,8 @@ impl Metrics {
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 21));
         // 50µs .. ~1.6s, doubling: the engine is pure computation over a snapshot.
         let decision = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        // 100µs .. ~6.6s, doubling: a registry read, from a few instances to 100,000.
+        let snapshot = Histogram::new(exponential_buckets(0.000_1, 2.0, 17));
         let sockets_open = Gauge::default();
         let heartbeats = Counter::default();
         let validations = Family::<OutcomeLabel, Counter>::default();
@@ -217,6 +220,11 @@ impl Metrics {
             decision.clone(),
         );
         registry.register(
+            "placement_snapshot_seconds",
+            "Time to rebuild placement's registry snapshot (every group, instance and capability result read and indexed)",
+            snapshot.clone(),
+        );
+        registry.register(
             "delegate_sockets_open",
             "Delegate WebSockets open on this manager (its connected instances)",
             sockets_open.clone(),
@@ -278,6 +286,7 @@ impl Metrics {
             queue_time,
             duration,
             decision,
+            snapshot,
             sockets_open,
             heartbeats,
             validations,
@@ -350,6 +359,11 @@ impl Metrics {
         let decision = decide();
         self.decision.observe(start.elapsed().as_secs_f64());
         decision
+    }
+
+    /// Records how long a rebuild of placement's snapshot took.
+    pub fn snapshot_built(&self, took: std::time::Duration) {
+        self.snapshot.observe(took.as_secs_f64());
     }
 
     pub fn socket_opened(&self) {

@@ -121,8 +121,8 @@ pub async fn not_found(method: Method, uri: Uri) -> ApiError {
 ///
 /// Open, like `/healthz`, for the scraper (no key to configure there). Labels are
 /// low-cardinality: no task ids, no raw selectors. The instance gauges are counted now,
-/// from the store and this manager's own view (its sockets, heartbeats not yet flushed):
-/// one store read per scrape, and for the declared pools' gauges a few more (the groups,
+/// from the store in aggregate (connections recorded, heartbeats flushed; a stale one this
+/// manager has heard from since counts as connected): two small store reads per scrape, and for the declared pools' gauges a few more (the groups,
 /// each such account's queue, each pool's instances). If the store cannot answer, the last counts stay and the
 /// failure shows in `store_errors_total`.
 #[utoipa::path(
@@ -145,21 +145,27 @@ pub async fn metrics(
     State(sockets): State<Sockets>,
     State(settings): State<Arc<Settings>>,
 ) -> Response {
-    if let Ok(instances) = placer.store().list_instances(None).await {
-        let now = Utc::now();
-        let timeout = chrono::Duration::from_std(settings.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
-        let mut counts = [
-            (Liveness::Connected, 0),
-            (Liveness::Stale, 0),
-            (Liveness::Disconnected, 0),
-        ];
-        for instance in instances {
-            let liveness = sockets.current(instance).liveness(now, timeout);
-            if let Some(slot) = counts.iter_mut().find(|(l, _)| *l == liveness) {
-                slot.1 += 1;
-            }
-        }
-        placer.metrics().set_instances(counts);
+    let now = Utc::now();
+    let timeout = chrono::Duration::from_std(settings.heartbeat_timeout).unwrap_or(chrono::Duration::MAX);
+    if let Ok(counts) = placer.store().instance_counts(now - timeout).await {
+        // The store's stale ones may have beaten here since the last flush.
+        let fresher = counts
+            .stale
+            .iter()
+            .filter(|&&id| {
+                sockets
+                    .heartbeats
+                    .latest(id)
+                    .is_some_and(|beat| now - beat.at <= timeout)
+            })
+            .count() as u64;
+        let stale = counts.stale.len() as u64 - fresher;
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        placer.metrics().set_instances([
+            (Liveness::Connected, gauge(counts.fresh + fresher)),
+            (Liveness::Stale, gauge(stale)),
+            (Liveness::Disconnected, gauge(counts.disconnected)),
+        ]);
     }
     // The queue's depth and oldest wait: the aggregate of `GET /api/v1/queue`, without its
     // decisions (docs/benchmarks.md, Q1, has its cost). Left as it was when it fails.

@@ -67,7 +67,8 @@ impl AppState {
         let changes = Arc::new(AtomicU64::new(0));
         let instrumented = Arc::new(Instrumented::new(store, metrics.store_calls(), changes.clone()));
         let (store, replicas): (Arc<dyn Store>, Arc<dyn Replicas>) = (instrumented.clone(), instrumented);
-        let sockets = Sockets::new(store.backend(), settings.max_sockets);
+        let opening = usize::try_from(settings.db_max_connections / 2).unwrap_or(1);
+        let sockets = Sockets::new(store.backend(), settings.max_sockets, opening);
         let placer = Placer::new(
             store,
             replicas,

@@ -438,6 +438,38 @@ pub(crate) async fn list_instances(pool: &PgPool, group: Option<GroupId>) -> Sto
     rows.iter().map(rows::instance).collect()
 }
 
+pub(crate) async fn instance_counts(
+    pool: &PgPool,
+    stale_before: DateTime<Utc>,
+) -> StoreResult<switchboard_store::InstanceCounts> {
+    // Connected as `list_instances` says it: recorded by a manager whose lease is live.
+    // One join with the few live leases, not a lookup per instance.
+    let (fresh, disconnected): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE l.id IS NOT NULL AND i.last_heartbeat_at >= $1), \
+                count(*) FILTER (WHERE l.id IS NULL) \
+         FROM delegate_instances i \
+         LEFT JOIN manager_leases l ON l.id = i.connected_via AND l.expires_at > now()",
+    )
+    .bind(stale_before)
+    .fetch_one(pool)
+    .await
+    .map_err(map_err)?;
+    let stale: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT i.id FROM delegate_instances i \
+         JOIN manager_leases l ON l.id = i.connected_via AND l.expires_at > now() \
+         WHERE i.last_heartbeat_at < $1",
+    )
+    .bind(stale_before)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    Ok(switchboard_store::InstanceCounts {
+        fresh: u64::try_from(fresh).unwrap_or(0),
+        stale: stale.into_iter().map(InstanceId).collect(),
+        disconnected: u64::try_from(disconnected).unwrap_or(0),
+    })
+}
+
 pub(crate) async fn record_heartbeats(pool: &PgPool, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
     if beats.is_empty() {
         return Ok(0);

@@ -30,8 +30,19 @@ pub(crate) struct Lead {
 struct State {
     /// The connection holding the lock, while this replica leads.
     holding: Option<PgConnection>,
+    /// A follower's connection, kept between tries: opening one is a new backend process
+    /// on the server, too dear to do every second on every follower.
+    waiting: Option<PgConnection>,
     last_try: Option<Instant>,
+    /// When the holding connection last answered: a leader asked every tick checks it at
+    /// most every [`CHECK_EVERY`].
+    last_check: Option<Instant>,
 }
+
+/// A leader checks that its connection (and so its lock) is alive at most this often.
+/// Meanwhile it goes on leading, as it would between two checks anyway; a second leader
+/// for a moment only loses races (the timers and sweeps are safe to run twice).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl Lead {
     pub(crate) fn new(connect: PgConnectOptions) -> Self {
@@ -45,8 +56,13 @@ impl Lead {
     /// (at most every [`TRY_EVERY`]) tries to take the lock.
     pub(crate) async fn check(&self) -> StoreResult<bool> {
         let mut state = self.state.lock().await;
+        let now = Instant::now();
+        if state.holding.is_some() && state.last_check.is_some_and(|at| now.duration_since(at) < CHECK_EVERY) {
+            return Ok(true);
+        }
         if let Some(connection) = state.holding.as_mut() {
             if connection.ping().await.is_ok() {
+                state.last_check = Some(now);
                 return Ok(true);
             }
             // Gone: the database released the lock with the session. Wait a turn before
@@ -60,7 +76,11 @@ impl Lead {
             return Ok(false);
         }
         state.last_try = Some(now);
-        let mut connection = self.connect.connect().await.map_err(map_err)?;
+        let mut connection = match state.waiting.take() {
+            Some(connection) => connection,
+            None => self.connect.connect().await.map_err(map_err)?,
+        };
+        // On error the connection is dropped: the next try opens a fresh one.
         let (taken,): (bool,) =
             sqlx::query_as("SELECT pg_try_advisory_lock($1, hashtext('switchboard:' || current_schema()))")
                 .bind(LOCK_CLASS)
@@ -70,8 +90,9 @@ impl Lead {
         if taken {
             tracing::info!("took the lead: this replica runs the timers and sweeps");
             state.holding = Some(connection);
+            state.last_check = Some(now);
         } else {
-            let _ = connection.close().await;
+            state.waiting = Some(connection);
         }
         Ok(taken)
     }

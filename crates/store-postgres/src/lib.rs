@@ -313,6 +313,9 @@ impl Store for PgStore {
     async fn list_instances(&self, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>> {
         delegates::list_instances(&self.pool, group).await
     }
+    async fn instance_counts(&self, stale_before: DateTime<Utc>) -> StoreResult<switchboard_store::InstanceCounts> {
+        delegates::instance_counts(&self.pool, stale_before).await
+    }
     async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
         delegates::record_heartbeats(&self.pool, beats).await
     }

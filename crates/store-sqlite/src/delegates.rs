@@ -413,6 +413,32 @@ pub(crate) async fn list_instances(db: &Db, group: Option<GroupId>) -> StoreResu
     found.iter().map(rows::instance).collect()
 }
 
+pub(crate) async fn instance_counts(
+    db: &Db,
+    stale_before: DateTime<Utc>,
+) -> StoreResult<switchboard_store::InstanceCounts> {
+    let bound = ms(stale_before);
+    let (fresh, disconnected): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(connected = 1 AND last_heartbeat_at >= ?), 0), coalesce(sum(connected = 0), 0) \
+         FROM delegate_instances",
+    )
+    .bind(bound)
+    .fetch_one(&db.reader)
+    .await
+    .map_err(map_err)?;
+    let stale: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM delegate_instances WHERE connected = 1 AND last_heartbeat_at < ?")
+            .bind(bound)
+            .fetch_all(&db.reader)
+            .await
+            .map_err(map_err)?;
+    Ok(switchboard_store::InstanceCounts {
+        fresh: u64::try_from(fresh).unwrap_or(0),
+        stale: stale.into_iter().map(InstanceId).collect(),
+        disconnected: u64::try_from(disconnected).unwrap_or(0),
+    })
+}
+
 pub(crate) async fn record_heartbeats(db: &Db, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
     if beats.is_empty() {
         return Ok(0);

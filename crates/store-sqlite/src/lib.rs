@@ -424,6 +424,9 @@ impl switchboard_store::Store for SqliteStore {
     async fn list_instances(&self, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>> {
         delegates::list_instances(&self.db, group).await
     }
+    async fn instance_counts(&self, stale_before: DateTime<Utc>) -> StoreResult<switchboard_store::InstanceCounts> {
+        delegates::instance_counts(&self.db, stale_before).await
+    }
 
     async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64> {
         delegates::record_heartbeats(&self.db, beats).await

@@ -157,6 +157,16 @@ impl Transition {
     }
 }
 
+/// [`Store::instance_counts`]: instances recorded connected with a heartbeat at or after
+/// the bound, those recorded connected with an older one (by id: a manager's own newer
+/// heartbeats, not yet flushed, may make them fresh), and those not connected.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceCounts {
+    pub fresh: u64,
+    pub stale: Vec<InstanceId>,
+    pub disconnected: u64,
+}
+
 /// What [`Store::due_tasks`] looks for: the cut-off of each timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DueQuery {
@@ -284,6 +294,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn instance_by_session(&self, session: &SecretHash) -> StoreResult<Option<DelegateInstance>>;
     /// The instances of one group, or of every group.
     async fn list_instances(&self, group: Option<GroupId>) -> StoreResult<Vec<DelegateInstance>>;
+    /// The registry counted by liveness as the store records it (connections recorded by
+    /// a live manager; heartbeats as flushed), in aggregate queries rather than a read of
+    /// every row: what `/metrics` shows of a fleet of 100,000.
+    async fn instance_counts(&self, stale_before: DateTime<Utc>) -> StoreResult<InstanceCounts>;
     /// Writes many heartbeats in one statement; a heartbeat never moves time backwards.
     /// Returns how many instances were updated.
     async fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> StoreResult<u64>;

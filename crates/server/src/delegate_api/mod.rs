@@ -2,6 +2,7 @@
 //! socket channel and the task endpoints (acquire, progress, result) with the session
 //! credential registration returned.
 
+pub mod keepalive;
 pub mod register;
 pub mod session;
 pub mod socket;

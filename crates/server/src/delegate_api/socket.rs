@@ -20,7 +20,7 @@ use switchboard_domain::{CapabilityResult, DelegateInstance, TaskState};
 use switchboard_protocol::socket::{DelegateMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ServerMessage, close};
 use tokio::time::Instant;
 
-use super::session::Checked;
+use super::keepalive::{Due, Liveness};
 use crate::config::Settings;
 use crate::http::error::{ApiError, Problem};
 use crate::http::openapi::Errors;
@@ -60,9 +60,16 @@ pub async fn stream(
     State(placer): State<Placer>,
     State(sockets): State<Sockets>,
     State(settings): State<Arc<Settings>>,
-    Checked(instance): Checked,
+    headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // Held from the session check until the socket's setup is done (see
+    // `Sockets::opening`). A closed semaphore never happens: it lives as long as the app.
+    let opening = Arc::clone(&sockets.opening)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable("the manager is shutting down", 5))?;
+    let instance = super::session::instance(placer.store().as_ref(), &headers).await?;
     let state = Conn {
         placer,
         sockets,
@@ -85,13 +92,16 @@ pub async fn stream(
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
-            serve(socket, state, instance).await;
+            serve(socket, state, instance, opening).await;
             drop(place);
         }))
 }
 
-/// The read buffer of each delegate socket.
-const SOCKET_READ_BUFFER_BYTES: usize = 4 * 1024;
+/// The read buffer of each delegate socket, held for as long as it is open: a heartbeat
+/// is about 40 bytes and a result a few hundred, so 1 KiB (4 KiB before issue 20: about
+/// 3 KiB more per idle socket) holds what arrives; a larger frame is read over several
+/// reads.
+const SOCKET_READ_BUFFER_BYTES: usize = 1024;
 
 /// One of the `max_sockets` places, held from before the upgrade until the socket's task
 /// ends (or the upgrade fails and the closure holding it is dropped); 503 when none is
@@ -119,8 +129,14 @@ enum End {
 }
 
 #[tracing::instrument(name = "socket", skip_all, fields(instance.id = %instance.id, group.id = %instance.group_id))]
-async fn serve(mut socket: WebSocket, state: Conn, instance: DelegateInstance) {
+async fn serve(
+    mut socket: WebSocket,
+    state: Conn,
+    instance: DelegateInstance,
+    opening: tokio::sync::OwnedSemaphorePermit,
+) {
     let id = instance.id;
+    let mut opening = Some(opening);
     state.placer.metrics().socket_opened();
     let Attached { generation, mut rx } = state.sockets.hub.attach(id, instance.token_id, instance.group_id);
     let end = match state.placer.store().set_instance_connected(id, true).await {
@@ -130,12 +146,21 @@ async fn serve(mut socket: WebSocket, state: Conn, instance: DelegateInstance) {
             crate::manager::cluster::wake_everywhere(&state.placer, &state.sockets);
             // A draining delegate that reconnects is offered nothing again: what it holds
             // unacquired goes back instead (a give-back cut short before is finished).
+            // Boxed, here and for the other rare paths: an async call awaited inline
+            // makes the socket task's future as large as its largest state, and every
+            // open socket holds that future for as long as it is open.
             let pending = if instance.draining {
-                crate::manager::dispatch::lifecycle::give_back_offers(&state.placer, id, "is draining").await;
+                Box::pin(crate::manager::dispatch::lifecycle::give_back_offers(
+                    &state.placer,
+                    id,
+                    "is draining",
+                ))
+                .await;
                 Vec::new()
             } else {
-                unacquired_offers(&state, &instance).await
+                Box::pin(unacquired_offers(&state, &instance)).await
             };
+            drop(opening.take());
             converse(&mut socket, &state, &instance, &mut rx, pending).await
         }
         Err(e) => {
@@ -143,6 +168,7 @@ async fn serve(mut socket: WebSocket, state: Conn, instance: DelegateInstance) {
             End::Close(1011, "the manager cannot reach its store; reconnect later".into())
         }
     };
+    drop(opening);
     if let End::Close(code, reason) = end {
         tracing::info!(instance.id = %id, code, reason = %reason, "closing delegate socket");
         let frame = CloseFrame {
@@ -172,7 +198,7 @@ async fn serve(mut socket: WebSocket, state: Conn, instance: DelegateInstance) {
             tracing::info!(instance.id = %id, "delegate let go at shutdown; its tasks stay with it");
         } else {
             tracing::info!(instance.id = %id, "delegate disconnected");
-            crate::manager::dispatch::lifecycle::instance_lost(&state.placer, id).await;
+            Box::pin(crate::manager::dispatch::lifecycle::instance_lost(&state.placer, id)).await;
         }
     }
     state.placer.metrics().socket_closed();
@@ -223,14 +249,15 @@ async fn converse(
             return End::Gone;
         }
     }
-    // One timer per socket, for both jobs: ping a socket silent for the ping interval, and
-    // close one silent for the silence limit. A frame only moves `heard` (no timer is
-    // touched per frame); the timer, when it fires, looks at how long it has been. So a
-    // delegate whose own frames (heartbeats) come more often than the ping interval is
-    // never pinged: its traffic already proves it alive.
-    let every = settings.socket_ping_interval;
+    // One timer per socket, for both jobs: ping a socket that has been quiet long enough,
+    // and close one silent for the silence limit. Every frame received moves the timer to
+    // the next look (a reset in the timer wheel, no wake; unchanged within a grid step),
+    // so the timer fires only for a socket that has gone quiet, and a delegate whose own
+    // frames (heartbeats) come often enough is never pinged: its traffic already proves it
+    // alive. See [`Liveness`] for when the ping goes out.
+    let liveness = Liveness::new(settings.socket_ping_interval, silence);
     let mut heard = Instant::now();
-    let wake = tokio::time::sleep(every.min(silence));
+    let wake = tokio::time::sleep_until(liveness.next_look(heard));
     tokio::pin!(wake);
     // Set by the delegate's `draining` frame (or already stored, for a draining delegate
     // that reconnected): offers are no longer sent, since the store gives them back.
@@ -244,6 +271,7 @@ async fn converse(
                     Some(Ok(message)) => message,
                 };
                 heard = Instant::now();
+                wake.as_mut().reset(liveness.next_look(heard));
                 match message {
                     // The same strict parse as the HTTP bodies: a frame that holds U+0000
                     // (which PostgreSQL cannot store in a validation result's detail) or
@@ -253,10 +281,13 @@ async fn converse(
                         // them back); a repeated frame tries again.
                         Ok(DelegateMessage::Draining { reason }) => {
                             if !draining {
-                                draining = drain(state, instance, &reason).await;
+                                draining = Box::pin(drain(state, instance, &reason)).await;
                             }
                         }
-                        Ok(m) => handle(state, instance, m).await,
+                        // The frame most sockets send, handled without an await or an
+                        // allocation of its own.
+                        Ok(DelegateMessage::Heartbeat { running }) => heartbeat(state, instance, running),
+                        Ok(m) => Box::pin(handle(state, instance, m)).await,
                         Err(e) => return End::Close(close::INVALID_MESSAGE, format!("not a protocol message: {e}")),
                     },
                     Message::Binary(_) => {
@@ -283,19 +314,18 @@ async fn converse(
             },
             () = &mut wake => {
                 let now = Instant::now();
-                let quiet = now.saturating_duration_since(heard);
-                if quiet >= silence {
-                    return End::Close(close::SILENT, format!("nothing heard from the delegate for {}s", silence.as_secs()));
-                }
-                let next = if quiet >= every {
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Gone;
+                match liveness.due(heard, now) {
+                    Due::Close => {
+                        return End::Close(close::SILENT, format!("nothing heard from the delegate for {}s", silence.as_secs()));
                     }
-                    now + every
-                } else {
-                    heard + every
-                };
-                wake.as_mut().reset(next.min(heard + silence));
+                    Due::Ping { then } => {
+                        if socket.send(Message::Ping(Default::default())).await.is_err() {
+                            return End::Gone;
+                        }
+                        wake.as_mut().reset(then);
+                    }
+                    Due::Nothing { then } => wake.as_mut().reset(then),
+                }
             }
         }
     }
@@ -322,14 +352,16 @@ async fn drain(state: &Conn, instance: &DelegateInstance, reason: &str) -> bool 
     true
 }
 
+fn heartbeat(state: &Conn, instance: &DelegateInstance, running: Vec<switchboard_protocol::socket::RunningTask>) {
+    state.placer.metrics().heartbeat_received();
+    state.sockets.heartbeats.record(instance.id, Utc::now(), running);
+}
+
 async fn handle(state: &Conn, instance: &DelegateInstance, message: DelegateMessage) {
     match message {
         // Handled by the loop, which keeps whether the socket drains.
         DelegateMessage::Draining { .. } => {}
-        DelegateMessage::Heartbeat { running } => {
-            state.placer.metrics().heartbeat_received();
-            state.sockets.heartbeats.record(instance.id, Utc::now(), running);
-        }
+        DelegateMessage::Heartbeat { running } => heartbeat(state, instance, running),
         DelegateMessage::ValidationResult { request_id, results } => {
             // Settled before the results are written: the question's timer, firing
             // during those writes, must not record this instance as silent.
@@ -388,4 +420,26 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn returns, without calling it.
+    fn future_size<A, B, C, D, F: Future>(_: impl FnOnce(A, B, C, D) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_socket_task_is_small() {
+        // Every open socket holds its task's future for as long as it is open (issue 20:
+        // memory per idle socket). The rare paths (a drain, a give-back, an instance
+        // lost) are boxed, so their state is allocated only while they run.
+        let size = future_size(serve);
+        eprintln!("socket task future: {size} bytes");
+        // 2,664 bytes in a test build when this was written: the WebSocket itself, the
+        // instance, and the loop's own state.
+        assert!(size <= 3 * 1024, "the socket task's future is {size} bytes");
+    }
 }

@@ -133,16 +133,24 @@ pub struct Sockets {
     pub heartbeats: Arc<Heartbeats>,
     /// What this replica tells the others and hears from them.
     pub cluster: Arc<Cluster>,
+    /// Sockets being opened (their session checked, their connection recorded, their
+    /// offers read) at once: after a restart the whole fleet reconnects within seconds,
+    /// and without a bound those store calls queue for the pool past its timeout, fail,
+    /// and the delegates come back to fail again. The rest wait their turn.
+    pub opening: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sockets {
-    /// Sockets for a manager on `backend` holding at most `max_sockets` at once.
-    pub fn new(backend: Backend, max_sockets: usize) -> Self {
+    /// Sockets for a manager on `backend` holding at most `max_sockets` at once and
+    /// opening at most `opening` at once (half the store's pool: the other half serves
+    /// everything else meanwhile).
+    pub fn new(backend: Backend, max_sockets: usize, opening: usize) -> Self {
         Self {
             hub: Arc::new(Hub::new(max_sockets)),
             sessions: Arc::new(Sessions::default()),
             heartbeats: Arc::new(Heartbeats::default()),
             cluster: Arc::new(Cluster::new(backend)),
+            opening: Arc::new(tokio::sync::Semaphore::new(opening.max(1))),
         }
     }
 

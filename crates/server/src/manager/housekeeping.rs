@@ -59,14 +59,7 @@ impl Housekeeping {
             async move { keep_lease(&p, &s).await }
         });
         let (p, s) = (placer.clone(), sockets.clone());
-        workers.every(schedule.heartbeat_flush_interval, move || {
-            let (p, s) = (p.clone(), s.clone());
-            async move {
-                if let Err(e) = s.heartbeats.flush(p.store().as_ref()).await {
-                    tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
-                }
-            }
-        });
+        workers.spawn(move |stop| flush_heartbeats(p, s, schedule.heartbeat_flush_interval, stop));
         let p = placer.clone();
         workers.every(schedule.history_interval, move || {
             let p = p.clone();
@@ -89,6 +82,28 @@ impl Housekeeping {
         self.workers.stop().await;
         if let Err(e) = self.sockets.heartbeats.flush(self.placer.store().as_ref()).await {
             tracing::warn!(error = %e, "cannot write the last heartbeats before stopping");
+        }
+    }
+}
+
+/// Writes the heartbeats held in memory every `interval`, or sooner when a batch's worth
+/// is waiting (see [`super::heartbeats`]).
+async fn flush_heartbeats(
+    placer: Placer,
+    sockets: Sockets,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = sockets.heartbeats.batch_waiting() => ticker.reset(),
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = sockets.heartbeats.flush(placer.store().as_ref()).await {
+            tracing::warn!(error = %e, "cannot write heartbeats; keeping them for the next flush");
         }
     }
 }

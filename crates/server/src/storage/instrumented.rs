@@ -236,6 +236,7 @@ observed! {
     fn get_instance(&self, id: InstanceId) -> DelegateInstance;
     fn instance_by_session(&self, session: &SecretHash) -> Option<DelegateInstance>;
     fn list_instances(&self, group: Option<GroupId>) -> Vec<DelegateInstance>;
+    fn instance_counts(&self, stale_before: DateTime<Utc>) -> switchboard_store::InstanceCounts;
     fn record_heartbeats(&self, beats: &[(InstanceId, DateTime<Utc>)]) -> u64;
     #[changes_registry]
     fn set_instance_connected(&self, id: InstanceId, connected: bool) -> bool;

@@ -384,6 +384,29 @@ async fn a_socket_whose_only_traffic_is_heartbeats_is_never_pinged_and_stays_ope
     assert!(matches!(ping, Some(Ok(Message::Ping(_)))), "{ping:?}");
 }
 
+#[tokio::test]
+async fn a_frame_larger_than_the_sockets_read_buffer_arrives_whole() {
+    // The manager reads delegate sockets with a 1 KiB buffer (issue 20: memory per idle
+    // socket); a heartbeat listing 100 running tasks is about 8 KiB, read over several
+    // reads, and counts like any other.
+    let app = spawn_app().await;
+    let t = token(&app, "t", "acme").await;
+    let r = registered(&app, &t, &request("d", "h", &[])).await;
+    let mut socket = raw_socket(&r).await;
+    let before = instance(&app, r.instance_id).await.last_heartbeat_at;
+    let running: Vec<String> = (0..100)
+        .map(|_| format!(r#"{{"task_id":"{}","attempt":1}}"#, uuid::Uuid::new_v4()))
+        .collect();
+    let frame = format!(r#"{{"type":"heartbeat","running":[{}]}}"#, running.join(","));
+    assert!(frame.len() > 6 * 1024, "{} bytes", frame.len());
+    socket.send(Message::Text(frame.into())).await.unwrap();
+    eventually(&app, r.instance_id, |i| i.last_heartbeat_at > before).await;
+    assert_eq!(
+        instance(&app, r.instance_id).await.state,
+        switchboard_domain::Liveness::Connected
+    );
+}
+
 /// Reads server frames (unmasked, short) from a raw TCP stream until a close frame, and
 /// returns its code and reason. Pings before it are skipped.
 async fn raw_close_frame(tcp: &mut tokio::net::TcpStream) -> (u16, String) {

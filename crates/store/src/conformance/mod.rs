@@ -37,6 +37,7 @@ macro_rules! conformance_tests {
             registry::scope_filters_return_what_lies_at_or_below,
             registry::instances_round_trip_and_are_found_by_session,
             registry::heartbeats_are_written_in_one_batch_and_never_go_back,
+            registry::instance_counts_agree_with_the_listed_instances,
             registry::group_changes_and_deletion_cascade_to_instances,
             registry::a_declared_group_round_trips_is_joined_by_name_and_outlives_the_empty_group_sweep,
             registry::silent_instances_and_long_empty_groups_are_removed,

@@ -233,6 +233,50 @@ pub async fn heartbeats_are_written_in_one_batch_and_never_go_back(store: Arc<dy
     assert_eq!(store.record_heartbeats(&[]).await.expect("empty batch"), 0);
 }
 
+pub async fn instance_counts_agree_with_the_listed_instances(store: Arc<dyn Store>) {
+    let (_, instances) = fleet(&store, "acme", "k8s", 4, 5).await;
+    let base = instances[0].last_heartbeat_at;
+    // 0 beats later than the bound; 1 is let go; 2 and 3 keep their registration's beat.
+    store
+        .record_heartbeats(&[(instances[0].id, base + TimeDelta::seconds(60))])
+        .await
+        .expect("beat");
+    store
+        .set_instance_connected(instances[1].id, false)
+        .await
+        .expect("let go");
+    let bound = base + TimeDelta::seconds(30);
+    let counts = store.instance_counts(bound).await.expect("counted");
+    // The same rule over the rows `list_instances` reads.
+    let listed = store.list_instances(None).await.expect("listed");
+    let mut stale: Vec<_> = listed
+        .iter()
+        .filter(|i| i.connected && i.last_heartbeat_at < bound)
+        .map(|i| i.id)
+        .collect();
+    let fresh = listed
+        .iter()
+        .filter(|i| i.connected && i.last_heartbeat_at >= bound)
+        .count();
+    let disconnected = listed.iter().filter(|i| !i.connected).count();
+    let mut counted_stale = counts.stale.clone();
+    stale.sort_unstable();
+    counted_stale.sort_unstable();
+    assert_eq!(counts.fresh, fresh as u64, "{counts:?} against {listed:#?}");
+    assert_eq!(counted_stale, stale);
+    assert_eq!(counts.disconnected, disconnected as u64);
+    assert_eq!(
+        counts.fresh + counts.stale.len() as u64 + counts.disconnected,
+        4,
+        "every instance counted once"
+    );
+    assert!(
+        !counts.stale.contains(&instances[1].id),
+        "a let-go instance is not stale"
+    );
+    assert!(counts.disconnected >= 1);
+}
+
 pub async fn group_changes_and_deletion_cascade_to_instances(store: Arc<dyn Store>) {
     let (group, instances) = fleet(&store, "acme", "k8s", 2, 5).await;
     let tagged = store

@@ -191,7 +191,9 @@ impl Fleet {
 
     async fn build(&self, placer: &Placer) -> StoreResult<Kept> {
         let generation = self.changes.load(Ordering::Relaxed);
+        let started = Instant::now();
         let registry = snapshot(placer).await?;
+        placer.metrics().snapshot_built(started.elapsed());
         Ok(Kept {
             registry,
             built: Instant::now(),
