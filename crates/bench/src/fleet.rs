@@ -304,16 +304,7 @@ impl Fleet {
 
     /// Waits until `count` sockets are open, or `patience` has passed; returns how many are.
     pub async fn wait_connected(&self, count: usize, patience: Duration, bar: &ProgressBar) -> usize {
-        let deadline = Instant::now() + patience;
-        bar.set_length(count as u64);
-        loop {
-            let now = self.connected();
-            bar.set_position(now.min(count) as u64);
-            if now >= count || Instant::now() >= deadline {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_connected(|| self.connected(), count, patience, bar).await
     }
 
     /// Closes every socket and waits (at most 30 s) for the delegates to end.
@@ -321,6 +312,25 @@ impl Fleet {
         self.stop.cancel();
         self.delegates.close();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.delegates.wait()).await;
+    }
+}
+
+/// Waits until `connected()` reaches `count`, or `patience` has passed; returns it.
+pub async fn wait_connected(
+    connected: impl Fn() -> usize,
+    count: usize,
+    patience: Duration,
+    bar: &ProgressBar,
+) -> usize {
+    let deadline = Instant::now() + patience;
+    bar.set_length(count as u64);
+    loop {
+        let now = connected();
+        bar.set_position(now.min(count) as u64);
+        if now >= count || Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

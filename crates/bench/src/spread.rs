@@ -13,7 +13,7 @@
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -344,16 +344,7 @@ impl Delegates {
     /// Waits until `count` sockets are open (as the delegates see them), or `patience` has
     /// passed; returns how many are.
     pub async fn wait_connected(&self, count: usize, patience: Duration, bar: &ProgressBar) -> usize {
-        let deadline = Instant::now() + patience;
-        bar.set_length(count as u64);
-        loop {
-            let now = self.connected();
-            bar.set_position(now.min(count) as u64);
-            if now >= count || Instant::now() >= deadline {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::fleet::wait_connected(|| self.connected(), count, patience, bar).await
     }
 
     pub async fn stop(self) {
