@@ -24,7 +24,9 @@ use tokio::process::{Child, ChildStdin, Command};
 use crate::BenchError;
 use crate::fleet::{Fleet, Layout, Part, fleet_token};
 use crate::load::Recorder;
+use crate::manager::Manager;
 use crate::procfs;
+use crate::scenario::Ctx;
 
 /// The variable a driver reads the fleet's delegate token from.
 const TOKEN_VAR: &str = "SWITCHBOARD_BENCH_DELEGATE_TOKEN";
@@ -307,6 +309,20 @@ impl Delegates {
                 Drivers::start(&token, bases, parts, sources, capacity).await?,
             ))
         }
+    }
+
+    /// The fleet of F3 and F4 for `managers` (replicas, or one), sized for `size`
+    /// delegates (drivers and source addresses as [`Ctx`] says), with an operator client
+    /// of the first manager.
+    pub async fn over(ctx: &Ctx, managers: &[Manager], size: usize) -> Result<(Client, Delegates), BenchError> {
+        let first = managers
+            .first()
+            .ok_or_else(|| BenchError::Manager("no manager to drive".into()))?;
+        let operator = Client::new(first.url.clone(), Some(first.api_key.clone()))
+            .map_err(|e| BenchError::Setup(e.to_string()))?;
+        let bases: Vec<String> = managers.iter().map(|m| m.url.clone()).collect();
+        let fleet = Delegates::new(&operator, &bases, ctx.drivers(size), ctx.sources(size), 10).await?;
+        Ok((operator, fleet))
     }
 
     pub fn connected(&self) -> usize {

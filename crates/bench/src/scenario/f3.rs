@@ -386,14 +386,8 @@ async fn grow(
     largest: usize,
     args: &F3Args,
 ) -> Result<(Option<u64>, Vec<Point>, Option<Rest>, Option<Storm>), BenchError> {
-    let first = managers
-        .first()
-        .ok_or_else(|| BenchError::Manager("no manager to drive".into()))?;
-    let operator =
-        Client::new(first.url.clone(), Some(first.api_key.clone())).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let bases: Vec<String> = managers.iter().map(|m| m.url.clone()).collect();
+    let (operator, mut fleet) = Delegates::over(ctx, managers, largest).await?;
     let drivers = ctx.drivers(largest);
-    let mut fleet = Delegates::new(&operator, &bases, drivers, ctx.sources(largest), 10).await?;
     let settle = Duration::from_secs(args.settle_secs);
     tokio::time::sleep(settle).await;
     let baseline = total_rss(managers);

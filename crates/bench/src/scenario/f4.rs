@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
-use switchboard_client::Client;
 
 use crate::BenchError;
 use crate::manager::{Manager, StoreKind, stop_all};
@@ -279,20 +278,7 @@ async fn measure(
     case: &Case,
     args: &F4Args,
 ) -> Result<Point, BenchError> {
-    let first = managers
-        .first()
-        .ok_or_else(|| BenchError::Manager("no manager to drive".into()))?;
-    let operator =
-        Client::new(first.url.clone(), Some(first.api_key.clone())).map_err(|e| BenchError::Setup(e.to_string()))?;
-    let bases: Vec<String> = managers.iter().map(|m| m.url.clone()).collect();
-    let mut fleet = Delegates::new(
-        &operator,
-        &bases,
-        ctx.drivers(case.delegates),
-        ctx.sources(case.delegates),
-        10,
-    )
-    .await?;
+    let (_, mut fleet) = Delegates::over(ctx, managers, case.delegates).await?;
     let bar = progress(&format!("{label}: registering"));
     let grown = fleet.grow(case.delegates, &bar).await;
     bar.finish_and_clear();
